@@ -1,0 +1,67 @@
+"""otelkit: one-call OpenTelemetry for Python services and job pipelines.
+
+``otelkit.init()`` at start-up configures traces, metrics and logs over OTLP
+from the standard ``OTEL_*`` variables, instruments redis, psycopg2 and httpx,
+correlates logs with traces and links Sentry errors to them.
+``otelkit.pipeline`` follows one event from emission to reception.
+
+Names are imported lazily, so ``import otelkit`` stays cheap until ``init()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from otelkit._version import __version__
+
+if TYPE_CHECKING:
+    from otelkit._config import ConfigError, Settings
+    from otelkit._correlation import correlation_id
+    from otelkit._init import get_settings, init, shutdown
+    from otelkit._instrument import IntegrationStatus, integration_status
+    from otelkit._logs import JsonFormatter
+    from otelkit._span import span
+    from otelkit._stats import ShutdownReport
+
+_LAZY = {
+    "ConfigError": "otelkit._config",
+    "IntegrationStatus": "otelkit._instrument",
+    "JsonFormatter": "otelkit._logs",
+    "Settings": "otelkit._config",
+    "ShutdownReport": "otelkit._stats",
+    "correlation_id": "otelkit._correlation",
+    "get_settings": "otelkit._init",
+    "init": "otelkit._init",
+    "integration_status": "otelkit._instrument",
+    "shutdown": "otelkit._init",
+    "span": "otelkit._span",
+}
+
+__all__ = [
+    "ConfigError",
+    "IntegrationStatus",
+    "JsonFormatter",
+    "Settings",
+    "ShutdownReport",
+    "__version__",
+    "correlation_id",
+    "get_settings",
+    "init",
+    "integration_status",
+    "shutdown",
+    "span",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'otelkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
