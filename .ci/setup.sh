@@ -14,12 +14,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "== installing otelkit and its test tools into .venv"
 quiet_pip install -q -e ".[${OTELKIT_EXTRAS:-test,bench,lint}]"
-if [ "${OTELKIT_NEED_PROMTOOL:-1}" = 1 ] && ! command -v promtool >/dev/null 2>&1; then
+if [ "${OTELKIT_NEED_PROMTOOL:-1}" = 1 ] && { ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; }; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing promtool (Debian package prometheus)"
+    echo "== installing promtool and amtool (Debian packages prometheus, prometheus-alertmanager)"
     apt-get update -qq >/dev/null 2>&1 || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 ||
-      echo "WARNING: could not install Debian's prometheus package: the promtool checks cannot run"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null 2>&1 ||
+      echo "WARNING: could not install Debian's prometheus/prometheus-alertmanager packages: the stack checks cannot run"
   else
     echo "NOTE: promtool not found and not root: install Debian's 'prometheus' package for the stack checks"
   fi

@@ -1,23 +1,132 @@
-"""PLACEHOLDER (owner: pipeline). Correlation ID in baggage."""
+"""The business correlation ID: one value that follows an event through every process it touches.
+
+It lives in W3C baggage under :data:`otelkit._names.CORRELATION_BAGGAGE_KEY`, so any
+propagator-aware hop (otelkit's pipeline carriers, the httpx instrumentation's
+outgoing headers) passes it on. :class:`CorrelationSpanProcessor` copies it onto
+every span started inside a correlation scope; the logs module reads
+:func:`get_correlation_id` in its record factory.
+"""
 
 from __future__ import annotations
 
-from opentelemetry import baggage
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import SpanProcessor
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
-from otelkit._names import CORRELATION_BAGGAGE_KEY
+from opentelemetry import baggage
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from otelkit._internal_log import logger
+from otelkit._names import CORRELATION_ATTRIBUTE, CORRELATION_BAGGAGE_KEY
+
+_KEY: str | None
+try:  # the API keeps baggage in one context key; reading it directly skips two calls per span.
+    from opentelemetry.baggage import _BAGGAGE_KEY as _KEY
+except ImportError:  # pragma: no cover - future API versions
+    _KEY = None
+
+MAX_CORRELATION_ID_LENGTH = 128
+# Printable, header- and log-safe; excludes whitespace, quotes, commas and semicolons (baggage delimiters).
+_VALID = re.compile(r"[A-Za-z0-9._:/@+=\-]{1," + str(MAX_CORRELATION_ID_LENGTH) + "}")
+
+__all__ = [
+    "CorrelationSpanProcessor",
+    "correlate",
+    "correlation_id",
+    "get_correlation_id",
+    "is_valid_correlation_id",
+    "new_correlation_id",
+]
+
+
+def new_correlation_id() -> str:
+    """A fresh correlation ID (32 lowercase hex characters)."""
+    return uuid.uuid4().hex
+
+
+def is_valid_correlation_id(value: object) -> bool:
+    """True for a str of 1-128 characters from ``A-Z a-z 0-9 . _ : / @ + = -``.
+
+    Anything else (a 10 KB value, binary, whitespace, a non-string) is treated as
+    absent by the pipeline, which then starts a fresh ID.
+    """
+    return isinstance(value, str) and _VALID.fullmatch(value) is not None
 
 
 def get_correlation_id(context: Context | None = None) -> str | None:
-    value = baggage.get_baggage(CORRELATION_BAGGAGE_KEY, context)
+    """The correlation ID in ``context`` (default: the current context), or None.
+
+    Called on every log record by the logs module, so it does one dict lookup.
+    """
+    if _KEY is not None:
+        ctx = otel_context.get_current() if context is None else context
+        entries: Any = ctx.get(_KEY)
+        if not entries:
+            return None
+        value = entries.get(CORRELATION_BAGGAGE_KEY)
+    else:  # pragma: no cover
+        value = baggage.get_baggage(CORRELATION_BAGGAGE_KEY, context)
     return value if isinstance(value, str) else None
 
 
 def correlation_id() -> str | None:
-    """The correlation ID of the current context, or None."""
+    """The correlation ID of the current context, or None outside any correlation scope.
+
+    Inside ``otelkit.pipeline.receive`` it is the ID the emitter sent (or a fresh
+    one when the message carried none); inside ``emit`` or ``correlate`` it is
+    the ID those scopes set.
+    """
     return get_correlation_id()
 
 
+def with_correlation_id(value: str, context: Context | None = None) -> Context:
+    """``context`` (default: current) with the correlation ID set in its baggage."""
+    return baggage.set_baggage(CORRELATION_BAGGAGE_KEY, value, context)
+
+
+@contextmanager
+def correlate(correlation_id: str | None = None) -> Iterator[str]:
+    """Run the block inside a correlation scope and yield its ID.
+
+    With no argument, keeps the current ID if there is one, otherwise creates a
+    fresh one: use it where a business event is born (a discovery loop), so the
+    discovery spans, its logs and every later ``emit`` share the ID. An
+    explicit ``correlation_id`` that is not a valid ID (see
+    :func:`is_valid_correlation_id`) is replaced by a fresh one, with a debug log.
+    """
+    if correlation_id is None:
+        correlation_id = get_correlation_id() or new_correlation_id()
+    elif not is_valid_correlation_id(correlation_id):
+        logger.debug("otelkit: correlation id %.40r is not valid; using a fresh one", correlation_id)
+        correlation_id = new_correlation_id()
+    token = otel_context.attach(with_correlation_id(correlation_id))
+    try:
+        yield correlation_id
+    finally:
+        otel_context.detach(token)
+
+
 class CorrelationSpanProcessor(SpanProcessor):
-    pass
+    """Set ``otelkit.correlation_id`` on every span started inside a correlation scope.
+
+    Runs first in the processor list, on every span: one dict lookup and, when an
+    ID is present, one attribute write.
+    """
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        value = get_correlation_id(parent_context)
+        if value is not None:
+            span.set_attribute(CORRELATION_ATTRIBUTE, value)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True

@@ -1,20 +1,1308 @@
-"""PLACEHOLDER (owner: export/reliability). Exporter factories, batch processors, metric readers."""
+"""Exporters, batch processors and metric readers built from :class:`~otelkit._config.Settings`.
+
+Why otelkit has its own batch processor and OTLP sender instead of the SDK's (measured upstream
+failures in ``docs/architecture.md`` and the reliability research):
+
+* **Bounded exit.** Every request carries a deadline: ``min(OTEL_EXPORTER_OTLP_TIMEOUT,
+  OTEL_BSP_EXPORT_TIMEOUT)`` normally, and the remaining shutdown budget during shutdown. The SDK
+  waits 30 s per provider (up to 50 s for three signals) on a dead collector.
+* **Retries that redeliver.** A batch that meets a transient failure (connection refused or reset,
+  timeout, HTTP 429/502/503/504, gRPC UNAVAILABLE & co., RESOURCE_EXHAUSTED *with* RetryInfo) stays
+  at the head of the queue and is retried with backoff (honouring Retry-After / RetryInfo) while new
+  items queue behind it. After three failures in a row the circuit opens: one warning, one probe
+  every few seconds, no per-batch retry storms. When the collector is back, everything that fitted
+  in the queue is delivered in order, once.
+* **Never retry forever.** HTTP 413 and gRPC RESOURCE_EXHAUSTED without RetryInfo mean "too large":
+  the batch is split in halves, down to single items, and an item that still does not fit is dropped
+  and counted. Requests are capped below the collector's default 4 MiB gRPC limit before sending.
+  Other permanent errors (400, 401, INVALID_ARGUMENT...) drop the batch at once, counted.
+* **Nothing dropped silently.** Queue overflow (the newest items are refused, so the oldest outage
+  data survives), permanent failures, partial-success rejections and what is left at the shutdown
+  deadline are counted per signal and reason in :mod:`otelkit._stats`, exported as otelkit's own
+  metrics, summarised in rate-limited ``otelkit`` warnings and in the shutdown report.
+* **Fork-aware.** After ``fork()`` the child drops the parent's queue and the spans the parent had
+  open, reconnects (new gRPC channel / HTTP session) and restarts its worker (:mod:`otelkit._fork`).
+
+Defaults otelkit recommends (the ``BatchSettings`` defaults in ``_config``): queue 8192 (the spec's
+2048 drops spans under an ordinary burst: ``perf-baseline.md``), batch 512, schedule delay 1 s.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import gzip
+import math
+import os
+import random
+import socket
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from copy import copy as _copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach, detach, set_value
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from otelkit import _stats, _wire
+from otelkit._internal_log import logger
+from otelkit._stats import STATS
 
 if TYPE_CHECKING:
     from otelkit._config import Settings
 
+__all__ = [
+    "OtelkitLogProcessor",
+    "OtelkitSpanProcessor",
+    "OtlpMetricExporter",
+    "Sender",
+    "build_log_processors",
+    "build_metric_readers",
+    "build_span_processors",
+    "describe_destinations",
+    "flush_all",
+    "make_sender",
+    "probe_local_collector",
+    "resolve_exporters",
+]
+
+Item = TypeVar("Item")
+_EMPTY_CONTEXT = Context()
+
+# Serialized request cap, below the collector's default 4 MiB gRPC receive limit (HTTP allows 20 MiB).
+MAX_REQUEST_BYTES = 4 * 1024 * 1024 - 64 * 1024
+# Cap on how much of an HTTP response body is read (OTLP spec: clients MUST limit it; 4 MiB suggested).
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+FAILURES_TO_OPEN = 3
+MAX_BACKOFF = 5.0
+FIRST_BACKOFF = 0.5
+DEFAULT_SHUTDOWN_BUDGET = 5.0
+
+_PATHS = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
+_GRPC_METHODS = {
+    "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+    "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+}
+
+
+def mask_url(url: str) -> str:
+    """``url`` without user:password (for messages)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+# ==================================================================================================
+# Sending one encoded request
+
+
+OK, RETRY, TOO_LARGE, FAIL = "ok", "retry", "too_large", "fail"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """Outcome of one request: ``kind`` is ok / retry / too_large / fail."""
+
+    kind: str
+    detail: str = ""
+    retry_after: float | None = None
+    rejected: int = 0
+
+
+class Sender:
+    """Sends one serialized ``Export*ServiceRequest``; one attempt, no retry (the processor retries)."""
+
+    signal: str
+    target: str
+
+    def send(self, payload: bytes, timeout: float) -> SendResult:
+        raise NotImplementedError
+
+    def reset_after_fork(self) -> None:
+        """Drop connections inherited from the parent (never reuse a socket across fork)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def _partial(signal: str, body: bytes) -> tuple[int, str]:
+    if not body:
+        return 0, ""
+    from google.protobuf.message import DecodeError
+
+    response: Any
+    if signal == "traces":
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+        response = ExportTraceServiceResponse()
+        field_name = "rejected_spans"
+    elif signal == "metrics":
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+
+        response = ExportMetricsServiceResponse()
+        field_name = "rejected_data_points"
+    else:
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+
+        response = ExportLogsServiceResponse()
+        field_name = "rejected_log_records"
+    try:
+        response.ParseFromString(body)
+    except DecodeError:
+        return 0, ""
+    if not response.HasField("partial_success"):
+        return 0, ""
+    return int(getattr(response.partial_success, field_name)), str(response.partial_success.error_message)
+
+
+def _read_file(path: str | None, what: str) -> bytes | None:
+    if not path:
+        return None
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+class GrpcSender(Sender):
+    """OTLP/gRPC with raw bytes in and out (encoded once, size known before sending)."""
+
+    # Spec: retryable codes; RESOURCE_EXHAUSTED only with RetryInfo (handled below).
+    _RETRYABLE = frozenset({"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"})
+
+    def __init__(self, signal: str, endpoint: str, *, headers: Mapping[str, str] | None = None,
+                 compression: str = "none", insecure: bool | None = None, certificate: str | None = None,
+                 client_key: str | None = None, client_certificate: str | None = None) -> None:
+        import grpc
+
+        self.signal = signal
+        parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+        self._address = parts.netloc.rsplit("@", 1)[-1] or "localhost:4317"
+        if parts.scheme == "https":
+            secure = True
+        elif parts.scheme == "http":
+            secure = False
+        else:
+            secure = not insecure if insecure is not None else False
+        self.target = f"{'https' if secure else 'http'}://{self._address}"
+        self._credentials = None
+        if secure:
+            self._credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read_file(certificate, "certificate"),
+                private_key=_read_file(client_key, "client key"),
+                certificate_chain=_read_file(client_certificate, "client certificate"))
+        self._metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
+        self._compression = grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression
+        self._channel: Any = None
+        self._call: Any = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        import grpc
+
+        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
+                   ("grpc.enable_retries", 0)]
+        if self._credentials is not None:
+            channel = grpc.secure_channel(self._address, self._credentials, options=options,
+                                          compression=self._compression)
+        else:
+            channel = grpc.insecure_channel(self._address, options=options, compression=self._compression)
+        self._channel = channel
+        self._call = channel.unary_unary(_GRPC_METHODS[self.signal])
+        return self._call
+
+    def send(self, payload: bytes, timeout: float) -> SendResult:
+        import grpc
+
+        with self._lock:
+            call = self._call or self._connect()
+        try:
+            response = call(payload, timeout=max(timeout, 0.001), metadata=self._metadata, wait_for_ready=False)
+        except grpc.RpcError as error:
+            code = error.code() if hasattr(error, "code") else None
+            name = code.name if code is not None else "UNKNOWN"
+            details = (error.details() if hasattr(error, "details") else "") or ""
+            retry_after = self._retry_info(error)
+            if name == "UNAVAILABLE":
+                self._reconnect()
+            if name == "RESOURCE_EXHAUSTED":
+                if retry_after is not None:
+                    return SendResult(RETRY, f"gRPC {name}: {details}", retry_after)
+                return SendResult(TOO_LARGE, f"gRPC {name}: {details}")
+            if name in self._RETRYABLE:
+                return SendResult(RETRY, f"gRPC {name}: {details}", retry_after)
+            return SendResult(FAIL, f"gRPC {name}: {details}")
+        except Exception as exc:  # grpc raises a few non-RpcError types (ValueError on a closed channel)
+            self._reconnect()
+            return SendResult(RETRY, f"{type(exc).__name__}: {exc}")
+        rejected, message = _partial(self.signal, response if isinstance(response, bytes) else b"")
+        return SendResult(OK, message, rejected=rejected)
+
+    @staticmethod
+    def _retry_info(error: Any) -> float | None:
+        try:
+            metadata = dict(error.trailing_metadata() or ())
+        except Exception:
+            return None
+        raw = metadata.get("google.rpc.retryinfo-bin")
+        if not raw:
+            return None
+        from google.rpc.error_details_pb2 import RetryInfo
+
+        info = RetryInfo()
+        try:
+            info.ParseFromString(raw)
+        except Exception:
+            return None
+        return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
+
+    def _reconnect(self) -> None:
+        with self._lock:
+            channel, self._channel, self._call = self._channel, None, None
+        if channel is not None:
+            try:
+                channel.close()
+            except Exception:
+                logger.debug("closing gRPC channel to %s failed", self.target, exc_info=True)
+
+    def reset_after_fork(self) -> None:
+        # The inherited channel belongs to the parent's gRPC core state: forget it, do not close it.
+        self._lock = threading.Lock()
+        self._channel = None
+        self._call = None
+
+    def close(self) -> None:
+        self._reconnect()
+
+
+class HttpSender(Sender):
+    """OTLP/HTTP with protobuf bodies (requests), response bodies capped at 4 MiB."""
+
+    _RETRYABLE = frozenset({429, 502, 503, 504})
+
+    def __init__(self, signal: str, endpoint: str, *, headers: Mapping[str, str] | None = None,
+                 compression: str = "none", certificate: str | None = None, client_key: str | None = None,
+                 client_certificate: str | None = None) -> None:
+        self.signal = signal
+        self.url = endpoint
+        self.target = mask_url(endpoint)
+        self._headers = {"Content-Type": "application/x-protobuf", **dict(headers or {})}
+        self._gzip = compression == "gzip"
+        if self._gzip:
+            self._headers["Content-Encoding"] = "gzip"
+        self._verify: bool | str = certificate or True
+        self._cert: tuple[str, str] | str | None = None
+        if client_certificate and client_key:
+            self._cert = (client_certificate, client_key)
+        elif client_certificate:
+            self._cert = client_certificate
+        self._session: Any = None
+
+    def _get_session(self) -> Any:
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+        return self._session
+
+    def send(self, payload: bytes, timeout: float) -> SendResult:
+        import requests
+
+        body = gzip.compress(payload, compresslevel=1) if self._gzip else payload
+        timeout = max(timeout, 0.001)
+        try:
+            response = self._get_session().post(self.url, data=body, headers=self._headers, timeout=timeout,
+                                                verify=self._verify, cert=self._cert, stream=True)
+        except requests.exceptions.SSLError as exc:
+            return SendResult(FAIL, f"TLS error: {exc}")
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            self.close()
+            return SendResult(RETRY, f"{type(exc).__name__}")
+        except Exception as exc:  # invalid URL, bad certificate path...
+            return SendResult(FAIL, f"{type(exc).__name__}: {exc}")
+        try:
+            status = response.status_code
+            try:
+                content = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True) or b""
+            except Exception:
+                content = b""
+        finally:
+            response.close()
+        if 200 <= status < 300:
+            if len(content) > MAX_RESPONSE_BYTES:
+                return SendResult(OK, "response larger than 4 MiB ignored")
+            rejected, message = _partial(self.signal, content)
+            return SendResult(OK, message, rejected=rejected)
+        if status in self._RETRYABLE:
+            return SendResult(RETRY, f"HTTP {status}", _retry_after(response.headers.get("Retry-After")))
+        if status == 413:
+            return SendResult(TOO_LARGE, "HTTP 413")
+        return SendResult(FAIL, f"HTTP {status}")
+
+    def reset_after_fork(self) -> None:
+        self._session = None  # a pooled socket shared with the parent would interleave bytes (EBADF, #4994)
+
+    def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                session.close()
+            except Exception:
+                pass
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, seconds) if seconds == seconds else None
+
+
+# ==================================================================================================
+# Encoding
+
+
+def _encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    try:
+        return _wire.encode_spans(spans)
+    except Exception:  # something the direct encoder does not know: the SDK's encoder knows everything
+        logger.debug("otelkit: direct span encoding failed; using the SDK encoder", exc_info=True)
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    return bytes(encode_spans(spans).SerializeToString())
+
+
+def _encode_logs(records: Sequence[ReadableLogRecord]) -> bytes:
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+
+    return bytes(encode_logs(records).SerializeToString())
+
+
+def _scrubber(settings: Any, name: str) -> Callable[[list[Any]], list[Any]] | None:
+    scrub = getattr(settings, "scrub", None) if settings is not None else None
+    if scrub is None or not getattr(scrub, "enabled", False):
+        return None
+    try:
+        from otelkit import _scrub
+    except ImportError:
+        return None
+    fn = getattr(_scrub, name, None)
+    return fn if callable(fn) else None
+
+
+# ==================================================================================================
+# The batch pipeline (spans and logs)
+
+_LIVE: weakref.WeakSet[_BatchPipeline[Any]] = weakref.WeakSet()
+_LIVE_READERS: weakref.WeakSet[MetricReader] = weakref.WeakSet()
+_shutdown_deadline: float | None = None
+
+
+def set_shutdown_deadline(deadline: float | None) -> None:
+    """A ``time.monotonic()`` deadline every processor's ``shutdown()``/``force_flush()`` honours."""
+    global _shutdown_deadline
+    _shutdown_deadline = deadline
+
+
+class _BatchPipeline(Generic[Item]):
+    """Bounded queue + one export thread + circuit breaker; counts everything in :data:`STATS`."""
+
+    def __init__(self, signal: str, *, sender: Sender | None = None, exporter: Any = None,
+                 encode: Callable[[Sequence[Item]], bytes] | None = None,
+                 scrub: Callable[[list[Item]], list[Item]] | None = None,
+                 max_queue_size: int = 8192, max_export_batch_size: int = 512, schedule_delay: float = 1.0,
+                 export_timeout: float = 10.0, max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
+        if (sender is None) == (exporter is None):
+            raise ValueError("give exactly one of sender (OTLP) or exporter (an SDK exporter)")
+        self.signal = signal
+        self._sender = sender
+        self._exporter = exporter
+        self._encode = encode
+        self._scrub = scrub
+        self._max_queue = max(1, int(max_queue_size))
+        self._batch_size = max(1, min(int(max_export_batch_size), self._max_queue))
+        self._delay = max(0.001, float(schedule_delay))
+        self._export_timeout = max(0.001, float(export_timeout))
+        self._max_bytes = max_request_bytes
+        self.target = sender.target if sender is not None else type(exporter).__name__
+        self._init_runtime()
+        _LIVE.add(self)
+        ref = weakref.ref(self)
+
+        def probe() -> int:
+            me = ref()
+            return me.queue_length() if me is not None else 0
+
+        self._probe = probe
+        STATS.add_queue_probe(signal, probe)
+
+    def _init_runtime(self, start: bool = True) -> None:
+        self._queue: deque[Item] = deque()
+        self._inflight: list[Item] = []
+        self._inflight_n = 0
+        self._wake = threading.Event()
+        self._idle = threading.Condition(threading.Lock())
+        self._closed = False
+        self._stopping = False
+        self._done = 0  # items finished (exported or dropped), written by the worker only
+        self._flush_seq = 0
+        self._flush_seq_done = 0
+        self._abandoned = False
+        self._failures = 0
+        self._next_attempt = 0.0
+        self._circuit_open = False
+        self._last_error = ""
+        self._forked_at = 0
+        self._pid = os.getpid()
+        self._start_lock = threading.Lock()
+        self._worker = threading.Thread(target=self._run, name=f"otelkit-export-{self.signal}", daemon=True)
+        # Dormant: no thread until the first item (an inherited pipeline a forked child never uses).
+        self._dormant = not start
+        if start:
+            self._worker.start()
+
+    def _start_worker(self) -> None:
+        with self._start_lock:
+            if self._dormant:
+                self._dormant = False
+                self._worker.start()
+
+    # -- hot path ------------------------------------------------------------------------------
+
+    def _enqueue(self, item: Item) -> None:
+        if False:
+            # Forked without Python's at-fork hooks (uWSGI forks in C): reset the process state now.
+            _forked_without_hooks()
+        if self._dormant:
+            self._start_worker()
+        queue = self._queue
+        # In flight counts against the bound too: max_queue_size is what the pipeline holds in memory.
+        if len(queue) + self._inflight_n >= self._max_queue:
+            STATS.dropped(self.signal, _stats.QUEUE_FULL, 1, warn=False)
+            return
+        queue.append(item)
+        if len(queue) >= self._batch_size and not self._wake.is_set():
+            self._wake.set()
+
+    def _set_inflight(self, items: list[Item]) -> None:
+        self._inflight = items
+        self._inflight_n = len(items)
+
+    def queue_length(self) -> int:
+        return len(self._queue) + len(self._inflight)
+
+    # -- worker --------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        # The export thread never reports its own HTTP/gRPC calls as telemetry.
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            while not self._stopping:
+                wait = self._delay
+                if self._failures:
+                    wait = max(0.0, min(wait, self._next_attempt - time.monotonic()))
+                self._wake.wait(wait)
+                self._wake.clear()
+                if self._stopping:
+                    break
+                STATS.maybe_warn(self._last_error)
+                flush_seq = self._flush_seq
+                flushing = flush_seq > self._flush_seq_done
+                if self._failures and time.monotonic() < self._next_attempt and not flushing:
+                    continue
+                try:
+                    self._export_available(flushing, deadline=None)
+                except Exception:  # never let the export thread die
+                    logger.debug("otelkit %s export loop error", self.signal, exc_info=True)
+                if flushing:
+                    # One attempt per flush request, even in backoff; the flush then reports the outcome.
+                    self._flush_seq_done = flush_seq
+                self._notify_idle()
+            self._drain()
+        finally:
+            detach(token)
+            self._notify_idle()
+
+    def _notify_idle(self) -> None:
+        with self._idle:
+            self._idle.notify_all()
+
+    def _take_batch(self) -> list[Item]:
+        queue = self._queue
+        count = min(self._batch_size, len(queue))
+        batch = [queue.popleft() for _ in range(count)]
+        if batch and self._scrub is not None:
+            try:
+                batch = list(self._scrub(batch))
+            except Exception:
+                logger.debug("otelkit scrubbing failed; exporting %s unscrubbed is not allowed, dropping",
+                             self.signal, exc_info=True)
+                self._finish(len(batch), _stats.EXPORT_FAILED, "scrubbing failed")
+                return []
+        return batch
+
+    def _export_available(self, flushing: bool, deadline: float | None) -> bool:
+        """Export at least one batch, continuing while a full batch is queued (or all, when flushing).
+
+        Returns False when it stopped on a transient failure (the batch stays in flight)."""
+        first = True
+        while True:
+            if not self._inflight:
+                if not self._queue or not (first or flushing or len(self._queue) >= self._batch_size):
+                    return True
+                self._set_inflight(self._take_batch())
+                if not self._inflight:
+                    continue
+            first = False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            retry = self._send(self._inflight, deadline)
+            if retry:
+                self._set_inflight(retry)
+                self._on_failure()
+                return False
+            self._set_inflight([])
+            self._on_success()
+
+    def _on_failure(self) -> None:
+        self._failures += 1
+        backoff = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (self._failures - 1)) * random.uniform(0.8, 1.2)
+        if self._retry_after is not None:
+            backoff = min(max(self._retry_after, 0.0), 60.0)
+        self._next_attempt = time.monotonic() + backoff
+        if self._failures >= FAILURES_TO_OPEN and not self._circuit_open:
+            self._circuit_open = True
+            logger.warning("otelkit cannot export %s to %s (%s); keeping up to %d queued and retrying every %.0fs",
+                           _stats.ITEM_NAMES[self.signal], self.target, self._last_error, self._max_queue,
+                           MAX_BACKOFF)
+
+    def _on_success(self) -> None:
+        if self._circuit_open:
+            logger.warning("otelkit exports %s to %s again", _stats.ITEM_NAMES[self.signal], self.target)
+        self._failures = 0
+        self._circuit_open = False
+
+    def _finish(self, count: int, reason: str | None, detail: str = "") -> None:
+        if self._abandoned or count <= 0:
+            return
+        if reason is None:
+            STATS.exported(self.signal, count)
+        else:
+            STATS.dropped(self.signal, reason, count, detail, warn=False)
+        self._done += count
+
+    def _send(self, items: list[Item], deadline: float | None) -> list[Item]:
+        """Send ``items``; returns those to retry later (transient failure), counting the rest."""
+        self._retry_after = None
+        if self._exporter is not None:
+            return self._send_via_exporter(items)
+        assert self._sender is not None and self._encode is not None
+        try:
+            payload = self._encode(items)
+        except Exception as exc:
+            logger.debug("otelkit could not encode %s", self.signal, exc_info=True)
+            self._finish(len(items), _stats.EXPORT_FAILED, f"encoding failed: {type(exc).__name__}")
+            return []
+        if len(payload) > self._max_bytes:
+            return self._split(items, deadline, f"request of {len(payload)} bytes over the {self._max_bytes} cap")
+        timeout = self._export_timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                return items
+        try:
+            result = self._sender.send(payload, timeout)
+        except Exception as exc:  # a sender bug must not kill the pipeline
+            logger.debug("otelkit sender error", exc_info=True)
+            result = SendResult(FAIL, f"{type(exc).__name__}: {exc}")
+        if result.kind == OK:
+            rejected = min(result.rejected, len(items))
+            if rejected:
+                self._finish(rejected, _stats.REJECTED, result.detail)
+                logger.warning("otelkit: the collector at %s rejected %d of %d %s: %s", self.target, rejected,
+                               len(items), _stats.ITEM_NAMES[self.signal], result.detail or "no reason given")
+            elif result.detail:
+                logger.debug("otelkit: collector message: %s", result.detail)
+            self._finish(len(items) - rejected, None)
+            return []
+        if result.kind == RETRY:
+            self._last_error = result.detail
+            self._retry_after = result.retry_after
+            return items
+        if result.kind == TOO_LARGE:
+            return self._split(items, deadline, result.detail)
+        self._last_error = result.detail
+        self._finish(len(items), _stats.EXPORT_FAILED, f"{self.target}: {result.detail}")
+        return []
+
+    def _split(self, items: list[Item], deadline: float | None, detail: str) -> list[Item]:
+        if len(items) == 1:
+            self._finish(1, _stats.TOO_LARGE, detail)
+            logger.debug("otelkit dropped one %s too large to export: %s", self.signal, detail)
+            return []
+        half = len(items) // 2
+        first = self._send(items[:half], deadline)
+        if first:  # collector went away mid-split: keep both halves for later
+            return first + items[half:]
+        return self._send(items[half:], deadline)
+
+    def _send_via_exporter(self, items: list[Item]) -> list[Item]:
+        try:
+            result = self._exporter.export(items)
+            ok = getattr(result, "name", "SUCCESS") == "SUCCESS"
+        except Exception as exc:
+            logger.debug("otelkit %s exporter raised", self.target, exc_info=True)
+            ok = False
+            self._last_error = f"{type(exc).__name__}: {exc}"
+        self._finish(len(items), None if ok else _stats.EXPORT_FAILED, self._last_error)
+        return []
+
+    def _drain(self) -> None:
+        """Final export at shutdown: until empty or the deadline; the rest is counted as shutdown_timeout."""
+        deadline = self._deadline
+        circuit_was_open = self._circuit_open
+        while self._inflight or self._queue:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if self._export_available(True, deadline):
+                break
+            # A transient failure. With the circuit open the collector is known to be down: one try only.
+            if circuit_was_open or self._stopped_early.is_set():
+                break
+            pause = min(max(0.0, self._next_attempt - time.monotonic()), deadline - time.monotonic())
+            if pause > 0 and self._stopped_early.wait(pause):
+                break
+        leftover = len(self._inflight) + len(self._queue)
+        self._set_inflight([])
+        self._queue.clear()
+        if leftover:
+            self._finish(leftover, _stats.SHUTDOWN_TIMEOUT, f"collector {self.target}: {self._last_error}")
+
+    # -- control -------------------------------------------------------------------------------
+
+    def force_flush(self, timeout_millis: float | None = 30000) -> bool:
+        """Export everything queued before this call; False if that failed or did not finish in time.
+
+        With the collector failing, one attempt is made (even during backoff), then it returns False."""
+        if self._closed:
+            return False
+        deadline = time.monotonic() + (timeout_millis / 1000 if timeout_millis is not None else 30.0)
+        if _shutdown_deadline is not None:
+            deadline = min(deadline, _shutdown_deadline)
+        target = self._done + len(self._queue) + len(self._inflight)
+        self._flush_seq += 1
+        seq = self._flush_seq
+        self._wake.set()
+        with self._idle:
+            while self._done < target and self._worker.is_alive():
+                if self._flush_seq_done >= seq and self._failures:
+                    return False
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(min(remaining, 0.1))
+        return self._done >= target
+
+    def shutdown(self, timeout_millis: float | None = None) -> bool:
+        """Drain and stop under a deadline (the global shutdown deadline, else ``timeout_millis``, else 5 s).
+
+        Returns False if the deadline cut the drain short. Idempotent; never raises."""
+        if self._closed:
+            return True
+        self._closed = True
+        if self._dormant:
+            STATS.remove_queue_probe(self._probe)
+            _LIVE.discard(self)
+            return True
+        budget = timeout_millis / 1000 if timeout_millis is not None else DEFAULT_SHUTDOWN_BUDGET
+        deadline = time.monotonic() + budget
+        if _shutdown_deadline is not None:
+            deadline = _shutdown_deadline if timeout_millis is None else min(deadline, _shutdown_deadline)
+        self._deadline = deadline
+        self._stopped_early = threading.Event()
+        self._stopping = True
+        self._wake.set()
+        self._worker.join(max(0.0, deadline - time.monotonic()) + 0.05)
+        finished = not self._worker.is_alive()
+        if not finished:
+            # The worker is stuck in a request that outlives the deadline: count what it holds now and
+            # ignore whatever it reports later (the process is about to exit).
+            self._stopped_early.set()
+            leftover = len(self._queue) + len(self._inflight)
+            self._finish(leftover, _stats.SHUTDOWN_TIMEOUT, f"collector {self.target}: {self._last_error}")
+            self._abandoned = True
+        STATS.remove_queue_probe(self._probe)
+        _LIVE.discard(self)
+        try:
+            if self._sender is not None:
+                self._sender.close()
+            elif self._exporter is not None:
+                self._exporter.shutdown()
+        except Exception:
+            logger.debug("otelkit exporter shutdown failed", exc_info=True)
+        return finished
+
+    _deadline = 0.0
+    _stopped_early = threading.Event()
+    _retry_after: float | None = None
+
+    def _after_fork_in_child(self, forked_at: int) -> None:
+        """Child side of fork: forget the parent's queue and in-flight batch, reconnect, restart lazily."""
+        if self._closed or self._pid == os.getpid():
+            return
+        if self._sender is not None:
+            self._sender.reset_after_fork()
+        self._init_runtime(start=False)
+        self._forked_at = forked_at
+
+
+class OtelkitSpanProcessor(SpanProcessor):
+    """Batching span processor with bounded queue, redelivery, deadlines and drop accounting."""
+
+    def __init__(self, pipeline: _BatchPipeline[ReadableSpan]) -> None:
+        self._pipeline = pipeline
+
+    @property
+    def pipeline(self) -> _BatchPipeline[ReadableSpan]:
+        return self._pipeline
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        pipeline = self._pipeline
+        if pipeline._closed:
+            STATS.dropped("traces", _stats.ALREADY_SHUTDOWN, 1, warn=False)
+            return
+        context = span.context
+        if context is None or not context.trace_flags.sampled:
+            return
+        # In a forked child, a span the parent had open ends here too: it is the parent's to export.
+        if pipeline._forked_at and (span.start_time or 0) < pipeline._forked_at:
+            return
+        pipeline._enqueue(span)
+
+    def shutdown(self) -> None:
+        self._pipeline.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._pipeline.force_flush(timeout_millis)
+
+
+class OtelkitLogProcessor(LogRecordProcessor):
+    """Batching log record processor; same guarantees as :class:`OtelkitSpanProcessor`."""
+
+    def __init__(self, pipeline: _BatchPipeline[ReadableLogRecord]) -> None:
+        self._pipeline = pipeline
+
+    @property
+    def pipeline(self) -> _BatchPipeline[ReadableLogRecord]:
+        return self._pipeline
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        pipeline = self._pipeline
+        if pipeline._closed:
+            STATS.dropped("logs", _stats.ALREADY_SHUTDOWN, 1, warn=False)
+            return
+        if len(pipeline._queue) + pipeline._inflight_n >= pipeline._max_queue:
+            STATS.dropped("logs", _stats.QUEUE_FULL, 1, warn=False)  # before paying for the copy below
+            return
+        # Same conversion as the SDK's batch processor: detach the record from the (possibly large) context.
+        api_record = _copy(log_record.log_record)
+        api_record.context = _EMPTY_CONTEXT
+        pipeline._enqueue(ReadableLogRecord(
+            log_record=api_record,
+            resource=log_record.resource if log_record.resource is not None else Resource.create({}),
+            instrumentation_scope=log_record.instrumentation_scope, limits=log_record.limits))
+
+    def shutdown(self) -> None:
+        self._pipeline.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._pipeline.force_flush(timeout_millis)
+
+
+def make_span_processor(sender_or_exporter: Sender | Any, *, scrub: Callable[[list[Any]], list[Any]] | None = None,
+                        **batch: Any) -> OtelkitSpanProcessor:
+    """A span processor around an OTLP :class:`Sender` or any SDK ``SpanExporter``.
+
+    ``batch``: max_queue_size, max_export_batch_size, schedule_delay (s), export_timeout (s)."""
+    if isinstance(sender_or_exporter, Sender):
+        pipeline: _BatchPipeline[ReadableSpan] = _BatchPipeline(
+            "traces", sender=sender_or_exporter, encode=_encode_spans, scrub=scrub, **batch)
+    else:
+        pipeline = _BatchPipeline("traces", exporter=sender_or_exporter, scrub=scrub, **batch)
+    return OtelkitSpanProcessor(pipeline)
+
+
+def make_log_processor(sender_or_exporter: Sender | Any, *, scrub: Callable[[list[Any]], list[Any]] | None = None,
+                       **batch: Any) -> OtelkitLogProcessor:
+    """A log record processor around an OTLP :class:`Sender` or any SDK ``LogRecordExporter``."""
+    if isinstance(sender_or_exporter, Sender):
+        pipeline: _BatchPipeline[ReadableLogRecord] = _BatchPipeline(
+            "logs", sender=sender_or_exporter, encode=_encode_logs, scrub=scrub, **batch)
+    else:
+        pipeline = _BatchPipeline("logs", exporter=sender_or_exporter, scrub=scrub, **batch)
+    return OtelkitLogProcessor(pipeline)
+
+
+# ==================================================================================================
+# Metrics
+
+
+def _count_points(data: MetricsData) -> int:
+    total = 0
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                total += len(getattr(metric.data, "data_points", ()) or ())
+    return total
+
+
+class OtlpMetricExporter(MetricExporter):
+    """OTLP metric exporter on a :class:`Sender`: one attempt per collection, a short backlog of
+    collections that met a transient failure (sent first, in order, when the collector is back),
+    points counted in :data:`STATS`, and a pid check so a forked child never exports the parent's
+    inherited cumulative state through this exporter."""
+
+    def __init__(self, sender: Sender, *, timeout: float = 10.0, backlog: int = 8,
+                 preferred_temporality: dict[type, AggregationTemporality] | None = None) -> None:
+        super().__init__(preferred_temporality=preferred_temporality)
+        self._sender = sender
+        self._timeout = timeout
+        self._backlog: deque[tuple[bytes, int]] = deque()
+        self._backlog_max = backlog
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._last_error = ""
+        self.target = sender.target
+        self._closed = False
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        if self._closed:
+            return MetricExportResult.FAILURE
+        if os.getpid() != self._pid:
+            # Inherited by a forked child: the parent's points are the parent's. init() re-creates the
+            # meter provider in the child (see otelkit._fork), which brings a fresh exporter.
+            return MetricExportResult.SUCCESS
+        from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+        points = _count_points(metrics_data)
+        if not points:
+            return MetricExportResult.SUCCESS
+        deadline = time.monotonic() + min(self._timeout, (timeout_millis or 10_000) / 1000)
+        if _shutdown_deadline is not None:
+            deadline = min(deadline, _shutdown_deadline)
+        try:
+            payload = bytes(encode_metrics(metrics_data).SerializeToString())
+        except Exception as exc:
+            STATS.dropped("metrics", _stats.EXPORT_FAILED, points, f"encoding failed: {type(exc).__name__}")
+            return MetricExportResult.FAILURE
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            with self._lock:
+                self._backlog.append((payload, points))
+                while len(self._backlog) > self._backlog_max:
+                    _, lost = self._backlog.popleft()
+                    STATS.dropped("metrics", _stats.QUEUE_FULL, lost, self._last_error)
+                while self._backlog:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return MetricExportResult.FAILURE
+                    body, count = self._backlog[0]
+                    if len(body) > MAX_REQUEST_BYTES:
+                        self._backlog.popleft()
+                        STATS.dropped("metrics", _stats.TOO_LARGE, count, f"{len(body)} bytes")
+                        continue
+                    result = self._sender.send(body, remaining)
+                    if result.kind == RETRY:
+                        self._last_error = result.detail
+                        return MetricExportResult.FAILURE
+                    self._backlog.popleft()
+                    if result.kind == OK:
+                        rejected = min(result.rejected, count)
+                        STATS.exported("metrics", count - rejected)
+                        if rejected:
+                            STATS.dropped("metrics", _stats.REJECTED, rejected, result.detail)
+                    else:
+                        reason = _stats.TOO_LARGE if result.kind == TOO_LARGE else _stats.EXPORT_FAILED
+                        STATS.dropped("metrics", reason, count, f"{self.target}: {result.detail}")
+            return MetricExportResult.SUCCESS
+        except Exception:
+            logger.debug("otelkit metric export failed", exc_info=True)
+            return MetricExportResult.FAILURE
+        finally:
+            detach(token)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            lost = sum(count for _, count in self._backlog)
+            self._backlog.clear()
+        if lost:
+            STATS.dropped("metrics", _stats.SHUTDOWN_TIMEOUT, lost, self._last_error)
+        self._sender.close()
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._backlog.clear()
+        self._sender.reset_after_fork()
+
+
+# ==================================================================================================
+# Factories from Settings
+
+
+def make_sender(signal: str, signal_settings: Any) -> Sender:
+    """An OTLP :class:`Sender` for ``signal`` from a ``SignalSettings`` (or anything with its fields)."""
+    protocol = getattr(signal_settings, "protocol", "grpc") or "grpc"
+    endpoint = getattr(signal_settings, "endpoint", None)
+    headers = dict(getattr(signal_settings, "headers", None) or {})
+    compression = getattr(signal_settings, "compression", "none") or "none"
+    tls = {"certificate": getattr(signal_settings, "certificate", None),
+           "client_key": getattr(signal_settings, "client_key", None),
+           "client_certificate": getattr(signal_settings, "client_certificate", None)}
+    if protocol == "grpc":
+        return GrpcSender(signal, endpoint or "http://localhost:4317", headers=headers, compression=compression,
+                          insecure=getattr(signal_settings, "insecure", None), **tls)
+    return HttpSender(signal, endpoint or f"http://localhost:4318{_PATHS[signal]}", headers=headers,
+                      compression=compression, **tls)
+
+
+_PROBE_TTL = 2.0
+_probe_cache: tuple[float, str | None] | None = None
+
+
+def probe_local_collector(timeout: float = 0.05) -> str | None:
+    """``"grpc"`` if something listens on 127.0.0.1:4317, else ``"http/protobuf"`` for :4318, else None.
+
+    A TCP connect of a few ms each; cached briefly so one ``init()`` probes once."""
+    global _probe_cache
+    now = time.monotonic()
+    if _probe_cache is not None and now - _probe_cache[0] < _PROBE_TTL:
+        return _probe_cache[1]
+    found: str | None = None
+    for port, protocol in ((4317, "grpc"), (4318, "http/protobuf")):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+                found = protocol
+                break
+        except OSError:
+            continue
+    _probe_cache = (now, found)
+    return found
+
+
+@dataclass(frozen=True)
+class _Destination:
+    kind: str  # otlp | console | prometheus | memory | none
+    protocol: str | None = None
+    endpoint: str | None = None
+    auto: bool = False
+
+
+def resolve_exporters(settings: Settings, signal: str) -> list[_Destination]:
+    """Where ``signal`` goes: the configured exporters, with ``auto`` resolved by the local probe."""
+    sig = getattr(settings, signal)
+    out: list[_Destination] = []
+    for name in tuple(getattr(sig, "exporters", ()) or ()):
+        name = name.strip().lower()
+        if name == "none":
+            continue
+        if name == "auto":
+            protocol = probe_local_collector()
+            if protocol == "grpc":
+                out.append(_Destination("otlp", "grpc", "http://127.0.0.1:4317", auto=True))
+            elif protocol is not None:
+                out.append(_Destination("otlp", protocol, f"http://127.0.0.1:4318{_PATHS[signal]}", auto=True))
+            elif getattr(settings, "console_on_auto", True):
+                out.append(_Destination("memory" if signal == "metrics" else "console", auto=True))
+            continue
+        if name == "otlp":
+            protocol = getattr(sig, "protocol", "grpc") or "grpc"
+            default = "http://localhost:4317" if protocol == "grpc" else f"http://localhost:4318{_PATHS[signal]}"
+            out.append(_Destination("otlp", protocol, getattr(sig, "endpoint", None) or default))
+        elif name in ("console", "prometheus"):
+            out.append(_Destination(name))
+        else:
+            logger.warning("otelkit: unknown %s exporter %r ignored", signal, name)
+    return out
+
+
+def _batch_kwargs(settings: Settings, group: str, signal: str) -> dict[str, Any]:
+    batch = getattr(settings, group, None)
+    sig = getattr(settings, signal, None)
+    export_timeout = float(getattr(batch, "export_timeout", 30.0) or 30.0)
+    request_timeout = float(getattr(sig, "timeout", 10.0) or 10.0)
+    return {
+        "max_queue_size": int(getattr(batch, "max_queue_size", 8192) or 8192),
+        "max_export_batch_size": int(getattr(batch, "max_export_batch_size", 512) or 512),
+        "schedule_delay": float(getattr(batch, "schedule_delay", 1.0) or 1.0),
+        "export_timeout": min(export_timeout, request_timeout),
+    }
+
+
+def _console(name: str, fallback: Callable[[], Any]) -> Any:
+    try:
+        from otelkit import _console
+    except ImportError:
+        return fallback()
+    factory = getattr(_console, name, None)
+    return factory() if callable(factory) else fallback()
+
 
 def build_span_processors(settings: Settings) -> list[Any]:
-    return []
+    """Span processors for ``settings.traces.exporters`` (OTLP: :class:`OtelkitSpanProcessor`)."""
+    processors: list[Any] = []
+    kwargs = _batch_kwargs(settings, "bsp", "traces")
+    scrub = _scrubber(settings, "scrub_spans")
+    for dest in resolve_exporters(settings, "traces"):
+        if dest.kind == "otlp":
+            sig = settings.traces
+            sender = make_sender("traces", _with(sig, protocol=dest.protocol, endpoint=dest.endpoint))
+            processors.append(make_span_processor(sender, scrub=scrub, **kwargs))
+        elif dest.kind == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-
-def build_metric_readers(settings: Settings) -> list[Any]:
-    return []
+            exporter = _console("TreeConsoleSpanExporter", ConsoleSpanExporter)
+            processors.append(make_span_processor(exporter, scrub=scrub, **{**kwargs, "schedule_delay": 0.2}))
+        else:
+            logger.warning("otelkit: %s is not an exporter for traces; ignored", dest.kind)
+    return processors
 
 
 def build_log_processors(settings: Settings) -> list[Any]:
-    return []
+    """Log record processors for ``settings.logs.exporters``."""
+    processors: list[Any] = []
+    kwargs = _batch_kwargs(settings, "blrp", "logs")
+    scrub = _scrubber(settings, "scrub_log_records")
+    for dest in resolve_exporters(settings, "logs"):
+        if dest.kind == "otlp":
+            sender = make_sender("logs", _with(settings.logs, protocol=dest.protocol, endpoint=dest.endpoint))
+            processors.append(make_log_processor(sender, scrub=scrub, **kwargs))
+        elif dest.kind == "console":
+            from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, SimpleLogRecordProcessor
+
+            # Printing is local and quick: print as it happens, in order with the application's output.
+            processors.append(SimpleLogRecordProcessor(_console("ConsoleLogExporter", ConsoleLogRecordExporter)))
+        else:
+            logger.warning("otelkit: %s is not an exporter for logs; ignored", dest.kind)
+    return processors
+
+
+_prometheus_servers: dict[tuple[str, int], Any] = {}
+
+
+class _SummaryAtExitReader(PeriodicExportingMetricReader):
+    """Embedded default without a collector: metrics stay in memory and print once, as a summary, at shutdown."""
+
+    def __init__(self, exporter: MetricExporter) -> None:
+        super().__init__(exporter, export_interval_millis=math.inf)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        try:
+            self.collect(timeout_millis=timeout_millis)
+        except Exception:
+            logger.debug("otelkit: metric summary failed", exc_info=True)
+        super().shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+def build_metric_readers(settings: Settings) -> list[Any]:
+    """Metric readers for ``settings.metrics.exporters`` (OTLP periodic, console, prometheus, memory)."""
+    readers: list[Any] = []
+    try:
+        _stats.register_self_metrics()
+    except Exception:
+        logger.debug("otelkit: registering self-metrics failed", exc_info=True)
+    interval = float(getattr(settings, "metric_export_interval", 60.0) or 60.0)
+    timeout = float(getattr(settings, "metric_export_timeout", 30.0) or 30.0)
+    for dest in resolve_exporters(settings, "metrics"):
+        reader: Any
+        if dest.kind == "otlp":
+            sig = settings.metrics
+            sender = make_sender("metrics", _with(sig, protocol=dest.protocol, endpoint=dest.endpoint))
+            exporter = OtlpMetricExporter(sender, timeout=min(timeout, float(getattr(sig, "timeout", 10.0) or 10.0)))
+            reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval * 1000,
+                                                   export_timeout_millis=timeout * 1000)
+        elif dest.kind == "console":
+            from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+            reader = PeriodicExportingMetricReader(_console("ConsoleMetricExporter", ConsoleMetricExporter),
+                                                   export_interval_millis=interval * 1000)
+        elif dest.kind == "memory":
+            from opentelemetry.sdk.metrics.export import ConsoleMetricExporter as SdkConsoleMetricExporter
+
+            reader = _SummaryAtExitReader(_console("ConsoleMetricExporter", SdkConsoleMetricExporter))
+        elif dest.kind == "prometheus":
+            reader = _prometheus_reader(settings)
+            if reader is None:
+                continue
+        else:
+            continue
+        _LIVE_READERS.add(reader)
+        readers.append(reader)
+    return readers
+
+
+def _prometheus_reader(settings: Settings) -> Any:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    host = str(getattr(settings, "prometheus_host", "localhost") or "localhost")
+    port = int(getattr(settings, "prometheus_port", 9464) or 9464)
+    key = (host, port)
+    if key not in _prometheus_servers or _prometheus_servers[key][0] != os.getpid():
+        from prometheus_client import start_http_server
+
+        try:
+            server = start_http_server(port, addr=host)
+        except OSError as exc:
+            logger.warning("otelkit: cannot serve Prometheus metrics on %s:%d (%s); the prometheus exporter is off",
+                           host, port, exc)
+            return None
+        _prometheus_servers[key] = (os.getpid(), server)
+    return PrometheusMetricReader()
+
+
+def _with(sig: Any, **changes: Any) -> Any:
+    """A view of a SignalSettings with some fields replaced (auto destinations)."""
+
+    class _View:
+        def __getattr__(self, name: str) -> Any:
+            if name in changes and changes[name] is not None:
+                return changes[name]
+            return getattr(sig, name, None)
+
+    return _View()
+
+
+def describe_destinations(settings: Settings) -> str:
+    """Where each signal goes, for the one line ``init()`` writes on stderr (without the ``otelkit:`` prefix)."""
+    groups: dict[str, list[str]] = {}
+    auto_console = False
+    for signal in _stats.SIGNALS:
+        names = []
+        for dest in resolve_exporters(settings, signal):
+            if dest.kind == "otlp":
+                proto = "gRPC" if dest.protocol == "grpc" else "HTTP"
+                endpoint = mask_url(dest.endpoint or "")
+                if dest.protocol != "grpc":
+                    endpoint = endpoint.removesuffix(_PATHS[signal])
+                names.append(f"OTLP/{proto} {endpoint}" + (" (local collector found)" if dest.auto else ""))
+            elif dest.kind == "console":
+                names.append("this terminal")
+                auto_console = auto_console or dest.auto
+            elif dest.kind == "memory":
+                names.append("an in-memory summary")
+                auto_console = auto_console or dest.auto
+            elif dest.kind == "prometheus":
+                host = getattr(settings, "prometheus_host", "localhost")
+                names.append(f"Prometheus scrape endpoint http://{host}:{getattr(settings, 'prometheus_port', 9464)}"
+                             "/metrics")
+        where = " + ".join(names) if names else "nowhere (exporter none)"
+        groups.setdefault(where, []).append(signal)
+    text = "; ".join(f"{', '.join(signals)} -> {where}" for where, signals in groups.items())
+    line = text
+    if auto_console:
+        line += (" (no collector on 127.0.0.1:4317/4318; set OTEL_EXPORTER_OTLP_ENDPOINT to send telemetry to one)")
+    return line
+
+
+# ==================================================================================================
+# Process-wide helpers (fork, exit)
+
+
+_getpid = os.getpid
+
+
+def _forked_without_hooks() -> None:
+    from otelkit import _fork
+
+    _fork.after_fork_without_hooks()
+
+
+def live_pipelines() -> list[_BatchPipeline[Any]]:
+    return list(_LIVE)
+
+
+def after_fork_in_child(*, forked_at: int | None = None) -> None:
+    """Called by :mod:`otelkit._fork` in a forked child, before anything else runs there.
+
+    ``forked_at`` (``time.time_ns()``): spans started before it belong to the parent; ``0`` when
+    the fork time is unknown (detected late), then no span is treated as inherited."""
+    STATS.reset()
+    for pipeline in list(_LIVE):
+        try:
+            pipeline._after_fork_in_child(time.time_ns() if forked_at is None else forked_at)
+        except Exception:
+            logger.debug("otelkit: resetting an export pipeline after fork failed", exc_info=True)
+    for reader in list(_LIVE_READERS):
+        exporter = getattr(reader, "_exporter", None)
+        if isinstance(exporter, OtlpMetricExporter):
+            try:
+                exporter._after_fork_in_child()
+            except Exception:
+                logger.debug("otelkit: resetting a metric exporter after fork failed", exc_info=True)
+
+
+def flush_all(timeout: float) -> bool:
+    """Flush every live pipeline and metric reader of this process within ``timeout`` seconds, concurrently."""
+    deadline = time.monotonic() + timeout
+    results: list[bool] = []
+    threads = []
+
+    def run(fn: Callable[[], bool]) -> None:
+        try:
+            results.append(bool(fn()))
+        except Exception:
+            results.append(False)
+
+    for pipeline in list(_LIVE):
+        threads.append(threading.Thread(target=run, args=(lambda p=pipeline: p.force_flush(timeout * 1000),),
+                                        daemon=True))
+    for reader in list(_LIVE_READERS):
+        if isinstance(reader, PeriodicExportingMetricReader):
+            threads.append(threading.Thread(
+                target=run, args=(lambda r=reader: r.force_flush(timeout_millis=timeout * 1000),), daemon=True))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return len(results) == len(threads) and all(results)
+
+
+def _iter_processors(tracer_provider: Any) -> Iterable[Any]:
+    multi = getattr(tracer_provider, "_active_span_processor", None)
+    return tuple(getattr(multi, "_span_processors", ()) or ())

@@ -1,9 +1,127 @@
-"""PLACEHOLDER (owner: export/reliability). Fork hooks."""
+"""Telemetry that keeps working in forked workers, without a ``post_fork`` hook.
+
+``install(reinit)`` registers ``os.register_at_fork`` handlers once per process. In every child:
+
+1. the export pipelines forget what the parent had queued or in flight (the parent exports it,
+   so nothing arrives twice), drop spans the parent had open when they end in the child (Logfire
+   re-exports those), reconnect (new gRPC channel / HTTP session: a socket shared with the parent
+   corrupts both) and restart their export thread; the drop/export counters restart at zero;
+2. ``reinit()`` (given by ``init()``) runs, so the child gets fresh providers: a fresh meter
+   provider never re-exports the parent's frozen cumulative metrics;
+3. ``os._exit`` is wrapped so a child leaving that way (``multiprocessing`` workers, Celery/billiard
+   prefork children recycled by ``max_tasks_per_child``, bare ``os.fork()`` children) first flushes
+   what it queued, bounded by :data:`EXIT_FLUSH_TIMEOUT`. Children that exit normally (gunicorn
+   workers) run the ``atexit`` shutdown as usual.
+
+:func:`fork_model_warnings` tells ``otelkit doctor`` which pre-fork server model it sees.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
+from typing import Any
+
+from otelkit._internal_log import logger
+
+EXIT_FLUSH_TIMEOUT = 2.0
+"""Seconds a child leaving through ``os._exit`` may spend flushing its telemetry."""
+
+_installed_pid: int | None = None
+_reinit: Callable[[], None] | None = None
+_exit_flush_timeout = EXIT_FLUSH_TIMEOUT
 
 
-def install(reinit: Callable[[], None]) -> None:
-    return None
+def install(reinit: Callable[[], None], *, exit_flush_timeout: float | None = None) -> None:
+    """Register the fork hooks (once per process; later calls only replace ``reinit``).
+
+    ``reinit`` runs in the child right after ``fork()``: it must be quick, must not raise into the
+    child (errors are logged at debug level) and should give the child fresh providers."""
+    global _installed_pid, _reinit, _exit_flush_timeout
+    _reinit = reinit
+    if exit_flush_timeout is not None:
+        _exit_flush_timeout = max(0.0, float(exit_flush_timeout))
+    if _installed_pid is not None or not hasattr(os, "register_at_fork"):
+        return
+    _installed_pid = os.getpid()
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_child_pid: int | None = None
+
+
+def after_fork_without_hooks() -> None:
+    """The export path noticed a new pid that no at-fork hook announced (uWSGI forks in C): catch up."""
+    if _child_pid != os.getpid():
+        _after_fork_in_child(forked_at=0)
+
+
+def _after_fork_in_child(forked_at: int | None = None) -> None:
+    global _child_pid
+    _child_pid = os.getpid()
+    try:
+        from otelkit import _export
+
+        _export.after_fork_in_child(forked_at=forked_at)
+    except Exception:
+        logger.debug("otelkit: resetting export after fork failed", exc_info=True)
+    reinit = _reinit
+    if reinit is not None:
+        try:
+            reinit()
+        except Exception:
+            logger.debug("otelkit: re-initialising telemetry in the forked child failed", exc_info=True)
+    _wrap_os_exit()
+
+
+def _wrap_os_exit() -> None:
+    current: Any = os._exit
+    if getattr(current, "_otelkit_wrapped", False):
+        return
+    real_exit = current
+
+    def _exit(code: int) -> None:
+        # Bounded, so a dead collector cannot hold the child; never prevents the exit.
+        try:
+            from otelkit import _export
+
+            _export.flush_all(_exit_flush_timeout)
+        except BaseException:
+            pass
+        real_exit(code)
+
+    _exit._otelkit_wrapped = True  # type: ignore[attr-defined]
+    _exit.__wrapped__ = real_exit  # type: ignore[attr-defined]
+    os._exit = _exit  # type: ignore[assignment]
+
+
+def fork_model_warnings() -> list[str]:
+    """What ``otelkit doctor`` should say about this process's fork model (empty when nothing applies)."""
+    notes: list[str] = []
+    argv = " ".join(sys.argv)
+    gunicorn_args = os.environ.get("GUNICORN_CMD_ARGS", "")
+    in_gunicorn = "gunicorn" in os.path.basename(sys.argv[0] if sys.argv else "") or "gunicorn.arbiter" in sys.modules
+    if in_gunicorn and ("--preload" in argv or "--preload" in gunicorn_args):
+        notes.append("gunicorn --preload: the app (and otelkit.init()) is loaded once in the master and forked; "
+                     "otelkit resets its exporters in each worker automatically, no post_fork hook is needed.")
+    try:
+        import uwsgi
+    except ImportError:
+        uwsgi = None
+    if uwsgi is not None:
+        opt = getattr(uwsgi, "opt", {}) or {}
+        lazy = opt.get("lazy-apps") or opt.get(b"lazy-apps") or opt.get("lazy") or opt.get(b"lazy")
+        if not lazy:
+            notes.append("uWSGI without lazy-apps: the app is loaded before forking workers; otelkit resets its "
+                         "exporters after fork, but enable-threads = true is required for export threads "
+                         "(and lazy-apps = true is the safest choice).")
+        if not (opt.get("enable-threads") or opt.get(b"enable-threads")):
+            notes.append("uWSGI without enable-threads: otelkit's export threads cannot run; set enable-threads.")
+    if "celery" in sys.modules or "billiard" in sys.modules:
+        notes.append("Celery prefork: each pool child resets its exporters after fork and flushes on exit "
+                     f"(bounded by {EXIT_FLUSH_TIMEOUT:.0f}s), including children recycled by max_tasks_per_child.")
+    if os.environ.get("GRPC_ENABLE_FORK_SUPPORT", "").lower() in ("0", "false"):
+        notes.append("GRPC_ENABLE_FORK_SUPPORT is off: with OTLP/gRPC and forking workers, prefer "
+                     "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf.")
+    return notes

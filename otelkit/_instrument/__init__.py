@@ -1,30 +1,253 @@
-"""PLACEHOLDER (owner: instrumentation). One module per integration; status registry."""
+"""Auto-instrumentation: one module per integration and a status registry.
+
+``instrument_all(settings, tracer_provider, meter_provider)`` is called by every ``init()``:
+
+* **Which.** redis, psycopg2 and httpx are instrumented whenever importable; ``logging`` reports
+  that ``otelkit._logs`` does log correlation; ``system_metrics`` is on unless
+  ``OTELKIT_SYSTEM_METRICS=false``. ``init(instrument=[...])`` / ``OTELKIT_INSTRUMENT`` limits the
+  libraries (and can name any installed ``opentelemetry_instrumentor`` entry point);
+  ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (names or ``*``) always wins. Other entry points are
+  opt-in: ``OTELKIT_INSTRUMENT_ENTRY_POINTS=true`` (see :mod:`otelkit._instrument.entry_points`).
+* **Semantic conventions.** ``OTEL_SEMCONV_STABILITY_OPT_IN`` is passed through to the contrib
+  instrumentations. When it is unset otelkit opts in to the stable HTTP and database conventions
+  (``http,database``: ``url.full``, ``http.request.method``, ``db.query.text``...), which is what
+  the metric names and dashboards use. The upstream mode is cached at the first instrumentation;
+  otelkit re-reads it at each ``init()`` (a change re-instruments its integrations).
+* **Re-init.** Idempotent: an integration is instrumented once per process; a re-init only
+  re-points it (tracers given to the contrib instrumentors resolve the provider at each span
+  start), enables what became wanted and removes what is no longer wanted.
+* **Never raises.** A failing integration is reported as ``failed`` with the error, and logged.
+
+``integration_status()`` (public as ``otelkit.integration_status()``) returns the last result.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+import os
+import threading
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from otelkit import _scrub
+from otelkit._instrument import _common, entry_points
+from otelkit._instrument import httpx as _httpx
+from otelkit._instrument import logging as _logging
+from otelkit._instrument import psycopg2 as _psycopg2
+from otelkit._instrument import redis as _redis
+from otelkit._instrument import system_metrics as _system_metrics
+from otelkit._instrument._status import IntegrationStatus
+from otelkit._internal_log import logger
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
     from otelkit._config import Settings
 
+__all__ = ["IntegrationStatus", "instrument_all", "integration_status", "uninstrument_all"]
 
-@dataclass(frozen=True)
-class IntegrationStatus:
-    """What happened to one integration at init()."""
+LIBRARIES: tuple[ModuleType, ...] = (_redis, _psycopg2, _httpx)
+"""Integrations selected by ``instrument=`` (plus entry points)."""
+BUILTIN_NAMES = ("logging", "redis", "psycopg2", "httpx", "system_metrics")
 
-    name: str
-    state: Literal["enabled", "disabled", "skipped", "failed"]
-    reason: str = ""
+SEMCONV_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
+DEFAULT_SEMCONV = "http,database"
 
-
-def instrument_all(settings: Settings, tracer_provider: Any, meter_provider: Any) -> list[IntegrationStatus]:
-    return []
-
-
-def uninstrument_all() -> None:
-    return None
+_lock = threading.RLock()
+_enabled: dict[str, IntegrationStatus] = {}
+_status: tuple[IntegrationStatus, ...] = ()
+_semconv_applied: str | None = None
 
 
 def integration_status() -> tuple[IntegrationStatus, ...]:
-    return ()
+    """What the last ``init()`` did for each integration: enabled, disabled (by choice), skipped, failed.
+
+    Example: ``redis: enabled (redis 8.1.0)``, ``httpx: skipped (not installed (pip install httpx))``.
+    Empty before ``init()``.
+    """
+    return _status
+
+
+def _prepare_semconv() -> bool:
+    """Apply the semantic-convention opt-in; True when it changed since the last init."""
+    global _semconv_applied
+    value = os.environ.get(SEMCONV_ENV)
+    effective = value.strip() if value and value.strip() else DEFAULT_SEMCONV
+    try:
+        from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability as stability
+    except ImportError:
+        return False
+    # Always re-read: the cached mode may have been set by someone else since the last init.
+    previous = _semconv_applied
+    # Upstream reads the variable once and caches the mode for the process; something may have
+    # initialised it before init() (an import-time instrumentation), so read it again now.
+    original = os.environ.get(SEMCONV_ENV)
+    try:
+        os.environ[SEMCONV_ENV] = effective
+        stability._initialized = False
+        stability._initialize()
+    finally:
+        if original is None:
+            os.environ.pop(SEMCONV_ENV, None)
+        else:
+            os.environ[SEMCONV_ENV] = original
+    _semconv_applied = effective
+    return previous is not None and previous != effective
+
+
+def _names(value: Any) -> tuple[str, ...] | None:
+    return _common.sequence_names(value)
+
+
+def _disabled_reason(name: str, settings: Settings, kind: str) -> str | None:
+    disabled = {n.strip().lower() for n in _common.settings_get(settings, "disabled_instrumentations", ()) or ()}
+    if "*" in disabled or name in disabled:
+        return f"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS contains {'*' if '*' in disabled else name!r}"
+    chosen = _names(_common.settings_get(settings, "instrument", None))
+    if kind == "library":
+        if chosen is not None and name not in chosen:
+            return f"not in instrument={list(chosen)!r} ({_source(settings, 'instrument', 'OTELKIT_INSTRUMENT')})"
+    elif kind == "system_metrics":
+        if not _common.settings_get(settings, "system_metrics", True):
+            return f"system_metrics=False ({_source(settings, 'system_metrics', 'OTELKIT_SYSTEM_METRICS')})"
+    elif kind == "entry_point":
+        if chosen is not None and name in chosen:
+            return None
+        if not _common.settings_get(settings, "instrument_entry_points", False):
+            return f"entry points are opt-in: OTELKIT_INSTRUMENT_ENTRY_POINTS=true or instrument=[..., {name!r}]"
+        if chosen is not None:
+            return f"not in instrument={list(chosen)!r}"
+    return None
+
+
+def _source(settings: Settings, field: str, env: str) -> str:
+    sources = _common.settings_get(settings, "sources", {}) or {}
+    source = sources.get(field) if hasattr(sources, "get") else None
+    return "argument" if source == "argument" else (source or env)
+
+
+def _run(name: str, module: ModuleType, ctx: _common.Context) -> IntegrationStatus:
+    try:
+        status: IntegrationStatus = module.instrument(ctx)
+    except Exception as exc:
+        logger.warning("otelkit: instrumenting %s failed: %s: %s (the application continues without it)",
+                       name, type(exc).__name__, exc, exc_info=logger.isEnabledFor(10))
+        try:
+            module.uninstrument()
+        except Exception:
+            pass
+        return IntegrationStatus(name, "failed", f"{type(exc).__name__}: {exc}")
+    return status
+
+
+def _stop(name: str, module: ModuleType | None) -> None:
+    try:
+        if module is not None:
+            module.uninstrument()
+        else:
+            entry_points.uninstrument_one(name)
+    except Exception:
+        logger.debug("otelkit: uninstrumenting %s failed", name, exc_info=True)
+    _enabled.pop(name, None)
+
+
+def instrument_all(
+    settings: Settings, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
+) -> list[IntegrationStatus]:
+    """Instrument what ``settings`` asks for; return (and remember) one status per integration.
+
+    ``tracer_provider``/``meter_provider`` are the providers of this init (``None``: the OTel
+    globals). Safe to call on every ``init()``; never raises.
+    """
+    global _status
+    try:
+        with _lock:
+            return _instrument_all(settings, tracer_provider, meter_provider)
+    except Exception as exc:  # the contract: telemetry never breaks start-up
+        logger.warning("otelkit: instrumentation failed: %s: %s", type(exc).__name__, exc, exc_info=True)
+        _status = (IntegrationStatus("instrumentation", "failed", f"{type(exc).__name__}: {exc}"),)
+        return list(_status)
+
+
+def _instrument_all(
+    settings: Settings, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
+) -> list[IntegrationStatus]:
+    global _status
+    scrub = _common.settings_get(settings, "scrub", None)
+    if scrub is not None:
+        try:
+            _scrub.configure(scrub.enabled, scrub.extra_patterns)
+        except ValueError as exc:
+            logger.warning("otelkit: %s", exc)
+    _common.set_providers(tracer_provider, meter_provider)
+    ctx = _common.Context(settings, _common.FOLLOWING_TRACER_PROVIDER, meter_provider)
+    if _prepare_semconv():
+        # Contrib instrumentations captured the old mode when they were instrumented.
+        for module in LIBRARIES:
+            if module.NAME in _enabled:
+                _stop(module.NAME, module)
+
+    statuses: list[IntegrationStatus] = [_logging.instrument(ctx)]
+    for module in LIBRARIES:
+        name = module.NAME
+        reason = _disabled_reason(name, settings, "library")
+        if reason is not None:
+            if name in _enabled:
+                _stop(name, module)
+            statuses.append(IntegrationStatus(name, "disabled", reason))
+        elif name in _enabled:
+            statuses.append(_enabled[name])
+        else:
+            status = _run(name, module, ctx)
+            if status.state == "enabled":
+                _enabled[name] = status
+            statuses.append(status)
+
+    reason = _disabled_reason("system_metrics", settings, "system_metrics")
+    if reason is not None:
+        _stop("system_metrics", _system_metrics)
+        statuses.append(IntegrationStatus("system_metrics", "disabled", reason))
+    else:
+        status = _run("system_metrics", _system_metrics, ctx)
+        if status.state == "enabled":
+            _enabled["system_metrics"] = status
+        statuses.append(status)
+
+    known = set(BUILTIN_NAMES)
+    for ep in entry_points.available():
+        known.add(ep.name)
+        reason = _disabled_reason(ep.name, settings, "entry_point")
+        if reason is not None:
+            if ep.name in _enabled:
+                _stop(ep.name, None)
+            statuses.append(IntegrationStatus(ep.name, "disabled", reason))
+            continue
+        try:
+            status = entry_points.instrument_one(ep, ctx)
+        except Exception as exc:
+            logger.warning("otelkit: instrumenting %s failed: %s: %s", ep.name, type(exc).__name__, exc)
+            status = IntegrationStatus(ep.name, "failed", f"{type(exc).__name__}: {exc}")
+        if status.state == "enabled":
+            _enabled[ep.name] = status
+        statuses.append(status)
+
+    for name in _names(_common.settings_get(settings, "instrument", None)) or ():
+        if name not in known:
+            statuses.append(IntegrationStatus(
+                name, "skipped", f"unknown integration (known here: {', '.join(sorted(known))})"))
+    _status = tuple(statuses)
+    return statuses
+
+
+def uninstrument_all() -> None:
+    """Remove every instrumentation otelkit applied (tests, ``otelkit._init.reset()``). Never raises."""
+    global _status
+    with _lock:
+        for name in list(_enabled):
+            module = {m.NAME: m for m in (*LIBRARIES, _system_metrics)}.get(name)
+            if module is None and name not in entry_points.enabled_names():
+                _enabled.pop(name, None)
+                continue
+            _stop(name, module)
+        _stop("system_metrics", _system_metrics)
+        _status = ()

@@ -1,0 +1,1 @@
+"""Implementation of :mod:`otelkit.pipeline` (carriers, propagation, scopes, metrics, queue probes)."""

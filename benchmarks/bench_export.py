@@ -1,0 +1,145 @@
+"""Export throughput to a real collector: spans/s delivered with otelkit's defaults vs the raw SDK's (issue 8, target 4).
+
+Set-up per run, each in a fresh subprocess: the real ``rotel`` collector (PyPI ``rotel``) with its
+``blackhole`` exporter on free loopback ports; a producer creating spans as fast as it can
+(``start_as_current_span`` with two attributes), then shutting its provider down (which drains).
+
+* **raw**: ``TracerProvider`` + ``BatchSpanProcessor`` with the SDK defaults (queue 2048, batch 512,
+  5 s delay) + the SDK's ``OTLPSpanExporter`` (gRPC or HTTP). Delivered spans are counted by
+  wrapping the exporter's ``export`` (spans of batches that returned ``SUCCESS``); the rest were
+  dropped, with at most one "Queue full" log line.
+* **otelkit**: ``otelkit.init(traces only)`` with its defaults (queue 8192, batch 512, 1 s delay,
+  otelkit's processor and OTLP sender); delivered = ``otelkit.telemetry.exported`` for traces.
+
+Figure: delivered spans / wall time from the first span to the end of shutdown. Higher is better;
+target 2x. The note lists spans dropped per side (otelkit's are counted, warned, reported).
+
+Run: ``.venv/bin/python benchmarks/run.py --only export`` or ``.venv/bin/python benchmarks/bench_export.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from typing import Any
+
+SPANS = 100_000
+SPANS_FAST = 30_000
+
+_PRODUCER = r"""
+import json, os, sys, time
+side, protocol, endpoint, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+if side == "raw":
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        exporter = OTLPSpanExporter(endpoint=endpoint + "/v1/traces")
+    delivered = [0]
+    real_export = exporter.export
+    def export(spans):
+        result = real_export(spans)
+        if result is SpanExportResult.SUCCESS:
+            delivered[0] += len(spans)
+        return result
+    exporter.export = export
+    tp = TracerProvider()
+    tp.add_span_processor(BatchSpanProcessor(exporter))
+    tracer = tp.get_tracer("bench")
+    start = time.perf_counter()
+    for i in range(count):
+        with tracer.start_as_current_span("op", attributes={"i": i, "k": "v"}):
+            pass
+    tp.shutdown()
+    elapsed = time.perf_counter() - start
+    exported = delivered[0]
+else:
+    os.environ.update({"OTEL_SERVICE_NAME": "bench", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                       "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc" if protocol == "grpc" else "http/protobuf",
+                       "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none", "OTELKIT_INSTRUMENT": "",
+                       "OTELKIT_SYSTEM_METRICS": "false", "OTELKIT_SHUTDOWN_TIMEOUT": "60000"})
+    import otelkit
+    from opentelemetry import trace
+    otelkit.init()
+    tracer = trace.get_tracer("bench")
+    start = time.perf_counter()
+    for i in range(count):
+        with tracer.start_as_current_span("op", attributes={"i": i, "k": "v"}):
+            pass
+    report = otelkit.shutdown(60)
+    elapsed = time.perf_counter() - start
+    exported = report["traces"].exported
+print("@@" + json.dumps({"elapsed": elapsed, "exported": exported, "count": count}))
+"""
+
+
+def _rotel() -> Any:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from otelkit.testing._receiver import OtlpReceiver, RotelCollector
+
+    class BlackholeRotel(RotelCollector):
+        def _args(self) -> list[str]:
+            args = super()._args()
+            cut = args.index("--exporter")
+            return [*args[:cut], "--exporter", "blackhole"]
+
+    return BlackholeRotel(OtlpReceiver())  # the receiver is never started: blackhole exports nothing
+
+
+def _run(side: str, protocol: str, count: int) -> dict[str, float]:
+    collector = _rotel().start()
+    try:
+        endpoint = collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_"))}
+        proc = subprocess.run([sys.executable, "-c", _PRODUCER, side, protocol, endpoint, str(count)],
+                              capture_output=True, text=True, timeout=600, env=env)
+    finally:
+        collector.close()
+    for line in proc.stdout.splitlines():
+        if line.startswith("@@"):
+            data: dict[str, float] = json.loads(line[2:])
+            return data
+    raise RuntimeError(f"{side} producer failed: {proc.stderr[-2000:]}")
+
+
+def custom(fast: bool) -> list[dict[str, Any]]:
+    count = SPANS_FAST if fast else SPANS
+    rounds = 1 if fast else 3
+    rows = []
+    for protocol in ("grpc", "http"):
+        ours: list[float] = []
+        raws: list[float] = []
+        drops_ours: list[float] = []
+        drops_raw: list[float] = []
+        for i in range(rounds):
+            order = ("otelkit", "raw") if i % 2 == 0 else ("raw", "otelkit")
+            for side in order:
+                result = _run(side, protocol, count)
+                rate = result["exported"] / result["elapsed"]
+                lost = result["count"] - result["exported"]
+                (ours if side == "otelkit" else raws).append(rate)
+                (drops_ours if side == "otelkit" else drops_raw).append(lost)
+        rows.append({
+            "label": f"spans/s delivered to rotel, {protocol}, defaults",
+            "unit": "spans/s", "otelkit": ours, "raw": raws, "target": 2.0, "higher_is_better": True,
+            "note": (f"{protocol}: {count} spans per run; dropped per run: otelkit "
+                     f"{statistics.median(drops_ours):.0f} (counted, warned, in the shutdown report), raw SDK "
+                     f"{statistics.median(drops_raw):.0f} (one 'Queue full' line at most)"),
+        })
+    return rows
+
+
+if __name__ == "__main__":
+    fast = "--fast" in sys.argv
+    for row in custom(fast):
+        print(f"{row['label']}: otelkit {statistics.median(row['otelkit']):,.0f} vs raw "
+              f"{statistics.median(row['raw']):,.0f} spans/s -> "
+              f"{statistics.median(row['otelkit']) / statistics.median(row['raw']):.2f}x; {row['note']}")
+

@@ -1,0 +1,221 @@
+"""Per-operation overhead of otelkit's redis, psycopg2 and httpx instrumentation (issue 3).
+
+Each pair times the same client call against the real servers on this machine (Redis
+127.0.0.1:6379, PostgreSQL 127.0.0.1:5432, and a keep-alive HTTP server in a child
+process on a free port) with otelkit's instrumentation on (``otelkit`` side) and with it
+removed (``raw`` side: ``uninstrument_all()``, so the call is the library's own code, not a
+suppressed wrapper). Instrumenting/uninstrumenting happens before the timer starts. The
+ratio is instrumented/uninstrumented time per call; the absolute overhead per call is
+(ratio - 1) x the raw time shown.
+
+The instrumented side records what a service gets by default: a CLIENT span (sanitized
+statement/URL) into a ``BatchSpanProcessor`` with a null exporter, and the duration
+histogram (plus contrib's upstream work). Targets are informational (``None``): the
+overhead is a fixed few tens of microseconds per call, so the ratio depends on how fast
+the server answers over loopback.
+
+Run: ``.venv/bin/python benchmarks/run.py --only instrument`` (``--fast`` for a smoke pass).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+REDIS_URL = os.environ.get("OTELKIT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_DSN = os.environ.get("OTELKIT_BENCH_POSTGRES_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres")
+
+_SERVER = r"""
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    wbufsize = 65536  # one write per response: no Nagle / delayed-ACK stall
+    disable_nagle_algorithm = True
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"""
+
+
+class NullSpanExporter(SpanExporter):
+    """Accepts and discards spans."""
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+@functools.cache
+def _providers() -> tuple[TracerProvider, MeterProvider]:
+    tp = TracerProvider()
+    tp.add_span_processor(BatchSpanProcessor(NullSpanExporter()))
+    return tp, MeterProvider(metric_readers=[InMemoryMetricReader()])
+
+
+_on = False
+
+
+def _instrumented(on: bool) -> None:
+    """Switch otelkit's instrumentation on or off (outside the timed region)."""
+    global _on
+    if on == _on:
+        return
+    from otelkit import _instrument
+    from otelkit._config import resolve
+
+    if on:
+        tp, mp = _providers()
+        _instrument.instrument_all(resolve(instrument=["redis", "psycopg2", "httpx"], system_metrics=False), tp, mp)
+    else:
+        _instrument.uninstrument_all()
+    _on = on
+
+
+# --- redis ----------------------------------------------------------------------------------------
+
+@functools.cache
+def _redis() -> Any:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    key = f"otelkit-bench-{uuid.uuid4().hex}"
+    client.set(key, "v", ex=600)
+    return client, key
+
+
+def _redis_get(loops: int, on: bool) -> float:
+    _instrumented(on)
+    client, key = _redis()
+    t0 = time.perf_counter()
+    for _ in range(loops):
+        client.get(key)
+    return time.perf_counter() - t0
+
+
+def _redis_pipeline(loops: int, on: bool) -> float:
+    _instrumented(on)
+    client, key = _redis()
+    t0 = time.perf_counter()
+    for _ in range(loops):
+        with client.pipeline(transaction=False) as pipe:
+            pipe.get(key).get(key).get(key).execute()
+    return time.perf_counter() - t0
+
+
+# --- psycopg2 -------------------------------------------------------------------------------------
+
+_pg: dict[bool, Any] = {}
+
+
+def _pg_conn(on: bool) -> Any:
+    # psycopg2.connect is what the instrumentation patches: each side keeps the connection it made.
+    if on not in _pg:
+        import psycopg2
+
+        conn = psycopg2.connect(POSTGRES_DSN)
+        conn.autocommit = True
+        _pg[on] = conn
+    return _pg[on]
+
+
+def _pg_select(loops: int, on: bool) -> float:
+    _instrumented(on)
+    conn = _pg_conn(on)
+    t0 = time.perf_counter()
+    for i in range(loops):
+        with conn.cursor() as cur:
+            cur.execute("SELECT %s, 'literal'", (i,))
+            cur.fetchone()
+    return time.perf_counter() - t0
+
+
+def _pg_transaction(loops: int, on: bool) -> float:
+    _instrumented(on)
+    import psycopg2
+
+    key = ("tx", on)
+    if key not in _pg:
+        _pg[key] = psycopg2.connect(POSTGRES_DSN)
+    conn = _pg[key]
+    t0 = time.perf_counter()
+    for _ in range(loops):
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    return time.perf_counter() - t0
+
+
+# --- httpx ----------------------------------------------------------------------------------------
+
+@functools.cache
+def _http() -> tuple[Any, str]:
+    import atexit
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER], stdout=subprocess.PIPE, text=True)
+    atexit.register(proc.kill)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    client = httpx.Client()
+    return client, f"http://127.0.0.1:{port}/x?token=abc&page=1"
+
+
+def _httpx_get(loops: int, on: bool) -> float:
+    _instrumented(on)
+    client, url = _http()
+    t0 = time.perf_counter()
+    for _ in range(loops):
+        client.get(url)
+    return time.perf_counter() - t0
+
+
+def _pair(fn: Any) -> tuple[Any, Any]:
+    def ours(loops: int) -> float:
+        return float(fn(loops, True))
+
+    def raw(loops: int) -> float:
+        return float(fn(loops, False))
+
+    ours.__name__ = f"{fn.__name__}_otelkit"
+    raw.__name__ = f"{fn.__name__}_raw"
+    return ours, raw
+
+
+PAIRS = [
+    ("redis GET (real server)", *_pair(_redis_get), None),
+    ("redis pipeline of 3 GETs (real server)", *_pair(_redis_pipeline), None),
+    ("psycopg2 SELECT with a parameter (real server)", *_pair(_pg_select), None),
+    ("psycopg2 `with conn:` transaction, 1 statement", *_pair(_pg_transaction), None),
+    ("httpx GET, keep-alive (local server process)", *_pair(_httpx_get), None),
+]
+
+
+if __name__ == "__main__":  # quick look without the harness
+    for label, ours_fn, raw_fn, _target in PAIRS:
+        n = 300
+        a = [ours_fn(n) / n * 1e6 for _ in range(5)]
+        b = [raw_fn(n) / n * 1e6 for _ in range(5)]
+        print(f"{label}: instrumented {statistics.median(a):.1f} µs, uninstrumented {statistics.median(b):.1f} µs, "
+              f"ratio {statistics.median(a) / statistics.median(b):.2f}")

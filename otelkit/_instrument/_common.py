@@ -1,0 +1,271 @@
+"""Shared machinery of the integrations: providers that follow re-init, dedup, metrics, versions."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace as trace_api
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation
+from opentelemetry.trace import SpanKind
+
+from otelkit import _names
+from otelkit._internal_log import logger
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Counter, Histogram, MeterProvider
+    from opentelemetry.trace import Span, Tracer, TracerProvider
+    from opentelemetry.util.types import Attributes
+
+    from otelkit._config import Settings
+
+INSTRUMENTATION_SCOPE = "otelkit.instrument"
+"""Scope of the metrics otelkit records itself (the contrib packages keep their own scope names)."""
+
+# --- providers that follow init()/re-init ---------------------------------------------------------
+
+_lock = threading.RLock()
+_tracer_provider: TracerProvider | None = None
+_meter_provider: MeterProvider | None = None
+
+
+def set_providers(tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None) -> None:
+    """Point every tracer and instrument handed out by this package at these providers.
+
+    ``None`` means "the OTel global" (otelkit's proxy once ``init()`` ran). Called by every
+    ``instrument_all``; instrumentations done at the first init keep working after a re-init
+    swaps the SDK providers, because they hold :class:`_FollowingTracer` objects.
+    """
+    global _tracer_provider, _meter_provider
+    with _lock:
+        _tracer_provider = tracer_provider
+        _meter_provider = meter_provider
+
+
+def current_tracer_provider() -> TracerProvider:
+    return _tracer_provider if _tracer_provider is not None else trace_api.get_tracer_provider()
+
+
+def current_meter_provider() -> MeterProvider:
+    return _meter_provider if _meter_provider is not None else metrics_api.get_meter_provider()
+
+
+class _FollowingTracer(trace_api.Tracer):
+    """A tracer that resolves the current provider at every span start (cached per provider)."""
+
+    def __init__(self, name: str, version: str | None, schema_url: str | None, attributes: Attributes) -> None:
+        self._args = (name, version, schema_url, attributes)
+        self._cache: tuple[object, Tracer] | None = None
+
+    def _target(self) -> Tracer:
+        provider = current_tracer_provider()
+        cached = self._cache
+        if cached is not None and cached[0] is provider:
+            return cached[1]
+        name, version, schema_url, attributes = self._args
+        tracer = provider.get_tracer(name, version, schema_url, attributes)
+        self._cache = (provider, tracer)
+        return tracer
+
+    def start_span(self, *args: Any, **kwargs: Any) -> Span:
+        return self._target().start_span(*args, **kwargs)
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target().start_as_current_span(*args, **kwargs)
+
+
+class FollowingTracerProvider(trace_api.TracerProvider):
+    """Handed to the contrib instrumentors instead of a concrete provider (see :func:`set_providers`)."""
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> Tracer:
+        return _FollowingTracer(instrumenting_module_name, instrumenting_library_version, schema_url, attributes)
+
+
+FOLLOWING_TRACER_PROVIDER = FollowingTracerProvider()
+
+
+# --- metrics otelkit records itself ----------------------------------------------------------------
+
+@dataclass
+class _Instruments:
+    http_duration: Histogram
+    db_duration: Histogram
+    transactions: Counter
+
+
+_instruments: tuple[object, _Instruments] | None = None
+
+# Semantic-convention advisory buckets for request/operation durations (seconds).
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+_DB_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def instruments() -> _Instruments:
+    """The histograms/counters for the current meter provider (created once per provider)."""
+    provider = current_meter_provider()
+    cached = _instruments
+    if cached is not None and cached[0] is provider:
+        return cached[1]
+    with _lock:
+        return _create_instruments(provider)
+
+
+def _create_instruments(provider: MeterProvider) -> _Instruments:
+    global _instruments
+    cached = _instruments
+    if cached is not None and cached[0] is provider:  # another thread won the race
+        return cached[1]
+    from otelkit._version import __version__
+
+    meter = provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
+    made = _Instruments(
+        http_duration=meter.create_histogram(
+            _names.HTTP_CLIENT_DURATION.name, unit=_names.HTTP_CLIENT_DURATION.unit,
+            description=_names.HTTP_CLIENT_DURATION.description,
+            explicit_bucket_boundaries_advisory=list(_DURATION_BUCKETS),
+        ),
+        db_duration=meter.create_histogram(
+            _names.DB_CLIENT_DURATION.name, unit=_names.DB_CLIENT_DURATION.unit,
+            description=_names.DB_CLIENT_DURATION.description,
+            explicit_bucket_boundaries_advisory=list(_DB_BUCKETS),
+        ),
+        transactions=meter.create_counter(
+            _names.DB_TRANSACTIONS.name, unit=_names.DB_TRANSACTIONS.unit,
+            description=_names.DB_TRANSACTIONS.description,
+        ),
+    )
+    _instruments = (provider, made)
+    return made
+
+
+def record(kind: str, value: float, attributes: Mapping[str, Any]) -> None:
+    """Record one measurement; never raises into the application."""
+    try:
+        inst = instruments()
+        if kind == "http":
+            inst.http_duration.record(value, attributes)
+        elif kind == "db":
+            inst.db_duration.record(value, attributes)
+        else:
+            inst.transactions.add(int(value), attributes)
+    except Exception:
+        logger.debug("otelkit: could not record %s metric", kind, exc_info=True)
+
+
+# --- dedup ----------------------------------------------------------------------------------------
+
+def is_duplicate(scope_name: str) -> bool:
+    """True when the current span is an open CLIENT span of the same instrumentation.
+
+    A client operation never nests another one of the same library (httpx transport,
+    redis execute_command, cursor.execute), so this is a second instrumentation layer
+    (global + per-client, or module + connection) around the same operation.
+    """
+    span = trace_api.get_current_span()
+    if not span.is_recording() or getattr(span, "kind", None) is not SpanKind.CLIENT:
+        return False
+    scope = getattr(span, "instrumentation_scope", None)
+    return scope is not None and getattr(scope, "name", None) == scope_name
+
+
+def instrumentation_enabled() -> bool:
+    """False inside ``suppress_instrumentation()`` (then otelkit's wrappers only call through)."""
+    return bool(is_instrumentation_enabled())
+
+
+@contextmanager
+def suppressed() -> Iterator[None]:
+    with suppress_instrumentation():
+        yield
+
+
+# --- versions -------------------------------------------------------------------------------------
+
+def dist_version(*names: str) -> tuple[str, str] | None:
+    """(distribution, version) of the first installed distribution among ``names``."""
+    for name in names:
+        try:
+            return name, metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split("."):
+        digits = ""
+        for char in piece:
+            if not char.isdigit():
+                break
+            digits += char
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+# --- wrapping helpers -----------------------------------------------------------------------------
+
+def _static(owner: Any, attribute: str) -> Any:
+    # On a class, getattr() would bind the wrapper; the marker lives on the unbound one.
+    if isinstance(owner, type):
+        for klass in owner.__mro__:
+            if attribute in vars(klass):
+                return vars(klass)[attribute] if klass is owner else None
+        return None
+    return getattr(owner, attribute, None)
+
+
+def unwrap(owner: Any, attribute: str) -> None:
+    """Undo otelkit's wrapt wrapper if it is the outermost one."""
+    func = _static(owner, attribute)
+    if func is not None and getattr(func, "_self_otelkit", False):
+        setattr(owner, attribute, func.__wrapped__)
+
+
+def wrap(owner: Any, attribute: str, wrapper: Any) -> None:
+    """Wrap ``owner.attribute`` with a wrapt FunctionWrapper marked as otelkit's (idempotent)."""
+    import wrapt
+
+    if getattr(_static(owner, attribute), "_self_otelkit", False):
+        return
+    made = wrapt.wrap_function_wrapper(owner, attribute, wrapper)
+    made._self_otelkit = True  # type: ignore[attr-defined]
+
+
+def error_type(exc: BaseException) -> str:
+    return type(exc).__qualname__
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an integration module gets from ``instrument_all``."""
+
+    settings: Settings
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider | None
+
+
+def settings_get(settings: Any, name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def sequence_names(value: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(v.strip().lower() for v in value if v and v.strip())

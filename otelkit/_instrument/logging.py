@@ -1,0 +1,32 @@
+"""Log correlation is otelkit's own (``otelkit._logs``), not the contrib logging instrumentation.
+
+The contrib ``LoggingInstrumentor`` replaces the log-record factory to add ``otelTraceID``-style
+fields, which conflicts with ``otelkit._logs`` (one record factory adding ``trace_id``,
+``span_id`` and ``correlation_id``). This module only reports the status; it never enables the
+contrib instrumentation, and says so when the application enabled it itself.
+"""
+
+from __future__ import annotations
+
+from otelkit._instrument import _common
+from otelkit._instrument._status import IntegrationStatus
+
+NAME = "logging"
+
+
+def instrument(ctx: _common.Context) -> IntegrationStatus:
+    if not _common.settings_get(ctx.settings, "log_correlation", True):
+        return IntegrationStatus(NAME, "disabled", "OTELKIT_LOG_CORRELATION=false")
+    reason = "handled by otelkit._logs: trace_id, span_id, correlation_id on every record"
+    try:
+        from opentelemetry.instrumentation.logging import LoggingInstrumentor
+
+        if LoggingInstrumentor().is_instrumented_by_opentelemetry:
+            reason += "; the contrib LoggingInstrumentor was also enabled by the application"
+    except ImportError:
+        pass
+    return IntegrationStatus(NAME, "enabled", reason)
+
+
+def uninstrument() -> None:
+    return None

@@ -1,0 +1,263 @@
+"""psycopg2 / psycopg2-binary through ``opentelemetry-instrumentation-psycopg2``, plus what it lacks.
+
+* Works with ``psycopg2-binary``: otelkit checks both distributions itself and calls upstream
+  with ``skip_dep_check=True`` (older upstream releases skipped themselves for the binary wheel).
+* ``db.statement`` / ``db.query.text`` is sanitized at the source: literals (``SELECT 'x'``,
+  numbers, ``sql.Literal(...)`` rendered by ``Composed.as_string``, dollar-quoted and ``E''``
+  strings) become ``?`` and comments are removed, before any span processor sees it.
+* ``db.client.operation.duration`` is recorded by otelkit for every ``execute``/``executemany``/
+  ``callproc`` whatever ``OTEL_SEMCONV_STABILITY_OPT_IN`` says (upstream records it only with
+  ``database`` opt-in; its own recording is switched off so there is one stream).
+* Transaction outcomes: ``otelkit.db.client.transactions`` counts ``commit``/``rollback`` from
+  ``conn.commit()``, ``conn.rollback()`` and ``with conn:`` exits (a commit of a failed
+  transaction is a rollback in PostgreSQL and is counted as one). Autocommit connections and
+  commits with no open transaction are not counted.
+* De-duplication: ``Psycopg2Instrumentor.instrument_connection(conn)`` on top of the global
+  instrumentation yields one span per statement.
+
+Limits: upstream patches ``psycopg2.connect``; a connection opened before ``init()``, or through
+a ``connect`` imported by name before ``init()``, is not traced (instrument it with
+``Psycopg2Instrumentor.instrument_connection``). ``conn.cursor(cursor_factory=X)`` bypasses the
+traced cursor factory (upstream limitation).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from otelkit import _names, _scrub
+from otelkit._instrument import _common
+from otelkit._instrument._status import IntegrationStatus
+
+NAME = "psycopg2"
+SCOPE = "opentelemetry.instrumentation.psycopg2"
+MIN_VERSION = (2, 7, 3)
+
+_state: dict[str, Any] = {}
+_connection_classes: dict[type, type] = {}
+
+
+def _integration_attributes(tracer: Any) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"db.system.name": "postgresql"}
+    integration = getattr(tracer, "_db_api_integration", None)
+    database = getattr(integration, "database", "")
+    if database:
+        attributes["db.namespace"] = str(database)
+    address = getattr(integration, "_server_address", None)
+    if address:
+        attributes["server.address"] = str(address)
+    port = getattr(integration, "_server_port", None)
+    if port:
+        try:
+            attributes["server.port"] = int(port)
+        except (TypeError, ValueError):
+            pass
+    return attributes
+
+
+def _traced_execution(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Around upstream ``CursorTracer.traced_execution(cursor, query_method, *query_args)``."""
+    if len(args) < 2 or not _common.instrumentation_enabled():
+        return wrapped(*args, **kwargs)
+    cursor, query_method, query_args = args[0], args[1], args[2:]
+    if _common.is_duplicate(SCOPE):
+        # Per-connection cursor factory stacked on the global one: the outer layer already
+        # has the span and records the metric.
+        return query_method(*query_args, **kwargs)
+    try:
+        operation = instance.get_operation_name(cursor, query_args) or ""
+    except Exception:
+        operation = ""
+    start = time.perf_counter()
+    error: BaseException | None = None
+    try:
+        return wrapped(*args, **kwargs)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        try:
+            attributes = _integration_attributes(instance)
+            if operation:
+                attributes["db.operation.name"] = operation.upper()[:64]
+            if error is not None:
+                attributes["error.type"] = _common.error_type(error)
+            _common.record("db", time.perf_counter() - start, attributes)
+        except Exception:
+            pass
+
+
+def _get_statement(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    statement = wrapped(*args, **kwargs)
+    if isinstance(statement, str) and _scrub.is_enabled():
+        return _scrub.scrub_sql(statement)
+    return statement
+
+
+def _no_metrics(*_args: Any, **_kwargs: Any) -> None:
+    """Upstream's own duration recording (database opt-in only) is replaced by otelkit's."""
+
+
+# --- transactions ---------------------------------------------------------------------------------
+
+def _connection_attributes(conn: Any) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"db.system.name": "postgresql"}
+    info = getattr(conn, "info", None)
+    try:
+        if info is not None:
+            if info.dbname:
+                attributes["db.namespace"] = info.dbname
+            if info.host:
+                attributes["server.address"] = info.host
+            if info.port:
+                attributes["server.port"] = int(info.port)
+    except Exception:
+        pass
+    return attributes
+
+
+def _transaction_open(conn: Any) -> tuple[bool, bool]:
+    """(a transaction is open, it is in the failed state) for a non-autocommit connection."""
+    try:
+        if conn.autocommit or conn.closed:
+            return False, False
+        from psycopg2 import extensions
+
+        status = conn.info.transaction_status
+        return (status in (extensions.TRANSACTION_STATUS_INTRANS, extensions.TRANSACTION_STATUS_INERROR),
+                status == extensions.TRANSACTION_STATUS_INERROR)
+    except Exception:
+        return False, False
+
+
+def _count(conn: Any, outcome: str, error: BaseException | None = None) -> None:
+    attributes = _connection_attributes(conn)
+    attributes[_names.ATTR_OUTCOME] = outcome
+    if error is not None:
+        attributes["error.type"] = _common.error_type(error)
+    _common.record("transaction", 1, attributes)
+
+
+def _traced_connection_class(base: type) -> type:
+    cached = _connection_classes.get(base)
+    if cached is not None:
+        return cached
+
+    class OtelkitConnection(base):
+        """Counts transaction outcomes; everything else is the base connection's."""
+
+        def commit(self) -> None:
+            open_, failed = _transaction_open(self)
+            try:
+                super().commit()
+            except BaseException as exc:
+                if open_:
+                    _count(self, "rollback" if failed else "commit", exc)
+                raise
+            if open_:
+                _count(self, "rollback" if failed else "commit")
+
+        def rollback(self) -> None:
+            open_, _failed = _transaction_open(self)
+            super().rollback()
+            if open_:
+                _count(self, "rollback")
+
+        # No __exit__ override: psycopg2's `with conn:` exit calls self.commit()/self.rollback()
+        # through the method table, so it is counted by the two methods above.
+
+    OtelkitConnection.__name__ = base.__name__
+    OtelkitConnection.__qualname__ = base.__qualname__
+    _connection_classes[base] = OtelkitConnection
+    return OtelkitConnection
+
+
+def _extras_cursor(base: type) -> type | None:
+    try:
+        from psycopg2 import extras
+    except ImportError:
+        return None
+    for connection_class, cursor_class in (
+        (extras.RealDictConnection, extras.RealDictCursor),
+        (extras.DictConnection, extras.DictCursor),
+        (extras.NamedTupleConnection, extras.NamedTupleCursor),
+    ):
+        if issubclass(base, connection_class):
+            return cursor_class
+    return None
+
+
+def _connect(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Around ``psycopg2.connect``: a connection class that counts transaction outcomes."""
+    try:
+        from psycopg2.extensions import connection as base_connection
+
+        base = kwargs.get("connection_factory") or base_connection
+        if isinstance(base, type) and issubclass(base, base_connection):
+            kwargs["connection_factory"] = _traced_connection_class(base)
+            if kwargs.get("cursor_factory") is None:
+                # Upstream sets the connection's cursor_factory to its traced plain cursor, which
+                # silently turns a RealDictConnection into a tuple-returning one; hand it the
+                # cursor class the extras connection would have used as the base instead.
+                default_cursor = _extras_cursor(base)
+                if default_cursor is not None:
+                    kwargs["cursor_factory"] = default_cursor
+    except Exception:
+        pass
+    return wrapped(*args, **kwargs)
+
+
+def instrument(ctx: _common.Context) -> IntegrationStatus:
+    found = _common.dist_version("psycopg2", "psycopg2-binary")
+    if found is None:
+        return IntegrationStatus(NAME, "skipped", "not installed (pip install psycopg2-binary)")
+    dist, version = found
+    if _common.version_tuple(version) < MIN_VERSION:
+        return IntegrationStatus(NAME, "skipped", f"version unsupported: {dist} {version} (needs >= 2.7.3.1)",
+                                 version=version)
+    try:
+        import opentelemetry.instrumentation.psycopg2 as contrib
+        import psycopg2
+    except ImportError as exc:
+        return IntegrationStatus(NAME, "skipped", f"not importable ({exc})", version=version)
+
+    instrumentor = contrib.Psycopg2Instrumentor()
+    note = ""
+    if instrumentor.is_instrumented_by_opentelemetry:
+        note = " (was already instrumented by the application; its provider is kept)"
+    else:
+        # skip_dep_check: the dependency check knows only one of the two distributions in
+        # some upstream releases; we checked both above.
+        instrumentor.instrument(tracer_provider=ctx.tracer_provider, skip_dep_check=True)
+        _state["owned"] = True
+    tracer_class = contrib.CursorTracer
+    if "_record_metrics" in vars(tracer_class) or hasattr(tracer_class, "_record_metrics"):
+        if "record_metrics" not in _state:
+            _state["record_metrics"] = vars(tracer_class).get("_record_metrics")
+            tracer_class._record_metrics = _no_metrics  # type: ignore[method-assign]
+    _common.wrap(tracer_class, "get_statement", _get_statement)
+    _common.wrap(tracer_class, "traced_execution", _traced_execution)
+    _common.wrap(psycopg2, "connect", _connect)
+    return IntegrationStatus(NAME, "enabled", f"{dist} {version}{note}", version=version)
+
+
+def uninstrument() -> None:
+    try:
+        import opentelemetry.instrumentation.psycopg2 as contrib
+        import psycopg2
+    except ImportError:
+        _state.clear()
+        return
+    _common.unwrap(psycopg2, "connect")
+    tracer_class = contrib.CursorTracer
+    _common.unwrap(tracer_class, "traced_execution")
+    _common.unwrap(tracer_class, "get_statement")
+    if "record_metrics" in _state:
+        original = _state.pop("record_metrics")
+        if original is None:
+            del tracer_class._record_metrics
+        else:
+            tracer_class._record_metrics = original  # type: ignore[method-assign]
+    if _state.pop("owned", False):
+        contrib.Psycopg2Instrumentor().uninstrument()

@@ -1,0 +1,196 @@
+"""Carriers: where trace context travels inside a message, for every transport shape users have.
+
+* a mapping of headers: ``dict[str, str]`` (NATS, pika ``properties.headers``,
+  Celery), or Redis stream fields exactly as redis-py returns them
+  (``dict[bytes, bytes]``), or anything in between;
+* a Kafka-style header list ``list[tuple[str, bytes]]``;
+* a JSON envelope (:func:`wrap` / :func:`unwrap`) for transports that carry
+  only a payload: Redis lists, pub/sub, sets.
+
+The OTel ``DefaultGetter`` silently finds nothing under bytes keys, raises on
+bytes values and on lists; :data:`GETTER` and :data:`SETTER` handle all of these
+and never raise: an undecodable, non-string or oversized value reads as absent.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping, MutableMapping, MutableSequence
+from typing import Any
+
+from opentelemetry.propagators.textmap import Getter, Setter
+
+from otelkit._internal_log import logger
+from otelkit._names import ENVELOPE_MARKER
+
+MAX_VALUE_BYTES = 8192
+"""Longest header value read (the W3C baggage limit); longer values read as absent."""
+
+_STR_TYPES = (str,)
+_BYTES_TYPES = (bytes, bytearray, memoryview)
+
+
+def _decode(value: object) -> str | None:
+    if isinstance(value, str):
+        return value if len(value) <= MAX_VALUE_BYTES else None
+    if isinstance(value, _BYTES_TYPES):
+        if len(value) > MAX_VALUE_BYTES:
+            return None
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
+def get_raw(carrier: Any, key: str) -> object:
+    """The value under ``key`` (str or its UTF-8 bytes form) in a mapping or header list, undecoded."""
+    if type(carrier) is dict:  # the common case, without the ABC isinstance check below
+        value = carrier.get(key)
+        if value is None:
+            value = carrier.get(key.encode())
+        return value
+    if isinstance(carrier, Mapping):
+        value = carrier.get(key)
+        if value is None:
+            value = carrier.get(key.encode())
+        return value
+    if isinstance(carrier, Iterable) and not isinstance(carrier, (str, *_BYTES_TYPES)):
+        bkey = key.encode()
+        for item in carrier:
+            if isinstance(item, tuple) and len(item) == 2 and (item[0] == key or item[0] == bkey):
+                return item[1]
+    return None
+
+
+def get_str(carrier: Any, key: str) -> str | None:
+    """The value under ``key`` decoded to str, or None when absent, binary, non-string or oversized."""
+    try:
+        return _decode(get_raw(carrier, key))
+    except Exception:  # a foreign carrier type: telemetry never raises into the consumer
+        return None
+
+
+def _keys(carrier: Any) -> list[str]:
+    keys: list[str] = []
+    try:
+        items: Iterable[Any] = carrier.keys() if isinstance(carrier, Mapping) else (
+            item[0] for item in carrier if isinstance(item, tuple) and len(item) == 2)
+        for key in items:
+            text = _decode(key)
+            if text is not None:
+                keys.append(text)
+    except Exception:
+        return []
+    return keys
+
+
+class BytesSafeGetter(Getter[Any]):
+    """Reads str or bytes keys and values from mappings and ``(key, value)`` lists; never raises."""
+
+    def get(self, carrier: Any, key: str) -> list[str] | None:
+        value = get_str(carrier, key)
+        return None if value is None else [value]
+
+    def keys(self, carrier: Any) -> list[str]:
+        return _keys(carrier)
+
+
+class BytesSafeSetter(Setter[Any]):
+    """Writes str values into mappings, ``(str, bytes)`` tuples into header lists; replaces existing keys."""
+
+    def set(self, carrier: Any, key: str, value: str) -> None:
+        set_header(carrier, key, value)
+
+
+def set_header(carrier: Any, key: str, value: str) -> None:
+    """Set ``key`` in a mutable mapping (str value) or a header list (bytes value), replacing old entries.
+
+    A mapping that already holds the bytes form of ``key`` (fields read back from
+    redis-py and re-sent) keeps one entry, not two.
+    """
+    if isinstance(carrier, MutableMapping):
+        if carrier:  # cheap: only a non-empty mapping can hold the bytes twin
+            bkey = key.encode()
+            if bkey in carrier:
+                del carrier[bkey]
+        carrier[key] = value
+    elif isinstance(carrier, MutableSequence):
+        bkey = key.encode()
+        for index in range(len(carrier) - 1, -1, -1):
+            item = carrier[index]
+            if isinstance(item, tuple) and len(item) == 2 and (item[0] == key or item[0] == bkey):
+                del carrier[index]
+        carrier.append((key, value.encode()))
+    else:
+        raise TypeError(
+            f"otelkit.pipeline cannot write headers into a {type(carrier).__name__}; "
+            "pass a dict, a list of (key, bytes) tuples, or no carrier and send msg.wrap(payload)")
+
+
+GETTER = BytesSafeGetter()
+SETTER = BytesSafeSetter()
+
+
+# --- JSON envelope --------------------------------------------------------------------------------
+
+_PREFIX = '{"' + ENVELOPE_MARKER + '":'
+_PREFIX_SPACED = _PREFIX + " "
+_BPREFIXES = (_PREFIX.encode(), _PREFIX_SPACED.encode())
+
+
+def wrap(payload: Any, headers: Mapping[str, str]) -> str:
+    """A JSON envelope holding ``headers`` and ``payload``, for transports without headers.
+
+    ``unwrap`` gives back the payload with its original type: ``str`` stays
+    ``str``, ``bytes`` stays ``bytes`` (base64 when not UTF-8), any other value
+    is stored as JSON and comes back decoded.
+    """
+    if isinstance(payload, str):
+        body: dict[str, Any] = {"payload": payload}
+    elif isinstance(payload, _BYTES_TYPES):
+        raw = bytes(payload)
+        try:
+            body = {"payload": raw.decode("utf-8"), "encoding": "bytes"}
+        except UnicodeDecodeError:
+            body = {"payload": base64.b64encode(raw).decode("ascii"), "encoding": "base64"}
+    else:
+        body = {"payload": payload, "encoding": "json"}
+    envelope = {ENVELOPE_MARKER: 1, "headers": dict(headers), **body}
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+
+
+def is_envelope(raw: object) -> bool:
+    """Cheap prefix test: is ``raw`` (str or bytes) an otelkit envelope? Never parses JSON."""
+    if isinstance(raw, str):
+        return raw.startswith((_PREFIX, _PREFIX_SPACED))
+    if isinstance(raw, _BYTES_TYPES):
+        head = bytes(raw[:40])
+        return head.startswith(_BPREFIXES)
+    return False
+
+
+def unwrap(raw: Any) -> tuple[Any, dict[str, Any]]:
+    """Split an envelope into ``(payload, headers)``.
+
+    Tolerant of legacy producers: anything that is not an otelkit envelope
+    (plain JSON, text, bytes, a malformed envelope) comes back unchanged with
+    empty headers, so an old consumer code path keeps working and the message
+    starts a fresh trace.
+    """
+    if not is_envelope(raw):
+        return raw, {}
+    try:
+        envelope = json.loads(bytes(raw) if isinstance(raw, (bytearray, memoryview)) else raw)
+        headers = envelope.get("headers")
+        payload = envelope["payload"]
+        encoding = envelope.get("encoding")
+        if encoding == "bytes":
+            payload = payload.encode("utf-8")
+        elif encoding == "base64":
+            payload = base64.b64decode(payload)
+        return payload, headers if isinstance(headers, dict) else {}
+    except Exception as exc:  # malformed envelope: hand back the raw message, never raise
+        logger.debug("otelkit: malformed pipeline envelope (%s); treating it as a legacy payload", type(exc).__name__)
+        return raw, {}

@@ -1,0 +1,883 @@
+"""The pipeline scopes: :class:`Emission`, :class:`Reception`, :class:`BatchReception`, :class:`Stage`.
+
+Each is a context manager (sync and async) and a decorator (sync and async
+functions). Telemetry failures inside a scope are logged to the ``otelkit``
+logger and never reach the application; the application's own exceptions pass
+through unchanged.
+
+Hot-path notes (issue 8 wants emit/receive within 1.1x of hand-written SDK
+code): spans are started with ``tracer.start_span`` and attached by hand
+(no generator-based context manager), metric attribute dicts are cached per
+destination, and instruments are cached per provider.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, MutableSequence
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from opentelemetry import baggage, propagate, trace
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.trace import INVALID_SPAN, Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
+
+from otelkit import _names
+from otelkit._correlation import get_correlation_id, is_valid_correlation_id, new_correlation_id
+from otelkit._internal_log import logger
+from otelkit._pipeline import carriers
+from otelkit._pipeline.failures import classify_failure
+from otelkit._pipeline.instruments import instruments, tracer
+
+_BAGGAGE_KEY: str | None
+try:  # the context key the baggage API stores its dict under; used to build a context in one step
+    from opentelemetry.baggage import _BAGGAGE_KEY
+except ImportError:  # pragma: no cover
+    _BAGGAGE_KEY = None
+
+F = TypeVar("F", bound=Callable[..., Any])
+Parent = Literal["none", "producer", "current"]
+Outcome = Literal["ack", "retry", "dead_letter", "drop"]
+
+DEFAULT_MAX_LINKS = 128
+"""Links per batch span (the SDK's default ``OTEL_SPAN_LINK_COUNT_LIMIT``)."""
+
+_current: contextvars.ContextVar[_Consumption | None] = contextvars.ContextVar("otelkit_pipeline_message",
+                                                                               default=None)
+_SENT_AT = _names.SENT_AT_HEADER
+_CORRELATION_HEADER = _names.CORRELATION_HEADER
+_ATTEMPT = _names.ATTEMPT_HEADER
+_MAX_ATTEMPT = 1_000_000
+
+# Metric attribute dicts, cached per (system, destination, operation, group); bounded so a
+# high-cardinality destination cannot grow memory without limit (it still costs the backend).
+_attr_cache: dict[tuple[str, str, str, str | None], dict[str, str]] = {}
+_ATTR_CACHE_MAX = 4096
+
+
+def _metric_attrs(system: str, destination: str, operation: str, group: str | None) -> dict[str, str]:
+    key = (system, destination, operation, group)
+    attrs = _attr_cache.get(key)
+    if attrs is None:
+        attrs = {
+            _names.MESSAGING_SYSTEM: system,
+            _names.MESSAGING_DESTINATION: destination,
+            _names.MESSAGING_OPERATION_NAME: operation,
+            _names.MESSAGING_OPERATION_TYPE: operation,
+        }
+        if group is not None:
+            attrs[_names.MESSAGING_CONSUMER_GROUP] = group
+        if len(_attr_cache) < _ATTR_CACHE_MAX:
+            _attr_cache[key] = attrs
+    return attrs
+
+
+def _error_type(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+
+
+def _report(exc: BaseException, span: Span, context: Mapping[str, object]) -> None:
+    """Hand ``exc`` to ``otelkit._errors.report_exception`` once for this scope's span.
+
+    ``report_exception`` records it on the span unless an inner span already did,
+    sets the ERROR status and sends one Sentry event per exception object however
+    many scopes it passes through. ``BaseException`` that is not an ``Exception``
+    (cancellation, KeyboardInterrupt) is not a failure to report: it is only noted
+    on the span.
+    """
+    if not isinstance(exc, Exception):
+        span.record_exception(exc, escaped=True)
+        return
+    try:
+        from otelkit._errors import report_exception
+
+        report_exception(exc, span, context=context)
+    except Exception as error:
+        logger.debug("otelkit: report_exception failed: %s", type(error).__name__)
+
+
+def _mark_failed(span: Span, exc: BaseException, error_type: str) -> None:
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:256]))
+    span.set_attribute(_names.ERROR_TYPE, error_type)
+
+
+def _extract(carrier: Any) -> Context:
+    """Extract into a fresh context; any failure (foreign propagator, odd carrier) gives an empty one."""
+    if carrier is None:
+        return Context()
+    try:
+        return propagate.extract(carrier, context=Context(), getter=carriers.GETTER)
+    except Exception as error:
+        logger.debug("otelkit: could not extract trace context (%s); starting a fresh trace",
+                     type(error).__name__)
+        return Context()
+
+
+def _parse_number(raw: object) -> float | None:
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        value = float(raw)
+    else:
+        text = carriers._decode(raw)
+        if text is None or len(text) > 32:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _sent_at(carrier: Any, message_id: str | None, system: str) -> float | None:
+    """Emission time in epoch seconds: the otelkit header, else a Redis stream ID's millisecond part."""
+    if carrier is not None:
+        try:
+            ms = _parse_number(carriers.get_raw(carrier, _SENT_AT))
+        except Exception:
+            ms = None
+        if ms is not None:
+            return ms / 1000.0
+    if system == "redis" and message_id is not None:
+        head, sep, tail = message_id.partition("-")
+        if sep and head.isdigit() and tail.isdigit():
+            return int(head) / 1000.0
+    return None
+
+
+def _header_attempt(carrier: Any) -> int | None:
+    if carrier is None:
+        return None
+    try:
+        raw = carriers.get_raw(carrier, _ATTEMPT)
+        if raw is None:
+            return None
+        value = _parse_number(raw)
+    except Exception:
+        return None
+    if value is None or value != int(value) or value > _MAX_ATTEMPT:
+        return None
+    return int(value)
+
+
+def _as_str(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def _message_context(extracted: Context, carrier: Any) -> tuple[trace.SpanContext | None, str | None]:
+    """(valid remote span context or None, valid correlation ID or None) from an extracted context."""
+    span_context = trace.get_current_span(extracted).get_span_context()
+    remote = span_context if span_context.is_valid else None
+    cid = get_correlation_id(extracted)
+    if not is_valid_correlation_id(cid):
+        cid = carriers.get_str(carrier, _CORRELATION_HEADER) if carrier is not None else None
+        if not is_valid_correlation_id(cid):
+            cid = None
+    return remote, cid
+
+
+def _with_baggage(base: Context, extracted: Context, correlation_id: str) -> Context:
+    """``base`` with the message's baggage laid over the ambient baggage, and the correlation ID set."""
+    if _BAGGAGE_KEY is not None:  # one dict and one context copy instead of one per entry
+        ambient: Any = base.get(_BAGGAGE_KEY)
+        incoming: Any = extracted.get(_BAGGAGE_KEY)
+        entries = dict(ambient) if ambient else {}
+        if incoming:
+            entries.update(incoming)
+        entries[_names.CORRELATION_BAGGAGE_KEY] = correlation_id
+        return otel_context.set_value(_BAGGAGE_KEY, entries, base)
+    ctx = base  # pragma: no cover - an API without the private key
+    for key, value in baggage.get_all(extracted).items():
+        ctx = baggage.set_baggage(key, value, ctx)
+    return baggage.set_baggage(_names.CORRELATION_BAGGAGE_KEY, correlation_id, ctx)
+
+
+# --- decorator support ----------------------------------------------------------------------------
+
+class _ArgSpec:
+    """Resolve a scope parameter from the decorated function's arguments: a callable or a parameter name."""
+
+    __slots__ = ("default", "fn", "name", "position")
+
+    def __init__(self, spec: object, fn: Callable[..., Any], what: str) -> None:
+        self.fn: Callable[..., Any] | None = None
+        self.name: str | None = None
+        self.position = -1
+        self.default: Any = None
+        if callable(spec):
+            self.fn = spec
+        elif isinstance(spec, str):
+            parameters = list(inspect.signature(fn).parameters.values())
+            names = [p.name for p in parameters]
+            if spec not in names:
+                raise TypeError(f"otelkit.pipeline: {what}={spec!r} is not a parameter of {fn.__qualname__} "
+                                f"(parameters: {', '.join(names)})")
+            self.name = spec
+            index = names.index(spec)
+            param = parameters[index]
+            if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+                self.position = index
+            if param.default is not param.empty:
+                self.default = param.default
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.fn is not None:
+            return self.fn(*args, **kwargs)
+        if self.name is None:
+            return None
+        if self.name in kwargs:
+            return kwargs[self.name]
+        if 0 <= self.position < len(args):
+            return args[self.position]
+        return self.default
+
+
+def _decorate(fn: F, make_scope: Callable[[tuple[Any, ...], dict[str, Any]], Any]) -> F:
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(f"otelkit.pipeline cannot decorate the generator {fn.__qualname__}: a scope would "
+                        "stay attached across yields; use the context manager inside the loop instead")
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with make_scope(args, kwargs):
+                return await fn(*args, **kwargs)
+
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with make_scope(args, kwargs):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class UsageError(TypeError):
+    """A programming error in a pipeline call (wrong carrier type): raised, unlike telemetry failures."""
+
+
+class _Scope:
+    """Context-manager plumbing shared by every scope: sync, async, telemetry errors contained."""
+
+    __slots__ = ()
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _finish(self, exc: BaseException | None) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        try:
+            self._start()
+        except UsageError:
+            raise
+        except Exception as error:
+            logger.debug("otelkit: pipeline scope failed to start: %r", error, exc_info=True)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            self._finish(exc)
+        except Exception as error:
+            logger.debug("otelkit: pipeline scope failed to finish: %r", error, exc_info=True)
+
+    async def __aenter__(self) -> Any:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+# --- emission -------------------------------------------------------------------------------------
+
+class Emission(_Scope):
+    """One message being emitted: a PRODUCER span ``send {destination}`` with context injected.
+
+    Attributes available inside the block:
+
+    * ``headers`` -- the carrier that received the context (the one you passed, or a new dict);
+    * ``correlation_id`` -- the message's correlation ID;
+    * ``span`` -- the producer span;
+    * ``message_id`` -- settable after the broker assigns one (``msg.message_id = r.xadd(...)``).
+    """
+
+    __slots__ = ("_attributes", "_explicit_cid", "_t0", "_token", "attempt", "correlation_id", "destination",
+                 "headers", "message_id", "span", "system")
+
+    def __init__(self, destination: str, carrier: Any = None, *, system: str, message_id: object = None,
+                 correlation_id: str | None = None, attempt: int | None = None,
+                 attributes: Mapping[str, Any] | None = None) -> None:
+        self.destination = destination
+        self.system = system
+        self.headers: Any = carrier
+        self.message_id: Any = message_id
+        self._explicit_cid = correlation_id
+        self.correlation_id: str | None = correlation_id
+        self.attempt = attempt
+        self._attributes = attributes
+        self._token: object = None
+        self.span: Span = INVALID_SPAN
+        self._t0 = 0.0
+
+    def _start(self) -> None:
+        headers = self.headers
+        if headers is not None and type(headers) is not dict and not isinstance(headers, (MutableMapping,
+                                                                                         MutableSequence)):
+            raise UsageError(
+                f"otelkit.pipeline.emit: carrier must be a dict (headers, stream fields), a list of "
+                f"(key, bytes) tuples, or None (then send msg.wrap(payload)); got {type(headers).__name__}")
+        tr = tracer()
+        parent = otel_context.get_current()
+        cid = self._explicit_cid
+        if cid is not None and not is_valid_correlation_id(cid):
+            logger.debug("otelkit: emit(correlation_id=%.40r) is not a valid ID; using a fresh one", cid)
+            cid = None
+        if cid is None:
+            cid = get_correlation_id(parent)
+        ctx = parent
+        if cid is None:
+            cid = new_correlation_id()
+            ctx = baggage.set_baggage(_names.CORRELATION_BAGGAGE_KEY, cid, parent)
+        elif cid != get_correlation_id(parent):
+            ctx = baggage.set_baggage(_names.CORRELATION_BAGGAGE_KEY, cid, parent)
+        self.correlation_id = cid
+        attrs: dict[str, Any] = {
+            _names.MESSAGING_SYSTEM: self.system,
+            _names.MESSAGING_DESTINATION: self.destination,
+            _names.MESSAGING_OPERATION_TYPE: "send",
+            _names.MESSAGING_OPERATION_NAME: "send",
+            _names.MESSAGING_CONVERSATION_ID: cid,
+        }
+        if self.message_id is not None:
+            attrs[_names.MESSAGING_MESSAGE_ID] = _as_str(self.message_id)
+        if self._attributes:
+            attrs.update(self._attributes)
+        span = tr.start_span("send " + self.destination, ctx, kind=SpanKind.PRODUCER, attributes=attrs)
+        self.span = span
+        ctx = trace.set_span_in_context(span, ctx)
+        self._token = otel_context.attach(ctx)
+        if headers is None:
+            headers = self.headers = {}
+        self._t0 = time.perf_counter()
+        try:
+            propagate.inject(headers, context=ctx, setter=carriers.SETTER)
+        except Exception as error:  # a broken propagator: the message goes out without trace context
+            logger.debug("otelkit: could not inject trace context: %r", error)
+        carriers.set_header(headers, _SENT_AT, f"{time.time() * 1000.0:.3f}")
+        carriers.set_header(headers, _CORRELATION_HEADER, cid)
+        if self.attempt is not None:
+            carriers.set_header(headers, _ATTEMPT, str(int(self.attempt)))
+
+    def _finish(self, exc: BaseException | None) -> None:
+        span = self.span
+        if span is INVALID_SPAN:
+            return
+        duration = time.perf_counter() - self._t0
+        attrs = _metric_attrs(self.system, self.destination, "send", None)
+        if self.message_id is not None:
+            span.set_attribute(_names.MESSAGING_MESSAGE_ID, _as_str(self.message_id) or "")
+        if exc is not None:
+            error_type = _error_type(exc)
+            _mark_failed(span, exc, error_type)
+            span.record_exception(exc, escaped=True)  # noted, not reported: the caller's scope reports it
+            attrs = {**attrs, _names.ERROR_TYPE: error_type}
+        span.end()
+        token, self._token = self._token, None
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        ins = instruments()
+        ins.sent.add(1, attrs)
+        ins.operation_duration.record(duration, attrs)
+
+    def wrap(self, payload: Any) -> str:
+        """``payload`` inside a JSON envelope with this message's headers, for Redis lists, pub/sub, sets.
+
+        The receiver passes the raw message to ``receive(...)`` and reads ``msg.payload``.
+        """
+        headers = self.headers if isinstance(self.headers, Mapping) else {}
+        return carriers.wrap(payload, headers)
+
+    def __call__(self, fn: F) -> F:
+        """Decorate a function that sends one message; ``carrier`` names the parameter holding its headers."""
+        carrier_spec = _ArgSpec(self.headers, fn, "carrier") if self.headers is not None else None
+        message_id_spec = _ArgSpec(self.message_id, fn, "message_id") if callable(self.message_id) else None
+        destination, system, cid, attempt, attributes = (self.destination, self.system, self._explicit_cid,
+                                                         self.attempt, self._attributes)
+
+        def make(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Emission:
+            return Emission(destination, carrier_spec(args, kwargs) if carrier_spec else None, system=system,
+                            message_id=message_id_spec(args, kwargs) if message_id_spec else None,
+                            correlation_id=cid, attempt=attempt, attributes=attributes)
+
+        return _decorate(fn, make)
+
+
+# --- reception ------------------------------------------------------------------------------------
+
+class _Consumption(_Scope):
+    """Outcome handling shared by single and batch reception."""
+
+    __slots__ = ("_base", "_cv_token", "_outcome", "_reason", "_t0", "_token", "attempt", "correlation_id",
+                 "destination", "group", "max_attempts", "span", "system")
+
+    def __init__(self, destination: str, system: str, group: str | None, attempt: int | None,
+                 max_attempts: int | None) -> None:
+        self.destination = destination
+        self.system = system
+        self.group = group
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self.span: Span = INVALID_SPAN
+        self.correlation_id: str | None = None
+        self._outcome: Outcome | None = None
+        self._reason: str | None = None
+        self._token: object = None
+        self._cv_token: contextvars.Token[_Consumption | None] | None = None
+        self._t0 = 0.0
+        self._base: dict[str, str] = {}
+
+    # -- explicit outcomes
+    def ack(self) -> None:
+        """Record the message as acknowledged (the default when the block ends without an exception)."""
+        self._outcome, self._reason = "ack", None
+
+    def retry(self, reason: str | None = None) -> None:
+        """Record that the message goes back for another attempt (not a span error by itself)."""
+        self._outcome, self._reason = "retry", reason
+
+    def dead_letter(self, reason: str | None = None) -> None:
+        """Record that the message goes to the dead-letter destination (the span is marked as an error)."""
+        self._outcome, self._reason = "dead_letter", reason
+
+    def drop(self, reason: str | None = None) -> None:
+        """Record that the message is discarded on purpose (a duplicate, filtered out): not an error."""
+        self._outcome, self._reason = "drop", reason
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The outcome recorded so far (None until set or until the block ends)."""
+        return self._outcome
+
+    def _default_outcome(self, failure_class: str) -> Outcome:
+        if failure_class == "transient":
+            attempt = self.attempt or 1
+            if self.max_attempts is None or attempt < self.max_attempts:
+                return "retry"
+        return "dead_letter"
+
+    def _settle(self, exc: BaseException | None, count: int) -> tuple[dict[str, str], str]:
+        """End the span with its outcome; returns (metric attributes with error info, outcome)."""
+        span = self.span
+        attrs = self._base
+        failure_class: str | None = None
+        if exc is not None:
+            error_type = _error_type(exc)
+            failure_class = classify_failure(exc) if isinstance(exc, Exception) else "transient"
+            _mark_failed(span, exc, error_type)
+            span.set_attribute(_names.ATTR_ERROR_CLASS, failure_class)
+            attrs = {**attrs, _names.ERROR_TYPE: error_type, _names.ATTR_ERROR_CLASS: failure_class}
+            _report(exc, span, self._report_context())
+        outcome = self._outcome
+        if outcome is None:
+            outcome = "ack" if failure_class is None else self._default_outcome(failure_class)
+            self._outcome = outcome
+        elif outcome == "dead_letter" and exc is None:
+            span.set_status(Status(StatusCode.ERROR, f"dead-lettered: {self._reason or 'no reason given'}"[:256]))
+        span.set_attribute(_names.ATTR_OUTCOME, outcome)
+        if self._reason:
+            span.set_attribute(_names.ATTR_OUTCOME_REASON, self._reason[:256])
+        span.end()
+        token, self._token = self._token, None
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        cv_token, self._cv_token = self._cv_token, None
+        if cv_token is not None:
+            _current.reset(cv_token)
+        return attrs, outcome
+
+    def _report_context(self) -> dict[str, object]:
+        return {"destination": self.destination, "system": self.system, "attempt": self.attempt,
+                "correlation_id": self.correlation_id}
+
+
+class Reception(_Consumption):
+    """One message being processed: a CONSUMER span ``process {destination}`` linked to the producer.
+
+    Attributes available inside the block:
+
+    * ``correlation_id`` -- the emitter's ID, or a fresh one when the message carried none;
+    * ``payload`` -- the message body when the carrier was an otelkit envelope (or a legacy raw payload);
+    * ``message_id``, ``attempt``, ``sent_at`` (epoch seconds or None), ``span``;
+    * ``producer`` -- the producer's ``SpanContext`` when the message carried a valid one;
+    * ``ack()``, ``retry(reason)``, ``dead_letter(reason)``, ``drop(reason)`` -- the outcome (default: ack,
+      or on an exception retry/dead_letter by the failure classifier and ``max_attempts``).
+    """
+
+    __slots__ = ("_attributes", "_carrier", "_parent", "message_id", "payload", "producer", "sent_at")
+
+    def __init__(self, destination: str, carrier: Any = None, *, system: str, message_id: object = None,
+                 attempt: int | None = None, group: str | None = None, parent: Parent = "none",
+                 max_attempts: int | None = None, attributes: Mapping[str, Any] | None = None) -> None:
+        super().__init__(destination, system, group, attempt, max_attempts)
+        self._carrier = carrier
+        self.message_id: Any = message_id
+        self._parent = parent
+        self._attributes = attributes
+        self.payload: Any = None
+        self.sent_at: float | None = None
+        self.producer: trace.SpanContext | None = None
+
+    def _start(self) -> None:
+        tr = tracer()
+        carrier = self._carrier
+        if isinstance(carrier, (str, bytes, bytearray, memoryview)):
+            self.payload, carrier = carriers.unwrap(carrier)
+        message_id = self.message_id = _as_str(self.message_id)
+        extracted = _extract(carrier)
+        remote, cid = _message_context(extracted, carrier)
+        self.producer = remote
+        if cid is None:
+            cid = new_correlation_id()
+        self.correlation_id = cid
+        if self.attempt is None:
+            self.attempt = _header_attempt(carrier)
+        base = otel_context.get_current()
+        ctx = _with_baggage(base, extracted, cid)
+        parent = self._parent
+        if parent == "producer" and remote is not None:
+            span_parent = trace.set_span_in_context(NonRecordingSpan(remote), ctx)
+        elif parent == "current":
+            span_parent = ctx
+        else:  # "none": a root span, whatever long-lived span the consumer loop runs in
+            span_parent = trace.set_span_in_context(INVALID_SPAN, ctx)
+        attrs: dict[str, Any] = {
+            _names.MESSAGING_SYSTEM: self.system,
+            _names.MESSAGING_DESTINATION: self.destination,
+            _names.MESSAGING_OPERATION_TYPE: "process",
+            _names.MESSAGING_OPERATION_NAME: "process",
+            _names.MESSAGING_CONVERSATION_ID: cid,
+        }
+        if message_id is not None:
+            attrs[_names.MESSAGING_MESSAGE_ID] = message_id
+        if self.attempt is not None:
+            attrs[_names.ATTR_ATTEMPT] = self.attempt
+        if self.group is not None:
+            attrs[_names.MESSAGING_CONSUMER_GROUP] = self.group
+        if self._attributes:
+            attrs.update(self._attributes)
+        span = tr.start_span("process " + self.destination, span_parent, kind=SpanKind.CONSUMER, attributes=attrs,
+                             links=(Link(remote),) if remote is not None else None)
+        self.span = span
+        self._token = otel_context.attach(trace.set_span_in_context(span, ctx))
+        self._cv_token = _current.set(self)
+        metric_attrs = self._base = _metric_attrs(self.system, self.destination, "process", self.group)
+        sent_at = self.sent_at = _sent_at(carrier, message_id, self.system)
+        if sent_at is not None:
+            wait = time.time() - sent_at
+            instruments().time_in_queue.record(wait if wait > 0.0 else 0.0, metric_attrs)
+        self._t0 = time.perf_counter()
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self.span is INVALID_SPAN:
+            return
+        duration = time.perf_counter() - self._t0
+        base = self._base
+        attrs, outcome = self._settle(exc, 1)
+        ins = instruments()
+        ins.consumed.add(1, base)
+        ins.process_duration.record(duration, attrs)
+        ins.settled.add(1, _outcome_attrs(base, outcome))
+        if self.sent_at is not None:
+            latency = time.time() - self.sent_at
+            ins.end_to_end.record(latency if latency > 0.0 else 0.0, base)
+
+    def _report_context(self) -> dict[str, object]:
+        context = super()._report_context()
+        context["message_id"] = self.message_id
+        return context
+
+    def __call__(self, fn: F) -> F:
+        """Decorate a handler; ``carrier`` names its parameter (or is a callable of its arguments)."""
+        carrier_spec = _ArgSpec(self._carrier, fn, "carrier") if self._carrier is not None else None
+        message_id_spec = _ArgSpec(self.message_id, fn, "message_id") if callable(self.message_id) else None
+        attempt_spec = _ArgSpec(self.attempt, fn, "attempt") if callable(self.attempt) else None
+        destination, system, group, parent, max_attempts, attributes = (
+            self.destination, self.system, self.group, self._parent, self.max_attempts, self._attributes)
+        static_attempt = None if attempt_spec else self.attempt
+
+        def make(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Reception:
+            return Reception(destination, carrier_spec(args, kwargs) if carrier_spec else None, system=system,
+                             message_id=message_id_spec(args, kwargs) if message_id_spec else None,
+                             attempt=attempt_spec(args, kwargs) if attempt_spec else static_attempt,
+                             group=group, parent=parent, max_attempts=max_attempts, attributes=attributes)
+
+        return _decorate(fn, make)
+
+
+_outcome_cache: dict[tuple[str, str, str | None, str], dict[str, str]] = {}
+
+
+def _outcome_attrs(base: dict[str, str], outcome: str) -> dict[str, str]:
+    key = (base[_names.MESSAGING_SYSTEM], base[_names.MESSAGING_DESTINATION],
+           base.get(_names.MESSAGING_CONSUMER_GROUP), outcome)
+    attrs = _outcome_cache.get(key)
+    if attrs is None:
+        attrs = {**base, _names.ATTR_OUTCOME: outcome}
+        if len(_outcome_cache) < _ATTR_CACHE_MAX:
+            _outcome_cache[key] = attrs
+    return attrs
+
+
+class Message:
+    """One message of a batch, as extracted: payload, IDs, emission time, producer context."""
+
+    __slots__ = ("attempt", "carrier", "correlation_id", "message_id", "payload", "producer", "sent_at")
+
+    def __init__(self, carrier: Any, payload: Any, message_id: str | None, correlation_id: str | None,
+                 producer: trace.SpanContext | None, sent_at: float | None, attempt: int | None) -> None:
+        self.carrier = carrier
+        self.payload = payload
+        self.message_id = message_id
+        self.correlation_id = correlation_id
+        self.producer = producer
+        self.sent_at = sent_at
+        self.attempt = attempt
+
+    def __repr__(self) -> str:
+        return f"Message(id={self.message_id!r}, correlation_id={self.correlation_id!r})"
+
+
+class BatchReception(_Consumption):
+    """A batch processed as one unit: one CONSUMER span linked to every message's producer (capped).
+
+    ``messages`` lists each :class:`Message`. When every message carries the same
+    correlation ID the batch runs under it; otherwise the batch gets a fresh ID
+    and each link carries its message's ID as ``messaging.message.conversation_id``.
+    The outcome (``ack``/``retry``/``dead_letter``) applies to the whole batch.
+    """
+
+    __slots__ = ("_attributes", "_carriers", "_message_ids", "_parent", "max_links", "messages")
+
+    def __init__(self, destination: str, carriers_: Iterable[Any], *, system: str,
+                 message_ids: Iterable[object] | None = None, group: str | None = None,
+                 parent: Literal["none", "current"] = "none", max_links: int = DEFAULT_MAX_LINKS,
+                 attributes: Mapping[str, Any] | None = None) -> None:
+        super().__init__(destination, system, group, None, None)
+        self._carriers = carriers_
+        self._message_ids = message_ids
+        self._parent = parent
+        self.max_links = max_links
+        self._attributes = attributes
+        self.messages: list[Message] = []
+
+    def _start(self) -> None:
+        tr = tracer()
+        ids = list(self._message_ids) if self._message_ids is not None else []
+        links: list[Link] = []
+        dropped = 0
+        correlation_ids: set[str | None] = set()
+        first_extracted: Context | None = None
+        for index, carrier in enumerate(self._carriers):
+            payload = None
+            if isinstance(carrier, (str, bytes, bytearray, memoryview)):
+                payload, carrier = carriers.unwrap(carrier)
+            message_id = _as_str(ids[index]) if index < len(ids) else None
+            extracted = _extract(carrier)
+            remote, cid = _message_context(extracted, carrier)
+            if first_extracted is None:
+                first_extracted = extracted
+            correlation_ids.add(cid)
+            self.messages.append(Message(carrier, payload, message_id, cid, remote,
+                                         _sent_at(carrier, message_id, self.system), _header_attempt(carrier)))
+            if remote is not None:
+                if len(links) < self.max_links:
+                    link_attrs: dict[str, Any] = {}
+                    if message_id is not None:
+                        link_attrs[_names.MESSAGING_MESSAGE_ID] = message_id
+                    if cid is not None:
+                        link_attrs[_names.MESSAGING_CONVERSATION_ID] = cid
+                    links.append(Link(remote, link_attrs))
+                else:
+                    dropped += 1
+        count = len(self.messages)
+        shared = next(iter(correlation_ids)) if len(correlation_ids) == 1 else None
+        cid = shared or new_correlation_id()
+        self.correlation_id = cid
+        base = otel_context.get_current()
+        ctx = _with_baggage(base, first_extracted if shared and first_extracted is not None else Context(), cid)
+        span_parent = ctx if self._parent == "current" else trace.set_span_in_context(INVALID_SPAN, ctx)
+        attrs: dict[str, Any] = {
+            _names.MESSAGING_SYSTEM: self.system,
+            _names.MESSAGING_DESTINATION: self.destination,
+            _names.MESSAGING_OPERATION_TYPE: "process",
+            _names.MESSAGING_OPERATION_NAME: "process",
+            _names.MESSAGING_BATCH_COUNT: count,
+            _names.MESSAGING_CONVERSATION_ID: cid,
+        }
+        if self.group is not None:
+            attrs[_names.MESSAGING_CONSUMER_GROUP] = self.group
+        if dropped:
+            attrs[_names.ATTR_LINKS_DROPPED] = dropped
+        if self._attributes:
+            attrs.update(self._attributes)
+        span = tr.start_span("process " + self.destination, span_parent, kind=SpanKind.CONSUMER, attributes=attrs,
+                             links=links or None)
+        self.span = span
+        self._token = otel_context.attach(trace.set_span_in_context(span, ctx))
+        self._cv_token = _current.set(self)
+        ins = instruments()
+        metric_attrs = self._base = _metric_attrs(self.system, self.destination, "process", self.group)
+        ins.batch_size.record(count, metric_attrs)
+        now = time.time()
+        for message in self.messages:
+            if message.sent_at is not None:
+                wait = now - message.sent_at
+                ins.time_in_queue.record(wait if wait > 0.0 else 0.0, metric_attrs)
+        self._t0 = time.perf_counter()
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self.span is INVALID_SPAN:
+            return
+        duration = time.perf_counter() - self._t0
+        base = self._base
+        count = len(self.messages)
+        attrs, outcome = self._settle(exc, count)
+        ins = instruments()
+        ins.consumed.add(count, base)
+        ins.process_duration.record(duration, attrs)
+        ins.settled.add(count, _outcome_attrs(base, outcome))
+        now = time.time()
+        for message in self.messages:
+            if message.sent_at is not None:
+                latency = now - message.sent_at
+                ins.end_to_end.record(latency if latency > 0.0 else 0.0, base)
+
+    def _report_context(self) -> dict[str, object]:
+        context = super()._report_context()
+        context["message_ids"] = [m.message_id for m in self.messages[:20]]
+        context["batch_size"] = len(self.messages)
+        return context
+
+
+def current_message() -> Reception | BatchReception | None:
+    """The innermost ``receive``/``receive_batch`` scope active in this context, or None."""
+    value = _current.get()
+    return value if isinstance(value, (Reception, BatchReception)) else None
+
+
+# --- stages ---------------------------------------------------------------------------------------
+
+class Stage(_Scope):
+    """A non-messaging pipeline step (discover, enrich, persist): an INTERNAL span and per-stage metrics.
+
+    Metrics: ``otelkit.pipeline.stage.duration`` and ``otelkit.pipeline.processed.items``
+    labelled by stage, source, variant and outcome (``success``/``failure``). By default the
+    stage counts one item, as a failure when an exception escapes; call :meth:`count` to
+    record how many items a batch step handled instead.
+    """
+
+    __slots__ = ("_attrs", "_counted", "_t0", "_token", "name", "source", "span", "variant")
+
+    def __init__(self, name: str, *, source: str | None = None, variant: str | None = None,
+                 attributes: Mapping[str, Any] | None = None) -> None:
+        self.name = name
+        self.source = source
+        self.variant = variant
+        self._attrs = attributes
+        self.span: Span = INVALID_SPAN
+        self._token: object = None
+        self._counted = False
+        self._t0 = 0.0
+
+    def _labels(self) -> dict[str, str]:
+        labels = {_names.ATTR_STAGE: self.name}
+        if self.source is not None:
+            labels[_names.ATTR_SOURCE] = self.source
+        if self.variant is not None:
+            labels[_names.ATTR_VARIANT] = self.variant
+        return labels
+
+    def count(self, n: int = 1, *, outcome: Literal["success", "failure"] = "success") -> None:
+        """Record ``n`` items handled by this stage with ``outcome`` (replaces the automatic count of one)."""
+        self._counted = True
+        if n > 0:
+            try:
+                instruments().stage_items.add(n, {**self._labels(), _names.ATTR_OUTCOME: outcome})
+            except Exception as error:
+                logger.debug("otelkit: stage count failed: %r", error)
+
+    def _start(self) -> None:
+        attrs: dict[str, Any] = self._labels()
+        if self._attrs:
+            attrs.update(self._attrs)
+        span = tracer().start_span(self.name, kind=SpanKind.INTERNAL, attributes=attrs)
+        self.span = span
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        self._t0 = time.perf_counter()
+
+    def _finish(self, exc: BaseException | None) -> None:
+        span = self.span
+        if span is INVALID_SPAN:
+            return
+        duration = time.perf_counter() - self._t0
+        labels = self._labels()
+        outcome = "success"
+        if exc is not None:
+            outcome = "failure"
+            error_type = _error_type(exc)
+            failure_class = classify_failure(exc) if isinstance(exc, Exception) else "transient"
+            _mark_failed(span, exc, error_type)
+            span.set_attribute(_names.ATTR_ERROR_CLASS, failure_class)
+            labels[_names.ATTR_ERROR_CLASS] = failure_class
+            _report(exc, span, self._report_context())
+        span.set_attribute(_names.ATTR_OUTCOME, outcome)
+        span.end()
+        token, self._token = self._token, None
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        labels[_names.ATTR_OUTCOME] = outcome
+        ins = instruments()
+        ins.stage_duration.record(duration, labels)
+        if not self._counted:
+            ins.stage_items.add(1, labels)
+
+    def _report_context(self) -> dict[str, object]:
+        context: dict[str, object] = {"stage": self.name, "source": self.source, "variant": self.variant,
+                                      "correlation_id": get_correlation_id()}
+        message = _current.get()
+        if message is not None:
+            context.update(message._report_context())
+            context["stage"] = self.name
+        return context
+
+    def __call__(self, fn: F) -> F:
+        """Decorate a function: every call runs as one execution of this stage."""
+        name, source, variant, attributes = self.name, self.source, self.variant, self._attrs
+        return _decorate(fn, lambda args, kwargs: Stage(name, source=source, variant=variant, attributes=attributes))
+
+
+def discovered(n: int = 1, *, source: str | None = None, variant: str | None = None) -> None:
+    """Count ``n`` items entering the pipeline (``otelkit.pipeline.discovered.items``), by source."""
+    labels: dict[str, str] = {}
+    if source is not None:
+        labels[_names.ATTR_SOURCE] = source
+    if variant is not None:
+        labels[_names.ATTR_VARIANT] = variant
+    try:
+        instruments().discovered.add(n, labels)
+    except Exception as error:
+        logger.debug("otelkit: discovered() failed: %r", error)

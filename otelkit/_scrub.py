@@ -1,0 +1,542 @@
+"""Redaction of secrets before telemetry leaves the process.
+
+Two layers use this module:
+
+* **At the source.** otelkit's instrumentation hooks (``otelkit._instrument``)
+  rewrite ``db.statement`` / ``url.full`` / captured headers while the span is
+  still open, so even a custom exporter or span processor never sees the secret.
+* **Before export.** :func:`scrub_spans` and :func:`scrub_log_records` run on
+  the export thread (called by ``otelkit._export``) over every attribute, event
+  attribute (``exception.message``!), link attribute, span name, status
+  description and log body, because user code and third-party instrumentations
+  put secrets in places no hook covers. The resource is exempt.
+
+The rules (see ``docs``/README "Scrubbing"):
+
+* URLs: userinfo becomes ``REDACTED:REDACTED``; the values of sensitive query
+  keys (the semantic-convention list ``X-Amz-Signature``, ``sig``, ... plus
+  ``access_token``, ``token``, ``password``, ``api_key``, ``code``, ...) become
+  ``REDACTED`` with the key kept.
+* SQL: every literal (strings, dollar-quoted, ``E''``/``B''``/``X''`` strings,
+  numbers, booleans) becomes ``?``, comments are removed, ``IN (?, ?, ?)``
+  collapses to ``IN (?)``, placeholders (``%s``, ``$1``, ``:name``) stay.
+* Redis: ``db.statement`` is reduced to ``COMMAND ? ?...``; RediSearch query and
+  result attributes are dropped.
+* Headers and attribute keys that name a secret (authorization, cookie,
+  token, secret, session, password, api key, credential...) get ``[REDACTED]``.
+* Free text: DSN passwords, ``Bearer``/``Basic`` credentials, JWTs, AWS access
+  keys, PEM private keys, ``password=...``-style pairs, GitHub/Slack tokens.
+
+Scrubbing is on by default; ``OTELKIT_SCRUB=false`` (``settings.scrub.enabled``)
+turns the export-time pass off, and ``OTELKIT_SCRUB_EXTRA_PATTERNS``
+(``settings.scrub.extra_patterns``) adds regexes whose matches are redacted in
+free text.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.trace import Link, Status
+
+from otelkit._internal_log import logger
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk._logs import ReadableLogRecord
+
+REDACTED = "[REDACTED]"
+"""Replacement for a whole secret value (headers, attributes, free text)."""
+URL_REDACTED = "REDACTED"
+"""Replacement inside URLs, as the HTTP semantic conventions prescribe."""
+
+MAX_STATEMENT_LENGTH = 4096
+"""``db.statement`` is cut to this many characters after sanitizing."""
+
+# --- configuration --------------------------------------------------------------------------------
+
+_enabled = True
+_extra: tuple[re.Pattern[str], ...] = ()
+
+
+def configure(enabled: bool = True, extra_patterns: Iterable[str] = ()) -> None:
+    """Apply ``settings.scrub``: switch the export-time pass and set the user's extra regexes.
+
+    Raises ``ValueError`` naming the pattern when one does not compile (``_config``
+    validates first, so this only fires for direct callers).
+    """
+    global _enabled, _extra
+    compiled = []
+    for pattern in extra_patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as exc:
+            raise ValueError(
+                f"OTELKIT_SCRUB_EXTRA_PATTERNS: {pattern!r} is not a valid regular expression ({exc})"
+            ) from exc
+    _enabled = bool(enabled)
+    _extra = tuple(compiled)
+
+
+def is_enabled() -> bool:
+    """Whether the export-time pass is on (the at-source sanitizing of SQL/URLs always is)."""
+    return _enabled
+
+
+# --- keys -----------------------------------------------------------------------------------------
+
+# Key names that carry secrets (attribute keys, header names, query keys, dict keys). Built from
+# Sentry's DEFAULT_DENYLIST and Logfire's DEFAULT_PATTERNS; `auth(?!or)` keeps "author".
+_SENSITIVE_KEY = re.compile(
+    r"passw(?:or)?d|\bpwd\b|mysql_pwd|secret|token|auth(?!ors?\b)|credential|private[._ -]?key"
+    r"|api[._ -]?key|access[._ -]?key|session|cookie|csrf|xsrf|(?:\b|_)jwt(?:\b|_)|signature|\bsig\b",
+    re.IGNORECASE,
+)
+
+# Query keys whose value is redacted whatever the key pattern says (semconv list + otelkit's).
+_SENSITIVE_QUERY_KEYS = frozenset(
+    k.lower()
+    for k in (
+        "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "AWSAccessKeyId", "Signature", "sig",
+        "X-Goog-Signature", "X-Goog-Credential", "access_token", "refresh_token", "id_token", "token", "api_key",
+        "apikey", "key", "password", "passwd", "pwd", "secret", "client_secret", "code", "auth", "session",
+        "sessionid", "state", "jwt",
+    )
+)
+
+# Headers otelkit itself writes; their values are trace context, not secrets.
+_SAFE_HEADERS = frozenset(
+    {"traceparent", "tracestate", "baggage", "otelkit-correlation-id", "otelkit-sent-at", "sentry-trace"}
+)
+
+# Span/log attribute keys never touched: identifiers otelkit writes and counts.
+_SAFE_KEYS = frozenset({"otelkit.correlation_id", "db.redis.args_length", "db.redis.pipeline_length"})
+
+_URL_KEYS = frozenset({"url.full", "http.url", "url.query", "http.target", "url.original", "server.url"})
+_SQL_KEYS = frozenset({"db.statement", "db.query.text"})
+_DROP_KEY_PREFIXES = ("redis.search.", "redis.create_index.", "db.statement.parameters", "db.query.parameter.")
+_HEADER_ATTR_PREFIXES = ("http.request.header.", "http.response.header.")
+_DB_EXCEPTION_MODULES = ("psycopg2.", "psycopg.", "asyncpg.", "sqlalchemy.", "pymysql.", "MySQLdb.", "sqlite3.")
+
+
+@functools.lru_cache(maxsize=4096)
+def is_sensitive_key(key: str) -> bool:
+    """True when a key or header name names a secret (``Authorization``, ``x_api_key``, ``session_id``...)."""
+    lowered = key.lower()
+    if lowered in _SAFE_HEADERS or key in _SAFE_KEYS:
+        return False
+    return _SENSITIVE_KEY.search(lowered) is not None
+
+
+# --- free text ------------------------------------------------------------------------------------
+
+_TEXT_RULES: list[tuple[str, str]] = [
+    # scheme://user:password@ (DSNs, URLs) -> keep the scheme and host.
+    ("url_userinfo", r"(?<=://)[^/\s:@'\"]+:[^/\s@'\"]*(?=@)"),
+    ("pem", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]+?-----END [A-Z ]*PRIVATE KEY-----"),
+    ("auth_scheme", r"(?i:\b(?:Bearer|Basic|Token|Digest)\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    ("jwt", r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),
+    ("aws_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    ("github", r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
+    ("slack", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
+    # key=value / key: value / "key": "value" pairs whose key names a secret; the value only is replaced.
+    (
+        "kv",
+        r"(?i:(?:\b|_)(?:passw(?:or)?d|pwd|secret|[a-z_]*token|api[_-]?key|apikey|access[_-]?key|client_secret"
+        r"|x-amz-signature|x-amz-credential|x-amz-security-token|awsaccesskeyid|sig|signature|x-goog-signature"
+        r"|authorization|cookie|session(?:id)?)[\"']?\s*[=:]\s*[\"']?)(?i:(?:Bearer|Basic|Token|Digest)\s+)?[^\s&,;\"'}]+",
+    ),
+]
+_TEXT_RE = re.compile("|".join(f"(?P<{name}>{rx})" for name, rx in _TEXT_RULES))
+# Cheap pre-check: a string containing none of these fragments cannot match any rule (every rule
+# needs "://...@", a PEM header, an auth scheme word, a token prefix, or a secret-naming key).
+_TEXT_HINT = re.compile(
+    r"://[^/\s]*@|-----BEGIN|bearer|basic|token|digest|eyJ|AKIA|ASIA|gh[pousr]_|xox|passw|pwd|secret|key"
+    r"|sig|auth|cookie|session|amz",
+    re.IGNORECASE,
+)
+_KV_PREFIX = re.compile(
+    r"(?i:(?:\b|_)(?:passw(?:or)?d|pwd|secret|[a-z_]*token|api[_-]?key|apikey|access[_-]?key|client_secret"
+    r"|x-amz-signature|x-amz-credential|x-amz-security-token|awsaccesskeyid|sig|signature|x-goog-signature"
+    r"|authorization|cookie|session(?:id)?)[\"']?\s*[=:]\s*[\"']?)"
+)
+_AUTH_PREFIX = re.compile(r"(?i:\b(?:Bearer|Basic|Token|Digest)\s+)")
+
+
+def _text_sub(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    text = match.group()
+    if kind == "url_userinfo":
+        return f"{URL_REDACTED}:{URL_REDACTED}"
+    if kind == "kv":
+        prefix = _KV_PREFIX.match(text)
+        head = prefix.group() if prefix else ""
+        if text[len(head):] in (URL_REDACTED, REDACTED):
+            return text  # already redacted (scrub_url ran first)
+        return head + REDACTED
+    if kind == "auth_scheme":
+        prefix = _AUTH_PREFIX.match(text)
+        return (prefix.group() if prefix else "") + REDACTED
+    return REDACTED
+
+
+def scrub_text(text: str) -> str:
+    """Redact secrets found by value pattern in free text (exception messages, log bodies)."""
+    if not text or not isinstance(text, str):
+        return text
+    if _TEXT_HINT.search(text) is not None:
+        text = _TEXT_RE.sub(_text_sub, text)
+    for pattern in _extra:
+        text = pattern.sub(REDACTED, text)
+    return text
+
+
+# --- URLs -----------------------------------------------------------------------------------------
+
+def _scrub_query(query: str) -> str:
+    if not query:
+        return query
+    parts = []
+    for pair in re.split(r"([&;])", query):
+        if pair in ("&", ";") or "=" not in pair:
+            parts.append(pair)
+            continue
+        key, _, value = pair.partition("=")
+        if value and (key.lower() in _SENSITIVE_QUERY_KEYS or is_sensitive_key(key)):
+            parts.append(f"{key}={URL_REDACTED}")
+        else:
+            parts.append(pair)
+    return "".join(parts)
+
+
+def scrub_url(url: str) -> str:
+    """Redact userinfo and sensitive query/fragment values of a URL, keeping its shape.
+
+    ``http://u:p@h/x?sig=1&a=2`` -> ``http://REDACTED:REDACTED@h/x?sig=REDACTED&a=2``. Text that does
+    not parse as a URL goes through :func:`scrub_text`.
+    """
+    if not url or not isinstance(url, str):
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return scrub_text(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{URL_REDACTED}:{URL_REDACTED}@{hostport}" if ":" in userinfo else f"{URL_REDACTED}@{hostport}"
+    query = _scrub_query(parts.query)
+    fragment = _scrub_query(parts.fragment) if "=" in parts.fragment else parts.fragment
+    if (netloc, query, fragment) != (parts.netloc, parts.query, parts.fragment):
+        url = urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, fragment))
+    elif not parts.scheme and not parts.netloc and "=" in url and "?" not in url and "/" not in url:
+        # A bare query string (url.query).
+        url = _scrub_query(url)
+    # Tokens in the path (/reset/eyJ...), userinfo left in odd forms.
+    return scrub_text(url)
+
+
+# --- SQL ------------------------------------------------------------------------------------------
+
+_SQL_TOKEN = re.compile(
+    r"""
+    (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*|)\$[\s\S]*?(?:\$(?P=tag)\$|\Z))
+  | (?P<pstr>(?<![\w$])(?:[EeBbXxNn]|[Uu]&)'(?:[^'\\]|\\[\s\S]|'')*(?:'|\Z))
+  | (?P<str>'(?:[^']|'')*(?:'|\Z))
+  | (?P<ident>"(?:[^"]|"")*(?:"|\Z)|`[^`]*(?:`|\Z))
+  | (?P<lcomment>(?:--|\#)[^\n]*)
+  | (?P<bcomment>/\*[\s\S]*?(?:\*/|\Z))
+  | (?P<param>%\(\w+\)s|%s|\$\d+|(?<![:\w]):[A-Za-z_]\w*|\?)
+  | (?P<word>[A-Za-z_][\w$]*)
+  | (?P<num>(?<![\w.])(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?))
+    """,
+    re.VERBOSE,
+)
+_IN_LIST = re.compile(r"(?i)\bIN\s*\(\s*\?(?:\s*,\s*\?)+\s*\)")
+_BOOL_WORDS = frozenset({"true", "false"})
+
+
+def _sql_sub(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    if kind in ("dollar", "pstr", "str", "num"):
+        return "?"
+    if kind in ("lcomment", "bcomment"):
+        return " "
+    if kind == "word" and match.group().lower() in _BOOL_WORDS:
+        return "?"
+    return match.group()
+
+
+def scrub_sql(statement: str) -> str:
+    """Replace every literal in a SQL statement by ``?`` (semantic conventions, "sanitization").
+
+    Parameterized text is left as it is; comments are removed; the result is cut to
+    :data:`MAX_STATEMENT_LENGTH` characters.
+    """
+    if not statement or not isinstance(statement, str):
+        return statement
+    out = _SQL_TOKEN.sub(_sql_sub, statement)
+    out = _IN_LIST.sub("IN (?)", out)
+    out = re.sub(r"[ \t]+\n", "\n", re.sub(r"[ \t]{2,}", " ", out)).strip()
+    if len(out) > MAX_STATEMENT_LENGTH:
+        out = out[: MAX_STATEMENT_LENGTH - 3] + "..."
+    return out
+
+
+def scrub_redis_statement(statement: str) -> str:
+    """Reduce a Redis ``db.statement`` to ``COMMAND ? ?...`` (the values and keys never leave)."""
+    if not statement or not isinstance(statement, str):
+        return statement
+    lines = []
+    # Pipelines put one command per line.
+    for line in statement.split("\n"):
+        tokens = line.split()
+        if not tokens:
+            continue
+        command = tokens[0] if re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]*", tokens[0]) else "?"
+        lines.append(" ".join([command, *["?"] * (len(tokens) - 1)]))
+    return "\n".join(lines)[:1000]
+
+
+def scrub_db_message(message: str) -> str:
+    """Scrub a database error message: libpq echoes the statement and quotes input values in it."""
+    if not message or not isinstance(message, str):
+        return message
+    text = scrub_sql(message) if ("'" in message or "$" in message) else message
+    # `invalid input syntax for type integer: "secret"` / `Key (email)=(a@b.c) already exists`.
+    text = re.sub(r'(?<=: )"[^"\n]*"', '"?"', text)
+    text = re.sub(r"(?<=\)=\()[^)\n]*(?=\))", "?", text)
+    return scrub_text(text)
+
+
+# --- headers --------------------------------------------------------------------------------------
+
+def _header_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value if not value else REDACTED.encode()
+    if isinstance(value, (list, tuple)):
+        return type(value)(REDACTED for _ in value)
+    return REDACTED
+
+
+def scrub_headers(headers: Mapping[Any, Any]) -> dict[Any, Any]:
+    """Copy of a header mapping with secret-bearing headers replaced by ``[REDACTED]``.
+
+    Authorization, Proxy-Authorization, Cookie, Set-Cookie, X-Api-Key and any name containing
+    token/secret/session/password/auth/key are redacted; trace-context headers are kept; other
+    values go through :func:`scrub_text`.
+    """
+    out: dict[Any, Any] = {}
+    for name, value in headers.items():
+        key = name.decode("latin-1") if isinstance(name, bytes) else str(name)
+        if is_sensitive_key(key.replace("-", "_")) or is_sensitive_key(key):
+            out[name] = _header_value(value)
+        elif isinstance(value, str):
+            out[name] = scrub_text(value)
+        elif isinstance(value, (list, tuple)):
+            out[name] = type(value)(scrub_text(v) if isinstance(v, str) else v for v in value)
+        else:
+            out[name] = value
+    return out
+
+
+# --- attributes -----------------------------------------------------------------------------------
+
+def _scrub_value(key: str, value: Any, db_system: str | None) -> Any:
+    if isinstance(value, str):
+        if key in _SQL_KEYS:
+            return scrub_redis_statement(value) if db_system == "redis" else scrub_sql(value)
+        if key in _URL_KEYS:
+            return scrub_url(value)
+        if db_system and key in ("exception.message", "exception.stacktrace"):
+            return scrub_db_message(value)
+        return scrub_text(value)
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
+        return tuple(_scrub_value(key, v, db_system) for v in value)
+    return value
+
+
+def _is_db_exception(attributes: Mapping[str, Any]) -> bool:
+    exception_type = attributes.get("exception.type")
+    if isinstance(exception_type, str) and exception_type.startswith(_DB_EXCEPTION_MODULES):
+        return True
+    # Log records carry the bare class name; the traceback's last line has the module.
+    stack = attributes.get("exception.stacktrace")
+    return isinstance(stack, str) and any(f"\n{module}" in stack for module in _DB_EXCEPTION_MODULES)
+
+
+def scrub_attributes(
+    attributes: Mapping[str, Any] | None, db_system: str | None = None
+) -> Mapping[str, Any] | None:
+    """Scrubbed copy of an attribute mapping, or the same object when nothing had to change.
+
+    ``db_system`` (the span's ``db.system``/``db.system.name``) selects Redis or SQL rules for
+    ``db.statement`` and database-error handling for ``exception.message``.
+    """
+    if not attributes:
+        return attributes
+    if not db_system and "exception.type" in attributes and _is_db_exception(attributes):
+        # A driver error recorded on an application span or log record still quotes values.
+        db_system = "sql"
+    changed = False
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if key.startswith(_DROP_KEY_PREFIXES):
+            changed = True
+            continue
+        if key in _SAFE_KEYS:
+            out[key] = value
+            continue
+        if key.startswith(_HEADER_ATTR_PREFIXES):
+            name = key.rsplit(".", 1)[-1]
+            new = _header_value(value) if (is_sensitive_key(name) or is_sensitive_key(name.replace("-", "_"))) else (
+                _scrub_value(key, value, db_system))
+        elif is_sensitive_key(key.rsplit(".", 1)[-1]) and isinstance(value, (str, bytes, list, tuple)):
+            new = _header_value(value)
+        else:
+            new = _scrub_value(key, value, db_system)
+        if new is not value and new != value:
+            changed = True
+        out[key] = new
+    return out if changed else attributes
+
+
+def _db_system(attributes: Mapping[str, Any] | None) -> str | None:
+    if not attributes:
+        return None
+    value = attributes.get("db.system.name") or attributes.get("db.system")
+    return str(value) if value else None
+
+
+def _with_dropped(original: Any, new: Mapping[str, Any]) -> Any:
+    """Keep the SDK's dropped-attribute count on a rebuilt mapping."""
+    bounded = BoundedAttributes(maxlen=None, attributes=new, immutable=True, max_value_len=None)
+    bounded.dropped = getattr(original, "dropped", 0)
+    return bounded
+
+
+def _scrub_span(span: ReadableSpan) -> ReadableSpan:
+    attributes = span.attributes
+    db_system = _db_system(attributes)
+    new_attributes = scrub_attributes(attributes, db_system)
+    changed = new_attributes is not attributes
+
+    events = []
+    for event in span.events:
+        new_event_attrs = scrub_attributes(event.attributes, db_system)
+        if new_event_attrs is not event.attributes:
+            changed = True
+            events.append(Event(event.name, _with_dropped(event.attributes, new_event_attrs or {}), event.timestamp))
+        else:
+            events.append(event)
+    links = []
+    for link in span.links:
+        new_link_attrs = scrub_attributes(link.attributes, None)
+        if new_link_attrs is not link.attributes:
+            changed = True
+            links.append(Link(link.context, _with_dropped(link.attributes, new_link_attrs or {})))
+        else:
+            links.append(link)
+    name = scrub_text(span.name)
+    status = span.status
+    description = status.description
+    if description:
+        new_description = scrub_db_message(description) if db_system else scrub_text(description)
+        if new_description != description:
+            status = Status(status.status_code, new_description)
+            changed = True
+    if name != span.name:
+        changed = True
+    if not changed:
+        return span
+    return ReadableSpan(
+        name=name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=_with_dropped(attributes, new_attributes or {}),
+        events=events,
+        links=links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+def scrub_spans(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
+    """Scrubbed copies of finished spans (unchanged spans are passed through as they are).
+
+    Called by the export path on the batch worker thread, never in ``on_end``. A span that
+    fails to scrub is dropped (with a debug log), never exported raw.
+    """
+    if not _enabled:
+        return list(spans)
+    out = []
+    for span in spans:
+        try:
+            out.append(_scrub_span(span))
+        except Exception:  # a scrubber bug must neither crash export nor leak the raw span
+            logger.debug("otelkit: dropping span %r that could not be scrubbed", getattr(span, "name", "?"),
+                         exc_info=True)
+    return out
+
+
+def _scrub_body(body: Any) -> Any:
+    if isinstance(body, str):
+        return scrub_text(body)
+    if isinstance(body, Mapping):
+        return {k: (REDACTED if isinstance(k, str) and is_sensitive_key(k) else _scrub_body(v))
+                for k, v in body.items()}
+    if isinstance(body, (list, tuple)):
+        return [_scrub_body(v) for v in body]
+    return body
+
+
+def scrub_log_records(records: Sequence[ReadableLogRecord]) -> list[ReadableLogRecord]:
+    """Scrub log bodies and attributes in place (the SDK records are mutable) and return them.
+
+    A record that fails to scrub is dropped (debug log), never exported raw.
+    """
+    if not _enabled:
+        return list(records)
+    out = []
+    for record in records:
+        try:
+            log_record = record.log_record
+            log_record.body = _scrub_body(log_record.body)
+            attributes = log_record.attributes
+            new_attributes = scrub_attributes(attributes, _db_system(attributes))
+            if new_attributes is not attributes:
+                log_record.attributes = _with_dropped(attributes, new_attributes or {})
+            out.append(record)
+        except Exception:
+            logger.debug("otelkit: dropping a log record that could not be scrubbed", exc_info=True)
+    return out
+
+
+ScrubFn = Callable[[str], str]
+
+__all__ = [
+    "MAX_STATEMENT_LENGTH",
+    "REDACTED",
+    "URL_REDACTED",
+    "configure",
+    "is_enabled",
+    "is_sensitive_key",
+    "scrub_attributes",
+    "scrub_db_message",
+    "scrub_headers",
+    "scrub_log_records",
+    "scrub_redis_statement",
+    "scrub_spans",
+    "scrub_sql",
+    "scrub_text",
+    "scrub_url",
+]

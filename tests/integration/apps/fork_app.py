@@ -1,0 +1,83 @@
+"""Forking programs for the fork tests (run as a subprocess; configured through OTEL_* variables).
+
+Usage: python fork_app.py multiprocessing|osfork
+
+Both keep a span open across the fork and leave spans queued (not yet exported) at the fork, so a
+child that re-exported inherited telemetry would show up as a duplicate.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+
+from opentelemetry import trace
+
+import otelkit
+
+tracer = trace.get_tracer("fork_app")
+
+
+def task(i: int) -> int:
+    with tracer.start_as_current_span("child-task", attributes={"task": i, "pid": os.getpid()}):
+        pass
+    return os.getpid()
+
+
+def run_multiprocessing() -> None:
+    with tracer.start_as_current_span("parent-open"):
+        for i in range(5):
+            with tracer.start_as_current_span("parent-queued", attributes={"i": i}):
+                pass
+        ctx = multiprocessing.get_context("fork")
+        # maxtasksperchild=1: every task runs in a fresh child that then exits (prefork recycling).
+        with ctx.Pool(2, maxtasksperchild=1) as pool:
+            pids = pool.map(task, range(6), chunksize=1)
+            pool.close()
+            pool.join()
+    sys.stdout.write(f"PIDS {' '.join(str(p) for p in sorted(set(pids)))}\n")
+    with tracer.start_as_current_span("parent-after"):
+        pass
+
+
+def run_osfork() -> None:
+    child = False
+    with tracer.start_as_current_span("parent-open"):
+        for i in range(5):
+            with tracer.start_as_current_span("parent-queued", attributes={"i": i}):
+                pass
+        pid = os.fork()
+        if pid == 0:
+            child = True
+            for i in range(3):
+                task(i)
+    # In the child, "parent-open" has just ended a second time: that copy must not be exported.
+    if child:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    with tracer.start_as_current_span("parent-after"):
+        pass
+
+
+def run_cfork() -> None:
+    """fork(2) called from C, as uWSGI does: Python's at-fork hooks do not run in the child."""
+    import ctypes
+
+    for i in range(5):
+        with tracer.start_as_current_span("parent-queued", attributes={"i": i}):
+            pass
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid = libc.fork()
+    if pid == 0:
+        for i in range(3):
+            task(i)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    with tracer.start_as_current_span("parent-after"):
+        pass
+
+
+if __name__ == "__main__":
+    otelkit.init()
+    {"multiprocessing": run_multiprocessing, "osfork": run_osfork, "cfork": run_cfork}[sys.argv[1]]()

@@ -1,0 +1,117 @@
+"""Helpers for the instrumentation tests: in-memory SDK providers handed to ``instrument_all``.
+
+``instrument_all`` takes the providers of the current init; giving it in-memory SDK providers
+(instead of going through the global proxies) keeps these tests independent of the OTel globals
+that other test modules in the same process configure.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otelkit import _instrument
+from otelkit._config import resolve
+
+
+@dataclass
+class Telemetry:
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    exporter: InMemorySpanExporter
+    reader: InMemoryMetricReader
+    statuses: list[_instrument.IntegrationStatus] = field(default_factory=list)
+
+    def spans(self, scope: str | None = None) -> list[ReadableSpan]:
+        spans = list(self.exporter.get_finished_spans())
+        if scope is not None:
+            spans = [s for s in spans if s.instrumentation_scope and s.instrumentation_scope.name.endswith(scope)]
+        return spans
+
+    def points(self, name: str) -> list[tuple[dict[str, Any], Any, str]]:
+        """(attributes, data point, unit) of every point of metric ``name``."""
+        data = self.reader.get_metrics_data()
+        out = []
+        for rm in data.resource_metrics if data else ():
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == name:
+                        out.extend((dict(p.attributes), p, metric.unit) for p in metric.data.data_points)
+        return out
+
+    def status(self, name: str) -> _instrument.IntegrationStatus:
+        return next(s for s in self.statuses if s.name == name)
+
+
+@contextmanager
+def instrumented(**settings: Any) -> Iterator[Telemetry]:
+    """Instrument with in-memory providers; uninstrument on exit."""
+    settings.setdefault("system_metrics", False)
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    telemetry = Telemetry(tracer_provider, meter_provider, exporter, reader)
+    telemetry.statuses = _instrument.instrument_all(resolve(**settings), tracer_provider, meter_provider)
+    try:
+        yield telemetry
+    finally:
+        _instrument.uninstrument_all()
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+
+    def do_GET(self) -> None:
+        self.server.seen.append(dict(self.headers))  # type: ignore[attr-defined]
+        status = 500 if "/fail" in self.path else 200
+        body = b"boom" if status == 500 else b"ok"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Set-Cookie", "session=OTK-CANARY-SETCOOKIE")
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def http_server() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A local HTTP server on a free port: ``/fail`` answers 500, anything else 200."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.seen = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.seen  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

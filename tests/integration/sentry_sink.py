@@ -1,0 +1,172 @@
+"""Local Sentry endpoints for tests: an envelope-accepting HTTP server and a hung one.
+
+``SentrySink`` is a real HTTP server on a free 127.0.0.1 port speaking the
+part of Sentry's ingest protocol the SDK uses: ``POST /api/<project>/envelope/``
+with an (optionally gzip-compressed) envelope body. It parses envelopes
+(``header\\n(item_header\\npayload\\n)*``) and keeps the raw bytes so tests can
+grep for secrets. ``HungEndpoint`` accepts TCP connections and never answers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Envelope:
+    """One received envelope: header, items as (item header, parsed payload), raw decompressed bytes."""
+
+    header: dict[str, Any]
+    items: list[tuple[dict[str, Any], Any]]
+    raw: bytes
+    request_headers: dict[str, str] = field(default_factory=dict)
+
+
+def parse_envelope(body: bytes) -> tuple[dict[str, Any], list[tuple[dict[str, Any], Any]]]:
+    """Parse the Sentry envelope format (https://develop.sentry.dev/sdk/envelopes/)."""
+    first, _, rest = body.partition(b"\n")
+    header = json.loads(first) if first.strip() else {}
+    items: list[tuple[dict[str, Any], Any]] = []
+    while rest.strip():
+        line, _, rest = rest.partition(b"\n")
+        if not line.strip():
+            continue
+        item_header = json.loads(line)
+        length = item_header.get("length")
+        if length is not None:
+            payload, rest = rest[:length], rest[length:]
+            if rest.startswith(b"\n"):
+                rest = rest[1:]
+        else:
+            payload, _, rest = rest.partition(b"\n")
+        try:
+            parsed: Any = json.loads(payload)
+        except ValueError:
+            parsed = payload
+        items.append((item_header, parsed))
+    return header, items
+
+
+class SentrySink:
+    """A local Sentry ingest endpoint; use as a context manager."""
+
+    def __init__(self, project_id: int = 1, public_key: str = "publickey") -> None:
+        self.envelopes: list[Envelope] = []
+        self._cond = threading.Condition()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if self.headers.get("Content-Encoding", "").lower() == "gzip":
+                    body = gzip.decompress(body)
+                header, items = parse_envelope(body)
+                envelope = Envelope(header, items, body, {k.lower(): v for k, v in self.headers.items()})
+                with sink._cond:
+                    sink.envelopes.append(envelope)
+                    sink._cond.notify_all()
+                reply = b"{}"
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.dsn = f"http://{public_key}@127.0.0.1:{self.port}/{project_id}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="sentry-sink", daemon=True)
+
+    def __enter__(self) -> SentrySink:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every error event received so far (item type ``event``)."""
+        with self._cond:
+            return [payload for env in self.envelopes for head, payload in env.items if head.get("type") == "event"]
+
+    def raw(self) -> bytes:
+        """All received envelope bytes, decompressed, for secret greps."""
+        with self._cond:
+            return b"\n".join(env.raw for env in self.envelopes)
+
+    def wait_for_events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Poll until at least ``count`` events arrived; fail with what arrived at the deadline."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                events = [p for env in self.envelopes for h, p in env.items if h.get("type") == "event"]
+                remaining = deadline - time.monotonic()
+                if len(events) >= count or remaining <= 0:
+                    break
+                self._cond.wait(timeout=remaining)
+        assert len(events) >= count, f"expected {count} Sentry event(s) within {timeout}s, got {len(events)}"
+        return events
+
+
+class HungEndpoint:
+    """Accepts TCP connections on a free 127.0.0.1 port and never reads or answers."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        self.dsn = f"http://publickey@127.0.0.1:{self.port}/1"
+        self.accepted = 0
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept_loop, name="hung-endpoint", daemon=True)
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            self._held.append(conn)
+
+    def __enter__(self) -> HungEndpoint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for conn in self._held:
+            conn.close()
+        self._sock.close()
+
+
+def iter_strings(value: Any) -> Iterator[str]:
+    """Every string inside a JSON-like value (for secret searches)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield str(k)
+            yield from iter_strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from iter_strings(v)

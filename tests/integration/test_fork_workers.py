@@ -1,0 +1,117 @@
+"""Forked workers keep reporting, each span exactly once, with no post_fork hook.
+
+Real processes: ``os.fork``, ``multiprocessing`` (fork start method, children recycled after one task
+and leaving through ``os._exit``), and a real ``gunicorn --preload`` with two workers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from otelkit.testing._receiver import OtlpReceiver, free_port
+
+APPS = Path(__file__).parent / "apps"
+
+
+def app_env(receiver: OtlpReceiver, protocol: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
+    env.update({
+        "OTEL_SERVICE_NAME": "fork-test",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTELKIT_SHUTDOWN_TIMEOUT": "5000",
+        "OTELKIT_SYSTEM_METRICS": "false",
+        "PYTHONPATH": str(APPS) + os.pathsep + env.get("PYTHONPATH", ""),
+    })
+    return env
+
+
+def names(receiver: OtlpReceiver) -> Counter[str]:
+    return Counter(s.name for s in receiver.spans())
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_multiprocessing_fork_children_report_once(otlp_receiver: OtlpReceiver, protocol: str) -> None:
+    result = subprocess.run([sys.executable, str(APPS / "fork_app.py"), "multiprocessing"],
+                            env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1)
+    tasks = otlp_receiver.wait_for_spans(6, name="child-task")
+    counts = names(otlp_receiver)
+    # Every child's span arrived once, though children leave through os._exit (no atexit).
+    assert sorted(s.attributes["task"] for s in tasks) == list(range(6))
+    # The parent's open span and its queued spans were not re-exported by any child.
+    assert counts["parent-open"] == 1 and counts["parent-queued"] == 5 and counts["parent-after"] == 1
+    span_ids = [s.span_id for s in otlp_receiver.spans()]
+    assert len(span_ids) == len(set(span_ids))
+    child_pids = {int(p) for p in result.stdout.split("PIDS", 1)[1].split()}
+    assert {s.attributes["pid"] for s in tasks} == child_pids and len(child_pids) >= 2
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_os_fork_child_does_not_reexport_the_parents_open_span(otlp_receiver: OtlpReceiver, protocol: str) -> None:
+    result = subprocess.run([sys.executable, str(APPS / "fork_app.py"), "osfork"],
+                            env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1)
+    otlp_receiver.wait_for_spans(3, name="child-task")
+    counts = names(otlp_receiver)
+    assert counts == Counter({"parent-open": 1, "parent-queued": 5, "child-task": 3, "parent-after": 1})
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_fork_without_python_hooks_is_detected(otlp_receiver: OtlpReceiver, protocol: str) -> None:
+    # uWSGI forks from C: no os.register_at_fork hook runs. The first span in the child notices the new pid.
+    result = subprocess.run([sys.executable, str(APPS / "fork_app.py"), "cfork"],
+                            env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1)
+    otlp_receiver.wait_for_spans(3, name="child-task")
+    assert names(otlp_receiver) == Counter({"parent-queued": 5, "child-task": 3, "parent-after": 1})
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_gunicorn_preload_workers_each_report_every_request_once(otlp_receiver: OtlpReceiver, protocol: str) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--preload", "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout",
+         "10", "gunicorn_app:app"],
+        env=app_env(otlp_receiver, protocol), cwd=APPS, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    served_by: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(served_by) < 40:
+            try:
+                # A new connection each time, so both workers get requests.
+                response = requests.get(f"http://127.0.0.1:{port}/", timeout=5, headers={"Connection": "close"})
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.communicate()[1]
+                continue  # still booting
+            served_by.append(int(response.text))
+        assert len(served_by) == 40
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, stderr = proc.communicate()
+    requests_seen = otlp_receiver.wait_for_spans(40, name="request", timeout=15)
+    assert len(requests_seen) == 40, stderr
+    assert Counter(s.attributes["pid"] for s in requests_seen) == Counter(served_by)
+    # Each worker reports with its own process identity.
+    assert {s.resource.get("process.pid") for s in requests_seen} == set(served_by)
+    assert names(otlp_receiver)["preload"] == 1
+    span_ids = [s.span_id for s in otlp_receiver.spans()]
+    assert len(span_ids) == len(set(span_ids))

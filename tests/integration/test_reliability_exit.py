@@ -1,0 +1,114 @@
+"""A process using otelkit.init() exits within the shutdown deadline + 1 s whatever the collector does.
+
+Upstream defaults take 30-50 s to exit with the collector refused, hung or answering 503
+(reliability.md B2-B8). Each case runs the real program in a subprocess with all three signals
+on, and measures the time from its "done" marker to its exit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from otelkit.testing._receiver import BlackholeServer, OtlpReceiver, refused_endpoint
+
+APP = Path(__file__).parent / "apps" / "emit_app.py"
+SHUTDOWN_TIMEOUT = 2.0  # seconds; OTELKIT_SHUTDOWN_TIMEOUT is milliseconds
+
+
+@contextmanager
+def collector_in(mode: str, protocol: str) -> Iterator[tuple[str, OtlpReceiver | None]]:
+    """An endpoint that behaves as ``mode``: ok, refused, blackhole, hang, unavailable (503/UNAVAILABLE)."""
+    if mode == "refused":
+        yield f"http://{refused_endpoint()}", None
+        return
+    if mode == "blackhole":
+        with BlackholeServer() as hole:
+            yield f"http://{hole.endpoint}", None
+        return
+    with OtlpReceiver() as receiver:
+        if mode == "hang":
+            receiver.hang()
+        elif mode == "unavailable":
+            receiver.fail(503, "UNAVAILABLE")
+        yield (receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint), receiver
+
+
+def run_app(endpoint: str, protocol: str, spans: int, *extra: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
+    env.update({
+        "OTEL_SERVICE_NAME": "exit-test",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        "OTELKIT_SHUTDOWN_TIMEOUT": str(int(SHUTDOWN_TIMEOUT * 1000)),
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "OTELKIT_SYSTEM_METRICS": "false",
+    })
+    proc = subprocess.Popen([sys.executable, str(APP), str(spans), *extra], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    marker_at = None
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("EMITTED"):
+            marker_at = time.monotonic()
+            break
+    try:
+        stdout, rest = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, rest = proc.communicate()
+    exited_at = time.monotonic()
+    stderr = "".join(lines) + rest
+    assert marker_at is not None, f"the app never finished emitting:\n{stderr}"
+    return exited_at - marker_at, subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.parametrize("mode", ["refused", "blackhole", "hang", "unavailable"])
+def test_exit_is_bounded_under_collector_faults(mode: str, protocol: str) -> None:
+    with collector_in(mode, protocol) as (endpoint, _):
+        elapsed, result = run_app(endpoint, protocol, 200)
+    assert result.returncode == 0, result.stderr
+    assert elapsed <= SHUTDOWN_TIMEOUT + 1.0, f"exit took {elapsed:.2f}s under {mode}:\n{result.stderr[-3000:]}"
+    # Nothing was lost silently: the shutdown report names what could not be delivered.
+    assert "dropped" in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_healthy_exit_is_fast_and_delivers_everything(protocol: str) -> None:
+    with collector_in("ok", protocol) as (endpoint, receiver):
+        assert receiver is not None
+        elapsed, result = run_app(endpoint, protocol, 300, "--explicit-shutdown")
+        assert result.returncode == 0, result.stderr
+        spans = receiver.spans("work")
+        logs = [r for r in receiver.logs() if str(r.body).startswith("item ")]
+        points = receiver.metrics("emit_app.items")
+    assert elapsed <= 1.0 + 1.0, result.stderr
+    assert sorted(s.attributes["seq"] for s in spans) == list(range(300))
+    assert len(logs) == 300
+    assert points and points[-1].value == 300
+    assert "traces: 300 spans exported" in result.stdout and "logs: 300 log records exported" in result.stdout
+    assert "dropped" not in result.stdout, result.stdout
+
+
+def test_shutdown_report_counts_what_a_dead_collector_cost() -> None:
+    with collector_in("refused", "grpc") as (endpoint, _):
+        elapsed, result = run_app(endpoint, "grpc", 100, "--explicit-shutdown")
+    assert result.returncode == 0, result.stderr
+    report = next(line for line in result.stdout.splitlines() if line.startswith("REPORT"))
+    assert "traces: 0 spans exported, 100 dropped (shutdown_timeout)" in report
+    assert "logs: 0 log records exported, 100 dropped (shutdown_timeout)" in report

@@ -1,0 +1,250 @@
+"""Readable console exporters, fed by real SDK providers: span trees, log lines, metric summaries."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
+from otelkit import _logs
+from otelkit._console import ConsoleLogExporter, ConsoleMetricExporter, TreeConsoleSpanExporter, format_duration
+
+DURATION = r"\d+(\.\d+)? (µs|ms|s)"
+
+
+@pytest.fixture
+def out() -> io.StringIO:
+    return io.StringIO()
+
+
+@pytest.fixture
+def tracer_and_exporter(out: io.StringIO) -> Iterator[tuple[trace.Tracer, TreeConsoleSpanExporter]]:
+    exporter = TreeConsoleSpanExporter(out, colour=False)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider.get_tracer("test"), exporter
+    provider.shutdown()
+
+
+def test_tree_with_indentation_kinds_durations_status_and_key_attributes(
+    tracer_and_exporter: tuple[trace.Tracer, TreeConsoleSpanExporter], out: io.StringIO
+) -> None:
+    tracer, _ = tracer_and_exporter
+    with tracer.start_as_current_span("GET /orders", kind=SpanKind.SERVER,
+                                      attributes={"http.request.method": "GET", "url.full": "http://api/orders",
+                                                  "irrelevant": "hidden"}) as root:
+        with tracer.start_as_current_span("SELECT orders", kind=SpanKind.CLIENT,
+                                          attributes={"db.statement": "SELECT * FROM orders WHERE id = ?"}):
+            with tracer.start_as_current_span("decode"):
+                pass
+        assert out.getvalue() == ""  # children ended, but the tree waits for its root
+        try:
+            with tracer.start_as_current_span("publish", kind=SpanKind.PRODUCER,
+                                              attributes={"messaging.destination.name": "jobs"}):
+                raise ConnectionError("refused")
+        except ConnectionError:
+            pass
+    lines = out.getvalue().splitlines()
+    trace_hex = format(root.get_span_context().trace_id, "032x")
+    assert re.fullmatch(rf"trace {trace_hex} · 4 spans · {DURATION}", lines[0])
+    assert re.fullmatch(rf"└─ GET /orders  server  {DURATION}  http.request.method=GET url.full=http://api/orders",
+                        lines[1])
+    assert re.fullmatch(rf"   ├─ SELECT orders  client  {DURATION}  "
+                        r'db.statement="SELECT \* FROM orders WHERE id = \?"', lines[2])
+    assert re.fullmatch(rf"   │  └─ decode  internal  {DURATION}", lines[3])
+    assert re.fullmatch(rf"   └─ publish  producer  {DURATION}  ERROR ConnectionError: refused  "
+                        r"messaging.destination.name=jobs", lines[4])
+    assert "hidden" not in out.getvalue() and "\x1b[" not in out.getvalue()
+    assert len(lines) == 5
+
+
+def test_spans_arriving_in_batches_children_first_make_one_tree(out: io.StringIO) -> None:
+    exporter = TreeConsoleSpanExporter(out, colour=False)
+    provider = TracerProvider()
+    processor = BatchSpanProcessor(exporter, max_export_batch_size=2, schedule_delay_millis=60_000)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("root"):
+        for i in range(5):
+            with tracer.start_as_current_span(f"child-{i}"):
+                pass
+    assert processor.force_flush(10_000)
+    provider.shutdown()
+    text = out.getvalue()
+    assert text.count("trace ") == 1
+    assert "6 spans" in text and "(partial" not in text
+    assert [line.split()[1] for line in text.splitlines()[1:]] == ["root"] + [f"child-{i}" for i in range(5)]
+
+
+def test_remote_parent_makes_a_local_root(
+    tracer_and_exporter: tuple[trace.Tracer, TreeConsoleSpanExporter], out: io.StringIO
+) -> None:
+    tracer, _ = tracer_and_exporter
+    remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    ctx = trace.set_span_in_context(NonRecordingSpan(remote))
+    with tracer.start_as_current_span("consume", context=ctx, kind=SpanKind.CONSUMER):
+        pass
+    assert out.getvalue().startswith(f"trace {0xABC:032x} · 1 span · ")
+    assert "└─ consume  consumer" in out.getvalue()
+
+
+def test_unfinished_root_prints_partial_on_flush_and_shutdown(
+    tracer_and_exporter: tuple[trace.Tracer, TreeConsoleSpanExporter], out: io.StringIO
+) -> None:
+    tracer, exporter = tracer_and_exporter
+    root = tracer.start_span("long-running")
+    with tracer.start_as_current_span("step", context=trace.set_span_in_context(root)):
+        pass
+    assert out.getvalue() == ""
+    assert exporter.force_flush()
+    assert "(partial: root not ended yet)" in out.getvalue()
+    assert "└─ step  internal" in out.getvalue()
+    with tracer.start_as_current_span("step-2", context=trace.set_span_in_context(root)):
+        pass
+    exporter.shutdown()
+    assert out.getvalue().count("(partial") == 2
+    root.end()
+
+
+def test_memory_is_bounded(out: io.StringIO) -> None:
+    exporter = TreeConsoleSpanExporter(out, colour=False, max_buffered_spans=3)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    roots = [tracer.start_span(f"root-{i}") for i in range(4)]
+    for root in roots:
+        with tracer.start_as_current_span("child", context=trace.set_span_in_context(root)):
+            pass
+    # 4 waiting children > 3: the oldest trace was printed (partial) to stay in bounds
+    assert out.getvalue().count("(partial") == 1
+    assert f"{roots[0].get_span_context().trace_id:032x}" in out.getvalue()
+    for root in roots:
+        root.end()
+    provider.shutdown()
+
+
+def test_stale_traces_print_after_max_wait(out: io.StringIO) -> None:
+    exporter = TreeConsoleSpanExporter(out, colour=False, max_wait=0.0)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    root = tracer.start_span("open")
+    with tracer.start_as_current_span("child", context=trace.set_span_in_context(root)):
+        pass
+    assert "(partial" in out.getvalue()
+    root.end()
+    provider.shutdown()
+
+
+def test_colour_and_ascii_fallback() -> None:
+    coloured = io.StringIO()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(TreeConsoleSpanExporter(coloured, colour=True)))
+    ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    provider.add_span_processor(SimpleSpanProcessor(TreeConsoleSpanExporter(ascii_out, colour=False)))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("a"), tracer.start_as_current_span("b"):
+        pass
+    assert "\x1b[1ma\x1b[0m" in coloured.getvalue()
+    ascii_out.flush()
+    text = ascii_out.buffer.getvalue().decode("ascii")  # type: ignore[attr-defined]
+    assert "`- a  internal" in text and "   `- b  internal" in text
+    provider.shutdown()
+
+
+def test_format_duration() -> None:
+    assert format_duration(350_000) == "350 µs"
+    assert format_duration(12_400_000) == "12.4 ms"
+    assert format_duration(2_500_000_000) == "2.50 s"
+    assert format_duration(None) == "?"
+
+
+def test_log_lines_from_the_logging_pipeline(out: io.StringIO) -> None:
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(ConsoleLogExporter(out, colour=False)))
+    tracer_provider = TracerProvider()
+    tracer = tracer_provider.get_tracer("t")
+    handler = _logs.OtelkitLogHandler(provider, logging.INFO)
+    logger = logging.getLogger("app.console")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with tracer.start_as_current_span("s") as span:
+            logger.warning("order %s stored", 7)
+        try:
+            raise ValueError("bad input")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    first, second = out.getvalue().splitlines()
+    short_trace = f"{span.get_span_context().trace_id:032x}"[:8]
+    assert re.fullmatch(rf"\d\d:\d\d:\d\d\.\d{{3}}  WARN   app.console  order 7 stored  "
+                        rf"trace={short_trace} span=\w{{8}}", first)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}  ERROR  app.console  failed  ValueError: \"?bad input\"?", second)
+
+
+def test_metric_summary(out: io.StringIO) -> None:
+    exporter = ConsoleMetricExporter(out, colour=False)
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    provider = MeterProvider(metric_readers=[reader])
+    meter = provider.get_meter("t")
+    meter.create_counter("jobs.done", unit="{job}").add(3, {"queue": "emails"})
+    histogram = meter.create_histogram("job.duration", unit="s")
+    for value in (0.1, 0.3):
+        histogram.record(value)
+    meter.create_up_down_counter("queue.depth").add(-2)
+    assert reader.force_flush(10_000)
+    lines = out.getvalue().splitlines()
+    assert re.fullmatch(r"metrics at \d\d:\d\d:\d\d", lines[0])
+    assert "  jobs.done [{job}] counter {queue=emails} 3" in lines
+    assert "  job.duration [s] histogram n=2 avg=0.2 min=0.1 max=0.3 sum=0.4" in lines
+    assert "  queue.depth updowncounter -2" in lines
+    provider.shutdown()
+
+
+def test_metric_summary_caps_series(out: io.StringIO) -> None:
+    exporter = ConsoleMetricExporter(out, colour=False, max_series=2)
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    provider = MeterProvider(metric_readers=[reader])
+    counter = provider.get_meter("t").create_counter("hits")
+    for i in range(5):
+        counter.add(1, {"route": str(i)})
+    assert reader.force_flush(10_000)
+    assert "  hits … 3 more series" in out.getvalue().splitlines()
+    provider.shutdown()
+
+
+def test_default_stream_is_stderr_at_write_time(capsys: pytest.CaptureFixture[str]) -> None:
+    exporter = TreeConsoleSpanExporter(colour=False)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("t").start_as_current_span("to-stderr"):
+        pass
+    captured = capsys.readouterr()
+    assert "└─ to-stderr  internal" in captured.err and captured.out == ""
+    provider.shutdown()
+
+
+def test_exporter_survives_a_broken_stream() -> None:
+    class Broken(io.StringIO):
+        def write(self, s: str) -> int:
+            raise OSError("closed pipe")
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(TreeConsoleSpanExporter(Broken(), colour=False)))
+    with provider.get_tracer("t").start_as_current_span("x"):
+        pass  # no exception reaches the application
+    provider.shutdown()

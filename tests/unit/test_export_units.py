@@ -1,0 +1,229 @@
+"""Export building blocks without a network: accounting, report, retry hints, destinations, splitting."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from email.utils import formatdate
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.sdk.trace import TracerProvider
+
+from otelkit import _export, _fork, _shutdown, _stats
+from otelkit._config import resolve
+from otelkit._export import OK, RETRY, TOO_LARGE, Sender, SendResult
+from otelkit._stats import STATS, ShutdownReport, SignalReport
+
+
+@pytest.fixture(autouse=True)
+def _fresh_stats() -> Iterator[None]:
+    STATS.reset()
+    yield
+    STATS.reset()
+
+
+class ScriptedSender(Sender):
+    """A test double (no network): answers each request with ``decide(item_count)``."""
+
+    signal = "traces"
+    target = "scripted://collector"
+
+    def __init__(self, decide: Any) -> None:
+        self.decide = decide
+        self.requests: list[int] = []
+        self.lock = threading.Lock()
+
+    def send(self, payload: bytes, timeout: float) -> SendResult:
+        count = payload.count(b"scripted-span")
+        with self.lock:
+            self.requests.append(count)
+        return self.decide(count)  # type: ignore[no-any-return]
+
+
+def spans(tp: TracerProvider, count: int, **attributes: Any) -> None:
+    tracer = tp.get_tracer("unit")
+    for i in range(count):
+        with tracer.start_as_current_span("scripted-span", attributes={"i": i, **attributes}):
+            pass
+
+
+def pipeline(sender: Sender, **batch: Any) -> tuple[TracerProvider, _export.OtelkitSpanProcessor]:
+    processor = _export.make_span_processor(sender, **{"schedule_delay": 0.02, **batch})
+    tp = TracerProvider(shutdown_on_exit=False)
+    tp.add_span_processor(processor)
+    return tp, processor
+
+
+def test_too_large_is_halved_until_requests_fit() -> None:
+    # The collector refuses every request of more than one item: halving goes down to single items.
+    sender = ScriptedSender(lambda n: SendResult(TOO_LARGE, "HTTP 413") if n > 1 else SendResult(OK))
+    tp, processor = pipeline(sender, max_export_batch_size=8)
+    spans(tp, 8)
+    assert processor.force_flush(5_000)
+    assert sender.requests == [8, 4, 2, 1, 1, 2, 1, 1, 4, 2, 1, 1, 2, 1, 1]
+    assert STATS.exported_counts()["traces"] == 8
+    tp.shutdown()
+
+
+def test_single_item_refused_as_too_large_is_dropped_and_counted() -> None:
+    sender = ScriptedSender(lambda n: SendResult(TOO_LARGE, "gRPC RESOURCE_EXHAUSTED"))
+    tp, processor = pipeline(sender, max_export_batch_size=4)
+    spans(tp, 4)
+    processor.force_flush(5_000)
+    assert STATS.dropped_for("traces") == {_stats.TOO_LARGE: 4}
+    assert len(sender.requests) == 7  # 4 -> 2+2 -> 1+1+1+1: never a retry loop
+    tp.shutdown()
+
+
+def test_circuit_opens_after_three_failures_and_warns_once(monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(_export, "FIRST_BACKOFF", 0.01)
+    monkeypatch.setattr(_export, "MAX_BACKOFF", 0.02)
+    failing = threading.Event()
+    failing.set()
+    sender = ScriptedSender(lambda n: SendResult(RETRY, "HTTP 503") if failing.is_set() else SendResult(OK))
+    tp, processor = pipeline(sender)
+    with caplog.at_level(logging.WARNING, logger="otelkit"):
+        spans(tp, 3)
+        deadline = time.monotonic() + 10
+        while len(sender.requests) < 6 and time.monotonic() < deadline:
+            processor.force_flush(100)
+        failing.clear()
+        assert processor.force_flush(5_000)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot export spans" in m for m in messages) == 1
+    assert sum("exports spans to scripted://collector again" in m for m in messages) == 1
+    assert STATS.exported_counts()["traces"] == 3 and STATS.dropped_for("traces") == {}
+    tp.shutdown()
+
+
+def test_already_shutdown_is_counted() -> None:
+    tp, processor = pipeline(ScriptedSender(lambda n: SendResult(OK)))
+    processor.shutdown()
+    spans(tp, 2)
+    assert STATS.dropped_for("traces") == {_stats.ALREADY_SHUTDOWN: 2}
+
+
+def test_drop_warnings_are_rate_limited(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(_stats.time, "monotonic", lambda: clock[0])
+    with caplog.at_level(logging.WARNING, logger="otelkit"):
+        for _ in range(100):
+            STATS.dropped("traces", _stats.QUEUE_FULL, 1)
+        clock[0] += _stats.WARN_INTERVAL + 1
+        STATS.dropped("logs", _stats.EXPORT_FAILED, 2, "HTTP 400")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "1 span (queue_full)" in messages[0]
+    assert "99 spans (queue_full)" in messages[1] and "2 log records (export_failed)" in messages[1]
+    assert "HTTP 400" in messages[1]
+    assert STATS.dropped_counts() == {("traces", "queue_full"): 100, ("logs", "export_failed"): 2}
+
+
+def test_shutdown_report_reads_well() -> None:
+    report = ShutdownReport(signals={
+        "traces": SignalReport(exported=10, dropped={"queue_full": 3}, timed_out=True),
+        "logs": SignalReport(exported=1),
+    }, duration=1.234, deadline=5.0)
+    assert str(report) == ("otelkit shutdown in 1.23s (deadline 5.00s): traces: 10 spans exported, "
+                           "3 dropped (queue_full), timed out; logs: 1 log record exported")
+    assert report.timed_out and report.dropped == 3 and report.exported == 11
+    assert report["traces"].dropped_total == 3
+
+
+class _Provider:
+    """A test double for an SDK provider whose shutdown hangs or raises."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.release = threading.Event()
+
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        if self.behaviour == "hang":
+            self.release.wait(30)
+        elif self.behaviour == "raise":
+            raise RuntimeError("exporter exploded")
+
+
+def test_shutdown_providers_one_deadline_never_raises() -> None:
+    hang_a, hang_b, boom = _Provider("hang"), _Provider("hang"), _Provider("raise")
+    start = time.monotonic()
+    report = _shutdown.shutdown_providers(hang_a, boom, hang_b, timeout=0.5)
+    elapsed = time.monotonic() - start
+    hang_a.release.set()
+    hang_b.release.set()
+    # Concurrent: two hung providers cost one deadline, not two.
+    assert elapsed < 0.5 + 1.0
+    assert report["traces"].timed_out and report["logs"].timed_out
+    assert report["metrics"].error == "RuntimeError: exporter exploded"
+    assert _shutdown.shutdown_providers(None, None, None, 1.0).signals == {}
+
+
+def test_retry_after_parsing() -> None:
+    assert _export._retry_after("3") == 3.0
+    assert _export._retry_after("-1") == 0.0
+    assert _export._retry_after("soon") is None
+    assert _export._retry_after(None) is None
+    later = _export._retry_after(formatdate(time.time() + 30, usegmt=True))
+    assert later is not None and 25 < later <= 31
+
+
+def test_partial_success_parsing() -> None:
+    response = ExportTraceServiceResponse()
+    response.partial_success.rejected_spans = 4
+    response.partial_success.error_message = "too old"
+    assert _export._partial("traces", response.SerializeToString()) == (4, "too old")
+    assert _export._partial("traces", b"") == (0, "")
+    assert _export._partial("traces", b"\xff\xff garbage") == (0, "")
+
+
+def test_mask_url_hides_credentials() -> None:
+    assert _export.mask_url("https://user:s3cret@collector:4318/v1/traces") == "https://***@collector:4318/v1/traces"
+    assert _export.mask_url("http://collector:4317") == "http://collector:4317"
+
+
+def test_senders_from_settings() -> None:
+    settings = resolve(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.example:4317",
+                                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_HEADERS": "x-token=abc"})
+    sender = _export.make_sender("traces", settings.traces)
+    assert isinstance(sender, _export.GrpcSender) and sender.target == "https://collector.example:4317"
+    http = resolve(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+                            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    hs = _export.make_sender("logs", http.logs)
+    assert isinstance(hs, _export.HttpSender) and hs.url == "http://c:4318/v1/logs"
+    assert hs._headers["Content-Encoding"] == "gzip"
+
+
+def test_destinations_auto_without_and_with_a_local_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = resolve(environ={"OTEL_SERVICE_NAME": "unit"})
+    monkeypatch.setattr(_export, "probe_local_collector", lambda timeout=0.05: None)
+    line = _export.describe_destinations(settings)
+    assert "traces, logs -> this terminal" in line and "metrics -> an in-memory summary" in line
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in line
+    monkeypatch.setattr(_export, "probe_local_collector", lambda timeout=0.05: "grpc")
+    line = _export.describe_destinations(settings)
+    assert line == "traces, metrics, logs -> OTLP/gRPC http://127.0.0.1:4317 (local collector found)"
+
+
+def test_destinations_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = resolve(environ={"OTEL_SERVICE_NAME": "unit", "OTEL_TRACES_EXPORTER": "otlp,console",
+                                "OTEL_METRICS_EXPORTER": "prometheus", "OTEL_LOGS_EXPORTER": "none",
+                                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://u:pw@collector:4318",
+                                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    line = _export.describe_destinations(settings)
+    assert "traces -> OTLP/HTTP http://***@collector:4318 + this terminal" in line
+    assert "metrics -> Prometheus scrape endpoint http://localhost:9464/metrics" in line
+    assert "logs -> nowhere" in line and "pw" not in line
+
+
+def test_fork_model_warnings_detect_gunicorn_preload(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/gunicorn", "--preload", "-w", "4", "app:app"])
+    notes = _fork.fork_model_warnings()
+    assert any("gunicorn --preload" in n and "no post_fork hook" in n for n in notes)
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/gunicorn", "-w", "4", "app:app"])
+    assert not any("gunicorn" in n for n in _fork.fork_model_warnings())
