@@ -14,6 +14,10 @@ Set-up per run, each in a fresh subprocess: the real ``rotel`` collector (PyPI `
 Figure: delivered spans / wall time from the first span to the end of shutdown. Higher is better;
 target 2x. The note lists spans dropped per side (otelkit's are counted, warned, reported).
 
+Also (issue 7, item 1): span start+end latency on the application thread, p50 and p99, with the
+collector refused / hung (TCP accepted, never answered) / answering 503, against the same program
+with a healthy collector (rotel). Here the "raw" column is the healthy run, target <= 1.2x.
+
 Run: ``.venv/bin/python benchmarks/run.py --only export`` or ``.venv/bin/python benchmarks/bench_export.py``.
 """
 
@@ -80,6 +84,75 @@ print("@@" + json.dumps({"elapsed": elapsed, "exported": exported, "count": coun
 """
 
 
+_LATENCY = r"""
+import json, os, sys, time
+endpoint, protocol, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+os.environ.update({"OTEL_SERVICE_NAME": "bench", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                   "OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_METRICS_EXPORTER": "none",
+                   "OTEL_LOGS_EXPORTER": "none", "OTELKIT_INSTRUMENT": "", "OTELKIT_SYSTEM_METRICS": "false",
+                   "OTELKIT_SHUTDOWN_TIMEOUT": "1000", "OTEL_BSP_SCHEDULE_DELAY": "200"})
+import otelkit
+from opentelemetry import trace
+otelkit.init()
+tracer = trace.get_tracer("bench")
+ns = time.perf_counter_ns
+samples = []
+for i in range(count + 2000):
+    t0 = ns()
+    with tracer.start_as_current_span("op", attributes={"i": i}):
+        pass
+    t1 = ns()
+    if i >= 2000:
+        samples.append(t1 - t0)
+samples.sort()
+print("@@" + json.dumps({"p50": samples[len(samples) // 2] / 1000, "p99": samples[int(len(samples) * 0.99)] / 1000}))
+"""
+
+
+def _latency(endpoint: str, protocol: str, count: int) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_"))}
+    proc = subprocess.run([sys.executable, "-c", _LATENCY, endpoint, protocol, str(count)], capture_output=True,
+                          text=True, timeout=300, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith("@@"):
+            data: dict[str, float] = json.loads(line[2:])
+            return data
+    raise RuntimeError(f"latency run failed: {proc.stderr[-2000:]}")
+
+
+def latency_rows(fast: bool) -> list[dict[str, Any]]:
+    from otelkit.testing._receiver import BlackholeServer, OtlpReceiver, refused_endpoint
+
+    count = 20_000 if fast else 50_000
+    rounds = 1 if fast else 3
+    protocol = "grpc"
+    rows: list[dict[str, Any]] = []
+    healthy = _rotel().start()
+    receiver = OtlpReceiver().start()
+    receiver.fail(503, "UNAVAILABLE")
+    hole = BlackholeServer().start()
+    try:
+        faults = {"refused": f"http://{refused_endpoint()}", "hung": f"http://{hole.endpoint}",
+                  "503/UNAVAILABLE": receiver.grpc_endpoint}
+        results: dict[str, dict[str, list[float]]] = {}
+        for i in range(rounds):
+            for name, endpoint in [("healthy", healthy.grpc_endpoint), *faults.items()]:
+                r = _latency(endpoint, protocol, count)
+                for q in ("p50", "p99"):
+                    results.setdefault(name, {}).setdefault(q, []).append(r[q])
+        for name in faults:
+            for q in ("p50", "p99"):
+                rows.append({"label": f"span start+end {q}, collector {name} vs healthy", "unit": "µs",
+                             "otelkit": results[name][q], "raw": results["healthy"][q], "target": 1.2,
+                             "note": f"latency rows: 'raw' is the same otelkit program with a healthy collector "
+                                     f"(rotel), {count} spans per run, gRPC"})
+    finally:
+        hole.stop()
+        receiver.stop()
+        healthy.close()
+    return rows
+
+
 def _rotel() -> Any:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from otelkit.testing._receiver import OtlpReceiver, RotelCollector
@@ -133,13 +206,13 @@ def custom(fast: bool) -> list[dict[str, Any]]:
                      f"{statistics.median(drops_ours):.0f} (counted, warned, in the shutdown report), raw SDK "
                      f"{statistics.median(drops_raw):.0f} (one 'Queue full' line at most)"),
         })
-    return rows
+    return rows + latency_rows(fast)
 
 
 if __name__ == "__main__":
     fast = "--fast" in sys.argv
     for row in custom(fast):
-        print(f"{row['label']}: otelkit {statistics.median(row['otelkit']):,.0f} vs raw "
-              f"{statistics.median(row['raw']):,.0f} spans/s -> "
+        print(f"{row['label']}: otelkit {statistics.median(row['otelkit']):,.1f} vs raw "
+              f"{statistics.median(row['raw']):,.1f} {row['unit']} -> "
               f"{statistics.median(row['otelkit']) / statistics.median(row['raw']):.2f}x; {row['note']}")
 

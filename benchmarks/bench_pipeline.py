@@ -11,8 +11,8 @@ to get the same telemetry:
   ``messaging.client.sent.messages`` and ``messaging.client.operation.duration``;
 * **receive**: extract with the global propagator, read the correlation ID (or make
   one), make the message's baggage current, start a root CONSUMER span linked to the
-  producer, record time-in-queue, and on exit ``consumed``, ``process.duration``,
-  ``settled`` and end-to-end latency;
+  producer, record time-in-queue, ``consumed``, ``process.duration``, ``settled`` and
+  end-to-end latency (inside the span, so the histograms carry exemplars, as otelkit's do);
 * **receive, JSON envelope**: the same after ``json.loads`` of an enveloped payload
   (Redis list / pub/sub).
 
@@ -112,10 +112,11 @@ def raw_emit_one(raw: Raw, headers: dict[str, str]) -> None:
             propagate.inject(headers)
             headers["otelkit-sent-at"] = f"{time.time() * 1000.0:.3f}"
             headers["otelkit-correlation-id"] = cid
+            # inside the span, as otelkit does: the duration histogram gets an exemplar of this trace
+            raw.sent.add(1, raw.send_attrs)
+            raw.op_duration.record(time.perf_counter() - start, raw.send_attrs)
     finally:
         context.detach(token)
-    raw.sent.add(1, raw.send_attrs)
-    raw.op_duration.record(time.perf_counter() - start, raw.send_attrs)
 
 
 def raw_receive_one(raw: Raw, headers: dict[str, str]) -> None:
@@ -132,20 +133,20 @@ def raw_receive_one(raw: Raw, headers: dict[str, str]) -> None:
     token = context.attach(ctx)
     try:
         sent_at = float(headers["otelkit-sent-at"]) / 1000.0
-        raw.in_queue.record(max(0.0, time.time() - sent_at), raw.process_attrs)
         start = time.perf_counter()
+        # Metrics inside the span, as otelkit does: the latency histograms get exemplars of this trace.
         with raw.tracer.start_as_current_span(
                 "process " + DEST, kind=SpanKind.CONSUMER, links=[Link(producer)] if producer.is_valid else None,
                 attributes={**raw.process_attrs, "messaging.message.conversation_id": cid,
                             "messaging.message.id": "1-0"}) as span:
+            raw.in_queue.record(max(0.0, time.time() - sent_at), raw.process_attrs)
             span.set_attribute("otelkit.outcome", "ack")
-        duration = time.perf_counter() - start
+            raw.consumed.add(1, raw.process_attrs)
+            raw.process_duration.record(time.perf_counter() - start, raw.process_attrs)
+            raw.settled.add(1, raw.settled_attrs)
+            raw.e2e.record(max(0.0, time.time() - sent_at), raw.process_attrs)
     finally:
         context.detach(token)
-    raw.consumed.add(1, raw.process_attrs)
-    raw.process_duration.record(duration, raw.process_attrs)
-    raw.settled.add(1, raw.settled_attrs)
-    raw.e2e.record(max(0.0, time.time() - sent_at), raw.process_attrs)
 
 
 # --- the timed functions -----------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ Three pieces, all installed by :func:`install` (called by ``init()``):
   (``trace_id``/``span_id``/``trace_flags``), from the context current when
   the stdlib record was created. Records of the ``otelkit`` and
   ``opentelemetry`` loggers, of the exporters' transports (``grpc``,
-  ``urllib3``, ``requests``, ``httpx``/``httpcore`` internals) and anything
-  logged on an OTel export thread are never exported, so an export failure
-  cannot feed back into the pipeline. A re-entrancy guard drops records
+  ``urllib3``, ``requests``, ``httpcore`` internals) and anything logged on
+  an export thread (``OtelBatch*``, ``OtelPeriodic*``, ``otelkit-*``) are
+  never exported, so an export failure cannot feed back into the pipeline. A re-entrancy guard drops records
   logged while the handler itself is emitting.
 * **JsonFormatter** for stdout: one JSON object per line.
 
@@ -61,6 +61,9 @@ _get_current_span = trace.get_current_span
 
 # Loggers whose records never go to OTLP: otelkit's own diagnostics, the SDK's,
 # and the transports the exporters use (a failing export logs through them).
+# Threads that export telemetry (the SDK's batch processors and periodic metric reader, otelkit's
+# export and shutdown workers): whatever is logged on them is about exporting, never exported.
+_EXPORT_THREADS = ("OtelBatch", "OtelPeriodic", "otelkit-")
 _NEVER_EXPORTED = ("otelkit", "opentelemetry", "grpc", "urllib3", "requests", "httpcore", "hpack", "h2")
 
 # Standard LogRecord attributes: everything else in record.__dict__ came from
@@ -278,7 +281,7 @@ class OtelkitLogHandler(logging.Handler):
         excluded = self._excluded.get(name)
         if excluded is None:
             excluded = self._excluded[name] = _never_exported(name)
-        if excluded or (record.threadName or "").startswith("OtelBatch"):
+        if excluded or (record.threadName or "").startswith(_EXPORT_THREADS):
             return
         if getattr(_emitting, "active", False):
             return

@@ -32,7 +32,7 @@ from otelkit._correlation import get_correlation_id, is_valid_correlation_id, ne
 from otelkit._internal_log import logger
 from otelkit._pipeline import carriers
 from otelkit._pipeline.failures import classify_failure
-from otelkit._pipeline.instruments import instruments, tracer
+from otelkit._pipeline.instruments import Instruments, instruments, tracer
 
 _BAGGAGE_KEY: str | None
 try:  # the context key the baggage API stores its dict under; used to build a context in one step
@@ -396,12 +396,14 @@ class Emission(_Scope):
             span.record_exception(exc, escaped=True)  # noted, not reported: the caller's scope reports it
             attrs = {**attrs, _names.ERROR_TYPE: error_type}
         span.end()
-        token, self._token = self._token, None
-        if token is not None:
-            otel_context.detach(token)  # type: ignore[arg-type]
-        ins = instruments()
-        ins.sent.add(1, attrs)
-        ins.operation_duration.record(duration, attrs)
+        try:  # recorded while the span is still current, so histogram exemplars point at this trace
+            ins = instruments()
+            ins.sent.add(1, attrs)
+            ins.operation_duration.record(duration, attrs)
+        finally:
+            token, self._token = self._token, None
+            if token is not None:
+                otel_context.detach(token)  # type: ignore[arg-type]
 
     def wrap(self, payload: Any) -> str:
         """``payload`` inside a JSON envelope with this message's headers, for Redis lists, pub/sub, sets.
@@ -480,7 +482,11 @@ class _Consumption(_Scope):
         return "dead_letter"
 
     def _settle(self, exc: BaseException | None, count: int) -> tuple[dict[str, str], str]:
-        """End the span with its outcome; returns (metric attributes with error info, outcome)."""
+        """End the span with its outcome; returns (metric attributes with error info, outcome).
+
+        The caller records its metrics, then calls :meth:`_detach`: recorded while the span is
+        still current, the latency histograms get exemplars that open this message's trace.
+        """
         span = self.span
         attrs = self._base
         failure_class: str | None = None
@@ -501,13 +507,15 @@ class _Consumption(_Scope):
         if self._reason:
             span.set_attribute(_names.ATTR_OUTCOME_REASON, self._reason[:256])
         span.end()
+        return attrs, outcome
+
+    def _detach(self) -> None:
         token, self._token = self._token, None
         if token is not None:
             otel_context.detach(token)  # type: ignore[arg-type]
         cv_token, self._cv_token = self._cv_token, None
         if cv_token is not None:
             _current.reset(cv_token)
-        return attrs, outcome
 
     def _report_context(self) -> dict[str, object]:
         return {"destination": self.destination, "system": self.system, "attempt": self.attempt,
@@ -527,7 +535,8 @@ class Reception(_Consumption):
       or on an exception retry/dead_letter by the failure classifier and ``max_attempts``).
     """
 
-    __slots__ = ("_attributes", "_carrier", "_parent", "message_id", "payload", "producer", "sent_at")
+    __slots__ = ("_attributes", "_carrier", "_instruments", "_parent", "message_id", "payload", "producer",
+                 "sent_at")
 
     def __init__(self, destination: str, carrier: Any = None, *, system: str, message_id: object = None,
                  attempt: int | None = None, group: str | None = None, parent: Parent = "none",
@@ -540,13 +549,16 @@ class Reception(_Consumption):
         self.payload: Any = None
         self.sent_at: float | None = None
         self.producer: trace.SpanContext | None = None
+        self._instruments: Instruments | None = None
 
     def _start(self) -> None:
         tr = tracer()
         carrier = self._carrier
         if isinstance(carrier, (str, bytes, bytearray, memoryview)):
             self.payload, carrier = carriers.unwrap(carrier)
-        message_id = self.message_id = _as_str(self.message_id)
+        message_id = self.message_id
+        if message_id is not None and type(message_id) is not str:
+            message_id = self.message_id = _as_str(message_id)
         extracted = _extract(carrier)
         remote, cid = _message_context(extracted, carrier)
         self.producer = remote
@@ -585,10 +597,11 @@ class Reception(_Consumption):
         self._token = otel_context.attach(trace.set_span_in_context(span, ctx))
         self._cv_token = _current.set(self)
         metric_attrs = self._base = _metric_attrs(self.system, self.destination, "process", self.group)
+        ins = self._instruments = instruments()
         sent_at = self.sent_at = _sent_at(carrier, message_id, self.system)
         if sent_at is not None:
             wait = time.time() - sent_at
-            instruments().time_in_queue.record(wait if wait > 0.0 else 0.0, metric_attrs)
+            ins.time_in_queue.record(wait if wait > 0.0 else 0.0, metric_attrs)
         self._t0 = time.perf_counter()
 
     def _finish(self, exc: BaseException | None) -> None:
@@ -596,14 +609,17 @@ class Reception(_Consumption):
             return
         duration = time.perf_counter() - self._t0
         base = self._base
-        attrs, outcome = self._settle(exc, 1)
-        ins = instruments()
-        ins.consumed.add(1, base)
-        ins.process_duration.record(duration, attrs)
-        ins.settled.add(1, _outcome_attrs(base, outcome))
-        if self.sent_at is not None:
-            latency = time.time() - self.sent_at
-            ins.end_to_end.record(latency if latency > 0.0 else 0.0, base)
+        try:
+            attrs, outcome = self._settle(exc, 1)
+            ins = self._instruments or instruments()
+            ins.consumed.add(1, base)
+            ins.process_duration.record(duration, attrs)
+            ins.settled.add(1, _outcome_attrs(base, outcome))
+            if self.sent_at is not None:
+                latency = time.time() - self.sent_at
+                ins.end_to_end.record(latency if latency > 0.0 else 0.0, base)
+        finally:
+            self._detach()
 
     def _report_context(self) -> dict[str, object]:
         context = super()._report_context()
@@ -755,16 +771,19 @@ class BatchReception(_Consumption):
         duration = time.perf_counter() - self._t0
         base = self._base
         count = len(self.messages)
-        attrs, outcome = self._settle(exc, count)
-        ins = instruments()
-        ins.consumed.add(count, base)
-        ins.process_duration.record(duration, attrs)
-        ins.settled.add(count, _outcome_attrs(base, outcome))
-        now = time.time()
-        for message in self.messages:
-            if message.sent_at is not None:
-                latency = now - message.sent_at
-                ins.end_to_end.record(latency if latency > 0.0 else 0.0, base)
+        try:
+            attrs, outcome = self._settle(exc, count)
+            ins = instruments()
+            ins.consumed.add(count, base)
+            ins.process_duration.record(duration, attrs)
+            ins.settled.add(count, _outcome_attrs(base, outcome))
+            now = time.time()
+            for message in self.messages:
+                if message.sent_at is not None:
+                    latency = now - message.sent_at
+                    ins.end_to_end.record(latency if latency > 0.0 else 0.0, base)
+        finally:
+            self._detach()
 
     def _report_context(self) -> dict[str, object]:
         context = super()._report_context()
@@ -846,14 +865,16 @@ class Stage(_Scope):
             _report(exc, span, self._report_context())
         span.set_attribute(_names.ATTR_OUTCOME, outcome)
         span.end()
-        token, self._token = self._token, None
-        if token is not None:
-            otel_context.detach(token)  # type: ignore[arg-type]
         labels[_names.ATTR_OUTCOME] = outcome
-        ins = instruments()
-        ins.stage_duration.record(duration, labels)
-        if not self._counted:
-            ins.stage_items.add(1, labels)
+        try:  # recorded while the span is current: exemplars open this stage's trace
+            ins = instruments()
+            ins.stage_duration.record(duration, labels)
+            if not self._counted:
+                ins.stage_items.add(1, labels)
+        finally:
+            token, self._token = self._token, None
+            if token is not None:
+                otel_context.detach(token)  # type: ignore[arg-type]
 
     def _report_context(self) -> dict[str, object]:
         context: dict[str, object] = {"stage": self.name, "source": self.source, "variant": self.variant,

@@ -62,6 +62,34 @@ def run(cmd: list[str], cwd: Path | None = None, timeout: float = 60,
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 
+# --- What the Docker smoke test sends ----------------------------------------------------------
+
+SMOKE_EMITTER = r"""
+import json, logging, sys
+import otelkit
+from opentelemetry import metrics, trace
+
+service, endpoint = sys.argv[1], sys.argv[2]
+otelkit.init(service_name=service, endpoint=endpoint, protocol="grpc")
+tracer = trace.get_tracer("otelkit.smoke")
+meter = metrics.get_meter("otelkit.smoke")
+requests = meter.create_counter("otelkit.smoke.requests", unit="{request}")
+latency = meter.create_histogram("otelkit.smoke.duration", unit="s")
+with tracer.start_as_current_span("GET /smoke", kind=trace.SpanKind.SERVER) as server:
+    trace_id = format(server.get_span_context().trace_id, "032x")
+    with tracer.start_as_current_span("GET", kind=trace.SpanKind.CLIENT,
+                                      attributes={"peer.service": "smoke-backend", "server.address": "backend"}):
+        requests.add(1, {"route": "/smoke"})
+        latency.record(0.042, {"route": "/smoke"})
+        logging.getLogger("smoke").warning("smoke log line %s", service)
+otelkit.shutdown()
+print(json.dumps({"trace_id": trace_id}))
+"""
+"""Run as ``python -c SMOKE_EMITTER <service> <otlp grpc endpoint>`` (a child process, so otelkit's global
+providers never leak into the test session): one SERVER span with a CLIENT child (a service-graph edge),
+a log record and a counter and histogram point inside it; prints {"trace_id": ...}."""
+
+
 # --- Metric names -----------------------------------------------------------------------------
 
 def otelkit_metric_names() -> dict[str, str]:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from _stacklib import COMPOSE, REPO, run
+from _stacklib import COMPOSE, REPO, SMOKE_EMITTER, run
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 
@@ -40,28 +40,6 @@ LOKI = "http://127.0.0.1:3100"
 PROMETHEUS = "http://127.0.0.1:9090"
 SINK = "http://127.0.0.1:9099"
 
-# Runs in a child process so otelkit's global providers never leak into the test session.
-EMIT = r"""
-import json, logging, sys
-import otelkit
-from opentelemetry import metrics, trace
-
-service = sys.argv[1]
-otelkit.init(service_name=service, endpoint="http://127.0.0.1:4317", protocol="grpc")
-tracer = trace.get_tracer("otelkit.smoke")
-meter = metrics.get_meter("otelkit.smoke")
-requests = meter.create_counter("otelkit.smoke.requests", unit="{request}")
-latency = meter.create_histogram("otelkit.smoke.duration", unit="s")
-with tracer.start_as_current_span("GET /smoke", kind=trace.SpanKind.SERVER) as server:
-    trace_id = format(server.get_span_context().trace_id, "032x")
-    with tracer.start_as_current_span("GET", kind=trace.SpanKind.CLIENT,
-                                      attributes={"peer.service": "smoke-backend", "server.address": "backend"}):
-        requests.add(1, {"route": "/smoke"})
-        latency.record(0.042, {"route": "/smoke"})
-        logging.getLogger("smoke").warning("smoke log line %s", service)
-otelkit.shutdown()
-print(json.dumps({"trace_id": trace_id}))
-"""
 
 
 def _docker_available() -> str | None:
@@ -112,21 +90,22 @@ def _prom(query: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[None]:
+def stack(request: pytest.FixtureRequest) -> Iterator[None]:
     reason = _docker_available()
     if reason:
         pytest.skip(f"Docker smoke test: {reason}. Static checks of the stack ran in the other tests/stack modules.")
     config = _compose("--profile", "demo", "config", "-q", timeout=60)
     assert config.returncode == 0, config.stderr
+    failed_before = request.session.testsfailed
     up = _compose("up", "-d", "--wait", "--wait-timeout", "300", timeout=420)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         yield
-    except BaseException:
-        logs = _compose("logs", "--no-color", "--tail", "200", timeout=120)
-        sys.stderr.write(logs.stdout[-20000:])
-        raise
     finally:
+        if up.returncode != 0 or request.session.testsfailed > failed_before:
+            # What the services said, for the CI log (the stack is deleted right after).
+            logs = _compose("logs", "--no-color", "--tail", "200", timeout=120)
+            sys.stderr.write(logs.stdout[-20000:])
         _compose("down", "-v", "--remove-orphans", timeout=300)
 
 
@@ -135,8 +114,8 @@ def emitted(stack: None) -> dict[str, str]:
     service = f"otelkit-smoke-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
     env.update({"OTEL_METRIC_EXPORT_INTERVAL": "1000", "OTEL_BSP_SCHEDULE_DELAY": "200"})
-    proc = subprocess.run([sys.executable, "-c", EMIT, service], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
+    proc = subprocess.run([sys.executable, "-c", SMOKE_EMITTER, service, "http://127.0.0.1:4317"],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     trace_id = json.loads(proc.stdout.strip().splitlines()[-1])["trace_id"]
     return {"service": service, "trace_id": trace_id}
@@ -169,7 +148,8 @@ def test_log_is_in_loki_with_its_trace_id(emitted: dict[str, str]) -> None:
     def lines() -> list[str]:
         result = _get_json(f"{LOKI}/loki/api/v1/query_range", {
             "query": query, "start": str((int(time.time()) - 3600) * 10**9), "limit": "10"})["data"]["result"]
-        return [line for stream in result for _, line in stream["values"]]
+        # Each value is [timestamp, line] (plus structured metadata with some Loki settings).
+        return [value[1] for stream in result for value in stream["values"]]
     found = _poll("the log record in Loki", lines)
     assert any("smoke log line" in line for line in found)
 

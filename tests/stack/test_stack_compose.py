@@ -195,3 +195,21 @@ def test_config_files_mounted_by_compose_exist() -> None:
     mounted = {v.split(":")[1]: v.split(":")[0] for v in collector["volumes"]}
     assert config_arg.removeprefix("--config=") in mounted
 
+
+
+def test_demo_image_context_contains_what_the_dockerfile_copies() -> None:
+    """Build context = repository root, filtered by Dockerfile.dockerignore (BuildKit): COPY sources survive it."""
+    build = SERVICES["otelkit-demo"]["build"]
+    dockerfile = REPO / build["context"] / build["dockerfile"]
+    ignore = dockerfile.with_name(dockerfile.name + ".dockerignore").read_text(encoding="utf-8").split("\n")
+    patterns = [line.strip() for line in ignore if line.strip() and not line.startswith("#")]
+    assert patterns[0] == "*", "start from nothing and re-include what the image needs"
+    included = {p[1:] for p in patterns if p.startswith("!")}
+    copies = [line.split()[1:-1] for line in dockerfile.read_text(encoding="utf-8").splitlines()
+              if line.startswith("COPY ")]
+    sources = {src for srcs in copies for src in srcs}
+    assert sources and sources <= included, sources - included
+    assert all((REPO / src).exists() for src in sources)
+    text = dockerfile.read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:\d+\.\d+\.\d+-", text, re.MULTILINE), "pinned base image"
+    assert re.search(r"^USER (?!0|root)", text, re.MULTILINE), "the demo does not run as root"

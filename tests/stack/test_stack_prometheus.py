@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _stacklib import PROM_DIR, REPO, RULE_TESTS_DIR, RULES_DIR, RUNBOOKS, load_yaml, require_tool, run
+from _stacklib import DASHBOARDS, PROM_DIR, REPO, RULE_TESTS_DIR, RULES_DIR, RUNBOOKS, load_yaml, require_tool, run
 
 # Top-level keys of prometheus.yaml that only Prometheus 3 understands, with the
 # sub-keys Prometheus 3.x accepts in them (configuration docs, `otlp` block).
@@ -177,6 +177,9 @@ def test_every_alert_is_documented() -> None:
         for heading in ("## What it means", "## How to diagnose", "## How to fix"):
             if heading not in text:
                 problems.append(f"{runbook.name}: no '{heading}' section")
+        for uid in re.findall(r"127\.0\.0\.1:3000/d/([\w-]+)", text):
+            if not (DASHBOARDS / f"{uid}.json").is_file():
+                problems.append(f"{runbook.name}: links to dashboard {uid!r}, which does not exist")
     orphans = {p.stem for p in RUNBOOKS.glob("Otelkit*.md")} - names
     assert not orphans, f"runbooks for alerts that do not exist: {sorted(orphans)}"
     assert not problems, "\n".join(problems)

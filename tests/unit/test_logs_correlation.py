@@ -91,6 +91,17 @@ def test_internal_loggers_are_never_exported(otelkit_capture: CapturedTelemetry)
     assert [r.body for r in otelkit_capture.logs] == ["an app logger whose name only starts like grpc"]
 
 
+def test_records_logged_on_export_threads_are_not_exported(otelkit_capture: CapturedTelemetry) -> None:
+    def work() -> None:
+        logging.getLogger("some.library").error("logged while exporting")
+
+    for name in ("otelkit-export-traces", "OtelBatchSpanRecordProcessor", "app-worker"):
+        thread = threading.Thread(target=work, name=name)
+        thread.start()
+        thread.join(5)
+    assert len(otelkit_capture.logs) == 1  # only the application thread's record
+
+
 def test_logging_inside_the_pipeline_does_not_recurse(stream_handler: io.StringIO) -> None:
     class Chatty(LogRecordProcessor):
         """A processor that logs while handling a record (as a failing exporter would)."""

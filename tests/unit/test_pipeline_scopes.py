@@ -577,3 +577,18 @@ def test_a_broken_propagator_never_reaches_the_application(otel: Telemetry) -> N
     finally:
         propagate.set_global_textmap(previous)
     assert ran and len(otel.spans()) == 2
+
+
+def test_latency_histograms_carry_exemplars_of_the_message_trace(otel: Telemetry) -> None:
+    headers = emitted("ex")
+    with pipeline.receive("ex", headers, system="redis"):
+        pass
+    process = otel.span("process ex").context
+    send = otel.span("send ex").context
+    data = otel.reader.get_metrics_data()  # exemplars are reset at each collection: collect once
+    assert data is not None
+    points = {m.name: m.data.data_points[0] for rm in data.resource_metrics for sm in rm.scope_metrics
+              for m in sm.metrics}
+    for metric, span in ((E2E, process), (PROCESS_DURATION, process), (IN_QUEUE, process), (OP_DURATION, send)):
+        exemplars = points[metric].exemplars
+        assert [(e.trace_id, e.span_id) for e in exemplars] == [(span.trace_id, span.span_id)], metric
