@@ -54,7 +54,15 @@ __all__ = [
 ]
 
 
+_SUBMODULES = ("pipeline", "testing")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        # ``import otelkit; otelkit.pipeline.emit(...)`` works without a separate import.
+        submodule = importlib.import_module(f"otelkit.{name}")
+        globals()[name] = submodule
+        return submodule
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'otelkit' has no attribute {name!r}")

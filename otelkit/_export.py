@@ -514,6 +514,10 @@ def _encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
 
 
 def _encode_logs(records: Sequence[ReadableLogRecord]) -> bytes:
+    try:
+        return _wire.encode_logs(records)
+    except Exception:
+        logger.debug("otelkit: direct log encoding failed; using the SDK encoder", exc_info=True)
     from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 
     return bytes(encode_logs(records).SerializeToString())

@@ -121,6 +121,8 @@ HTTP_CLIENT_DURATION = MetricName("http.client.request.duration", "histogram", "
                                   "Duration of outgoing HTTP requests.")
 DB_CLIENT_DURATION = MetricName("db.client.operation.duration", "histogram", "s",
                                 "Duration of database client operations (PostgreSQL, Redis).")
+DB_RETURNED_ROWS = MetricName("db.client.response.returned_rows", "histogram", "{row}",
+                              "Rows returned or affected per PostgreSQL statement (cursor.rowcount).")
 DB_TRANSACTIONS = MetricName("otelkit.db.client.transactions", "counter", "{transaction}",
                              "Database transactions ended, by outcome (commit, rollback).")
 

@@ -139,7 +139,12 @@ _TEXT_RULES: list[tuple[str, str]] = [
     # scheme://user:password@ (DSNs, URLs) -> keep the scheme and host.
     ("url_userinfo", r"(?<=://)[^/\s:@'\"]+:[^/\s@'\"]*(?=@)"),
     ("pem", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]+?-----END [A-Z ]*PRIVATE KEY-----"),
-    ("auth_scheme", r"(?i:\b(?:Bearer|Basic|Token|Digest)\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    # Free text says "token" and "basic" in plain English (seed 000's pipeline is about crypto
+    # *tokens*), so only the forms a credential takes are matched here: Bearer in any case, and
+    # Basic/Digest capitalised with a base64-looking value (a digit, "+", "/" or "=" in it).
+    # "Authorization: Token x" is caught by the key=value rule below.
+    ("auth_scheme", r"\b(?:[Bb]earer|BEARER)\s+[A-Za-z0-9._~+/=-]{8,}"
+                    r"|\b(?:Basic|Digest)\s+(?=[A-Za-z._~-]*[0-9+/=])[A-Za-z0-9._~+/=-]{8,}"),
     ("jwt", r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),
     ("aws_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
     ("github", r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
@@ -165,7 +170,7 @@ _KV_PREFIX = re.compile(
     r"|x-amz-signature|x-amz-credential|x-amz-security-token|awsaccesskeyid|sig|signature|x-goog-signature"
     r"|authorization|cookie|session(?:id)?)[\"']?\s*[=:]\s*[\"']?)"
 )
-_AUTH_PREFIX = re.compile(r"(?i:\b(?:Bearer|Basic|Token|Digest)\s+)")
+_AUTH_PREFIX = re.compile(r"\b(?:[Bb]earer|BEARER|Basic|Digest)\s+")
 
 
 def _text_sub(match: re.Match[str]) -> str:

@@ -51,6 +51,7 @@ _TRACER_NAME = "otelkit"
 _SCALARS = frozenset((str, bool, int, float))
 _OPTIONS = frozenset(("_kind", "_links", "_context", "_record_exception"))
 _KINDS = {k.name.lower(): k for k in SpanKind}
+_warned_options: set[str] = set()
 
 # The tracer is cached against the identity of the global provider. otelkit
 # sets the global once, to its proxy provider (``_proxy``), whose tracers follow
@@ -207,7 +208,8 @@ class span:  # lower-case: it is the public function-like API ``otelkit.span``
                     self._context = value if isinstance(value, Context) else None
                 elif key == "_record_exception":
                     self._record = bool(value)
-                else:
+                elif key not in _warned_options:  # once per option name: spans are made in loops
+                    _warned_options.add(key)
                     _log.warning("otelkit.span(%r): unknown option %s ignored (options: %s); attribute "
                                  "names cannot start with '_'", self._name, key, ", ".join(sorted(_OPTIONS)))
         self._attributes = _clean_attributes(self._name, attributes)

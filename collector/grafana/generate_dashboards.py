@@ -284,6 +284,11 @@ def pipeline() -> Dashboard:
     d.panel("Transactions by outcome", "Commits and rollbacks per second.",
             [q(f"sum by ({OUTCOME}) (rate({N.DB_TRANSACTIONS.prometheus}{{{job}}}[{RATE}]))", f"{{{{{OUTCOME}}}}}")],
             unit="ops", stack=True)
+    rows = N.DB_RETURNED_ROWS.prometheus
+    d.panel("Rows per statement (p95)", "Rows returned or affected per PostgreSQL statement, by operation "
+            "(db.client.response.returned_rows): a sudden rise points at a missing WHERE or a growing table.",
+            [q(f"histogram_quantile(0.95, sum by (le, db_operation_name) (rate({rows}_bucket{{{job}}}[{RATE}])))",
+               "{{db_operation_name}}")])
 
     d.row("Redis and PostgreSQL health (collector receivers, compose profile demo)")
     d.panel("Redis memory", "redis.memory.used from the collector's redis receiver.",

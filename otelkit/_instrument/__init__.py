@@ -63,9 +63,12 @@ def integration_status() -> tuple[IntegrationStatus, ...]:
     """What the last ``init()`` did for each integration: enabled, disabled (by choice), skipped, failed.
 
     Example: ``redis: enabled (redis 8.1.0)``, ``httpx: skipped (not installed (pip install httpx))``.
-    Empty before ``init()``.
+    Empty before ``init()``. Sentry is listed too once ``init()`` has considered it.
     """
-    return _status
+    from otelkit import _sentry  # late: _sentry imports this module for IntegrationStatus
+
+    sentry = _sentry.status()
+    return _status if sentry is None else (*_status, sentry)
 
 
 def _prepare_semconv() -> bool:

@@ -102,6 +102,7 @@ FOLLOWING_TRACER_PROVIDER = FollowingTracerProvider()
 class _Instruments:
     http_duration: Histogram
     db_duration: Histogram
+    db_rows: Histogram
     transactions: Counter
 
 
@@ -141,6 +142,11 @@ def _create_instruments(provider: MeterProvider) -> _Instruments:
             description=_names.DB_CLIENT_DURATION.description,
             explicit_bucket_boundaries_advisory=list(_DB_BUCKETS),
         ),
+        db_rows=meter.create_histogram(
+            _names.DB_RETURNED_ROWS.name, unit=_names.DB_RETURNED_ROWS.unit,
+            description=_names.DB_RETURNED_ROWS.description,
+            explicit_bucket_boundaries_advisory=[0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000],
+        ),
         transactions=meter.create_counter(
             _names.DB_TRANSACTIONS.name, unit=_names.DB_TRANSACTIONS.unit,
             description=_names.DB_TRANSACTIONS.description,
@@ -158,6 +164,8 @@ def record(kind: str, value: float, attributes: Mapping[str, Any]) -> None:
             inst.http_duration.record(value, attributes)
         elif kind == "db":
             inst.db_duration.record(value, attributes)
+        elif kind == "rows":
+            inst.db_rows.record(int(value), attributes)
         else:
             inst.transactions.add(int(value), attributes)
     except Exception:

@@ -15,9 +15,14 @@ NAME = "logging"
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
+    disabled = {n.strip().lower() for n in _common.settings_get(ctx.settings, "disabled_instrumentations", ()) or ()}
+    note = ""
+    if "logging" in disabled:
+        note = ("; OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=logging only concerns the contrib instrumentation, "
+                "which otelkit never enables: switch correlation off with OTELKIT_LOG_CORRELATION=false")
     if not _common.settings_get(ctx.settings, "log_correlation", True):
         return IntegrationStatus(NAME, "disabled", "OTELKIT_LOG_CORRELATION=false")
-    reason = "handled by otelkit._logs: trace_id, span_id, correlation_id on every record"
+    reason = "handled by otelkit._logs: trace_id, span_id, correlation_id on every record" + note
     try:
         from opentelemetry.instrumentation.logging import LoggingInstrumentor
 

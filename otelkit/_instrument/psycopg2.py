@@ -8,6 +8,8 @@
 * ``db.client.operation.duration`` is recorded by otelkit for every ``execute``/``executemany``/
   ``callproc`` whatever ``OTEL_SEMCONV_STABILITY_OPT_IN`` says (upstream records it only with
   ``database`` opt-in; its own recording is switched off so there is one stream).
+* ``db.client.response.returned_rows``: ``cursor.rowcount`` per statement (rows returned by a
+  SELECT, rows written by INSERT/UPDATE/DELETE), by the same attributes.
 * Transaction outcomes: ``otelkit.db.client.transactions`` counts ``commit``/``rollback`` from
   ``conn.commit()``, ``conn.rollback()`` and ``with conn:`` exits (a commit of a failed
   transaction is a rollback in PostgreSQL and is counted as one). Autocommit connections and
@@ -84,6 +86,9 @@ def _traced_execution(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
             if error is not None:
                 attributes["error.type"] = _common.error_type(error)
             _common.record("db", time.perf_counter() - start, attributes)
+            rowcount = getattr(cursor, "rowcount", -1) if error is None else -1
+            if isinstance(rowcount, int) and rowcount >= 0:
+                _common.record("rows", rowcount, attributes)
         except Exception:
             pass
 

@@ -2,12 +2,13 @@
 
 On by default (``OTELKIT_SYSTEM_METRICS``). otelkit asks for a subset: the process's CPU time and
 utilization, memory (RSS and virtual), threads, open file descriptors, context switches and the
-CPython GC counters, plus host CPU and memory utilization. The other system-wide series (every
-disk, every network interface, swap...) are left out: they belong to a node exporter, not to each
-service. ``OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS`` (upstream's glob list) still removes names.
+CPython GC counters, plus host CPU and memory utilization and network bytes (bandwidth to
+external APIs). The other system-wide series (disks, packets, errors, connections, swap...) are
+left out: they belong to a node exporter, not to each service.
+``OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS`` (upstream's glob list) still removes names.
 
 The instrumentation holds observable instruments of one meter provider, so a re-init with another
-provider, or a forked child (upstream caches the pid), re-creates it.
+provider re-creates it; after a fork the child samples its own pid (upstream caches the parent's).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ CONFIG: dict[str, list[str] | None] = {
     "cpython.gc.uncollectable_objects": None,
     "system.cpu.utilization": ["idle", "user", "system", "iowait"],
     "system.memory.utilization": ["used", "free", "cached"],
+    "system.network.io": ["transmit", "receive"],
 }
 """The metrics otelkit enables (name -> attribute values), a subset of upstream's default."""
 
@@ -65,7 +67,7 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
     if instrumentor.is_instrumented_by_opentelemetry:
         return IntegrationStatus(NAME, "enabled", "already instrumented by the application", version=found[1])
     instrumentor.instrument(meter_provider=provider)
-    reason = f"{len(config)} metrics: process CPU/memory/threads/fds, CPython GC, host CPU/memory"
+    reason = f"{len(config)} metrics: process CPU/memory/threads/fds, CPython GC, host CPU/memory/network"
     _state.update(provider=provider, pid=os.getpid(), reason=reason, instrumentor=instrumentor)
     _register_fork_hook()
     return IntegrationStatus(NAME, "enabled", reason, version=found[1])

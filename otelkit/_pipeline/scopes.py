@@ -606,6 +606,9 @@ class Reception(_Consumption):
 
     def _finish(self, exc: BaseException | None) -> None:
         if self.span is INVALID_SPAN:
+            # Not started, or the no-op tracer before init(): the baggage attached on entry
+            # must still be detached, or the correlation ID leaks into whatever runs next.
+            self._detach()
             return
         duration = time.perf_counter() - self._t0
         base = self._base
@@ -767,6 +770,9 @@ class BatchReception(_Consumption):
 
     def _finish(self, exc: BaseException | None) -> None:
         if self.span is INVALID_SPAN:
+            # Not started, or the no-op tracer before init(): the baggage attached on entry
+            # must still be detached, or the correlation ID leaks into whatever runs next.
+            self._detach()
             return
         duration = time.perf_counter() - self._t0
         base = self._base

@@ -100,6 +100,9 @@ def test_operation_duration_metric(postgres_dsn: str, table: str) -> None:
         assert set(by_op) == {("INSERT", None), ("SELECT", None), ("SELECT", "UndefinedTable")}
         for (_op, _err), (point, unit) in by_op.items():
             assert unit == "s" and point.count == 1 and point.sum > 0
+        rows = {(a["db.operation.name"]): p.sum for a, p, u in t.points(_names.DB_RETURNED_ROWS.name)
+                if u == "{row}"}
+        assert rows == {"INSERT": 1, "SELECT": 1}  # failed statements record no row count
         attributes = points[0][0]
         assert attributes["db.system.name"] == "postgresql"
         assert attributes["server.address"] == "127.0.0.1"

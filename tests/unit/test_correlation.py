@@ -83,3 +83,23 @@ def test_span_processor_reads_explicit_parent_context(otel: Telemetry) -> None:
     ctx = baggage.set_baggage(CORRELATION_BAGGAGE_KEY, "from-ctx", otel_context.Context())
     trace.get_tracer("test").start_span("explicit", context=ctx).end()
     assert otel.span("explicit").attributes[CORRELATION_ATTRIBUTE] == "from-ctx"
+
+
+def test_receive_without_init_does_not_leak_the_correlation_id() -> None:
+    """Before init() the tracer is a no-op, yet the scope's baggage is detached on exit (also on error)."""
+    from opentelemetry import context as otel_context
+
+    from otelkit import _init, correlation_id, pipeline
+
+    _init.reset()  # no SDK providers: the proxy tracer hands out the API's no-op spans
+    token = otel_context.attach(otel_context.Context())
+    try:
+        assert correlation_id() is None
+        with pipeline.receive("orders", carrier={}, system="redis"):
+            assert correlation_id() is not None
+        assert correlation_id() is None
+        with pytest.raises(ValueError), pipeline.receive("orders", carrier={}, system="redis"):
+            raise ValueError("boom")
+        assert correlation_id() is None
+    finally:
+        otel_context.detach(token)

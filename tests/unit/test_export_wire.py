@@ -76,3 +76,28 @@ def test_unencodable_attribute_is_skipped(value: object) -> None:
     decoded = ExportTraceServiceRequest.FromString(_wire.encode_spans(keep.spans))
     attrs = decoded.resource_spans[0].scope_spans[0].spans[0].attributes
     assert [kv.key for kv in attrs] == ["good"]
+
+
+def test_log_wire_encoding_equals_sdk_encoding() -> None:
+    from opentelemetry._logs import LogRecord, SeverityNumber
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs as sdk_encode_logs
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    exporter = InMemoryLogRecordExporter()
+    lp = LoggerProvider(resource=Resource.create({"service.name": "logs"}))
+    lp.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = lp.get_logger("scope", "1.0")
+    tp = TracerProvider()
+    with tp.get_tracer("t").start_as_current_span("s"):
+        logger.emit(LogRecord(body="in a span ✓", severity_text="WARN", severity_number=SeverityNumber.WARN,
+                              attributes={"a": 1, "b": ["x"], "c": 0.5}))
+    logger.emit(LogRecord(body={"structured": [1, 2], "n": None}, event_name="my.event", timestamp=42))
+    logger.emit(LogRecord(body=None))
+    logger.emit(LogRecord(body=b"\x00bytes"))
+    records: list[ReadableLogRecord] = list(exporter.get_finished_logs())
+    ours = ExportLogsServiceRequest.FromString(_wire.encode_logs(records))
+    theirs = ExportLogsServiceRequest.FromString(sdk_encode_logs(records).SerializeToString())
+    assert ours == theirs
+    assert len(ours.resource_logs[0].scope_logs[0].log_records) == 4

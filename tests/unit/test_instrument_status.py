@@ -192,7 +192,9 @@ def test_system_metrics_on_by_default_with_a_subset() -> None:
              for m in sm.metrics}
     assert {"process.cpu.time", "process.memory.usage", "process.thread.count", "cpython.gc.collections",
             "system.cpu.utilization"} <= names
-    assert not any(n.startswith(("system.network", "system.disk", "system.swap")) for n in names)
+    assert "system.network.io" in names  # bandwidth to external APIs
+    assert not any(n.startswith(("system.network.packets", "system.network.connections", "system.disk",
+                                 "system.swap")) for n in names)
     # A re-init with another meter provider moves the observable instruments there.
     tp2, _e2, mp2, reader2 = _providers()
     _instrument.instrument_all(resolve(instrument=[]), tp2, mp2)
@@ -302,3 +304,21 @@ def test_entry_points_opt_in_enable_and_skip(fake_entry_points: str) -> None:
     assert module.CALLS == [("instrument", True), ("uninstrument", None)]
     status = _run(instrument=["zz_present"])  # naming one enables just that one
     assert status["zz_present"].state == "enabled" and status["redis"].state == "disabled"
+
+
+def test_uninstrument_all_restores_every_patched_callable() -> None:
+    import httpx
+    import opentelemetry.instrumentation.psycopg2 as contrib_pg
+    import psycopg2
+    import redis
+
+    originals = (psycopg2.connect, vars(redis.Redis)["execute_command"], vars(httpx.HTTPTransport)["handle_request"])
+    _run()
+    assert psycopg2.connect is not originals[0]
+    assert contrib_pg.CursorTracer._record_metrics is not None
+    _instrument.uninstrument_all()
+    assert psycopg2.connect is originals[0]
+    assert vars(redis.Redis)["execute_command"] is originals[1]
+    assert vars(httpx.HTTPTransport)["handle_request"] is originals[2]
+    assert "_record_metrics" not in vars(contrib_pg.CursorTracer)
+    assert _instrument.integration_status() == ()

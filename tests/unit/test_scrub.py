@@ -221,3 +221,31 @@ def test_driver_error_in_a_log_record_is_recognised_by_its_traceback() -> None:
                   "exception.stacktrace": f"Traceback ...\npsycopg2.errors.InvalidTextRepresentation: {message}\n"}
     out = _scrub.scrub_attributes(attributes)
     assert out is not None and "OTK-17" not in repr(out)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "discovered token 44VBjhr7mtwJ4k4DpSoCtJqJxqTenMyR6NU5tbyopump",  # seed 000: crypto tokens are data
+        "the basic information was refreshed",
+        "Basic information about the batch",
+        "Token refresh attempt 3 of 101",
+    ],
+)
+def test_plain_english_token_and_basic_are_not_redacted(text: str) -> None:
+    """Words that merely look like auth schemes keep their business values (no over-redaction)."""
+    assert scrub_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("Bearer abcdefghijklmnop123", "abcdefghijklmnop123"),
+        ("sent with bearer zzzzzzzzzzzz", "zzzzzzzzzzzz"),
+        ("Authorization: Token abcdef123456", "abcdef123456"),
+        ("Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+    ],
+)
+def test_auth_scheme_credentials_are_redacted(text: str, secret: str) -> None:
+    """Credentials after an auth scheme are removed, with or without an Authorization key."""
+    assert secret not in scrub_text(text)
