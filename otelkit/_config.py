@@ -297,24 +297,42 @@ def _bool(raw: Any) -> bool:
     raise _Invalid("true or false (also 1/0, yes/no, on/off)")
 
 
+# Upper bounds: larger values are not "more", they break the SDK. A count or queue size beyond a C
+# ssize_t makes deque(maxlen=...) raise in every span start (all spans silently lost); a duration beyond
+# threading.TIMEOUT_MAX makes Event.wait() raise in the export threads (they die, telemetry stops).
+MAX_INT = 2**31 - 1
+MAX_DURATION_SECONDS = 7 * 24 * 3600.0
+
+
+def _utf8(text: str) -> bool:
+    """False for text that cannot be sent: lone surrogates (non-UTF-8 bytes in the environment)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _str(raw: Any) -> str:
-    if isinstance(raw, str) and raw.strip():
+    if isinstance(raw, str) and raw.strip() and _utf8(raw):
         return raw.strip()
-    raise _Invalid("a non-empty string")
+    raise _Invalid("a non-empty string (valid UTF-8)")
 
 
-def _int(minimum: int = 0) -> Caster:
+def _int(minimum: int = 0, maximum: int = MAX_INT) -> Caster:
+    accepted = f"an integer >= {minimum} (at most {maximum})"
+
     def cast(raw: Any) -> int:
         if isinstance(raw, bool):
-            raise _Invalid(f"an integer >= {minimum}")
+            raise _Invalid(accepted)
         try:
             value = int(raw.strip()) if isinstance(raw, str) else int(raw)
-        except (TypeError, ValueError):
-            raise _Invalid(f"an integer >= {minimum}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise _Invalid(accepted) from None
         if isinstance(raw, float) and raw != value:
-            raise _Invalid(f"an integer >= {minimum}")
-        if value < minimum:
-            raise _Invalid(f"an integer >= {minimum}")
+            raise _Invalid(accepted)
+        if value < minimum or value > maximum:
+            raise _Invalid(accepted)
         return value
 
     return cast
@@ -352,7 +370,7 @@ def _float(minimum: float | None = None, maximum: float | None = None) -> Caster
             raise _Invalid(accepted)
         try:
             value = float(raw.strip()) if isinstance(raw, str) else float(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond the float range
             raise _Invalid(accepted) from None
         if math.isnan(value) or math.isinf(value):
             raise _Invalid(accepted)
@@ -366,19 +384,22 @@ def _float(minimum: float | None = None, maximum: float | None = None) -> Caster
 def _millis(raw: Any, *, from_env: bool) -> float:
     """Durations: milliseconds in the environment (spec), seconds as a Python argument (float)."""
     if from_env:
-        ms = _float(0)(raw) if not isinstance(raw, str) else None
-        if ms is None:
-            text = raw.strip().lower()
-            text = text[:-2].strip() if text.endswith("ms") else text
-            try:
-                ms = _float(0)(text)
-            except _Invalid:
-                raise _Invalid("a duration in milliseconds, a number >= 0 (e.g. 10000)") from None
+        max_ms = MAX_DURATION_SECONDS * 1000.0
+        try:
+            if isinstance(raw, str):
+                text = raw.strip().lower()
+                text = text[:-2].strip() if text.endswith("ms") else text
+                ms = _float(0, max_ms)(text)
+            else:
+                ms = _float(0, max_ms)(raw)
+        except _Invalid:
+            raise _Invalid(f"a duration in milliseconds, a number >= 0 (e.g. 10000; at most {max_ms:.0f}, "
+                           "one week)") from None
         return float(ms) / 1000.0
     try:
-        return float(_float(0)(raw))
+        return float(_float(0, MAX_DURATION_SECONDS)(raw))
     except _Invalid:
-        raise _Invalid("a duration in seconds, a number >= 0") from None
+        raise _Invalid(f"a duration in seconds, a number >= 0 (at most {MAX_DURATION_SECONDS:.0f}, one week)") from None
 
 
 def _ms(raw: Any) -> float:
@@ -431,42 +452,60 @@ def _exporters(options: Sequence[str]) -> Caster:
     return cast
 
 
+# An HTTP header name (RFC 9110 token) and a value without control characters: anything else makes
+# every export request fail in the HTTP client or gRPC (CR/LF would even allow header injection).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+
 def _headers(raw: Any) -> Mapping[str, str]:
     """``key=value,key2=value2`` with percent-encoded values (W3C baggage format, as the spec says)."""
-    accepted = "key=value pairs separated by commas (values percent-encoded), or a mapping of str to str"
-    if isinstance(raw, Mapping):
-        if all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
-            return MappingProxyType({k.strip().lower(): v for k, v in raw.items()})
-        raise _Invalid(accepted)
-    if not isinstance(raw, str):
-        raise _Invalid(accepted)
+    accepted = ("key=value pairs separated by commas (values percent-encoded), or a mapping of str to str; "
+                "names are HTTP tokens, values have no control characters")
     out: dict[str, str] = {}
-    for item in raw.split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+    if isinstance(raw, Mapping):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
             raise _Invalid(accepted)
-        out[unquote(key.strip()).lower()] = unquote(value.strip())
+        out = {k.strip().lower(): v for k, v in raw.items()}
+    elif isinstance(raw, str):
+        for item in raw.split(","):
+            if not item.strip():
+                continue
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise _Invalid(accepted)
+            out[unquote(key.strip()).lower()] = unquote(value.strip())
+    else:
+        raise _Invalid(accepted)
+    for key, value in out.items():
+        if not _HEADER_NAME.fullmatch(key) or not _HEADER_VALUE.fullmatch(value):
+            raise _Invalid(accepted)
     return MappingProxyType(out)
 
 
 def _resource_attrs(raw: Any) -> Mapping[str, str]:
     accepted = "key=value pairs separated by commas (values percent-encoded), or a mapping"
     if isinstance(raw, Mapping):
-        if all(isinstance(k, str) for k in raw):
-            return MappingProxyType({k: str(v) for k, v in raw.items()})
-        raise _Invalid(accepted)
-    if not isinstance(raw, str):
-        raise _Invalid(accepted)
-    out: dict[str, str] = {}
-    for item in raw.split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        if not all(isinstance(k, str) for k in raw):
             raise _Invalid(accepted)
-        out[unquote(key.strip())] = unquote(value.strip())
+        try:
+            out = {k: str(v) for k, v in raw.items()}
+        except Exception:  # a value whose __str__ fails
+            raise _Invalid(accepted) from None
+    elif isinstance(raw, str):
+        out = {}
+        for item in raw.split(","):
+            if not item.strip():
+                continue
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise _Invalid(accepted)
+            out[unquote(key.strip())] = unquote(value.strip())
+    else:
+        raise _Invalid(accepted)
+    # Non-UTF-8 text (lone surrogates from undecodable environment bytes) would make every export fail.
+    if not all(_utf8(k) and _utf8(v) for k, v in out.items()):
+        raise _Invalid(accepted + " (valid UTF-8)")
     return MappingProxyType(out)
 
 
@@ -498,6 +537,8 @@ def _log_level(raw: Any) -> int:
     if isinstance(raw, bool):
         raise _Invalid(accepted)
     if isinstance(raw, int):
+        if raw < 0:
+            raise _Invalid(accepted)
         return raw
     if isinstance(raw, str):
         text = raw.strip().upper()
@@ -604,6 +645,8 @@ def _propagators(raw: Any) -> tuple[str, ...]:
     names = list(dict.fromkeys(names))
     if names == ["none"]:
         return ()
+    if not names:  # ",,," is a typo, not a request to turn propagation off (that is "none")
+        raise _Invalid(accepted)
     for name in names:
         if name not in available:
             if name in KNOWN_PROPAGATORS:
@@ -728,8 +771,10 @@ PARAMS: tuple[Param, ...] = (
        "Port of the `prometheus` metrics scrape endpoint."),
     # Limits.
     _p("limits.attribute_count", "OTEL_ATTRIBUTE_COUNT_LIMIT", _int(0), 128, "Max attributes per span/event/record."),
-    _p("limits.attribute_value_length", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", _optional_length, None,
-       "Max length of a string attribute value.", default_doc="unlimited"),
+    # On by default (the spec's default is unlimited): one 5 MB attribute would otherwise make a whole
+    # batch too large for the collector. -1 or "unlimited" turns it off.
+    _p("limits.attribute_value_length", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", _optional_length, 8192,
+       "Max length of a string attribute value (-1: unlimited)."),
     _p("limits.span_attribute_count", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", _int(0), None,
        "Max attributes per span.", default_doc="OTEL_ATTRIBUTE_COUNT_LIMIT"),
     _p("limits.span_attribute_value_length", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", _optional_length, None,
@@ -1030,12 +1075,17 @@ def _resolve_signal(r: _Resolver, signal: str) -> SignalSettings:
     timeout, _ = get("timeout")
     compression, _ = get("compression")
     certificate, _ = get("certificate")
-    client_key, _ = get("client_key")
-    client_certificate, _ = get("client_certificate")
+    client_key, key_source = get("client_key")
+    client_certificate, cert_source = get("client_certificate")
     insecure, _ = get("insecure")
     if (client_key is None) != (client_certificate is None):
         missing = "client_certificate" if client_certificate is None else "client_key"
-        where = f"OTEL_EXPORTER_OTLP_{missing.upper()} (or argument {missing})"
+        given = key_source if client_certificate is None else cert_source
+        given = f"argument {'client_key' if missing == 'client_certificate' else 'client_certificate'}" \
+            if given == "argument" else given
+        # Name the setting that was given as well as the ones that would complete it.
+        where = (f"OTEL_EXPORTER_OTLP_{signal.upper()}_{missing.upper()} / OTEL_EXPORTER_OTLP_{missing.upper()} "
+                 f"(or argument {missing}; {given} is set)")
         r.fail(where, None, f"both a client key and a client certificate for mTLS ({signal})", secret=False,
                default=None)
         client_key = client_certificate = None
@@ -1049,7 +1099,13 @@ def _resolve_signal(r: _Resolver, signal: str) -> SignalSettings:
 def _resolve_batch(r: _Resolver, prefix: str) -> BatchSettings:
     vals = {name: r.field(_BY_FIELD[f"{prefix}.{name}"])
             for name in ("schedule_delay", "export_timeout", "max_queue_size", "max_export_batch_size")}
-    if vals["max_export_batch_size"] > vals["max_queue_size"]:
+    if vals["max_export_batch_size"] > vals["max_queue_size"] and \
+            r.sources.get(f"{prefix}.max_export_batch_size") == "default":
+        # Only the queue size was set (smaller than the default batch): the batch follows it; blaming the
+        # batch-size variable the user never set would be wrong.
+        vals["max_export_batch_size"] = vals["max_queue_size"]
+        r.sources[f"{prefix}.max_export_batch_size"] = f"default (capped at {prefix}.max_queue_size)"
+    elif vals["max_export_batch_size"] > vals["max_queue_size"]:
         var = f"OTEL_{prefix.upper()}_MAX_EXPORT_BATCH_SIZE"
         vals["max_export_batch_size"] = r.fail(
             var, vals["max_export_batch_size"], f"an integer <= {prefix.upper()} max queue size "

@@ -193,6 +193,8 @@ def _report(exc: BaseException, span: Any, context: Mapping[str, object] | None)
             token = _in_report.set(True)
             try:
                 span.record_exception(exc, escaped=True)
+            except Exception:  # the SDK calls str(exc); an exception whose __str__ raises still gets its event
+                _record_unprintable(span, exc)
             finally:
                 _in_report.reset(token)
             if span_context is not None:
@@ -215,7 +217,29 @@ def _set_error_status(span: Any, exc: BaseException) -> None:
     if status is not None and status.status_code is StatusCode.ERROR:
         return
     # The description is scrubbed with the rest of the span by the export-side scrubber.
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exception_text(exc)}"))
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or ``<unprintable TYPE>`` when the exception's own ``__str__`` raises. Never raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__}>"
+
+
+def _record_unprintable(span: Any, exc: BaseException) -> None:
+    """The ``exception`` event the SDK could not build (semantic-convention attributes, safe text)."""
+    import traceback
+
+    try:
+        stacktrace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        stacktrace = ""
+    cls = type(exc)
+    name = cls.__qualname__ if cls.__module__ in ("builtins", "__main__") else f"{cls.__module__}.{cls.__qualname__}"
+    span.add_event("exception", {"exception.type": name, "exception.message": exception_text(exc),
+                                 "exception.stacktrace": stacktrace, "exception.escaped": "True"})
 
 
 def install_record_hook() -> None:

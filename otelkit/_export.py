@@ -201,8 +201,8 @@ class GrpcSender(Sender):
             secure = True
         elif parts.scheme == "http":
             secure = False
-        else:
-            secure = not insecure if insecure is not None else False
+        else:  # no scheme: the spec's OTEL_EXPORTER_OTLP_INSECURE decides, TLS by default
+            secure = not insecure if insecure is not None else True
         self.target = f"{'https' if secure else 'http'}://{self._address}"
         self._credentials = None
         if secure:
@@ -590,6 +590,7 @@ class _BatchPipeline(Generic[Item]):
         self._closed = False
         self._stopping = False
         self._done = 0  # items finished (exported or dropped), written by the worker only
+        self._failed = 0  # items of those that were dropped
         self._flush_seq = 0
         self._flush_seq_done = 0
         self._abandoned = False
@@ -600,6 +601,7 @@ class _BatchPipeline(Generic[Item]):
         self._forked_at = 0
         self._pid = os.getpid()
         self._start_lock = threading.Lock()
+        self._shutdown_lock = threading.Lock()
         self._worker = threading.Thread(target=self._run, name=f"otelkit-export-{self.signal}", daemon=True)
         # Dormant: no thread until the first item (an inherited pipeline a forked child never uses).
         self._dormant = not start
@@ -717,7 +719,7 @@ class _BatchPipeline(Generic[Item]):
         self._next_attempt = time.monotonic() + backoff
         if self._failures >= FAILURES_TO_OPEN and not self._circuit_open:
             self._circuit_open = True
-            logger.warning("otelkit cannot export %s to %s (%s); keeping up to %d queued and retrying every %.0fs",
+            _stats.warn("otelkit cannot export %s to %s (%s); keeping up to %d queued and retrying every %.0fs",
                            _stats.ITEM_NAMES[self.signal], self.target, self._last_error, self._max_queue,
                            MAX_BACKOFF)
 
@@ -734,6 +736,7 @@ class _BatchPipeline(Generic[Item]):
             STATS.exported(self.signal, count)
         else:
             STATS.dropped(self.signal, reason, count, detail, warn=False)
+            self._failed += count
         self._done += count
 
     def _send(self, items: list[Item], deadline: float | None) -> list[Item]:
@@ -764,7 +767,7 @@ class _BatchPipeline(Generic[Item]):
             rejected = min(result.rejected, len(items))
             if rejected:
                 self._finish(rejected, _stats.REJECTED, result.detail)
-                logger.warning("otelkit: the collector at %s rejected %d of %d %s: %s", self.target, rejected,
+                _stats.warn("otelkit: the collector at %s rejected %d of %d %s: %s", self.target, rejected,
                                len(items), _stats.ITEM_NAMES[self.signal], result.detail or "no reason given")
             elif result.detail:
                 logger.debug("otelkit: collector message: %s", result.detail)
@@ -836,6 +839,7 @@ class _BatchPipeline(Generic[Item]):
         if _shutdown_deadline is not None:
             deadline = min(deadline, _shutdown_deadline)
         target = self._done + len(self._queue) + len(self._inflight)
+        failed_before = self._failed
         self._flush_seq += 1
         seq = self._flush_seq
         self._wake.set()
@@ -847,15 +851,19 @@ class _BatchPipeline(Generic[Item]):
                 if remaining <= 0:
                     return False
                 self._idle.wait(min(remaining, 0.1))
-        return self._done >= target
+        return self._done >= target and self._failed == failed_before
 
     def shutdown(self, timeout_millis: float | None = None) -> bool:
         """Drain and stop under a deadline (the global shutdown deadline, else ``timeout_millis``, else 5 s).
 
-        Returns False if the deadline cut the drain short. Idempotent; never raises."""
-        if self._closed:
-            return True
-        self._closed = True
+        Returns False if the deadline cut the drain short. Idempotent, safe to call concurrently."""
+        with self._shutdown_lock:
+            if self._closed:
+                return True
+            self._closed = True
+        return self._shutdown(timeout_millis)
+
+    def _shutdown(self, timeout_millis: float | None) -> bool:
         if self._dormant:
             STATS.remove_queue_probe(self._probe)
             _LIVE.discard(self)
@@ -1005,6 +1013,41 @@ def _count_points(data: MetricsData) -> int:
     return total
 
 
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _out_of_range(value: Any) -> bool:
+    return type(value) is int and not _INT64[0] <= value <= _INT64[1]
+
+
+def _ints_to_doubles(data: MetricsData) -> MetricsData:
+    """A copy of ``data`` where integer values (and exemplar values) beyond int64 are floats."""
+    from dataclasses import replace
+
+    def point(p: Any) -> Any:
+        changes: dict[str, Any] = {}
+        if _out_of_range(getattr(p, "value", None)):
+            changes["value"] = float(p.value)
+        for name in ("sum", "min", "max"):
+            if _out_of_range(getattr(p, name, None)):
+                changes[name] = float(getattr(p, name))
+        exemplars = getattr(p, "exemplars", None)
+        if exemplars and any(_out_of_range(e.value) for e in exemplars):
+            changes["exemplars"] = [replace(e, value=float(e.value)) if _out_of_range(e.value) else e
+                                    for e in exemplars]
+        return replace(p, **changes) if changes else p
+
+    def metric(m: Any) -> Any:
+        points = getattr(m.data, "data_points", None)
+        if not points:
+            return m
+        return replace(m, data=replace(m.data, data_points=[point(p) for p in points]))
+
+    return replace(data, resource_metrics=[
+        replace(rm, scope_metrics=[replace(sm, metrics=[metric(m) for m in sm.metrics]) for sm in rm.scope_metrics])
+        for rm in data.resource_metrics])
+
+
 class OtlpMetricExporter(MetricExporter):
     """OTLP metric exporter on a :class:`Sender`: one attempt per collection, a short backlog of
     collections that met a transient failure (sent first, in order, when the collector is back),
@@ -1041,9 +1084,14 @@ class OtlpMetricExporter(MetricExporter):
             deadline = min(deadline, _shutdown_deadline)
         try:
             payload = bytes(encode_metrics(metrics_data).SerializeToString())
-        except Exception as exc:
-            STATS.dropped("metrics", _stats.EXPORT_FAILED, points, f"encoding failed: {type(exc).__name__}")
-            return MetricExportResult.FAILURE
+        except Exception:
+            # Usually one integer beyond int64 (counter.add(10**20)): with cumulative temporality it would
+            # fail every export for the life of the process. Send such values as doubles, keep the rest.
+            try:
+                payload = bytes(encode_metrics(_ints_to_doubles(metrics_data)).SerializeToString())
+            except Exception as exc:
+                STATS.dropped("metrics", _stats.EXPORT_FAILED, points, f"encoding failed: {type(exc).__name__}")
+                return MetricExportResult.FAILURE
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
             with self._lock:

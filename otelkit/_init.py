@@ -10,6 +10,7 @@ logged on the ``otelkit`` logger and the rest carries on.
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import sys
 import threading
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otelkit import _proxy
-from otelkit._config import ConfigError, ConfigWarning, Settings, mask_url, resolve
+from otelkit._config import MAX_DURATION_SECONDS, ConfigError, ConfigWarning, Settings, mask_url, resolve
 from otelkit._internal_log import logger
 from otelkit._stats import ShutdownReport
 
@@ -160,7 +161,9 @@ def init(
         raise TypeError("otelkit.init() got an unexpected keyword argument 'environ'")
     kwargs.update(options)
     settings = resolve(**kwargs)
-    user = (tuple(span_processors), tuple(metric_readers), tuple(log_processors))
+    user = (_user_objects("span_processors", span_processors, settings.strict),
+            _user_objects("metric_readers", metric_readers, settings.strict),
+            _user_objects("log_processors", log_processors, settings.strict))
     with _lock:
         if _state is not None and _state.complete and _state.settings == settings and _same(_state.user, user):
             return _state.settings
@@ -174,6 +177,45 @@ def init(
             logger.exception("otelkit.init() failed; telemetry is off for this process")
             _fallback_noop(settings, user)
     return settings
+
+
+_USER_KINDS = {
+    "span_processors": ("SDK span processors (on_start, on_end, shutdown, force_flush)",
+                        ("on_start", "on_end", "shutdown", "force_flush")),
+    "metric_readers": ("SDK metric readers (opentelemetry.sdk.metrics.export.MetricReader)", ()),
+    "log_processors": ("SDK log record processors (on_emit, shutdown, force_flush)",
+                       ("on_emit", "shutdown", "force_flush")),
+}
+
+
+def _user_objects(name: str, value: Any, strict: bool) -> tuple[Any, ...]:
+    """The caller's processors/readers, checked now: a wrong object would otherwise raise on every span start
+    (into application code) or at shutdown. Bad ones raise ConfigError (strict) or are skipped with a warning."""
+    what, methods = _USER_KINDS[name]
+    if value is None:  # None means "not given", as for every other argument
+        return ()
+    if isinstance(value, (str, bytes, Mapping)):
+        items: list[Any] | None = None
+    else:
+        try:
+            items = list(value)
+        except TypeError:
+            items = None
+    if items is None:
+        bad: list[Any] = [value]
+        items = []
+    elif name == "metric_readers":
+        from opentelemetry.sdk.metrics.export import MetricReader
+
+        bad = [i for i in items if not isinstance(i, MetricReader)]
+    else:
+        bad = [i for i in items if not all(callable(getattr(i, m, None)) for m in methods)]
+    if bad:
+        message = f"argument {name}={value!r:.200} is not valid: expected a sequence of {what}; got {bad[0]!r:.80}"
+        if strict:
+            raise ConfigError(message)
+        warnings.warn(f"otelkit: {message}; ignoring {len(bad)} item(s)", ConfigWarning, stacklevel=3)
+    return tuple(i for i in items if not any(i is b for b in bad))
 
 
 def _same(a: tuple[tuple[Any, ...], ...], b: tuple[tuple[Any, ...], ...]) -> bool:
@@ -720,7 +762,7 @@ def shutdown(timeout: float | None = None) -> ShutdownReport:
             state = _state
             if state is None:
                 return ShutdownReport()
-            budget = state.settings.shutdown_timeout if timeout is None else max(0.0, float(timeout))
+            budget = _budget(timeout, state.settings.shutdown_timeout)
             deadline = time.monotonic() + budget
             _state = None
             _proxy.swap(None, None, None)
@@ -728,6 +770,27 @@ def shutdown(timeout: float | None = None) -> ShutdownReport:
     except Exception:
         logger.exception("otelkit.shutdown() failed")
         return ShutdownReport()
+
+
+def _budget(timeout: object, default: float) -> float:
+    """The shutdown budget in seconds: ``timeout`` clamped to [0, one week]; not a number -> ``default``.
+
+    Clamped, not passed through: a deadline beyond ``threading.TIMEOUT_MAX`` makes every ``join()``
+    raise, and the providers would be dropped without being flushed.
+    """
+    if timeout is None:
+        return default
+    try:
+        value = float(timeout)  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond the float range: "as long as it takes"
+        value = math.inf
+    except (TypeError, ValueError):
+        value = math.nan
+    if math.isnan(value):
+        logger.warning("otelkit.shutdown(timeout=%.40r): not a number of seconds; using the shutdown_timeout "
+                       "setting (%ss)", timeout, default)
+        return default
+    return min(max(0.0, value), MAX_DURATION_SECONDS)
 
 
 def _shutdown_state(state: _State, budget: float, deadline: float) -> ShutdownReport:
@@ -756,7 +819,7 @@ def _shutdown_state(state: _State, budget: float, deadline: float) -> ShutdownRe
             for reader in state.readers_on_foreign:
                 _quietly(lambda r=reader: state.meter_provider.remove_metric_reader(r))
             for processor in (*state.user[0], *state.user[2]):
-                _quietly(processor.shutdown)
+                _quietly(lambda p=processor: p.shutdown())
 
         extras_thread = _start_thread(extras, "otelkit-shutdown-extras")
         if extras_thread is not None:
@@ -784,6 +847,9 @@ def reset() -> None:
         shutdown(timeout=2.0)
         _teardown_integrations()
         _set_debug(False)
+        from otelkit import _sentry
+
+        _sentry._last_status = None  # integration_status() is empty again, as before the first init()
         try:
             from opentelemetry import propagate
             from opentelemetry.baggage.propagation import W3CBaggagePropagator

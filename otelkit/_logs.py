@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import traceback
 from collections.abc import Callable, Mapping
@@ -328,7 +329,10 @@ class OtelkitLogHandler(logging.Handler):
         if not plain:
             for key, value in fields.items():
                 if key not in _STANDARD_ATTRS:
-                    attributes[key] = _attribute_value(value)
+                    try:
+                        attributes[key] = _attribute_value(value)
+                    except Exception:  # an extra whose __iter__/__str__ raises: keep the record, not the value
+                        attributes[key] = _unprintable(value)
         correlation = fields.get("correlation_id")
         if correlation:
             attributes[CORRELATION_ATTRIBUTE] = correlation
@@ -340,10 +344,7 @@ class OtelkitLogHandler(logging.Handler):
                 attributes["exception.message"] = str(exc)
             if tb is not None:
                 attributes["exception.stacktrace"] = "".join(traceback.format_exception(exc_type, exc, tb))
-        try:
-            body: Any = record.getMessage()
-        except Exception:  # a bad %-format in user code must not cost the record
-            body = f"{record.msg!r} % {record.args!r}"
+        body: Any = _message(record)
         context = self._context(record)
         if context is None:
             context = _EMPTY_CONTEXT
@@ -456,11 +457,62 @@ _CORE_KEYS = frozenset(("time", "level", "logger", "message", "trace_id", "span_
                         "stack"))
 
 
-def _json_default(value: object) -> str:
+def _unprintable(value: object) -> str:
+    return f"<unprintable {type(value).__name__}>"
+
+
+def _message(record: logging.LogRecord) -> str:
+    """``record.getMessage()``, or the best text available when user input breaks it. Never raises."""
+    try:
+        return record.getMessage()
+    except Exception:  # a bad %-format, or an argument whose __str__ raises
+        pass
+    try:
+        return f"{record.msg!r} % {record.args!r}"
+    except Exception:
+        pass
+    try:
+        return str(record.msg)
+    except Exception:
+        return _unprintable(record.msg)
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, float):  # only non-finite floats get here (see _dumps)
+        return str(value)
     try:
         return str(value)
     except Exception:
-        return f"<unprintable {type(value).__name__}>"
+        return _unprintable(value)
+
+
+def _finite(value: Any, depth: int = 0) -> Any:
+    """``value`` with NaN/Infinity floats (not valid JSON) replaced by their names.
+
+    Containers deeper than 20 levels (or circular) become their ``str()``.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (dict, list, tuple)):
+        if depth > 20:
+            return _json_default(value)
+        if isinstance(value, dict):
+            return {k: _finite(v, depth + 1) for k, v in value.items()}
+        return [_finite(v, depth + 1) for v in value]
+    return value
+
+
+def _dumps(out: dict[str, Any], ensure_ascii: bool) -> str:
+    try:
+        text = json.dumps(out, default=_json_default, ensure_ascii=ensure_ascii, allow_nan=False)
+    except ValueError:  # NaN/Infinity somewhere: strict JSON has no spelling for them
+        text = json.dumps(_finite(out), default=_json_default, ensure_ascii=ensure_ascii, allow_nan=False)
+    if not ensure_ascii:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates (undecodable bytes, filenames): escape them
+            text = json.dumps(_finite(out), default=_json_default, ensure_ascii=True, allow_nan=False)
+    return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -471,7 +523,9 @@ class JsonFormatter(logging.Formatter):
     absent), ``exception`` (formatted traceback, only with ``exc_info``),
     ``stack`` (only with ``stack_info``), then every field passed with
     ``extra=``, and ``static_fields`` (e.g. ``{"service": "api"}``). Values
-    JSON cannot hold are written with ``str()``. Formatting never raises.
+    JSON cannot hold are written with ``str()`` (NaN and infinities as ``"nan"``,
+    ``"inf"``: strict JSON has no spelling for them); lone surrogates are escaped
+    so the line is always valid UTF-8. Formatting never raises.
 
     Example::
 
@@ -506,10 +560,7 @@ class JsonFormatter(logging.Formatter):
                 trace_id, span_id, correlation = current_fields()
             except Exception:
                 trace_id = span_id = correlation = ""
-        try:
-            message = record.getMessage()
-        except Exception:
-            message = f"{record.msg!r} % {record.args!r}"
+        message = _message(record)
         out: dict[str, object] = {
             "time": self.formatTime(record),
             "level": record.levelname,
@@ -519,14 +570,15 @@ class JsonFormatter(logging.Formatter):
             "span_id": span_id or "",
             "correlation_id": correlation or "",
         }
-        if record.exc_info:
-            if not record.exc_text:
+        try:
+            if record.exc_info and not record.exc_text:
                 record.exc_text = self.formatException(record.exc_info)
-            out["exception"] = record.exc_text
-        elif record.exc_text:
-            out["exception"] = record.exc_text
-        if record.stack_info:
-            out["stack"] = self.formatStack(record.stack_info)
+            if record.exc_text:
+                out["exception"] = record.exc_text
+            if record.stack_info:
+                out["stack"] = self.formatStack(record.stack_info)
+        except Exception:  # a junk exc_info tuple from user code
+            out["exception"] = _unprintable(record.exc_info)
         for key, value in self._static.items():
             out.setdefault(key, value)
         for key, value in fields.items():
@@ -534,9 +586,9 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD_ATTRS and key not in _CORE_KEYS and key[:1] != "_":
                 out[key] = value
         try:
-            return json.dumps(out, default=_json_default, ensure_ascii=self._ensure_ascii)
+            return _dumps(out, self._ensure_ascii)
         except Exception:
-            # e.g. non-string dict keys or a circular reference in an extra field
-            safe = {k: v if isinstance(v, (str, int, float, bool)) or v is None else _json_default(v)
+            # e.g. non-string dict keys or a circular reference in an extra field: flatten to text
+            safe = {str(k): v if isinstance(v, (str, int, bool)) or v is None else _json_default(_finite(v))
                     for k, v in out.items()}
-            return json.dumps(safe, ensure_ascii=self._ensure_ascii)
+            return _dumps(safe, self._ensure_ascii)

@@ -81,7 +81,7 @@ def shutdown_providers(tracer_provider: Any, meter_provider: Any, logger_provide
         timed_out[signal] = cut or worker is None or worker.is_alive()
     report = _stats.report_from_stats(timed_out, errors, time.monotonic() - start, timeout, signals=tuple(active))
     if report.timed_out or report.dropped:
-        logger.warning("%s", report)
+        _stats.warn("%s", report)
     else:
         logger.debug("%s", report)
     return report

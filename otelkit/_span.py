@@ -61,9 +61,12 @@ _provider_seen: object = None
 _tracer: trace.Tracer | None = None
 
 
+_get_tracer_provider = trace.get_tracer_provider
+
+
 def _get_tracer() -> trace.Tracer:
     global _provider_seen, _tracer
-    provider = trace.get_tracer_provider()
+    provider = _get_tracer_provider()
     tracer = _tracer
     if tracer is None or provider is not _provider_seen:
         tracer = provider.get_tracer(_TRACER_NAME, __version__)
@@ -99,12 +102,24 @@ def _clean_attributes(name: str, attributes: dict[str, Any]) -> dict[str, Any] |
         return attributes  # the common case: every value is a plain scalar
     cleaned: dict[str, Any] = {}
     for key, value in attributes.items():
-        if _valid_value(value):
+        try:
+            valid = _valid_value(value)
+        except Exception:  # a sequence whose iteration raises, an odd __eq__...: drop the value
+            valid = False
+        if valid:
             cleaned[key] = value
         else:
             _log.debug("otelkit.span(%r): dropped attribute %r of type %s (not a str, bool, int, float "
                        "or a homogeneous sequence of those)", name, key, type(value).__name__)
     return cleaned or None
+
+
+def _safe_name(name: object) -> str:
+    try:
+        return str(name)
+    except Exception:
+        _log.debug("otelkit.span: the span name's str() raised; using its type name", exc_info=True)
+        return type(name).__name__
 
 
 def _parse_kind(name: str, value: object) -> SpanKind:
@@ -191,7 +206,7 @@ class span:  # lower-case: it is the public function-like API ``otelkit.span``
     __slots__ = ("_attributes", "_context", "_kind", "_links", "_name", "_record", "_span", "_token")
 
     def __init__(self, name: str, /, **attributes: Any) -> None:
-        self._name = name if isinstance(name, str) else str(name)
+        self._name = name if isinstance(name, str) else _safe_name(name)
         self._kind = SpanKind.INTERNAL
         self._links: list[Link] | None = None
         self._context: Context | None = None
@@ -212,9 +227,9 @@ class span:  # lower-case: it is the public function-like API ``otelkit.span``
                     _warned_options.add(key)
                     _log.warning("otelkit.span(%r): unknown option %s ignored (options: %s); attribute "
                                  "names cannot start with '_'", self._name, key, ", ".join(sorted(_OPTIONS)))
-        self._attributes = _clean_attributes(self._name, attributes)
+        self._attributes = _clean_attributes(self._name, attributes) if attributes else None
         self._span: trace.Span | None = None
-        self._token: object = None
+        self._token: Any = None
 
     # --- context manager --------------------------------------------------------------------------
 
@@ -226,7 +241,14 @@ class span:  # lower-case: it is the public function-like API ``otelkit.span``
             return trace.INVALID_SPAN
 
     def __enter__(self) -> trace.Span:
-        otel_span = self._start()
+        # _start() inlined: this is the hot path the benchmark compares with the raw API.
+        try:
+            provider = _get_tracer_provider()
+            tracer = _tracer if provider is _provider_seen and _tracer is not None else _get_tracer()
+            otel_span = tracer.start_span(self._name, self._context, self._kind, self._attributes, self._links)
+        except Exception:
+            _log.debug("otelkit.span(%r): could not start a span", self._name, exc_info=True)
+            otel_span = trace.INVALID_SPAN
         self._span = otel_span
         self._token = context_api.attach(trace.set_span_in_context(otel_span))
         return otel_span
@@ -238,7 +260,7 @@ class span:  # lower-case: it is the public function-like API ``otelkit.span``
         token = self._token
         if token is not None:
             self._token = None
-            context_api.detach(cast("context_api.Token[Context]", token))
+            context_api.detach(token)
         if otel_span is None:
             return
         self._span = None

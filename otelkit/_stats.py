@@ -8,6 +8,8 @@ exported, so these warnings cannot loop back into the pipeline that is failing).
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -41,6 +43,35 @@ ALREADY_SHUTDOWN = "already_shutdown"
 """Emitted after the pipeline was shut down."""
 REASONS = (QUEUE_FULL, EXPORT_FAILED, REJECTED, TOO_LARGE, SHUTDOWN_TIMEOUT, ALREADY_SHUTDOWN)
 
+def _visible_handlers(log: logging.Logger, level: int) -> bool:
+    """Does a record at ``level`` reach a handler a person reads (not only an OpenTelemetry export handler)?"""
+    current: logging.Logger | None = log
+    found_any = False
+    while current is not None:
+        for handler in current.handlers:
+            found_any = True
+            module = type(handler).__module__
+            if level >= handler.level and not module.startswith(("otelkit.", "opentelemetry.")):
+                return True
+        if not current.propagate:
+            break
+        current = current.parent
+    # No handler at all: logging's lastResort prints warnings to stderr.
+    return not found_any and level >= logging.lastResort.level if logging.lastResort else False
+
+
+def warn(message: str, *args: object) -> None:
+    """A warning on the ``otelkit`` logger that a person sees even when the application configured no
+    logging of its own (then the root logger may hold only otelkit's OTLP handler, which never exports
+    otelkit's records, and logging's last-resort handler stays silent)."""
+    logger.warning(message, *args)
+    if logger.isEnabledFor(logging.WARNING) and not _visible_handlers(logger, logging.WARNING):
+        try:
+            sys.stderr.write("otelkit WARNING " + (message % args if args else message) + "\n")
+        except Exception:
+            pass
+
+
 WARN_INTERVAL = 60.0
 """Seconds between two drop warnings (the first drop is reported at once)."""
 
@@ -57,12 +88,15 @@ class Stats:
         self._queue_probes: list[tuple[str, Callable[[], int]]] = []
 
     def reset(self) -> None:
-        """Forget every count (a forked child, tests)."""
-        with self._lock:
-            self._exported = dict.fromkeys(SIGNALS, 0)
-            self._dropped.clear()
-            self._unwarned.clear()
-            self._last_warning = 0.0
+        """Forget every count (a forked child, tests).
+
+        Takes a fresh lock instead of the old one: in a forked child, another thread of the parent may
+        have held it at the instant of the fork, and would never release it here."""
+        self._lock = threading.Lock()
+        self._exported = dict.fromkeys(SIGNALS, 0)
+        self._dropped = {}
+        self._unwarned = {}
+        self._last_warning = 0.0
 
     def exported(self, signal: str, count: int) -> None:
         if count:
@@ -91,7 +125,7 @@ class Stats:
             pending, self._unwarned = self._unwarned, {}
             self._last_warning = now
         parts = [f"{items(s, n)} ({r})" for (s, r), n in sorted(pending.items())]
-        logger.warning("otelkit dropped telemetry: %s%s. Totals are in the %s metric and the shutdown report.",
+        warn("otelkit dropped telemetry: %s%s. Totals are in the %s metric and the shutdown report.",
                        ", ".join(parts), f"; last cause: {detail}" if detail else "", _names.TELEMETRY_DROPPED.name)
 
     def exported_counts(self) -> dict[str, int]:

@@ -51,8 +51,17 @@ def _ld(tag: bytes, payload: bytes) -> bytes:
     return tag + (_SMALL[n] if n < 128 else _varint(n)) + payload
 
 
+def _utf8(value: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (undecodable bytes from os.environ, filenames, argv) are not valid UTF-8: a
+        # collector refuses the whole request. Replace them, altering only this value.
+        return value.encode("utf-8", "replace")
+
+
 def _str(tag: bytes, value: str) -> bytes:
-    raw = value.encode("utf-8", "surrogatepass")
+    raw = _utf8(value)
     n = len(raw)
     return tag + (_SMALL[n] if n < 128 else _varint(n)) + raw
 
@@ -118,12 +127,17 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
         cls = type(value)
         try:
             if cls is str:
-                raw = value.encode("utf-8", "surrogatepass")
+                raw = _utf8(value)
                 n = len(raw)
                 if n < 126:  # AnyValue and the value field both fit a one-byte length
                     kv = encoded_key + b"\x12" + _SMALL[n + 2] + b"\x0a" + _SMALL[n] + raw
                 else:
                     kv = encoded_key + _ld(b"\x12", _ld(b"\x0a", raw))
+            elif cls is int and 0 <= value < 0x4000:  # small non-negative ints (counts, ids, codes)
+                body = b"\x18" + (_SMALL[value] if value < 128 else _varint(value))
+                kv = encoded_key + b"\x12" + _SMALL[len(body)] + body
+            elif cls is bool:
+                kv = encoded_key + (b"\x12\x02\x10\x01" if value else b"\x12\x02\x10\x00")
             else:
                 kv = encoded_key + _ld(b"\x12", _any_value(value))
         except (TypeError, OverflowError, ValueError) as exc:

@@ -68,7 +68,7 @@ def integration_status() -> tuple[IntegrationStatus, ...]:
     from otelkit import _sentry  # late: _sentry imports this module for IntegrationStatus
 
     sentry = _sentry.status()
-    return _status if sentry is None else (*_status, sentry)
+    return _status if sentry is None or not _status else (*_status, sentry)
 
 
 def _prepare_semconv() -> bool:

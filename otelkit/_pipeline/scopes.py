@@ -385,6 +385,10 @@ class Emission(_Scope):
     def _finish(self, exc: BaseException | None) -> None:
         span = self.span
         if span is INVALID_SPAN:
+            # No-op tracer before init(): still detach what __enter__ attached (baggage, correlation ID).
+            token, self._token = self._token, None
+            if token is not None:
+                otel_context.detach(token)  # type: ignore[arg-type]
             return
         duration = time.perf_counter() - self._t0
         attrs = _metric_attrs(self.system, self.destination, "send", None)
@@ -857,6 +861,10 @@ class Stage(_Scope):
     def _finish(self, exc: BaseException | None) -> None:
         span = self.span
         if span is INVALID_SPAN:
+            # No-op tracer before init(): still detach what __enter__ attached (baggage, correlation ID).
+            token, self._token = self._token, None
+            if token is not None:
+                otel_context.detach(token)  # type: ignore[arg-type]
             return
         duration = time.perf_counter() - self._t0
         labels = self._labels()

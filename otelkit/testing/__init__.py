@@ -27,9 +27,10 @@ and reset otelkit on exit. By default nothing is auto-instrumented and system
 metrics are off (pass ``instrument=...`` / ``system_metrics=True`` to change
 that). If the code under test calls ``otelkit.init()`` itself with other
 arguments, that re-initialises otelkit and replaces the in-memory pipeline:
-pass the application's ``init()`` arguments to the capture instead. The ``otlp_receiver`` and ``collector`` fixtures (a real OTLP receiver,
-and the real ``rotel`` collector in front of it) come from
-:mod:`otelkit.testing._receiver`.
+pass the application's ``init()`` arguments to the capture instead.
+
+The ``otlp_receiver`` and ``collector`` fixtures (a real OTLP receiver, and the
+real ``rotel`` collector in front of it) come from :mod:`otelkit.testing._receiver`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """otelkit's pytest plugin (``pytest11`` entry point): fixtures for users and for otelkit's own tests.
 
 * ``otelkit_capture``: a :class:`otelkit.testing.CapturedTelemetry` for the test
-  (otelkit initialised with in-memory exporters, reset afterwards). Pass
+  (otelkit initialised with in-memory exporters, reset afterwards; the test runs
+  in an empty OTel context). Pass
   ``init()`` arguments with ``@pytest.mark.otelkit(instrument=["redis"], ...)``.
 * ``otlp_receiver``: a started in-process OTLP receiver (gRPC + HTTP).
 * ``collector``: the real ``rotel`` collector in front of an ``OtlpReceiver``
@@ -34,12 +35,20 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def otelkit_capture(request: pytest.FixtureRequest) -> Iterator[CapturedTelemetry]:
     """otelkit initialised with in-memory exporters; ``.spans``, ``.metrics()``, ``.logs``."""
+    from opentelemetry import context
+
     from otelkit.testing import capture_telemetry
 
     marker = request.node.get_closest_marker("otelkit")
     kwargs = dict(marker.kwargs) if marker is not None else {}
-    with capture_telemetry(**kwargs) as captured:
-        yield captured
+    # Each test starts from an empty OTel context (no span or baggage left attached by an
+    # earlier test), and whatever the test leaves attached is undone afterwards.
+    token = context.attach(context.Context())
+    try:
+        with capture_telemetry(**kwargs) as captured:
+            yield captured
+    finally:
+        context.detach(token)
 
 
 @pytest.fixture

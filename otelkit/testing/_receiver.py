@@ -38,8 +38,13 @@ Use these to test what otelkit (or any OTLP exporter) actually puts on the wire.
     * ``hang(times=None)``: accept the request and never answer (until ``heal()``/``stop()``).
     * ``delay(seconds, times=None)``: answer normally, late.
     * ``reject_partially(count, message="rejected by test")``: 200 with ``partial_success``.
+    * ``oversized_response(size)``: HTTP 200 with a ``size``-byte body (response-size caps).
     * ``heal()``: back to normal.
     * ``stop()`` then ``start()`` again: the same ports go dead and come back (restart tests).
+
+    Options: ``OtlpReceiver(grpc_max_message_bytes=..., http_max_body_bytes=...)`` for real
+    "too large" answers (RESOURCE_EXHAUSTED / 413); ``tls_cert=``, ``tls_key=`` (PEM files) serve
+    TLS on both protocols (endpoints become ``https://localhost:PORT``), ``client_ca=`` adds mTLS.
 
 ``BlackholeServer``
     Accepts TCP connections and never reads or answers: the "collector hung" fault at the
@@ -266,7 +271,7 @@ def _count_items(signal: str, request: Message) -> int:
 
 @dataclass
 class _Fault:
-    kind: str = "ok"  # ok | fail | hang | delay | partial
+    kind: str = "ok"  # ok | fail | hang | delay | partial | bigresp
     http_status: int = 503
     grpc_code: str = "UNAVAILABLE"
     retry_after: float | None = None
@@ -307,9 +312,14 @@ class OtlpReceiver:
     """In-process OTLP receiver (gRPC + HTTP/protobuf) on free 127.0.0.1 ports. See the module docstring."""
 
     def __init__(self, *, grpc_max_message_bytes: int = _GRPC_MAX_MESSAGE,
-                 http_max_body_bytes: int = _HTTP_MAX_BODY) -> None:
+                 http_max_body_bytes: int = _HTTP_MAX_BODY, tls_cert: str | None = None, tls_key: str | None = None,
+                 client_ca: str | None = None) -> None:
         """``grpc_max_message_bytes`` (default 4 MiB, the collector's) and ``http_max_body_bytes`` (answered
-        with 413 above it) let tests provoke "request too large" for real."""
+        with 413 above it) let tests provoke "request too large" for real.
+
+        ``tls_cert``/``tls_key`` (PEM files) serve both protocols over TLS (endpoints become
+        ``https://localhost:PORT``); ``client_ca`` also requires a client certificate signed by it (mTLS)."""
+        self._tls = (tls_cert, tls_key, client_ca) if tls_cert and tls_key else None
         self._grpc_max = grpc_max_message_bytes
         self.http_max_body_bytes = http_max_body_bytes
         self._cond = threading.Condition()
@@ -364,12 +374,16 @@ class OtlpReceiver:
 
     @property
     def grpc_endpoint(self) -> str:
-        """``http://127.0.0.1:PORT`` for gRPC exporters (use ``insecure=True``)."""
+        """``http://127.0.0.1:PORT`` for gRPC exporters (use ``insecure=True``); ``https://localhost:PORT`` with TLS."""
+        if self._tls:
+            return f"https://localhost:{self._grpc_port}"
         return f"http://127.0.0.1:{self._grpc_port}"
 
     @property
     def http_endpoint(self) -> str:
-        """``http://127.0.0.1:PORT`` base; HTTP exporters need ``/v1/traces`` etc. appended."""
+        """``http://127.0.0.1:PORT`` base (``https://localhost:PORT`` with TLS); append ``/v1/traces`` etc."""
+        if self._tls:
+            return f"https://localhost:{self._http_port}"
         return f"http://127.0.0.1:{self._http_port}"
 
     def _start_grpc(self) -> None:
@@ -379,7 +393,21 @@ class OtlpReceiver:
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceServicer(self), server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsServicer(self), server)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsServicer(self), server)
-        port = server.add_insecure_port(f"127.0.0.1:{self._grpc_port}")
+        if self._tls:
+            cert, key, client_ca = self._tls
+            with open(cert, "rb") as fh:
+                cert_pem = fh.read()
+            with open(key, "rb") as fh:
+                key_pem = fh.read()
+            ca_pem = None
+            if client_ca:
+                with open(client_ca, "rb") as fh:
+                    ca_pem = fh.read()
+            credentials = grpc.ssl_server_credentials([(key_pem, cert_pem)], root_certificates=ca_pem,
+                                                      require_client_auth=bool(ca_pem))
+            port = server.add_secure_port(f"127.0.0.1:{self._grpc_port}", credentials)
+        else:
+            port = server.add_insecure_port(f"127.0.0.1:{self._grpc_port}")
         if port == 0:
             raise OSError(f"OtlpReceiver: cannot bind gRPC port 127.0.0.1:{self._grpc_port}")
         self._grpc_port = port
@@ -395,7 +423,7 @@ class OtlpReceiver:
         deadline = time.monotonic() + 5
         while True:
             try:
-                server = http.server.ThreadingHTTPServer(("127.0.0.1", self._http_port), Handler)
+                server = _QuietHTTPServer(("127.0.0.1", self._http_port), Handler)
                 break
             except OSError:
                 # Restart on the same port: a previous connection may still hold it for a moment.
@@ -403,6 +431,16 @@ class OtlpReceiver:
                     raise
                 self._released.wait(0.05)
         server.daemon_threads = True
+        if self._tls:
+            import ssl
+
+            cert, key, client_ca = self._tls
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            if client_ca:
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(client_ca)
+            server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         self._http_port = int(server.server_address[1])
         self._http_server = server
         self._http_thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -430,6 +468,10 @@ class OtlpReceiver:
     def reject_partially(self, count: int, message: str = "rejected by test", *, times: int | None = None) -> None:
         """Store the data but answer with ``partial_success`` rejecting ``count`` items."""
         self._set_fault(_Fault("partial", rejected=count, message=message, remaining=times))
+
+    def oversized_response(self, size: int, *, times: int | None = None) -> None:
+        """HTTP only: store the data but answer 200 with a ``size``-byte body (clients must cap what they read)."""
+        self._set_fault(_Fault("bigresp", rejected=size, remaining=times))
 
     def heal(self) -> None:
         """Answer normally again and release hung requests."""
@@ -473,7 +515,7 @@ class OtlpReceiver:
             outcome = f"status:{fault.http_status}" if protocol == "http" else f"grpc:{fault.grpc_code}"
             self._record(Attempt(protocol, signal, outcome, items), signal, None)
             return outcome, fault
-        outcome = "partial" if fault.kind == "partial" else "ok"
+        outcome = {"partial": "partial", "bigresp": "bigresp"}.get(fault.kind, "ok")
         self._record(Attempt(protocol, signal, outcome, items), signal, request)
         return outcome, fault
 
@@ -691,6 +733,11 @@ class _LogsServicer(_GrpcBase, logs_service_pb2_grpc.LogsServiceServicer):
 _PATHS = {"/v1/traces": "traces", "/v1/metrics": "metrics", "/v1/logs": "logs"}
 
 
+class _QuietHTTPServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return  # a client that hangs up or fails the TLS handshake is part of the tests, not an error
+
+
 class _HttpHandler(http.server.BaseHTTPRequestHandler):
     owner: OtlpReceiver
     protocol_version = "HTTP/1.1"
@@ -735,6 +782,9 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(max(0, round(fault.retry_after)))
             self._reply(fault.http_status, b"injected failure", "text/plain", headers)
+            return
+        if outcome == "bigresp":
+            self._reply(200, b"\x00" * fault.rejected, "application/x-protobuf")
             return
         response = _response(signal, fault.rejected, fault.message) if outcome == "partial" else _response(signal)
         if json_body:

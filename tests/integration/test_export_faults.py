@@ -110,7 +110,7 @@ def test_oversized_span_is_dropped_and_counted_others_delivered(protocol: str) -
             attrs = {"seq": i, "blob": "x" * 200_000} if i == 7 else {"seq": i}
             with tracer.start_as_current_span(f"s{i}", attributes=attrs):
                 pass
-        assert processor.force_flush(10_000)
+        assert processor.force_flush(10_000) is False  # one span could not be delivered
         spans = receiver.spans()
         assert sorted(s.attributes["seq"] for s in spans) == [i for i in range(20) if i != 7]
         tp.shutdown()
@@ -141,7 +141,7 @@ def test_partial_success_is_counted_warned_and_not_retried(
     tp, processor = provider(otlp_receiver, protocol)
     with caplog.at_level(logging.WARNING, logger="otelkit"):
         emit(tp, 10)
-        assert processor.force_flush(10_000)
+        assert processor.force_flush(10_000) is False  # 3 of them were rejected
     assert len(otlp_receiver.attempts) == 1
     assert STATS.dropped_for("traces") == {_stats.REJECTED: 3}
     assert STATS.exported_counts()["traces"] == 7
@@ -230,3 +230,27 @@ def test_metrics_backlog_is_sent_after_an_outage(otlp_receiver: OtlpReceiver, pr
     assert values == [1, 3, 7]
     mp.shutdown()
     assert STATS.dropped_for("metrics") == {}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_slow_collector_within_the_timeout_gets_everything_once(otlp_receiver: OtlpReceiver, protocol: str) -> None:
+    otlp_receiver.delay(0.3)
+    tp, processor = provider(otlp_receiver, protocol, max_export_batch_size=20)
+    emit(tp, 60)
+    assert processor.force_flush(10_000)
+    assert sorted(s.attributes["seq"] for s in otlp_receiver.spans()) == list(range(60))
+    tp.shutdown()
+    assert STATS.dropped_for("traces") == {}
+
+
+def test_oversized_http_response_is_not_read_whole(otlp_receiver: OtlpReceiver) -> None:
+    # OTLP: clients MUST cap the response they read (4 MiB suggested); upstream reads it all.
+    otlp_receiver.oversized_response(16 * 1024 * 1024, times=1)
+    tp, processor = provider(otlp_receiver, "http")
+    emit(tp, 5)
+    assert processor.force_flush(10_000)
+    emit(tp, 5, prefix="next")
+    assert processor.force_flush(10_000)  # the connection was dropped and re-opened, not left half-read
+    assert len(otlp_receiver.spans()) == 10 and [a.outcome for a in otlp_receiver.attempts] == ["bigresp", "ok"]
+    tp.shutdown()
+    assert STATS.exported_counts()["traces"] == 10

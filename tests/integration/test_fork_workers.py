@@ -115,3 +115,35 @@ def test_gunicorn_preload_workers_each_report_every_request_once(otlp_receiver: 
     assert names(otlp_receiver)["preload"] == 1
     span_ids = [s.span_id for s in otlp_receiver.spans()]
     assert len(span_ids) == len(set(span_ids))
+
+
+LOCK_HELD_AT_FORK = r"""
+import os, sys, threading
+import otelkit
+from opentelemetry import trace
+from otelkit._stats import STATS
+otelkit.init()
+tracer = trace.get_tracer("lock")
+held, release = threading.Event(), threading.Event()
+def hold():
+    with STATS._lock:  # an export thread counting at the instant of the fork
+        held.set()
+        release.wait(10)
+threading.Thread(target=hold, daemon=True).start()
+held.wait(10)
+pid = os.fork()
+if pid == 0:
+    with tracer.start_as_current_span("child-after-locked-fork"):
+        pass
+    os._exit(0)
+release.set()
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_fork_while_a_thread_holds_otelkit_lock(otlp_receiver: OtlpReceiver) -> None:
+    result = subprocess.run([sys.executable, "-c", LOCK_HELD_AT_FORK], env=app_env(otlp_receiver, "http/protobuf"),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    otlp_receiver.wait_for_spans(1, name="child-after-locked-fork")

@@ -25,7 +25,8 @@ SHUTDOWN_TIMEOUT = 2.0  # seconds; OTELKIT_SHUTDOWN_TIMEOUT is milliseconds
 
 @contextmanager
 def collector_in(mode: str, protocol: str) -> Iterator[tuple[str, OtlpReceiver | None]]:
-    """An endpoint that behaves as ``mode``: ok, refused, blackhole, hang, unavailable (503/UNAVAILABLE)."""
+    """An endpoint that behaves as ``mode``: ok, refused, blackhole, hang, slow (answers after 20 s),
+    unavailable (503/UNAVAILABLE)."""
     if mode == "refused":
         yield f"http://{refused_endpoint()}", None
         return
@@ -36,6 +37,8 @@ def collector_in(mode: str, protocol: str) -> Iterator[tuple[str, OtlpReceiver |
     with OtlpReceiver() as receiver:
         if mode == "hang":
             receiver.hang()
+        elif mode == "slow":
+            receiver.delay(20)
         elif mode == "unavailable":
             receiver.fail(503, "UNAVAILABLE")
         yield (receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint), receiver
@@ -77,7 +80,7 @@ def run_app(endpoint: str, protocol: str, spans: int, *extra: str) -> tuple[floa
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-@pytest.mark.parametrize("mode", ["refused", "blackhole", "hang", "unavailable"])
+@pytest.mark.parametrize("mode", ["refused", "blackhole", "hang", "slow", "unavailable"])
 def test_exit_is_bounded_under_collector_faults(mode: str, protocol: str) -> None:
     with collector_in(mode, protocol) as (endpoint, _):
         elapsed, result = run_app(endpoint, protocol, 200)

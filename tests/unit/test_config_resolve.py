@@ -189,7 +189,7 @@ def test_defaults_follow_the_spec() -> None:
     assert s.shutdown_timeout == 5.0
     assert s.log_level == logging.INFO
     assert (s.prometheus_host, s.prometheus_port) == ("localhost", 9464)
-    assert s.limits.attribute_count == 128 and s.limits.attribute_value_length is None
+    assert s.limits.attribute_count == 128 and s.limits.attribute_value_length == 8192  # on by default (issue 7 item 5)
 
 
 def test_exporter_lists() -> None:
@@ -324,3 +324,10 @@ def test_every_settings_field_has_a_source() -> None:
     missing = [k for k in flat if k not in s.sources]
     assert missing == []
     assert isinstance(s, Settings)
+
+
+def test_attribute_value_length_limit_is_on_by_default_and_can_be_lifted() -> None:
+    """Oversized values are truncated unless the user says -1/unlimited (issue 7: limits on by default)."""
+    assert resolve(service_name="x", environ={}).limits.span_attribute_value_length == 8192
+    lifted = resolve(service_name="x", environ={"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "-1"})
+    assert lifted.limits.attribute_value_length is None and lifted.limits.span_attribute_value_length is None

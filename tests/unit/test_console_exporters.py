@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
@@ -19,6 +23,15 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 
 from otelkit import _logs
 from otelkit._console import ConsoleLogExporter, ConsoleMetricExporter, TreeConsoleSpanExporter, format_duration
+
+
+@pytest.fixture(autouse=True)
+def _empty_otel_context() -> Iterator[None]:
+    """Start from an empty OTel context: a span or baggage leaked by another module's test must not leak in."""
+    token = otel_context.attach(otel_context.Context())
+    yield
+    otel_context.detach(token)
+
 
 DURATION = r"\d+(\.\d+)? (µs|ms|s)"
 
@@ -248,3 +261,25 @@ def test_exporter_survives_a_broken_stream() -> None:
     with provider.get_tracer("t").start_as_current_span("x"):
         pass  # no exception reaches the application
     provider.shutdown()
+
+
+def test_console_exporters_through_init_in_a_real_process() -> None:
+    """OTEL_*_EXPORTER=console end to end: init() wires these exporters; the tree and log lines reach stderr."""
+    script = (
+        "import logging, otelkit\n"
+        "otelkit.init(service_name='console-e2e', metrics_exporter='none', instrument=())\n"
+        "with otelkit.span('handle', _kind='server', **{'http.request.method': 'POST'}):\n"
+        "    with otelkit.span('store', **{'db.statement': 'INSERT INTO t VALUES (1)'}):\n"
+        "        logging.getLogger('app').warning('stored')\n"
+        "otelkit.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_"))}
+    env.update({"OTEL_TRACES_EXPORTER": "console", "OTEL_LOGS_EXPORTER": "console", "NO_COLOR": "1"})
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr
+    assert re.search(rf"└─ handle  server  {DURATION}  http.request.method=POST", err), err
+    assert re.search(rf"   └─ store  internal  {DURATION}  db.statement=", err), err
+    assert re.search(r"WARN   app  stored  trace=[0-9a-f]{8} span=[0-9a-f]{8}", err), err
+    assert "{" not in err.split("trace ", 1)[1]  # a tree, not JSON dumps
+    assert proc.stdout == ""

@@ -101,5 +101,11 @@ def test_receive_without_init_does_not_leak_the_correlation_id() -> None:
         with pytest.raises(ValueError), pipeline.receive("orders", carrier={}, system="redis"):
             raise ValueError("boom")
         assert correlation_id() is None
+        with pipeline.emit("orders", carrier={}, system="redis"):
+            assert correlation_id() is not None
+        assert correlation_id() is None
+        with pipeline.stage("enrich", source="helius"), pipeline.emit("orders", carrier={}, system="redis"):
+            pass
+        assert correlation_id() is None
     finally:
         otel_context.detach(token)

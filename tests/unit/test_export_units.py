@@ -227,3 +227,49 @@ def test_fork_model_warnings_detect_gunicorn_preload(monkeypatch: pytest.MonkeyP
     assert any("gunicorn --preload" in n and "no post_fork hook" in n for n in notes)
     monkeypatch.setattr(sys, "argv", ["/venv/bin/gunicorn", "-w", "4", "app:app"])
     assert not any("gunicorn" in n for n in _fork.fork_model_warnings())
+
+
+def test_concurrent_flush_and_shutdown_are_safe() -> None:
+    sender = ScriptedSender(lambda n: SendResult(OK))
+    tp, processor = pipeline(sender)
+    spans(tp, 200)
+    errors: list[BaseException] = []
+
+    def hammer(i: int) -> None:
+        try:
+            if i % 2:
+                processor.force_flush(2_000)
+            else:
+                processor.shutdown()
+        except BaseException as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert STATS.exported_counts()["traces"] == 200
+    assert processor.force_flush(100) is False  # closed
+
+
+def test_int64_overflow_is_sent_as_double() -> None:
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    meter = mp.get_meter("unit")
+    meter.create_counter("ok.count").add(2)
+    meter.create_up_down_counter("huge.count").add(10**20)
+    data = reader.get_metrics_data()
+    assert data is not None
+    with pytest.raises(Exception):  # noqa: B017 - the SDK encoder's own exception type varies
+        encode_metrics(data)
+    request = encode_metrics(_export._ints_to_doubles(data))
+    values = {m.name: m.sum.data_points[0] for rm in request.resource_metrics for sm in rm.scope_metrics
+              for m in sm.metrics}
+    assert values["ok.count"].as_int == 2 and values["huge.count"].as_double == 1e20
+    mp.shutdown()

@@ -101,3 +101,14 @@ def test_log_wire_encoding_equals_sdk_encoding() -> None:
     theirs = ExportLogsServiceRequest.FromString(sdk_encode_logs(records).SerializeToString())
     assert ours == theirs
     assert len(ours.resource_logs[0].scope_logs[0].log_records) == 4
+
+
+def test_lone_surrogates_are_replaced_not_fatal() -> None:
+    keep = Keep()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(keep))
+    with tp.get_tracer("t").start_as_current_span("file \udcff name", attributes={"path": "/tmp/\udcfe"}):
+        pass
+    decoded = ExportTraceServiceRequest.FromString(_wire.encode_spans(keep.spans))
+    span = decoded.resource_spans[0].scope_spans[0].spans[0]
+    assert span.name == "file ? name" and span.attributes[0].value.string_value == "/tmp/?"

@@ -15,12 +15,22 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry.sdk._logs import LogRecordProcessor
 
 import otelkit
 from otelkit import _init, _logs
 from otelkit._correlation import correlate
 from otelkit.testing import CapturedTelemetry, capture_telemetry
+
+
+@pytest.fixture(autouse=True)
+def _empty_otel_context() -> Iterator[None]:
+    """Start from an empty OTel context: a span or baggage leaked by another module's test must not leak in."""
+    token = otel_context.attach(otel_context.Context())
+    yield
+    otel_context.detach(token)
+
 
 FORMAT = "%(levelname)s %(trace_id)s %(span_id)s [%(correlation_id)s] %(message)s"
 

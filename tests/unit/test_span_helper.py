@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, StatusCode
@@ -15,6 +16,14 @@ from opentelemetry.trace import SpanKind, StatusCode
 import otelkit
 from otelkit import _errors
 from otelkit.testing import CapturedTelemetry
+
+
+@pytest.fixture(autouse=True)
+def _empty_otel_context() -> Iterator[None]:
+    """Start from an empty OTel context: a span or baggage leaked by another module's test must not leak in."""
+    token = otel_context.attach(otel_context.Context())
+    yield
+    otel_context.detach(token)
 
 
 @pytest.fixture

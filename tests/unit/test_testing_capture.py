@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from importlib import metadata
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 
 import otelkit
 from otelkit.testing import CapturedTelemetry, capture_telemetry
+
+
+@pytest.fixture(autouse=True)
+def _empty_otel_context() -> Iterator[None]:
+    """Start from an empty OTel context: a span or baggage leaked by another module's test must not leak in."""
+    token = otel_context.attach(otel_context.Context())
+    yield
+    otel_context.detach(token)
 
 
 def test_captures_all_three_signals() -> None:
