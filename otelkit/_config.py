@@ -542,7 +542,7 @@ def _log_level(raw: Any) -> int:
         return raw
     if isinstance(raw, str):
         text = raw.strip().upper()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # str.isdigit() is also true for "²", which int() rejects
             return int(text)
         level = logging.getLevelName(text)
         if isinstance(level, int):
@@ -587,7 +587,8 @@ def _dsn(raw: Any) -> str:
     except ValueError:
         raise _Invalid(accepted) from None
     project = parts.path.rstrip("/").rsplit("/", 1)[-1]
-    if parts.scheme not in ("http", "https") or not parts.hostname or not parts.username or not project.isdigit():
+    numeric = project.isascii() and project.isdigit()  # isdigit() alone accepts "²"
+    if parts.scheme not in ("http", "https") or not parts.hostname or not parts.username or not numeric:
         raise _Invalid(accepted)
     return text
 

@@ -8,8 +8,6 @@ exported, so these warnings cannot loop back into the pipeline that is failing).
 
 from __future__ import annotations
 
-import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -43,33 +41,10 @@ ALREADY_SHUTDOWN = "already_shutdown"
 """Emitted after the pipeline was shut down."""
 REASONS = (QUEUE_FULL, EXPORT_FAILED, REJECTED, TOO_LARGE, SHUTDOWN_TIMEOUT, ALREADY_SHUTDOWN)
 
-def _visible_handlers(log: logging.Logger, level: int) -> bool:
-    """Does a record at ``level`` reach a handler a person reads (not only an OpenTelemetry export handler)?"""
-    current: logging.Logger | None = log
-    found_any = False
-    while current is not None:
-        for handler in current.handlers:
-            found_any = True
-            module = type(handler).__module__
-            if level >= handler.level and not module.startswith(("otelkit.", "opentelemetry.")):
-                return True
-        if not current.propagate:
-            break
-        current = current.parent
-    # No handler at all: logging's lastResort prints warnings to stderr.
-    return not found_any and level >= logging.lastResort.level if logging.lastResort else False
-
-
 def warn(message: str, *args: object) -> None:
-    """A warning on the ``otelkit`` logger that a person sees even when the application configured no
-    logging of its own (then the root logger may hold only otelkit's OTLP handler, which never exports
-    otelkit's records, and logging's last-resort handler stays silent)."""
+    """A warning on the ``otelkit`` logger; its fallback handler (``_internal_log``) makes sure a person
+    sees it even when the application configured no logging of its own."""
     logger.warning(message, *args)
-    if logger.isEnabledFor(logging.WARNING) and not _visible_handlers(logger, logging.WARNING):
-        try:
-            sys.stderr.write("otelkit WARNING " + (message % args if args else message) + "\n")
-        except Exception:
-            pass
 
 
 WARN_INTERVAL = 60.0

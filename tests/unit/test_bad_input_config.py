@@ -314,3 +314,14 @@ def test_a_small_queue_alone_caps_the_default_batch_size() -> None:
     assert (s.blrp.max_queue_size, s.blrp.max_export_batch_size) == (100, 100)
     with pytest.raises(ConfigError, match="OTEL_BSP_MAX_EXPORT_BATCH_SIZE=20"):
         resolve(environ={"OTEL_BSP_MAX_QUEUE_SIZE": "10", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "20"}, service_name="x")
+
+
+@pytest.mark.parametrize(("var", "value"), [("OTELKIT_LOG_LEVEL", "²"), ("OTELKIT_LOG_LEVEL", "٣"),
+                                            ("SENTRY_DSN", "https://k@o0.ingest.sentry.io/²")])
+def test_unicode_digits_are_config_errors_not_value_errors(var: str, value: str) -> None:
+    # Found by the property tests: str.isdigit() accepts "²", int() does not -- a bare ValueError escaped
+    # init(), even with strict=False.
+    with pytest.raises(ConfigError, match=var):
+        resolve(environ={var: value}, service_name="x")
+    with pytest.warns(ConfigWarning, match=var):
+        resolve(environ={var: value, "OTELKIT_STRICT": "false"}, service_name="x")

@@ -103,15 +103,14 @@ def test_json_formatter_core_keys_survive_odd_extras() -> None:
                       st.tuples(st.text(max_size=3), st.binary(max_size=3))),
        extra=st.dictionaries(st.text(min_size=1, max_size=8).filter(str.isidentifier),
                              st.one_of(st.none(), st.integers(), st.text(max_size=10), st.binary(max_size=5),
-                                       st.lists(st.integers(), max_size=3)), max_size=4))
+                                       st.floats(), st.lists(st.floats(), max_size=3)), max_size=4))
 @FAST
 def test_property_json_formatter_always_writes_one_json_object(msg: Any, args: Any, extra: dict[str, Any]) -> None:
     record = _record(msg, args)
     for key, value in extra.items():
         if key not in record.__dict__:
             setattr(record, key, value)
-    out = _strict_json(otelkit.JsonFormatter().format(record).replace("NaN", '"NaN"')
-                       .replace("-Infinity", '"-Infinity"').replace("Infinity", '"Infinity"'))
+    out = _strict_json(otelkit.JsonFormatter().format(record))
     assert isinstance(out["message"], str)
 
 

@@ -442,3 +442,11 @@ def test_wrap_with_an_odd_carrier_still_carries_the_context(otelkit_capture: Cap
     with pipeline.receive("q", raw, system="redis") as msg:
         pass
     assert msg.payload == "payload" and msg.correlation_id == out.correlation_id and msg.producer is not None
+
+
+@pytest.mark.parametrize("message_id", ["²-0", "1-²", b"\xd9\xa3-1", b"\xff-1", "9" * 400 + "-1"],
+                         ids=["superscript", "superscript-seq", "arabic", "binary", "huge"])
+def test_unicode_digits_in_a_redis_message_id(otelkit_capture: CapturedTelemetry, message_id: Any) -> None:
+    with pipeline.receive("q", {}, system="redis", message_id=message_id) as msg:
+        assert otelkit.correlation_id() == msg.correlation_id
+    assert len(otelkit_capture.spans.named("process q")) == 1
