@@ -24,7 +24,9 @@ failures in ``docs/architecture.md`` and the reliability research):
   open, reconnects (new gRPC channel / HTTP session) and restarts its worker (:mod:`otelkit._fork`).
 
 Defaults otelkit recommends (the ``BatchSettings`` defaults in ``_config``): queue 8192 (the spec's
-2048 drops spans under an ordinary burst: ``perf-baseline.md``), batch 512, schedule delay 1 s.
+2048 drops spans under an ordinary burst: ``perf-baseline.md``), span batches of 2048 (log records: 512;
+each request costs the export thread a GIL hand-back on top of the round trip, so under load 512-span
+requests halve the throughput: ``benchmarks/RESULTS.md``), schedule delay 1 s.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Status
 
 from otelkit._internal_log import logger
@@ -81,6 +82,9 @@ def configure(enabled: bool = True, extra_patterns: Iterable[str] = ()) -> None:
             ) from exc
     _enabled = bool(enabled)
     _extra = tuple(compiled)
+    # New cache objects, not cache_clear(): a scrub running concurrently on the export thread then fills
+    # the old (discarded) cache, so no result computed with the old patterns outlives this call.
+    _new_caches()
 
 
 def is_enabled() -> bool:
@@ -165,6 +169,7 @@ _TEXT_HINT = re.compile(
     r"|sig|auth|cookie|session|amz",
     re.IGNORECASE,
 )
+_TEXT_HINT_LOWER = re.compile(_TEXT_HINT.pattern.lower())
 _KV_PREFIX = re.compile(
     r"(?i:(?:\b|_)(?:passw(?:or)?d|pwd|secret|[a-z_]*token|api[_-]?key|apikey|access[_-]?key|client_secret"
     r"|x-amz-signature|x-amz-credential|x-amz-security-token|awsaccesskeyid|sig|signature|x-goog-signature"
@@ -194,7 +199,17 @@ def scrub_text(text: str) -> str:
     """Redact secrets found by value pattern in free text (exception messages, log bodies)."""
     if not text or not isinstance(text, str):
         return text
-    if _TEXT_HINT.search(text) is not None:
+    if len(text) <= _TEXT_CACHE_CHARS:
+        return _cached_text(text)
+    return _scrub_text(text)
+
+
+def _scrub_text(text: str) -> str:
+    # ASCII text (nearly all of it) is lower-cased and checked with a case-sensitive pattern: several
+    # times faster than the IGNORECASE one, which stays for non-ASCII text (its case folding also
+    # matches e.g. U+017F LONG S to "s", which lower() does not).
+    hint = _TEXT_HINT_LOWER.search(text.lower()) if text.isascii() else _TEXT_HINT.search(text)
+    if hint is not None:
         text = _TEXT_RE.sub(_text_sub, text)
     for pattern in _extra:
         text = pattern.sub(REDACTED, text)
@@ -203,11 +218,14 @@ def scrub_text(text: str) -> str:
 
 # --- URLs -----------------------------------------------------------------------------------------
 
+_QUERY_SPLIT = re.compile(r"([&;])")
+
+
 def _scrub_query(query: str) -> str:
     if not query:
         return query
     parts = []
-    for pair in re.split(r"([&;])", query):
+    for pair in _QUERY_SPLIT.split(query):
         if pair in ("&", ";") or "=" not in pair:
             parts.append(pair)
             continue
@@ -227,6 +245,25 @@ def scrub_url(url: str) -> str:
     """
     if not url or not isinstance(url, str):
         return url
+    if "@" not in url and "=" not in url:
+        # No userinfo and no key=value pair: nothing URL-specific can change (same result as below).
+        return scrub_text(url)
+    if len(url) <= _VALUE_CACHE_CHARS:
+        return _cached_url(url)
+    return _scrub_url(url)
+
+
+def _scrub_url(url: str) -> str:
+    if "@" not in url and "?" in url:
+        # The common shape (no userinfo, a query string), split by hand as urlsplit would (fragment
+        # after the first "#", query after the first "?" before it) at a fraction of its cost.
+        head, hash_sign, fragment = url.partition("#")
+        base, _, query = head.partition("?")
+        new_query = _scrub_query(query)
+        new_fragment = _scrub_query(fragment) if "=" in fragment else fragment
+        if new_query != query or new_fragment != fragment:
+            url = f"{base}?{new_query}{hash_sign}{new_fragment}"
+        return scrub_text(url)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -285,6 +322,12 @@ def scrub_sql(statement: str) -> str:
     """
     if not statement or not isinstance(statement, str):
         return statement
+    if len(statement) <= _SQL_CACHE_CHARS:
+        return _cached_sql(statement)
+    return _scrub_sql(statement)
+
+
+def _scrub_sql(statement: str) -> str:
     out = _SQL_TOKEN.sub(_sql_sub, statement)
     out = _IN_LIST.sub("IN (?)", out)
     out = re.sub(r"[ \t]+\n", "\n", re.sub(r"[ \t]{2,}", " ", out)).strip()
@@ -297,13 +340,22 @@ def scrub_redis_statement(statement: str) -> str:
     """Reduce a Redis ``db.statement`` to ``COMMAND ? ?...`` (the values and keys never leave)."""
     if not statement or not isinstance(statement, str):
         return statement
+    if len(statement) <= _VALUE_CACHE_CHARS:
+        return _cached_redis(statement)
+    return _scrub_redis_statement(statement)
+
+
+_REDIS_COMMAND = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
+
+
+def _scrub_redis_statement(statement: str) -> str:
     lines = []
     # Pipelines put one command per line.
     for line in statement.split("\n"):
         tokens = line.split()
         if not tokens:
             continue
-        command = tokens[0] if re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]*", tokens[0]) else "?"
+        command = tokens[0] if _REDIS_COMMAND.fullmatch(tokens[0]) else "?"
         lines.append(" ".join([command, *["?"] * (len(tokens) - 1)]))
     return "\n".join(lines)[:1000]
 
@@ -312,6 +364,12 @@ def scrub_db_message(message: str) -> str:
     """Scrub a database error message: libpq echoes the statement and quotes input values in it."""
     if not message or not isinstance(message, str):
         return message
+    if len(message) <= _VALUE_CACHE_CHARS:
+        return _cached_db_message(message)
+    return _scrub_db_message(message)
+
+
+def _scrub_db_message(message: str) -> str:
     text = scrub_sql(message) if ("'" in message or "$" in message) else message
     # `invalid input syntax for type integer: "secret"` / `Key (email)=(a@b.c) already exists`.
     text = re.sub(r'(?<=: )"[^"\n]*"', '"?"', text)
@@ -350,17 +408,100 @@ def scrub_headers(headers: Mapping[Any, Any]) -> dict[Any, Any]:
     return out
 
 
+# --- caches ---------------------------------------------------------------------------------------
+# The export thread sees the same span names, statements, URLs and short values over and over:
+# scrubbing each distinct string once makes the export-time pass a few dictionary lookups per span.
+# Bounded LRU caches (functools.lru_cache), and only for strings up to a length, so the memory they
+# hold stays small (a few MB in the worst case) whatever the traffic. They live in this process only,
+# like the telemetry they scrub.
+
+_TEXT_CACHE_CHARS = 256
+_TEXT_CACHE_SIZE = 4096
+_VALUE_CACHE_CHARS = 1024
+_VALUE_CACHE_SIZE = 1024
+_SQL_CACHE_CHARS = 2048
+_SQL_CACHE_SIZE = 512
+_KEY_CACHE_SIZE = 4096
+
+_cached_text: functools._lru_cache_wrapper[str]
+_cached_url: functools._lru_cache_wrapper[str]
+_cached_sql: functools._lru_cache_wrapper[str]
+_cached_redis: functools._lru_cache_wrapper[str]
+_cached_db_message: functools._lru_cache_wrapper[str]
+
+
+def _new_caches() -> None:
+    global _cached_text, _cached_url, _cached_sql, _cached_redis, _cached_db_message
+    _cached_text = functools.lru_cache(maxsize=_TEXT_CACHE_SIZE)(_scrub_text)
+    _cached_url = functools.lru_cache(maxsize=_VALUE_CACHE_SIZE)(_scrub_url)
+    _cached_sql = functools.lru_cache(maxsize=_SQL_CACHE_SIZE)(_scrub_sql)
+    _cached_redis = functools.lru_cache(maxsize=_VALUE_CACHE_SIZE)(_scrub_redis_statement)
+    _cached_db_message = functools.lru_cache(maxsize=_VALUE_CACHE_SIZE)(_scrub_db_message)
+
+
+def cache_info() -> dict[str, Any]:
+    """Size and hit counts of the scrubbing caches (``functools`` ``CacheInfo`` per cache), for tests and tuning."""
+    return {
+        "text": _cached_text.cache_info(),
+        "url": _cached_url.cache_info(),
+        "sql": _cached_sql.cache_info(),
+        "redis": _cached_redis.cache_info(),
+        "db_message": _cached_db_message.cache_info(),
+        "key": _key_plan.cache_info(),
+        "sensitive_key": is_sensitive_key.cache_info(),
+    }
+
+
 # --- attributes -----------------------------------------------------------------------------------
 
-def _scrub_value(key: str, value: Any, db_system: str | None) -> Any:
-    if isinstance(value, str):
-        if key in _SQL_KEYS:
-            return scrub_redis_statement(value) if db_system == "redis" else scrub_sql(value)
-        if key in _URL_KEYS:
-            return scrub_url(value)
-        if db_system and key in ("exception.message", "exception.stacktrace"):
-            return scrub_db_message(value)
+# What to do with an attribute, decided once per key (_key_plan) rather than per value.
+_KEEP = 0  # otelkit's own identifiers
+_DROP = 1  # RediSearch queries/results, statement parameters
+_REDACT_ANY = 2  # a header attribute whose name is a secret: any value becomes [REDACTED]
+_REDACT = 3  # a key naming a secret: str/bytes/list/tuple values become [REDACTED], others stay
+_SQL = 4  # db.statement / db.query.text
+_URL = 5  # url.full and friends
+_EXC = 6  # exception.message / exception.stacktrace (database rules on a db span)
+_TEXT = 7  # anything else: free-text rules
+
+
+@functools.lru_cache(maxsize=_KEY_CACHE_SIZE)
+def _key_plan(key: str) -> int:
+    if key.startswith(_DROP_KEY_PREFIXES):
+        return _DROP
+    if key in _SAFE_KEYS:
+        return _KEEP
+    name = key.rsplit(".", 1)[-1]
+    if key.startswith(_HEADER_ATTR_PREFIXES):
+        if is_sensitive_key(name) or is_sensitive_key(name.replace("-", "_")):
+            return _REDACT_ANY
+    elif is_sensitive_key(name):
+        return _REDACT
+    if key in _SQL_KEYS:
+        return _SQL
+    if key in _URL_KEYS:
+        return _URL
+    if key in ("exception.message", "exception.stacktrace"):
+        return _EXC
+    return _TEXT
+
+
+def _scrub_str(plan: int, value: str, db_system: str | None) -> str:
+    if plan == _TEXT:
         return scrub_text(value)
+    if plan == _SQL:
+        return scrub_redis_statement(value) if db_system == "redis" else scrub_sql(value)
+    if plan == _URL:
+        return scrub_url(value)
+    return scrub_db_message(value) if db_system else scrub_text(value)
+
+
+def _scrub_value(key: str, value: Any, db_system: str | None) -> Any:
+    plan = _key_plan(key)
+    if plan < _SQL:  # keys with a rule of their own are handled by scrub_attributes
+        plan = _TEXT
+    if isinstance(value, str):
+        return _scrub_str(plan, value, db_system)
     if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
         return tuple(_scrub_value(key, v, db_system) for v in value)
     return value
@@ -375,6 +516,9 @@ def _is_db_exception(attributes: Mapping[str, Any]) -> bool:
     return isinstance(stack, str) and any(f"\n{module}" in stack for module in _DB_EXCEPTION_MODULES)
 
 
+_REMOVED = object()
+
+
 def scrub_attributes(
     attributes: Mapping[str, Any] | None, db_system: str | None = None
 ) -> Mapping[str, Any] | None:
@@ -385,30 +529,50 @@ def scrub_attributes(
     """
     if not attributes:
         return attributes
-    if not db_system and "exception.type" in attributes and _is_db_exception(attributes):
+    # BoundedAttributes wraps a plain dict: read that, not the generic Mapping protocol (a Python-level
+    # __getitem__ per key and a copied key list per iteration).
+    items: Mapping[str, Any] = getattr(attributes, "_dict", attributes)
+    if not db_system and "exception.type" in items and _is_db_exception(items):
         # A driver error recorded on an application span or log record still quotes values.
         db_system = "sql"
-    changed = False
-    out: dict[str, Any] = {}
-    for key, value in attributes.items():
-        if key.startswith(_DROP_KEY_PREFIXES):
-            changed = True
+    changes: dict[str, Any] | None = None
+    plan_of = _key_plan
+    for key, value in items.items():
+        plan = plan_of(key)
+        cls = type(value)
+        if plan >= _SQL:
+            if cls is str:
+                new = _scrub_str(plan, value, db_system)
+            elif cls is int or cls is float or cls is bool:
+                continue
+            elif isinstance(value, str):
+                new = _scrub_str(plan, value, db_system)
+            elif isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
+                new = tuple(_scrub_value(key, v, db_system) for v in value)
+            else:
+                continue
+        elif plan == _KEEP:
             continue
-        if key in _SAFE_KEYS:
-            out[key] = value
-            continue
-        if key.startswith(_HEADER_ATTR_PREFIXES):
-            name = key.rsplit(".", 1)[-1]
-            new = _header_value(value) if (is_sensitive_key(name) or is_sensitive_key(name.replace("-", "_"))) else (
-                _scrub_value(key, value, db_system))
-        elif is_sensitive_key(key.rsplit(".", 1)[-1]) and isinstance(value, (str, bytes, list, tuple)):
+        elif plan == _DROP:
+            new = _REMOVED
+        elif plan == _REDACT_ANY or isinstance(value, (str, bytes, list, tuple)):
             new = _header_value(value)
         else:
-            new = _scrub_value(key, value, db_system)
+            continue
         if new is not value and new != value:
-            changed = True
-        out[key] = new
-    return out if changed else attributes
+            if changes is None:
+                changes = {}
+            changes[key] = new
+    if changes is None:
+        return attributes
+    out = {}
+    for key, value in items.items():
+        if key in changes:
+            value = changes[key]
+            if value is _REMOVED:
+                continue
+        out[key] = value
+    return out
 
 
 def _db_system(attributes: Mapping[str, Any] | None) -> str | None:
@@ -420,53 +584,88 @@ def _db_system(attributes: Mapping[str, Any] | None) -> str | None:
 
 def _with_dropped(original: Any, new: Mapping[str, Any]) -> Any:
     """Keep the SDK's dropped-attribute count on a rebuilt mapping."""
-    bounded = BoundedAttributes(maxlen=None, attributes=new, immutable=True, max_value_len=None)
+    bounded = BoundedAttributes(maxlen=None, immutable=True, max_value_len=None)
+    if isinstance(getattr(bounded, "_dict", None), dict):
+        # The values were cleaned by the SDK when they were set, and scrubbing only puts strings (or
+        # tuples of strings) in their place: skip the constructor's per-value cleaning pass.
+        bounded._dict = dict(new)
+    else:
+        bounded = BoundedAttributes(maxlen=None, attributes=new, immutable=True, max_value_len=None)
     bounded.dropped = getattr(original, "dropped", 0)
     return bounded
 
 
+def _with_dropped_list(original: Any, new: list[Any]) -> Any:
+    """Keep the SDK's dropped-events/links count on a rebuilt list."""
+    dropped = getattr(original, "dropped", 0)
+    if not dropped:
+        return new
+    bounded = BoundedList.from_seq(None, new)
+    bounded.dropped = dropped
+    return bounded
+
+
 def _scrub_span(span: ReadableSpan) -> ReadableSpan:
-    attributes = span.attributes
-    db_system = _db_system(attributes)
+    try:  # the SDK's fields directly: its properties copy events/links and wrap attributes per access
+        name = span._name
+        attributes = span._attributes
+        events = span._events
+        links = span._links
+        status = span._status
+    except AttributeError:
+        name = span.name
+        attributes = span.attributes
+        events = span.events
+        links = span.links
+        status = span.status
+    db_system = _db_system(getattr(attributes, "_dict", attributes))
     new_attributes = scrub_attributes(attributes, db_system)
     changed = new_attributes is not attributes
 
-    events = []
-    for event in span.events:
-        new_event_attrs = scrub_attributes(event.attributes, db_system)
-        if new_event_attrs is not event.attributes:
+    new_events = events
+    if events:
+        rebuilt = None
+        for i, event in enumerate(events):
+            new_event_attrs = scrub_attributes(event.attributes, db_system)
+            if new_event_attrs is not event.attributes:
+                if rebuilt is None:
+                    rebuilt = list(events)
+                rebuilt[i] = Event(event.name, _with_dropped(event.attributes, new_event_attrs or {}),
+                                   event.timestamp)
+        if rebuilt is not None:
             changed = True
-            events.append(Event(event.name, _with_dropped(event.attributes, new_event_attrs or {}), event.timestamp))
-        else:
-            events.append(event)
-    links = []
-    for link in span.links:
-        new_link_attrs = scrub_attributes(link.attributes, None)
-        if new_link_attrs is not link.attributes:
+            new_events = _with_dropped_list(events, rebuilt)
+    new_links = links
+    if links:
+        rebuilt = None
+        for i, link in enumerate(links):
+            new_link_attrs = scrub_attributes(link.attributes, None)
+            if new_link_attrs is not link.attributes:
+                if rebuilt is None:
+                    rebuilt = list(links)
+                rebuilt[i] = Link(link.context, _with_dropped(link.attributes, new_link_attrs or {}))
+        if rebuilt is not None:
             changed = True
-            links.append(Link(link.context, _with_dropped(link.attributes, new_link_attrs or {})))
-        else:
-            links.append(link)
-    name = scrub_text(span.name)
-    status = span.status
-    description = status.description
+            new_links = _with_dropped_list(links, rebuilt)
+    new_name = scrub_text(name)
+    if new_name != name:
+        changed = True
+    description = status.description if status is not None else None
     if description:
         new_description = scrub_db_message(description) if db_system else scrub_text(description)
         if new_description != description:
             status = Status(status.status_code, new_description)
             changed = True
-    if name != span.name:
-        changed = True
     if not changed:
         return span
     return ReadableSpan(
-        name=name,
+        name=new_name,
         context=span.context,
         parent=span.parent,
         resource=span.resource,
         attributes=_with_dropped(attributes, new_attributes or {}),
-        events=events,
-        links=links,
+        events=new_events,
+        links=new_links,
         kind=span.kind,
         status=status,
         start_time=span.start_time,
@@ -528,10 +727,13 @@ def scrub_log_records(records: Sequence[ReadableLogRecord]) -> list[ReadableLogR
 
 ScrubFn = Callable[[str], str]
 
+_new_caches()
+
 __all__ = [
     "MAX_STATEMENT_LENGTH",
     "REDACTED",
     "URL_REDACTED",
+    "cache_info",
     "configure",
     "is_enabled",
     "is_sensitive_key",

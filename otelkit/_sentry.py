@@ -316,8 +316,8 @@ def _link_foreign_client() -> IntegrationStatus | None:
         return None  # never imported: nobody initialised it
     try:
         client = sentry_sdk.get_client()
-        if not client.is_active():
-            return None
+        if not client.is_active() or getattr(client, "transport", None) is None:
+            return None  # none, or closed by the application (a closed client keeps is_active())
         from sentry_sdk.scope import add_global_event_processor, register_external_propagation_context
 
         from otelkit._instrument import IntegrationStatus
@@ -512,13 +512,16 @@ def _link(event: dict[str, Any], span_context: SpanContext | None, context: Mapp
     if otel:
         contexts["otel"] = otel
     if context:
-        contexts["job"] = {str(k): _plain(v) for k, v in context.items() if v is not None}
+        contexts["job"] = {str(_plain(k)): _plain(v) for k, v in context.items() if v is not None}
 
 
 def _plain(value: object) -> object:
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    return str(value)
+    try:
+        return str(value)
+    except Exception:  # a job-context value whose __str__ raises must not cost the whole event
+        return f"<unprintable {type(value).__name__}>"
 
 
 def _scrub_event(event: dict[str, Any]) -> dict[str, Any]:

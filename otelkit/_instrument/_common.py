@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation
 from opentelemetry.trace import SpanKind
 
 from otelkit import _names
@@ -188,13 +187,31 @@ def is_duplicate(scope_name: str) -> bool:
     return scope is not None and getattr(scope, "name", None) == scope_name
 
 
+# opentelemetry.instrumentation.utils imports wrapt, packaging and asyncio (~20 ms): resolved at the
+# first use (an instrumented call), not when init() merely loads this module to instrument nothing.
+_is_instrumentation_enabled: Callable[[], Any] | None = None
+
+
 def instrumentation_enabled() -> bool:
     """False inside ``suppress_instrumentation()`` (then otelkit's wrappers only call through)."""
-    return bool(is_instrumentation_enabled())
+    check = _is_instrumentation_enabled
+    if check is None:
+        check = _resolve_is_instrumentation_enabled()
+    return bool(check())
+
+
+def _resolve_is_instrumentation_enabled() -> Callable[[], Any]:
+    global _is_instrumentation_enabled
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    _is_instrumentation_enabled = is_instrumentation_enabled
+    return is_instrumentation_enabled
 
 
 @contextmanager
 def suppressed() -> Iterator[None]:
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
     with suppress_instrumentation():
         yield
 

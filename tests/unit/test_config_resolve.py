@@ -178,9 +178,9 @@ def test_timeouts_are_milliseconds_in_env_and_seconds_as_arguments() -> None:
 def test_defaults_follow_the_spec() -> None:
     s = resolve(environ={}, service_name="x")
     assert s.traces.timeout == 10.0 and s.traces.compression == "none"
-    # otelkit's deliberate deviation from the spec's 5000 ms / 2048 (see BatchSettings in _config)
+    # otelkit's deliberate deviation from the spec's 5000 ms / 2048 / 512 (see BatchSettings in _config)
     assert (s.bsp.schedule_delay, s.bsp.export_timeout, s.bsp.max_queue_size, s.bsp.max_export_batch_size) == \
-        (1.0, 30.0, 8192, 512)
+        (1.0, 30.0, 8192, 2048)
     assert s.blrp.schedule_delay == 1.0
     assert (s.metric_export_interval, s.metric_export_timeout) == (60.0, 30.0)
     assert s.exemplar_filter == "trace_based"
