@@ -516,14 +516,21 @@ def _endpoint(raw: Any) -> str:
     if not isinstance(raw, str):
         raise _Invalid(accepted)
     text = raw.strip()
+    # Whitespace/control characters (urlsplit silently drops some of them) and undecodable text make
+    # every export request fail; a fragment is meaningless in a request URL.
+    if _URL_JUNK.search(text) or not _utf8(text):
+        raise _Invalid(accepted + " (no spaces or control characters)")
     try:
         parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        port = parts.port
     except ValueError:
         raise _Invalid(accepted) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0 or "#" in text:
         raise _Invalid(accepted)
     return text
+
+
+_URL_JUNK = re.compile(r"[\x00-\x20\x7f]")
 
 
 def _existing_file(raw: Any) -> str:
@@ -926,7 +933,8 @@ class _Resolver:
 def _derived_endpoint(base: str, signal: str, protocol: str) -> str:
     if protocol == "grpc":
         return base
-    return base.rstrip("/") + "/v1/" + signal
+    parts = urlsplit(base)  # the path goes before a query string ("?tenant=a"), not after it
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/v1/" + signal))
 
 
 def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:

@@ -460,8 +460,10 @@ def _install_parts(settings: Settings) -> None:
         ("logs", lambda: _logs.install(settings, None if _foreign_log_handler() else _proxy.logger_provider())),
         # Before Sentry: its setup may wrap the global propagator to add sentry-trace.
         ("propagators", lambda: propagate.set_global_textmap(_propagator(settings))),
+        # Unused entry points are listed lazily, by integration_status(): no metadata scan at start-up.
         ("instrumentation", lambda: _instrument.instrument_all(settings, _proxy.tracer_provider(),
-                                                               _proxy.meter_provider())),
+                                                               _proxy.meter_provider(),
+                                                               report_unused_entry_points=False)),
         ("sentry", lambda: _sentry.setup(settings)),
     ]
     for name, step in steps:

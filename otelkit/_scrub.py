@@ -258,11 +258,11 @@ def _scrub_url(url: str) -> str:
         # The common shape (no userinfo, a query string), split by hand as urlsplit would (fragment
         # after the first "#", query after the first "?" before it) at a fraction of its cost.
         head, hash_sign, fragment = url.partition("#")
-        base, _, query = head.partition("?")
+        base, question_mark, query = head.partition("?")
         new_query = _scrub_query(query)
         new_fragment = _scrub_query(fragment) if "=" in fragment else fragment
         if new_query != query or new_fragment != fragment:
-            url = f"{base}?{new_query}{hash_sign}{new_fragment}"
+            url = f"{base}{question_mark}{new_query}{hash_sign}{new_fragment}"
         return scrub_text(url)
     try:
         parts = urlsplit(url)
@@ -537,6 +537,7 @@ def scrub_attributes(
         db_system = "sql"
     changes: dict[str, Any] | None = None
     plan_of = _key_plan
+    new: Any
     for key, value in items.items():
         plan = plan_of(key)
         cls = type(value)
@@ -624,7 +625,7 @@ def _scrub_span(span: ReadableSpan) -> ReadableSpan:
 
     new_events = events
     if events:
-        rebuilt = None
+        rebuilt: list[Any] | None = None
         for i, event in enumerate(events):
             new_event_attrs = scrub_attributes(event.attributes, db_system)
             if new_event_attrs is not event.attributes:

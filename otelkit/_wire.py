@@ -99,6 +99,7 @@ def _any_value(value: Any) -> bytes:
 
 
 _KEYS: dict[str, bytes] = {}
+_NAMES: dict[str, bytes] = {}
 
 
 def _key_value(key: str, value: Any) -> bytes:  # kvlist entries (rare); span attributes use _attributes
@@ -198,16 +199,23 @@ def _span(span: Any) -> bytes:
     if parent is not None:
         parts.append(b"\x22\x08")
         parts.append(parent.span_id.to_bytes(8, "big"))
-    parts.append(_str(b"\x2a", name))
-    parts.append(_KINDS[kind.value])
+    encoded_name = _NAMES.get(name)
+    if encoded_name is None:
+        encoded_name = _str(b"\x2a", name)
+        if len(_NAMES) < 4096:  # span names repeat; bounded like _KEYS
+            _NAMES[name] = encoded_name
+    parts.append(encoded_name)
+    # Enum members' plain _value_ attribute: .value is a Python-level property (enum's descriptor).
+    parts.append(_KINDS[kind._value_])
     parts.append(b"\x39" + _pack_q(start or 0))
     parts.append(b"\x41" + _pack_q(end or 0))
-    if attributes:
+    # The SDK containers' own storage for the emptiness checks: their __len__ is a Python-level call.
+    if getattr(attributes, "_dict", attributes):
         parts.append(_attributes(b"\x4a", attributes))
         dropped = getattr(attributes, "dropped", 0)
         if dropped:
             parts.append(b"\x50" + _varint(dropped))
-    if events:
+    if getattr(events, "_dq", events):
         for event in events:
             body = b"\x09" + _pack_q(event.timestamp or 0) + _str(b"\x12", event.name)
             body += _attributes(b"\x1a", event.attributes)
@@ -217,7 +225,7 @@ def _span(span: Any) -> bytes:
         dropped = getattr(events, "dropped", 0)
         if dropped:
             parts.append(b"\x60" + _varint(dropped))
-    if links:
+    if getattr(links, "_dq", links):
         for link in links:
             lctx = link.context
             body = b"\x0a\x10" + lctx.trace_id.to_bytes(16, "big") + b"\x12\x08" + lctx.span_id.to_bytes(8, "big")
@@ -230,7 +238,7 @@ def _span(span: Any) -> bytes:
         if dropped:
             parts.append(b"\x70" + _varint(dropped))
     if status is not None:
-        code = status.status_code.value
+        code = status.status_code._value_
         if code or status.description:
             body = _str(b"\x12", status.description) if status.description else b""
             if code:

@@ -12,7 +12,9 @@
   instrumentations. When it is unset otelkit opts in to the stable HTTP and database conventions
   (``http,database``: ``url.full``, ``http.request.method``, ``db.query.text``...), which is what
   the metric names and dashboards use. The upstream mode is cached at the first instrumentation;
-  otelkit re-reads it at each ``init()`` (a change re-instruments its integrations).
+  otelkit re-reads it at each ``init()`` (a change re-instruments its integrations). An ``init()``
+  that instruments nothing (``instrument=()``, no entry points) leaves it alone unless an
+  instrumentation module already loaded it: nothing slow is imported for integrations not in use.
 * **Re-init.** Idempotent: an integration is instrumented once per process; a re-init only
   re-points it (tracers given to the contrib instrumentors resolve the provider at each span
   start), enables what became wanted and removes what is no longer wanted.
@@ -24,6 +26,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -57,6 +60,7 @@ _lock = threading.RLock()
 _enabled: dict[str, IntegrationStatus] = {}
 _status: tuple[IntegrationStatus, ...] = ()
 _semconv_applied: str | None = None
+_unscanned: Settings | None = None  # settings of an init() that left unused entry points unscanned
 
 
 def integration_status() -> tuple[IntegrationStatus, ...]:
@@ -67,8 +71,26 @@ def integration_status() -> tuple[IntegrationStatus, ...]:
     """
     from otelkit import _sentry  # late: _sentry imports this module for IntegrationStatus
 
+    _report_unused_entry_points()
     sentry = _sentry.status()
     return _status if sentry is None or not _status else (*_status, sentry)
+
+
+def _report_unused_entry_points() -> None:
+    """Add the "disabled" lines of entry points init() did not scan (see ``report_unused_entry_points``)."""
+    global _status, _unscanned
+    with _lock:
+        settings = _unscanned
+        if settings is None:
+            return
+        _unscanned = None
+        try:
+            extra = [IntegrationStatus(ep.name, "disabled", _disabled_reason(ep.name, settings, "entry_point") or "")
+                     for ep in entry_points.available()]
+        except Exception:
+            logger.debug("otelkit: listing entry points failed", exc_info=True)
+            return
+        _status = (*_status, *extra)
 
 
 def _prepare_semconv() -> bool:
@@ -155,27 +177,42 @@ def _stop(name: str, module: ModuleType | None) -> None:
 
 
 def instrument_all(
-    settings: Settings, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
+    settings: Settings, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None,
+    *, report_unused_entry_points: bool = True,
 ) -> list[IntegrationStatus]:
     """Instrument what ``settings`` asks for; return (and remember) one status per integration.
 
     ``tracer_provider``/``meter_provider`` are the providers of this init (``None``: the OTel
     globals). Safe to call on every ``init()``; never raises.
+
+    ``report_unused_entry_points=False`` (what ``init()`` passes): when no entry point can be enabled
+    (not opted in, none named, none enabled before), the installed ones are not scanned now (a few ms
+    of ``importlib.metadata``); their "disabled" lines are added when ``integration_status()`` is
+    first asked for.
     """
     global _status
     try:
         with _lock:
-            return _instrument_all(settings, tracer_provider, meter_provider)
+            return _instrument_all(settings, tracer_provider, meter_provider, report_unused_entry_points)
     except Exception as exc:  # the contract: telemetry never breaks start-up
         logger.warning("otelkit: instrumentation failed: %s: %s", type(exc).__name__, exc, exc_info=True)
         _status = (IntegrationStatus("instrumentation", "failed", f"{type(exc).__name__}: {exc}"),)
         return list(_status)
 
 
+def _entry_points_wanted(settings: Settings) -> bool:
+    """Whether this init may enable or disable an entry point (else scanning them only yields status lines)."""
+    if entry_points.enabled_names() or _common.settings_get(settings, "instrument_entry_points", False):
+        return True
+    chosen = _names(_common.settings_get(settings, "instrument", None))
+    return chosen is not None and any(name not in BUILTIN_NAMES for name in chosen)
+
+
 def _instrument_all(
-    settings: Settings, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
+    settings: Settings, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None,
+    report_unused_entry_points: bool = True,
 ) -> list[IntegrationStatus]:
-    global _status
+    global _status, _unscanned
     scrub = _common.settings_get(settings, "scrub", None)
     if scrub is not None:
         try:
@@ -184,7 +221,12 @@ def _instrument_all(
             logger.warning("otelkit: %s", exc)
     _common.set_providers(tracer_provider, meter_provider)
     ctx = _common.Context(settings, _common.FOLLOWING_TRACER_PROVIDER, meter_provider)
-    if _prepare_semconv():
+    scan = report_unused_entry_points or _entry_points_wanted(settings)
+    # The opt-in only matters to instrumentations: skip importing and re-initialising the upstream mode
+    # (10-20 ms) when this init instruments nothing and no instrumentation module has loaded it.
+    semconv_needed = scan or "opentelemetry.instrumentation._semconv" in sys.modules or any(
+        _disabled_reason(module.NAME, settings, "library") is None for module in LIBRARIES)
+    if semconv_needed and _prepare_semconv():
         # Contrib instrumentations captured the old mode when they were instrumented.
         for module in LIBRARIES:
             if module.NAME in _enabled:
@@ -217,7 +259,8 @@ def _instrument_all(
         statuses.append(status)
 
     known = set(BUILTIN_NAMES)
-    for ep in entry_points.available():
+    _unscanned = None if scan else settings
+    for ep in (entry_points.available() if scan else ()):
         known.add(ep.name)
         reason = _disabled_reason(ep.name, settings, "entry_point")
         if reason is not None:
@@ -244,8 +287,9 @@ def _instrument_all(
 
 def uninstrument_all() -> None:
     """Remove every instrumentation otelkit applied (tests, ``otelkit._init.reset()``). Never raises."""
-    global _status
+    global _status, _unscanned
     with _lock:
+        _unscanned = None
         for name in list(_enabled):
             module = {m.NAME: m for m in (*LIBRARIES, _system_metrics)}.get(name)
             if module is None and name not in entry_points.enabled_names():

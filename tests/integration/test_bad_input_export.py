@@ -83,10 +83,11 @@ def test_garbage_environment_with_strict_false_still_delivers(otlp_receiver: Otl
     assert "Traceback" not in stderr
 
 
-@pytest.fixture
-def exporting(otlp_receiver: OtlpReceiver) -> Any:
-    otelkit.init(service_name="bad-input", endpoint=otlp_receiver.http_endpoint, instrument=(), system_metrics=False,
-                 metrics_exporter="none")
+@pytest.fixture(params=["http/protobuf", "grpc"])
+def exporting(otlp_receiver: OtlpReceiver, request: pytest.FixtureRequest) -> Any:
+    endpoint = otlp_receiver.grpc_endpoint if request.param == "grpc" else otlp_receiver.http_endpoint
+    otelkit.init(service_name="bad-input", endpoint=endpoint, protocol=request.param, instrument=(),
+                 system_metrics=False, metrics_exporter="none")
     try:
         yield otlp_receiver
     finally:
@@ -108,6 +109,16 @@ def test_a_5mb_attribute_never_blocks_and_never_costs_the_other_spans(exporting:
     # The huge span is delivered (truncated) or dropped and counted -- never retried forever.
     assert "huge" in names or report["traces"].dropped.get("too_large", 0) >= 1, str(report)
     assert not report.timed_out
+
+
+def test_a_5mb_attribute_is_truncated_by_default(exporting: OtlpReceiver) -> None:
+    # Issue 7 item 5: value-length limits on by default, so one huge value costs that value, not the span.
+    with otelkit.span("huge", big="x" * 5_000_000, small="kept"):
+        pass
+    report = otelkit.shutdown(timeout=5)
+    spans = exporting.spans("huge")
+    assert len(spans) == 1, str(report)
+    assert spans[0].attributes["small"] == "kept" and 0 < len(spans[0].attributes["big"]) < 5_000_000
 
 
 def test_one_undecodable_string_does_not_drop_the_batch(exporting: OtlpReceiver) -> None:

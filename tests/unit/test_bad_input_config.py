@@ -81,8 +81,8 @@ def _check_error_names(message: str, name: str) -> None:
     assert "is not valid: expected" in message, message
 
 
-def _call_resolve(**kwargs: Any) -> Settings | None:
-    """resolve(); returns None when it raised ConfigError (checked by the caller)."""
+def _call_resolve(**kwargs: Any) -> Settings:
+    """resolve() with the environment empty and ConfigWarnings silenced."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfigWarning)
         return resolve(environ={}, service_name="x", **kwargs)
@@ -325,3 +325,17 @@ def test_unicode_digits_are_config_errors_not_value_errors(var: str, value: str)
         resolve(environ={var: value}, service_name="x")
     with pytest.warns(ConfigWarning, match=var):
         resolve(environ={var: value, "OTELKIT_STRICT": "false"}, service_name="x")
+
+
+@pytest.mark.parametrize("endpoint", ["http://collector:0", "http://collector:4318/\tv1", "http://collector:4318/a b",
+                                      "http://collector:4318/\x00", "http://collector:4318/\udcff",
+                                      "http://user:pa ss@collector:4318", "https://collector:4318/#frag"])
+def test_endpoints_that_can_never_be_requested_are_rejected(endpoint: str) -> None:
+    # Each was accepted, and then every export request failed (or went to port 0) for the process lifetime.
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_ENDPOINT"):
+        resolve(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, service_name="x")
+
+
+def test_generic_endpoint_with_a_query_gets_the_signal_path_before_the_query() -> None:
+    s = resolve(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318/base/?tenant=a"}, service_name="x")
+    assert s.traces.endpoint == "https://collector:4318/base/v1/traces?tenant=a"  # was ".../?tenant=a/v1/traces"

@@ -7,6 +7,7 @@ the consumer's code runs normally -- never an exception, never a context left be
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -450,3 +451,33 @@ def test_unicode_digits_in_a_redis_message_id(otelkit_capture: CapturedTelemetry
     with pipeline.receive("q", {}, system="redis", message_id=message_id) as msg:
         assert otelkit.correlation_id() == msg.correlation_id
     assert len(otelkit_capture.spans.named("process q")) == 1
+
+
+def test_concurrent_async_consumers_with_bad_messages_never_mix_ids(otelkit_capture: CapturedTelemetry) -> None:
+    carriers: list[Any] = []
+    for i in range(40):
+        if i % 4 == 0:
+            carriers.append({"traceparent": GOOD, CORRELATION_HEADER: f"order-{i}"})
+        elif i % 4 == 1:
+            carriers.append({"traceparent": MALFORMED_TRACEPARENTS["non-hex"], CORRELATION_HEADER: "bad id " * 5})
+        elif i % 4 == 2:
+            carriers.append(b"\xff not an envelope")
+        else:
+            carriers.append(None)
+
+    async def consume(carrier: Any) -> tuple[str | None, str | None, str | None]:
+        async with pipeline.receive("q", carrier, system="nats") as msg:
+            await asyncio.sleep(0)  # interleave with the other consumers
+            seen = otelkit.correlation_id()
+            await asyncio.sleep(0)
+            return msg.correlation_id, seen, otelkit.correlation_id()
+
+    async def main() -> list[tuple[str | None, str | None, str | None]]:
+        return await asyncio.gather(*(consume(c) for c in carriers))
+
+    results = asyncio.run(main())
+    assert all(cid == seen == again and is_valid_correlation_id(cid) for cid, seen, again in results)
+    assert [r[0] for r in results[::4]] == [f"order-{i}" for i in range(0, 40, 4)]
+    fresh = [r[0] for i, r in enumerate(results) if i % 4]
+    assert len(set(fresh)) == len(fresh)  # every bad message got its own fresh ID
+    assert len(otelkit_capture.spans.named("process q")) == 40

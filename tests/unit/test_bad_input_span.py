@@ -127,6 +127,7 @@ def test_huge_string_attribute_does_not_raise(otelkit_capture: CapturedTelemetry
         pass
     attrs = otelkit_capture.spans.span("s").attributes
     assert attrs is not None and attrs["small"] == "y"
+    assert len(attrs["big"]) <= 8192  # the default value-length limit (issue 7 item 5)
 
 
 def test_many_attributes_are_capped_by_the_count_limit(otelkit_capture: CapturedTelemetry) -> None:
