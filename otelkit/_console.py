@@ -24,6 +24,7 @@ parent), the oldest trace is printed as it is, marked ``(partial)``.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -98,6 +99,24 @@ def _ascii(text: str, stream: IO[str]) -> str:
         return text.encode("ascii", errors="replace").decode("ascii")
 
 
+# Terminal control characters in user data (span names, log bodies, attribute values): ESC/CSI/OSC
+# sequences recolour or clear the terminal and set its title, CR/BS overwrite a printed line, bidi
+# overrides reorder it. They are printed escaped (repr style), so the operator sees them, defused.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL_KEEP_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def clean(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with terminal control characters escaped (``\\x1b``); tabs (and newlines if asked) kept."""
+    pattern = _CONTROL_KEEP_NEWLINE if keep_newlines else _CONTROL
+    return pattern.sub(_escape_char, text) if pattern.search(text) else text
+
+
 def format_duration(nanoseconds: int | None) -> str:
     """``1.2 s``, ``12.4 ms``, ``350 µs``; ``?`` when unknown."""
     if nanoseconds is None or nanoseconds < 0:
@@ -111,7 +130,7 @@ def format_duration(nanoseconds: int | None) -> str:
 
 def _short(value: object) -> str:
     text = value if isinstance(value, str) else repr(value) if not isinstance(value, (int, float)) else str(value)
-    text = text.replace("\n", " ")
+    text = clean(text.replace("\n", " "))
     if len(text) > _MAX_VALUE:
         text = text[: _MAX_VALUE - 1] + "…"
     if isinstance(value, str) and (" " in text or not text):
@@ -305,7 +324,8 @@ def _painter(colour: bool) -> Any:
 
 def _span_line(span: ReadableSpan, paint: Any) -> str:
     duration = (span.end_time - span.start_time) if span.end_time and span.start_time else None
-    parts = [paint(_BOLD, span.name), paint(_DIM, _kind_name(span.kind)), paint(_CYAN, format_duration(duration))]
+    parts = [paint(_BOLD, clean(span.name)), paint(_DIM, _kind_name(span.kind)),
+             paint(_CYAN, format_duration(duration))]
     status = span.status
     if status is not None and status.status_code is StatusCode.ERROR:
         description = _short(status.description).strip('"') if status.description else ""
@@ -315,7 +335,7 @@ def _span_line(span: ReadableSpan, paint: Any) -> str:
         parts.append(attrs)
     for event in span.events or ():
         if event.name == "exception" and event.attributes and not (status and status.description):
-            parts.append(paint(_RED, f"{event.attributes.get('exception.type', 'exception')}: "
+            parts.append(paint(_RED, f"{_short(event.attributes.get('exception.type', 'exception'))}: "
                                      f"{_short(event.attributes.get('exception.message', ''))}"))
             break
     return "  ".join(parts)
@@ -373,10 +393,11 @@ def format_log_line(item: Any, paint: Any = None) -> str:
     when = datetime.fromtimestamp(stamp / 1e9).strftime("%H:%M:%S.%f")[:-3]
     level = (record.severity_text or (record.severity_number.name if record.severity_number else "") or "LOG").upper()
     level_text = paint(_LEVEL_COLOURS.get(level, ""), f"{level:<5}") if level in _LEVEL_COLOURS else f"{level:<5}"
-    body = record.body if isinstance(record.body, str) else _short(record.body)
+    # Multi-line bodies (tracebacks) keep their newlines; every other control character is escaped.
+    body = clean(record.body, keep_newlines=True) if isinstance(record.body, str) else _short(record.body)
     parts = [paint(_DIM, when), level_text]
     if scope is not None and scope.name:
-        parts.append(paint(_CYAN, scope.name))
+        parts.append(paint(_CYAN, clean(scope.name)))
     parts.append(body)
     tail = []
     if record.trace_id:
@@ -386,9 +407,10 @@ def format_log_line(item: Any, paint: Any = None) -> str:
     attributes = record.attributes or {}
     correlation = attributes.get("otelkit.correlation_id")
     if correlation:
-        tail.append(f"corr={correlation}")
+        tail.append(f"corr={_short(correlation)}")
     if "exception.type" in attributes:
-        tail.append(paint(_RED, f"{attributes['exception.type']}: {_short(attributes.get('exception.message', ''))}"))
+        tail.append(paint(_RED, f"{_short(attributes['exception.type'])}: "
+                                f"{_short(attributes.get('exception.message', ''))}"))
     if tail:
         parts.append(paint(_DIM, " ".join(tail)))
     return "  ".join(parts)
@@ -456,9 +478,9 @@ class ConsoleMetricExporter(MetricExporter):
         unit = f" [{metric.unit}]" if metric.unit else ""
         points = list(getattr(data, "data_points", ()))
         for point in points[: self._max_series]:
-            attrs = ",".join(f"{k}={v}" for k, v in sorted((point.attributes or {}).items()))
+            attrs = clean(",".join(f"{k}={v}" for k, v in sorted((point.attributes or {}).items())))
             label = f"{{{attrs}}} " if attrs else ""
-            yield f"  {paint(_BOLD, metric.name)}{unit} {paint(_DIM, kind)} {label}{_point_value(point)}"
+            yield f"  {paint(_BOLD, clean(metric.name))}{unit} {paint(_DIM, kind)} {label}{_point_value(point)}"
         if len(points) > self._max_series:
             yield f"  {metric.name} … {len(points) - self._max_series} more series"
 

@@ -57,11 +57,21 @@ def is_valid_correlation_id(value: object) -> bool:
     return isinstance(value, str) and _VALID.fullmatch(value) is not None
 
 
+# The last value get_correlation_id() validated. Inside one correlation scope every log record and
+# span reads the same str object from the baggage dict, so an identity test skips the regex.
+_last_valid: str | None = None
+
+
 def get_correlation_id(context: Context | None = None) -> str | None:
     """The correlation ID in ``context`` (default: the current context), or None.
 
-    Called on every log record by the logs module, so it does one dict lookup.
+    Only a valid ID (see :func:`is_valid_correlation_id`) is returned: baggage
+    extracted by any propagator-aware hop may carry a hostile ``correlation_id``
+    (newlines, quotes, kilobytes) that must not reach log lines, span attributes
+    or outgoing headers. Called on every log record and span start, so it does one
+    dict lookup and, for a value other than the last one seen, one regex match.
     """
+    global _last_valid
     if _KEY is not None:
         ctx = otel_context.get_current() if context is None else context
         entries: Any = ctx.get(_KEY)
@@ -70,7 +80,12 @@ def get_correlation_id(context: Context | None = None) -> str | None:
         value = entries.get(CORRELATION_BAGGAGE_KEY)
     else:  # pragma: no cover
         value = baggage.get_baggage(CORRELATION_BAGGAGE_KEY, context)
-    return value if isinstance(value, str) else None
+    if value is _last_valid or value is None:
+        return value
+    if type(value) is str and len(value) <= MAX_CORRELATION_ID_LENGTH and _VALID.fullmatch(value) is not None:
+        _last_valid = value
+        return value
+    return None
 
 
 def correlation_id() -> str | None:

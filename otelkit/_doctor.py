@@ -144,21 +144,30 @@ def _check_config(report: Report) -> Any | None:
                          "reinstall otelkit: pip install --force-reinstall otelkit"))
         return None
     settings: Any
+    fix = ("fix the variable named above (see the configuration table in the README); "
+           "OTELKIT_STRICT=false makes init() warn and use the default instead of raising")
     try:
         settings = _config.resolve()
     except _config.ConfigError as exc:
-        report.add(Check("config", "configuration", "fail", str(exc),
-                         "fix the variable named above (see the configuration table in the README); "
-                         "OTELKIT_STRICT=false makes init() warn and use the default instead of raising"))
-        # Go on with the lenient reading so the other checks still say something useful.
+        # The strict read stops at the first bad value; the lenient read warns once per bad value,
+        # so every bad variable is listed in one run (the user does not fix them one run at a time).
+        first = str(exc)
+        problems: list[str] = []
         try:
-            with _quiet_logging(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with _quiet_logging(), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 settings = _config.resolve(strict=False)
+            problems = [_config_problem(w.message) for w in caught
+                        if isinstance(w.message, _config.ConfigWarning)]
         except Exception as lenient_exc:
+            report.add(Check("config", "configuration", "fail", first, fix))
             report.add(Check("config", "lenient configuration", "fail",
                              f"even strict=False cannot read the configuration: {lenient_exc}"))
             return None
+        if not any(problem.startswith(first) for problem in problems):
+            problems.insert(0, first)
+        for problem in problems:
+            report.add(Check("config", "configuration", "fail", problem, fix))
     else:
         report.add(Check("config", "configuration", "ok", "the OTEL_* / OTELKIT_* configuration is valid"))
     report.config = flatten_settings(settings)
@@ -167,7 +176,8 @@ def _check_config(report: Report) -> Any | None:
             if row["name"] == "strict":
                 row["source"] = "read leniently by the doctor: invalid values are shown at their defaults"
     sources = getattr(settings, "sources", {}) or {}
-    if str(sources.get("service_name", "")).startswith("derived"):
+    # A set but invalid OTEL_SERVICE_NAME is already a FAIL above; "not set" would be wrong.
+    if str(sources.get("service_name", "")).startswith("derived") and "OTEL_SERVICE_NAME" not in os.environ:
         report.add(Check("config", "service name", "warn",
                          f"OTEL_SERVICE_NAME is not set: every program derives its own service.name (here "
                          f"{settings.service_name!r}, {sources['service_name']})",
@@ -176,6 +186,12 @@ def _check_config(report: Report) -> Any | None:
         report.add(Check("config", "sdk", "warn", "OTEL_SDK_DISABLED=true: otelkit.init() sets up nothing",
                          "unset OTEL_SDK_DISABLED to export telemetry"))
     return settings
+
+
+def _config_problem(message: Warning) -> str:
+    """A ``ConfigWarning`` as a doctor line: ``VAR='value' is not valid: expected ...; using the default``."""
+    text = str(message)
+    return text.removeprefix("otelkit: ")
 
 
 def flatten_settings(settings: Any) -> list[dict[str, str]]:

@@ -194,7 +194,7 @@ def _report(exc: BaseException, span: Any, context: Mapping[str, object] | None)
             try:
                 span.record_exception(exc, escaped=True)
             except Exception:  # the SDK calls str(exc); an exception whose __str__ raises still gets its event
-                _record_unprintable(span, exc)
+                record_unprintable(span, exc)
             finally:
                 _in_report.reset(token)
             if span_context is not None:
@@ -228,7 +228,7 @@ def exception_text(exc: BaseException) -> str:
         return f"<unprintable {type(exc).__name__}>"
 
 
-def _record_unprintable(span: Any, exc: BaseException) -> None:
+def record_unprintable(span: Any, exc: BaseException) -> None:
     """The ``exception`` event the SDK could not build (semantic-convention attributes, safe text)."""
     import traceback
 

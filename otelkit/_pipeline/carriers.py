@@ -140,12 +140,47 @@ _PREFIX_SPACED = _PREFIX + " "
 _BPREFIXES = (_PREFIX.encode(), _PREFIX_SPACED.encode())
 
 
-def wrap(payload: Any, headers: Mapping[str, str]) -> str:
+def _text_headers(headers: Any) -> dict[str, str]:
+    """The str->str entries of a mapping or ``(key, value)`` list, bytes decoded as UTF-8.
+
+    Entries that cannot travel in a JSON envelope as text (undecodable bytes, a
+    non-string value, a non-tuple list item) are left out; otelkit's own headers
+    are always str (mapping) or UTF-8 bytes (header list), so the context survives.
+    """
+    items: Iterable[Any]
+    if isinstance(headers, Mapping):
+        items = headers.items()
+    elif isinstance(headers, Iterable) and not isinstance(headers, (str, *_BYTES_TYPES)):
+        items = headers
+    else:
+        return {}
+    out: dict[str, str] = {}
+    skipped = 0
+    for item in items:
+        if type(item) is not tuple or len(item) != 2:
+            skipped += 1
+            continue
+        key, value = item
+        if type(key) is not str:
+            key = _decode(key)
+        if type(value) is not str:
+            value = _decode(value)
+        if key is None or value is None:
+            skipped += 1
+            continue
+        out[key] = value
+    if skipped:
+        logger.debug("otelkit: %d carrier entries are not text and were left out of the envelope", skipped)
+    return out
+
+
+def wrap(payload: Any, headers: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None) -> str:
     """A JSON envelope holding ``headers`` and ``payload``, for transports without headers.
 
-    ``unwrap`` gives back the payload with its original type: ``str`` stays
-    ``str``, ``bytes`` stays ``bytes`` (base64 when not UTF-8), any other value
-    is stored as JSON and comes back decoded.
+    ``headers`` is a mapping or a ``(key, value)`` list; only entries that are text
+    (str, or UTF-8 bytes) go into the envelope. ``unwrap`` gives back the payload
+    with its original type: ``str`` stays ``str``, ``bytes`` stays ``bytes``
+    (base64 when not UTF-8), any other value is stored as JSON and comes back decoded.
     """
     if isinstance(payload, str):
         body: dict[str, Any] = {"payload": payload}
@@ -157,7 +192,7 @@ def wrap(payload: Any, headers: Mapping[str, str]) -> str:
             body = {"payload": base64.b64encode(raw).decode("ascii"), "encoding": "base64"}
     else:
         body = {"payload": payload, "encoding": "json"}
-    envelope = {ENVELOPE_MARKER: 1, "headers": dict(headers), **body}
+    envelope = {ENVELOPE_MARKER: 1, "headers": _text_headers(headers), **body}
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
 
 

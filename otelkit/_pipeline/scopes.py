@@ -29,6 +29,7 @@ from opentelemetry.trace import INVALID_SPAN, Link, NonRecordingSpan, Span, Span
 
 from otelkit import _names
 from otelkit._correlation import get_correlation_id, is_valid_correlation_id, new_correlation_id
+from otelkit._errors import exception_text, record_unprintable
 from otelkit._internal_log import logger
 from otelkit._pipeline import carriers
 from otelkit._pipeline.failures import classify_failure
@@ -93,7 +94,7 @@ def _report(exc: BaseException, span: Span, context: Mapping[str, object]) -> No
     on the span.
     """
     if not isinstance(exc, Exception):
-        span.record_exception(exc, escaped=True)
+        _record(span, exc)
         return
     try:
         from otelkit._errors import report_exception
@@ -104,8 +105,17 @@ def _report(exc: BaseException, span: Span, context: Mapping[str, object]) -> No
 
 
 def _mark_failed(span: Span, exc: BaseException, error_type: str) -> None:
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:256]))
+    # exception_text: an exception whose __str__ raises must not abort _finish before span.end()
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exception_text(exc)}"[:256]))
     span.set_attribute(_names.ERROR_TYPE, error_type)
+
+
+def _record(span: Span, exc: BaseException) -> None:
+    """``span.record_exception`` that survives an exception whose ``__str__`` raises (the SDK calls it)."""
+    try:
+        span.record_exception(exc, escaped=True)
+    except Exception:
+        record_unprintable(span, exc)
 
 
 def _extract(carrier: Any) -> Context:
@@ -134,20 +144,35 @@ def _parse_number(raw: object) -> float | None:
     return value if math.isfinite(value) and value > 0 else None
 
 
+# Emission times outside this window around now are junk (a bad header, an explicit stream ID such
+# as "1-0", a producer with a broken clock): one of them would put ~1.8e9 s into the latency histograms.
+_MAX_AGE = 30 * 86_400.0
+_MAX_AHEAD = 7_200.0
+
+
 def _sent_at(carrier: Any, message_id: str | None, system: str) -> float | None:
-    """Emission time in epoch seconds: the otelkit header, else a Redis stream ID's millisecond part."""
+    """Emission time in epoch seconds: the otelkit header, else a Redis stream ID's millisecond part.
+
+    None when absent or implausible (older than 30 days or more than 2 hours ahead).
+    """
+    sent: float | None = None
     if carrier is not None:
         try:
             ms = _parse_number(carriers.get_raw(carrier, _SENT_AT))
         except Exception:
             ms = None
         if ms is not None:
-            return ms / 1000.0
-    if system == "redis" and message_id is not None:
+            sent = ms / 1000.0
+    if sent is None and system == "redis" and message_id is not None:
         head, sep, tail = message_id.partition("-")
-        if sep and head.isdigit() and tail.isdigit():
-            return int(head) / 1000.0
-    return None
+        if sep and head.isascii() and head.isdigit() and tail.isdigit() and len(head) <= 16:
+            sent = int(head) / 1000.0
+    if sent is not None:
+        now = time.time()
+        if not now - _MAX_AGE <= sent <= now + _MAX_AHEAD:
+            logger.debug("otelkit: ignoring an implausible emission time (%.0f s from now)", sent - now)
+            return None
+    return sent
 
 
 def _header_attempt(carrier: Any) -> int | None:
@@ -166,21 +191,67 @@ def _header_attempt(carrier: Any) -> int | None:
 
 
 def _as_str(value: object) -> str | None:
+    """``value`` as text for span attributes and names; never raises (a hostile ``__str__`` gives a placeholder)."""
     if value is None:
         return None
     if isinstance(value, str):
         return value
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)
+    try:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value).decode("utf-8", "replace")
+        text = str(value)
+        if isinstance(text, str):
+            return text
+    except Exception as error:
+        logger.debug("otelkit: cannot turn a %s into text (%s)", type(value).__name__, type(error).__name__)
+    return f"<unprintable {type(value).__name__}>"
+
+
+def _shown(value: object) -> str:
+    """A short repr for a debug log about a bad argument; never raises (the value may be hostile)."""
+    try:
+        return repr(value)[:40]
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _name(value: object, what: str) -> str:
+    """A destination/system/group given as a non-str (an int queue id, bytes, None): its text form."""
+    if type(value) is str:
+        return value
+    logger.debug("otelkit: pipeline %s=%s is not a str; using its text form", what, _shown(value))
+    return _as_str(value) or ""
+
+
+def _count(value: object, what: str) -> int | None:
+    """An attempt / max_attempts as int or None: integral numbers and digit strings pass, anything else is None."""
+    if value is None or (type(value) is int):
+        return value
+    result: int | None = None
+    if not isinstance(value, bool):
+        try:
+            number = _parse_number(value)
+            if number is not None and number == int(number) and number <= _MAX_ATTEMPT:
+                result = int(number)
+        except Exception:
+            result = None
+    if result is None:
+        logger.debug("otelkit: pipeline %s=%s is not a positive integer; ignoring it", what, _shown(value))
+    return result
+
+
+def _reason_text(reason: object) -> str | None:
+    if reason is None or type(reason) is str:
+        return reason
+    return _as_str(reason)
 
 
 def _message_context(extracted: Context, carrier: Any) -> tuple[trace.SpanContext | None, str | None]:
     """(valid remote span context or None, valid correlation ID or None) from an extracted context."""
     span_context = trace.get_current_span(extracted).get_span_context()
     remote = span_context if span_context.is_valid else None
-    cid = get_correlation_id(extracted)
-    if not is_valid_correlation_id(cid):
+    cid = get_correlation_id(extracted)  # only ever a valid ID or None
+    if cid is None:
         cid = carriers.get_str(carrier, _CORRELATION_HEADER) if carrier is not None else None
         if not is_valid_correlation_id(cid):
             cid = None
@@ -321,13 +392,13 @@ class Emission(_Scope):
     def __init__(self, destination: str, carrier: Any = None, *, system: str, message_id: object = None,
                  correlation_id: str | None = None, attempt: int | None = None,
                  attributes: Mapping[str, Any] | None = None) -> None:
-        self.destination = destination
-        self.system = system
+        self.destination = destination if type(destination) is str else _name(destination, "destination")
+        self.system = system if type(system) is str else _name(system, "system")
         self.headers: Any = carrier
         self.message_id: Any = message_id
         self._explicit_cid = correlation_id
         self.correlation_id: str | None = correlation_id
-        self.attempt = attempt
+        self.attempt = attempt if attempt is None or type(attempt) is int else _count(attempt, "attempt")
         self._attributes = attributes
         self._token: object = None
         self.span: Span = INVALID_SPAN
@@ -392,14 +463,16 @@ class Emission(_Scope):
             return
         duration = time.perf_counter() - self._t0
         attrs = _metric_attrs(self.system, self.destination, "send", None)
-        if self.message_id is not None:
-            span.set_attribute(_names.MESSAGING_MESSAGE_ID, _as_str(self.message_id) or "")
-        if exc is not None:
-            error_type = _error_type(exc)
-            _mark_failed(span, exc, error_type)
-            span.record_exception(exc, escaped=True)  # noted, not reported: the caller's scope reports it
-            attrs = {**attrs, _names.ERROR_TYPE: error_type}
-        span.end()
+        try:  # whatever goes wrong while annotating, the span is still ended (never lost)
+            if self.message_id is not None:
+                span.set_attribute(_names.MESSAGING_MESSAGE_ID, _as_str(self.message_id) or "")
+            if exc is not None:
+                error_type = _error_type(exc)
+                _mark_failed(span, exc, error_type)
+                _record(span, exc)  # noted, not reported: the caller's scope reports it
+                attrs = {**attrs, _names.ERROR_TYPE: error_type}
+        finally:
+            span.end()
         try:  # recorded while the span is still current, so histogram exemplars point at this trace
             ins = instruments()
             ins.sent.add(1, attrs)
@@ -414,8 +487,7 @@ class Emission(_Scope):
 
         The receiver passes the raw message to ``receive(...)`` and reads ``msg.payload``.
         """
-        headers = self.headers if isinstance(self.headers, Mapping) else {}
-        return carriers.wrap(payload, headers)
+        return carriers.wrap(payload, self.headers)
 
     def __call__(self, fn: F) -> F:
         """Decorate a function that sends one message; ``carrier`` names the parameter holding its headers."""
@@ -442,11 +514,16 @@ class _Consumption(_Scope):
 
     def __init__(self, destination: str, system: str, group: str | None, attempt: int | None,
                  max_attempts: int | None) -> None:
-        self.destination = destination
-        self.system = system
-        self.group = group
-        self.attempt = attempt
-        self.max_attempts = max_attempts
+        # Coerced once here: a non-str name or non-int attempt would otherwise fail in _start/_settle,
+        # leaving the message without a span.
+        self.destination = destination if type(destination) is str else _name(destination, "destination")
+        self.system = system if type(system) is str else _name(system, "system")
+        self.group = group if group is None or type(group) is str else _name(group, "group")
+        # A callable attempt is the decorator form (resolved per call by Reception.__call__).
+        self.attempt = (attempt if attempt is None or type(attempt) is int or callable(attempt)
+                        else _count(attempt, "attempt"))
+        self.max_attempts = (max_attempts if max_attempts is None or type(max_attempts) is int
+                             else _count(max_attempts, "max_attempts"))
         self.span: Span = INVALID_SPAN
         self.correlation_id: str | None = None
         self._outcome: Outcome | None = None
@@ -463,15 +540,15 @@ class _Consumption(_Scope):
 
     def retry(self, reason: str | None = None) -> None:
         """Record that the message goes back for another attempt (not a span error by itself)."""
-        self._outcome, self._reason = "retry", reason
+        self._outcome, self._reason = "retry", _reason_text(reason)
 
     def dead_letter(self, reason: str | None = None) -> None:
         """Record that the message goes to the dead-letter destination (the span is marked as an error)."""
-        self._outcome, self._reason = "dead_letter", reason
+        self._outcome, self._reason = "dead_letter", _reason_text(reason)
 
     def drop(self, reason: str | None = None) -> None:
         """Record that the message is discarded on purpose (a duplicate, filtered out): not an error."""
-        self._outcome, self._reason = "drop", reason
+        self._outcome, self._reason = "drop", _reason_text(reason)
 
     @property
     def outcome(self) -> Outcome | None:
@@ -492,25 +569,28 @@ class _Consumption(_Scope):
         still current, the latency histograms get exemplars that open this message's trace.
         """
         span = self.span
-        attrs = self._base
-        failure_class: str | None = None
-        if exc is not None:
-            error_type = _error_type(exc)
-            failure_class = classify_failure(exc) if isinstance(exc, Exception) else "transient"
-            _mark_failed(span, exc, error_type)
-            span.set_attribute(_names.ATTR_ERROR_CLASS, failure_class)
-            attrs = {**attrs, _names.ERROR_TYPE: error_type, _names.ATTR_ERROR_CLASS: failure_class}
-            _report(exc, span, self._report_context())
-        outcome = self._outcome
-        if outcome is None:
-            outcome = "ack" if failure_class is None else self._default_outcome(failure_class)
-            self._outcome = outcome
-        elif outcome == "dead_letter" and exc is None:
-            span.set_status(Status(StatusCode.ERROR, f"dead-lettered: {self._reason or 'no reason given'}"[:256]))
-        span.set_attribute(_names.ATTR_OUTCOME, outcome)
-        if self._reason:
-            span.set_attribute(_names.ATTR_OUTCOME_REASON, self._reason[:256])
-        span.end()
+        try:  # whatever goes wrong while annotating, the span is still ended (never lost)
+            attrs = self._base
+            failure_class: str | None = None
+            if exc is not None:
+                error_type = _error_type(exc)
+                failure_class = classify_failure(exc) if isinstance(exc, Exception) else "transient"
+                _mark_failed(span, exc, error_type)
+                span.set_attribute(_names.ATTR_ERROR_CLASS, failure_class)
+                attrs = {**attrs, _names.ERROR_TYPE: error_type, _names.ATTR_ERROR_CLASS: failure_class}
+                _report(exc, span, self._report_context())
+            outcome = self._outcome
+            if outcome is None:
+                outcome = "ack" if failure_class is None else self._default_outcome(failure_class)
+                self._outcome = outcome
+            elif outcome == "dead_letter" and exc is None:
+                span.set_status(Status(StatusCode.ERROR,
+                                       f"dead-lettered: {self._reason or 'no reason given'}"[:256]))
+            span.set_attribute(_names.ATTR_OUTCOME, outcome)
+            if self._reason:
+                span.set_attribute(_names.ATTR_OUTCOME_REASON, self._reason[:256])
+        finally:
+            span.end()
         return attrs, outcome
 
     def _detach(self) -> None:
@@ -571,6 +651,8 @@ class Reception(_Consumption):
         self.correlation_id = cid
         if self.attempt is None:
             self.attempt = _header_attempt(carrier)
+        elif type(self.attempt) is not int:  # a callable meant for the decorator form, used as a scope
+            self.attempt = _count(self.attempt, "attempt")
         base = otel_context.get_current()
         ctx = _with_baggage(base, extracted, cid)
         parent = self._parent
@@ -703,6 +785,11 @@ class BatchReception(_Consumption):
         self._carriers = carriers_
         self._message_ids = message_ids
         self._parent = parent
+        if type(max_links) is not int or max_links < 0:
+            # A non-int would fail the `len(links) < max_links` test in _start: no batch span at all.
+            logger.debug("otelkit: receive_batch(max_links=%s) is not a non-negative int; using %d",
+                         _shown(max_links), DEFAULT_MAX_LINKS)
+            max_links = DEFAULT_MAX_LINKS
         self.max_links = max_links
         self._attributes = attributes
         self.messages: list[Message] = []
@@ -823,7 +910,7 @@ class Stage(_Scope):
 
     def __init__(self, name: str, *, source: str | None = None, variant: str | None = None,
                  attributes: Mapping[str, Any] | None = None) -> None:
-        self.name = name
+        self.name = name if type(name) is str else _name(name, "stage name")
         self.source = source
         self.variant = variant
         self._attrs = attributes
@@ -843,11 +930,17 @@ class Stage(_Scope):
     def count(self, n: int = 1, *, outcome: Literal["success", "failure"] = "success") -> None:
         """Record ``n`` items handled by this stage with ``outcome`` (replaces the automatic count of one)."""
         self._counted = True
-        if n > 0:
-            try:
+        try:  # a bad n (a str, None, NaN) is dropped with a debug log, never raised into the stage
+            if type(n) is not int:
+                number = _parse_number(n)
+                if number is None or number != int(number):
+                    logger.debug("otelkit: stage count n=%s is not a positive integer; ignored", _shown(n))
+                    return
+                n = int(number)
+            if n > 0:
                 instruments().stage_items.add(n, {**self._labels(), _names.ATTR_OUTCOME: outcome})
-            except Exception as error:
-                logger.debug("otelkit: stage count failed: %r", error)
+        except Exception as error:
+            logger.debug("otelkit: stage count failed: %r", error)
 
     def _start(self) -> None:
         attrs: dict[str, Any] = self._labels()
@@ -869,16 +962,18 @@ class Stage(_Scope):
         duration = time.perf_counter() - self._t0
         labels = self._labels()
         outcome = "success"
-        if exc is not None:
-            outcome = "failure"
-            error_type = _error_type(exc)
-            failure_class = classify_failure(exc) if isinstance(exc, Exception) else "transient"
-            _mark_failed(span, exc, error_type)
-            span.set_attribute(_names.ATTR_ERROR_CLASS, failure_class)
-            labels[_names.ATTR_ERROR_CLASS] = failure_class
-            _report(exc, span, self._report_context())
-        span.set_attribute(_names.ATTR_OUTCOME, outcome)
-        span.end()
+        try:  # whatever goes wrong while annotating, the span is still ended (never lost)
+            if exc is not None:
+                outcome = "failure"
+                error_type = _error_type(exc)
+                failure_class = classify_failure(exc) if isinstance(exc, Exception) else "transient"
+                _mark_failed(span, exc, error_type)
+                span.set_attribute(_names.ATTR_ERROR_CLASS, failure_class)
+                labels[_names.ATTR_ERROR_CLASS] = failure_class
+                _report(exc, span, self._report_context())
+            span.set_attribute(_names.ATTR_OUTCOME, outcome)
+        finally:
+            span.end()
         labels[_names.ATTR_OUTCOME] = outcome
         try:  # recorded while the span is current: exemplars open this stage's trace
             ins = instruments()

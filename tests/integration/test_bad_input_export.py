@@ -19,6 +19,7 @@ import pytest
 
 import otelkit
 from otelkit import _init
+from otelkit._stats import STATS
 from otelkit.testing._receiver import OtlpReceiver
 
 APP = r'''
@@ -43,6 +44,17 @@ def _run(receiver: OtlpReceiver, extra: dict[bytes, bytes]) -> subprocess.Comple
     env[b"OTEL_SERVICE_NAME"] = b"bad-input-app"
     env.update(extra)
     return subprocess.run([sys.executable, "-c", APP], env=env, capture_output=True, timeout=60)  # type: ignore[arg-type]
+
+
+def _drops_since(before: dict[tuple[str, str], int], signal: str, reason: str) -> int:
+    """Items of ``signal`` dropped for ``reason`` since ``before`` (shutdown reports hold process totals)."""
+    key = (signal, reason)
+    return STATS.dropped_counts().get(key, 0) - before.get(key, 0)
+
+
+@pytest.fixture
+def drops_before() -> dict[tuple[str, str], int]:
+    return dict(STATS.dropped_counts())
 
 
 GARBAGE_ENV = {
@@ -94,7 +106,8 @@ def exporting(otlp_receiver: OtlpReceiver, request: pytest.FixtureRequest) -> An
         _init.reset()
 
 
-def test_a_5mb_attribute_never_blocks_and_never_costs_the_other_spans(exporting: OtlpReceiver) -> None:
+def test_a_5mb_attribute_never_blocks_and_never_costs_the_other_spans(exporting: OtlpReceiver,
+                                                                      drops_before: dict[tuple[str, str], int]) -> None:
     for i in range(3):
         with otelkit.span(f"before{i}"):
             pass
@@ -107,7 +120,7 @@ def test_a_5mb_attribute_never_blocks_and_never_costs_the_other_spans(exporting:
     names = {s.name for s in exporting.spans()}
     assert {"before0", "before1", "before2", "after0", "after1", "after2"} <= names, report
     # The huge span is delivered (truncated) or dropped and counted -- never retried forever.
-    assert "huge" in names or report["traces"].dropped.get("too_large", 0) >= 1, str(report)
+    assert "huge" in names or _drops_since(drops_before, "traces", "too_large") == 1, str(report)
     assert not report.timed_out
 
 
@@ -121,7 +134,8 @@ def test_a_5mb_attribute_is_truncated_by_default(exporting: OtlpReceiver) -> Non
     assert spans[0].attributes["small"] == "kept" and 0 < len(spans[0].attributes["big"]) < 5_000_000
 
 
-def test_one_undecodable_string_does_not_drop_the_batch(exporting: OtlpReceiver) -> None:
+def test_one_undecodable_string_does_not_drop_the_batch(exporting: OtlpReceiver,
+                                                        drops_before: dict[tuple[str, str], int]) -> None:
     for i in range(3):
         with otelkit.span(f"ok{i}"):
             pass
@@ -130,10 +144,11 @@ def test_one_undecodable_string_does_not_drop_the_batch(exporting: OtlpReceiver)
     report = otelkit.shutdown(timeout=5)
     names = {s.name for s in exporting.spans()}
     assert {"ok0", "ok1", "ok2", "surrogate"} <= names, str(report)
-    assert report["traces"].dropped.get("export_failed", 0) == 0, str(report)
+    assert _drops_since(drops_before, "traces", "export_failed") == 0, str(report)
 
 
-def test_one_undecodable_log_message_does_not_drop_the_batch(exporting: OtlpReceiver) -> None:
+def test_one_undecodable_log_message_does_not_drop_the_batch(exporting: OtlpReceiver,
+                                                             drops_before: dict[tuple[str, str], int]) -> None:
     import logging
 
     log = logging.getLogger("app.bad_input")
@@ -143,7 +158,7 @@ def test_one_undecodable_log_message_does_not_drop_the_batch(exporting: OtlpRece
     report = otelkit.shutdown(timeout=5)
     bodies = [str(r.body) for r in exporting.logs()]
     assert {"ok 0", "ok 1", "ok 2"} <= set(bodies), str(report)
-    assert len(bodies) == 4 and report["logs"].dropped.get("export_failed", 0) == 0, str(report)
+    assert len(bodies) == 4 and _drops_since(drops_before, "logs", "export_failed") == 0, str(report)
 
 
 def test_one_out_of_range_metric_value_does_not_kill_all_metrics(otlp_receiver: OtlpReceiver) -> None:
@@ -159,3 +174,19 @@ def test_one_out_of_range_metric_value_does_not_kill_all_metrics(otlp_receiver: 
         assert "app.good" in {p.name for p in otlp_receiver.metrics()}, str(report)
     finally:
         _init.reset()
+
+
+def test_a_10mb_log_message_is_dropped_and_counted_never_the_batch(exporting: OtlpReceiver,
+                                                                   drops_before: dict[tuple[str, str], int]) -> None:
+    import logging
+
+    log = logging.getLogger("app.bad_input")
+    log.warning("before")
+    log.warning("x" * 10_000_000)
+    log.warning("after")
+    report = otelkit.shutdown(timeout=5)
+    bodies = [str(r.body) for r in exporting.logs()]
+    assert "before" in bodies and "after" in bodies, str(report)
+    # Delivered (truncated) or dropped and counted as too large -- never silently, never retried forever.
+    assert len(bodies) == 3 or _drops_since(drops_before, "logs", "too_large") == 1, str(report)
+    assert not report.timed_out

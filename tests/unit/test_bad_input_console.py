@@ -38,10 +38,6 @@ def test_console_output_of_ordinary_records(console: None, capsys: pytest.Captur
     assert "load orders" in err and "loaded 3 orders" in err
 
 
-@pytest.mark.xfail(strict=True, reason="bug: _console.py TreeConsoleSpanExporter / ConsoleLogExporter write span "
-                   "names and log bodies raw: ESC/OSC sequences and carriage returns from user data reach the "
-                   "terminal (recolour/clear, window title, a forged line over a real one). Escape control "
-                   "characters other than newline/tab (e.g. repr-style \\x1b) before writing.")
 def test_control_characters_from_user_data_never_reach_the_terminal(console: None,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     with otelkit.span(HOSTILE):
