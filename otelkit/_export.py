@@ -48,6 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach, detach, set_value
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     MetricExporter,
@@ -79,6 +80,7 @@ __all__ = [
     "make_sender",
     "probe_local_collector",
     "resolve_exporters",
+    "scrubbed_user_processor",
 ]
 
 Item = TypeVar("Item")
@@ -486,6 +488,16 @@ class RequestsHttpSender(Sender):
                 pass
 
 
+_UNREACHABLE_MARKERS = ("Connection", "connect", "UNAVAILABLE", "Errno", "RemoteDisconnected", "gaierror")
+
+
+def _failure_cause(target: str, last_error: str) -> str:
+    """Why the collector got nothing at shutdown, for the report: unreachable, or answering with errors."""
+    if any(marker in last_error for marker in _UNREACHABLE_MARKERS):
+        return f"collector unreachable at {target}: {last_error}"
+    return f"collector at {target} failing: {last_error or 'unknown error'}"
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -827,7 +839,10 @@ class _BatchPipeline(Generic[Item]):
         self._set_inflight([])
         self._queue.clear()
         if leftover:
-            self._finish(leftover, _stats.SHUTDOWN_TIMEOUT, f"collector {self.target}: {self._last_error}")
+            if time.monotonic() >= deadline or self._stopped_early.is_set():
+                self._finish(leftover, _stats.SHUTDOWN_TIMEOUT, f"collector {self.target}: {self._last_error}")
+            else:  # gave up before the deadline: the collector is down (circuit open), not slow
+                self._finish(leftover, _stats.EXPORT_FAILED, _failure_cause(self.target, self._last_error))
 
     # -- control -------------------------------------------------------------------------------
 
@@ -1002,6 +1017,82 @@ def make_log_processor(sender_or_exporter: Sender | Any, *, scrub: Callable[[lis
     return OtelkitLogProcessor(pipeline)
 
 
+class ScrubbingSpanProcessor(SpanProcessor):
+    """A caller's span processor (``init(span_processors=...)``) that only ever sees scrubbed spans.
+
+    Whatever the caller's processor does with a span (a ``BatchSpanProcessor`` around an exporter
+    of its own, most often), it leaves the process: ``on_end`` hands it the span as otelkit's own
+    exporters would send it. Unchanged spans are passed as they are (no copy); a span that cannot
+    be scrubbed is withheld, never passed raw. ``on_start`` sees the live span, unchanged (nothing
+    is exported from there).
+    """
+
+    def __init__(self, processor: Any, scrub: Callable[[list[ReadableSpan]], list[ReadableSpan]]) -> None:
+        self.processor = processor
+        self._scrub = scrub
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.processor.on_start(span, parent_context=parent_context)
+
+    def _on_ending(self, span: Span) -> None:
+        on_ending = getattr(self.processor, "_on_ending", None)
+        if on_ending is not None:
+            on_ending(span)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            scrubbed = self._scrub([span])
+        except Exception:
+            logger.debug("otelkit: scrubbing a span for %r failed; not passed on", self.processor, exc_info=True)
+            return
+        if scrubbed:
+            self.processor.on_end(scrubbed[0])
+
+    def shutdown(self) -> None:
+        self.processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self.processor.force_flush(timeout_millis))
+
+
+class ScrubbingLogProcessor(LogRecordProcessor):
+    """A caller's log record processor that only ever sees scrubbed records (see :class:`ScrubbingSpanProcessor`).
+
+    The record is shared with otelkit's own processors, so the caller's processor gets a scrubbed copy.
+    """
+
+    def __init__(self, processor: Any, scrub: Callable[[list[Any]], list[Any]]) -> None:
+        self.processor = processor
+        self._scrub = scrub
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        try:
+            record = _copy(log_record)
+            record.log_record = _copy(log_record.log_record)
+            scrubbed = self._scrub([record])
+        except Exception:
+            logger.debug("otelkit: scrubbing a log record for %r failed; not passed on", self.processor,
+                         exc_info=True)
+            return
+        if scrubbed:
+            self.processor.on_emit(scrubbed[0])
+
+    def shutdown(self) -> None:
+        self.processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self.processor.force_flush(timeout_millis))
+
+
+def scrubbed_user_processor(processor: Any, settings: Settings, signal: str) -> Any:
+    """``processor`` (the caller's, for ``traces`` or ``logs``) behind scrubbing when ``settings.scrub.enabled``."""
+    if signal == "traces":
+        scrub = _scrubber(settings, "scrub_spans")
+        return ScrubbingSpanProcessor(processor, scrub) if scrub is not None else processor
+    scrub = _scrubber(settings, "scrub_log_records")
+    return ScrubbingLogProcessor(processor, scrub) if scrub is not None else processor
+
+
 # ==================================================================================================
 # Metrics
 
@@ -1068,6 +1159,7 @@ class OtlpMetricExporter(MetricExporter):
         self._last_error = ""
         self.target = sender.target
         self._closed = False
+        self._out_of_time = False  # the last export stopped at its deadline (not on a failing collector)
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         if self._closed:
@@ -1104,6 +1196,7 @@ class OtlpMetricExporter(MetricExporter):
                 while self._backlog:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
+                        self._out_of_time = True
                         return MetricExportResult.FAILURE
                     body, count = self._backlog[0]
                     if len(body) > MAX_REQUEST_BYTES:
@@ -1113,7 +1206,9 @@ class OtlpMetricExporter(MetricExporter):
                     result = self._sender.send(body, remaining)
                     if result.kind == RETRY:
                         self._last_error = result.detail
+                        self._out_of_time = time.monotonic() >= deadline - 0.01
                         return MetricExportResult.FAILURE
+                    self._out_of_time = False
                     self._backlog.popleft()
                     if result.kind == OK:
                         rejected = min(result.rejected, count)
@@ -1141,7 +1236,10 @@ class OtlpMetricExporter(MetricExporter):
             lost = sum(count for _, count in self._backlog)
             self._backlog.clear()
         if lost:
-            STATS.dropped("metrics", _stats.SHUTDOWN_TIMEOUT, lost, self._last_error)
+            if self._out_of_time or not self._last_error:
+                STATS.dropped("metrics", _stats.SHUTDOWN_TIMEOUT, lost, self._last_error)
+            else:  # the last attempt failed fast: the collector is down, the deadline was not the problem
+                STATS.dropped("metrics", _stats.EXPORT_FAILED, lost, _failure_cause(self.target, self._last_error))
         self._sender.close()
 
     def _after_fork_in_child(self) -> None:
@@ -1300,13 +1398,66 @@ def build_log_processors(settings: Settings) -> list[Any]:
             from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, SimpleLogRecordProcessor
 
             # Printing is local and quick: print as it happens, in order with the application's output.
-            processors.append(SimpleLogRecordProcessor(_console("ConsoleLogExporter", ConsoleLogRecordExporter)))
+            exporter = _CountingLogExporter(_console("ConsoleLogExporter", ConsoleLogRecordExporter))
+            processors.append(SimpleLogRecordProcessor(exporter))
         else:
             logger.warning("otelkit: %s is not an exporter for logs; ignored", dest.kind)
     return processors
 
 
 _prometheus_servers: dict[tuple[str, int], Any] = {}
+# (host, port) whose scrape server could not start in the last build, with the reason (for the destination line).
+_prometheus_failed: dict[tuple[str, int], str] = {}
+
+
+class _CountingLogExporter(LogRecordExporter):
+    """A log record exporter (the console) whose records count as exported, like the OTLP pipeline's."""
+
+    def __init__(self, exporter: Any) -> None:
+        self._exporter = exporter
+
+    def export(self, batch: Sequence[Any]) -> Any:
+        try:
+            result = self._exporter.export(batch)
+        except Exception as exc:
+            STATS.dropped("logs", _stats.EXPORT_FAILED, len(batch), f"{type(self._exporter).__name__}: {exc!r}")
+            raise
+        if getattr(result, "name", "SUCCESS") == "SUCCESS":
+            STATS.exported("logs", len(batch))
+        else:
+            STATS.dropped("logs", _stats.EXPORT_FAILED, len(batch), type(self._exporter).__name__)
+        return result
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        flush = getattr(self._exporter, "force_flush", None)
+        return bool(flush(timeout_millis)) if flush is not None else True
+
+
+class _CountingMetricExporter(MetricExporter):
+    """A metric exporter (console, in-memory summary) whose points count as exported."""
+
+    def __init__(self, exporter: MetricExporter) -> None:
+        super().__init__(preferred_temporality=getattr(exporter, "_preferred_temporality", None),
+                         preferred_aggregation=getattr(exporter, "_preferred_aggregation", None))
+        self._exporter = exporter
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        result = self._exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        points = _count_points(metrics_data)
+        if result == MetricExportResult.SUCCESS:
+            STATS.exported("metrics", points)
+        else:
+            STATS.dropped("metrics", _stats.EXPORT_FAILED, points, type(self._exporter).__name__)
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return bool(self._exporter.force_flush(timeout_millis=timeout_millis))
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._exporter.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
 class _SummaryAtExitReader(PeriodicExportingMetricReader):
@@ -1314,13 +1465,22 @@ class _SummaryAtExitReader(PeriodicExportingMetricReader):
 
     def __init__(self, exporter: MetricExporter) -> None:
         super().__init__(exporter, export_interval_millis=math.inf)
+        self.print_summary = True
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        try:
-            self.collect(timeout_millis=timeout_millis)
-        except Exception:
-            logger.debug("otelkit: metric summary failed", exc_info=True)
+        if self.print_summary:
+            try:
+                self.collect(timeout_millis=timeout_millis)
+            except Exception:
+                logger.debug("otelkit: metric summary failed", exc_info=True)
         super().shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+def silence_summaries(meter_provider: Any) -> None:
+    """A re-``init()`` retires ``meter_provider``: its in-memory summary must not print then (only at exit)."""
+    for reader in tuple(getattr(meter_provider, "_metric_readers", ()) or ()):
+        if isinstance(reader, _SummaryAtExitReader):
+            reader.print_summary = False
 
 
 def build_metric_readers(settings: Settings) -> list[Any]:
@@ -1332,7 +1492,10 @@ def build_metric_readers(settings: Settings) -> list[Any]:
         logger.debug("otelkit: registering self-metrics failed", exc_info=True)
     interval = float(getattr(settings, "metric_export_interval", 60.0) or 60.0)
     timeout = float(getattr(settings, "metric_export_timeout", 30.0) or 30.0)
-    for dest in resolve_exporters(settings, "metrics"):
+    destinations = resolve_exporters(settings, "metrics")
+    if not any(dest.kind == "prometheus" for dest in destinations):
+        _stop_prometheus_servers(keep=None)
+    for dest in destinations:
         reader: Any
         if dest.kind == "otlp":
             sig = settings.metrics
@@ -1343,12 +1506,14 @@ def build_metric_readers(settings: Settings) -> list[Any]:
         elif dest.kind == "console":
             from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
-            reader = PeriodicExportingMetricReader(_console("ConsoleMetricExporter", ConsoleMetricExporter),
-                                                   export_interval_millis=interval * 1000)
+            reader = PeriodicExportingMetricReader(
+                _CountingMetricExporter(_console("ConsoleMetricExporter", ConsoleMetricExporter)),
+                export_interval_millis=interval * 1000)
         elif dest.kind == "memory":
             from opentelemetry.sdk.metrics.export import ConsoleMetricExporter as SdkConsoleMetricExporter
 
-            reader = _SummaryAtExitReader(_console("ConsoleMetricExporter", SdkConsoleMetricExporter))
+            reader = _SummaryAtExitReader(
+                _CountingMetricExporter(_console("ConsoleMetricExporter", SdkConsoleMetricExporter)))
         elif dest.kind == "prometheus":
             reader = _prometheus_reader(settings)
             if reader is None:
@@ -1360,23 +1525,47 @@ def build_metric_readers(settings: Settings) -> list[Any]:
     return readers
 
 
+def _prometheus_key(settings: Settings) -> tuple[str, int]:
+    host = str(getattr(settings, "prometheus_host", "localhost") or "localhost")
+    return host, int(getattr(settings, "prometheus_port", 9464) or 9464)
+
+
 def _prometheus_reader(settings: Settings) -> Any:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
-    host = str(getattr(settings, "prometheus_host", "localhost") or "localhost")
-    port = int(getattr(settings, "prometheus_port", 9464) or 9464)
-    key = (host, port)
+    key = host, port = _prometheus_key(settings)
+    _stop_prometheus_servers(keep=key)
     if key not in _prometheus_servers or _prometheus_servers[key][0] != os.getpid():
         from prometheus_client import start_http_server
 
         try:
             server = start_http_server(port, addr=host)
         except OSError as exc:
+            _prometheus_failed[key] = os.strerror(exc.errno) if exc.errno else str(exc)
             logger.warning("otelkit: cannot serve Prometheus metrics on %s:%d (%s); the prometheus exporter is off",
                            host, port, exc)
             return None
+        _prometheus_failed.pop(key, None)
         _prometheus_servers[key] = (os.getpid(), server)
     return PrometheusMetricReader()
+
+
+def _stop_prometheus_servers(keep: tuple[str, int] | None) -> None:
+    """Stop this process's scrape servers other than ``keep`` (a re-init moved or dropped the endpoint)."""
+    for key, (pid, server) in list(_prometheus_servers.items()):
+        if key == keep or pid != os.getpid():
+            continue
+        del _prometheus_servers[key]
+        httpd = server[0] if isinstance(server, tuple) else server
+
+        def stop(httpd: Any = httpd, key: tuple[str, int] = key) -> None:
+            try:
+                httpd.shutdown()  # waits for the serving loop's next poll (up to 0.5 s): not on init()'s thread
+                httpd.server_close()
+            except Exception:
+                logger.debug("otelkit: stopping the Prometheus server on %s:%d failed", *key, exc_info=True)
+
+        threading.Thread(target=stop, name="otelkit-prometheus-stop", daemon=True).start()
 
 
 def _with(sig: Any, **changes: Any) -> Any:
@@ -1411,9 +1600,11 @@ def describe_destinations(settings: Settings) -> str:
                 names.append("an in-memory summary")
                 auto_console = auto_console or dest.auto
             elif dest.kind == "prometheus":
-                host = getattr(settings, "prometheus_host", "localhost")
-                names.append(f"Prometheus scrape endpoint http://{host}:{getattr(settings, 'prometheus_port', 9464)}"
-                             "/metrics")
+                key = host, port = _prometheus_key(settings)
+                if key in _prometheus_failed:  # build_metric_readers could not bind it: say so, claim nothing
+                    names.append(f"no Prometheus scrape endpoint ({host}:{port}: {_prometheus_failed[key]})")
+                else:
+                    names.append(f"Prometheus scrape endpoint http://{host}:{port}/metrics")
         where = " + ".join(names) if names else "nowhere (exporter none)"
         groups.setdefault(where, []).append(signal)
     text = "; ".join(f"{', '.join(signals)} -> {where}" for where, signals in groups.items())

@@ -330,10 +330,14 @@ def _build_providers(settings: Settings, user: tuple[tuple[Any, ...], ...],
 
     resource = build_resource(settings)
     user_spans, user_readers, user_logs = user
+    # The caller's processors export too (their own exporters): they get spans/records scrubbed like otelkit's.
     span_processors = [_correlation.CorrelationSpanProcessor(), *_export.build_span_processors(settings),
-                       *(_proxy.SharedSpanProcessor(p) for p in user_spans)]
+                       *(_proxy.SharedSpanProcessor(_export.scrubbed_user_processor(p, settings, "traces"))
+                         for p in user_spans)]
     own_readers = list(_export.build_metric_readers(settings))
-    log_processors = [*_export.build_log_processors(settings), *(_proxy.SharedLogProcessor(p) for p in user_logs)]
+    log_processors = [*_export.build_log_processors(settings),
+                      *(_proxy.SharedLogProcessor(_export.scrubbed_user_processor(p, settings, "logs"))
+                        for p in user_logs)]
 
     # shutdown_on_exit=False: the SDK's own atexit hooks shut down serially and unbounded; otelkit's one
     # atexit hook shuts all signals down concurrently under settings.shutdown_timeout.
@@ -591,6 +595,14 @@ def _retire(old: _State | None, new: _State | None) -> None:
     kept = new.user if new is not None else ((), (), ())
     dropped = [p for old_list, new_list in zip(old.user[::2], kept[::2], strict=True) for p in old_list
                if not any(p is q for q in new_list)]
+
+    if old.owns_meter_provider:
+        try:
+            from otelkit import _export
+
+            _export.silence_summaries(old.meter_provider)  # the summary is printed once, at the final shutdown
+        except Exception:
+            logger.debug("silencing the replaced metric summary failed", exc_info=True)
 
     def run() -> None:
         try:

@@ -30,13 +30,14 @@ def items(signal: str, count: int) -> str:
 QUEUE_FULL = "queue_full"
 """The export queue was full (collector slower than the application, or down for longer than the queue lasts)."""
 EXPORT_FAILED = "export_failed"
-"""The collector answered with a permanent error (HTTP 400/401/..., a non-retryable gRPC code)."""
+"""The collector answered with a permanent error (HTTP 400/401/..., a non-retryable gRPC code), or was
+unreachable / kept failing when shutdown gave up on it before the deadline (the cause is in the report)."""
 REJECTED = "rejected"
 """The collector accepted the request but rejected these items (OTLP partial success)."""
 TOO_LARGE = "too_large"
 """An item alone is larger than a request may be, or the collector refused it as too large after splitting."""
 SHUTDOWN_TIMEOUT = "shutdown_timeout"
-"""Still queued when the shutdown deadline passed."""
+"""Still queued when the shutdown deadline passed (the collector was slow or hung, or retries used the budget)."""
 ALREADY_SHUTDOWN = "already_shutdown"
 """Emitted after the pipeline was shut down."""
 REASONS = (QUEUE_FULL, EXPORT_FAILED, REJECTED, TOO_LARGE, SHUTDOWN_TIMEOUT, ALREADY_SHUTDOWN)
@@ -59,6 +60,7 @@ class Stats:
         self._exported: dict[str, int] = dict.fromkeys(SIGNALS, 0)
         self._dropped: dict[tuple[str, str], int] = {}
         self._unwarned: dict[tuple[str, str], int] = {}
+        self._causes: dict[tuple[str, str], str] = {}
         self._last_warning = 0.0
         self._queue_probes: list[tuple[str, Callable[[], int]]] = []
 
@@ -71,6 +73,7 @@ class Stats:
         self._exported = dict.fromkeys(SIGNALS, 0)
         self._dropped = {}
         self._unwarned = {}
+        self._causes = {}
         self._last_warning = 0.0
 
     def exported(self, signal: str, count: int) -> None:
@@ -88,6 +91,8 @@ class Stats:
         with self._lock:
             self._dropped[key] = self._dropped.get(key, 0) + count
             self._unwarned[key] = self._unwarned.get(key, 0) + count
+            if detail:
+                self._causes[key] = detail
         if warn:
             self.maybe_warn(detail)
 
@@ -114,6 +119,11 @@ class Stats:
     def dropped_for(self, signal: str) -> dict[str, int]:
         with self._lock:
             return {r: n for (s, r), n in self._dropped.items() if s == signal}
+
+    def causes_for(self, signal: str) -> dict[str, str]:
+        """The last cause given for each drop reason of ``signal``."""
+        with self._lock:
+            return {r: c for (s, r), c in self._causes.items() if s == signal}
 
     def add_queue_probe(self, signal: str, probe: Callable[[], int]) -> None:
         """Register a callable returning a queue length (weakly held by the caller's closure)."""
@@ -189,6 +199,8 @@ class SignalReport:
     dropped: Mapping[str, int] = field(default_factory=dict)
     timed_out: bool = False
     error: str | None = None
+    causes: Mapping[str, str] = field(default_factory=dict)
+    """The last cause recorded for each drop reason (shown in ``str()`` for ``export_failed``)."""
 
     @property
     def dropped_total(self) -> int:
@@ -230,7 +242,8 @@ class ShutdownReport:
         for name, s in self.signals.items():
             text = f"{name}: {items(name, s.exported)} exported"
             if s.dropped_total:
-                text += ", " + ", ".join(f"{n} dropped ({r})" for r, n in sorted(s.dropped.items()) if n)
+                text += ", " + ", ".join(f"{n} dropped ({_reason_text(r, s.causes)})"
+                                         for r, n in sorted(s.dropped.items()) if n)
             if s.timed_out:
                 text += ", timed out"
             if s.error:
@@ -240,11 +253,20 @@ class ShutdownReport:
         return f"otelkit shutdown in {self.duration:.2f}s (deadline {self.deadline:.2f}s): {body}"
 
 
+def _reason_text(reason: str, causes: Mapping[str, str]) -> str:
+    cause = causes.get(reason) if reason == EXPORT_FAILED else None
+    if not cause:
+        return reason
+    cause = cause.replace("(", "[").replace(")", "]")
+    return f"{reason}: {cause[:117] + '...' if len(cause) > 120 else cause}"
+
+
 def report_from_stats(timed_out: Mapping[str, bool], errors: Mapping[str, str | None], duration: float,
                       deadline: float, signals: Iterable[str] = SIGNALS) -> ShutdownReport:
     """Build a :class:`ShutdownReport` from :data:`STATS` and per-signal outcomes."""
     exported = STATS.exported_counts()
     return ShutdownReport(
         signals={s: SignalReport(exported=exported.get(s, 0), dropped=STATS.dropped_for(s),
-                                 timed_out=bool(timed_out.get(s)), error=errors.get(s)) for s in signals},
+                                 timed_out=bool(timed_out.get(s)), error=errors.get(s),
+                                 causes=STATS.causes_for(s)) for s in signals},
         duration=duration, deadline=deadline)

@@ -1,16 +1,25 @@
 """Queue depth: one observable gauge (``otelkit.messaging.queue.length``) fed by probes.
 
 A probe is any ``() -> int | None`` callable; :func:`redis_probe` builds one for
-Redis lists (LLEN), streams (XLEN), sets (SCARD) and sorted sets (ZCARD). Probes
-run on the metric reader's thread at each collection, with instrumentation
-suppressed so the probe's own Redis command does not become a trace every
-interval. A failing probe skips that observation (debug log), never the others.
+Redis lists (LLEN), streams (XLEN), sets (SCARD) and sorted sets (ZCARD).
+
+Probes never run on the metric reader's thread: that thread exports *every* metric, and one
+probe against a hung Redis (redis-py has no socket timeout by default) would stop them all and
+make shutdown wait out its whole deadline. At each collection every idle probe starts on its own
+daemon thread (instrumentation suppressed, so the probe's Redis command is not traced every
+interval); the reader waits at most :data:`PROBE_BUDGET` seconds for them, all in parallel, and
+reports the values sampled in this round. A probe still running from an earlier round is
+skipped at once (its value would be stale) and warned about once on the ``otelkit`` logger; it
+is not started again until it returns, so a hung probe holds one thread, not one per interval.
+A failing probe skips that observation (debug log), never the others.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -18,7 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from otelkit import _names
+from otelkit import _names, _stats
 from otelkit._internal_log import logger
 from otelkit._pipeline.instruments import SCHEMA_URL, SCOPE
 
@@ -30,10 +39,68 @@ except ImportError:  # pragma: no cover
 Probe = Callable[[], "int | float | None"]
 RedisKind = Literal["list", "stream", "set", "zset"]
 
+PROBE_BUDGET = 1.0
+"""Seconds one collection waits for the queue probes (which run in parallel) before reporting without them."""
+
 _lock = threading.Lock()
+_done = threading.Condition(_lock)
 _ids = itertools.count(1)
-_probes: dict[int, tuple[Probe, dict[str, str]]] = {}
+_probes: dict[int, _ProbeState] = {}
 _gauge_provider: object = None
+
+
+class _ProbeState:
+    """One probe and its latest sample; fields are written under :data:`_lock`."""
+
+    __slots__ = ("probe", "attributes", "running_since", "pid", "value", "sampled_at", "warned")
+
+    def __init__(self, probe: Probe, attributes: dict[str, str]) -> None:
+        self.probe = probe
+        self.attributes = attributes
+        self.running_since: float | None = None  # monotonic start of the call in flight
+        self.pid = 0  # process that started that call (a forked child never sees it finish)
+        self.value: int | float | None = None
+        self.sampled_at = -1.0  # monotonic start of the call that produced ``value``
+        self.warned = False
+
+    def busy(self) -> bool:
+        return self.running_since is not None and self.pid == os.getpid()
+
+
+def _reinit_locks_in_child() -> None:
+    # A probe thread of the parent may have held the lock at the instant of fork; it does not exist here.
+    global _lock, _done
+    _lock = threading.Lock()
+    _done = threading.Condition(_lock)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_locks_in_child)
+
+
+def _destination(state: _ProbeState) -> str | None:
+    return state.attributes.get(_names.MESSAGING_DESTINATION)
+
+
+def _run_probe(state: _ProbeState, started: float) -> None:
+    value: int | float | None = None
+    token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+    try:
+        result = state.probe()
+        if isinstance(result, (int, float)) and not isinstance(result, bool):
+            value = result
+    except Exception as error:
+        logger.debug("otelkit: queue probe for %s failed: %r", _destination(state), error)
+    finally:
+        otel_context.detach(token)
+    with _done:
+        state.running_since = None
+        state.value = value
+        state.sampled_at = started
+        if state.warned:
+            state.warned = False
+            logger.info("otelkit: the queue probe for %s answers again", _destination(state))
+        _done.notify_all()
 
 
 class QueueObservation:
@@ -58,24 +125,53 @@ class QueueObservation:
 
 
 def _observe(options: CallbackOptions) -> Iterable[Observation]:
+    """The gauge callback, on the metric reader's thread: never blocks longer than :data:`PROBE_BUDGET`."""
+    round_start = time.monotonic()
+    deadline = round_start + PROBE_BUDGET
+    to_start: list[_ProbeState] = []
+    hung: list[_ProbeState] = []
     with _lock:
         entries = list(_probes.values())
-    if not entries:
-        return []
+        if not entries:
+            return []
+        pid = os.getpid()
+        for state in entries:
+            if not state.busy():
+                state.running_since, state.pid = round_start, pid
+                to_start.append(state)
+    for state in to_start:
+        thread = threading.Thread(target=_run_probe, args=(state, round_start), daemon=True,
+                                  name=f"otelkit-queue-probe[{_destination(state)}]")
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutting down: no new threads; skip this sample
+            with _lock:
+                state.running_since = None
     observations: list[Observation] = []
-    token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-    try:
-        for probe, attributes in entries:
-            try:
-                value = probe()
-            except Exception as error:
-                logger.debug("otelkit: queue probe for %s failed: %r",
-                             attributes.get(_names.MESSAGING_DESTINATION), error)
+    with _done:
+        # Wait for the calls started in this round, or by a concurrent round of another reader, within the budget.
+        def pending() -> bool:
+            return any(s.busy() and s.running_since is not None and s.running_since >= round_start - PROBE_BUDGET
+                       for s in entries)
+
+        while pending():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            _done.wait(remaining)
+        for state in entries:
+            if state.busy():
+                if not state.warned:
+                    state.warned = True
+                    hung.append(state)
                 continue
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                observations.append(Observation(value, attributes))
-    finally:
-        otel_context.detach(token)
+            # Only a sample taken in this round (or a concurrent one): an older one would be stale.
+            if state.value is not None and state.sampled_at >= round_start - PROBE_BUDGET:
+                observations.append(Observation(state.value, state.attributes))
+    for state in hung:
+        _stats.warn("otelkit: the queue probe for %s (%s) did not answer within %.1fs; its queue length is not "
+                    "reported until it does (give its Redis client a socket_timeout)",
+                    _destination(state), getattr(state.probe, "__qualname__", "probe"), PROBE_BUDGET)
     return observations
 
 
@@ -108,7 +204,7 @@ def observe_queue(destination: str, probe: Probe, *, system: str, state: str | N
     with _lock:
         _ensure_gauge()
         key = next(_ids)
-        _probes[key] = (probe, attrs)
+        _probes[key] = _ProbeState(probe, attrs)
     return QueueObservation(key, attrs)
 
 
@@ -118,8 +214,9 @@ _REDIS_COMMANDS: dict[str, str] = {"list": "llen", "stream": "xlen", "set": "sca
 def redis_probe(client: Any, key: str, kind: RedisKind) -> Probe:
     """A probe reading the size of a Redis key: LLEN (list), XLEN (stream), SCARD (set), ZCARD (zset).
 
-    ``client`` is a synchronous redis-py client; give it a short ``socket_timeout``
-    so a slow Redis cannot hold up metric collection.
+    ``client`` is a synchronous redis-py client. Give it a short ``socket_timeout``: a probe
+    that hangs never holds up metric collection (see the module docstring), but its queue is
+    not reported until it answers.
     """
     try:
         method = getattr(client, _REDIS_COMMANDS[kind])

@@ -26,7 +26,8 @@ SHUTDOWN_TIMEOUT = 2.0  # seconds; OTELKIT_SHUTDOWN_TIMEOUT is milliseconds
 @contextmanager
 def collector_in(mode: str, protocol: str) -> Iterator[tuple[str, OtlpReceiver | None]]:
     """An endpoint that behaves as ``mode``: ok, refused, blackhole, hang, slow (answers after 20 s),
-    unavailable (503/UNAVAILABLE)."""
+    unavailable (503/UNAVAILABLE), throttled (HTTP 429 + Retry-After / gRPC RESOURCE_EXHAUSTED + RetryInfo,
+    asking for a 30 s pause: longer than the shutdown deadline)."""
     if mode == "refused":
         yield f"http://{refused_endpoint()}", None
         return
@@ -41,6 +42,8 @@ def collector_in(mode: str, protocol: str) -> Iterator[tuple[str, OtlpReceiver |
             receiver.delay(20)
         elif mode == "unavailable":
             receiver.fail(503, "UNAVAILABLE")
+        elif mode == "throttled":
+            receiver.fail(429, "RESOURCE_EXHAUSTED", retry_after=30)
         yield (receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint), receiver
 
 
@@ -80,7 +83,7 @@ def run_app(endpoint: str, protocol: str, spans: int, *extra: str) -> tuple[floa
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-@pytest.mark.parametrize("mode", ["refused", "blackhole", "hang", "slow", "unavailable"])
+@pytest.mark.parametrize("mode", ["refused", "blackhole", "hang", "slow", "unavailable", "throttled"])
 def test_exit_is_bounded_under_collector_faults(mode: str, protocol: str) -> None:
     with collector_in(mode, protocol) as (endpoint, _):
         elapsed, result = run_app(endpoint, protocol, 200)

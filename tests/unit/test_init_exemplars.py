@@ -61,7 +61,8 @@ def test_always_off_records_no_exemplar_even_in_a_sampled_span(reader: InMemoryM
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
     _init_with(reader)
-    assert otelkit.get_settings().exemplar_filter == "always_off"
+    settings = otelkit.get_settings()
+    assert settings is not None and settings.exemplar_filter == "always_off"
     _record(in_span=True, value=0.25, attrs={"where": "span"})
     points = _points(reader)
     assert points["span"].count == 1
@@ -83,7 +84,8 @@ def test_always_on_records_exemplars_with_and_without_a_span(reader: InMemoryMet
 
 def test_trace_based_default_records_an_exemplar_only_inside_a_sampled_span(reader: InMemoryMetricReader) -> None:
     _init_with(reader)
-    assert otelkit.get_settings().exemplar_filter == "trace_based"
+    settings = otelkit.get_settings()
+    assert settings is not None and settings.exemplar_filter == "trace_based"
     trace_id = _record(in_span=True, value=0.25, attrs={"where": "span"})
     _record(in_span=False, value=0.5, attrs={"where": "nospan"})
     points = _points(reader)
