@@ -694,21 +694,48 @@ def _fallback_status(name: str, settings: Any) -> _Status:
 # 4. Sentry
 
 
+_DSN_FIX = ("copy the DSN from Sentry: Settings > Projects > Client Keys (DSN); it looks like "
+            "https://<key>@<host>/<project-id>")
+_DSN_VARIABLES = ("OTELKIT_SENTRY_DSN", "SENTRY_DSN")  # the order otelkit._config reads them in
+
+
+def _rejected_dsn() -> tuple[str, str] | None:
+    """The variable and value of a DSN that is set but was not accepted (the settings say "off")."""
+    for variable in _DSN_VARIABLES:
+        raw = os.environ.get(variable, "").strip()
+        if raw:
+            return variable, raw
+    return None
+
+
 def _check_sentry(report: Report, settings: Any, *, timeout: float, send: bool) -> None:
     sentry = getattr(settings, "sentry", None)
     dsn = getattr(sentry, "dsn", None)
-    if not dsn:
-        report.add(Check("sentry", "dsn", "skip", "no Sentry DSN (SENTRY_DSN): errors are not sent to Sentry"))
-        return
     from sentry_sdk.utils import BadDsn, Dsn
+
+    if not dsn:
+        rejected = _rejected_dsn()
+        if rejected is None:
+            report.add(Check("sentry", "dsn", "skip", "no Sentry DSN (SENTRY_DSN): errors are not sent to Sentry"))
+            return
+        # The lenient read replaced an invalid DSN by "off": saying "no DSN" here would contradict
+        # the configuration FAIL above and hide that the user's errors are not reaching Sentry.
+        variable, raw = rejected
+        try:
+            Dsn(raw)
+            why = "expected https://<key>@<host>/<project-id>"
+        except BadDsn as exc:
+            why = str(exc)
+        report.add(Check("sentry", "dsn", "fail",
+                         f"invalid DSN {mask_url(raw)} (from {variable}): {why}; errors are not sent to Sentry",
+                         _DSN_FIX))
+        return
 
     shown = mask_url(str(dsn))
     try:
         parsed = Dsn(str(dsn))
     except BadDsn as exc:
-        report.add(Check("sentry", "dsn", "fail", f"invalid DSN {shown}: {exc}",
-                         "copy the DSN from Sentry: Settings > Projects > Client Keys (DSN); it looks like "
-                         "https://<key>@<host>/<project-id>"))
+        report.add(Check("sentry", "dsn", "fail", f"invalid DSN {shown}: {exc}", _DSN_FIX))
         return
     details = {"host": parsed.netloc, "project_id": parsed.project_id}
     reach = tcp_connect(parsed.host, parsed.port, timeout)

@@ -153,12 +153,14 @@ _TEXT_RULES: list[tuple[str, str]] = [
     ("aws_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
     ("github", r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
     ("slack", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
+    # Stripe secret and restricted keys (publishable pk_ keys are public by design).
+    ("stripe", r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"),
     # key=value / key: value / "key": "value" pairs whose key names a secret; the value only is replaced.
     (
         "kv",
-        r"(?i:(?:\b|_)(?:passw(?:or)?d|pwd|secret|[a-z_]*token|api[_-]?key|apikey|access[_-]?key|client_secret"
+        r"(?i:(?:\b|_)(?:passw(?:or)?d|pwd|secret(?:_?key)?|[a-z_]*token|api[_-]?key|apikey|access[_-]?key|client_secret"
         r"|x-amz-signature|x-amz-credential|x-amz-security-token|awsaccesskeyid|sig|signature|x-goog-signature"
-        r"|authorization|cookie|session(?:id)?)[\"']?\s*[=:]\s*[\"']?)(?i:(?:Bearer|Basic|Token|Digest)\s+)?[^\s&,;\"'}]+",
+        r"|authorization|cookie|session(?:_?id)?)[\"']?\s*[=:]\s*[\"']?)(?i:(?:Bearer|Basic|Token|Digest)\s+)?[^\s&,;\"'}]+",
     ),
 ]
 _TEXT_RE = re.compile("|".join(f"(?P<{name}>{rx})" for name, rx in _TEXT_RULES))
@@ -166,14 +168,14 @@ _TEXT_RE = re.compile("|".join(f"(?P<{name}>{rx})" for name, rx in _TEXT_RULES))
 # needs "://...@", a PEM header, an auth scheme word, a token prefix, or a secret-naming key).
 _TEXT_HINT = re.compile(
     r"://[^/\s]*@|-----BEGIN|bearer|basic|token|digest|eyJ|AKIA|ASIA|gh[pousr]_|xox|passw|pwd|secret|key"
-    r"|sig|auth|cookie|session|amz",
+    r"|sig|auth|cookie|session|amz|k_live_|k_test_",
     re.IGNORECASE,
 )
 _TEXT_HINT_LOWER = re.compile(_TEXT_HINT.pattern.lower())
 _KV_PREFIX = re.compile(
-    r"(?i:(?:\b|_)(?:passw(?:or)?d|pwd|secret|[a-z_]*token|api[_-]?key|apikey|access[_-]?key|client_secret"
+    r"(?i:(?:\b|_)(?:passw(?:or)?d|pwd|secret(?:_?key)?|[a-z_]*token|api[_-]?key|apikey|access[_-]?key|client_secret"
     r"|x-amz-signature|x-amz-credential|x-amz-security-token|awsaccesskeyid|sig|signature|x-goog-signature"
-    r"|authorization|cookie|session(?:id)?)[\"']?\s*[=:]\s*[\"']?)"
+    r"|authorization|cookie|session(?:_?id)?)[\"']?\s*[=:]\s*[\"']?)"
 )
 _AUTH_PREFIX = re.compile(r"\b(?:[Bb]earer|BEARER|Basic|Digest)\s+")
 

@@ -21,7 +21,9 @@ configured. Design choices, each answering a measured problem:
   object, whichever path (otelkit scope, excepthook, logging) came second.
 - **No secrets.** Sentry scrubs by key name only (B17 in ``reliability.md``):
   ``before_send`` and ``before_breadcrumb`` also run the value scrubber over
-  every string (exception messages, frame locals, breadcrumbs, extra, tags).
+  every string (exception messages, frame locals, breadcrumbs, extra, tags)
+  and redact, at any depth, values under keys ``_scrub.is_sensitive_key``
+  names (``db_password``, ``api_token``...), where Sentry knows exact names only.
   ``send_default_pii`` is off unless asked. If scrubbing fails the event is
   dropped, never sent raw.
 - **Never blocks.** Capturing only enqueues (``transport_queue_size`` bounded,
@@ -54,6 +56,7 @@ from opentelemetry.trace import SpanContext, format_span_id, format_trace_id
 
 from otelkit import _errors
 from otelkit._internal_log import logger
+from otelkit._scrub import REDACTED, is_sensitive_key
 
 if TYPE_CHECKING:
     from otelkit._config import Settings
@@ -532,18 +535,37 @@ def _scrub_event(event: dict[str, Any]) -> dict[str, Any]:
 
 
 # Top-level event keys Sentry fills from installed package names and versions only:
-# no application data, and "modules" alone is most of an event's strings.
-_GENERATED_KEYS = frozenset({"modules", "sdk", "platform", "timestamp", "event_id", "level"})
+# no application data, and "modules" alone is most of an event's strings. "_meta" holds
+# Sentry's own annotations (lengths, rule names) keyed by field name: redacting a key there
+# would only break the annotation.
+_GENERATED_KEYS = frozenset({"modules", "sdk", "platform", "timestamp", "event_id", "level", "_meta"})
 
 
 def _scrub_value(value: Any, scrub: Callable[[str], str]) -> Any:
     if isinstance(value, str):
         return scrub(value)
     if isinstance(value, dict):
-        return {k: _scrub_value(v, scrub) for k, v in value.items()}
+        # Sentry's EventScrubber only knows exact names ("password", "auth"...): "db_password",
+        # "api_token", "client_secret" or a nested {"password": ...} in frame locals, extra,
+        # contexts, tags, request data and breadcrumb data are redacted here by the same key
+        # rule as span attributes and headers.
+        return {k: _redact(v) if isinstance(k, str) and is_sensitive_key(k) else _scrub_value(v, scrub)
+                for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_scrub_value(v, scrub) for v in value]
     return value
+
+
+def _redact(value: Any) -> Any:
+    # Whatever the type: Sentry serialises a frame local as its repr (a dict or list as such),
+    # and a secret may be a number (a PIN) or a structure holding one. None and booleans say
+    # nothing and stay readable ("api_token: None" is a useful clue), also as frame-local reprs.
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and value in _HARMLESS_REPRS):
+        return value
+    return REDACTED
+
+
+_HARMLESS_REPRS = frozenset({"None", "True", "False", "''", '""'})
 
 
 def _before_breadcrumb(crumb: Any, hint: Any) -> Any:

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from otelkit import _config
-from otelkit._doctor import Check, Report, _check_config, fork_model_findings, render_text, targets
+from otelkit._doctor import (
+    Check,
+    Report,
+    _check_config,
+    _check_sentry,
+    fork_model_findings,
+    render_text,
+    targets,
+)
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> _config.Settings:
@@ -60,6 +68,30 @@ def test_bad_sentry_dsn_is_a_configuration_failure(monkeypatch: pytest.MonkeyPat
     _check_config(report)
     assert report.exit_code == 1
     assert "SENTRY_DSN" in report.failures[0].summary
+
+
+@pytest.mark.parametrize("variable", ["SENTRY_DSN", "OTELKIT_SENTRY_DSN"])
+def test_invalid_sentry_dsn_fails_in_the_sentry_section_too(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    # The lenient read turns the bad DSN into "off": the Sentry section must not then say "no DSN".
+    monkeypatch.setenv(variable, "https://key0123@bad")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "orders")
+    report = Report()
+    settings = _check_config(report)
+    _check_sentry(report, settings, timeout=0.1, send=False)
+    (sentry,) = [c for c in report.checks if c.section == "sentry"]
+    assert sentry.status == "fail", sentry
+    assert variable in sentry.summary and "https://***@bad" in sentry.summary
+    assert "key0123" not in sentry.summary
+    assert "https://<key>@<host>/<project-id>" in sentry.fix
+    assert "FAIL dsn: invalid DSN" in render_text(report)
+
+
+def test_unset_sentry_dsn_is_a_skip(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTRY_DSN", "  ")
+    report = Report()
+    _check_sentry(report, _check_config(report), timeout=0.1, send=False)
+    (sentry,) = [c for c in report.checks if c.section == "sentry"]
+    assert sentry.status == "skip"
 
 
 def test_unset_service_name_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:

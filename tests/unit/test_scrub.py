@@ -85,6 +85,10 @@ def test_scrub_url(url: str, expected: str) -> None:
         ("token: tok_abcdef", "tok_abcdef"),
         ("gh token ghp_" + "a" * 36, "ghp_" + "a" * 36),
         ("slack xoxb-1234567890-abcdef", "xoxb-1234567890-abcdef"),
+        ("charge failed with sk_live_4eC39HqLyjWDarjtT1zdp7dc", "4eC39HqLyjWDarjtT1zdp7dc"),
+        ("restricted key rk_test_51HxYzAbCdEfGhIjKlMn", "51HxYzAbCdEfGhIjKlMn"),
+        ('config secret_key="k9-abcdef" loaded', "k9-abcdef"),
+        ("session_id=s3ss-1234 expired", "s3ss-1234"),
         ("-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----", "MIIEabc"),
         ("url https://h/x?X-Amz-Signature=abcdef&ok=1", "abcdef"),
     ],
@@ -97,6 +101,9 @@ def test_scrub_text_keeps_ordinary_text() -> None:
     text = "order 1234 processed in 35 ms by worker-3 (author: bob) at 12:30"
     assert scrub_text(text) == text
     assert scrub_text("postgresql://app@db/app") == "postgresql://app@db/app"
+    # Stripe's publishable keys are public; "task_live_..." only looks like a secret key.
+    for public in ("pk_live_4eC39HqLyjWDarjtT1zdp7dc", "task_live_4eC39HqLyjWDarjtT1zdp7dc"):
+        assert scrub_text(public) == public
 
 
 def test_extra_patterns() -> None:
