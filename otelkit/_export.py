@@ -307,8 +307,6 @@ class HttpSender(Sender):
     :class:`RequestsHttpSender` instead, which honours it.
     """
 
-    _RETRYABLE = frozenset({429, 502, 503, 504})
-
     def __init__(self, signal: str, endpoint: str, *, headers: Mapping[str, str] | None = None,
                  compression: str = "none", certificate: str | None = None, client_key: str | None = None,
                  client_certificate: str | None = None) -> None:
@@ -389,16 +387,7 @@ class HttpSender(Sender):
                 return SendResult(RETRY, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         else:  # pragma: no cover - the loop always breaks or returns
             return SendResult(RETRY, "connection failed")
-        if 200 <= status < 300:
-            if len(content) > MAX_RESPONSE_BYTES:
-                return SendResult(OK, "response larger than 4 MiB ignored")
-            rejected, message = _partial(self.signal, content)
-            return SendResult(OK, message, rejected=rejected)
-        if status in self._RETRYABLE:
-            return SendResult(RETRY, f"HTTP {status}", _retry_after(retry_after))
-        if status == 413:
-            return SendResult(TOO_LARGE, "HTTP 413")
-        return SendResult(FAIL, f"HTTP {status}")
+        return _http_result(self.signal, status, content, retry_after)
 
     def reset_after_fork(self) -> None:
         self._conn = None  # a socket shared with the parent would interleave bytes (EBADF, upstream #4994)
@@ -414,8 +403,6 @@ class HttpSender(Sender):
 
 class RequestsHttpSender(Sender):
     """OTLP/HTTP through ``requests`` (used when an HTTP proxy applies: it honours ``HTTPS_PROXY``...)."""
-
-    _RETRYABLE = frozenset({429, 502, 503, 504})
 
     def __init__(self, signal: str, endpoint: str, *, headers: Mapping[str, str] | None = None,
                  compression: str = "none", certificate: str | None = None, client_key: str | None = None,
@@ -465,16 +452,7 @@ class RequestsHttpSender(Sender):
                 content = b""
         finally:
             response.close()
-        if 200 <= status < 300:
-            if len(content) > MAX_RESPONSE_BYTES:
-                return SendResult(OK, "response larger than 4 MiB ignored")
-            rejected, message = _partial(self.signal, content)
-            return SendResult(OK, message, rejected=rejected)
-        if status in self._RETRYABLE:
-            return SendResult(RETRY, f"HTTP {status}", _retry_after(response.headers.get("Retry-After")))
-        if status == 413:
-            return SendResult(TOO_LARGE, "HTTP 413")
-        return SendResult(FAIL, f"HTTP {status}")
+        return _http_result(self.signal, status, content, response.headers.get("Retry-After"))
 
     def reset_after_fork(self) -> None:
         self._session = None  # a pooled socket shared with the parent would interleave bytes (EBADF, #4994)
@@ -496,6 +474,23 @@ def _failure_cause(target: str, last_error: str) -> str:
     if any(marker in last_error for marker in _UNREACHABLE_MARKERS):
         return f"collector unreachable at {target}: {last_error}"
     return f"collector at {target} failing: {last_error or 'unknown error'}"
+
+
+_HTTP_RETRYABLE = frozenset({429, 502, 503, 504})
+
+
+def _http_result(signal: str, status: int, content: bytes, retry_after: str | None) -> SendResult:
+    """An OTLP/HTTP answer (status, body read up to 4 MiB + 1 byte, ``Retry-After``) as a send result."""
+    if 200 <= status < 300:
+        if len(content) > MAX_RESPONSE_BYTES:
+            return SendResult(OK, "response larger than 4 MiB ignored")
+        rejected, message = _partial(signal, content)
+        return SendResult(OK, message, rejected=rejected)
+    if status in _HTTP_RETRYABLE:
+        return SendResult(RETRY, f"HTTP {status}", _retry_after(retry_after))
+    if status == 413:
+        return SendResult(TOO_LARGE, "HTTP 413")
+    return SendResult(FAIL, f"HTTP {status}")
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -79,7 +79,7 @@ def _freeze(attributes: Any) -> Any:
         return object()  # unhashable attribute values: never shared
 
 
-class SharedSpanProcessor:
+class _SharedProcessor:
     """A processor otelkit does not own, inside one of otelkit's SDK providers.
 
     Re-init replaces the provider but keeps the caller's processor (passed to ``init()`` or added through
@@ -89,6 +89,16 @@ class SharedSpanProcessor:
 
     def __init__(self, processor: Any) -> None:
         self.processor = processor
+
+    def shutdown(self) -> None:
+        self.processor.force_flush()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self.processor.force_flush(timeout_millis))
+
+
+class SharedSpanProcessor(_SharedProcessor):
+    """A caller's span processor inside one of otelkit's providers (see :class:`_SharedProcessor`)."""
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         self.processor.on_start(span, parent_context=parent_context)
@@ -101,27 +111,12 @@ class SharedSpanProcessor:
     def on_end(self, span: Any) -> None:
         self.processor.on_end(span)
 
-    def shutdown(self) -> None:
-        self.processor.force_flush()
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return bool(self.processor.force_flush(timeout_millis))
-
-
-class SharedLogProcessor:
-    """A caller's log record processor inside one of otelkit's providers (see :class:`SharedSpanProcessor`)."""
-
-    def __init__(self, processor: Any) -> None:
-        self.processor = processor
+class SharedLogProcessor(_SharedProcessor):
+    """A caller's log record processor inside one of otelkit's providers (see :class:`_SharedProcessor`)."""
 
     def on_emit(self, log_record: Any) -> None:
         self.processor.on_emit(log_record)
-
-    def shutdown(self) -> None:
-        self.processor.force_flush()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return bool(self.processor.force_flush(timeout_millis))
 
 
 # --- traces ---------------------------------------------------------------------------------------
@@ -154,7 +149,26 @@ class ProxyTracer(trace_api.Tracer):
         return getattr(delegate, name)
 
 
-class ProxyTracerProvider(trace_api.TracerProvider):
+class _DelegatingProvider:
+    """``force_flush``/``shutdown`` of the tracer and logger proxies: passed to the SDK provider behind them.
+
+    The no-op providers in place before init (and after reset) have neither, hence the ``getattr``.
+    """
+
+    _delegate: Any
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        flush = getattr(self._delegate, "force_flush", None)
+        return bool(flush(timeout_millis)) if flush is not None else True
+
+    def shutdown(self) -> None:
+        """Shut down the current SDK provider (otelkit.shutdown() is the bounded way)."""
+        shutdown = getattr(self._delegate, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+
+class ProxyTracerProvider(_DelegatingProvider, trace_api.TracerProvider):
     """The global tracer provider of an otelkit process."""
 
     def __init__(self) -> None:
@@ -204,16 +218,6 @@ class ProxyTracerProvider(trace_api.TracerProvider):
         with _lock:
             self._added_processors.append(span_processor)
             _add_span_processor(self._delegate, SharedSpanProcessor(span_processor))
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        flush = getattr(self._delegate, "force_flush", None)
-        return bool(flush(timeout_millis)) if flush is not None else True
-
-    def shutdown(self) -> None:
-        """Shut down the current SDK provider (otelkit.shutdown() is the bounded way)."""
-        shutdown = getattr(self._delegate, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("_delegate", "_tracers", "_unkeyed", "_added_processors", "_given"):
@@ -382,7 +386,7 @@ class ProxyLogger(logs_api.Logger):
         return getattr(delegate, name)
 
 
-class ProxyLoggerProvider(logs_api.LoggerProvider):
+class ProxyLoggerProvider(_DelegatingProvider, logs_api.LoggerProvider):
     """The global logger provider of an otelkit process."""
 
     def __init__(self) -> None:
@@ -425,15 +429,6 @@ class ProxyLoggerProvider(logs_api.LoggerProvider):
             self._added_processors.append(processor)
             _add_log_processor(self._delegate, SharedLogProcessor(processor))
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        flush = getattr(self._delegate, "force_flush", None)
-        return bool(flush(timeout_millis)) if flush is not None else True
-
-    def shutdown(self) -> None:
-        shutdown = getattr(self._delegate, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
-
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("_delegate", "_loggers", "_args", "_added_processors", "_given"):
             raise AttributeError(name)
@@ -449,15 +444,23 @@ def _add_log_processor(provider: Any, processor: Any) -> None:
 # --- forwarding into providers someone else installed ---------------------------------------------
 
 
-class ForwardingSpanProcessor(SpanProcessor):
-    """Added once to a foreign SDK TracerProvider: hands its spans to otelkit's current span pipeline.
+class _Forwarding:
+    """Added once to a foreign SDK provider: hands what it gets to otelkit's current pipeline.
 
-    ``target()`` returns that pipeline (a span processor) or None; it is looked up on every call, so a
-    re-init re-points the forwarding without touching the foreign provider again.
+    ``target()`` returns that pipeline (a span or log record processor) or None; it is looked up on every
+    call, so a re-init re-points the forwarding without touching the foreign provider again.
     """
 
     def __init__(self, target: Callable[[], Any]) -> None:
         self._target = target
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        target = self._target()
+        return bool(target.force_flush(timeout_millis)) if target is not None else True
+
+
+class ForwardingSpanProcessor(_Forwarding, SpanProcessor):
+    """Added once to a foreign SDK TracerProvider: hands its spans to otelkit's current span pipeline."""
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         target = self._target()
@@ -473,16 +476,9 @@ class ForwardingSpanProcessor(SpanProcessor):
         # otelkit shuts its own pipeline down; the foreign provider's shutdown must not reach it twice.
         return None
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        target = self._target()
-        return bool(target.force_flush(timeout_millis)) if target is not None else True
 
-
-class ForwardingLogProcessor:
+class ForwardingLogProcessor(_Forwarding):
     """Added once to a foreign SDK LoggerProvider: hands its records to otelkit's current log pipeline."""
-
-    def __init__(self, target: Callable[[], Any]) -> None:
-        self._target = target
 
     def on_emit(self, log_record: Any) -> None:
         target = self._target()
@@ -491,10 +487,6 @@ class ForwardingLogProcessor:
 
     def shutdown(self) -> None:
         return None
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        target = self._target()
-        return bool(target.force_flush(timeout_millis)) if target is not None else True
 
 
 # --- installation ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ handle raises, and the caller falls back to the SDK encoder.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from otelkit._internal_log import logger
@@ -266,19 +266,23 @@ def _cached(cache: dict[int, tuple[Any, bytes]], obj: Any, encode: Any) -> bytes
     return encoded
 
 
-def encode_spans(spans: Sequence[Any]) -> bytes:
-    """A serialized ``ExportTraceServiceRequest`` for ``spans`` (SDK ``ReadableSpan`` objects)."""
+def _encode_by_resource_and_scope(items: Sequence[Any], encode_item: Callable[[Any], bytes]) -> bytes:
+    """The body shared by the trace and logs export requests (fields 1/2/3 have the same meaning in both).
+
+    ``items`` (spans or log records, each with ``.resource`` and ``.instrumentation_scope``) are grouped
+    into Resource{Spans,Logs} and Scope{Spans,Logs} messages, each item encoded by ``encode_item``.
+    """
     groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
-    for span in spans:
-        resource = span.resource
-        scope = span.instrumentation_scope
+    for item in items:
+        resource = item.resource
+        scope = item.instrumentation_scope
         by_scope = groups.get(id(resource))
         if by_scope is None:
             by_scope = groups[id(resource)] = (resource, {})
         entry = by_scope[1].get(id(scope))
         if entry is None:
             entry = by_scope[1][id(scope)] = (scope, [])
-        entry[1].append(_ld(b"\x12", _span(span)))
+        entry[1].append(_ld(b"\x12", encode_item(item)))
     out = []
     for resource, scopes in groups.values():
         body = [_ld(b"\x0a", _cached(_RESOURCE_CACHE, resource, _resource))]
@@ -291,6 +295,11 @@ def encode_spans(spans: Sequence[Any]) -> bytes:
             body.append(_str(b"\x1a", resource.schema_url))
         out.append(_ld(b"\x0a", b"".join(body)))
     return b"".join(out)
+
+
+def encode_spans(spans: Sequence[Any]) -> bytes:
+    """A serialized ``ExportTraceServiceRequest`` for ``spans`` (SDK ``ReadableSpan`` objects)."""
+    return _encode_by_resource_and_scope(spans, _span)
 
 
 def _log_record(item: Any) -> bytes:
@@ -329,26 +338,4 @@ def _log_record(item: Any) -> bytes:
 
 def encode_logs(records: Sequence[Any]) -> bytes:
     """A serialized ``ExportLogsServiceRequest`` for ``records`` (SDK ``ReadableLogRecord`` objects)."""
-    groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
-    for item in records:
-        resource = item.resource
-        scope = item.instrumentation_scope
-        by_scope = groups.get(id(resource))
-        if by_scope is None:
-            by_scope = groups[id(resource)] = (resource, {})
-        entry = by_scope[1].get(id(scope))
-        if entry is None:
-            entry = by_scope[1][id(scope)] = (scope, [])
-        entry[1].append(_ld(b"\x12", _log_record(item)))
-    out = []
-    for resource, scopes in groups.values():
-        body = [_ld(b"\x0a", _cached(_RESOURCE_CACHE, resource, _resource))]
-        for scope, encoded in scopes.values():
-            scope_body = [_ld(b"\x0a", _cached(_SCOPE_CACHE, scope, _scope)), *encoded]
-            if scope is not None and getattr(scope, "schema_url", None):
-                scope_body.append(_str(b"\x1a", scope.schema_url))
-            body.append(_ld(b"\x12", b"".join(scope_body)))
-        if getattr(resource, "schema_url", None):
-            body.append(_str(b"\x1a", resource.schema_url))
-        out.append(_ld(b"\x0a", b"".join(body)))
-    return b"".join(out)
+    return _encode_by_resource_and_scope(records, _log_record)

@@ -35,6 +35,44 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+# Opt-in resets, requested per module with ``pytestmark = pytest.mark.usefixtures("fresh_otelkit")``:
+# not autouse, because some tests deliberately keep otelkit state across steps. otelkit is imported
+# inside them so that loading this conftest stays cheap and imports nothing of otelkit's.
+
+
+@pytest.fixture
+def fresh_otelkit() -> Iterator[None]:
+    """otelkit un-initialised (``_init.reset()``) before and after the test."""
+    from otelkit import _init
+
+    _init.reset()
+    yield
+    _init.reset()
+
+
+@pytest.fixture
+def fresh_stats() -> Iterator[None]:
+    """The export self-metrics counters (``STATS``) zeroed before and after the test."""
+    from otelkit._stats import STATS
+
+    STATS.reset()
+    yield
+    STATS.reset()
+
+
+@pytest.fixture
+def fresh_otelkit_and_stats() -> Iterator[None]:
+    """``fresh_otelkit`` then ``fresh_stats``, also on teardown: what ``reset()`` flushes is not counted."""
+    from otelkit import _init
+    from otelkit._stats import STATS
+
+    _init.reset()
+    STATS.reset()
+    yield
+    _init.reset()
+    STATS.reset()
+
+
 def _reachable(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

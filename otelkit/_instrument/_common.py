@@ -15,6 +15,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import SpanKind
 
 from otelkit import _names
+from otelkit._instrument._status import IntegrationStatus
 from otelkit._internal_log import logger
 
 if TYPE_CHECKING:
@@ -226,6 +227,23 @@ def dist_version(*names: str) -> tuple[str, str] | None:
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+def supported_dist(integration: str, dists: Sequence[str], minimum: tuple[int, ...], needs: str,
+                   install: str) -> tuple[str, str] | IntegrationStatus:
+    """(distribution, version) of the library an integration instruments, or the ``skipped`` status saying why.
+
+    ``dists`` are the distributions that provide it (first installed wins), ``minimum`` the oldest supported
+    version, ``needs`` that version as the user reads it, ``install`` what to ``pip install``.
+    """
+    found = dist_version(*dists)
+    if found is None:
+        return IntegrationStatus(integration, "skipped", f"not installed (pip install {install})")
+    dist, version = found
+    if version_tuple(version) < minimum:
+        return IntegrationStatus(integration, "skipped", f"version unsupported: {dist} {version} (needs >= {needs})",
+                                 version=version)
+    return found
 
 
 def version_tuple(version: str) -> tuple[int, ...]:

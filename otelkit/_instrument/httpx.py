@@ -145,13 +145,10 @@ async def _async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwa
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
-    found = _common.dist_version("httpx")
-    if found is None:
-        return IntegrationStatus(NAME, "skipped", "not installed (pip install httpx)")
+    found = _common.supported_dist(NAME, ("httpx",), MIN_VERSION, "0.18", "httpx")
+    if isinstance(found, IntegrationStatus):
+        return found
     _dist, version = found
-    if _common.version_tuple(version) < MIN_VERSION:
-        return IntegrationStatus(NAME, "skipped", f"version unsupported: httpx {version} (needs >= 0.18)",
-                                 version=version)
     try:
         import httpx
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor

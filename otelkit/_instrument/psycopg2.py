@@ -214,13 +214,10 @@ def _connect(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
-    found = _common.dist_version("psycopg2", "psycopg2-binary")
-    if found is None:
-        return IntegrationStatus(NAME, "skipped", "not installed (pip install psycopg2-binary)")
+    found = _common.supported_dist(NAME, ("psycopg2", "psycopg2-binary"), MIN_VERSION, "2.7.3.1", "psycopg2-binary")
+    if isinstance(found, IntegrationStatus):
+        return found
     dist, version = found
-    if _common.version_tuple(version) < MIN_VERSION:
-        return IntegrationStatus(NAME, "skipped", f"version unsupported: {dist} {version} (needs >= 2.7.3.1)",
-                                 version=version)
     try:
         import opentelemetry.instrumentation.psycopg2 as contrib
         import psycopg2

@@ -150,13 +150,10 @@ def _targets() -> list[tuple[Any, str, Any]]:
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
-    found = _common.dist_version("redis")
-    if found is None:
-        return IntegrationStatus(NAME, "skipped", "not installed (pip install redis)")
+    found = _common.supported_dist(NAME, ("redis",), MIN_VERSION, "4.0", "redis")
+    if isinstance(found, IntegrationStatus):
+        return found
     _dist, version = found
-    if _common.version_tuple(version) < MIN_VERSION:
-        return IntegrationStatus(NAME, "skipped", f"version unsupported: redis {version} (needs >= 4.0)",
-                                 version=version)
     try:
         import opentelemetry.instrumentation.redis as contrib
     except ImportError as exc:

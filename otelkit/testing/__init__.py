@@ -30,7 +30,8 @@ arguments, that re-initialises otelkit and replaces the in-memory pipeline:
 pass the application's ``init()`` arguments to the capture instead.
 
 The ``otlp_receiver`` and ``collector`` fixtures (a real OTLP receiver, and the
-real ``rotel`` collector in front of it) come from :mod:`otelkit.testing._receiver`.
+real ``rotel`` collector in front of it) come from the same plugin
+(:mod:`otelkit.testing._plugin`), built on :mod:`otelkit.testing._receiver`.
 """
 
 from __future__ import annotations

@@ -58,7 +58,8 @@ Use these to test what otelkit (or any OTLP exporter) actually puts on the wire.
     append ``/v1/traces`` etc. for per-signal HTTP exporters) are what the code under test
     points at; ``stop()`` / ``start()`` restart it on the SAME ports.
 
-pytest fixtures (function-scoped, re-exported by the ``otelkit`` pytest plugin):
+pytest fixtures (function-scoped, defined in the ``otelkit`` pytest plugin,
+:mod:`otelkit.testing._plugin`, so that this module does not need pytest):
 
 * ``otlp_receiver`` -> a started ``OtlpReceiver``.
 * ``collector`` -> a started ``RotelCollector``; ``collector.receiver`` is its ``OtlpReceiver``.
@@ -77,13 +78,12 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
-import pytest
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
@@ -101,10 +101,8 @@ __all__ = [
     "ReceivedPoint",
     "ReceivedSpan",
     "RotelCollector",
-    "collector",
     "find_rotel_agent",
     "free_port",
-    "otlp_receiver",
     "refused_endpoint",
 ]
 
@@ -993,35 +991,3 @@ class RotelCollector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# --------------------------------------------------------------------------------------------------
-# pytest fixtures
-
-
-@pytest.fixture
-def otlp_receiver() -> Iterator[OtlpReceiver]:
-    """A started in-process OTLP receiver (gRPC + HTTP) on free ports."""
-    receiver = OtlpReceiver().start()
-    try:
-        yield receiver
-    finally:
-        receiver.stop()
-
-
-@pytest.fixture
-def collector() -> Iterator[RotelCollector]:
-    """The real rotel collector on free ports, exporting to ``collector.receiver`` (an ``OtlpReceiver``)."""
-    if find_rotel_agent() is None:
-        message = "rotel-agent is not installed (pip install rotel)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    receiver = OtlpReceiver().start()
-    rotel = RotelCollector(receiver)
-    try:
-        rotel.start()
-        yield rotel
-    finally:
-        rotel.close()
-        receiver.stop()

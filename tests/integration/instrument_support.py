@@ -11,9 +11,9 @@ import http.server
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -73,14 +73,18 @@ def instrumented(**settings: Any) -> Iterator[Telemetry]:
         meter_provider.shutdown()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01, what: str = "condition") -> T:
+    """The first truthy ``predicate()``, polled every ``interval`` until ``timeout`` (then AssertionError)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"{what} not met within {timeout}s")
         time.sleep(interval)
 
 
@@ -103,15 +107,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def http_server() -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """A local HTTP server on a free port: ``/fail`` answers 500, anything else 200."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+def serve_http(handler: type[http.server.BaseHTTPRequestHandler], path: str = "") -> Iterator[tuple[str, list[Any]]]:
+    """``handler`` served on a free 127.0.0.1 port by a thread: yields (base URL + ``path``, ``seen``).
+
+    ``seen`` is ``server.seen``, an empty list the handler appends what it received to.
+    """
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.seen = []  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", server.seen  # type: ignore[attr-defined]
+        yield f"http://127.0.0.1:{server.server_address[1]}{path}", server.seen  # type: ignore[attr-defined]
     finally:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def http_server() -> AbstractContextManager[tuple[str, list[dict[str, str]]]]:
+    """A local HTTP server on a free port: ``/fail`` answers 500, anything else 200."""
+    return serve_http(_Handler)

@@ -16,40 +16,22 @@ import gzip
 import http.server
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from contextlib import AbstractContextManager
+from typing import Any
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 import otelkit
-from otelkit import _init
 from otelkit.testing._receiver import OtlpReceiver, RotelCollector
+from tests.integration.instrument_support import serve_http, wait_for
 
-T = TypeVar("T")
 BIG = "compress-me " * 5000  # 60 000 bytes, highly repetitive
 
 
-@pytest.fixture(autouse=True)
-def _clean_otelkit() -> Iterator[None]:
-    _init.reset()
-    yield
-    _init.reset()
-
-
-def _wait(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        threading.Event().wait(0.02)  # the poll interval of this bounded loop
+pytestmark = pytest.mark.usefixtures("fresh_otelkit")
 
 
 def _configure(monkeypatch: pytest.MonkeyPatch, endpoint: str, protocol: str, gzip_on: bool) -> None:
@@ -94,19 +76,9 @@ class _RecordingHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def _recording_otlp_http() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes, Any]]]]:
+def _recording_otlp_http() -> AbstractContextManager[tuple[str, list[tuple[dict[str, str], bytes, Any]]]]:
     """Test stand-in for an OTLP/HTTP collector that keeps each request's headers and raw body."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RecordingHandler)
-    server.seen = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", server.seen  # type: ignore[attr-defined]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    return serve_http(_RecordingHandler, "/v1/traces")
 
 
 def _span_names(request: Any) -> list[str]:
@@ -119,7 +91,8 @@ def test_http_protobuf_sends_content_encoding_gzip(monkeypatch: pytest.MonkeyPat
     with _recording_otlp_http() as (endpoint, seen):
         _configure(monkeypatch, endpoint, "http/protobuf", gzip_on)
         _send_one_span(name, payload=BIG)
-        found = _wait(lambda: next((r for r in seen if name in _span_names(r[2])), None), what="span at the stand-in")
+        found = wait_for(lambda: next((r for r in seen if name in _span_names(r[2])), None), timeout=10.0,
+                         interval=0.02, what="span at the stand-in")
         assert found is not None
         headers, raw, _request = found
     encoding = {k.lower(): v for k, v in headers.items()}.get("content-encoding")

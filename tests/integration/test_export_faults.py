@@ -7,7 +7,6 @@ receiver, and checks what arrived against what was sent and what was counted as 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk._logs import LoggerProvider
@@ -31,11 +30,7 @@ from otelkit.testing._receiver import OtlpReceiver
 PROTOCOLS = ["grpc", "http"]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_stats() -> Iterator[None]:
-    STATS.reset()
-    yield
-    STATS.reset()
+pytestmark = pytest.mark.usefixtures("fresh_stats")
 
 
 def sender(receiver: OtlpReceiver, protocol: str, signal: str = "traces") -> Sender:

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry import metrics, trace
 
 import otelkit
-from otelkit import _init, _names
-from otelkit._stats import STATS
+from otelkit import _names
 from otelkit.testing._receiver import OtlpReceiver, RotelCollector
 
-
-@pytest.fixture(autouse=True)
-def _clean() -> Iterator[None]:
-    _init.reset()
-    STATS.reset()
-    yield
-    _init.reset()
-    STATS.reset()
+pytestmark = pytest.mark.usefixtures("fresh_otelkit_and_stats")
 
 
 def _configure(monkeypatch: pytest.MonkeyPatch, endpoint: str, protocol: str) -> None:

@@ -7,24 +7,15 @@ must show the drops.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from opentelemetry import trace
 
 import otelkit
-from otelkit import _init, _names, _stats
+from otelkit import _names, _stats
 from otelkit._stats import STATS
 from otelkit.testing._receiver import RotelCollector, refused_endpoint
 
-
-@pytest.fixture(autouse=True)
-def _clean() -> Iterator[None]:
-    _init.reset()
-    STATS.reset()
-    yield
-    _init.reset()
-    STATS.reset()
+pytestmark = pytest.mark.usefixtures("fresh_otelkit_and_stats")
 
 
 def test_drop_metric_reaches_the_collector(collector: RotelCollector, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.trace import TracerProvider
 
 import otelkit
-from otelkit import _init, _stats
+from otelkit import _stats
 from otelkit._export import HttpSender, make_span_processor
 from otelkit._stats import STATS
 from otelkit.testing._receiver import refused_endpoint
 
-
-@pytest.fixture(autouse=True)
-def _clean() -> Iterator[None]:
-    _init.reset()
-    STATS.reset()
-    yield
-    _init.reset()
-    STATS.reset()
+pytestmark = pytest.mark.usefixtures("fresh_otelkit_and_stats")
 
 
 def test_refused_collector_metrics_are_export_failed_not_timed_out(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from otelkit._config import resolve
 from otelkit._export import make_sender, make_span_processor
-from otelkit._stats import STATS
 from otelkit.testing._receiver import OtlpReceiver
 
 
@@ -38,11 +36,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-@pytest.fixture(autouse=True)
-def _fresh_stats() -> Iterator[None]:
-    STATS.reset()
-    yield
-    STATS.reset()
+pytestmark = pytest.mark.usefixtures("fresh_stats")
 
 
 def _send_one(receiver: OtlpReceiver, protocol: str, env: dict[str, str]) -> bool:

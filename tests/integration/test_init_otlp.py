@@ -9,21 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry import metrics, trace
 
 import otelkit
-from otelkit import _init
 from otelkit.testing._receiver import RotelCollector
 
-
-@pytest.fixture(autouse=True)
-def _clean_otelkit() -> Iterator[None]:
-    _init.reset()
-    yield
-    _init.reset()
+pytestmark = pytest.mark.usefixtures("fresh_otelkit")
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])

@@ -16,7 +16,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otelkit
-from otelkit import _init
 
 httpx = pytest.importorskip("httpx")
 
@@ -24,11 +23,7 @@ BASE: dict[str, Any] = {"traces_exporter": "none", "metrics_exporter": "none", "
                         "system_metrics": False, "instrument": ["httpx"]}
 
 
-@pytest.fixture(autouse=True)
-def _clean_otelkit() -> Iterator[None]:
-    _init.reset()
-    yield
-    _init.reset()
+pytestmark = pytest.mark.usefixtures("fresh_otelkit")
 
 
 @pytest.fixture

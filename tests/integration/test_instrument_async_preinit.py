@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -18,18 +17,13 @@ import redis.asyncio
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from otelkit import _init
 from otelkit.testing import capture_telemetry
 from tests.integration.instrument_support import http_server
 
 SECRET = "otk-async-secret-value"
 
 
-@pytest.fixture(autouse=True)
-def _clean_otelkit() -> Iterator[None]:
-    _init.reset()
-    yield
-    _init.reset()
+pytestmark = pytest.mark.usefixtures("fresh_otelkit")
 
 
 def _client_spans(spans: object, scope_suffix: str) -> list:

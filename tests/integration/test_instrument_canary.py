@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import psycopg2
@@ -19,18 +18,13 @@ import redis
 from psycopg2 import sql
 
 import otelkit
-from otelkit import _init
 from otelkit.testing._receiver import OtlpReceiver, free_port
 from tests.integration.instrument_support import http_server
 
 CANARIES = {n: f"OTK-CANARY-{n}-{uuid.uuid4().hex[:6]}" for n in range(1, 27)}
 
 
-@pytest.fixture(autouse=True)
-def _clean_otelkit() -> Iterator[None]:
-    _init.reset()
-    yield
-    _init.reset()
+pytestmark = pytest.mark.usefixtures("fresh_otelkit")
 
 
 def _b64_forms(secret: str) -> list[bytes]:

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
 
 import otelkit
-from otelkit import _init
 from otelkit.testing import capture_telemetry
 
-
-@pytest.fixture(autouse=True)
-def _clean_otelkit() -> Iterator[None]:
-    _init.reset()
-    yield
-    _init.reset()
+pytestmark = pytest.mark.usefixtures("fresh_otelkit")
 
 
 def test_reinit_keeps_instrumentation_and_follows_the_new_providers(redis_url: str) -> None:

@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
 from opentelemetry import metrics
 
 import otelkit
-from otelkit import _init, _names, pipeline
-from otelkit._stats import STATS
+from otelkit import _names, pipeline
 from otelkit.testing._receiver import BlackholeServer, OtlpReceiver
 
-
-@pytest.fixture(autouse=True)
-def _clean() -> Iterator[None]:
-    _init.reset()
-    STATS.reset()
-    yield
-    _init.reset()
-    STATS.reset()
+pytestmark = pytest.mark.usefixtures("fresh_otelkit_and_stats")
 
 
 def test_hung_redis_probe_does_not_stall_other_metrics_or_shutdown(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry._logs import LogRecord
@@ -20,12 +19,7 @@ from otelkit._export import GrpcSender, HttpSender, OtlpMetricExporter, Sender, 
 from otelkit._stats import STATS
 from otelkit.testing._receiver import RotelCollector
 
-
-@pytest.fixture(autouse=True)
-def _fresh_stats() -> Iterator[None]:
-    STATS.reset()
-    yield
-    STATS.reset()
+pytestmark = pytest.mark.usefixtures("fresh_stats")
 
 
 def _sender(collector: RotelCollector, protocol: str, signal: str) -> Sender:

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,11 +29,7 @@ QUIET: dict[str, Any] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _clean_otelkit() -> Iterator[None]:
-    _init.reset()
-    yield
-    _init.reset()
+pytestmark = pytest.mark.usefixtures("fresh_otelkit")
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
