@@ -279,8 +279,10 @@ def _instrument_all(
 
     for name in _names(_common.settings_get(settings, "instrument", None)) or ():
         if name not in known:
-            statuses.append(IntegrationStatus(
-                name, "skipped", f"unknown integration (known here: {', '.join(sorted(known))})"))
+            reason = f"unknown integration (known here: {', '.join(sorted(known))})"
+            # A typo in instrument= would otherwise leave a library silently untraced.
+            logger.warning("otelkit: instrument= names %r: %s", name, reason)
+            statuses.append(IntegrationStatus(name, "skipped", reason))
     _status = tuple(statuses)
     return statuses
 

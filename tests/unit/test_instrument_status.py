@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -322,3 +323,14 @@ def test_uninstrument_all_restores_every_patched_callable() -> None:
     assert vars(httpx.HTTPTransport)["handle_request"] is originals[2]
     assert "_record_metrics" not in vars(contrib_pg.CursorTracer)
     assert _instrument.integration_status() == ()
+
+
+def test_a_typo_in_instrument_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """``instrument=["redsi"]`` names no integration: a warning says so and lists the known ones."""
+    from otelkit.testing import capture_telemetry
+
+    with caplog.at_level(logging.WARNING, logger="otelkit"), capture_telemetry(instrument=["redsi"]):
+        status = {s.name: s for s in otelkit.integration_status()}
+    assert status["redsi"].state == "skipped"
+    warned = [r.getMessage() for r in caplog.records if "redsi" in r.getMessage()]
+    assert len(warned) == 1 and "redis" in warned[0]
