@@ -58,5 +58,7 @@ def test_hung_redis_probe_does_not_stall_other_metrics_or_shutdown(
             healthy_client.delete(key)
         assert hole.accepted >= 1  # the probe really did connect and wait
     assert not report.timed_out, str(report)
-    slow = [r for r in caplog.records if "queue probe for hung-queue" in r.getMessage()]
+    # Warnings only: when the black hole closes, the freed probe may log "answers again" at INFO.
+    slow = [r for r in caplog.records
+            if r.levelno >= logging.WARNING and "queue probe for hung-queue" in r.getMessage()]
     assert len(slow) == 1 and "socket_timeout" in slow[0].getMessage()  # warned once, not every interval
