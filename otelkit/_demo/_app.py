@@ -74,8 +74,10 @@ def discoverer_main(cfg: DemoConfig) -> None:
             cfg.stop.wait(cfg.interval)  # the pace of the upstream source
         cfg.stop.wait()  # a service: it stays up (reporting the queue depth) until told to stop
     finally:
-        depth.close()
+        # Shut down first: its final collection then samples the queue once more, so even a run
+        # shorter than one export interval reports its queue depth.
         otelkit.shutdown()
+        depth.close()
 
 
 def discover(queue: Queue, mint: str, system: str) -> None:
