@@ -302,6 +302,13 @@ def _propagator(settings: Settings) -> Any:
     return CompositePropagator(propagators)
 
 
+def _scrub_added(settings: Settings) -> Any:
+    """Processors added later through ``trace.get_tracer_provider().add_span_processor()`` get scrubbed data too."""
+    from otelkit import _export
+
+    return lambda processor, signal: _export.scrubbed_user_processor(processor, settings, signal)
+
+
 def _build_providers(settings: Settings, user: tuple[tuple[Any, ...], ...],
                      installed: _proxy.Installed | None = None) -> _State:
     """New SDK providers for ``settings``, or, where :func:`_defer_to_agent` says so, the agent's own ones."""
@@ -443,6 +450,7 @@ def _configure(settings: Settings, user: tuple[tuple[Any, ...], tuple[Any, ...],
 
     _warn_derived_name(settings)
     new = _build_providers(settings, user, installed)
+    _proxy.set_added_processor_wrapper(_scrub_added(settings))
     _proxy.swap(new.tracer_provider, new.meter_provider, new.logger_provider)
     _state = new
     _attach_foreign(installed)
@@ -745,6 +753,7 @@ def _reinit_after_fork() -> None:
     try:
         user = (state.user[0], (), state.user[2])  # the parent's readers belong to the parent's provider
         new = _build_providers(state.settings, user, _proxy.installed())
+        _proxy.set_added_processor_wrapper(_scrub_added(state.settings))
         _proxy.swap(new.tracer_provider, new.meter_provider, new.logger_provider)
         _state = new
         from otelkit import _logs

@@ -207,7 +207,7 @@ class ProxyTracerProvider(_DelegatingProvider, trace_api.TracerProvider):
         with _lock:
             if delegate not in self._given:
                 for processor in self._added_processors:
-                    _add_span_processor(delegate, SharedSpanProcessor(processor))
+                    _add_span_processor(delegate, SharedSpanProcessor(_wrap_added(processor, "traces")))
                 _remember(self._given, delegate)
             self._delegate = delegate
             for tracer, args in list(self._unkeyed.items()):
@@ -217,7 +217,7 @@ class ProxyTracerProvider(_DelegatingProvider, trace_api.TracerProvider):
         """For libraries that extend ``trace.get_tracer_provider()``: kept across re-inits."""
         with _lock:
             self._added_processors.append(span_processor)
-            _add_span_processor(self._delegate, SharedSpanProcessor(span_processor))
+            _add_span_processor(self._delegate, SharedSpanProcessor(_wrap_added(span_processor, "traces")))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("_delegate", "_tracers", "_unkeyed", "_added_processors", "_given"):
@@ -230,6 +230,31 @@ def _remember(given: weakref.WeakSet[Any], provider: Any) -> None:
         given.add(provider)
     except TypeError:  # not weak-referenceable (a no-op provider): nothing was added to it anyway
         pass
+
+
+def _identity(processor: Any, signal: str) -> Any:
+    return processor
+
+
+_added_wrapper: Callable[[Any, str], Any] = _identity
+
+
+def set_added_processor_wrapper(wrapper: Callable[[Any, str], Any] | None) -> None:
+    """How processors added through the proxies (``add_span_processor``...) are wrapped: otelkit's scrubbing.
+
+    They export on their own, so they must see what otelkit's exporters would send; called with the
+    settings of each (re-)init before the proxies swap.
+    """
+    global _added_wrapper
+    _added_wrapper = wrapper or _identity
+
+
+def _wrap_added(processor: Any, signal: str) -> Any:
+    try:
+        return _added_wrapper(processor, signal)
+    except Exception:  # never lose the caller's processor: unwrapped is what upstream would do
+        logger.debug("otelkit: wrapping an added %s processor failed", signal, exc_info=True)
+        return processor
 
 
 def _add_span_processor(provider: Any, processor: Any) -> None:
@@ -417,7 +442,7 @@ class ProxyLoggerProvider(_DelegatingProvider, logs_api.LoggerProvider):
         with _lock:
             if delegate not in self._given:
                 for processor in self._added_processors:
-                    _add_log_processor(delegate, SharedLogProcessor(processor))
+                    _add_log_processor(delegate, SharedLogProcessor(_wrap_added(processor, "logs")))
                 _remember(self._given, delegate)
             self._delegate = delegate
             for found, args in list(self._args.items()):
@@ -427,7 +452,7 @@ class ProxyLoggerProvider(_DelegatingProvider, logs_api.LoggerProvider):
         """For libraries that extend ``get_logger_provider()``: kept across re-inits."""
         with _lock:
             self._added_processors.append(processor)
-            _add_log_processor(self._delegate, SharedLogProcessor(processor))
+            _add_log_processor(self._delegate, SharedLogProcessor(_wrap_added(processor, "logs")))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("_delegate", "_loggers", "_args", "_added_processors", "_given"):

@@ -43,3 +43,32 @@ def test_scrub_off_leaves_user_processors_raw() -> None:
     assert (span.attributes or {})["password"] == "PWATTR"
     (record,) = [r for r in logs.get_finished_logs() if "connecting" in str(r.log_record.body)]
     assert "LOGPW" in str(record.log_record.body)
+
+
+def test_processors_added_after_init_through_the_global_providers_are_scrubbed() -> None:
+    from opentelemetry import trace
+    from opentelemetry._logs import get_logger_provider
+
+    quiet = dict(traces_exporter="none", metrics_exporter="none", logs_exporter="none", instrument=(),
+                 system_metrics=False)
+    otelkit.init(service_name="added-scrub", **quiet)  # type: ignore[arg-type]
+    spans, logs = InMemorySpanExporter(), InMemoryLogRecordExporter()
+    # What a library does when it extends the process's providers (Sentry, an APM agent, a test helper).
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(spans))  # type: ignore[attr-defined]
+    get_logger_provider().add_log_record_processor(SimpleLogRecordProcessor(logs))  # type: ignore[attr-defined]
+    log = logging.getLogger("added_scrub_app")
+    log.setLevel(logging.INFO)
+    with otelkit.span("login", password="PWATTR"):
+        log.info("connecting to postgres://app:LOGPW@db.internal/app")
+    (span,) = spans.get_finished_spans()
+    assert "PWATTR" not in repr(dict(span.attributes or {}))
+    (record,) = [r for r in logs.get_finished_logs() if "connecting" in str(r.log_record.body)]
+    assert "LOGPW" not in str(record.log_record.body) and "db.internal" in str(record.log_record.body)
+
+    # Re-init with scrubbing off: the same added processors follow the new settings, once each.
+    spans.clear()
+    otelkit.init(service_name="added-scrub", scrub=False, **quiet)  # type: ignore[arg-type]
+    with otelkit.span("login", password="PWATTR2"):
+        pass
+    (span,) = spans.get_finished_spans()
+    assert (span.attributes or {})["password"] == "PWATTR2"
