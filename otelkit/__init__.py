@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from otelkit._init import get_settings, init, shutdown
     from otelkit._instrument import IntegrationStatus, integration_status
     from otelkit._logs import JsonFormatter
+    from otelkit._logs_third_party import StructlogProcessor, loguru_handler, loguru_patcher
     from otelkit._span import span
     from otelkit._stats import ShutdownReport
 
@@ -30,10 +31,13 @@ _LAZY = {
     "JsonFormatter": "otelkit._logs",
     "Settings": "otelkit._config",
     "ShutdownReport": "otelkit._stats",
+    "StructlogProcessor": "otelkit._logs_third_party",
     "correlation_id": "otelkit._correlation",
     "get_settings": "otelkit._init",
     "init": "otelkit._init",
     "integration_status": "otelkit._instrument",
+    "loguru_handler": "otelkit._logs_third_party",
+    "loguru_patcher": "otelkit._logs_third_party",
     "shutdown": "otelkit._init",
     "span": "otelkit._span",
 }
@@ -44,11 +48,14 @@ __all__ = [
     "JsonFormatter",
     "Settings",
     "ShutdownReport",
+    "StructlogProcessor",
     "__version__",
     "correlation_id",
     "get_settings",
     "init",
     "integration_status",
+    "loguru_handler",
+    "loguru_patcher",
     "shutdown",
     "span",
 ]

@@ -228,6 +228,8 @@ class Settings:
     sentry: SentrySettings = field(default_factory=SentrySettings)
     shutdown_timeout: float = 5.0
     console_on_auto: bool = True
+    spool_dir: str | None = None
+    spool_max_bytes: int = 256 * 1024 * 1024
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
 
     def __hash__(self) -> int:
@@ -541,6 +543,15 @@ def _existing_file(raw: Any) -> str:
     raise _Invalid("the path of an existing, readable file (PEM)")
 
 
+def _directory(raw: Any) -> str:
+    if isinstance(raw, (str, os.PathLike)):
+        path = os.fspath(raw)
+        if isinstance(path, str) and path.strip() and _utf8(path) and "\x00" not in path and (
+                not os.path.exists(path) or os.path.isdir(path)):
+            return path
+    raise _Invalid("the path of a directory (created if missing), not an existing file")
+
+
 def _log_level(raw: Any) -> int:
     accepted = "a logging level: DEBUG, INFO, WARNING, ERROR, CRITICAL or a number"
     if isinstance(raw, bool):
@@ -835,6 +846,12 @@ PARAMS: tuple[Param, ...] = (
        default_doc="5000 ms"),
     _p("console_on_auto", "OTELKIT_CONSOLE", _bool, True,
        "With no collector found, print traces and logs readably on the terminal.", arg="console_on_auto"),
+    _p("spool_dir", "OTELKIT_SPOOL_DIR", _directory, None,
+       "Directory where spans and log records the collector cannot take (outage, restart) are kept "
+       "until it is back; may be shared by processes.", arg="spool_dir", default_doc="off"),
+    _p("spool_max_bytes", "OTELKIT_SPOOL_MAX_BYTES", _int(1024 * 1024, 1 << 40), 256 * 1024 * 1024,
+       "Bytes the spool may hold per signal; beyond it new data is dropped (`spool_full`).",
+       arg="spool_max_bytes", default_doc="268435456 (256 MiB)"),
 )
 
 _EXPORTER_OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType({
@@ -958,7 +975,8 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
     values: dict[str, Any] = {"strict": strict}
     for name in ("disabled", "debug", "sampler", "propagators", "metric_export_interval", "metric_export_timeout",
                  "exemplar_filter", "prometheus_host", "prometheus_port", "instrument_entry_points",
-                 "system_metrics", "log_level", "log_correlation", "shutdown_timeout", "console_on_auto"):
+                 "system_metrics", "log_level", "log_correlation", "shutdown_timeout", "console_on_auto",
+                 "spool_dir", "spool_max_bytes"):
         values[name] = r.field(_BY_FIELD[name])
     values["disabled_instrumentations"] = frozenset(r.field(_BY_FIELD["disabled_instrumentations"]))
     instrument = r.field(_BY_FIELD["instrument"])

@@ -122,6 +122,7 @@ def diagnose(*, timeout: float = 3.0, tempo_url: str | None = None, send: bool =
     accepted_by: str | None = None
     if settings is not None:
         trace_id, accepted_by = _check_endpoints(report, settings, timeout=timeout, send=send)
+        _check_spool(report, settings)
         _check_instrumentations(report, settings)
         _check_sentry(report, settings, timeout=timeout, send=send)
     _check_fork_model(report, env)
@@ -823,6 +824,38 @@ def fork_model_findings(environ: Mapping[str, str], cwd: str = ".") -> list[Chec
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _check_spool(report: Report, settings: Any) -> None:
+    """The disk spool (only when ``spool_dir`` is set): writable, and what is waiting in it."""
+    directory = getattr(settings, "spool_dir", None)
+    if not directory:
+        return
+    try:
+        from otelkit import _spool
+
+        backlog = _spool.backlog(directory, ("traces", "logs"))
+    except Exception as exc:
+        report.add(Check("endpoints", "disk spool", "warn", f"{directory}: cannot be read ({exc})"))
+        return
+    files = sum(n for n, _ in backlog.values())
+    size = sum(b for _, b in backlog.values())
+    limit = int(getattr(settings, "spool_max_bytes", 0) or 0)
+    writable = os.access(directory, os.W_OK | os.X_OK) if os.path.isdir(directory) else os.access(
+        os.path.dirname(os.path.abspath(directory)) or ".", os.W_OK | os.X_OK)
+    details = {"directory": directory, "requests": files, "bytes": size, "max_bytes_per_signal": limit,
+               "by_signal": {s: {"requests": n, "bytes": b} for s, (n, b) in backlog.items()}}
+    if not writable:
+        report.add(Check("endpoints", "disk spool", "warn", f"{directory} is not writable by this user",
+                         "make the directory writable (telemetry is dropped instead of spooled)", details))
+    elif files:
+        per = ", ".join(f"{s} {n} ({b / 1048576:.1f} MiB)" for s, (n, b) in backlog.items() if n)
+        report.add(Check("endpoints", "disk spool", "warn",
+                         f"{directory}: {files} request(s) waiting for the collector: {per}",
+                         "they are sent by the next otelkit process that reaches the collector", details))
+    else:
+        report.add(Check("endpoints", "disk spool", "ok",
+                         f"{directory}: empty (up to {limit / 1048576:.0f} MiB per signal)", details=details))
 
 
 def _check_fork_model(report: Report, environ: Mapping[str, str]) -> None:

@@ -60,7 +60,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from otelkit import _stats, _wire
+from otelkit import _spool, _stats, _wire
 from otelkit._internal_log import logger
 from otelkit._stats import STATS
 
@@ -565,10 +565,13 @@ class _BatchPipeline(Generic[Item]):
                  encode: Callable[[Sequence[Item]], bytes] | None = None,
                  scrub: Callable[[list[Item]], list[Item]] | None = None,
                  max_queue_size: int = 8192, max_export_batch_size: int = 512, schedule_delay: float = 1.0,
-                 export_timeout: float = 10.0, max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
+                 export_timeout: float = 10.0, max_request_bytes: int = MAX_REQUEST_BYTES,
+                 spool: _spool.SpoolStore | None = None) -> None:
         if (sender is None) == (exporter is None):
             raise ValueError("give exactly one of sender (OTLP) or exporter (an SDK exporter)")
         self.signal = signal
+        # The disk spool needs encoded OTLP requests: only for a sender.
+        self._spool = spool if sender is not None and encode is not None else None
         self._sender = sender
         self._exporter = exporter
         self._encode = encode
@@ -609,6 +612,10 @@ class _BatchPipeline(Generic[Item]):
         self._last_error = ""
         self._forked_at = 0
         self._pid = os.getpid()
+        self._spool_pending = self._spool is not None  # a previous process may have left a spool: look at once
+        self._spool_check_at = 0.0
+        self._spool_paused_until = 0.0  # after a spool write error: keep items in memory a while
+        self._spool_full_until = 0.0  # after a full spool: spill only what memory cannot hold
         self._start_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
         self._worker = threading.Thread(target=self._run, name=f"otelkit-export-{self.signal}", daemon=True)
@@ -664,10 +671,16 @@ class _BatchPipeline(Generic[Item]):
                 STATS.maybe_warn(self._last_error)
                 flush_seq = self._flush_seq
                 flushing = flush_seq > self._flush_seq_done
+                if self._spool is not None and self._failures:
+                    try:
+                        self._maybe_spill()
+                    except Exception:
+                        logger.debug("otelkit %s spooling error", self.signal, exc_info=True)
                 if self._failures and time.monotonic() < self._next_attempt and not flushing:
                     continue
                 try:
-                    self._export_available(flushing, deadline=None)
+                    if self._export_available(flushing, deadline=None) and self._spool is not None:
+                        self._replay()
                 except Exception:  # never let the export thread die
                     logger.debug("otelkit %s export loop error", self.signal, exc_info=True)
                 if flushing:
@@ -815,21 +828,30 @@ class _BatchPipeline(Generic[Item]):
         return []
 
     def _drain(self) -> None:
-        """Final export at shutdown: until empty or the deadline; the rest is counted as shutdown_timeout."""
+        """Final export at shutdown: until empty or the deadline; the rest is counted as shutdown_timeout
+        (or, with a disk spool, written to the spool)."""
         deadline = self._deadline
         circuit_was_open = self._circuit_open
+        send_deadline = deadline
+        if self._spool is not None:
+            # Keep time to write the rest to disk; with the collector known to be down, do not even try.
+            send_deadline = deadline - min(0.5, max(0.05, (deadline - time.monotonic()) * 0.2))
+            if circuit_was_open:
+                send_deadline = time.monotonic()
         while self._inflight or self._queue:
-            remaining = deadline - time.monotonic()
+            remaining = send_deadline - time.monotonic()
             if remaining <= 0:
                 break
-            if self._export_available(True, deadline):
+            if self._export_available(True, send_deadline):
                 break
             # A transient failure. With the circuit open the collector is known to be down: one try only.
             if circuit_was_open or self._stopped_early.is_set():
                 break
-            pause = min(max(0.0, self._next_attempt - time.monotonic()), deadline - time.monotonic())
+            pause = min(max(0.0, self._next_attempt - time.monotonic()), send_deadline - time.monotonic())
             if pause > 0 and self._stopped_early.wait(pause):
                 break
+        if self._spool is not None and (self._inflight or self._queue) and not self._stopped_early.is_set():
+            self._spill_at_shutdown(deadline)
         leftover = len(self._inflight) + len(self._queue)
         self._set_inflight([])
         self._queue.clear()
@@ -838,6 +860,139 @@ class _BatchPipeline(Generic[Item]):
                 self._finish(leftover, _stats.SHUTDOWN_TIMEOUT, f"collector {self.target}: {self._last_error}")
             else:  # gave up before the deadline: the collector is down (circuit open), not slow
                 self._finish(leftover, _stats.EXPORT_FAILED, _failure_cause(self.target, self._last_error))
+
+    # -- disk spool (export thread only) -------------------------------------------------------
+
+    def _spooled(self, count: int) -> None:
+        """``count`` items left memory for the spool: finished here, not delivered (a flush reports False)."""
+        if self._abandoned or count <= 0:
+            return
+        _stats.STATS.spooled(self.signal, count)
+        self._done += count
+        self._failed += count
+
+    def _spool_items(self, items: list[Item]) -> list[Item]:
+        """Write ``items`` to the spool (split to the request cap); returns those a write error left over.
+
+        A full spool refuses them: counted as ``spool_full``."""
+        assert self._spool is not None and self._encode is not None
+        try:
+            payload = self._encode(items)
+        except Exception as exc:
+            logger.debug("otelkit could not encode %s", self.signal, exc_info=True)
+            self._finish(len(items), _stats.EXPORT_FAILED, f"encoding failed: {type(exc).__name__}")
+            return []
+        if len(payload) > self._max_bytes:
+            if len(items) == 1:
+                self._finish(1, _stats.TOO_LARGE, f"request of {len(payload)} bytes over the {self._max_bytes} cap")
+                return []
+            half = len(items) // 2
+            return self._spool_items(items[:half]) + self._spool_items(items[half:])
+        outcome = self._spool.write(payload, len(items))
+        if outcome == _spool.WRITTEN:
+            self._spooled(len(items))
+            self._spool_pending = True
+            return []
+        if outcome == _spool.FULL:
+            self._finish(len(items), _stats.SPOOL_FULL,
+                         f"spool {self._spool.path} holds {self._spool.max_bytes} bytes")
+            self._spool_full_until = time.monotonic() + 5.0
+            return []
+        self._spool_paused_until = time.monotonic() + 30.0
+        return items
+
+    def _maybe_spill(self) -> None:
+        """During failures: move what is in memory to the spool, all of it with the circuit open, else
+        down to half the queue once it is nearly full (so the hot path does not have to refuse items)."""
+        now = time.monotonic()
+        if now < self._spool_paused_until:  # the disk failed lately: memory only, as without a spool
+            return
+        held = len(self._queue) + self._inflight_n
+        near_full = held >= self._max_queue - self._batch_size
+        spill_all = self._circuit_open and now >= self._spool_full_until
+        if not held or not (near_full or spill_all):
+            return
+        keep = 0 if spill_all else self._max_queue // 2
+        while len(self._queue) + self._inflight_n > keep:
+            items = self._inflight or self._take_batch()
+            if not items:
+                if not self._queue:
+                    return
+                continue
+            left = self._spool_items(items)
+            self._set_inflight(left)  # a write error keeps them (oldest) at the head, in memory
+            if left:
+                return
+
+    def _spill_at_shutdown(self, deadline: float) -> None:
+        """Write everything still in memory to the spool, before ``deadline``."""
+        while self._inflight or self._queue:
+            if time.monotonic() >= deadline:
+                return  # the caller counts the rest as shutdown_timeout
+            items = self._inflight or self._take_batch()
+            self._set_inflight([])
+            if not items:
+                continue
+            left = self._spool_items(items)
+            if left:
+                self._finish(len(left), _stats.EXPORT_FAILED, "spool write failed; "
+                             + _failure_cause(self.target, self._last_error))
+
+    def _replay(self, budget: float = 2.0) -> None:
+        """Send spooled requests, oldest first, while the collector takes them (also the probe when all
+        of a failing pipeline's items are on disk). A file is deleted only once the collector accepted it."""
+        spool, sender = self._spool, self._sender
+        assert spool is not None and sender is not None
+        now = time.monotonic()
+        if not self._spool_pending and now < self._spool_check_at:
+            return
+        self._spool_check_at = now + 10.0  # other processes may spool into the same directory
+        end = now + budget
+        while not self._stopping and time.monotonic() < end:
+            if len(self._queue) >= self._batch_size:
+                self._wake.set()  # fresh data's turn; the spool continues on the next round
+                return
+            claim = spool.claim()
+            if claim is None:
+                self._spool_pending = False
+                return
+            self._spool_pending = True
+            if claim.payload is None:
+                spool.ack(claim)
+                STATS.dropped(self.signal, _stats.EXPORT_FAILED, claim.count,
+                              f"corrupt spool file {os.path.basename(claim.original)}", warn=False)
+                continue
+            timeout = self._export_timeout
+            if _shutdown_deadline is not None:
+                timeout = min(timeout, _shutdown_deadline - time.monotonic())
+            if timeout <= 0:
+                spool.release(claim)
+                return
+            self._retry_after = None
+            try:
+                result = sender.send(claim.payload, timeout)
+            except Exception as exc:  # a sender bug must not kill the pipeline
+                logger.debug("otelkit sender error", exc_info=True)
+                result = SendResult(FAIL, f"{type(exc).__name__}: {exc}")
+            if result.kind == RETRY:
+                spool.release(claim)
+                self._last_error = result.detail
+                self._retry_after = result.retry_after
+                self._on_failure()
+                return
+            spool.ack(claim)
+            if result.kind == OK:
+                rejected = min(result.rejected, claim.count)
+                STATS.exported(self.signal, claim.count - rejected)
+                if rejected:
+                    STATS.dropped(self.signal, _stats.REJECTED, rejected, result.detail, warn=False)
+                self._on_success()
+            else:  # permanent: retrying the same bytes can never succeed
+                self._last_error = result.detail
+                reason = _stats.TOO_LARGE if result.kind == TOO_LARGE else _stats.EXPORT_FAILED
+                STATS.dropped(self.signal, reason, claim.count, f"{self.target}: {result.detail}", warn=False)
+        if self._spool_pending:
+            self._wake.set()
 
     # -- control -------------------------------------------------------------------------------
 
@@ -918,6 +1073,8 @@ class _BatchPipeline(Generic[Item]):
             return
         if self._sender is not None:
             self._sender.reset_after_fork()
+        if self._spool is not None:
+            self._spool.after_fork()
         self._init_runtime(start=False)
         self._forked_at = forked_at
 
@@ -989,24 +1146,25 @@ class OtelkitLogProcessor(LogRecordProcessor):
 
 
 def make_span_processor(sender_or_exporter: Sender | Any, *, scrub: Callable[[list[Any]], list[Any]] | None = None,
-                        **batch: Any) -> OtelkitSpanProcessor:
+                        spool: _spool.SpoolStore | None = None, **batch: Any) -> OtelkitSpanProcessor:
     """A span processor around an OTLP :class:`Sender` or any SDK ``SpanExporter``.
 
-    ``batch``: max_queue_size, max_export_batch_size, schedule_delay (s), export_timeout (s)."""
+    ``batch``: max_queue_size, max_export_batch_size, schedule_delay (s), export_timeout (s).
+    ``spool``: a disk spool for what the collector cannot take (OTLP senders only)."""
     if isinstance(sender_or_exporter, Sender):
         pipeline: _BatchPipeline[ReadableSpan] = _BatchPipeline(
-            "traces", sender=sender_or_exporter, encode=_encode_spans, scrub=scrub, **batch)
+            "traces", sender=sender_or_exporter, encode=_encode_spans, scrub=scrub, spool=spool, **batch)
     else:
         pipeline = _BatchPipeline("traces", exporter=sender_or_exporter, scrub=scrub, **batch)
     return OtelkitSpanProcessor(pipeline)
 
 
 def make_log_processor(sender_or_exporter: Sender | Any, *, scrub: Callable[[list[Any]], list[Any]] | None = None,
-                       **batch: Any) -> OtelkitLogProcessor:
+                       spool: _spool.SpoolStore | None = None, **batch: Any) -> OtelkitLogProcessor:
     """A log record processor around an OTLP :class:`Sender` or any SDK ``LogRecordExporter``."""
     if isinstance(sender_or_exporter, Sender):
         pipeline: _BatchPipeline[ReadableLogRecord] = _BatchPipeline(
-            "logs", sender=sender_or_exporter, encode=_encode_logs, scrub=scrub, **batch)
+            "logs", sender=sender_or_exporter, encode=_encode_logs, scrub=scrub, spool=spool, **batch)
     else:
         pipeline = _BatchPipeline("logs", exporter=sender_or_exporter, scrub=scrub, **batch)
     return OtelkitLogProcessor(pipeline)
@@ -1351,6 +1509,15 @@ def _batch_kwargs(settings: Settings, group: str, signal: str) -> dict[str, Any]
     }
 
 
+def make_spool(settings: Settings, signal: str) -> _spool.SpoolStore | None:
+    """The disk spool of ``signal`` when ``settings.spool_dir`` is set (spans and logs; see :mod:`otelkit._spool`)."""
+    directory = getattr(settings, "spool_dir", None)
+    if not directory:
+        return None
+    return _spool.SpoolStore(directory, signal, int(getattr(settings, "spool_max_bytes", 0)
+                                                    or _spool.DEFAULT_MAX_BYTES))
+
+
 def _console(name: str, fallback: Callable[[], Any]) -> Any:
     try:
         from otelkit import _console
@@ -1369,7 +1536,8 @@ def build_span_processors(settings: Settings) -> list[Any]:
         if dest.kind == "otlp":
             sig = settings.traces
             sender = make_sender("traces", _with(sig, protocol=dest.protocol, endpoint=dest.endpoint))
-            processors.append(make_span_processor(sender, scrub=scrub, **kwargs))
+            processors.append(make_span_processor(sender, scrub=scrub, spool=make_spool(settings, "traces"),
+                                                  **kwargs))
         elif dest.kind == "console":
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -1388,7 +1556,7 @@ def build_log_processors(settings: Settings) -> list[Any]:
     for dest in resolve_exporters(settings, "logs"):
         if dest.kind == "otlp":
             sender = make_sender("logs", _with(settings.logs, protocol=dest.protocol, endpoint=dest.endpoint))
-            processors.append(make_log_processor(sender, scrub=scrub, **kwargs))
+            processors.append(make_log_processor(sender, scrub=scrub, spool=make_spool(settings, "logs"), **kwargs))
         elif dest.kind == "console":
             from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, SimpleLogRecordProcessor
 

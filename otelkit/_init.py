@@ -89,6 +89,8 @@ def init(
     trace_url_template: str | None = None,
     send_default_pii: bool | None = None,
     shutdown_timeout: float | None = None,
+    spool_dir: str | os.PathLike[str] | None = None,
+    spool_max_bytes: int | None = None,
     disabled: bool | None = None,
     strict: bool | None = None,
     debug: bool | None = None,
@@ -139,6 +141,9 @@ def init(
         send_default_pii: Defaults to ``OTELKIT_SENTRY_SEND_DEFAULT_PII``, else false.
         shutdown_timeout: Seconds allowed for flushing at shutdown/exit. Defaults to ``OTELKIT_SHUTDOWN_TIMEOUT``
             (milliseconds), else 5 s.
+        spool_dir: Directory where spans and log records are kept on disk while the collector is unavailable
+            (and across a restart), sent when it is back. Defaults to ``OTELKIT_SPOOL_DIR``, else off.
+        spool_max_bytes: Bytes the spool may hold per signal. Defaults to ``OTELKIT_SPOOL_MAX_BYTES``, else 256 MiB.
         disabled: Turn telemetry off. Defaults to ``OTEL_SDK_DISABLED``.
         strict: Bad settings raise ``ConfigError``; false: one warning each, and the default. Defaults to
             ``OTELKIT_STRICT``, else true.

@@ -39,6 +39,7 @@ import logging
 import math
 import threading
 import traceback
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from threading import get_ident as _get_ident
@@ -222,6 +223,21 @@ def _uninstall_record_factory() -> None:
 
 _emitting = threading.local()
 
+# The "InterceptHandler" recipe routes stdlib logging into loguru; with otelkit.loguru_handler() and
+# otelkit's own root handler both in place, one stdlib record would reach OTLP twice. Whichever path
+# exports it first claims it (per thread, by identity). Off until loguru_handler() is used: free otherwise.
+_claims = threading.local()
+claiming = False
+
+
+def claim_record(record: logging.LogRecord) -> bool:
+    """True if this thread has not exported ``record`` yet; marks it exported."""
+    ref = getattr(_claims, "record", None)
+    if ref is not None and ref() is record:
+        return False
+    _claims.record = weakref.ref(record)
+    return True
+
 
 def _never_exported(name: str) -> bool:
     for prefix in _NEVER_EXPORTED:
@@ -286,6 +302,8 @@ class OtelkitLogHandler(logging.Handler):
             return
         if getattr(_emitting, "active", False):
             return
+        if claiming and not claim_record(record):
+            return
         _emitting.active = True
         try:
             logger = self._logger(name)
@@ -326,9 +344,11 @@ class OtelkitLogHandler(logging.Handler):
         # Standard keys plus our three and nothing else: no ``extra`` fields to copy.
         plain = len(fields) == _PLAIN_RECORD_LEN and "trace_id" in fields and "span_id" in fields \
             and "correlation_id" in fields
+        # structlog's ProcessorFormatter.wrap_for_formatter: msg is the event dict, plus two private extras.
+        structlog_dict = not plain and type(record.msg) is dict and "_logger" in fields and "_name" in fields
         if not plain:
             for key, value in fields.items():
-                if key not in _STANDARD_ATTRS:
+                if key not in _STANDARD_ATTRS and not (structlog_dict and key in ("_logger", "_name")):
                     try:
                         attributes[key] = _attribute_value(value)
                     except Exception:  # an extra whose __iter__/__str__ raises: keep the record, not the value
@@ -344,7 +364,13 @@ class OtelkitLogHandler(logging.Handler):
                 attributes["exception.message"] = str(exc)
             if tb is not None:
                 attributes["exception.stacktrace"] = "".join(traceback.format_exception(exc_type, exc, tb))
-        body: Any = _message(record)
+        body: Any
+        if structlog_dict:
+            from otelkit._logs_third_party import structlog_event
+
+            body = structlog_event(record.msg, attributes)  # type: ignore[arg-type]  # a dict, tested above
+        else:
+            body = _message(record)
         context = self._context(record)
         if context is None:
             context = _EMPTY_CONTEXT

@@ -40,7 +40,9 @@ SHUTDOWN_TIMEOUT = "shutdown_timeout"
 """Still queued when the shutdown deadline passed (the collector was slow or hung, or retries used the budget)."""
 ALREADY_SHUTDOWN = "already_shutdown"
 """Emitted after the pipeline was shut down."""
-REASONS = (QUEUE_FULL, EXPORT_FAILED, REJECTED, TOO_LARGE, SHUTDOWN_TIMEOUT, ALREADY_SHUTDOWN)
+SPOOL_FULL = "spool_full"
+"""The collector was unavailable and the disk spool (``OTELKIT_SPOOL_DIR``) already held ``spool_max_bytes``."""
+REASONS = (QUEUE_FULL, EXPORT_FAILED, REJECTED, TOO_LARGE, SHUTDOWN_TIMEOUT, ALREADY_SHUTDOWN, SPOOL_FULL)
 
 def warn(message: str, *args: object) -> None:
     """A warning on the ``otelkit`` logger; its fallback handler (``_internal_log``) makes sure a person
@@ -58,6 +60,7 @@ class Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._exported: dict[str, int] = dict.fromkeys(SIGNALS, 0)
+        self._spooled: dict[str, int] = dict.fromkeys(SIGNALS, 0)
         self._dropped: dict[tuple[str, str], int] = {}
         self._unwarned: dict[tuple[str, str], int] = {}
         self._causes: dict[tuple[str, str], str] = {}
@@ -71,6 +74,7 @@ class Stats:
         have held it at the instant of the fork, and would never release it here."""
         self._lock = threading.Lock()
         self._exported = dict.fromkeys(SIGNALS, 0)
+        self._spooled = dict.fromkeys(SIGNALS, 0)
         self._dropped = {}
         self._unwarned = {}
         self._causes = {}
@@ -80,6 +84,16 @@ class Stats:
         if count:
             with self._lock:
                 self._exported[signal] = self._exported.get(signal, 0) + count
+
+    def spooled(self, signal: str, count: int) -> None:
+        """Count ``count`` items written to the disk spool (delivered later, by whichever process replays them)."""
+        if count:
+            with self._lock:
+                self._spooled[signal] = self._spooled.get(signal, 0) + count
+
+    def spooled_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._spooled)
 
     def dropped(self, signal: str, reason: str, count: int, detail: str = "", *, warn: bool = True) -> None:
         """Count ``count`` items of ``signal`` dropped for ``reason``; warn now if the interval allows.
@@ -198,6 +212,8 @@ class SignalReport:
     exported: int = 0
     dropped: Mapping[str, int] = field(default_factory=dict)
     timed_out: bool = False
+    spooled: int = 0
+    """Items this process wrote to the disk spool (``OTELKIT_SPOOL_DIR``): neither exported nor lost yet."""
     error: str | None = None
     causes: Mapping[str, str] = field(default_factory=dict)
     """The last cause recorded for each drop reason (shown in ``str()`` for ``export_failed``)."""
@@ -241,6 +257,8 @@ class ShutdownReport:
         parts = []
         for name, s in self.signals.items():
             text = f"{name}: {items(name, s.exported)} exported"
+            if s.spooled:
+                text += f", {s.spooled} spooled to disk"
             if s.dropped_total:
                 text += ", " + ", ".join(f"{n} dropped ({_reason_text(r, s.causes)})"
                                          for r, n in sorted(s.dropped.items()) if n)
@@ -265,8 +283,9 @@ def report_from_stats(timed_out: Mapping[str, bool], errors: Mapping[str, str | 
                       deadline: float, signals: Iterable[str] = SIGNALS) -> ShutdownReport:
     """Build a :class:`ShutdownReport` from :data:`STATS` and per-signal outcomes."""
     exported = STATS.exported_counts()
+    spooled = STATS.spooled_counts()
     return ShutdownReport(
-        signals={s: SignalReport(exported=exported.get(s, 0), dropped=STATS.dropped_for(s),
+        signals={s: SignalReport(exported=exported.get(s, 0), dropped=STATS.dropped_for(s), spooled=spooled.get(s, 0),
                                  timed_out=bool(timed_out.get(s)), error=errors.get(s),
                                  causes=STATS.causes_for(s)) for s in signals},
         duration=duration, deadline=deadline)

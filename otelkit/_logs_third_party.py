@@ -1,0 +1,457 @@
+"""Log correlation and OTLP export for structlog and loguru.
+
+What :mod:`otelkit._logs` does for stdlib ``logging``, for the two other common
+logging libraries, without depending on either (both are imported only when a
+helper is created):
+
+* :class:`StructlogProcessor`, a structlog processor: adds ``trace_id``,
+  ``span_id`` and ``correlation_id`` to the event dict and emits the event as
+  an OTel log record.
+* :func:`loguru_handler`, a handler spec for ``logger.configure(handlers=[...])``
+  / ``logger.add(**...)`` that emits loguru records as OTel log records, and
+  :func:`loguru_patcher`, which adds the three fields to ``record["extra"]``.
+
+Records go to the *global* logger provider (otelkit's proxy after ``init()``),
+so they take the same path as stdlib records: otelkit's processors, scrubbing,
+``OTELKIT_LOG_LEVEL`` as the export threshold, and nothing at all when
+telemetry is disabled. The field values are those of the stdlib record
+factory (:func:`otelkit._logs.current_fields`): lower-case hex IDs, and
+nothing (structlog) or ``""`` (loguru) when there is no span or
+``log_correlation`` is off. None of this ever raises into the application.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping, MutableMapping
+from threading import get_ident as _get_ident
+from typing import Any
+
+from opentelemetry import _logs as logs_api
+from opentelemetry import trace
+from opentelemetry._logs import LogRecord as OTelLogRecord
+from opentelemetry._logs import NoOpLogger
+
+from otelkit import _logs
+from otelkit._names import CORRELATION_ATTRIBUTE
+
+__all__ = ["StructlogProcessor", "loguru_handler", "loguru_patcher", "structlog_event"]
+
+_FIELDS = ("trace_id", "span_id", "correlation_id")
+
+_LEVEL_TEXT = {
+    logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN", logging.ERROR: "ERROR",
+    logging.CRITICAL: "FATAL",
+}
+
+_internal = logging.getLogger("otelkit")
+
+
+def _require(package: str, helper: str) -> None:
+    try:
+        __import__(package)
+    except ImportError as exc:
+        raise ImportError(f"otelkit.{helper} needs the {package!r} package, which is not installed: "
+                          f"pip install {package}") from exc
+
+
+# --- emitting --------------------------------------------------------------------------------------
+
+_provider: Any = None
+_loggers: dict[str, Any] = {}
+_loggers_lock = threading.Lock()
+
+
+def _otel_logger(name: str) -> Any:
+    """The OTel logger ``name`` of the current global provider (cached: ``get_logger`` takes a lock)."""
+    global _provider, _loggers
+    provider = logs_api.get_logger_provider()
+    if provider is not _provider:
+        with _loggers_lock:
+            _provider, _loggers = provider, {}
+    found = _loggers.get(name)
+    if found is None:
+        found = _loggers[name] = provider.get_logger(name)
+    return found
+
+
+def _export_level() -> int:
+    from otelkit._init import get_settings
+
+    settings = get_settings()
+    try:
+        return int(getattr(settings, "log_level", logging.INFO))
+    except (TypeError, ValueError):
+        return logging.INFO
+
+
+def _exporting_allowed(scope: str) -> bool:
+    # Same exclusions as the stdlib handler: nothing logged while exporting, or by the exporters, is exported.
+    if getattr(_logs._emitting, "active", False):
+        return False
+    if threading.current_thread().name.startswith(_logs._EXPORT_THREADS):
+        return False
+    return not _logs._never_exported(scope)
+
+
+def _emit(scope: str, levelno: int, body: Any, attributes: dict[str, Any], context: Any,
+          timestamp: int | None = None, level_name: str | None = None) -> None:
+    """Send one record to the global logger provider; never raises."""
+    if not _exporting_allowed(scope):
+        return
+    _logs._emitting.active = True
+    try:
+        otel_logger = _otel_logger(scope)
+        if isinstance(otel_logger.__dict__.get("_delegate", otel_logger), NoOpLogger):
+            return  # telemetry disabled, or before init(): skip building the record
+        otel_logger.emit(OTelLogRecord(
+            timestamp=timestamp if timestamp is not None else time.time_ns(),
+            context=context if context is not None else _logs._EMPTY_CONTEXT,
+            severity_text=_logs._SEVERITY_TEXT.get(level_name, level_name) if level_name
+            else _LEVEL_TEXT.get(levelno) or logging.getLevelName(levelno),
+            severity_number=_logs._severity(levelno),
+            body=body,
+            attributes=attributes,
+        ))
+    except Exception:
+        _internal.debug("otelkit: could not export a log record", exc_info=True)
+    finally:
+        _logs._emitting.active = False
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:  # a __str__ that raises
+        return _logs._unprintable(value)
+
+
+def _put(attributes: dict[str, Any], key: object, value: object) -> None:
+    try:
+        attributes[key if isinstance(key, str) else _safe_str(key)] = _logs._attribute_value(value)
+    except Exception:  # an __iter__/__str__ that raises, a circular container: keep the record
+        attributes[_safe_str(key)] = _logs._unprintable(value)
+
+
+def _exception_attributes(attributes: dict[str, Any], exc_type: Any, exc: Any, tb: Any) -> None:
+    if exc_type is not None:
+        attributes["exception.type"] = getattr(exc_type, "__name__", None) or _safe_str(exc_type)
+    if exc is not None:
+        attributes["exception.message"] = _safe_str(exc)
+    try:
+        attributes["exception.stacktrace"] = "".join(traceback.format_exception(exc_type, exc, tb))
+    except Exception:
+        pass
+
+
+def _fields() -> tuple[str, str, str]:
+    """The stdlib record fields for the current context; ``""`` each when correlation is off or it fails."""
+    if not (_logs._factory_active and _logs._correlation_enabled):
+        return "", "", ""
+    try:
+        return _logs.current_fields()
+    except Exception:
+        return "", "", ""
+
+
+def _context_from_hex(trace_hex: object, span_hex: object) -> Any:
+    if not trace_hex or not span_hex or not isinstance(trace_hex, str) or not isinstance(span_hex, str):
+        return None
+    try:
+        rebuilt = trace.SpanContext(int(trace_hex, 16), int(span_hex, 16), is_remote=False,
+                                    trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+    except ValueError:
+        return None
+    return trace.set_span_in_context(trace.NonRecordingSpan(rebuilt)) if rebuilt.is_valid else None
+
+
+# --- structlog -------------------------------------------------------------------------------------
+
+_STRUCTLOG_LEVELS = {
+    "debug": logging.DEBUG, "info": logging.INFO, "msg": logging.INFO, "warning": logging.WARNING,
+    "warn": logging.WARNING, "error": logging.ERROR, "err": logging.ERROR, "exception": logging.ERROR,
+    "failure": logging.ERROR, "critical": logging.CRITICAL, "fatal": logging.CRITICAL,
+    "notset": logging.NOTSET,
+}
+# Keys that are the record itself (body, level, time, scope, trace context, exception) or structlog internals.
+_STRUCTLOG_RESERVED = frozenset(("event", "level", "timestamp", "logger", "exc_info", "exception", "_record",
+                                 "_from_structlog", "positional_args", *_FIELDS))
+
+
+def _structlog_level(method_name: str, event_dict: Mapping[str, Any]) -> int:
+    levelno = _STRUCTLOG_LEVELS.get(method_name)
+    if levelno is None:
+        level = event_dict.get("level")
+        levelno = _STRUCTLOG_LEVELS.get(level.lower(), logging.INFO) if isinstance(level, str) else logging.INFO
+    return levelno
+
+
+def _routed_through_stdlib(logger: object, event_dict: Mapping[str, Any]) -> bool:
+    # structlog.stdlib.LoggerFactory hands processors the stdlib logger the event ends up in; inside
+    # structlog.stdlib.ProcessorFormatter the event dict carries the stdlib record being formatted.
+    # Either way otelkit's root handler exports the stdlib record.
+    return isinstance(logger, (logging.Logger, logging.LoggerAdapter)) or "_record" in event_dict
+
+
+class StructlogProcessor:
+    """A structlog processor: trace correlation fields, and export over OTLP.
+
+    Put it in the processor chain after the processors that add data
+    (``merge_contextvars``, ``add_log_level``, ``TimeStamper``...) and before
+    the renderer::
+
+        structlog.configure(processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            otelkit.StructlogProcessor(),
+            structlog.processors.JSONRenderer(),
+        ])
+
+    For each event it
+
+    * adds ``trace_id`` and ``span_id`` (lower-case hex, as on stdlib records)
+      when a span is current, and ``correlation_id`` inside a correlation scope
+      (values the event already has win, unless they are empty);
+    * emits an OTel log record to the global logger provider: body = the
+      ``event`` message, severity from the method called (``log.warning``) or
+      the ``level`` key, the other keys as attributes (values OTLP cannot hold
+      are stringified), the trace context on the record itself, and
+      ``exc_info``/``exception`` as ``exception.type``, ``exception.message``,
+      ``exception.stacktrace``. Events below ``OTELKIT_LOG_LEVEL`` are not
+      exported; records are scrubbed like every otelkit log record.
+
+    **structlog routed through stdlib logging** (``structlog.stdlib.LoggerFactory``,
+    ``ProcessorFormatter``): the stdlib record already goes over OTLP through
+    otelkit's root handler, so by default (``export=None``) the processor only
+    adds the fields there and does not emit a second record. To get the event's
+    keys as attributes of that record, end the chain with
+    ``structlog.stdlib.render_to_log_kwargs``.
+
+    The processor never raises and returns the event dict it was given.
+
+    Args:
+        export: ``None`` (default): emit unless the event is routed through stdlib
+            logging. ``True``: always emit. ``False``: only add the fields.
+        logger_name: Instrumentation scope of the records when the event has no
+            ``logger`` key (``structlog.stdlib.add_logger_name``).
+
+    Raises:
+        ImportError: structlog is not installed.
+    """
+
+    def __init__(self, *, export: bool | None = None, logger_name: str = "structlog") -> None:
+        _require("structlog", "StructlogProcessor")
+        self.export = export
+        self.logger_name = logger_name
+
+    def __repr__(self) -> str:
+        return f"StructlogProcessor(export={self.export!r}, logger_name={self.logger_name!r})"
+
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
+        """Add the fields and emit the event; returns ``event_dict``."""
+        try:
+            trace_hex, span_hex, correlation = _fields()
+            if trace_hex:
+                if not event_dict.get("trace_id"):
+                    event_dict["trace_id"] = trace_hex
+                if not event_dict.get("span_id"):
+                    event_dict["span_id"] = span_hex
+            if correlation and not event_dict.get("correlation_id"):
+                event_dict["correlation_id"] = correlation
+            export = self.export
+            if export is None:
+                export = not _routed_through_stdlib(logger, event_dict)
+            if export:
+                self._export(method_name, event_dict)
+        except Exception:
+            _internal.debug("otelkit: StructlogProcessor failed on an event", exc_info=True)
+        return event_dict
+
+    def _export(self, method_name: str, event_dict: Mapping[str, Any]) -> None:
+        levelno = _structlog_level(method_name, event_dict)
+        if levelno < _export_level():
+            return
+        attributes: dict[str, Any] = {}
+        body = structlog_event(event_dict, attributes)
+        scope = event_dict.get("logger")
+        scope = scope if isinstance(scope, str) and scope else self.logger_name
+        # Processors run synchronously in the logging call: the current context is the event's.
+        _emit(scope, levelno, body, attributes, _logs._get_current())
+
+
+def structlog_event(event_dict: Mapping[str, Any], attributes: dict[str, Any]) -> Any:
+    """Put a structlog event dict's keys and exception into ``attributes``; return the body. Never raises.
+
+    Also used by the stdlib handler for records made by ``ProcessorFormatter.wrap_for_formatter``
+    (their ``msg`` is the event dict).
+    """
+    try:
+        for key, value in event_dict.items():
+            if key not in _STRUCTLOG_RESERVED:
+                _put(attributes, key, value)
+        correlation = event_dict.get("correlation_id")
+        if correlation and isinstance(correlation, str):
+            attributes[CORRELATION_ATTRIBUTE] = correlation
+        _structlog_exception(attributes, event_dict)
+        event = event_dict.get("event")
+        return event if isinstance(event, str) or event is None else _safe_str(event)
+    except Exception:
+        return _safe_str(event_dict)
+
+
+def _structlog_exception(attributes: dict[str, Any], event_dict: Mapping[str, Any]) -> None:
+    exc_info = event_dict.get("exc_info")
+    if exc_info:
+        if isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        elif not isinstance(exc_info, tuple):  # True: the exception being handled
+            exc_info = sys.exc_info()
+        if len(exc_info) == 3 and exc_info[0] is not None:
+            _exception_attributes(attributes, *exc_info)
+        return
+    # format_exc_info / dict_tracebacks already turned exc_info into ``exception``.
+    rendered = event_dict.get("exception")
+    if isinstance(rendered, str) and rendered:
+        attributes["exception.stacktrace"] = rendered
+        last = rendered.rstrip().rsplit("\n", 1)[-1]
+        name, sep, message = last.partition(": ")
+        if name and " " not in name:
+            attributes["exception.type"] = name.rsplit(".", 1)[-1]
+            attributes["exception.message"] = message if sep else ""
+    elif isinstance(rendered, list) and rendered and isinstance(rendered[0], Mapping):
+        first = rendered[0]  # dict_tracebacks: the exception raised comes first
+        attributes["exception.type"] = _safe_str(first.get("exc_type", ""))
+        attributes["exception.message"] = _safe_str(first.get("exc_value", ""))
+        attributes["exception.stacktrace"] = _safe_str(rendered)
+
+
+# --- loguru ----------------------------------------------------------------------------------------
+
+class _LoguruSink:
+    """A loguru sink (called with each formatted ``Message``) that emits the record over OTLP."""
+
+    def __init__(self, threshold: bool) -> None:
+        self._threshold = threshold
+
+    def __repr__(self) -> str:
+        return "otelkit.loguru_handler()"
+
+    def __call__(self, message: Any) -> None:
+        try:
+            self._emit(message.record)
+        except Exception:
+            _internal.debug("otelkit: could not export a loguru record", exc_info=True)
+
+    def _emit(self, record: Mapping[str, Any]) -> None:
+        levelno = int(record["level"].no)
+        if self._threshold and levelno < _export_level():
+            return
+        thread = record.get("thread")
+        same_thread = thread is None or thread.id == _get_ident()
+        if same_thread:
+            routed = _stdlib_record_in_flight()
+            if routed is not None and not _logs.claim_record(routed):
+                return  # a stdlib record routed into loguru that otelkit's own handler already exported
+        extra = record.get("extra") or {}
+        attributes: dict[str, Any] = {
+            "code.file.path": _safe_str(record["file"].path),
+            "code.function.name": _safe_str(record["function"]),
+            "code.line.number": record["line"],
+        }
+        for key, value in extra.items():
+            if key not in _FIELDS:
+                _put(attributes, key, value)
+        if same_thread:
+            # Sinks run synchronously in the logging call unless enqueue=True.
+            context = _logs._get_current()
+            correlation = _logs._correlation_id(context)
+        else:  # enqueue=True: another thread; the patcher's fields are all that is left of the context
+            context = _context_from_hex(extra.get("trace_id"), extra.get("span_id"))
+            correlation = ""
+        correlation = extra.get("correlation_id") or correlation
+        if correlation and isinstance(correlation, str):
+            attributes[CORRELATION_ATTRIBUTE] = correlation
+        exception = record.get("exception")
+        if exception is not None:
+            _exception_attributes(attributes, exception.type, exception.value, exception.traceback)
+        timestamp = None
+        when = record.get("time")
+        if when is not None:
+            timestamp = int(when.timestamp() * 1e9)
+        _emit(record.get("name") or "loguru", levelno, _safe_str(record["message"]), attributes, context, timestamp,
+              _safe_str(record["level"].name))
+
+
+_CALL_HANDLERS = logging.Logger.callHandlers.__code__
+
+
+def _stdlib_record_in_flight() -> logging.LogRecord | None:
+    """The stdlib record being handled up the stack (loguru called from a stdlib handler), if any."""
+    frame: Any = sys._getframe(1)
+    for _ in range(48):
+        if frame is None:
+            return None
+        if frame.f_code is _CALL_HANDLERS:
+            found = frame.f_locals.get("record")
+            return found if isinstance(found, logging.LogRecord) else None
+        frame = frame.f_back
+    return None
+
+
+def loguru_handler(*, level: str | int | None = None) -> dict[str, Any]:
+    """A loguru handler that sends records over OTLP, trace context on the record itself.
+
+    Pass it to ``logger.configure(handlers=[...])`` or ``logger.add(**...)``::
+
+        from loguru import logger
+        logger.configure(handlers=[otelkit.loguru_handler()], patcher=otelkit.loguru_patcher)
+        logger.add(**otelkit.loguru_handler())   # or next to existing handlers
+
+    Each record becomes an OTel log record: body = the formatted message,
+    severity from the loguru level (SUCCESS is INFO2, TRACE is TRACE), the
+    ``extra`` fields as attributes, ``code.*`` attributes for the call site and
+    the exception (``logger.exception``, ``opt(exception=...)``) as
+    ``exception.type``, ``exception.message``, ``exception.stacktrace``. With
+    ``enqueue=True`` the trace context comes from the fields added by
+    :func:`loguru_patcher`. Records are scrubbed like every otelkit log record.
+    A stdlib record routed into loguru (the "InterceptHandler" recipe) while
+    otelkit's root handler is in place too is exported once, not twice (not
+    with ``enqueue=True``: there the sink runs on loguru's thread).
+
+    Args:
+        level: Minimum loguru level to export. Default: otelkit's ``log_level``
+            (``OTELKIT_LOG_LEVEL``, INFO), followed across re-inits.
+
+    Returns:
+        A handler spec: ``{"sink": ..., "level": ..., "format": "{message}"}``.
+
+    Raises:
+        ImportError: loguru is not installed.
+    """
+    _require("loguru", "loguru_handler")
+    _logs.claiming = True
+    return {"sink": _LoguruSink(threshold=level is None), "level": 0 if level is None else level,
+            "format": "{message}"}
+
+
+def loguru_patcher(record: Any) -> None:
+    """A loguru patcher adding ``trace_id``, ``span_id`` and ``correlation_id`` to ``record["extra"]``.
+
+    ``logger.configure(patcher=otelkit.loguru_patcher)`` (or ``logger.patch(...)``)
+    lets a format string show them: ``"{time} {extra[trace_id]} {message}"``. The
+    values are those of stdlib records: lower-case hex and the correlation ID,
+    ``""`` when absent (no span, ``log_correlation`` off, telemetry disabled), so
+    the format never raises. A non-empty value bound with ``logger.bind`` wins.
+    Never raises.
+    """
+    try:
+        extra = record["extra"]
+        for key, value in zip(_FIELDS, _fields(), strict=True):
+            if not extra.get(key):
+                extra[key] = value
+    except Exception:
+        _internal.debug("otelkit: loguru_patcher failed on a record", exc_info=True)

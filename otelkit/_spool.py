@@ -1,0 +1,307 @@
+"""The opt-in disk spool: OTLP requests that could not be delivered, kept on disk until the collector is back.
+
+When ``OTELKIT_SPOOL_DIR`` is set, the batch pipeline (:mod:`otelkit._export`) writes a batch it would
+otherwise drop because the collector is unavailable (circuit open, queue nearly full during failures,
+leftovers at the shutdown deadline) as the serialized ``Export*ServiceRequest`` (the same bytes for
+gRPC and HTTP) into ``<spool_dir>/<signal>/``, and sends the files back, oldest first, once the
+collector answers again, also from the next process that uses the same directory.
+
+Layout and guarantees:
+
+* **One file per request, written atomically**: a dot-prefixed temporary file (mode 0600) is written
+  and renamed to ``<time_ns:020d>-<pid>-<seq>-<token>-n<items>.otlp``, so names sort oldest first and a reader
+  never sees a partial file. The content has a small header (magic, item count, payload length,
+  CRC-32): a truncated or corrupt file is detected, deleted and counted, never sent.
+* **Claims by atomic rename**: a sender renames a file to ``<name>.claim-<pid>-<token>`` before
+  sending it; ``rename`` succeeds for exactly one of several processes (forked workers, services
+  sharing the directory), so no file is sent by two of them. The claimed file is deleted only after
+  the collector accepted it, or renamed back (released) after a transient failure. A claim left by a
+  process that died (pid gone, or older than :data:`STALE_CLAIM_SECONDS`) is released by the next
+  scan. A crash between the collector's answer and the delete can resend one request (at least once).
+* **Bounded**: a write that would take the directory's files past ``max_bytes`` is refused (the
+  newest data is refused, what is already spooled stays); the caller counts it as ``spool_full``.
+* **Never raises**: disk full, permission denied and the like come back as :data:`ERROR` results
+  with one warning per store; the caller counts the items under their usual drop reason.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+
+from otelkit import _stats
+from otelkit._internal_log import logger
+
+__all__ = ["ERROR", "FULL", "WRITTEN", "Claim", "SpoolStore", "backlog"]
+
+WRITTEN, FULL, ERROR = "written", "full", "error"
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+STALE_CLAIM_SECONDS = 300.0
+"""A claim older than this is released even if its pid looks alive (pid namespaces, pid reuse)."""
+_RESCAN_STALE = 30.0
+_MAGIC = b"OKSP"
+_HEADER = struct.Struct("<4sIQI")  # magic, item count, payload length, crc32
+_SUFFIX = ".otlp"
+_CLAIM = ".claim-"
+
+
+@dataclass
+class Claim:
+    """A spooled request this process holds: ``payload`` is None when the file was corrupt."""
+
+    path: str
+    original: str
+    count: int
+    payload: bytes | None
+
+
+def _count_from_name(name: str) -> int:
+    stem = name.split(_SUFFIX, 1)[0]
+    tail = stem.rsplit("-n", 1)
+    try:
+        return max(0, int(tail[1])) if len(tail) == 2 else 0
+    except ValueError:
+        return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: exists, owned by someone else
+        return True
+    return True
+
+
+class SpoolStore:
+    """The spool of one signal: ``<directory>/<signal>/``. Thread-safe; fork-safe via :meth:`after_fork`."""
+
+    def __init__(self, directory: str, signal: str, max_bytes: int = DEFAULT_MAX_BYTES, *,
+                 fsync: bool = False) -> None:
+        self.signal = signal
+        self.root = os.fspath(directory)
+        self.path = os.path.join(self.root, signal)
+        self.max_bytes = int(max_bytes)
+        self._fsync = fsync
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._warned: set[str] = set()
+        self._last_stale_scan = 0.0
+        self._ready = False
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _warn_once(self, kind: str, message: str, *args: object) -> None:
+        # One warning per store: a broken disk would otherwise repeat it at every batch.
+        if self._warned:
+            logger.debug(message, *args)
+            return
+        self._warned.add(kind)
+        _stats.warn(message, *args)
+
+    def _ensure_dir(self) -> bool:
+        if self._ready:
+            return True
+        try:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            self._warn_once("mkdir", "otelkit cannot create the spool directory %s (%s); %s are not spooled",
+                            self.path, exc, _stats.ITEM_NAMES.get(self.signal, "items"))
+            return False
+        self._ready = True
+        return True
+
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (a parent thread may have held it at the fork)."""
+        self._lock = threading.Lock()
+        self._seq = 0
+
+    def _entries(self) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(self.path) as it:
+                return list(it)
+        except FileNotFoundError:
+            return []
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Bytes of spooled requests (claimed ones included)."""
+        total = 0
+        for entry in self._entries():
+            if entry.name.startswith("."):
+                continue
+            try:
+                total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+        return total
+
+    def write(self, payload: bytes, count: int) -> str:
+        """Spool one serialized request of ``count`` items: :data:`WRITTEN`, :data:`FULL` or :data:`ERROR`."""
+        try:
+            if not self._ensure_dir():
+                return ERROR
+            data = _HEADER.pack(_MAGIC, count, len(payload), zlib.crc32(payload)) + payload
+            with self._lock:
+                if self.size() + len(data) > self.max_bytes:
+                    return FULL
+                self._seq += 1
+                pid = os.getpid()
+                # The token keeps names unique across hosts/containers whose pids coincide (rename overwrites).
+                name = f"{time.time_ns():020d}-{pid}-{self._seq:06d}-{secrets.token_hex(3)}-n{count}{_SUFFIX}"
+                tmp = os.path.join(self.path, f".tmp-{pid}-{secrets.token_hex(4)}")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
+                    if self._fsync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                try:
+                    os.rename(tmp, os.path.join(self.path, name))
+                except OSError:
+                    _unlink(tmp)
+                    raise
+            return WRITTEN
+        except OSError as exc:
+            self._warn_once("write", "otelkit cannot write to the spool %s (%s); %s it cannot hold are dropped",
+                            self.path, exc, _stats.ITEM_NAMES.get(self.signal, "items"))
+            return ERROR
+        except Exception:
+            logger.debug("otelkit: spool write failed", exc_info=True)
+            return ERROR
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def pending(self) -> list[str]:
+        """Names of unclaimed spooled requests, oldest first."""
+        try:
+            return sorted(e.name for e in self._entries() if e.name.endswith(_SUFFIX) and not e.name.startswith("."))
+        except OSError as exc:
+            self._warn_once("list", "otelkit cannot read the spool %s (%s)", self.path, exc)
+            return []
+
+    def recover_stale(self, *, force: bool = False) -> int:
+        """Release claims of dead processes and delete their temporary files; returns claims released."""
+        now = time.monotonic()
+        if not force and now - self._last_stale_scan < _RESCAN_STALE:
+            return 0
+        self._last_stale_scan = now
+        released = 0
+        try:
+            entries = self._entries()
+        except OSError:
+            return 0
+        wall = time.time()
+        for entry in entries:
+            name = entry.name
+            try:
+                if name.startswith(".tmp-"):
+                    pid = int(name.split("-")[1])
+                    if not _pid_alive(pid):
+                        _unlink(entry.path)
+                    continue
+                if _CLAIM not in name:
+                    continue
+                original, claim = name.split(_CLAIM, 1)
+                pid = int(claim.split("-")[0])
+                age = wall - entry.stat(follow_symlinks=False).st_ctime
+                if pid == os.getpid() and age < STALE_CLAIM_SECONDS:
+                    continue
+                if _pid_alive(pid) and age < STALE_CLAIM_SECONDS:
+                    continue
+                os.rename(entry.path, os.path.join(self.path, original))
+                released += 1
+            except (OSError, ValueError, IndexError):
+                continue  # someone else released it first, or a name that is not ours
+        return released
+
+    def claim(self) -> Claim | None:
+        """Take the oldest unclaimed request (atomic rename), or None when the spool is empty."""
+        self.recover_stale()
+        for name in self.pending():
+            source = os.path.join(self.path, name)
+            target = f"{source}{_CLAIM}{os.getpid()}-{secrets.token_hex(4)}"
+            try:
+                os.rename(source, target)
+            except FileNotFoundError:
+                continue  # another process claimed it
+            except OSError as exc:
+                self._warn_once("claim", "otelkit cannot claim spooled requests in %s (%s)", self.path, exc)
+                return None
+            return Claim(target, source, _count_from_name(name), self._read(target))
+        return None
+
+    def _read(self, path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            self._warn_once("read", "otelkit cannot read a spooled request %s (%s)", path, exc)
+            return None
+        if len(data) < _HEADER.size:
+            return None
+        magic, _count, length, crc = _HEADER.unpack_from(data)
+        payload = data[_HEADER.size:]
+        if magic != _MAGIC or length != len(payload) or zlib.crc32(payload) != crc:
+            return None
+        return payload
+
+    def ack(self, claim: Claim) -> None:
+        """The request was delivered (or given up): delete it."""
+        if not _unlink(claim.path):
+            self._warn_once("delete", "otelkit cannot delete the spooled request %s; it may be sent again",
+                            claim.path)
+
+    def release(self, claim: Claim) -> None:
+        """Put the request back for a later attempt (transient failure, shutdown)."""
+        try:
+            os.rename(claim.path, claim.original)
+        except OSError:
+            logger.debug("otelkit: releasing %s failed (a stale-claim scan will)", claim.path, exc_info=True)
+
+    def backlog(self) -> tuple[int, int]:
+        """(requests, bytes) in this signal's spool, claimed ones included."""
+        files = size = 0
+        for entry in self._entries():
+            if entry.name.startswith("."):
+                continue
+            try:
+                size += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+            files += 1
+        return files, size
+
+
+def _unlink(path: str) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def backlog(directory: str, signals: tuple[str, ...] = _stats.SIGNALS) -> dict[str, tuple[int, int]]:
+    """``{signal: (requests, bytes)}`` waiting in ``directory`` (for ``otelkit doctor``); never raises."""
+    out: dict[str, tuple[int, int]] = {}
+    for signal in signals:
+        try:
+            out[signal] = SpoolStore(directory, signal).backlog()
+        except OSError:
+            out[signal] = (0, 0)
+    return out

@@ -1,0 +1,235 @@
+"""The disk spool (``OTELKIT_SPOOL_DIR``) with the real collector (rotel) stopped and restarted.
+
+(a) An outage longer than the in-memory queue lasts: what did not fit in memory goes to disk and
+    everything arrives once the collector is back, exactly once.
+(b) A process exits during the outage within its shutdown deadline, leaving its data on disk; the
+    next process with the same spool directory delivers it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from opentelemetry._logs import LogRecord
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk.trace import TracerProvider
+
+from otelkit._export import GrpcSender, HttpSender, Sender, make_log_processor, make_span_processor
+from otelkit._spool import SpoolStore
+from otelkit._stats import STATS
+from otelkit.testing._receiver import OtlpReceiver, RotelCollector, refused_endpoint
+
+pytestmark = pytest.mark.usefixtures("fresh_stats")
+
+QUEUE = 64
+
+
+def _sender(collector: RotelCollector, protocol: str, signal: str) -> Sender:
+    if protocol == "grpc":
+        return GrpcSender(signal, collector.grpc_endpoint)
+    return HttpSender(signal, f"{collector.http_endpoint}/v1/{signal}")
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(n for n in os.listdir(directory) if not n.startswith(".")) if directory.exists() else []
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_outage_longer_than_the_queue_is_delivered_once_from_the_spool(
+        collector: RotelCollector, protocol: str, tmp_path: Path) -> None:
+    batch = {"max_queue_size": QUEUE, "max_export_batch_size": 16, "schedule_delay": 0.05, "export_timeout": 1.0}
+    tp = TracerProvider(shutdown_on_exit=False)
+    tp.add_span_processor(make_span_processor(_sender(collector, protocol, "traces"),
+                                              spool=SpoolStore(str(tmp_path), "traces", 8 * 1024 * 1024), **batch))
+    lp = LoggerProvider(shutdown_on_exit=False)
+    lp.add_log_record_processor(make_log_processor(_sender(collector, protocol, "logs"),
+                                                   spool=SpoolStore(str(tmp_path), "logs", 8 * 1024 * 1024), **batch))
+    tracer = tp.get_tracer("spool")
+    otel_logger = lp.get_logger("spool")
+    receiver = collector.receiver
+    produced = 0
+    try:
+        collector.stop()
+        # A paced workload through the outage, ten times what the queue holds.
+        pace = threading.Event()
+        outage_end = time.monotonic() + 3.0
+        while time.monotonic() < outage_end or produced < 10 * QUEUE:
+            for _ in range(8):
+                with tracer.start_as_current_span("outage-span", attributes={"seq": produced}):
+                    otel_logger.emit(LogRecord(body=f"outage {produced}"))
+                produced += 1
+            pace.wait(0.02)
+        assert _files(tmp_path / "traces") and _files(tmp_path / "logs"), "the outage went to disk"
+        collector.start()
+        spans = receiver.wait_for_spans(produced, timeout=30)
+        logs = receiver.wait_for_logs(produced, timeout=30)
+        receiver.wait_for(lambda: not _files(tmp_path / "traces") and not _files(tmp_path / "logs"), timeout=15,
+                          message="the spool drained")
+    finally:
+        tp.shutdown()
+        lp.shutdown()
+    assert sorted(s.attributes["seq"] for s in spans) == list(range(produced)), "every span once"
+    assert sorted(int(str(r.body).split()[1]) for r in logs) == list(range(produced)), "every record once"
+    assert STATS.dropped_for("traces") == {} and STATS.dropped_for("logs") == {}
+    assert STATS.exported_counts()["traces"] == produced
+
+
+def test_spool_full_is_counted(collector: RotelCollector, tmp_path: Path) -> None:
+    tp = TracerProvider(shutdown_on_exit=False)
+    tp.add_span_processor(make_span_processor(
+        _sender(collector, "grpc", "traces"), spool=SpoolStore(str(tmp_path), "traces", 4096),
+        max_queue_size=QUEUE, max_export_batch_size=16, schedule_delay=0.05, export_timeout=1.0))
+    tracer = tp.get_tracer("spool")
+    collector.stop()
+    pace = threading.Event()
+    try:
+        for seq in range(40 * QUEUE):
+            with tracer.start_as_current_span("x" * 200, attributes={"seq": seq}):
+                pass
+            if seq % 8 == 7:
+                pace.wait(0.005)
+    finally:
+        tp.shutdown()
+    dropped = STATS.dropped_for("traces")
+    assert dropped.get("spool_full", 0) > 0, dropped
+    assert sum(os.path.getsize(tmp_path / "traces" / n) for n in _files(tmp_path / "traces")) <= 4096
+
+
+APP = textwrap.dedent("""
+    import os, sys, time
+    import otelkit
+    from opentelemetry import trace
+
+    mode = sys.argv[1]
+    otelkit.init(service_name="spool-" + mode, traces_exporter="otlp", metrics_exporter="none",
+                 logs_exporter="none", instrument=(), system_metrics=False, shutdown_timeout=2.0)
+    if mode == "first":
+        tracer = trace.get_tracer("spool-app")
+        ids = []
+        for i in range(50):
+            with tracer.start_as_current_span(f"first-{i}") as span:
+                ids.append(format(span.get_span_context().span_id, "016x"))
+        print("IDS " + " ".join(ids), flush=True)
+        print("EMITTED", file=sys.stderr, flush=True)
+        report = otelkit.shutdown()["traces"]
+        print(f"REPORT exported={report.exported} spooled={report.spooled} dropped={report.dropped_total}", flush=True)
+    else:
+        spool = os.path.join(os.environ["OTELKIT_SPOOL_DIR"], "traces")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(not n.startswith(".") for n in os.listdir(spool)):
+            time.sleep(0.05)
+        print("DRAINED", flush=True)
+""")
+
+
+def _run(mode: str, endpoint: str, spool: Path, app: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
+    env.update({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+                "OTELKIT_SPOOL_DIR": str(spool)})
+    proc = subprocess.Popen([sys.executable, str(app), mode], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    lines = []
+    marker_at = time.monotonic()
+    if mode == "first":
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("EMITTED"):
+                marker_at = time.monotonic()
+                break
+    try:
+        stdout, rest = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, rest = proc.communicate()
+    return time.monotonic() - marker_at, subprocess.CompletedProcess(proc.args, proc.returncode, stdout,
+                                                                      "".join(lines) + rest)
+
+
+def test_a_restarted_process_delivers_what_the_previous_one_spooled(collector: RotelCollector,
+                                                                    tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    spool = tmp_path / "spool"
+    collector.stop()
+    exit_time, first = _run("first", collector.grpc_endpoint, spool, app)
+    assert first.returncode == 0, first.stderr
+    assert exit_time < 2.0 + 1.5, f"exit took {exit_time:.2f}s with a 2 s shutdown deadline"
+    ids = next(line for line in first.stdout.splitlines() if line.startswith("IDS ")).split()[1:]
+    assert len(ids) == 50
+    assert _files(spool / "traces"), f"nothing was spooled:\n{first.stderr}"
+    assert "dropped" not in first.stderr, first.stderr
+    assert "REPORT exported=0 spooled=50 dropped=0" in first.stdout, first.stdout  # the shutdown report says where
+    receiver = collector.receiver
+    assert receiver.spans() == []
+
+    collector.start()
+    _, second = _run("second", collector.grpc_endpoint, spool, app)
+    assert second.returncode == 0 and "DRAINED" in second.stdout, second.stderr
+    spans = receiver.wait_for(lambda: (s if len(s := receiver.spans()) >= 50 else []), timeout=20,
+                              message="the first process's spans")
+    assert sorted(s.span_id for s in spans) == sorted(ids), "each of the first process's spans arrived once"
+    assert {s.name for s in spans} == {f"first-{i}" for i in range(50)}
+    assert {s.resource.get("service.name") for s in spans} == {"spool-first"}
+    assert _files(spool / "traces") == []
+
+
+def test_replay_deletes_and_counts_permanent_rejections_and_corrupt_files(otlp_receiver: OtlpReceiver,
+                                                                          tmp_path: Path) -> None:
+    store = SpoolStore(str(tmp_path), "traces")
+    store.write(b"", 5)  # an empty ExportTraceServiceRequest: valid bytes
+    store.write(b"", 3)
+    (oldest, corrupt) = store.pending()
+    path = tmp_path / "traces" / corrupt
+    path.write_bytes(path.read_bytes()[:-1] + b"\xff")
+    otlp_receiver.fail(400, "INVALID_ARGUMENT")
+    tp = TracerProvider(shutdown_on_exit=False)
+    tp.add_span_processor(make_span_processor(GrpcSender("traces", otlp_receiver.grpc_endpoint), spool=store,
+                                              schedule_delay=0.05))
+    try:
+        otlp_receiver.wait_for(lambda: not _files(tmp_path / "traces"), timeout=15, message="the spool emptied")
+    finally:
+        tp.shutdown()
+    assert STATS.dropped_for("traces") == {"export_failed": 8}
+    assert "corrupt spool file" in STATS.causes_for("traces")["export_failed"]  # the newest, handled last
+    assert len(otlp_receiver.attempts) == 1, "the corrupt file was never sent"
+
+
+@pytest.mark.parametrize("circuit_open", [False, True])
+def test_shutdown_with_the_collector_down_spools_within_its_deadline(tmp_path: Path, circuit_open: bool) -> None:
+    store = SpoolStore(str(tmp_path), "traces")
+    processor = make_span_processor(GrpcSender("traces", f"http://{refused_endpoint()}"), spool=store,
+                                    schedule_delay=0.05, export_timeout=1.0, max_export_batch_size=100)
+    tp = TracerProvider(shutdown_on_exit=False)
+    tp.add_span_processor(processor)
+    tracer = tp.get_tracer("spool")
+    for seq in range(50):
+        with tracer.start_as_current_span("early", attributes={"seq": seq}):
+            pass
+    if circuit_open:
+        pace = threading.Event()
+        deadline = time.monotonic() + 20
+        while not processor.pipeline._circuit_open and time.monotonic() < deadline:
+            pace.wait(0.05)
+        assert processor.pipeline._circuit_open
+    for seq in range(50, 500):
+        with tracer.start_as_current_span("late", attributes={"seq": seq}):
+            pass
+    started = time.monotonic()
+    processor.pipeline.shutdown(1500)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5 + 0.3, elapsed
+    assert STATS.dropped_for("traces") == {}
+    assert STATS.spooled_counts()["traces"] == 500
+    total = 0
+    while (claim := store.claim()) is not None:
+        total += claim.count
+        store.ack(claim)
+    assert total == 500

@@ -1,0 +1,175 @@
+"""The disk spool store (``otelkit._spool``): ordering, atomic files, size bound, corrupt files, concurrent claims."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from otelkit import _spool
+from otelkit._config import ConfigError, resolve
+from otelkit._spool import SpoolStore
+
+
+def test_requests_come_back_oldest_first_and_ack_deletes(tmp_path: Path) -> None:
+    store = SpoolStore(str(tmp_path), "traces")
+    for i in range(5):
+        assert store.write(f"request {i}".encode(), i + 1) == _spool.WRITTEN
+    seen = []
+    while (claim := store.claim()) is not None:
+        assert claim.payload is not None
+        seen.append((claim.payload.decode(), claim.count))
+        store.ack(claim)
+    assert seen == [(f"request {i}", i + 1) for i in range(5)]
+    assert os.listdir(tmp_path / "traces") == []
+
+
+def test_release_puts_a_request_back_at_its_place(tmp_path: Path) -> None:
+    store = SpoolStore(str(tmp_path), "logs")
+    store.write(b"first", 1)
+    store.write(b"second", 1)
+    claim = store.claim()
+    assert claim is not None and claim.payload == b"first"
+    assert store.pending() and all(b"first" not in (tmp_path / "logs" / n).read_bytes() for n in store.pending())
+    store.release(claim)
+    again = store.claim()
+    assert again is not None and again.payload == b"first"
+
+
+def test_files_are_private_and_complete_no_temporary_file_left(tmp_path: Path) -> None:
+    store = SpoolStore(str(tmp_path), "traces", fsync=True)
+    assert store.write(b"x" * 1000, 3) == _spool.WRITTEN
+    names = os.listdir(tmp_path / "traces")
+    assert len(names) == 1 and names[0].endswith(".otlp") and not names[0].startswith(".")
+    mode = stat.S_IMODE(os.stat(tmp_path / "traces" / names[0]).st_mode)
+    assert mode == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "traces").st_mode) == 0o700
+
+
+def test_size_bound_refuses_the_newest(tmp_path: Path) -> None:
+    store = SpoolStore(str(tmp_path), "traces", max_bytes=3000)
+    results = [store.write(bytes([i]) * 1000, 1) for i in range(4)]
+    assert results == [_spool.WRITTEN, _spool.WRITTEN, _spool.FULL, _spool.FULL]
+    claim = store.claim()
+    assert claim is not None and claim.payload == b"\x00" * 1000  # the oldest survived
+    store.ack(claim)
+    assert store.write(b"\x09" * 1000, 1) == _spool.WRITTEN  # room again
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
+def test_corrupt_or_truncated_file_is_reported_not_sent(tmp_path: Path, damage: str) -> None:
+    store = SpoolStore(str(tmp_path), "traces")
+    store.write(b"good payload " * 10, 7)
+    (name,) = store.pending()
+    path = tmp_path / "traces" / name
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[:-5])
+    elif damage == "flip":
+        path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    else:
+        path.write_bytes(b"")
+    claim = store.claim()
+    assert claim is not None and claim.payload is None and claim.count == 7
+    store.ack(claim)
+    assert store.claim() is None
+
+
+def test_unwritable_directory_is_an_error_result_not_an_exception(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    store = SpoolStore(str(blocker), "traces")
+    assert store.write(b"data", 1) == _spool.ERROR
+    assert store.write(b"data", 1) == _spool.ERROR
+    assert store.claim() is None
+    warnings = [r for r in caplog.records if r.name == "otelkit" and r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "spool" in warnings[0].getMessage()
+
+
+def test_claim_of_a_dead_process_is_released(tmp_path: Path) -> None:
+    store = SpoolStore(str(tmp_path), "traces")
+    store.write(b"orphan", 1)
+    (name,) = store.pending()
+    dead = multiprocessing.get_context("spawn").Process(target=int)
+    dead.start()
+    dead.join()
+    assert dead.pid is not None
+    os.rename(tmp_path / "traces" / name, tmp_path / "traces" / f"{name}.claim-{dead.pid}-abcd")
+    (tmp_path / "traces" / f".tmp-{dead.pid}-beef").write_bytes(b"half")
+    assert store.pending() == []
+    claim = SpoolStore(str(tmp_path), "traces").claim()  # a new process's store scans at once
+    assert claim is not None and claim.payload == b"orphan"
+    assert not (tmp_path / "traces" / f".tmp-{dead.pid}-beef").exists()
+
+
+def _claim_all(directory: str, start: multiprocessing.synchronize.Event, out: multiprocessing.Queue[list[bytes]],
+               ) -> None:
+    store = SpoolStore(directory, "traces")
+    start.wait(10)
+    got = []
+    while (claim := store.claim()) is not None:
+        assert claim.payload is not None
+        got.append(claim.payload)
+        store.ack(claim)
+    out.put(got)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+def test_two_processes_claiming_at_once_never_take_the_same_request(tmp_path: Path) -> None:
+    store = SpoolStore(str(tmp_path), "traces")
+    sent = [f"req-{i:04d}".encode() for i in range(400)]
+    for payload in sent:
+        assert store.write(payload, 1) == _spool.WRITTEN
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Event()
+    out: multiprocessing.Queue[list[bytes]] = ctx.Queue()
+    workers = [ctx.Process(target=_claim_all, args=(str(tmp_path), start, out)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    start.set()
+    results = [out.get(timeout=30) for _ in workers]
+    for worker in workers:
+        worker.join(10)
+    claimed = [p for r in results for p in r]
+    assert sorted(claimed) == sent, "every request claimed exactly once"
+    assert sum(1 for r in results if r) >= 2, "the claims really were concurrent"
+    for r in results:
+        assert r == sorted(r), "each process took oldest first"
+
+
+def test_settings_validate(tmp_path: Path) -> None:
+    settings = resolve(environ={"OTELKIT_SPOOL_DIR": str(tmp_path / "spool"), "OTELKIT_SPOOL_MAX_BYTES": "2097152"})
+    assert settings.spool_dir == str(tmp_path / "spool") and settings.spool_max_bytes == 2 * 1024 * 1024
+    defaults = resolve(environ={})
+    assert defaults.spool_dir is None and defaults.spool_max_bytes == 256 * 1024 * 1024
+    a_file = tmp_path / "f"
+    a_file.write_text("")
+    with pytest.raises(ConfigError, match="spool_dir"):
+        resolve(environ={}, spool_dir=str(a_file))
+    with pytest.raises(ConfigError, match="OTELKIT_SPOOL_MAX_BYTES"):
+        resolve(environ={"OTELKIT_SPOOL_MAX_BYTES": "12"})
+    with pytest.raises(ConfigError, match="spool_max_bytes"):
+        resolve(environ={}, spool_max_bytes=-1)
+
+
+def test_doctor_reports_the_spool_backlog(tmp_path: Path) -> None:
+    from otelkit import _doctor
+    from otelkit._doctor import Report
+
+    report = Report()
+    _doctor._check_spool(report, resolve(environ={}, spool_dir=str(tmp_path)))
+    assert [c.status for c in report.checks] == ["ok"]
+    SpoolStore(str(tmp_path), "logs").write(b"x" * 100, 2)
+    report = Report()
+    _doctor._check_spool(report, resolve(environ={}, spool_dir=str(tmp_path)))
+    (check,) = report.checks
+    assert check.status == "warn" and "1 request(s)" in check.summary and check.details["by_signal"]["logs"][
+        "requests"] == 1
+    report = Report()
+    _doctor._check_spool(report, resolve(environ={}))
+    assert report.checks == []
