@@ -761,17 +761,24 @@ class _BatchPipeline(Generic[Item]):
             self._failed += count
         self._done += count
 
+    def _encode_or_drop(self, items: list[Item]) -> bytes | None:
+        """The OTLP request for ``items``; None (the items counted as dropped) if encoding failed."""
+        assert self._encode is not None
+        try:
+            return self._encode(items)
+        except Exception as exc:
+            logger.debug("otelkit could not encode %s", self.signal, exc_info=True)
+            self._finish(len(items), _stats.EXPORT_FAILED, f"encoding failed: {type(exc).__name__}")
+            return None
+
     def _send(self, items: list[Item], deadline: float | None) -> list[Item]:
         """Send ``items``; returns those to retry later (transient failure), counting the rest."""
         self._retry_after = None
         if self._exporter is not None:
             return self._send_via_exporter(items)
         assert self._sender is not None and self._encode is not None
-        try:
-            payload = self._encode(items)
-        except Exception as exc:
-            logger.debug("otelkit could not encode %s", self.signal, exc_info=True)
-            self._finish(len(items), _stats.EXPORT_FAILED, f"encoding failed: {type(exc).__name__}")
+        payload = self._encode_or_drop(items)
+        if payload is None:
             return []
         if len(payload) > self._max_bytes:
             return self._split(items, deadline, f"request of {len(payload)} bytes over the {self._max_bytes} cap")
@@ -876,11 +883,8 @@ class _BatchPipeline(Generic[Item]):
 
         A full spool refuses them: counted as ``spool_full``."""
         assert self._spool is not None and self._encode is not None
-        try:
-            payload = self._encode(items)
-        except Exception as exc:
-            logger.debug("otelkit could not encode %s", self.signal, exc_info=True)
-            self._finish(len(items), _stats.EXPORT_FAILED, f"encoding failed: {type(exc).__name__}")
+        payload = self._encode_or_drop(items)
+        if payload is None:
             return []
         if len(payload) > self._max_bytes:
             if len(items) == 1:
