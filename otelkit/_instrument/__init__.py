@@ -2,7 +2,8 @@
 
 ``instrument_all(settings, tracer_provider, meter_provider)`` is called by every ``init()``:
 
-* **Which.** redis, psycopg2 and httpx are instrumented whenever importable; ``logging`` reports
+* **Which.** redis, psycopg2 and httpx are instrumented whenever importable, and ``threading``
+  carries the trace context into threads and thread pools; ``logging`` reports
   that ``otelkit._logs`` does log correlation; ``system_metrics`` is on unless
   ``OTELKIT_SYSTEM_METRICS=false``. ``init(instrument=[...])`` / ``OTELKIT_INSTRUMENT`` limits the
   libraries (and can name any installed ``opentelemetry_instrumentor`` entry point);
@@ -38,6 +39,7 @@ from otelkit._instrument import logging as _logging
 from otelkit._instrument import psycopg2 as _psycopg2
 from otelkit._instrument import redis as _redis
 from otelkit._instrument import system_metrics as _system_metrics
+from otelkit._instrument import threads as _threading
 from otelkit._instrument._status import IntegrationStatus
 from otelkit._internal_log import logger
 
@@ -49,9 +51,9 @@ if TYPE_CHECKING:
 
 __all__ = ["IntegrationStatus", "instrument_all", "integration_status", "uninstrument_all"]
 
-LIBRARIES: tuple[ModuleType, ...] = (_redis, _psycopg2, _httpx)
+LIBRARIES: tuple[ModuleType, ...] = (_redis, _psycopg2, _httpx, _threading)
 """Integrations selected by ``instrument=`` (plus entry points)."""
-BUILTIN_NAMES = ("logging", "redis", "psycopg2", "httpx", "system_metrics")
+BUILTIN_NAMES = ("logging", "redis", "psycopg2", "httpx", "threading", "system_metrics")
 
 SEMCONV_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
 DEFAULT_SEMCONV = "http,database"
