@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from app_runner import run_timed_exit
 
 from otelkit.testing._receiver import BlackholeServer, OtlpReceiver, refused_endpoint
 
@@ -57,29 +57,7 @@ def run_app(endpoint: str, protocol: str, spans: int, *extra: str) -> tuple[floa
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
         "OTELKIT_SYSTEM_METRICS": "false",
     })
-    proc = subprocess.Popen([sys.executable, str(APP), str(spans), *extra], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    marker_at = None
-    lines = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("EMITTED"):
-            marker_at = time.monotonic()
-            break
-    try:
-        stdout, rest = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        stdout, rest = proc.communicate()
-    exited_at = time.monotonic()
-    stderr = "".join(lines) + rest
-    assert marker_at is not None, f"the app never finished emitting:\n{stderr}"
-    return exited_at - marker_at, subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return run_timed_exit([sys.executable, str(APP), str(spans), *extra], env)
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])

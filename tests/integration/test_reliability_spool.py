@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from app_runner import run_timed_exit
 from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import TracerProvider
@@ -133,24 +134,7 @@ def _run(mode: str, endpoint: str, spool: Path, app: Path) -> tuple[float, subpr
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
     env.update({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
                 "OTELKIT_SPOOL_DIR": str(spool)})
-    proc = subprocess.Popen([sys.executable, str(app), mode], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    lines = []
-    marker_at = time.monotonic()
-    if mode == "first":
-        for line in proc.stderr:
-            lines.append(line)
-            if line.startswith("EMITTED"):
-                marker_at = time.monotonic()
-                break
-    try:
-        stdout, rest = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        stdout, rest = proc.communicate()
-    return time.monotonic() - marker_at, subprocess.CompletedProcess(proc.args, proc.returncode, stdout,
-                                                                      "".join(lines) + rest)
+    return run_timed_exit([sys.executable, str(app), mode], env, marker="EMITTED" if mode == "first" else None)
 
 
 def test_a_restarted_process_delivers_what_the_previous_one_spooled(collector: RotelCollector,
