@@ -5,9 +5,13 @@
 * the same through ``otelkit.init()`` (proxy provider + correlation processor) vs a
   hand-built provider (informational: what a user of ``init()`` pays per span);
 * a log call inside a span with a correlation ID in baggage, through otelkit's record
-  factory and OTLP handler, vs the SDK ``LoggingHandler`` alone with the same batch
-  processor (target 3: ≤ 1.1×). The raw side runs with the stdlib record factory
-  (otelkit's is swapped out while it is timed), so it pays nothing of otelkit's;
+  factory, handler and OTLP log pipeline, vs the SDK ``LoggingHandler`` with its
+  ``BatchLogRecordProcessor(OTLPLogExporter)`` (target 3: ≤ 1.1×); both encode on their export
+  thread, neither touches the network (each side's HTTP send is stubbed to "accepted");
+* the same log call into a ``BatchLogRecordProcessor`` passed to ``init(log_processors=...)``
+  (informational: otelkit scrubs what such a processor gets on the caller's thread, since it
+  may export on its own). The raw sides run with the stdlib record factory
+  (otelkit's is swapped out while it is timed), so they pay nothing of otelkit's;
 * ``import otelkit`` + ``init()`` wall time and RSS vs importing and wiring the same SDK
   pieces (gRPC exporters, three providers, batch processors, logging handler) by hand,
   each in fresh subprocesses (target 5: ≤ 1.2×).
@@ -246,6 +250,95 @@ def log_raw(loops: int) -> float:
         logging.Logger.makeRecord = otelkit_make_record  # type: ignore[method-assign]
 
 
+class _Accepted:
+    """What the SDK's OTLP HTTP client returns for an accepted request (no network in these rows)."""
+
+    success = True
+    error = None
+    status_code = 200
+
+
+@functools.cache
+def _otlp_log_setup() -> tuple[logging.Logger, logging.Logger, trace.Tracer, Callable[..., logging.LogRecord]]:
+    """Each side's real OTLP log pipeline (encoding on its export thread), the network send stubbed out.
+
+    otelkit: ``init(logs_exporter="otlp")`` with its HTTP sender accepting every request in-process
+    (scrubbing and encoding happen on the export thread, as in production). Raw: the SDK
+    ``LoggingHandler`` + ``BatchLogRecordProcessor(OTLPLogExporter())`` with the exporter's HTTP
+    client accepting every request.
+    """
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+    from otelkit import _export
+
+    class AcceptingSender(_export.Sender):
+        def __init__(self, signal: str, *args: Any, **kwargs: Any) -> None:
+            self.signal, self.target = signal, "in-process"
+
+        def send(self, payload: bytes, timeout: float) -> Any:
+            return _export.SendResult(_export.OK)
+
+    _export.HttpSender = AcceptingSender  # type: ignore[misc]  # this benchmark process only
+    import otelkit
+
+    otelkit.init(service_name="bench", traces_exporter="none", metrics_exporter="none", logs_exporter="otlp",
+                 protocol="http/protobuf", endpoint="http://127.0.0.1:9",
+                 instrument=(), system_metrics=False, span_processors=[BatchSpanProcessor(NullSpanExporter())])
+    otelkit_factory = logging.getLogRecordFactory()
+    app = logging.getLogger("bench.otelkit.otlp")
+    app.setLevel(logging.INFO)
+
+    exporter = OTLPLogExporter(endpoint="http://127.0.0.1:9/v1/logs")
+    exporter._client.export = lambda *args, **kwargs: _Accepted()  # type: ignore[method-assign]
+    lp = LoggerProvider()
+    lp.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from opentelemetry.sdk._logs import LoggingHandler
+
+        handler = LoggingHandler(logger_provider=lp)
+    raw = logging.getLogger("bench.raw.otlp")
+    raw.setLevel(logging.INFO)
+    raw.propagate = False
+    raw.addHandler(handler)
+    tp = TracerProvider()
+    tp.add_span_processor(BatchSpanProcessor(NullSpanExporter()))
+    return app, raw, tp.get_tracer("bench"), otelkit_factory
+
+
+def log_otlp_otelkit(loops: int) -> float:
+    app, _, _, _ = _otlp_log_setup()
+    from otelkit import span
+
+    token = _with_correlation()
+    try:
+        with span("request"):
+            t0 = time.perf_counter()
+            for i in range(loops):
+                app.info("processed order %s", i)
+            return time.perf_counter() - t0
+    finally:
+        context.detach(token)  # type: ignore[arg-type]
+
+
+def log_otlp_raw(loops: int) -> float:
+    _, raw, tracer, otelkit_factory = _otlp_log_setup()
+    otelkit_make_record = logging.Logger.makeRecord
+    logging.setLogRecordFactory(_STDLIB_FACTORY)
+    logging.Logger.makeRecord = _STDLIB_MAKE_RECORD  # type: ignore[method-assign]
+    token = _with_correlation()
+    try:
+        with tracer.start_as_current_span("request"):
+            t0 = time.perf_counter()
+            for i in range(loops):
+                raw.info("processed order %s", i)
+            return time.perf_counter() - t0
+    finally:
+        context.detach(token)  # type: ignore[arg-type]
+        logging.setLogRecordFactory(otelkit_factory)
+        logging.Logger.makeRecord = otelkit_make_record  # type: ignore[method-assign]
+
+
 # --- start-up ----------------------------------------------------------------------------------------
 
 _RSS = """
@@ -366,7 +459,9 @@ PAIRS = [
     ("span: context manager, 3 attributes", span_attrs_otelkit, span_attrs_raw, 1.0),
     ("span: decorator, same provider", span_decorator_otelkit, span_decorator_raw, 1.0),
     ("span: via init() (proxy + correlation processor)", init_span_otelkit, init_span_raw, None),
-    ("log call in span, trace+correlation fields, OTLP handler", log_otelkit, log_raw, 1.1),
+    ("log call in span, trace+correlation fields, OTLP pipeline", log_otlp_otelkit, log_otlp_raw, 1.1),
+    ("log call in span, into a processor passed to init() (scrubbed on the caller's thread)", log_otelkit, log_raw,
+     None),
 ]
 
 

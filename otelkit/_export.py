@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from opentelemetry._logs import LogRecord as _ApiLogRecord
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach, detach, set_value
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter
@@ -1212,6 +1213,18 @@ class ScrubbingSpanProcessor(SpanProcessor):
         return bool(self.processor.force_flush(timeout_millis))
 
 
+_PLAIN_LOG_TYPES = (ReadWriteLogRecord, _ApiLogRecord)
+
+
+def _shallow(obj: Any) -> Any:
+    """``copy.copy`` at a quarter of its cost for the SDK's record types (this runs on the app's thread)."""
+    if type(obj) in _PLAIN_LOG_TYPES:  # exact types whose whole state is their __dict__
+        new = object.__new__(type(obj))
+        new.__dict__.update(obj.__dict__)
+        return new
+    return _copy(obj)
+
+
 class ScrubbingLogProcessor(LogRecordProcessor):
     """A caller's log record processor that only ever sees scrubbed records (see :class:`ScrubbingSpanProcessor`).
 
@@ -1224,8 +1237,8 @@ class ScrubbingLogProcessor(LogRecordProcessor):
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         try:
-            record = _copy(log_record)
-            record.log_record = _copy(log_record.log_record)
+            record = _shallow(log_record)
+            record.log_record = _shallow(log_record.log_record)
             scrubbed = self._scrub([record])
         except Exception:
             logger.debug("otelkit: scrubbing a log record for %r failed; not passed on", self.processor,
