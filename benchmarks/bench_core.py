@@ -217,8 +217,8 @@ def _with_correlation() -> object:
     return context.attach(baggage.set_baggage("correlation_id", "order-1234"))
 
 
-def log_otelkit(loops: int) -> float:
-    app, _, _, _ = _log_setup()
+def _time_otelkit_logs(setup: Callable[[], tuple[Any, ...]], loops: int) -> float:
+    app, _, _, _ = setup()
     from otelkit import span
 
     token = _with_correlation()
@@ -232,8 +232,8 @@ def log_otelkit(loops: int) -> float:
         context.detach(token)  # type: ignore[arg-type]
 
 
-def log_raw(loops: int) -> float:
-    _, raw, tracer, otelkit_factory = _log_setup()
+def _time_raw_logs(setup: Callable[[], tuple[Any, ...]], loops: int) -> float:
+    _, raw, tracer, otelkit_factory = setup()
     otelkit_make_record = logging.Logger.makeRecord
     logging.setLogRecordFactory(_STDLIB_FACTORY)
     logging.Logger.makeRecord = _STDLIB_MAKE_RECORD  # type: ignore[method-assign]
@@ -248,6 +248,14 @@ def log_raw(loops: int) -> float:
         context.detach(token)  # type: ignore[arg-type]
         logging.setLogRecordFactory(otelkit_factory)
         logging.Logger.makeRecord = otelkit_make_record  # type: ignore[method-assign]
+
+
+def log_otelkit(loops: int) -> float:
+    return _time_otelkit_logs(_log_setup, loops)
+
+
+def log_raw(loops: int) -> float:
+    return _time_raw_logs(_log_setup, loops)
 
 
 class _Accepted:
@@ -307,36 +315,11 @@ def _otlp_log_setup() -> tuple[logging.Logger, logging.Logger, trace.Tracer, Cal
 
 
 def log_otlp_otelkit(loops: int) -> float:
-    app, _, _, _ = _otlp_log_setup()
-    from otelkit import span
-
-    token = _with_correlation()
-    try:
-        with span("request"):
-            t0 = time.perf_counter()
-            for i in range(loops):
-                app.info("processed order %s", i)
-            return time.perf_counter() - t0
-    finally:
-        context.detach(token)  # type: ignore[arg-type]
+    return _time_otelkit_logs(_otlp_log_setup, loops)
 
 
 def log_otlp_raw(loops: int) -> float:
-    _, raw, tracer, otelkit_factory = _otlp_log_setup()
-    otelkit_make_record = logging.Logger.makeRecord
-    logging.setLogRecordFactory(_STDLIB_FACTORY)
-    logging.Logger.makeRecord = _STDLIB_MAKE_RECORD  # type: ignore[method-assign]
-    token = _with_correlation()
-    try:
-        with tracer.start_as_current_span("request"):
-            t0 = time.perf_counter()
-            for i in range(loops):
-                raw.info("processed order %s", i)
-            return time.perf_counter() - t0
-    finally:
-        context.detach(token)  # type: ignore[arg-type]
-        logging.setLogRecordFactory(otelkit_factory)
-        logging.Logger.makeRecord = otelkit_make_record  # type: ignore[method-assign]
+    return _time_raw_logs(_otlp_log_setup, loops)
 
 
 # --- start-up ----------------------------------------------------------------------------------------
