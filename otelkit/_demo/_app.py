@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,26 +107,28 @@ def worker_main(cfg: DemoConfig, worker: int) -> None:
     queue.connect()
     store.connect()
     system = queue.system
-    with httpx.Client(timeout=2.0) as http:
+    # The three API calls of a token run in parallel on this pool; otelkit carries the trace context
+    # and correlation ID into its threads, so their spans still sit under "process tokens".
+    with httpx.Client(timeout=2.0) as http, ThreadPoolExecutor(max_workers=3, thread_name_prefix="fetch") as pool:
         try:
             while not cfg.stop.is_set():
                 raw = queue.get(timeout=1.0)  # a blocking pop (BRPOP); stop is checked in between
                 if raw is None:
                     continue
-                cfg.results.put(handle(raw, queue, store, http, cfg.api, system, worker))
+                cfg.results.put(handle(raw, queue, store, http, cfg.api, system, worker, pool))
         finally:
             otelkit.shutdown()
 
 
 def handle(raw: str, queue: Queue, store: Store, http: Any, api: dict[str, str], system: str,
-           worker: int) -> dict[str, Any]:
+           worker: int, pool: ThreadPoolExecutor | None = None) -> dict[str, Any]:
     """Process one queued token: enrich, persist, or retry / dead-letter."""
     with pipeline.receive(DESTINATION, raw, system=system, parent="producer", max_attempts=MAX_ATTEMPTS) as msg:
         mint = msg.payload["mint"]
         attempt = msg.attempt or 1
         outcome, error = "stored", ""
         try:
-            row = enrich(http, api, mint)
+            row = enrich(http, api, mint, pool)
             row["attempts"] = attempt
             with pipeline.stage("persist", source="database"):
                 store.write(row)
@@ -150,16 +153,27 @@ def handle(raw: str, queue: Queue, store: Store, http: Any, api: dict[str, str],
                 "error": error}
 
 
-def enrich(http: Any, api: dict[str, str], mint: str) -> dict[str, Any]:
-    """Ask the three APIs about ``mint``; each call is a stage labelled with its source."""
-    with pipeline.stage("fetch", source="jupiter"):
-        price = _get(http, f"{api['jupiter']}/jupiter/v6/price", "jupiter", {"ids": mint})["data"][mint]["price"]
-    with pipeline.stage("fetch", source="helius"):
-        meta = _get(http, f"{api['helius']}/helius/v0/token-metadata", "helius", {"mint": mint})
-    with pipeline.stage("fetch", source="dexscreener"):
-        pairs = _get(http, f"{api['dexscreener']}/dexscreener/latest/dex/tokens/{mint}", "dexscreener")["pairs"]
-    return {"mint": mint, "symbol": meta["symbol"], "price": price,
-            "liquidity_usd": sum(p["liquidity"]["usd"] for p in pairs)}
+def enrich(http: Any, api: dict[str, str], mint: str, pool: ThreadPoolExecutor | None = None) -> dict[str, Any]:
+    """Ask the three APIs about ``mint``, in parallel on ``pool``; each call is a stage labelled with its source."""
+    calls = {
+        "jupiter": lambda: _get(http, f"{api['jupiter']}/jupiter/v6/price", "jupiter", {"ids": mint}),
+        "helius": lambda: _get(http, f"{api['helius']}/helius/v0/token-metadata", "helius", {"mint": mint}),
+        "dexscreener": lambda: _get(http, f"{api['dexscreener']}/dexscreener/latest/dex/tokens/{mint}",
+                                    "dexscreener"),
+    }
+
+    def fetch(source: str) -> Any:
+        with pipeline.stage("fetch", source=source):
+            return calls[source]()
+
+    if pool is None:
+        answers = {source: fetch(source) for source in calls}
+    else:
+        futures = {source: pool.submit(fetch, source) for source in calls}
+        wait(futures.values())  # all three finish (or fail) before the token is settled
+        answers = {source: future.result() for source, future in futures.items()}  # the first failure raises
+    return {"mint": mint, "symbol": answers["helius"]["symbol"], "price": answers["jupiter"]["data"][mint]["price"],
+            "liquidity_usd": sum(p["liquidity"]["usd"] for p in answers["dexscreener"]["pairs"])}
 
 
 class ApiError(Exception):
