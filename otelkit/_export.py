@@ -1084,15 +1084,37 @@ class _BatchPipeline(Generic[Item]):
         self._forked_at = forked_at
 
 
-class OtelkitSpanProcessor(SpanProcessor):
-    """Batching span processor with bounded queue, redelivery, deadlines and drop accounting."""
+_PLAIN_LOG_TYPES = (ReadWriteLogRecord, _ApiLogRecord)
 
-    def __init__(self, pipeline: _BatchPipeline[ReadableSpan]) -> None:
+
+def _shallow(obj: Any) -> Any:
+    """``copy.copy`` at a quarter of its cost for the SDK's record types (this runs on the app's thread)."""
+    if type(obj) in _PLAIN_LOG_TYPES:  # exact types whose whole state is their __dict__
+        new = object.__new__(type(obj))
+        new.__dict__.update(obj.__dict__)
+        return new
+    return _copy(obj)
+
+
+class _PipelineProcessor(Generic[Item]):
+    """What the span and log processors share: the batch pipeline behind them, flushed and shut down."""
+
+    def __init__(self, pipeline: _BatchPipeline[Item]) -> None:
         self._pipeline = pipeline
 
     @property
-    def pipeline(self) -> _BatchPipeline[ReadableSpan]:
+    def pipeline(self) -> _BatchPipeline[Item]:
         return self._pipeline
+
+    def shutdown(self) -> None:
+        self._pipeline.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._pipeline.force_flush(timeout_millis)
+
+
+class OtelkitSpanProcessor(_PipelineProcessor[ReadableSpan], SpanProcessor):
+    """Batching span processor with bounded queue, redelivery, deadlines and drop accounting."""
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
@@ -1110,22 +1132,9 @@ class OtelkitSpanProcessor(SpanProcessor):
             return
         pipeline._enqueue(span)
 
-    def shutdown(self) -> None:
-        self._pipeline.shutdown()
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._pipeline.force_flush(timeout_millis)
-
-
-class OtelkitLogProcessor(LogRecordProcessor):
+class OtelkitLogProcessor(_PipelineProcessor[ReadableLogRecord], LogRecordProcessor):
     """Batching log record processor; same guarantees as :class:`OtelkitSpanProcessor`."""
-
-    def __init__(self, pipeline: _BatchPipeline[ReadableLogRecord]) -> None:
-        self._pipeline = pipeline
-
-    @property
-    def pipeline(self) -> _BatchPipeline[ReadableLogRecord]:
-        return self._pipeline
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         pipeline = self._pipeline
@@ -1136,18 +1145,12 @@ class OtelkitLogProcessor(LogRecordProcessor):
             STATS.dropped("logs", _stats.QUEUE_FULL, 1, warn=False)  # before paying for the copy below
             return
         # Same conversion as the SDK's batch processor: detach the record from the (possibly large) context.
-        api_record = _copy(log_record.log_record)
+        api_record = _shallow(log_record.log_record)
         api_record.context = _EMPTY_CONTEXT
         pipeline._enqueue(ReadableLogRecord(
             log_record=api_record,
             resource=log_record.resource if log_record.resource is not None else Resource.create({}),
             instrumentation_scope=log_record.instrumentation_scope, limits=log_record.limits))
-
-    def shutdown(self) -> None:
-        self._pipeline.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._pipeline.force_flush(timeout_millis)
 
 
 def make_span_processor(sender_or_exporter: Sender | Any, *, scrub: Callable[[list[Any]], list[Any]] | None = None,
@@ -1211,18 +1214,6 @@ class ScrubbingSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return bool(self.processor.force_flush(timeout_millis))
-
-
-_PLAIN_LOG_TYPES = (ReadWriteLogRecord, _ApiLogRecord)
-
-
-def _shallow(obj: Any) -> Any:
-    """``copy.copy`` at a quarter of its cost for the SDK's record types (this runs on the app's thread)."""
-    if type(obj) in _PLAIN_LOG_TYPES:  # exact types whose whole state is their __dict__
-        new = object.__new__(type(obj))
-        new.__dict__.update(obj.__dict__)
-        return new
-    return _copy(obj)
 
 
 class ScrubbingLogProcessor(LogRecordProcessor):

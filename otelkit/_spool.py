@@ -20,6 +20,8 @@ Layout and guarantees:
   scan. A crash between the collector's answer and the delete can resend one request (at least once).
 * **Bounded**: a write that would take the directory's files past ``max_bytes`` is refused (the
   newest data is refused, what is already spooled stays); the caller counts it as ``spool_full``.
+  The size is rescanned at most once a second, and always before refusing, so writes of other
+  processes sharing the directory are seen within a second.
 * **Never raises**: disk full, permission denied and the like come back as :data:`ERROR` results
   with one warning per store; the caller counts the items under their usual drop reason.
 """
@@ -44,6 +46,7 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 STALE_CLAIM_SECONDS = 300.0
 """A claim older than this is released even if its pid looks alive (pid namespaces, pid reuse)."""
 _RESCAN_STALE = 30.0
+_RESCAN_SIZE = 1.0  # seconds an estimate of the directory's size is trusted for accepting a write
 _MAGIC = b"OKSP"
 _HEADER = struct.Struct("<4sIQI")  # magic, item count, payload length, crc32
 _SUFFIX = ".otlp"
@@ -96,6 +99,10 @@ class SpoolStore:
         self._warned: set[str] = set()
         self._last_stale_scan = 0.0
         self._ready = False
+        # The directory's size as last scanned plus this store's writes since: a write does not stat
+        # every file (thousands during a long outage) unless the estimate is stale or near the bound.
+        self._estimate = 0
+        self._estimated_at = -_RESCAN_SIZE
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -135,15 +142,14 @@ class SpoolStore:
 
     def size(self) -> int:
         """Bytes of spooled requests (claimed ones included)."""
-        total = 0
-        for entry in self._entries():
-            if entry.name.startswith("."):
-                continue
-            try:
-                total += entry.stat(follow_symlinks=False).st_size
-            except OSError:
-                continue
-        return total
+        return self.backlog()[1]
+
+    def _fits(self, length: int) -> bool:
+        """Whether ``length`` more bytes stay within ``max_bytes``; refusing is always decided on a fresh scan."""
+        now = time.monotonic()
+        if now - self._estimated_at >= _RESCAN_SIZE or self._estimate + length > self.max_bytes:
+            self._estimate, self._estimated_at = self.size(), now
+        return self._estimate + length <= self.max_bytes
 
     def write(self, payload: bytes, count: int) -> str:
         """Spool one serialized request of ``count`` items: :data:`WRITTEN`, :data:`FULL` or :data:`ERROR`."""
@@ -152,7 +158,7 @@ class SpoolStore:
                 return ERROR
             data = _HEADER.pack(_MAGIC, count, len(payload), zlib.crc32(payload)) + payload
             with self._lock:
-                if self.size() + len(data) > self.max_bytes:
+                if not self._fits(len(data)):
                     return FULL
                 self._seq += 1
                 pid = os.getpid()
@@ -174,6 +180,7 @@ class SpoolStore:
                 except OSError:
                     _unlink(tmp)
                     raise
+                self._estimate += len(data)
             return WRITTEN
         except OSError as exc:
             self._warn_once("write", "otelkit cannot write to the spool %s (%s); %s it cannot hold are dropped",
