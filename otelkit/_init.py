@@ -47,6 +47,10 @@ class _State:
     # otelkit's processors when a foreign provider is used as is: fed by the one Forwarding*Processor.
     span_pipeline: Any = None
     log_pipeline: Any = None
+    # Log records go somewhere (an exporter, a processor, a foreign provider's pipeline): only then may the
+    # root logger's level be lowered to log_level. logs_to_console: otelkit prints them on the console.
+    logs_exported: bool = False
+    logs_to_console: bool = False
     # False when a ConfigError escaped half-way: the next init() with the same settings must retry.
     complete: bool = True
 
@@ -350,6 +354,8 @@ def _build_providers(settings: Settings, user: tuple[tuple[Any, ...], ...],
     log_processors = [*_export.build_log_processors(settings),
                       *(_proxy.SharedLogProcessor(_export.scrubbed_user_processor(p, settings, "logs"))
                         for p in user_logs)]
+    logs_exported = bool(log_processors) or defer_lp
+    logs_to_console = any(d.kind == "console" for d in _export.resolve_exporters(settings, "logs"))
 
     # shutdown_on_exit=False: the SDK's own atexit hooks shut down serially and unbounded; otelkit's one
     # atexit hook shuts all signals down concurrently under settings.shutdown_timeout.
@@ -397,13 +403,15 @@ def _build_providers(settings: Settings, user: tuple[tuple[Any, ...], ...],
                 foreign_mp.add_metric_reader(reader)
         return _State(settings, tuple(user), tp, foreign_mp, lp, owns_tracer_provider=not defer_tp,  # type: ignore[arg-type]
                       owns_meter_provider=False, owns_logger_provider=not defer_lp,
-                      readers_on_foreign=tuple(readers), span_pipeline=span_pipeline, log_pipeline=log_pipeline)
+                      readers_on_foreign=tuple(readers), span_pipeline=span_pipeline, log_pipeline=log_pipeline,
+                      logs_exported=logs_exported, logs_to_console=logs_to_console)
     readers = [*own_readers, *_fresh_readers(user_readers)]
     mp = MeterProvider(metric_readers=readers, resource=resource, exemplar_filter=_exemplar_filter(settings),
                        shutdown_on_exit=False)
     _enable(mp)
     return _State(settings, tuple(user), tp, mp, lp, owns_tracer_provider=not defer_tp,  # type: ignore[arg-type]
-                  owns_logger_provider=not defer_lp, span_pipeline=span_pipeline, log_pipeline=log_pipeline)
+                  owns_logger_provider=not defer_lp, span_pipeline=span_pipeline, log_pipeline=log_pipeline,
+                  logs_exported=logs_exported, logs_to_console=logs_to_console)
 
 
 def _enable(provider: Any) -> None:
@@ -474,7 +482,8 @@ def _install_parts(settings: Settings) -> None:
     steps: list[tuple[str, Any]] = [
         # A foreign OTel LoggingHandler already ships root records (to the foreign provider, which otelkit
         # extends or defers to): a second handler would send every record twice; keep only the record fields.
-        ("logs", lambda: _logs.install(settings, None if _foreign_log_handler() else _proxy.logger_provider())),
+        ("logs", lambda: _logs.install(settings, None if _foreign_log_handler() else _proxy.logger_provider(),
+                                       **_log_flags(_state))),
         # Before Sentry: its setup may wrap the global propagator to add sentry-trace.
         ("propagators", lambda: propagate.set_global_textmap(_propagator(settings))),
         # Unused entry points are listed lazily, by integration_status(): no metadata scan at start-up.
@@ -490,6 +499,10 @@ def _install_parts(settings: Settings) -> None:
             raise
         except Exception:
             logger.exception("otelkit: setting up %s failed; continuing without it", name)
+
+
+def _log_flags(state: _State | None) -> dict[str, bool]:
+    return {"export": bool(state and state.logs_exported), "console": bool(state and state.logs_to_console)}
 
 
 def _foreign_log_handler() -> bool:
@@ -763,7 +776,7 @@ def _reinit_after_fork() -> None:
         _state = new
         from otelkit import _logs
 
-        _logs.install(state.settings, _proxy.logger_provider())
+        _logs.install(state.settings, _proxy.logger_provider(), **_log_flags(new))
     except Exception:
         logger.exception("otelkit: re-initialising after fork failed; telemetry is off in pid %s", os.getpid())
         _proxy.swap(None, None, None)

@@ -12,9 +12,16 @@ Three pieces, all installed by :func:`install` (called by ``init()``):
   never raises ``KeyError``. ``extra={"correlation_id": ...}`` (or
   ``trace_id``/``span_id``) overrides the computed value instead of raising
   the stdlib's "Attempt to overwrite" ``KeyError``.
-* **OTLP handler.** One :class:`OtelkitLogHandler` on the root logger at
-  ``settings.log_level``; re-init re-points it, never adds a second one. The
-  exported OTel ``LogRecord`` carries the trace context on the record itself
+* **OTLP handler.** One :class:`OtelkitLogHandler` at ``settings.log_level``;
+  re-init re-points it, never adds a second one. It is *not* in
+  ``logging.root.handlers``: a wrapper around ``logging.Logger.callHandlers``
+  (the hook Sentry's logging integration uses too) hands it every record that
+  reaches the root logger, after the application's own handlers. So
+  ``logging.basicConfig()`` after ``init()`` still configures the console (it
+  only acts when the root logger has no handlers), ``basicConfig(force=True)``
+  and ``dictConfig`` cannot remove it, and a record logged where no handler
+  is configured still reaches Python's last-resort stderr handler as it would
+  without otelkit. The exported OTel ``LogRecord`` carries the trace context on the record itself
   (``trace_id``/``span_id``/``trace_flags``), from the context current when
   the stdlib record was created. Records of the ``otelkit`` and
   ``opentelemetry`` loggers, of the exporters' transports (``grpc``,
@@ -27,9 +34,16 @@ Three pieces, all installed by :func:`install` (called by ``init()``):
 The record factory is installed when this module is first imported and stays
 (see :func:`uninstall`).
 
-If the root logger's level is above ``settings.log_level`` it is lowered to
-it (otherwise ``logger.info`` never creates a record to export);
-:func:`uninstall` restores it.
+Levels. Only when log records are exported (an exporter or a log processor
+is configured) and the root logger's level is above ``settings.log_level`` is
+the root logger lowered to it: otherwise ``logger.info`` never creates a record
+to export. The application's handlers still see only what its own level lets
+through: a record below the level the application gave the root logger, from a
+logger whose level comes from the root, is exported and handed to no other
+handler. The root logger's ``setLevel`` is watched (``basicConfig(level=...)``
+and ``dictConfig`` after ``init()`` call it): the new level becomes the
+application's level and the root stays low enough to export. With logs not
+exported, no level is touched. :func:`uninstall` restores all of it.
 """
 
 from __future__ import annotations
@@ -396,64 +410,216 @@ class OtelkitLogHandler(logging.Handler):
 _EMPTY_CONTEXT = trace.set_span_in_context(trace.INVALID_SPAN, context_api.Context())
 
 _handler: OtelkitLogHandler | None = None
-_root_level_before: int | None = None
 _lock = threading.Lock()
+_root = logging.root
+
+# Root level split (see the module docstring): the level the application gave the root logger and the
+# lower one otelkit set so records at ``log_level`` exist. None while otelkit has not lowered it.
+_app_root_level: int | None = None
+_our_root_level: int | None = None
+_console_logs = False  # records also print on the console: Python's last-resort handler would print them twice
 
 
-def install(settings: Settings, logger_provider: Any) -> None:
+def _reaches_root(logger: logging.Logger) -> tuple[bool, bool]:
+    """``(reaches, level_from_root)``: does a record of ``logger`` propagate to the root logger, and does
+    ``logger``'s effective level come from the root's (no logger on the way has a level of its own)?"""
+    node: logging.Logger | None = logger
+    from_root = True
+    while node is not _root:
+        if node is None or not node.propagate:
+            return False, False
+        if node.level:
+            from_root = False
+        node = node.parent
+    return True, from_root
+
+
+def _make_call_handlers(original: Callable[[logging.Logger, logging.LogRecord], None]
+                        ) -> Callable[[logging.Logger, logging.LogRecord], None]:
+    def callHandlers(self: logging.Logger, record: logging.LogRecord) -> None:
+        handler = _handler
+        if handler is None or record.levelno < handler.level:
+            original(self, record)
+            return
+        try:
+            reaches, from_root = _reaches_root(self)
+        except Exception:  # a broken logger hierarchy: behave as the stdlib would
+            reaches = from_root = False
+        if not reaches:
+            original(self, record)
+            return
+        app_level = _app_root_level
+        if app_level is not None and _root.level != _our_root_level:
+            _root_level_changed()
+            app_level = None
+        # A record that exists only because otelkit lowered the root level: exported, shown to no one else.
+        if app_level is None or record.levelno >= app_level or not from_root:
+            original(self, record)
+        try:
+            handler.handle(record)
+        except Exception:
+            pass  # emit() already never raises; a broken filter of the user's must not break logging
+
+    callHandlers._otelkit = True  # type: ignore[attr-defined]
+    callHandlers._otelkit_original = original  # type: ignore[attr-defined]
+    return callHandlers
+
+
+def _root_level_changed() -> None:
+    """The application assigned ``root.level`` directly: its level rules from then on."""
+    global _app_root_level, _our_root_level
+    _app_root_level = _our_root_level = None
+    handler = _handler
+    if handler is not None and _root.level > handler.level:
+        from otelkit._internal_log import logger
+
+        logger.warning("otelkit: the root logger's level was assigned directly (logging.root.level = %s) after "
+                       "otelkit.init(); %s records are no longer created, so they are not exported. Use "
+                       "logging.getLogger().setLevel(...) (otelkit then keeps exporting them and your handlers "
+                       "still show only your level), or set OTELKIT_LOG_LEVEL=%s to export only what you keep",
+                       logging.getLevelName(_root.level), logging.getLevelName(handler.level),
+                       logging.getLevelName(_root.level))
+
+
+def _install_call_handlers() -> None:
+    if not getattr(logging.Logger.callHandlers, "_otelkit", False):
+        logging.Logger.callHandlers = _make_call_handlers(logging.Logger.callHandlers)  # type: ignore[method-assign,assignment]
+
+
+def _remove_call_handlers() -> None:
+    # Only when ours is the outermost wrapper: someone (Sentry) may have wrapped it since; then it stays and,
+    # with no handler, only forwards.
+    current = logging.Logger.callHandlers
+    original = getattr(current, "_otelkit_original", None)
+    if getattr(current, "_otelkit", False) and original is not None:
+        logging.Logger.callHandlers = original  # type: ignore[method-assign]
+
+
+class _LastResort(logging.Handler):
+    """Python's last-resort handler, silent for a record otelkit prints on the console anyway.
+
+    Only installed while logs go to the console: a warning of an application that configured no
+    logging would otherwise print twice (once plain, once as otelkit's log line).
+    """
+
+    def __init__(self, inner: logging.Handler) -> None:
+        super().__init__(inner.level)
+        self.inner = inner
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        handler = _handler
+        if _console_logs and handler is not None and record.levelno >= handler.level \
+                and not _never_exported(record.name):
+            logger = _root if record.name == "root" else logging.Logger.manager.loggerDict.get(record.name)
+            if isinstance(logger, logging.Logger) and _reaches_root(logger)[0]:
+                return False
+        return bool(self.inner.handle(record))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.inner.emit(record)
+
+
+def _set_console(console: bool) -> None:
+    global _console_logs
+    _console_logs = console
+    current = logging.lastResort
+    if console and current is not None and not isinstance(current, _LastResort):
+        logging.lastResort = _LastResort(current)
+    elif not console and isinstance(current, _LastResort):
+        logging.lastResort = current.inner
+
+
+def _watched_set_level(level: int | str) -> None:
+    """``logging.root.setLevel`` while otelkit keeps the root low enough to export: the application's
+    level is remembered (its handlers keep seeing only that) and the root stays at ``log_level``."""
+    global _app_root_level, _our_root_level
+    with _lock:
+        logging.Logger.setLevel(_root, level)
+        _app_root_level = _our_root_level = None
+        _lower_root()
+
+
+def _lower_root() -> None:
+    global _app_root_level, _our_root_level
+    handler = _handler
+    current = _root.level
+    if handler is not None and current and current > handler.level:  # NOTSET (0) lets everything through
+        _app_root_level = current
+        logging.Logger.setLevel(_root, handler.level)
+        _our_root_level = _root.level
+
+
+def _watch_root_level(on: bool) -> None:
+    if on:
+        if _root.__dict__.get("setLevel") is not _watched_set_level:
+            _root.setLevel = _watched_set_level  # type: ignore[method-assign]
+    elif _root.__dict__.get("setLevel") is _watched_set_level:
+        del _root.setLevel
+
+
+def install(settings: Settings, logger_provider: Any, *, export: bool = True, console: bool = False) -> None:
     """Install the record factory and the single OTLP handler (idempotent; re-init re-points it).
 
     Args:
         settings: Reads ``log_level``, ``log_correlation`` and ``disabled``.
         logger_provider: The logger provider records go to (otelkit's proxy or an SDK
             ``LoggerProvider``); ``None`` installs only the record fields.
+        export: Log records are exported somewhere (an exporter or a processor is configured). Only
+            then may the root logger's level be lowered to ``log_level``.
+        console: Log records are printed on the console by otelkit.
     """
-    global _handler, _root_level_before
+    global _handler
     level = int(getattr(settings, "log_level", logging.INFO))
     correlation = bool(getattr(settings, "log_correlation", True))
     disabled = bool(getattr(settings, "disabled", False))
     with _lock:
         install_record_factory(correlation and not disabled)
         root = logging.getLogger()
-        if disabled or logger_provider is None:
-            _remove_handler(root)
-            return
-        # Never two: also drop handlers of ours left by an earlier import of this module.
+        # Never two: drop handlers of ours left on the root logger by an earlier version or import.
         for existing in list(root.handlers):
-            if type(existing).__name__ == "OtelkitLogHandler" and existing is not _handler:
+            if type(existing).__name__ == "OtelkitLogHandler":
                 root.removeHandler(existing)
+        if disabled or logger_provider is None:
+            _remove_handler()
+            return
         if _handler is None:
             _handler = OtelkitLogHandler(logger_provider, level)
         else:
             _handler.set_provider(logger_provider)
             _handler.setLevel(level)
-        if _handler not in root.handlers:
-            root.addHandler(_handler)
-        if root.level > level or root.level == logging.NOTSET and level < logging.WARNING:
-            if _root_level_before is None:
-                _root_level_before = root.level
-            root.setLevel(level)
+        _install_call_handlers()
+        _set_console(console)
+        _restore_root_level()
+        if export:
+            _lower_root()
+        _watch_root_level(export)
 
 
-def _remove_handler(root: logging.Logger) -> None:
-    global _handler, _root_level_before
-    if _handler is not None:
-        root.removeHandler(_handler)
-        _handler = None
-    if _root_level_before is not None:
-        root.setLevel(_root_level_before)
-        _root_level_before = None
+def _restore_root_level() -> None:
+    global _app_root_level, _our_root_level
+    if _app_root_level is not None and _root.level == _our_root_level:
+        logging.Logger.setLevel(_root, _app_root_level)
+    _app_root_level = _our_root_level = None
+
+
+def _remove_handler() -> None:
+    global _handler
+    _handler = None
+    _watch_root_level(False)
+    _restore_root_level()
+    _set_console(False)
+    _remove_call_handlers()
 
 
 def uninstall() -> None:
-    """Remove the OTLP handler and restore the root level.
+    """Remove the OTLP handler and restore the root level and the last-resort handler.
 
     The record factory stays: format strings using ``%(trace_id)s`` keep working
     after ``otelkit.shutdown()``, a disabled re-init or a test reset (with no
     span the fields are ``""``). :func:`remove_record_factory` takes it out.
     """
     with _lock:
-        _remove_handler(logging.getLogger())
+        _remove_handler()
 
 
 def remove_record_factory() -> None:

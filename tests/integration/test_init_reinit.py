@@ -48,7 +48,11 @@ def http_url() -> Iterator[str]:
 
 
 def _otelkit_handlers() -> list[logging.Handler]:
-    return [h for h in logging.getLogger().handlers if type(h).__module__.startswith("otelkit")]
+    from otelkit import _logs
+
+    on_root = [h for h in logging.getLogger().handlers if type(h).__module__.startswith("otelkit")]
+    handler = _logs.otlp_handler()
+    return on_root + ([handler] if handler is not None else [])
 
 
 def test_three_inits_one_handler_one_instrumentation_one_span(http_url: str) -> None:

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import otelkit
+from otelkit import _logs
 from otelkit.testing import CapturedTelemetry
 
 # Deterministic by default so CI stays reproducible; OTELKIT_FUZZ=N explores N times more random examples.
@@ -135,7 +136,8 @@ class _OnlyOtelkit(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
         logger = self.logger
-        (handler,) = [h for h in logging.getLogger().handlers if type(h).__module__ == "otelkit._logs"]
+        handler = _logs.otlp_handler()
+        assert handler is not None
         saved, saved_propagate = logger.handlers[:], logger.propagate
         logger.handlers[:] = [handler]
         logger.propagate = False

@@ -52,7 +52,10 @@ def _ids(span: Any) -> tuple[str, str]:
 
 
 def _otlp_handlers() -> list[logging.Handler]:
-    return [h for h in logging.getLogger().handlers if type(h).__name__ == "OtelkitLogHandler"]
+    """otelkit's handler; never one in ``root.handlers`` (basicConfig must not see it), so at most one."""
+    assert [h for h in logging.getLogger().handlers if type(h).__name__ == "OtelkitLogHandler"] == []
+    handler = _logs.otlp_handler()
+    return [handler] if handler is not None else []
 
 
 def test_plain_handler_format_gets_trace_and_correlation(
