@@ -724,7 +724,8 @@ PARAMS: tuple[Param, ...] = (
        arg="service_name", default_doc="derived from the program"),
     _p("service_version", "OTELKIT_SERVICE_VERSION", _str, None,
        "`service.version`. Else `service.version` in OTEL_RESOURCE_ATTRIBUTES, else the installed version of the "
-       "program's distribution.", arg="service_version", default_doc="installed distribution version"),
+       "program's distribution (not of a runner such as pytest, gunicorn or celery).", arg="service_version",
+       default_doc="installed distribution version"),
     _p("environment", "OTELKIT_ENVIRONMENT", _str, None,
        "`deployment.environment.name` (e.g. production, staging). Else `deployment.environment.name` (or the "
        "older `deployment.environment`) in OTEL_RESOURCE_ATTRIBUTES.", arg="environment"),

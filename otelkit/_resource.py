@@ -91,6 +91,17 @@ def derive_service_version() -> tuple[str | None, str]:
     return _derive_version(argv0, _main_module_name())
 
 
+# Programs that run someone else's code (test runners, servers, task workers, shells, profilers): their
+# version is not the service's. ``pytest`` would otherwise stamp every test's telemetry with pytest's version.
+_RUNNERS = frozenset((
+    "pytest", "py.test", "_pytest", "coverage", "nox", "tox", "hatch", "pdm", "poetry", "pipx",
+    "ipython", "IPython", "jupyter", "ipykernel", "ipykernel_launcher", "debugpy", "pydevd",
+    "gunicorn", "uvicorn", "hypercorn", "daphne", "granian", "waitress", "waitress-serve", "flask",
+    "django-admin", "celery", "rq", "dramatiq", "huey", "huey_consumer", "arq", "streamlit", "locust",
+    "behave", "nose2", "opentelemetry-instrument", "opentelemetry",
+))
+
+
 @lru_cache(maxsize=8)
 def _derive_version(argv0: str, module: str | None) -> tuple[str | None, str]:
     from importlib import metadata
@@ -98,10 +109,14 @@ def _derive_version(argv0: str, module: str | None) -> tuple[str | None, str]:
     try:
         if module:
             top = module.split(".", 1)[0]
+            if top in _RUNNERS:
+                return None, f"nothing found ({top} runs other code: its version is not the service's)"
             dists = metadata.packages_distributions().get(top) or []
             for dist in dists:
                 return metadata.version(dist), f"the installed distribution {dist}"
         base = os.path.basename(argv0)
+        if base in _RUNNERS:
+            return None, f"nothing found ({base} runs other code: its version is not the service's)"
         if base and not base.endswith(".py"):
             for ep in metadata.entry_points(group="console_scripts", name=base):
                 if ep.dist is not None:

@@ -72,6 +72,17 @@ def test_console_script_of_an_installed_package_gets_its_version(tmp_path: Path)
     assert out["resource"] == PIP_VERSION
 
 
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_under_pytest_the_version_is_not_pytests(tmp_path: Path, how: str) -> None:
+    (tmp_path / "test_probe.py").write_text("def test_ok():\n    pass\n")
+    runner = [sys.executable, "-m", "pytest"] if how == "module" else [str(Path(sys.executable).with_name("pytest"))]
+    if how == "script" and not Path(runner[0]).exists():
+        pytest.skip(f"no pytest console script next to {sys.executable}")
+    out = _run(tmp_path, [*runner, "-q", "-p", "no:cacheprovider", "-p", "no:otelkit", "test_probe.py"])
+    assert out["version"] is None
+    assert out["version"] != PYTEST_VERSION and out["resource"] is None
+
+
 def test_a_plain_script_gets_no_version(tmp_path: Path) -> None:
     # The negative control: a file that belongs to no distribution must not borrow one's version.
     script = tmp_path / "job.py"
@@ -95,8 +106,12 @@ def test_configured_version_beats_the_installed_distribution(tmp_path: Path, env
 
 def test_derivation_function_with_module_and_console_script_names() -> None:
     derive = _resource._derive_version.__wrapped__  # bypass the lru_cache: other tests may have filled it
-    version, how = derive("", "pytest")
-    assert (version, "pytest" in how) == (PYTEST_VERSION, True)
+    # A runner's version is not the service's: pytest, gunicorn, celery... run someone else's code.
+    for runner in ("pytest", "gunicorn.app.wsgiapp", "celery"):
+        version, how = derive("", runner)
+        assert version is None and "runs other code" in how
+    assert derive("/venv/bin/pytest", None)[0] is None
+    assert derive("/venv/bin/uvicorn", None)[0] is None
     assert derive("", "pip._internal.cli")[0] == PIP_VERSION  # a submodule maps to its top-level package
     assert derive("/somewhere/bin/pip", None)[0] == PIP_VERSION  # console_scripts entry point name
     assert derive("/somewhere/app.py", None) == (None, "nothing found")
