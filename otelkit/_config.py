@@ -69,6 +69,28 @@ class ConfigWarning(UserWarning):
     """A bad setting was replaced by its safe default (``strict=False``), or a default was guessed."""
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Frames between the caller and otelkit that are not the caller's code (``with capture_telemetry():``).
+_PASS_THROUGH = (os.sep + "contextlib.py",)
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first line outside otelkit (the caller's).
+
+    Call it in the function that calls ``warnings.warn``. A fixed number breaks as soon as the call path
+    changes (``init()`` -> ``resolve()`` -> ... or a test helper in between); this walks the stack instead.
+    """
+    level = 1
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith(_PACKAGE_DIR) and not filename.endswith(_PASS_THROUGH):
+            return level
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
 # --- masking --------------------------------------------------------------------------------------
 
 
@@ -907,7 +929,7 @@ class _Resolver:
         if message not in self._warned:
             self._warned.add(message)
             warnings.warn(f"otelkit: {message}; using the default ({shown_default}) instead", ConfigWarning,
-                          stacklevel=4)
+                          stacklevel=caller_stacklevel())
         return default
 
     def candidates(self, p: Param, signal: str | None) -> list[tuple[str, str, Any]]:

@@ -21,7 +21,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from otelkit import _proxy
-from otelkit._config import MAX_DURATION_SECONDS, ConfigError, ConfigWarning, Settings, mask_url, resolve
+from otelkit._config import (
+    MAX_DURATION_SECONDS,
+    ConfigError,
+    ConfigWarning,
+    Settings,
+    caller_stacklevel,
+    mask_url,
+    resolve,
+)
 from otelkit._internal_log import logger
 from otelkit._stats import ShutdownReport
 
@@ -223,7 +231,8 @@ def _user_objects(name: str, value: Any, strict: bool) -> tuple[Any, ...]:
         message = f"argument {name}={value!r:.200} is not valid: expected a sequence of {what}; got {bad[0]!r:.80}"
         if strict:
             raise ConfigError(message)
-        warnings.warn(f"otelkit: {message}; ignoring {len(bad)} item(s)", ConfigWarning, stacklevel=3)
+        warnings.warn(f"otelkit: {message}; ignoring {len(bad)} item(s)", ConfigWarning,
+                      stacklevel=caller_stacklevel())
     return tuple(i for i in items if not any(i is b for b in bad))
 
 
@@ -703,7 +712,7 @@ def _warn_derived_name(settings: Settings) -> None:
         _warned_derived_name = True
         warnings.warn(
             f"otelkit: no service name configured; using {settings.service_name!r} ({source}). "
-            "Set OTEL_SERVICE_NAME or init(service_name=...).", ConfigWarning, stacklevel=4)
+            "Set OTEL_SERVICE_NAME or init(service_name=...).", ConfigWarning, stacklevel=caller_stacklevel())
 
 
 def _describe(settings: Settings) -> str:
