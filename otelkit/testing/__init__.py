@@ -10,7 +10,7 @@ Two ways in:
           assert otelkit_capture.spans.names() == ["charge", "checkout"]
           assert otelkit_capture.spans.span("charge").attributes["amount"] == 10
           assert otelkit_capture.metric_points("orders.placed")[0].value == 1
-          assert otelkit_capture.logs[0].trace_id == otelkit_capture.spans.span("checkout").trace_id
+          assert otelkit_capture.logs[0].trace_id == otelkit_capture.spans.trace_id("checkout")
 
   ``@pytest.mark.otelkit(instrument=["httpx"], service_name="shop")`` passes
   ``init()`` keyword arguments to the fixture;
@@ -92,6 +92,16 @@ class CapturedSpans(Sequence[ReadableSpan]):
             raise AssertionError(f"expected exactly one span named {name!r}, found {len(found)}; "
                                  f"spans: {self.names()!r}")
         return found[0]
+
+    def trace_id(self, name: str) -> str:
+        """The trace ID of the one span called ``name``, as lower-case hex (as on :class:`CapturedLog`)."""
+        context = self.span(name).context
+        return format(context.trace_id, "032x") if context is not None else ""
+
+    def span_id(self, name: str) -> str:
+        """The span ID of the one span called ``name``, as lower-case hex (as on :class:`CapturedLog`)."""
+        context = self.span(name).context
+        return format(context.span_id, "016x") if context is not None else ""
 
     def roots(self) -> list[ReadableSpan]:
         """Spans without a local parent."""
