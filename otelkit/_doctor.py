@@ -633,16 +633,21 @@ def _check_instrumentations(report: Report, settings: Any) -> None:
         verdict: Status = {"enabled": "ok", "failed": "fail"}.get(state, "info")  # type: ignore[assignment]
         fix = "see the error above; OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=" + name + " turns it off" \
             if state == "failed" else ""
+        details = {"state": state}
+        version = getattr(status, "version", None)
+        if version:
+            details["version"] = str(version)
         report.add(Check("instrumentations", name, verdict, state + (f": {reason}" if reason else ""), fix,
-                         {"state": state}))
+                         details))
 
 
 def _planned_integrations(settings: Any) -> list[Any]:
     """What ``init()`` would instrument here, asked of otelkit's instrumentation module itself.
 
-    Without a dry-run API, the doctor instruments its own throwaway process against the no-op global
-    providers (nothing is exported) and removes it again, so versions, entry points and failures are
-    the real verdicts; the static fallback below only runs if that fails.
+    ``otelkit._instrument.plan`` answers from the settings and package metadata without importing the
+    libraries (importing redis, httpx, psycopg2 and their instrumentations took most of the doctor's
+    time). Without it, the doctor instruments its own throwaway process against the no-op global
+    providers and removes it again; the static fallback below only runs if that fails.
     """
     try:
         instrument = importlib.import_module("otelkit._instrument")
@@ -712,13 +717,15 @@ def _rejected_dsn() -> tuple[str, str] | None:
 def _check_sentry(report: Report, settings: Any, *, timeout: float, send: bool) -> None:
     sentry = getattr(settings, "sentry", None)
     dsn = getattr(sentry, "dsn", None)
+    if not dsn and _rejected_dsn() is None:
+        report.add(Check("sentry", "dsn", "skip", "no Sentry DSN (SENTRY_DSN): errors are not sent to Sentry"))
+        return
+    # Imported only when there is a DSN to check: sentry_sdk costs ~0.1 s to import.
     from sentry_sdk.utils import BadDsn, Dsn
 
     if not dsn:
         rejected = _rejected_dsn()
-        if rejected is None:
-            report.add(Check("sentry", "dsn", "skip", "no Sentry DSN (SENTRY_DSN): errors are not sent to Sentry"))
-            return
+        assert rejected is not None
         # The lenient read replaced an invalid DSN by "off": saying "no DSN" here would contradict
         # the configuration FAIL above and hide that the user's errors are not reaching Sentry.
         variable, raw = rejected
@@ -961,11 +968,23 @@ def render_text(report: Report, *, color: bool = False) -> str:
             hidden = len(report.config) - len(rows)
             if hidden:
                 out.append(f"    ... and {hidden} more at their defaults (--json shows all)")
+        if key == "instrumentations":
+            # One screen: the enabled ones on one line; only what is off or broken gets a line of its own.
+            enabled = [c for c in checks if c.status == "ok"]
+            if enabled:
+                names = ", ".join(c.name + (f" {c.details['version']}" if c.details.get("version") and
+                                            c.name not in ("threading", "system_metrics") else "") for c in enabled)
+                out.append(f"  {paint('ok', _MARK['ok'])} enabled: {names}")
+            checks = [c for c in checks if c.status != "ok"]
+        shown_fixes: set[str] = set()
         for check in checks:
             name = f"{check.name}: " if check.name and check.section not in ("config",) else ""
             out.append(f"  {paint(check.status, _MARK[check.status])} {name}{check.summary}")
-            if check.fix and check.status in ("fail", "warn"):
+            # Notes (info) carry a next step too (e.g. how to ship telemetry): shown once per section.
+            if check.fix and (check.status in ("fail", "warn") or
+                              (check.status == "info" and check.fix not in shown_fixes)):
                 out.append(f"         -> {check.fix}")
+                shown_fixes.add(check.fix)
         out.append("")
     failures = report.failures
     warns = [c for c in report.checks if c.status == "warn"]
@@ -977,6 +996,10 @@ def render_text(report: Report, *, color: bool = False) -> str:
             out.append(f"  - [{check.section}] {check.name}: {summary}")
     else:
         out.append(paint("ok", "HEALTHY") + (f" with {len(warns)} warning(s)" if warns else ""))
+    todo = list(dict.fromkeys(c.fix for c in (*failures, *warns) if c.fix))
+    if todo:
+        out.append("What to do:")
+        out.extend(f"  {i}. {fix}" for i, fix in enumerate(todo, 1))
     return "\n".join(out)
 
 

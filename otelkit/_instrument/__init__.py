@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from otelkit._config import Settings
 
-__all__ = ["IntegrationStatus", "instrument_all", "integration_status", "uninstrument_all"]
+__all__ = ["IntegrationStatus", "instrument_all", "integration_status", "plan", "uninstrument_all"]
 
 LIBRARIES: tuple[ModuleType, ...] = (_redis, _psycopg2, _httpx, _threading)
 """Integrations selected by ``instrument=`` (plus entry points)."""
@@ -286,6 +286,35 @@ def _instrument_all(
             logger.warning("otelkit: instrument= names %r: %s", name, reason)
             statuses.append(IntegrationStatus(name, "skipped", reason))
     _status = tuple(statuses)
+    return statuses
+
+
+def plan(settings: Settings) -> list[IntegrationStatus]:
+    """What ``instrument_all(settings, ...)`` would do here, from settings and package metadata only.
+
+    Nothing is imported or patched (``otelkit doctor`` answers in well under a second): a library that is
+    installed in a supported version, with its contrib instrumentation present, is "enabled (would be
+    instrumented)". Entry points are listed with the reason they are off, or as "would be enabled".
+    """
+    ctx = _common.Context(settings, _common.FOLLOWING_TRACER_PROVIDER, None)
+    statuses: list[IntegrationStatus] = [_logging.instrument(ctx)]
+    for module in (*LIBRARIES, _system_metrics):
+        name = module.NAME
+        reason = _disabled_reason(name, settings, "system_metrics" if module is _system_metrics else "library")
+        try:
+            statuses.append(IntegrationStatus(name, "disabled", reason) if reason is not None else module.plan())
+        except Exception as exc:
+            statuses.append(IntegrationStatus(name, "failed", f"{type(exc).__name__}: {exc}"))
+    known = set(BUILTIN_NAMES)
+    for ep in entry_points.available():
+        known.add(ep.name)
+        reason = _disabled_reason(ep.name, settings, "entry_point")
+        statuses.append(IntegrationStatus(ep.name, "disabled", reason) if reason is not None else
+                        IntegrationStatus(ep.name, "enabled", f"entry point {ep.value} would be instrumented"))
+    for name in _names(_common.settings_get(settings, "instrument", None)) or ():
+        if name not in known:
+            statuses.append(IntegrationStatus(name, "skipped",
+                                              f"unknown integration (known here: {', '.join(sorted(known))})"))
     return statuses
 
 

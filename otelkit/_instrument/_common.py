@@ -246,6 +246,25 @@ def supported_dist(integration: str, dists: Sequence[str], minimum: tuple[int, .
     return found
 
 
+def plan_library(integration: str, dists: Sequence[str], minimum: tuple[int, ...], needs: str, install: str,
+                 contrib: str | None) -> IntegrationStatus:
+    """What ``instrument()`` would say, from package metadata alone: nothing is imported (``otelkit doctor``)."""
+    found = supported_dist(integration, dists, minimum, needs, install)
+    if isinstance(found, IntegrationStatus):
+        return found
+    dist, version = found
+    if contrib is not None:
+        from importlib.util import find_spec
+
+        try:
+            missing = find_spec(contrib) is None
+        except (ImportError, ValueError):
+            missing = True
+        if missing:
+            return IntegrationStatus(integration, "skipped", f"{contrib} is not installed", version=version)
+    return IntegrationStatus(integration, "enabled", f"{dist} {version} would be instrumented", version=version)
+
+
 def version_tuple(version: str) -> tuple[int, ...]:
     parts = []
     for piece in version.split("."):

@@ -144,6 +144,11 @@ async def _async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwa
         _record(request, response, start, error)
 
 
+def plan() -> IntegrationStatus:
+    """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
+    return _common.plan_library(NAME, ("httpx",), MIN_VERSION, "0.18", "httpx", "opentelemetry.instrumentation.httpx")
+
+
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     found = _common.supported_dist(NAME, ("httpx",), MIN_VERSION, "0.18", "httpx")
     if isinstance(found, IntegrationStatus):

@@ -213,6 +213,12 @@ def _connect(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
     return wrapped(*args, **kwargs)
 
 
+def plan() -> IntegrationStatus:
+    """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
+    return _common.plan_library(NAME, ("psycopg2", "psycopg2-binary"), MIN_VERSION, "2.7.3.1", "psycopg2-binary",
+                                "opentelemetry.instrumentation.psycopg2")
+
+
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     found = _common.supported_dist(NAME, ("psycopg2", "psycopg2-binary"), MIN_VERSION, "2.7.3.1", "psycopg2-binary")
     if isinstance(found, IntegrationStatus):

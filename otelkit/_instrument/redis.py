@@ -149,6 +149,11 @@ def _targets() -> list[tuple[Any, str, Any]]:
     return targets
 
 
+def plan() -> IntegrationStatus:
+    """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
+    return _common.plan_library(NAME, ("redis",), MIN_VERSION, "4.0", "redis", "opentelemetry.instrumentation.redis")
+
+
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     found = _common.supported_dist(NAME, ("redis",), MIN_VERSION, "4.0", "redis")
     if isinstance(found, IntegrationStatus):

@@ -48,6 +48,16 @@ def _config() -> dict[str, list[str] | None]:
     return {k: v for k, v in CONFIG.items() if not any(fnmatch.fnmatch(k, p) for p in excluded)}
 
 
+def plan() -> IntegrationStatus:
+    """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
+    status = _common.plan_library(NAME, ("psutil",), (0,), "any", "psutil",
+                                  "opentelemetry.instrumentation.system_metrics")
+    if status.state != "enabled":
+        return status
+    return IntegrationStatus(NAME, "enabled", f"{len(_config())} metrics would be recorded: process CPU/memory/"
+                             "threads/fds, CPython GC, host CPU/memory/network", version=status.version)
+
+
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     found = _common.dist_version("psutil")
     if found is None:

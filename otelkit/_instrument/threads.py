@@ -98,6 +98,13 @@ def _has_otelkit_layer(owner: type, attribute: str) -> bool:
     return False
 
 
+def plan() -> IntegrationStatus:
+    """What :func:`instrument` would report (``otelkit doctor``)."""
+    if "_bootstrap_inner" not in vars(threading.Thread):
+        return IntegrationStatus(NAME, "skipped", "this Python's threading.Thread has no _bootstrap_inner")
+    return IntegrationStatus(NAME, "enabled", REASON, version=platform.python_version())
+
+
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     global _active
     if "_bootstrap_inner" not in vars(threading.Thread):
