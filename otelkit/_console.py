@@ -34,12 +34,9 @@ from typing import IO, Any
 
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import (
-    Gauge,
-    Histogram,
     MetricExporter,
     MetricExportResult,
     MetricsData,
-    Sum,
 )
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -56,6 +53,7 @@ KEY_ATTRIBUTES = (
     "otelkit.pipeline.stage", "otelkit.outcome", "otelkit.correlation_id", "error.type",
 )
 _MAX_VALUE = 80
+_MAX_REMEMBERED_NAMES = 4096
 
 _RESET = "\x1b[0m"
 _DIM = "\x1b[2m"
@@ -138,6 +136,23 @@ def _short(value: object) -> str:
     return text
 
 
+MAX_TRACEBACK_LINES = 40
+
+
+def traceback_lines(stacktrace: object, prefix: str, paint: Any) -> list[str]:
+    """An exception's formatted traceback as indented lines (control characters escaped).
+
+    Long ones keep their first line and their last lines (where the error is), with a count of what was left out.
+    """
+    if not isinstance(stacktrace, str) or not stacktrace.strip():
+        return []
+    lines = [clean(line) for line in stacktrace.rstrip("\n").splitlines()]
+    if len(lines) > MAX_TRACEBACK_LINES:
+        keep = MAX_TRACEBACK_LINES - 2
+        lines = [lines[0], f"  … {len(lines) - 1 - keep} more lines …", *lines[-keep:]]
+    return [prefix + paint(_RED if i == len(lines) - 1 else _DIM, line) for i, line in enumerate(lines)]
+
+
 def key_attributes(attributes: Mapping[str, object] | None) -> str:
     """The :data:`KEY_ATTRIBUTES` present, as ``k=v`` pairs."""
     if not attributes:
@@ -204,6 +219,16 @@ class TreeConsoleSpanExporter(SpanExporter):
         self._max_wait = max_wait
         self._lock = threading.Lock()
         self._shutdown = False
+        # Names of recently seen spans by span ID, so a link (consumer -> producer) names its target.
+        self._names: dict[int, str] = {}
+
+    def _remember(self, spans: Iterable[ReadableSpan]) -> None:
+        names = self._names
+        for span in spans:
+            if span.context is not None:
+                names[span.context.span_id] = span.name
+        while len(names) > _MAX_REMEMBERED_NAMES:
+            del names[next(iter(names))]
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Buffer the spans; print every trace whose local root is among them."""
@@ -212,6 +237,7 @@ class TreeConsoleSpanExporter(SpanExporter):
         ready: list[tuple[list[ReadableSpan], bool]] = []
         now = time.monotonic()
         with self._lock:
+            self._remember(spans)
             for span in spans:
                 context = span.context
                 if context is None:
@@ -259,14 +285,16 @@ class TreeConsoleSpanExporter(SpanExporter):
     def render(self, spans: Sequence[ReadableSpan], partial: bool = False, *, colour: bool = False,
                unicode: bool = True) -> str:
         """The tree for the spans of one trace, as text (public for tests and ``otelkit demo``)."""
-        return _render_tree(spans, partial, colour=colour, unicode=unicode)
+        return _render_tree(spans, partial, colour=colour, unicode=unicode, names=dict(self._names))
 
     def _print(self, spans: list[ReadableSpan], partial: bool) -> None:
         try:
             stream = self._out.stream()
-            text = _render_tree(spans, partial, colour=self._out.colour(), unicode=True)
+            with self._lock:
+                names = dict(self._names)
+            text = _render_tree(spans, partial, colour=self._out.colour(), unicode=True, names=names)
             if not _can_encode(stream, text):
-                text = _ascii(_render_tree(spans, partial, colour=False, unicode=False), stream)
+                text = _ascii(_render_tree(spans, partial, colour=False, unicode=False, names=names), stream)
             with self._out.lock:
                 self._out.write(text)
         except Exception:  # a console printer must not break the export pipeline
@@ -279,7 +307,51 @@ def _kind_name(kind: SpanKind) -> str:
     return kind.name.lower()
 
 
-def _render_tree(spans: Sequence[ReadableSpan], partial: bool, *, colour: bool, unicode: bool) -> str:
+MAX_LINKS_SHOWN = 3
+
+
+def _tracebacks(spans: Sequence[ReadableSpan]) -> dict[int | None, str]:
+    """span ID -> the traceback to print under it: one per exception, under the innermost span it went through.
+
+    An exception leaving nested spans is recorded on each (instrumented libraries, the SDK's own context
+    manager); its traceback grows as it unwinds. Printed once, the fullest text, where it was raised.
+    """
+    found: dict[tuple[object, object], tuple[int, int | None, str]] = {}  # key -> (end, span_id, text)
+    fullest: dict[tuple[object, object], str] = {}
+    for span in spans:
+        for event in span.events or ():
+            attributes = event.attributes
+            if event.name != "exception" or not attributes:
+                continue
+            text = attributes.get("exception.stacktrace")
+            if not isinstance(text, str) or not text:
+                continue
+            key = (attributes.get("exception.type"), attributes.get("exception.message"))
+            end = span.end_time or 0
+            if key not in found or end < found[key][0]:
+                found[key] = (end, span.context.span_id if span.context is not None else None, text)
+            if len(text) > len(fullest.get(key, "")):
+                fullest[key] = text
+    return {span_id: fullest[key] for key, (_end, span_id, _text) in found.items()}
+
+
+def _link_lines(span: ReadableSpan, names: Mapping[int, str], unicode: bool) -> list[str]:
+    """``↳ linked to send orders (trace 97eb8b80, span 91cbf562)``: where a consumer's message came from."""
+    links = list(span.links or ())
+    out = []
+    arrow = "↳" if unicode else "->"
+    for link in links[:MAX_LINKS_SHOWN]:
+        context = link.context
+        name = names.get(context.span_id)
+        what = f"{clean(name)} " if name else ""
+        out.append(f"{arrow} linked to {what}(trace {context.trace_id:032x}, span {context.span_id:016x})")
+    if len(links) > MAX_LINKS_SHOWN:
+        out.append(f"{arrow} … and {len(links) - MAX_LINKS_SHOWN} more links")
+    return out
+
+
+def _render_tree(spans: Sequence[ReadableSpan], partial: bool, *, colour: bool, unicode: bool,
+                 names: Mapping[int, str] | None = None) -> str:
     if not spans:
         return ""
     paint = _painter(colour)
@@ -303,11 +375,18 @@ def _render_tree(spans: Sequence[ReadableSpan], partial: bool, *, colour: bool, 
     if partial:
         header += " (partial: root not ended yet)"
     lines = [paint(_DIM, header)]
+    tracebacks = _tracebacks(spans)
     branch, last, pipe, blank = ("├─ ", "└─ ", "│  ", "   ") if unicode else ("|- ", "`- ", "|  ", "   ")
 
     def walk(node: ReadableSpan, prefix: str, is_last: bool) -> None:
         lines.append(prefix + (last if is_last else branch) + _span_line(node, paint))
         kids = children.get(node.context.span_id if node.context is not None else None, [])
+        below = prefix + (blank if is_last else pipe) + (pipe if kids else blank)
+        for link in _link_lines(node, names or {}, unicode):
+            lines.append(below + paint(_CYAN, link))
+        stacktrace = tracebacks.get(node.context.span_id if node.context is not None else None)
+        if stacktrace:
+            lines.extend(traceback_lines(stacktrace, below, paint))
         for i, kid in enumerate(kids):
             walk(kid, prefix + (blank if is_last else pipe), i == len(kids) - 1)
 
@@ -364,7 +443,7 @@ class ConsoleLogExporter(LogRecordExporter):
             return LogRecordExportResult.FAILURE
         try:
             paint = _painter(self._out.colour())
-            text = "".join(format_log_line(item, paint) + "\n" for item in batch)
+            text = "".join(format_log_record(item, paint) for item in batch)
             if not _can_encode(self._out.stream(), text):
                 text = _ascii(text, self._out.stream())
             with self._out.lock:
@@ -382,6 +461,16 @@ class ConsoleLogExporter(LogRecordExporter):
     def shutdown(self) -> None:
         """Refuse later exports."""
         self._shutdown = True
+
+
+def format_log_record(item: Any, paint: Any = None) -> str:
+    """:func:`format_log_line` plus, for a record with an exception, its traceback (indented), newline-ended."""
+    paint = paint or _painter(False)
+    text = format_log_line(item, paint) + "\n"
+    record = getattr(item, "log_record", item)
+    stacktrace = (record.attributes or {}).get("exception.stacktrace")
+    lines = traceback_lines(stacktrace, "    ", paint)
+    return text + "".join(line + "\n" for line in lines)
 
 
 def format_log_line(item: Any, paint: Any = None) -> str:
@@ -420,9 +509,21 @@ def format_log_line(item: Any, paint: Any = None) -> str:
 
 
 class ConsoleMetricExporter(MetricExporter):
-    """A compact metric summary: one line per metric and attribute set.
+    """A short metric summary: the application's metrics one line per series, then one line each for the
+    process and for otelkit's own export counts.
 
-    ``  http.client.request.duration [s] histogram {http.request.method=GET} n=12 avg=0.013 min=0.002 max=0.041``
+    ::
+
+        metrics at 12:00:00
+          jobs.done [{job}]  emails  3
+          job.duration [s]  n=2 avg 200 ms max 300 ms
+          process  cpu 0.48 s (user 0.40 s, system 0.08 s) · memory 52.2 MiB · 2 threads · 6 fds · gc 148
+          telemetry  exported 4 spans, 2 log records · dropped none
+
+    Series are labelled by their attribute values (keys that only repeat the metric's name, such as
+    ``messaging.operation.type``, are left out). Host metrics (``system.*``) and utilisation gauges are not
+    shown: they mean something on a dashboard over time, not in one reading (the first utilisation reading
+    of a process is always 0). Everything still goes over OTLP when an endpoint is set.
 
     Args:
         stream: Where to write; ``None`` (default) means ``sys.stderr`` at write time.
@@ -430,7 +531,7 @@ class ConsoleMetricExporter(MetricExporter):
         max_series: Lines per metric before ``… N more``.
     """
 
-    def __init__(self, stream: IO[str] | None = None, *, colour: bool | None = None, max_series: int = 10,
+    def __init__(self, stream: IO[str] | None = None, *, colour: bool | None = None, max_series: int = 5,
                  preferred_temporality: dict[type, Any] | None = None,
                  preferred_aggregation: dict[type, Any] | None = None) -> None:
         super().__init__(preferred_temporality=preferred_temporality, preferred_aggregation=preferred_aggregation)
@@ -456,10 +557,21 @@ class ConsoleMetricExporter(MetricExporter):
         """The summary as text (empty when there is no point)."""
         paint = _painter(colour)
         lines: list[str] = []
+        runtime: dict[str, Any] = {}
         for resource_metrics in metrics_data.resource_metrics:
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
-                    lines.extend(self._metric_lines(metric, paint))
+                    name = metric.name
+                    if name.startswith(_RUNTIME_PREFIXES) or name.startswith("otelkit.telemetry."):
+                        runtime[name] = metric
+                    elif not name.startswith(_HIDDEN_PREFIXES):
+                        lines.extend(self._metric_lines(metric, paint))
+        process = _process_line(runtime)
+        if process:
+            lines.append(f"  {paint(_BOLD, 'process')}  {process}")
+        telemetry = _telemetry_line(runtime)
+        if telemetry:
+            lines.append(f"  {paint(_BOLD, 'telemetry')}  {telemetry}")
         if not lines:
             return ""
         header = paint(_DIM, f"metrics at {datetime.now().strftime('%H:%M:%S')}")
@@ -467,23 +579,16 @@ class ConsoleMetricExporter(MetricExporter):
 
     def _metric_lines(self, metric: Any, paint: Any) -> Iterable[str]:
         data = metric.data
-        if isinstance(data, Histogram):
-            kind = "histogram"
-        elif isinstance(data, Sum):
-            kind = "counter" if data.is_monotonic else "updowncounter"
-        elif isinstance(data, Gauge):
-            kind = "gauge"
-        else:
-            kind = type(data).__name__.lower()
-        unit = f" [{metric.unit}]" if metric.unit else ""
+        unit = f" [{clean(metric.unit)}]" if metric.unit else ""
         points = list(getattr(data, "data_points", ()))
+        if not points:
+            return
         for point in points[: self._max_series]:
-            attrs = clean(",".join(f"{k}={v}" for k, v in sorted((point.attributes or {}).items())))
-            label = f"{{{attrs}}} " if attrs else ""
-            yield f"  {paint(_BOLD, clean(metric.name))}{unit} {paint(_DIM, kind)} {label}{_point_value(point)}"
+            label = _series_label(point.attributes or {})
+            shown = f"  {paint(_DIM, label)}" if label else ""
+            yield f"  {paint(_BOLD, clean(metric.name))}{unit}{shown}  {_point_value(point, metric.unit)}"
         if len(points) > self._max_series:
-            yield f"  {metric.name} … {len(points) - self._max_series} more series"
-
+            yield f"  {clean(metric.name)} … {len(points) - self._max_series} more series"
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         """Nothing is buffered."""
         return True
@@ -492,17 +597,90 @@ class ConsoleMetricExporter(MetricExporter):
         """Nothing to release."""
 
 
+# Runtime metrics summed up in the "process" line; host metrics are left out of the console summary.
+_RUNTIME_PREFIXES = ("process.", "cpython.", "otelkit.telemetry.")
+_HIDDEN_PREFIXES = ("system.",)
+# Attribute keys that only repeat what the metric's name says.
+_REDUNDANT_KEYS = frozenset(("messaging.operation.name", "messaging.operation.type", "cpython.gc.generation"))
+
+
+def _series_label(attributes: Mapping[str, Any]) -> str:
+    return clean(" ".join(str(v) for k, v in sorted(attributes.items()) if k not in _REDUNDANT_KEYS))
+
+
 def _num(value: float | int) -> str:
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e15):
+        return str(int(value))
     return f"{value:.4g}"
 
 
-def _point_value(point: Any) -> str:
+def _with_unit(value: float | int, unit: str | None) -> str:
+    if unit == "s":
+        return format_duration(int(value * 1e9))
+    if unit == "ms":
+        return format_duration(int(value * 1e6))
+    if unit == "By":
+        return _bytes(value)
+    return _num(value)
+
+
+def _bytes(value: float | int) -> str:
+    amount = float(value)
+    for suffix in ("B", "KiB", "MiB", "GiB"):
+        if abs(amount) < 1024 or suffix == "GiB":
+            return f"{amount:.0f} {suffix}" if suffix == "B" else f"{amount:.1f} {suffix}"
+        amount /= 1024
+    return f"{amount:.1f} GiB"  # pragma: no cover - the loop always returns
+
+
+def _point_value(point: Any, unit: str | None = None) -> str:
     if hasattr(point, "bucket_counts"):
         count = point.count
         if not count:
             return "n=0"
-        return (f"n={count} avg={_num(point.sum / count)} min={_num(point.min)} max={_num(point.max)} "
-                f"sum={_num(point.sum)}")
-    return _num(point.value)
+        return (f"n={count} avg {_with_unit(point.sum / count, unit)} min {_with_unit(point.min, unit)} "
+                f"max {_with_unit(point.max, unit)}")
+    return _with_unit(point.value, unit)
+
+
+def _values(metric: Any) -> list[tuple[Mapping[str, Any], float]]:
+    if metric is None:
+        return []
+    return [(p.attributes or {}, p.value) for p in getattr(metric.data, "data_points", ()) if hasattr(p, "value")]
+
+
+def _process_line(runtime: Mapping[str, Any]) -> str:
+    """CPU time, memory, threads, fds and GC of this process, from the runtime metrics (utilisation left out)."""
+    parts: list[str] = []
+    cpu = {str(a.get("type", "")): v for a, v in _values(runtime.get("process.cpu.time"))}
+    if cpu:
+        detail = ", ".join(f"{k} {v:.2f} s" for k, v in cpu.items() if k)
+        parts.append(f"cpu {sum(cpu.values()):.2f} s" + (f" ({detail})" if detail else ""))
+    memory = _values(runtime.get("process.memory.usage"))
+    if memory:
+        parts.append(f"memory {_bytes(memory[0][1])}")
+    threads = _values(runtime.get("process.thread.count"))
+    if threads:
+        parts.append(f"{_num(threads[0][1])} threads")
+    fds = _values(runtime.get("process.open_file_descriptor.count"))
+    if fds:
+        parts.append(f"{_num(fds[0][1])} fds")
+    gc = _values(runtime.get("cpython.gc.collections"))
+    if gc:
+        parts.append(f"gc {_num(sum(v for _a, v in gc))} collections")
+    return " · ".join(parts)
+
+
+_ITEMS = {"traces": "spans", "metrics": "metric points", "logs": "log records"}
+
+
+def _telemetry_line(runtime: Mapping[str, Any]) -> str:
+    """What otelkit exported and dropped so far, by signal (and reason)."""
+    exported = [f"{_num(v)} {_ITEMS.get(str(a.get('otelkit.signal')), a.get('otelkit.signal'))}"
+                for a, v in _values(runtime.get("otelkit.telemetry.exported")) if v]
+    dropped = [f"{_num(v)} {_ITEMS.get(str(a.get('otelkit.signal')), a.get('otelkit.signal'))} "
+               f"({a.get('otelkit.reason', '?')})" for a, v in _values(runtime.get("otelkit.telemetry.dropped")) if v]
+    if not exported and not dropped and "otelkit.telemetry.exported" not in runtime:
+        return ""
+    return (f"exported {', '.join(exported) or 'nothing yet'} · "
+            f"dropped {', '.join(clean(d) for d in dropped) or 'none'}")

@@ -1570,7 +1570,9 @@ def build_log_processors(settings: Settings) -> list[Any]:
 
             # Printing is local and quick: print as it happens, in order with the application's output.
             exporter = _CountingLogExporter(_console("ConsoleLogExporter", ConsoleLogRecordExporter))
-            processors.append(SimpleLogRecordProcessor(exporter))
+            # The console is a destination like OTLP: it prints a scrubbed copy (the record is shared).
+            console: Any = SimpleLogRecordProcessor(exporter)
+            processors.append(ScrubbingLogProcessor(console, scrub) if scrub is not None else console)
         else:
             logger.warning("otelkit: %s is not an exporter for logs; ignored", dest.kind)
     return processors

@@ -79,7 +79,11 @@ def test_tree_with_indentation_kinds_durations_status_and_key_attributes(
     assert re.fullmatch(rf"   └─ publish  producer  {DURATION}  ERROR ConnectionError: refused  "
                         r"messaging.destination.name=jobs", lines[4])
     assert "hidden" not in out.getvalue() and "\x1b[" not in out.getvalue()
-    assert len(lines) == 5
+    # The exception went through publish and GET /orders (both recorded it): its traceback prints once,
+    # under publish, where it was raised.
+    assert lines[5] == "         Traceback (most recent call last):"
+    assert lines[-1] == "         ConnectionError: refused"
+    assert sum(1 for line in lines if "Traceback" in line) == 1
 
 
 def test_spans_arriving_in_batches_children_first_make_one_tree(out: io.StringIO) -> None:
@@ -202,7 +206,8 @@ def test_log_lines_from_the_logging_pipeline(out: io.StringIO) -> None:
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
-    first, second = out.getvalue().splitlines()
+    first, second, *traceback = out.getvalue().splitlines()
+    assert traceback[0] == "    Traceback (most recent call last):" and traceback[-1] == "    ValueError: bad input"
     short_trace = f"{span.get_span_context().trace_id:032x}"[:8]
     assert re.fullmatch(rf"\d\d:\d\d:\d\d\.\d{{3}}  WARN   app.console  order 7 stored  "
                         rf"trace={short_trace} span=\w{{8}}", first)
@@ -222,9 +227,9 @@ def test_metric_summary(out: io.StringIO) -> None:
     assert reader.force_flush(10_000)
     lines = out.getvalue().splitlines()
     assert re.fullmatch(r"metrics at \d\d:\d\d:\d\d", lines[0])
-    assert "  jobs.done [{job}] counter {queue=emails} 3" in lines
-    assert "  job.duration [s] histogram n=2 avg=0.2 min=0.1 max=0.3 sum=0.4" in lines
-    assert "  queue.depth updowncounter -2" in lines
+    assert "  jobs.done [{job}]  emails  3" in lines
+    assert "  job.duration [s]  n=2 avg 200.0 ms min 100.0 ms max 300.0 ms" in lines
+    assert "  queue.depth  -2" in lines
     provider.shutdown()
 
 
