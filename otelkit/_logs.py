@@ -481,18 +481,46 @@ def _root_level_changed() -> None:
                        logging.getLevelName(_root.level))
 
 
+_wrapper: Callable[..., Any] | None = None  # our Logger.callHandlers wrapper, while it is in the chain
+
+
+def _chain_contains(fn: Any, target: Any, depth: int = 6) -> bool:
+    """Is ``target`` ``fn`` or a function ``fn`` wraps (``__wrapped__``, or a closure cell: Sentry's wrapper)?"""
+    if fn is target:
+        return True
+    if depth == 0:
+        return False
+    inner = getattr(fn, "__wrapped__", None)
+    if inner is not None and _chain_contains(inner, target, depth - 1):
+        return True
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            content = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if callable(content) and _chain_contains(content, target, depth - 1):
+            return True
+    return False
+
+
 def _install_call_handlers() -> None:
-    if not getattr(logging.Logger.callHandlers, "_otelkit", False):
-        logging.Logger.callHandlers = _make_call_handlers(logging.Logger.callHandlers)  # type: ignore[method-assign,assignment]
+    global _wrapper
+    current = logging.Logger.callHandlers
+    # Sentry's logging integration wraps callHandlers too; ours may sit inside its wrapper: never add a second.
+    if _wrapper is not None and _chain_contains(current, _wrapper):
+        return
+    _wrapper = _make_call_handlers(current)
+    logging.Logger.callHandlers = _wrapper  # type: ignore[method-assign,assignment]
 
 
 def _remove_call_handlers() -> None:
     # Only when ours is the outermost wrapper: someone (Sentry) may have wrapped it since; then it stays and,
-    # with no handler, only forwards.
-    current = logging.Logger.callHandlers
-    original = getattr(current, "_otelkit_original", None)
-    if getattr(current, "_otelkit", False) and original is not None:
+    # with no handler, only forwards (and the next install finds it and does not add another).
+    global _wrapper
+    original = getattr(_wrapper, "_otelkit_original", None)
+    if _wrapper is not None and logging.Logger.callHandlers is _wrapper and original is not None:
         logging.Logger.callHandlers = original  # type: ignore[method-assign]
+        _wrapper = None
 
 
 class _LastResort(logging.Handler):

@@ -105,3 +105,30 @@ def test_a_root_level_assigned_above_log_level_warns_once_with_the_fix(
     warnings = [r.getMessage() for r in caplog.records if r.name == "otelkit"]
     assert len(warnings) == 1
     assert "logging.getLogger().setLevel(...)" in warnings[0] and "OTELKIT_LOG_LEVEL=ERROR" in warnings[0]
+
+
+def test_sentry_wrapping_callhandlers_between_inits_still_exports_each_record_once() -> None:
+    """Sentry's logging integration wraps Logger.callHandlers too (over otelkit's, once per process): a reset and
+    a second init() must find otelkit's wrapper inside Sentry's and not add another (records would go twice).
+    Run in a subprocess: Sentry's patch lasts for the process."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import logging, sentry_sdk, otelkit
+        from otelkit import _init
+        from otelkit.testing import CapturedTelemetry
+        base = dict(service_name="s", instrument=(), system_metrics=False)
+        first = CapturedTelemetry()
+        otelkit.init(**base, **first.init_kwargs())
+        sentry_sdk.init()  # no DSN: its logging integration still patches callHandlers, over otelkit's wrapper
+        _init.reset()
+        second = CapturedTelemetry()
+        otelkit.init(**base, **second.init_kwargs())
+        logging.getLogger("app").warning("once")
+        print([r.body for r in second.logs])
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "['once']"
