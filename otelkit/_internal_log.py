@@ -1,10 +1,10 @@
 """otelkit's own logger. Its records are never exported (see _logs), so exporter failures cannot loop back.
 
-Warnings must still reach a person when the application configured no logging:
-then the root logger may hold only otelkit's OTLP handler (which never exports
-otelkit's records), so Python's last-resort handler stays silent. The
-fallback handler below prints to stderr exactly when no other handler a person
-reads would show the record.
+Warnings must still reach a person when the application configured no logging
+(otelkit's OTLP handler, outside ``root.handlers``, never exports otelkit's
+records; an OpenTelemetry handler the application put on the root logger would
+keep Python's last-resort handler silent). The fallback handler below prints to
+stderr exactly when no other handler a person reads would show the record.
 """
 
 from __future__ import annotations
