@@ -389,6 +389,10 @@ def _show_telemetry(out: _Printer, receiver: Any, results: list[dict[str, Any]],
                     f"{event['attempt']} attempt(s), correlation_id {event['correlation_id']}")
         out.line(f"  trace_id {event['trace_id']}: {len(chosen)} spans in {len(processes_seen)} processes")
         out.line(_indent(_render.render_trace(chosen, colour=out.colour, unicode=out.unicode), "  "))
+        exceptions = _render.render_exceptions(chosen)
+        if exceptions:
+            out.line("  its exceptions, with their tracebacks:")
+            out.line(_indent(exceptions, "  "))
         logs = _render.render_logs(receiver.logs(), {s.trace_id for s in chosen})
         if logs:
             out.line("  its log records (same trace_id, span_id and correlation_id):")

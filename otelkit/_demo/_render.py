@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from otelkit import _names
-from otelkit._console import format_duration
+from otelkit._console import clean, format_duration
 
 BAR_WIDTH = 24
 _MAX_SPANS = 200
@@ -107,6 +107,28 @@ def render_trace(spans: Sequence[Any], *, colour: bool = False, unicode: bool = 
         pad = " " * (width - _visible_len(label))
         lines.append(f"{bar}  {label}{pad}  {paint('2', details) if details else ''}".rstrip())
     return "\n".join(lines)
+
+
+def render_exceptions(spans: Sequence[Any], *, limit: int = 2, max_lines: int = 12) -> str:
+    """The tracebacks recorded on the spans (one per exception: the innermost span it went through),
+    each under the span and process it came from, cut to its last ``max_lines`` lines."""
+    seen: dict[tuple[Any, Any], tuple[int, Any, str]] = {}
+    for span in spans:
+        for event in span.events:
+            attributes = event.attributes or {}
+            text = attributes.get("exception.stacktrace")
+            if event.name != "exception" or not isinstance(text, str) or not text.strip():
+                continue
+            key = (attributes.get("exception.type"), attributes.get("exception.message"))
+            if key not in seen or span.end_time_unix_nano < seen[key][0]:
+                seen[key] = (span.end_time_unix_nano, span, text)
+    blocks = []
+    for _end, span, text in sorted(seen.values(), key=lambda item: item[0])[:limit]:
+        lines = [clean(line) for line in text.rstrip("\n").splitlines()]
+        if len(lines) > max_lines:
+            lines = [lines[0], f"  … {len(lines) - max_lines} more lines", *lines[-(max_lines - 1):]]
+        blocks.append(f"{clean(span.name)}  [{_process(span)}]:\n" + "\n".join("    " + line for line in lines))
+    return "\n".join(blocks)
 
 
 def _visible_len(text: str) -> int:
