@@ -468,7 +468,10 @@ def _make_call_handlers(original: Callable[[logging.Logger, logging.LogRecord], 
 def _root_level_changed() -> None:
     """The application assigned ``root.level`` directly: its level rules from then on."""
     global _app_root_level, _our_root_level
-    _app_root_level = _our_root_level = None
+    with _lock:  # two threads may notice at once: one warning
+        if _app_root_level is None or _root.level == _our_root_level:
+            return
+        _app_root_level = _our_root_level = None
     handler = _handler
     if handler is not None and _root.level > handler.level:
         from otelkit._internal_log import logger
