@@ -411,6 +411,8 @@ _EMPTY_CONTEXT = trace.set_span_in_context(trace.INVALID_SPAN, context_api.Conte
 
 _handler: OtelkitLogHandler | None = None
 _lock = threading.Lock()
+# Only ever taken on its own (never while calling into logging): callHandlers may run under logging's lock.
+_changed_lock = threading.Lock()
 _root = logging.root
 
 # Root level split (see the module docstring): the level the application gave the root logger and the
@@ -468,7 +470,7 @@ def _make_call_handlers(original: Callable[[logging.Logger, logging.LogRecord], 
 def _root_level_changed() -> None:
     """The application assigned ``root.level`` directly: its level rules from then on."""
     global _app_root_level, _our_root_level
-    with _lock:  # two threads may notice at once: one warning
+    with _changed_lock:  # two threads may notice at once: one warning
         if _app_root_level is None or _root.level == _our_root_level:
             return
         _app_root_level = _our_root_level = None
@@ -564,10 +566,11 @@ def _watched_set_level(level: int | str) -> None:
     """``logging.root.setLevel`` while otelkit keeps the root low enough to export: the application's
     level is remembered (its handlers keep seeing only that) and the root stays at ``log_level``."""
     global _app_root_level, _our_root_level
-    with _lock:
-        logging.Logger.setLevel(_root, level)
-        _app_root_level = _our_root_level = None
-        _lower_root()
+    # No otelkit lock here: basicConfig/dictConfig call this holding logging's module lock, and install()
+    # takes otelkit's lock before logging's; taking it here would invert that order (a deadlock).
+    logging.Logger.setLevel(_root, level)
+    _app_root_level = _our_root_level = None
+    _lower_root()
 
 
 def _lower_root() -> None:
