@@ -378,8 +378,9 @@ def _render_tree(spans: Sequence[ReadableSpan], partial: bool, *, colour: bool, 
     tracebacks = _tracebacks(spans)
     branch, last, pipe, blank = ("├─ ", "└─ ", "│  ", "   ") if unicode else ("|- ", "`- ", "|  ", "   ")
 
-    def walk(node: ReadableSpan, prefix: str, is_last: bool) -> None:
-        lines.append(prefix + (last if is_last else branch) + _span_line(node, paint))
+    def walk(node: ReadableSpan, prefix: str, is_last: bool, correlation: object = None) -> None:
+        lines.append(prefix + (last if is_last else branch) + _span_line(node, paint, correlation))
+        correlation = (node.attributes or {}).get(_CORRELATION, correlation)
         kids = children.get(node.context.span_id if node.context is not None else None, [])
         below = prefix + (blank if is_last else pipe) + (pipe if kids else blank)
         for link in _link_lines(node, names or {}, unicode):
@@ -388,7 +389,7 @@ def _render_tree(spans: Sequence[ReadableSpan], partial: bool, *, colour: bool, 
         if stacktrace:
             lines.extend(traceback_lines(stacktrace, below, paint))
         for i, kid in enumerate(kids):
-            walk(kid, prefix + (blank if is_last else pipe), i == len(kids) - 1)
+            walk(kid, prefix + (blank if is_last else pipe), i == len(kids) - 1, correlation)
 
     for i, root in enumerate(roots):
         walk(root, "", i == len(roots) - 1)
@@ -401,7 +402,10 @@ def _painter(colour: bool) -> Any:
     return lambda code, text: f"{code}{text}{_RESET}"
 
 
-def _span_line(span: ReadableSpan, paint: Any) -> str:
+_CORRELATION = "otelkit.correlation_id"
+
+
+def _span_line(span: ReadableSpan, paint: Any, inherited_correlation: object = None) -> str:
     duration = (span.end_time - span.start_time) if span.end_time and span.start_time else None
     parts = [paint(_BOLD, clean(span.name)), paint(_DIM, _kind_name(span.kind)),
              paint(_CYAN, format_duration(duration))]
@@ -409,7 +413,11 @@ def _span_line(span: ReadableSpan, paint: Any) -> str:
     if status is not None and status.status_code is StatusCode.ERROR:
         description = _short(status.description).strip('"') if status.description else ""
         parts.append(paint(_RED, f"ERROR {description}".rstrip()))
-    attrs = key_attributes(span.attributes)
+    attributes = span.attributes
+    if attributes and inherited_correlation is not None and attributes.get(_CORRELATION) == inherited_correlation:
+        # Shown on the span that started it; its children repeat it on every line otherwise.
+        attributes = {k: v for k, v in attributes.items() if k != _CORRELATION}
+    attrs = key_attributes(attributes)
     if attrs:
         parts.append(attrs)
     for event in span.events or ():

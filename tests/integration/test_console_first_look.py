@@ -95,3 +95,10 @@ def test_metric_summary_is_short_and_shows_no_zero_utilisation(err: str) -> None
     # Counted at the collection (spans still in flight at exit may not be yet): what was exported so far.
     assert len(telemetry) == 1 and "log records" in telemetry[0] and "dropped none" in telemetry[0], summary
     assert any(line.startswith("  messaging.client.sent.messages") and line.endswith("  1") for line in summary)
+
+
+def test_the_correlation_id_shows_where_it_starts_not_on_every_child(err: str) -> None:
+    process = next(line for line in err.splitlines() if "└─ process orders" in line)
+    persist = next(line for line in err.splitlines() if "└─ persist" in line)
+    assert "otelkit.correlation_id=" in process
+    assert "otelkit.correlation_id=" not in persist
