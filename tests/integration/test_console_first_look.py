@@ -54,6 +54,27 @@ def err(tmp_path_factory: pytest.TempPathFactory) -> str:
     return proc.stderr
 
 
+def _block(err: str, first: str, more: str) -> list[str]:
+    """The line starting with ``first`` and the lines after it matching ``more`` (signals flush concurrently at
+    exit, so the trees, log lines and the metric summary may come in any order)."""
+    lines = err.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first))
+    block = [lines[start]]
+    for line in lines[start + 1:]:
+        if not re.match(more, line):
+            break
+        block.append(line)
+    return block
+
+
+def _tree(err: str) -> str:
+    return "\n".join(_block(err, "└─ process orders", r"^ {3}"))
+
+
+def _summary(err: str) -> list[str]:
+    return _block(err, "metrics at", r"^  [^\s│├└]")
+
+
 def test_console_output_is_scrubbed_like_otlp(err: str) -> None:
     for name, secret in SECRETS.items():
         assert secret not in err, f"the {name} secret printed in clear on the console:\n{err}"
@@ -68,16 +89,16 @@ def test_the_consumer_tree_points_at_its_producer(err: str) -> None:
     assert link, err
     assert link.group(1) == producer.group(1)
     # The link line sits in the consumer's tree, under "process orders".
-    consumer_tree = err[err.index("└─ process orders"):]
+    consumer_tree = _tree(err)
     assert consumer_tree.index("↳ linked to send orders") < consumer_tree.index("persist")
 
 
 def test_exceptions_show_their_traceback_once_per_exception(err: str) -> None:
     # Under the span that raised it (once, though it also went through "process orders"), and under the log line.
-    span_part = err[err.index("└─ persist"):]
+    tree = _tree(err)
+    span_part = tree[tree.index("└─ persist"):]
     assert re.search(r"^\s+Traceback \(most recent call last\):\n\s+File .*line \d+", span_part, re.M), err
-    assert re.search(r'raise ValueError\("insert refused', err)
-    tree = err[err.index("└─ process orders"):err.index("metrics at")]
+    assert re.search(r'raise ValueError\("insert refused', span_part)
     assert tree.count("Traceback (most recent call last):") == 1, tree
     log_part = err[err.index("could not store the order"):]
     assert re.match(r".*\n    Traceback \(most recent call last\):\n", log_part), log_part[:400]
@@ -85,7 +106,7 @@ def test_exceptions_show_their_traceback_once_per_exception(err: str) -> None:
 
 
 def test_metric_summary_is_short_and_shows_no_zero_utilisation(err: str) -> None:
-    summary = err[err.index("metrics at"):].splitlines()
+    summary = _summary(err)
     assert len(summary) <= 15, "\n".join(summary)
     assert not [line for line in summary if "utilization" in line or line.startswith("  system.")]
     process = [line for line in summary if line.startswith("  process  ")]
