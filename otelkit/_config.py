@@ -847,8 +847,9 @@ PARAMS: tuple[Param, ...] = (
        arg="scrub"),
     _p("scrub.extra_patterns", "OTELKIT_SCRUB_EXTRA_PATTERNS", _patterns, (),
        "More regexes to redact: a JSON list, or one per line.", arg="scrub_extra_patterns", default_doc="none"),
-    _p("log_level", "OTELKIT_LOG_LEVEL", _log_level, logging.INFO, "Lowest `logging` level exported over OTLP.",
-       arg="log_level", default_doc="INFO"),
+    _p("log_level", "OTELKIT_LOG_LEVEL", _log_level, logging.INFO,
+       "Lowest `logging` level exported over OTLP. Only when logs are exported is the root logger lowered to "
+       "it; your handlers still show only your level.", arg="log_level", default_doc="INFO"),
     _p("log_correlation", "OTELKIT_LOG_CORRELATION", _bool, True,
        "Put trace_id, span_id, correlation_id on every log record.", arg="log_correlation"),
     # Sentry.
