@@ -1720,7 +1720,7 @@ def _prometheus_reader(settings: Settings) -> Any:
 
         try:
             server = start_http_server(port, addr=host)
-        except OSError as exc:
+        except OSError:
             server = None
             if sd_dir:
                 try:
@@ -1739,7 +1739,19 @@ def _prometheus_reader(settings: Settings) -> Any:
         _prometheus_bound[key] = _bound_port(server, port)
         if sd_dir:
             _announce_scrape_target(settings, str(sd_dir), host, _prometheus_bound[key])
-    return PrometheusMetricReader()
+
+    class _AnnouncedReader(PrometheusMetricReader):
+        """Withdraws the file_sd entry at ``otelkit.shutdown()``: multiprocessing children end with
+        ``os._exit`` and never run atexit. A re-init's newer reader keeps it."""
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            if _latest_reader.get(os.getpid()) is self:
+                _withdraw_scrape_target(os.getpid())
+            super().shutdown(timeout_millis=timeout_millis, **kwargs)
+
+    reader = _AnnouncedReader()
+    _latest_reader[os.getpid()] = reader
+    return reader
 
 
 def _bound_port(server: Any, default: int) -> int:
@@ -1751,13 +1763,14 @@ def _bound_port(server: Any, default: int) -> int:
 
 
 _sd_files: dict[int, str] = {}  # pid -> the file_sd file this process wrote
+_latest_reader: dict[int, Any] = {}  # pid -> the prometheus reader of the current init()
 
 
 def _announce_scrape_target(settings: Settings, directory: str, host: str, port: int) -> None:
     """Write this process's file_sd entry (atomically: Prometheus may read it at any moment)."""
     import json
 
-    address = socket.gethostname() if host in ("", "0.0.0.0", "::") else host  # noqa: S104 - a wildcard is not dialable
+    address = socket.gethostname() if host in ("", "0.0.0.0", "::") else host
     target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
     service = str(getattr(settings, "service_name", "") or "")
     labels = {"service_name": service, "job": service}

@@ -95,7 +95,7 @@ class ApiStandIn:
     @property
     def urls(self) -> dict[str, str]:
         """Base URL per source (``jupiter``, ``helius``, ``dexscreener``)."""
-        return {source: f"http://{server.server_address[0]}:{server.server_address[1]}"
+        return {source: f"http://{server.server_address[0]!s}:{server.server_address[1]}"
                 for source, server in self._servers.items()}
 
     def __enter__(self) -> ApiStandIn:

@@ -48,9 +48,7 @@ from typing import Any
 import promql_parser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stacklib import (  # noqa: E402
-    DASHBOARDS,
-    REPO,
+from _stacklib import (
     RULES_DIR,
     RUNBOOKS,
     dashboard_files,
@@ -59,7 +57,7 @@ from _stacklib import (  # noqa: E402
     load_yaml,
 )
 
-from otelkit import _names  # noqa: E402
+from otelkit import _names
 
 # --- The table of expressions this check cannot answer ------------------------------------------
 
@@ -149,7 +147,7 @@ def stack_only_reason(where: str, expr: str) -> str | None:
 def _runbook_stack_metric(name: str) -> str | None:
     prefixes = {"otelcol_": _COLLECTOR, "traces_": _TEMPO, "tempo_": _TEMPO_SELF, "loki_": _LOKI_SELF,
                 "alertmanager_": _AM, "redis_": _RECEIVERS, "postgresql_": _RECEIVERS,
-                "prometheus_http_requests_total": _INGEST, "up": _STACK_UP}
+                "prometheus_http_requests_total": _INGEST}
     for prefix, reason in prefixes.items():
         if name.startswith(prefix):
             return reason

@@ -49,7 +49,8 @@ _UNITS = {"s": "seconds", "By": "bytes", "ms": "milliseconds"}
 def reader_flags(config: dict[str, Any]) -> dict[str, bool]:
     """without_units / without_type_suffix of the Prometheus pull reader, with the collector's defaults."""
     readers = config["service"]["telemetry"]["metrics"]["readers"]
-    prom = [r["pull"]["exporter"]["prometheus"] for r in readers if "prometheus" in r.get("pull", {}).get("exporter", {})]
+    prom = [r["pull"]["exporter"]["prometheus"] for r in readers
+            if "prometheus" in r.get("pull", {}).get("exporter", {})]
     assert len(prom) == 1, readers
     return {key: bool(prom[0].get(key, True)) for key in ("without_units", "without_type_suffix")}
 
