@@ -1718,22 +1718,25 @@ def _prometheus_reader(settings: Settings) -> Any:
     if key not in _prometheus_servers or _prometheus_servers[key][0] != os.getpid():
         from prometheus_client import start_http_server
 
+        server: Any = None
+        error: OSError | None = None
         try:
             server = start_http_server(port, addr=host)
-        except OSError:
-            server = None
-            if sd_dir:
+        except OSError as exc:
+            error = exc
+            if sd_dir:  # the configured port is another process's: any free one, announced below
                 try:
                     server = start_http_server(0, addr=host)
                 except OSError as second:
-                    exc = second
-            if server is None:
-                _prometheus_failed[key] = os.strerror(exc.errno) if exc.errno else str(exc)
-                hint = ("" if sd_dir else "; with several processes set OTELKIT_PROMETHEUS_SD_DIR (one port and "
-                        "file_sd entry per process) or export over OTLP to a collector")
-                logger.warning("otelkit: cannot serve Prometheus metrics on %s:%d (%s); the prometheus exporter "
-                               "of process %d is off, its metrics reach no one%s", host, port, exc, os.getpid(), hint)
-                return None
+                    error = second
+        if server is None:
+            reason = (os.strerror(error.errno) if error.errno else str(error)) if error else "not started"
+            _prometheus_failed[key] = reason
+            hint = ("" if sd_dir else "; with several processes set OTELKIT_PROMETHEUS_SD_DIR (one port and "
+                    "file_sd entry per process) or export over OTLP to a collector")
+            logger.warning("otelkit: cannot serve Prometheus metrics on %s:%d (%s); the prometheus exporter "
+                           "of process %d is off, its metrics reach no one%s", host, port, error, os.getpid(), hint)
+            return None
         _prometheus_failed.pop(key, None)
         _prometheus_servers[key] = (os.getpid(), server)
         _prometheus_bound[key] = _bound_port(server, port)

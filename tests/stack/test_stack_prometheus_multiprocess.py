@@ -187,3 +187,34 @@ def test_without_a_discovery_directory_the_second_process_says_so(tmp_path: Path
     assert f"cannot serve Prometheus metrics on 127.0.0.1:{port}" in output, output
     assert "OTELKIT_PROMETHEUS_SD_DIR" in output and "OTLP" in output, output
     assert f"no Prometheus scrape endpoint (127.0.0.1:{port}" in output, output
+
+
+def test_the_discovery_entry_lives_as_long_as_the_endpoint(tmp_path: Path) -> None:
+    """A re-init keeps the entry (same endpoint), otelkit.shutdown() removes it, its content is a file_sd group."""
+    sd_dir = tmp_path / "sd"
+    script = textwrap.dedent("""
+        import json, os, sys
+        import otelkit
+        sd = sys.argv[1]
+        otelkit.init(service_name="reinit-app")
+        first = sorted(os.listdir(sd))
+        otelkit.init(service_name="reinit-app")
+        second = sorted(os.listdir(sd))
+        content = json.load(open(os.path.join(sd, second[0])))
+        otelkit.shutdown()
+        print(json.dumps({"first": first, "second": second, "content": content, "after": sorted(os.listdir(sd)),
+                          "pid": os.getpid()}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script, str(sd_dir)], env=_env(sd_dir, free_port()),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    import json
+
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    name = f"otelkit-reinit-app-{report['pid']}.json"
+    assert report["first"] == report["second"] == [name]
+    [group] = report["content"]
+    assert group["labels"] == {"job": "reinit-app", "service_name": "reinit-app"}
+    [target] = group["targets"]
+    assert target.startswith("127.0.0.1:")
+    assert report["after"] == []
