@@ -390,8 +390,25 @@ class Prometheus:
         with urllib.request.urlopen(f"{self.url}/api/v1/label/__name__/values", timeout=10) as resp:
             return set(json.load(resp)["data"])
 
+    @classmethod
+    def start(cls, binary: str, workdir: Path, sd_dir: Path, *, rules: bool = True,
+              deadline_s: float = 60) -> Prometheus:
+        """Started and ready. The free port is picked before Prometheus binds it; if another process took
+        it in between, try again on another one (at most three times)."""
+        for attempt in range(3):
+            prom = cls(binary, workdir, sd_dir, rules=rules)
+            try:
+                prom.wait_ready(time.monotonic() + deadline_s)
+                return prom
+            except RuntimeError:
+                prom.stop()
+                if "address already in use" not in prom.log().lower() or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
 
     def stop(self) -> None:
@@ -529,9 +546,8 @@ def main() -> int:
         workdir = Path(tmp)
         sd_dir = workdir / "sd"
         sd_dir.mkdir()
-        prom = Prometheus(binary, workdir, sd_dir)
+        prom = Prometheus.start(binary, workdir, sd_dir)
         try:
-            prom.wait_ready(time.monotonic() + 30)
             with running_demo(workdir, sd_dir):
                 answers = poll_answers(prom, exprs, time.monotonic() + float(os.environ.get("DEADLINE", "60")),
                                        progress=print)

@@ -85,9 +85,8 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[Prometheus, Path]]:
     binary = require_tool("prometheus", "prometheus")
     sd_dir = tmp_path / "sd"
     sd_dir.mkdir()
-    prom = Prometheus(binary, tmp_path, sd_dir, rules=False)
+    prom = Prometheus.start(binary, tmp_path, sd_dir, rules=False)
     try:
-        prom.wait_ready(time.monotonic() + 60)
         yield prom, sd_dir
     finally:
         prom.stop()

@@ -69,9 +69,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("querycheck")
     sd_dir = workdir / "sd"
     sd_dir.mkdir()
-    prom = Prometheus(binary, workdir, sd_dir)
+    prom = Prometheus.start(binary, workdir, sd_dir)
     try:
-        prom.wait_ready(time.monotonic() + 60)
         with running_demo(workdir, sd_dir, workers=DEMO_WORKERS):
             deadline = time.monotonic() + DEADLINE_S
             answers = poll_answers(prom, MUST_ANSWER, deadline)
