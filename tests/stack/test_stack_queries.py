@@ -188,3 +188,21 @@ def test_promtool_tests_use_the_labels_real_series_carry(live: Live) -> None:
                 if absent:
                     problems.append(f"{case['name']}: {name} without {sorted(absent)}, which every real series has")
     assert not problems, "\n".join(sorted(set(problems)))
+
+
+def test_the_check_catches_a_query_that_finds_nothing(live: Live) -> None:
+    """Negative control: names as the collector's v0.152+ default reader or a missing suffix would give them."""
+    assert live.prom.query("sum(rate(otelkit_pipeline_processed_items[1m]))") == []
+    assert live.prom.query('{__name__="otelkit_messaging_message_time_in_queue_seconds"}') == []
+
+
+def test_thresholds_are_stripped_but_nothing_else() -> None:
+    from _querycheck import strip_threshold
+
+    def same(a: str) -> str:  # the parser prints `x{}` and drops spaces before parentheses
+        return a.replace(" ", "").replace("{}", "")
+
+    assert same(strip_threshold("sum by (a) (rate(x[5m])) > 0.05")) == "sumby(a)(rate(x[5m]))"
+    assert same(strip_threshold("(x > 0) unless on (a) (y > 0)")) == "x"
+    assert same(strip_threshold("a / b > 0.1")) == "a/b"
+    assert "or" in strip_threshold("label_replace(x, 'l', 'v', '', '') > 0 or label_replace(y, 'l', 'w', '', '') > 0")
