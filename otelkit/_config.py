@@ -240,6 +240,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     prometheus_host: str = "localhost"
     prometheus_port: int = 9464
+    prometheus_sd_dir: str | None = None
     instrument: tuple[str, ...] | None = None
     disabled_instrumentations: frozenset[str] = frozenset()
     instrument_entry_points: bool = False
@@ -813,6 +814,10 @@ PARAMS: tuple[Param, ...] = (
        "Host of the `prometheus` metrics scrape endpoint."),
     _p("prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT", _port, 9464,
        "Port of the `prometheus` metrics scrape endpoint."),
+    _p("prometheus_sd_dir", "OTELKIT_PROMETHEUS_SD_DIR", _directory, None,
+       "Several processes with the `prometheus` exporter: each serves its own port (the configured one when "
+       "free, else any free one) and announces it in a Prometheus `file_sd` file in this directory "
+       "(removed at exit).", default_doc="off"),
     # Limits.
     _p("limits.attribute_count", "OTEL_ATTRIBUTE_COUNT_LIMIT", _int(0), 128, "Max attributes per span/event/record."),
     # On by default (the spec's default is unlimited): one 5 MB attribute would otherwise make a whole
@@ -998,7 +1003,8 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
 
     values: dict[str, Any] = {"strict": strict}
     for name in ("disabled", "debug", "sampler", "propagators", "metric_export_interval", "metric_export_timeout",
-                 "exemplar_filter", "prometheus_host", "prometheus_port", "instrument_entry_points",
+                 "exemplar_filter", "prometheus_host", "prometheus_port", "prometheus_sd_dir",
+                 "instrument_entry_points",
                  "system_metrics", "log_level", "log_correlation", "shutdown_timeout", "console_on_auto",
                  "spool_dir", "spool_max_bytes"):
         values[name] = r.field(_BY_FIELD[name])

@@ -1581,6 +1581,7 @@ def build_log_processors(settings: Settings) -> list[Any]:
 _prometheus_servers: dict[tuple[str, int], Any] = {}
 # (host, port) whose scrape server could not start in the last build, with the reason (for the destination line).
 _prometheus_failed: dict[tuple[str, int], str] = {}
+_prometheus_bound: dict[tuple[str, int], int] = {}  # configured (host, port) -> the port really served
 
 
 class _CountingLogExporter(LogRecordExporter):
@@ -1704,23 +1705,115 @@ def _prometheus_key(settings: Settings) -> tuple[str, int]:
 
 
 def _prometheus_reader(settings: Settings) -> Any:
+    """The scrape endpoint's reader, or None (and a warning naming the fix) when it cannot serve.
+
+    One port serves one process. With ``OTELKIT_PROMETHEUS_SD_DIR`` set, a process whose port is
+    taken (the other workers of a gunicorn/uvicorn/multiprocessing program) serves on a free port
+    instead and announces it in a ``file_sd`` file there, so Prometheus scrapes every process; the
+    file carries ``service_name`` and ``job`` so the scrape path has the labels of the OTLP path.
+    """
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
     key = host, port = _prometheus_key(settings)
+    sd_dir = getattr(settings, "prometheus_sd_dir", None)
     _stop_prometheus_servers(keep=key)
     if key not in _prometheus_servers or _prometheus_servers[key][0] != os.getpid():
         from prometheus_client import start_http_server
 
+        server: Any = None
+        error: OSError | None = None
         try:
             server = start_http_server(port, addr=host)
         except OSError as exc:
-            _prometheus_failed[key] = os.strerror(exc.errno) if exc.errno else str(exc)
-            logger.warning("otelkit: cannot serve Prometheus metrics on %s:%d (%s); the prometheus exporter is off",
-                           host, port, exc)
+            error = exc
+            if sd_dir:  # the configured port is another process's: any free one, announced below
+                try:
+                    server = start_http_server(0, addr=host)
+                except OSError as second:
+                    error = second
+        if server is None:
+            reason = (os.strerror(error.errno) if error.errno else str(error)) if error else "not started"
+            _prometheus_failed[key] = reason
+            hint = ("" if sd_dir else "; with several processes set OTELKIT_PROMETHEUS_SD_DIR (one port and "
+                    "file_sd entry per process) or export over OTLP to a collector")
+            logger.warning("otelkit: cannot serve Prometheus metrics on %s:%d (%s); the prometheus exporter "
+                           "of process %d is off, its metrics reach no one%s", host, port, error, os.getpid(), hint)
             return None
         _prometheus_failed.pop(key, None)
         _prometheus_servers[key] = (os.getpid(), server)
-    return PrometheusMetricReader()
+        _prometheus_bound[key] = _bound_port(server, port)
+        if sd_dir:
+            _announce_scrape_target(settings, str(sd_dir), host, _prometheus_bound[key])
+
+    class _AnnouncedReader(PrometheusMetricReader):
+        """Withdraws the file_sd entry at ``otelkit.shutdown()``: multiprocessing children end with
+        ``os._exit`` and never run atexit. A re-init's newer reader keeps it."""
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            if _latest_reader.get(os.getpid()) is self:
+                _withdraw_scrape_target(os.getpid())
+            super().shutdown(timeout_millis=timeout_millis, **kwargs)
+
+    reader = _AnnouncedReader()
+    _latest_reader[os.getpid()] = reader
+    return reader
+
+
+def _bound_port(server: Any, default: int) -> int:
+    httpd = server[0] if isinstance(server, tuple) else server
+    try:
+        return int(httpd.server_address[1])
+    except Exception:
+        return default
+
+
+_sd_files: dict[int, str] = {}  # pid -> the file_sd file this process wrote
+_latest_reader: dict[int, Any] = {}  # pid -> the prometheus reader of the current init()
+
+
+def _announce_scrape_target(settings: Settings, directory: str, host: str, port: int) -> None:
+    """Write this process's file_sd entry (atomically: Prometheus may read it at any moment)."""
+    import json
+
+    address = socket.gethostname() if host in ("", "0.0.0.0", "::") else host
+    target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    service = str(getattr(settings, "service_name", "") or "")
+    labels = {"service_name": service, "job": service}
+    attrs = getattr(settings, "resource_attributes", None) or {}
+    instance_id = attrs.get("service.instance.id") if hasattr(attrs, "get") else None
+    if instance_id:
+        labels["service_instance_id"] = str(instance_id)
+    path = os.path.join(directory, f"otelkit-{_safe_file_part(service)}-{os.getpid()}.json")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump([{"targets": [target], "labels": {k: v for k, v in labels.items() if v}}], fh)
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("otelkit: cannot write the Prometheus file_sd entry %s (%s): Prometheus will not find the "
+                       "scrape endpoint http://%s/metrics of process %d", path, exc, target, os.getpid())
+        return
+    _sd_files[os.getpid()] = path
+    import atexit
+
+    atexit.register(_withdraw_scrape_target, os.getpid())
+
+
+def _withdraw_scrape_target(pid: int) -> None:
+    """Remove this process's file_sd entry (at exit, or when its endpoint stops)."""
+    if pid != os.getpid():
+        return
+    path = _sd_files.pop(pid, None)
+    if path:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def _safe_file_part(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:64] or "service"
 
 
 def _stop_prometheus_servers(keep: tuple[str, int] | None) -> None:
@@ -1729,6 +1822,7 @@ def _stop_prometheus_servers(keep: tuple[str, int] | None) -> None:
         if key == keep or pid != os.getpid():
             continue
         del _prometheus_servers[key]
+        _withdraw_scrape_target(pid)
         httpd = server[0] if isinstance(server, tuple) else server
 
         def stop(httpd: Any = httpd, key: tuple[str, int] = key) -> None:
@@ -1777,6 +1871,7 @@ def describe_destinations(settings: Settings) -> str:
                 if key in _prometheus_failed:  # build_metric_readers could not bind it: say so, claim nothing
                     names.append(f"no Prometheus scrape endpoint ({host}:{port}: {_prometheus_failed[key]})")
                 else:
+                    port = _prometheus_bound.get(key, port)
                     names.append(f"Prometheus scrape endpoint http://{host}:{port}/metrics")
         where = " + ".join(names) if names else "nowhere (exporter none)"
         groups.setdefault(where, []).append(signal)

@@ -71,7 +71,10 @@ class Dashboard:
         self._id += 1
         return self._id
 
-    def variable(self, name: str, label_text: str, query: str, datasource: dict[str, str] = PROM) -> None:
+    def variable(self, name: str, label_text: str, query: str, datasource: dict[str, str] = PROM,
+                 all_value: str = ".*") -> None:
+        """A multi-value variable with "All". ``all_value`` is what "All" sends: ``.+`` where a Loki
+        stream selector uses the variable (Loki refuses a selector whose matchers all match "")."""
         self.variables.append({
             "name": name,
             "label": label_text,
@@ -81,7 +84,7 @@ class Dashboard:
             "definition": query,
             "refresh": 2,
             "includeAll": True,
-            "allValue": ".*",
+            "allValue": all_value,
             "multi": True,
             "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
             "sort": 1,
@@ -243,10 +246,17 @@ def pipeline() -> Dashboard:
             [q(f"sum by ({STAGE}, {SOURCE}) (rate({N.STAGE_ITEMS.prometheus}"
                f"{{{job}, {SOURCE}=~\"$source\", {OUTCOME}=\"failure\"}}[{RATE}]))",
                f"{{{{{STAGE}}}}} / {{{{{SOURCE}}}}}")], unit="ops")
-    d.panel("Job error rate by stage", "Failed / all items per stage. Alert: OtelkitJobErrorRate "
+    d.panel("Failed attempts by stage and source", "Failed / all attempts per stage and source, retried ones "
+            "included: with ordinary retries this is well above the share of messages finally lost.",
+            [q(f"sum by ({STAGE}, {SOURCE}) (rate({N.STAGE_ITEMS.prometheus}{{{job}, {OUTCOME}=\"failure\"}}[{RATE}]))"
+               f" / sum by ({STAGE}, {SOURCE}) (rate({N.STAGE_ITEMS.prometheus}{{{job}}}[{RATE}]))",
+               f"{{{{{STAGE}}}}} / {{{{{SOURCE}}}}}")], unit="percentunit")
+    d.panel("Messages finally failed", "Dead-lettered or dropped / all messages that reached a final outcome "
+            "(ack, dead_letter, drop), per queue: what an operator must act on. Alert: OtelkitJobErrorRate "
             "(warning above 5 %, critical above 10 %).",
-            [q(f"sum by ({STAGE}) (rate({N.STAGE_ITEMS.prometheus}{{{job}, {OUTCOME}=\"failure\"}}[{RATE}])) / "
-               f"sum by ({STAGE}) (rate({N.STAGE_ITEMS.prometheus}{{{job}}}[{RATE}]))", f"{{{{{STAGE}}}}}")],
+            [q(f"sum by ({DEST}) (rate({N.MESSAGES_SETTLED.prometheus}{{{jd}, {OUTCOME}=~\"dead_letter|drop\"}}"
+               f"[{RATE}])) / sum by ({DEST}) (rate({N.MESSAGES_SETTLED.prometheus}"
+               f"{{{jd}, {OUTCOME}=~\"ack|dead_letter|drop\"}}[{RATE}]))", f"{{{{{DEST}}}}}")],
             unit="percentunit", thresholds=[("green", None), ("orange", 0.05), ("red", 0.10)])
     d.panel("Failures by error class", "Failed items per second, transient (retried) or permanent "
             "(dead-lettered), by stage.",
@@ -259,18 +269,36 @@ def pipeline() -> Dashboard:
                f"{{{{{OUTCOME}}}}} {{{{{DEST}}}}}")], unit="ops")
 
     d.row("External APIs (by source)")
+    # Per source first (seed 000): the stage each API call runs in carries the source, so latency and
+    # success are per Jupiter/Helius/DexScreener even when two sources share a host.
+    src = f'{job}, {SOURCE}=~"$source", {SOURCE}!=""'
+    d.panel("Latency p95 by source", "otelkit.pipeline.stage.duration per stage and source (e.g. fetch / "
+            "dexscreener), 95th percentile. Alert: OtelkitSourceLatencyHigh (above 1 s).",
+            [q(f"histogram_quantile(0.95, sum by (le, {STAGE}, {SOURCE}) (rate({hist(N.STAGE_DURATION)}{{{src}}}"
+               f"[{RATE}])))", f"{{{{{STAGE}}}}} / {{{{{SOURCE}}}}}", exemplar=True)],
+            unit="s", thresholds=[("green", None), ("orange", 1)])
+    d.panel("Success rate by source", "Successful / all attempts per stage and source (a retried attempt counts "
+            "as a failure here; the messages finally lost are under Failures).",
+            [q(f"sum by ({STAGE}, {SOURCE}) (rate({N.STAGE_ITEMS.prometheus}{{{src}, {OUTCOME}=\"success\"}}"
+               f"[{RATE}])) / sum by ({STAGE}, {SOURCE}) (rate({N.STAGE_ITEMS.prometheus}{{{src}}}[{RATE}]))",
+               f"{{{{{STAGE}}}}} / {{{{{SOURCE}}}}}")],
+            unit="percentunit", thresholds=[("red", None), ("orange", 0.90), ("green", 0.95)])
     api = N.HTTP_CLIENT_DURATION.prometheus
-    d.panel("API latency p95", "http.client.request.duration by server. Alert: OtelkitApiLatencyHigh (above 1 s).",
-            [q(f"histogram_quantile(0.95, sum by (le, server_address) (rate({api}_bucket{{{job}}}[{RATE}])))",
-               "{{server_address}}", exemplar=True)], unit="s", thresholds=[("green", None), ("orange", 1)])
-    d.panel("API success rate", "Calls without error.type / all calls, by server. Alert: OtelkitApiErrorRate.",
-            [q(f"1 - (sum by (server_address) (rate({api}_count{{{job}, error_type!=\"\"}}[{RATE}])) or "
-               f"0 * sum by (server_address) (rate({api}_count{{{job}}}[{RATE}]))) / "
-               f"sum by (server_address) (rate({api}_count{{{job}}}[{RATE}]))", "{{server_address}}")],
+    server = "server_address, server_port"
+    d.panel("API latency p95 by server", "http.client.request.duration by server address and port. "
+            "Alert: OtelkitApiLatencyHigh (above 1 s).",
+            [q(f"histogram_quantile(0.95, sum by (le, {server}) (rate({api}_bucket{{{job}}}[{RATE}])))",
+               "{{server_address}}:{{server_port}}", exemplar=True)], unit="s",
+            thresholds=[("green", None), ("orange", 1)])
+    d.panel("API success rate by server", "Calls without error.type / all calls, by server address and port. "
+            "Alert: OtelkitApiErrorRate.",
+            [q(f"1 - (sum by ({server}) (rate({api}_count{{{job}, error_type!=\"\"}}[{RATE}])) or "
+               f"0 * sum by ({server}) (rate({api}_count{{{job}}}[{RATE}]))) / "
+               f"sum by ({server}) (rate({api}_count{{{job}}}[{RATE}]))", "{{server_address}}:{{server_port}}")],
             unit="percentunit", thresholds=[("red", None), ("orange", 0.90), ("green", 0.95)])
     d.panel("API calls by status", "Calls per second by server and HTTP status code (error.type when no response).",
-            [q(f"sum by (server_address, http_response_status_code, error_type) (rate({api}_count{{{job}}}[{RATE}]))",
-               "{{server_address}} {{http_response_status_code}} {{error_type}}")], unit="reqps")
+            [q(f"sum by ({server}, http_response_status_code, error_type) (rate({api}_count{{{job}}}[{RATE}]))",
+               "{{server_address}}:{{server_port}} {{http_response_status_code}} {{error_type}}")], unit="reqps")
 
     d.row("Database")
     db = N.DB_CLIENT_DURATION.prometheus
@@ -291,7 +319,8 @@ def pipeline() -> Dashboard:
                "{{db_operation_name}}")])
 
     d.row("Redis and PostgreSQL health (collector receivers, compose profile demo)")
-    d.panel("Redis memory", "redis.memory.used from the collector's redis receiver.",
+    d.panel("Redis memory", "redis.memory.used from the collector's redis receiver, per server (its server.address "
+            "resource attribute, enabled in otelcol-demo-agent.yaml and promoted to a label in prometheus.yaml).",
             [q("sum by (server_address) (redis_memory_used_bytes)", "used {{server_address}}")], unit="bytes", w=6)
     d.panel("Redis clients", "Connected clients.",
             [q("sum by (server_address) (redis_clients_connected)", "{{server_address}}")], w=6)
@@ -312,8 +341,9 @@ def pipeline() -> Dashboard:
             "Any drop: OtelkitTelemetryDropped.",
             [q(f"sum by ({SIGNAL}) (rate({N.TELEMETRY_EXPORTED.prometheus}{{{job}}}[{RATE}]))",
                f"exported {{{{{SIGNAL}}}}}"),
-             q(f"sum by ({SIGNAL}, {REASON}) (rate({N.TELEMETRY_DROPPED.prometheus}{{{job}}}[{RATE}]))",
-               f"dropped {{{{{SIGNAL}}}}} ({{{{{REASON}}}}})"),
+             # 0 rather than "No data" when nothing was ever dropped (the counter has no series yet).
+             q(f"sum by ({SIGNAL}, {REASON}) (rate({N.TELEMETRY_DROPPED.prometheus}{{{job}}}[{RATE}])) "
+               f"or on() vector(0)", f"dropped {{{{{SIGNAL}}}}} ({{{{{REASON}}}}})"),
              q(f"sum by ({SIGNAL}) ({N.TELEMETRY_QUEUE_SIZE.prometheus}{{{job}}})", f"queued {{{{{SIGNAL}}}}}")])
     return d
 
@@ -322,7 +352,7 @@ def service_red() -> Dashboard:
     d = Dashboard("otelkit-service-red", "otelkit / Service RED (span metrics)",
                   "Rate, errors and duration of every service from Tempo's span metrics, the service map, and the "
                   "latest error traces and logs.")
-    d.variable("service", "Service", "label_values(traces_spanmetrics_calls_total, service)")
+    d.variable("service", "Service", "label_values(traces_spanmetrics_calls_total, service)", all_value=".+")
     svc = 'service=~"$service"'
     entry = f'{svc}, span_kind=~"SPAN_KIND_SERVER|SPAN_KIND_CONSUMER"'
 
@@ -349,8 +379,11 @@ def service_red() -> Dashboard:
                f"[{RATE}])))", "{{service}} {{span_name}} {{span_kind}}")], unit="ops", w=12)
 
     d.row("Service map")
-    d.panel("Service map", "Services, databases, caches and APIs, from Tempo's service-graph metrics.",
-            [{"queryType": "serviceMap", "serviceMapQuery": '{service=~"$service"}'}],
+    # Tempo's service-graph series are labelled client/server (there is no `service` label): the
+    # map shows the edges whose calling side is one of the selected services.
+    d.panel("Service map", "Services, databases, caches and APIs, from Tempo's service-graph metrics: the "
+            "edges whose client is one of the selected services.",
+            [{"queryType": "serviceMap", "serviceMapQuery": '{client=~"$service"}'}],
             kind="nodeGraph", datasource=TEMPO, w=24, h=12, options={})
     d.panel("Edges: requests", "Requests per second between client and server (service graph).",
             [q(f"sum by (client, server) (rate(traces_service_graph_request_total[{RATE}]))",

@@ -61,6 +61,18 @@ def is_down(seed: int, mint: str) -> bool:
     return _bucket(seed, "down", mint) < 5
 
 
+def _serve(n: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """One stand-in on its own loopback address (127.0.0.n) where the system routes 127/8 to loopback
+    (Linux, containers), so each API is a distinct ``server.address`` on the dashboards and in the
+    alerts, as the real hosts are; elsewhere (macOS) on 127.0.0.1, told apart by ``server.port``."""
+    for host in (f"127.0.0.{n}", "127.0.0.1"):
+        try:
+            return ThreadingHTTPServer((host, 0), handler)
+        except OSError:
+            continue
+    return ThreadingHTTPServer(("127.0.0.1", 0), handler)
+
+
 class ApiStandIn:
     """Three HTTP servers, one per API, like three remote hosts: ``with ApiStandIn(seed) as api: api.urls``."""
 
@@ -73,8 +85,8 @@ class ApiStandIn:
         self._rng = random.Random(seed)
         self._servers: dict[str, ThreadingHTTPServer] = {}
         self._threads: list[threading.Thread] = []
-        for source in LATENCY:
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        for n, source in enumerate(LATENCY, start=1):
+            server = _serve(n, _make_handler(self))
             server.daemon_threads = True
             self._servers[source] = server
             self._threads.append(threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
@@ -83,7 +95,8 @@ class ApiStandIn:
     @property
     def urls(self) -> dict[str, str]:
         """Base URL per source (``jupiter``, ``helius``, ``dexscreener``)."""
-        return {source: f"http://127.0.0.1:{server.server_address[1]}" for source, server in self._servers.items()}
+        return {source: f"http://{server.server_address[0]!s}:{server.server_address[1]}"
+                for source, server in self._servers.items()}
 
     def __enter__(self) -> ApiStandIn:
         for thread in self._threads:

@@ -66,7 +66,10 @@ def discoverer_main(cfg: DemoConfig) -> None:
     queue = cfg.queue
     queue.connect()
     system = queue.system
-    depth = pipeline.observe_queue(DESTINATION, queue.length, system=system)
+    # What waits (ready) and what was given up on (dead_letter), as two states of one queue: the
+    # backlog alerts count only the waiting ones, the dashboard shows both.
+    depth = pipeline.observe_queue(DESTINATION, queue.length, system=system, state="ready")
+    dead = pipeline.observe_queue(DESTINATION, queue.dead_letters, system=system, state="dead_letter")
     try:
         index = 0
         while not cfg.stop.is_set() and (cfg.continuous or index < cfg.events):
@@ -79,6 +82,7 @@ def discoverer_main(cfg: DemoConfig) -> None:
         # shorter than one export interval reports its queue depth.
         otelkit.shutdown()
         depth.close()
+        dead.close()
 
 
 def discover(queue: Queue, mint: str, system: str) -> None:
@@ -109,13 +113,17 @@ def worker_main(cfg: DemoConfig, worker: int) -> None:
     system = queue.system
     # The three API calls of a token run in parallel on this pool; otelkit carries the trace context
     # and correlation ID into its threads, so their spans still sit under "process tokens".
+    # An A/B experiment on the fetch step (seed 000: "controlled experiments with processing
+    # parameters"): even workers call the three APIs in parallel, odd ones one after the other; the
+    # variant label puts both arms side by side on the dashboard.
+    parallel = worker % 2 == 0
     with httpx.Client(timeout=2.0) as http, ThreadPoolExecutor(max_workers=3, thread_name_prefix="fetch") as pool:
         try:
             while not cfg.stop.is_set():
                 raw = queue.get(timeout=1.0)  # a blocking pop (BRPOP); stop is checked in between
                 if raw is None:
                     continue
-                cfg.results.put(handle(raw, queue, store, http, cfg.api, system, worker, pool))
+                cfg.results.put(handle(raw, queue, store, http, cfg.api, system, worker, pool if parallel else None))
         finally:
             otelkit.shutdown()
 
@@ -162,8 +170,10 @@ def enrich(http: Any, api: dict[str, str], mint: str, pool: ThreadPoolExecutor |
                                     "dexscreener"),
     }
 
+    variant = "sequential" if pool is None else "parallel"
+
     def fetch(source: str) -> Any:
-        with pipeline.stage("fetch", source=source):
+        with pipeline.stage("fetch", source=source, variant=variant):
             return calls[source]()
 
     if pool is None:

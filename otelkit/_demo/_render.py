@@ -266,7 +266,10 @@ def render_metrics(raw_points: Sequence[Any], *, api_ports: Mapping[int, str] | 
     """The pipeline summary a ``metrics:summary`` command would print, from the exported metrics."""
     points = latest_points(raw_points)
     lines: list[str] = []
-    gauge_points = [p for p in raw_points if p.name == _names.QUEUE_LENGTH.name]
+    gauge_points = [p for p in raw_points if p.name == _names.QUEUE_LENGTH.name
+                     and p.attributes.get(_names.ATTR_QUEUE_STATE) != "dead_letter"]
+    dead_points = [p for p in raw_points if p.name == _names.QUEUE_LENGTH.name
+                   and p.attributes.get(_names.ATTR_QUEUE_STATE) == "dead_letter"]
 
     def counter(name: str, **where: str) -> int:
         return int(total(points, name, **where))
@@ -290,6 +293,8 @@ def render_metrics(raw_points: Sequence[Any], *, api_ports: Mapping[int, str] | 
     if gauge_points:
         lines.append(f"  queue depth           max {max(int(p.value or 0) for p in gauge_points)}"
                      f"   ({len(gauge_points)} samples of {_names.QUEUE_LENGTH.name})")
+    if dead_points:
+        lines.append(f"  dead-letter list      {int(dead_points[-1].value or 0)}")
 
     def stage_key(p: Any) -> str:
         source = p.attributes.get(_names.ATTR_SOURCE)

@@ -105,6 +105,16 @@ def test_demo_agent_scrapes_redis_and_postgres_and_forwards() -> None:
     assert jobs["otel-collector-demo-agent"]["dns_sd_configs"][0]["names"] == ["demo-agent"]
 
 
+def test_redis_series_carry_their_server_address() -> None:
+    """The Redis panels group and label by server_address: the receiver must emit it (off by default)
+    and Prometheus must promote it from the resource to a label."""
+    agent = load_yaml(COLLECTOR / "otelcol-demo-agent.yaml")
+    attrs = agent["receivers"]["redis"]["resource_attributes"]
+    assert attrs["server.address"]["enabled"] is True and attrs["server.port"]["enabled"] is True
+    promoted = load_yaml(PROM_DIR / "prometheus.yaml")["otlp"]["promote_resource_attributes"]
+    assert {"server.address", "server.port"} <= set(promoted)
+
+
 def test_otelcol_validate(tmp_path: Path) -> None:
     binary = os.environ.get("OTELCOL_CONTRIB_BIN") or shutil.which("otelcol-contrib")
     if not binary:

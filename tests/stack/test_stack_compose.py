@@ -112,6 +112,80 @@ def test_every_service_has_a_healthcheck() -> None:
     assert not problems, "\n".join(problems)
 
 
+# What each pinned image really contains, from its project's published Dockerfile at that tag
+# (docs/stack.md, "Healthchecks: evidence per image"): the base, whether there is a shell, and the
+# programs a healthcheck may run. A healthcheck that runs anything else never passes.
+IMAGE_CONTENTS: dict[str, dict[str, Any]] = {
+    "grafana/loki:3.7.6": {
+        "base": "gcr.io/distroless/static:nonroot", "shell": False, "programs": {"/usr/bin/loki"},
+        "evidence": "grafana/loki cmd/loki/Dockerfile at v3.7.6 (5003600d); `-health`: cmd/loki/health.go (#20313)"},
+    "grafana/tempo:3.0.3": {
+        "base": "gcr.io/distroless/static-debian12", "shell": False, "programs": {"/tempo"},
+        "evidence": "grafana/tempo cmd/tempo/Dockerfile at v3.0.3 (1900ed7b); `-health`: cmd/tempo/main.go"},
+    "prom/prometheus:v3.14.0": {
+        "base": "quay.io/prometheus/busybox", "shell": True, "programs": {"wget", "/bin/prometheus", "/bin/promtool"},
+        "evidence": "prometheus/prometheus Dockerfile at v3.14.0 (d7598b71)"},
+    "prom/alertmanager:v0.33.0": {
+        "base": "quay.io/prometheus/busybox", "shell": True, "programs": {"wget", "/bin/alertmanager", "/bin/amtool"},
+        "evidence": "prometheus/alertmanager Dockerfile at v0.33.0 (5d3ceb55)"},
+    "grafana/grafana:13.1.3": {
+        "base": "alpine (default variant) / ubuntu", "shell": True, "programs": {"curl"},
+        "evidence": "grafana/grafana Dockerfile: `apk add ... curl` (alpine) / `apt-get install ... curl` (ubuntu)"},
+    "otel/opentelemetry-collector-contrib:0.159.0": {
+        "base": "scratch", "shell": False, "programs": {"/otelcol-contrib"},
+        "evidence": "open-telemetry/opentelemetry-collector-releases distributions/otelcol-contrib/Dockerfile "
+                    "at v0.159.0 (f8178323): FROM scratch, no health subcommand"},
+    "busybox:1.37.0": {"base": "busybox", "shell": True, "programs": {"wget", "sleep"},
+                       "evidence": "the busybox image is busybox"},
+    "python:3.12.11-alpine3.22": {"base": "alpine", "shell": True, "programs": {"python"},
+                                  "evidence": "official python image"},
+    "redis:8.0.2-alpine": {"base": "alpine", "shell": True, "programs": {"redis-cli", "redis-server"},
+                           "evidence": "official redis image"},
+    "postgres:18.4": {"base": "debian", "shell": True, "programs": {"pg_isready"},
+                      "evidence": "official postgres image"},
+    "otelkit-demo:local": {"base": "python:3.12.11-slim-bookworm", "shell": True, "programs": {"otelkit"},
+                           "evidence": "collector/demo/Dockerfile (pip install .[demo] puts otelkit on PATH)"},
+}
+
+
+def test_every_image_is_described() -> None:
+    images = {svc["image"] for svc in SERVICES.values()}
+    assert images == set(IMAGE_CONTENTS), images ^ set(IMAGE_CONTENTS)
+
+
+def _healthcheck_problems(services: dict[str, dict[str, Any]]) -> list[str]:
+    problems = []
+    for name, svc in services.items():
+        check = svc.get("healthcheck")
+        if not check or not check.get("test"):
+            continue
+        contents = IMAGE_CONTENTS[svc["image"]]
+        form, program = check["test"][0], check["test"][1]
+        if form == "CMD-SHELL":
+            if not contents["shell"]:
+                problems.append(f"{name}: CMD-SHELL, but {svc['image']} has no shell ({contents['base']})")
+            program = program.split()[0]
+        if program not in contents["programs"]:
+            problems.append(f"{name}: healthcheck runs {program!r}, which {svc['image']} does not contain "
+                            f"(it has {sorted(contents['programs'])}; {contents['evidence']})")
+    return problems
+
+
+def test_healthchecks_run_what_their_image_contains() -> None:
+    """Loki's image has no wget (distroless): a wget healthcheck never passes and the stack never comes up."""
+    problems = _healthcheck_problems(SERVICES)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_image_check_catches_wget_in_a_distroless_image() -> None:
+    """Negative control: the healthcheck compose.yaml had before (wget in Loki) is refused."""
+    old = {"loki": {**SERVICES["loki"], "healthcheck": {
+        "test": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:3100/ready"]}}}
+    assert any("does not contain" in p for p in _healthcheck_problems(old))
+    shell = {"loki": {**SERVICES["loki"], "healthcheck": {"test": ["CMD-SHELL", "/usr/bin/loki -health"]}}}
+    assert any("no shell" in p for p in _healthcheck_problems(shell))
+
+
 def test_every_service_has_a_memory_limit() -> None:
     missing = [name for name, svc in SERVICES.items()
                if not (svc.get("deploy", {}).get("resources", {}).get("limits", {}).get("memory")

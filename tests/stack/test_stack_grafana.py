@@ -155,7 +155,8 @@ def _panel_titles(board: dict[str, Any]) -> set[str]:
 def test_pipeline_overview_has_what_the_users_asked_for() -> None:
     titles = _panel_titles(_dashboards()["otelkit-pipeline"])
     wanted = {"Emission rate", "Reception rate", "Queue depth", "Processing rate by outcome",
-              "End-to-end latency", "Failures by stage and source", "API latency p95", "API success rate",
+              "End-to-end latency", "Failures by stage and source", "Latency p95 by source", "Success rate by source",
+              "API latency p95 by server", "API success rate by server", "Messages finally failed",
               "Database write latency", "Redis memory", "Redis clients", "PostgreSQL connections"}
     assert wanted <= titles, wanted - titles
     e2e = next(p for p in iter_panels(_dashboards()["otelkit-pipeline"]["panels"])
@@ -171,6 +172,24 @@ def test_service_red_has_rate_errors_duration_and_service_map() -> None:
     node_graph = next(p for p in iter_panels(board["panels"]) if p["type"] == "nodeGraph")
     assert node_graph["datasource"]["uid"] == "tempo"
     assert node_graph["targets"][0]["queryType"] == "serviceMap"
+    # Tempo's service-graph series have client/server labels, no `service` label.
+    assert re.fullmatch(r'\{(client|server)=~"\$service"\}', node_graph["targets"][0]["serviceMapQuery"])
+
+
+def test_loki_queries_never_send_an_all_empty_matcher() -> None:
+    """Loki refuses `{service_name=~".*"}` (every matcher matches ""): "All" must send `.+` there."""
+    for board in _dashboards().values():
+        values = {v["name"]: v["allValue"] for v in board["templating"]["list"]}
+        for panel in iter_panels(board["panels"]):
+            for target in panel.get("targets", []):
+                if (target.get("datasource") or panel["datasource"])["uid"] != "loki":
+                    continue
+                selector = re.match(r"\s*\{([^}]*)\}", target["expr"])
+                assert selector, target["expr"]
+                sent = re.sub(r"\$(\w+)", lambda m, v=values: v[m.group(1)], selector.group(1))
+                matchers = re.findall(r'(\w+)\s*(=~|=|!=|!~)\s*"([^"]*)"', sent)
+                assert any(not re.fullmatch(value, "") for _, op, value in matchers if op in ("=", "=~")), \
+                    f"{panel['title']}: {{{sent}}} matches the empty string only"
 
 
 def test_stack_health_covers_collector_and_backends() -> None:
