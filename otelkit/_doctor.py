@@ -712,6 +712,13 @@ def _rejected_dsn() -> tuple[str, str] | None:
 def _check_sentry(report: Report, settings: Any, *, timeout: float, send: bool) -> None:
     sentry = getattr(settings, "sentry", None)
     dsn = getattr(sentry, "dsn", None)
+    from otelkit._sentry import sentry_sdk_problem
+
+    missing = sentry_sdk_problem() if dsn or _rejected_dsn() else None
+    if missing is not None:  # sentry-sdk is an extra: a DSN without it is a finding, not an ImportError
+        report.add(Check("sentry", "dsn", "fail", f"a Sentry DSN is set but {missing}; errors are not sent to Sentry",
+                         "pip install 'otelkit[sentry]'"))
+        return
     from sentry_sdk.utils import BadDsn, Dsn
 
     if not dsn:
