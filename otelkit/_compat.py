@@ -19,7 +19,7 @@ They are re-exported here too, so that a rename lands in one place.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import _logs as logs_api
 from opentelemetry import trace as _trace_api
@@ -35,25 +35,6 @@ from opentelemetry.metrics._internal.instrument import _ProxyObservableCounter a
 from opentelemetry.metrics._internal.instrument import _ProxyObservableGauge as ProxyObservableGauge
 from opentelemetry.metrics._internal.instrument import _ProxyObservableUpDownCounter as ProxyObservableUpDownCounter
 from opentelemetry.metrics._internal.instrument import _ProxyUpDownCounter as ProxyUpDownCounter
-from opentelemetry.sdk._logs import (
-    LoggerProvider,
-    LogRecordLimits,
-    LogRecordProcessor,
-    ReadableLogRecord,
-    ReadWriteLogRecord,
-)
-from opentelemetry.sdk._logs.export import (
-    ConsoleLogRecordExporter,
-    InMemoryLogRecordExporter,
-    LogRecordExporter,
-    LogRecordExportResult,
-    SimpleLogRecordProcessor,
-)
-
-try:  # exported from the package since SDK 1.41; the class itself is older
-    from opentelemetry.sdk._logs import SynchronousMultiLogRecordProcessor
-except ImportError:  # SDK 1.40
-    from opentelemetry.sdk._logs._internal import SynchronousMultiLogRecordProcessor  # type: ignore[attr-defined,no-redef,unused-ignore]
 
 try:
     from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as SUPPRESS_INSTRUMENTATION_KEY
@@ -65,6 +46,50 @@ try:  # the context key the baggage API stores its dict under: reading it direct
     from opentelemetry.baggage import _BAGGAGE_KEY as BAGGAGE_KEY
 except ImportError:  # pragma: no cover - callers fall back to the public baggage API
     BAGGAGE_KEY = None
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk._logs import (
+        LoggerProvider,
+        LogRecordLimits,
+        LogRecordProcessor,
+        ReadableLogRecord,
+        ReadWriteLogRecord,
+        SynchronousMultiLogRecordProcessor,
+    )
+    from opentelemetry.sdk._logs.export import (
+        ConsoleLogRecordExporter,
+        InMemoryLogRecordExporter,
+        LogRecordExporter,
+        LogRecordExportResult,
+        SimpleLogRecordProcessor,
+    )
+
+_SDK_LOGS = ("LoggerProvider", "LogRecordLimits", "LogRecordProcessor", "ReadableLogRecord", "ReadWriteLogRecord",
+             "SynchronousMultiLogRecordProcessor")
+_SDK_LOGS_EXPORT = ("ConsoleLogRecordExporter", "InMemoryLogRecordExporter", "LogRecordExporter",
+                    "LogRecordExportResult", "SimpleLogRecordProcessor")
+
+
+def __getattr__(name: str) -> Any:
+    # The SDK's logs modules are imported on first use, not with this module: on SDK 1.40 importing
+    # them runs resource detection (a class attribute), which fails in code that runs at exit.
+    if name in _SDK_LOGS:
+        from opentelemetry.sdk import _logs as sdk_logs
+
+        value = getattr(sdk_logs, name, None)
+        if value is None:  # SynchronousMultiLogRecordProcessor: exported from the package since SDK 1.41
+            from opentelemetry.sdk._logs import _internal as sdk_logs_internal
+
+            value = getattr(sdk_logs_internal, name)
+    elif name in _SDK_LOGS_EXPORT:
+        from opentelemetry.sdk._logs import export as sdk_logs_export
+
+        value = getattr(sdk_logs_export, name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BAGGAGE_KEY",
@@ -104,6 +129,8 @@ def log_record_limits(attribute_count: int | None, attribute_length: int | None,
     SDK 1.45 takes both sets; older releases have one set for log records, which then gets the
     log-record-specific values where they are set (they win over the general ones in 1.45 too).
     """
+    from opentelemetry.sdk._logs import LogRecordLimits
+
     unset = getattr(LogRecordLimits, "UNSET", -1)
 
     def length(value: int | None) -> int | None:
@@ -129,6 +156,8 @@ def logger_provider(resource: Any, limits: LogRecordLimits) -> LoggerProvider:
     SDK releases before ``log_record_limits`` existed apply ``LogRecordLimits()`` to every record,
     that is the ``OTEL_ATTRIBUTE_COUNT_LIMIT``/``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` variables only.
     """
+    from opentelemetry.sdk._logs import LoggerProvider
+
     try:
         return LoggerProvider(resource=resource, shutdown_on_exit=False,  # type: ignore[call-arg,unused-ignore]
                               log_record_limits=limits)
@@ -192,7 +221,10 @@ def log_record_pipeline(logger_provider: Any) -> Any:
 
 def metric_readers(meter_provider: Any) -> tuple[Any, ...]:
     """The readers of an SDK ``MeterProvider`` (empty for any other provider)."""
-    return tuple(getattr(meter_provider, "_metric_readers", ()) or ())
+    readers = getattr(meter_provider, "_metric_readers", None)
+    if readers is None:  # SDK 1.40: the readers live in the provider's configuration only
+        readers = getattr(getattr(meter_provider, "_sdk_config", None), "metric_readers", None)
+    return tuple(readers or ())
 
 
 def registered_metric_readers() -> Iterable[Any]:
