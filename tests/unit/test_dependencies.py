@@ -105,7 +105,8 @@ def test_extras_cover_the_guarded_imports() -> None:
 
 
 def test_otel_ranges_have_no_cap_below_the_next_major() -> None:
-    for requirement in PYPROJECT["project"]["dependencies"] + PYPROJECT["project"]["optional-dependencies"]["prometheus"]:
+    project = PYPROJECT["project"]
+    for requirement in project["dependencies"] + project["optional-dependencies"]["prometheus"]:
         if not _name(requirement).startswith("opentelemetry-"):
             continue
         caps = re.findall(r"<\s*([0-9.]+)", requirement)
