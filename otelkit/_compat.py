@@ -319,8 +319,12 @@ def semconv_loaded(modules: Iterable[str]) -> bool:
 def dbapi_server(tracer: Any) -> tuple[Any, Any, Any]:
     """(database, server address, server port) of a contrib dbapi ``CursorTracer``."""
     integration = getattr(tracer, "_db_api_integration", None)
-    return (getattr(integration, "database", ""), getattr(integration, "_server_address", None),
-            getattr(integration, "_server_port", None))
+    address = getattr(integration, "_server_address", None)
+    port = getattr(integration, "_server_port", None)
+    if address is None and port is None:  # contrib 0.61b0: only the old net.peer.* span attributes
+        attributes = getattr(integration, "span_attributes", None) or {}
+        address, port = attributes.get("net.peer.name"), attributes.get("net.peer.port")
+    return getattr(integration, "database", ""), address, port
 
 
 def has_record_metrics(tracer_class: type) -> bool:
