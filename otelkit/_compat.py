@@ -5,7 +5,7 @@ otelkit supports opentelemetry-sdk 1.40 up to (not including) 2 and the matching
 (``.ci/otel-lowest.txt``). Anything with a leading underscore in ``opentelemetry.*`` -- a module, a
 class, an attribute of an SDK or contrib object -- is reached through this module only, so that an
 upstream rename is fixed here once, with a fallback for the releases that differ. A test
-(``tests/unit/test_compat.py``) keeps the rest of the package free of such access.
+(``tests/unit/test_dependencies.py``) keeps the rest of the package free of such access.
 
 Two groups of names are underscore-named upstream without being internals:
 
@@ -77,7 +77,7 @@ def __getattr__(name: str) -> Any:
         from opentelemetry.sdk import _logs as sdk_logs
 
         value = getattr(sdk_logs, name, None)
-        if value is None:  # SynchronousMultiLogRecordProcessor: exported from the package since SDK 1.41
+        if value is None:  # SynchronousMultiLogRecordProcessor: SDK 1.40 defines it in _internal only
             from opentelemetry.sdk._logs import _internal as sdk_logs_internal
 
             value = getattr(sdk_logs_internal, name)
@@ -126,7 +126,7 @@ def log_record_limits(attribute_count: int | None, attribute_length: int | None,
                       logrecord_count: int | None, logrecord_length: int | None) -> LogRecordLimits:
     """``LogRecordLimits`` from the general and the log-record-specific limits (``None``: unlimited length).
 
-    SDK 1.45 takes both sets; older releases have one set for log records, which then gets the
+    SDK 1.45 takes both sets; older releases (1.40) have one set for log records, which then gets the
     log-record-specific values where they are set (they win over the general ones in 1.45 too).
     """
     from opentelemetry.sdk._logs import LogRecordLimits
@@ -143,7 +143,7 @@ def log_record_limits(attribute_count: int | None, attribute_length: int | None,
             max_log_record_attributes=logrecord_count,
             max_log_record_attribute_length=length(logrecord_length),
         )
-    except TypeError:  # SDK < 1.45: one set of limits for log records
+    except TypeError:  # older SDK (1.40): one set of limits for log records
         return LogRecordLimits(
             max_attributes=logrecord_count if logrecord_count is not None else attribute_count,
             max_attribute_length=length(logrecord_length if logrecord_length is not None else attribute_length),
