@@ -278,7 +278,7 @@ class ProxyMeter(metrics_api.Meter):
         self._instruments: dict[Any, ProxyInstrument[Any]] = {}
 
     def _swap(self, provider: metrics_api.MeterProvider) -> None:
-        real = _get_meter(provider, self._name, self._version, self._schema_url, self._attributes)
+        real = _get_meter(provider, self.name, self.version, self.schema_url, self._attributes)
         with _lock:
             self._real = real
             for instrument in list(self._instruments.values()):
