@@ -222,7 +222,7 @@ def log_record_pipeline(logger_provider: Any) -> Any:
 def metric_readers(meter_provider: Any) -> tuple[Any, ...]:
     """The readers of an SDK ``MeterProvider`` (empty for any other provider)."""
     readers = getattr(meter_provider, "_metric_readers", None)
-    if readers is None:  # SDK 1.40: the readers live in the provider's configuration only
+    if readers is None:  # SDK before 1.43: the readers live in the provider's configuration only
         readers = getattr(getattr(meter_provider, "_sdk_config", None), "metric_readers", None)
     return tuple(readers or ())
 
