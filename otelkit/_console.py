@@ -32,7 +32,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import IO, Any
 
-from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
@@ -41,6 +40,8 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
+
+from otelkit._compat import LogRecordExporter, LogRecordExportResult
 
 __all__ = ["ConsoleLogExporter", "ConsoleMetricExporter", "TreeConsoleSpanExporter"]
 

@@ -20,14 +20,10 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+# The API keeps baggage in one context key; reading it directly skips two calls per span.
+from otelkit._compat import BAGGAGE_KEY as _KEY
 from otelkit._internal_log import logger
 from otelkit._names import CORRELATION_ATTRIBUTE, CORRELATION_BAGGAGE_KEY
-
-_KEY: str | None
-try:  # the API keeps baggage in one context key; reading it directly skips two calls per span.
-    from opentelemetry.baggage import _BAGGAGE_KEY as _KEY
-except ImportError:  # pragma: no cover - future API versions
-    _KEY = None
 
 MAX_CORRELATION_ID_LENGTH = 128
 # Printable, header- and log-safe; excludes whitespace, quotes, commas and semicolons (baggage delimiters).

@@ -271,6 +271,14 @@ def targets(settings: Any, *, probe: Callable[[str, int], bool] | None = None) -
         endpoint = getattr(sig, "endpoint", None)
         protocol = getattr(sig, "protocol", "grpc") or "grpc"
         source = str(sources.get(f"{signal}.endpoint", "default"))
+        if signal == "metrics" and "prometheus" in exporters:
+            extra = (("opentelemetry.exporter.prometheus", "opentelemetry-exporter-prometheus"),
+                     ("prometheus_client", "prometheus-client"))
+            missing = [dist for module, dist in extra if importlib.util.find_spec(module) is None]
+            if missing:  # an extra: its absence is a finding with the fix, not an ImportError at init()
+                notes.append(Check("endpoints", "prometheus", "fail",
+                                   f"metrics exporter 'prometheus' needs {', '.join(missing)}: no scrape endpoint",
+                                   "pip install 'otelkit[prometheus]'"))
         if exporters == ("auto",) and endpoint is None:
             # The embedded default: a collector on the standard local ports, else the terminal.
             if probe("127.0.0.1", 4317):
@@ -717,10 +725,16 @@ def _rejected_dsn() -> tuple[str, str] | None:
 def _check_sentry(report: Report, settings: Any, *, timeout: float, send: bool) -> None:
     sentry = getattr(settings, "sentry", None)
     dsn = getattr(sentry, "dsn", None)
+    from otelkit._sentry import sentry_sdk_problem
+
     if not dsn and _rejected_dsn() is None:
         report.add(Check("sentry", "dsn", "skip", "no Sentry DSN (SENTRY_DSN): errors are not sent to Sentry"))
         return
-    # Imported only when there is a DSN to check: sentry_sdk costs ~0.1 s to import.
+    missing = sentry_sdk_problem()
+    if missing is not None:  # sentry-sdk is an extra: a DSN without it is a finding, not an ImportError
+        report.add(Check("sentry", "dsn", "fail", f"a Sentry DSN is set but {missing}; errors are not sent to Sentry",
+                         "pip install 'otelkit[sentry]'"))
+        return
     from sentry_sdk.utils import BadDsn, Dsn
 
     if not dsn:

@@ -46,10 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from opentelemetry._logs import LogRecord as _ApiLogRecord
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach, detach, set_value
-from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
-from opentelemetry.sdk._logs.export import LogRecordExporter
+from opentelemetry.context import Context, attach, detach, set_value
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     MetricExporter,
@@ -61,7 +58,10 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from otelkit import _spool, _stats, _wire
+from otelkit import _compat, _spool, _stats, _wire
+from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_INSTRUMENTATION_KEY
+from otelkit._compat import ApiLogRecord as _ApiLogRecord
+from otelkit._compat import LogRecordExporter, LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from otelkit._internal_log import logger
 from otelkit._stats import STATS
 
@@ -528,7 +528,7 @@ def _encode_logs(records: Sequence[ReadableLogRecord]) -> bytes:
         return _wire.encode_logs(records)
     except Exception:
         logger.debug("otelkit: direct log encoding failed; using the SDK encoder", exc_info=True)
-    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+    from otelkit._compat import encode_logs
 
     return bytes(encode_logs(records).SerializeToString())
 
@@ -1196,9 +1196,9 @@ class ScrubbingSpanProcessor(SpanProcessor):
         self.processor.on_start(span, parent_context=parent_context)
 
     def _on_ending(self, span: Span) -> None:
-        on_ending = getattr(self.processor, "_on_ending", None)
-        if on_ending is not None:
-            on_ending(span)
+        hook = _compat.on_ending(self.processor)
+        if hook is not None:
+            hook(span)
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
@@ -1566,7 +1566,7 @@ def build_log_processors(settings: Settings) -> list[Any]:
             sender = make_sender("logs", _with(settings.logs, protocol=dest.protocol, endpoint=dest.endpoint))
             processors.append(make_log_processor(sender, scrub=scrub, spool=make_spool(settings, "logs"), **kwargs))
         elif dest.kind == "console":
-            from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, SimpleLogRecordProcessor
+            from otelkit._compat import ConsoleLogRecordExporter, SimpleLogRecordProcessor
 
             # Printing is local and quick: print as it happens, in order with the application's output.
             exporter = _CountingLogExporter(_console("ConsoleLogExporter", ConsoleLogRecordExporter))
@@ -1614,8 +1614,8 @@ class _CountingMetricExporter(MetricExporter):
     """A metric exporter (console, in-memory summary) whose points count as exported."""
 
     def __init__(self, exporter: MetricExporter) -> None:
-        super().__init__(preferred_temporality=getattr(exporter, "_preferred_temporality", None),
-                         preferred_aggregation=getattr(exporter, "_preferred_aggregation", None))
+        temporality, aggregation = _compat.exporter_preferences(exporter)
+        super().__init__(preferred_temporality=temporality, preferred_aggregation=aggregation)
         self._exporter = exporter
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
@@ -1652,7 +1652,7 @@ class _SummaryAtExitReader(PeriodicExportingMetricReader):
 
 def silence_summaries(meter_provider: Any) -> None:
     """A re-``init()`` retires ``meter_provider``: its in-memory summary must not print then (only at exit)."""
-    for reader in tuple(getattr(meter_provider, "_metric_readers", ()) or ()):
+    for reader in _compat.metric_readers(meter_provider):
         if isinstance(reader, _SummaryAtExitReader):
             reader.print_summary = False
 
@@ -1712,14 +1712,19 @@ def _prometheus_reader(settings: Settings) -> Any:
     instead and announces it in a ``file_sd`` file there, so Prometheus scrapes every process; the
     file carries ``service_name`` and ``job`` so the scrape path has the labels of the OTLP path.
     """
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-
     key = host, port = _prometheus_key(settings)
+    try:  # the `prometheus` extra: without it the endpoint is off with a reason, never an ImportError
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+    except ImportError as exc:
+        _stop_prometheus_servers(keep=None)
+        _prometheus_failed[key] = f"{exc.name or exc} is missing: pip install 'otelkit[prometheus]'"
+        logger.warning("otelkit: metrics exporter 'prometheus' needs the prometheus extra (%s); "
+                       "the prometheus exporter is off", _prometheus_failed[key])
+        return None
     sd_dir = getattr(settings, "prometheus_sd_dir", None)
     _stop_prometheus_servers(keep=key)
     if key not in _prometheus_servers or _prometheus_servers[key][0] != os.getpid():
-        from prometheus_client import start_http_server
-
         server: Any = None
         error: OSError | None = None
         try:
@@ -1911,7 +1916,7 @@ def after_fork_in_child(*, forked_at: int | None = None) -> None:
         except Exception:
             logger.debug("otelkit: resetting an export pipeline after fork failed", exc_info=True)
     for reader in list(_LIVE_READERS):
-        exporter = getattr(reader, "_exporter", None)
+        exporter = _compat.reader_exporter(reader)
         if isinstance(exporter, OtlpMetricExporter):
             try:
                 exporter._after_fork_in_child()
@@ -1946,5 +1951,4 @@ def flush_all(timeout: float) -> bool:
 
 
 def _iter_processors(tracer_provider: Any) -> Iterable[Any]:
-    multi = getattr(tracer_provider, "_active_span_processor", None)
-    return tuple(getattr(multi, "_span_processors", ()) or ())
+    return _compat.span_processors(tracer_provider)

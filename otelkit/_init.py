@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from otelkit import _proxy
+from otelkit import _compat, _proxy
 from otelkit._config import (
     MAX_DURATION_SECONDS,
     ConfigError,
@@ -292,17 +292,11 @@ def _span_limits(settings: Settings) -> Any:
 
 
 def _log_limits(settings: Settings) -> Any:
-    from opentelemetry.sdk._logs import LogRecordLimits
+    from otelkit._compat import log_record_limits
 
     lim = settings.limits
-    unset = getattr(LogRecordLimits, "UNSET", -1)
-    return LogRecordLimits(
-        max_attributes=lim.attribute_count,
-        max_attribute_length=unset if lim.attribute_value_length is None else lim.attribute_value_length,
-        max_log_record_attributes=lim.logrecord_attribute_count,
-        max_log_record_attribute_length=unset if lim.logrecord_attribute_value_length is None
-        else lim.logrecord_attribute_value_length,
-    )
+    return log_record_limits(lim.attribute_count, lim.attribute_value_length,
+                             lim.logrecord_attribute_count, lim.logrecord_attribute_value_length)
 
 
 def _propagator(settings: Settings) -> Any:
@@ -330,7 +324,6 @@ def _scrub_added(settings: Settings) -> Any:
 def _build_providers(settings: Settings, user: tuple[tuple[Any, ...], ...],
                      installed: _proxy.Installed | None = None) -> _State:
     """New SDK providers for ``settings``, or, where :func:`_defer_to_agent` says so, the agent's own ones."""
-    from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -384,14 +377,14 @@ def _build_providers(settings: Settings, user: tuple[tuple[Any, ...], ...],
             tp.add_span_processor(processor)
     lp: Any
     if defer_lp:
-        from opentelemetry.sdk._logs import SynchronousMultiLogRecordProcessor
+        from otelkit._compat import SynchronousMultiLogRecordProcessor
 
         lp = foreign.foreign_logger_provider
         log_pipeline = SynchronousMultiLogRecordProcessor()
         for processor in log_processors:
             log_pipeline.add_log_record_processor(processor)
     else:
-        lp = LoggerProvider(resource=resource, shutdown_on_exit=False, log_record_limits=_log_limits(settings))
+        lp = _compat.logger_provider(resource, _log_limits(settings))
         for processor in log_processors:
             lp.add_log_record_processor(processor)
 
@@ -405,7 +398,7 @@ def _build_providers(settings: Settings, user: tuple[tuple[Any, ...], ...],
     if foreign_mp is not None and hasattr(foreign_mp, "add_metric_reader"):
         # Someone else's MeterProvider is the global one: record into it and add otelkit's readers to it.
         # A caller's reader kept from the previous init() is already attached: not added twice.
-        registered = getattr(MeterProvider, "_all_metric_readers", ())
+        registered = _compat.registered_metric_readers()
         readers = [*own_readers, *user_readers]
         for reader in readers:
             if reader not in registered:
@@ -424,8 +417,7 @@ def _build_providers(settings: Settings, user: tuple[tuple[Any, ...], ...],
 
 
 def _enable(provider: Any) -> None:
-    if getattr(provider, "_disabled", False) and type(provider).__module__.startswith("opentelemetry.sdk"):
-        provider._disabled = False
+    _compat.enable_provider(provider)
 
 
 def _defer_to_agent(installed: _proxy.Installed) -> bool:
@@ -435,9 +427,7 @@ def _defer_to_agent(installed: _proxy.Installed) -> bool:
 
 def _fresh_readers(readers: Sequence[Any]) -> list[Any]:
     """Drop (with a warning) readers still registered with an earlier MeterProvider: the SDK refuses them."""
-    from opentelemetry.sdk.metrics import MeterProvider
-
-    registered = getattr(MeterProvider, "_all_metric_readers", ())
+    registered = _compat.registered_metric_readers()
     out = []
     for reader in readers:
         if reader in registered:
@@ -553,7 +543,7 @@ def _current_span_pipeline() -> Any:
     if state.span_pipeline is not None:
         return state.span_pipeline
     if state.owns_tracer_provider:
-        return getattr(state.tracer_provider, "_active_span_processor", None)
+        return _compat.active_span_processor(state.tracer_provider)
     return None
 
 
@@ -564,7 +554,7 @@ def _current_log_pipeline() -> Any:
     if state.log_pipeline is not None:
         return state.log_pipeline
     if state.owns_logger_provider:
-        return getattr(state.logger_provider, "_multi_log_record_processor", None)
+        return _compat.log_record_pipeline(state.logger_provider)
     return None
 
 

@@ -61,9 +61,9 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
-from opentelemetry._logs import LogRecord as OTelLogRecord
-from opentelemetry._logs import NoOpLogger, SeverityNumber
 
+from otelkit._compat import ApiLogRecord as OTelLogRecord
+from otelkit._compat import NoOpLogger, SeverityNumber
 from otelkit._names import CORRELATION_ATTRIBUTE
 
 if TYPE_CHECKING:

@@ -31,12 +31,11 @@ from collections.abc import Mapping, MutableMapping
 from threading import get_ident as _get_ident
 from typing import Any
 
-from opentelemetry import _logs as logs_api
 from opentelemetry import trace
-from opentelemetry._logs import LogRecord as OTelLogRecord
-from opentelemetry._logs import NoOpLogger
 
 from otelkit import _logs
+from otelkit._compat import ApiLogRecord as OTelLogRecord
+from otelkit._compat import NoOpLogger, logs_api, proxy_logger_delegate
 from otelkit._names import CORRELATION_ATTRIBUTE
 
 __all__ = ["StructlogProcessor", "loguru_handler", "loguru_patcher", "structlog_event"]
@@ -106,7 +105,7 @@ def _emit(scope: str, levelno: int, body: Any, attributes: dict[str, Any], conte
     _logs._emitting.active = True
     try:
         otel_logger = _otel_logger(scope)
-        if isinstance(otel_logger.__dict__.get("_delegate", otel_logger), NoOpLogger):
+        if isinstance(proxy_logger_delegate(otel_logger), NoOpLogger):
             return  # telemetry disabled, or before init(): skip building the record
         otel_logger.emit(OTelLogRecord(
             timestamp=timestamp if timestamp is not None else time.time_ns(),

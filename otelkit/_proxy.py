@@ -27,23 +27,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import _logs as logs_api
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackT
-from opentelemetry.metrics._internal.instrument import (  # the API's own re-pointable instruments
-    _ProxyCounter,
-    _ProxyGauge,
-    _ProxyHistogram,
-    _ProxyInstrument,
-    _ProxyObservableCounter,
-    _ProxyObservableGauge,
-    _ProxyObservableUpDownCounter,
-    _ProxyUpDownCounter,
-)
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from otelkit._compat import (
+    ProxyCounter,
+    ProxyGauge,
+    ProxyHistogram,
+    ProxyInstrument,
+    ProxyObservableCounter,
+    ProxyObservableGauge,
+    ProxyObservableUpDownCounter,
+    ProxyUpDownCounter,
+    logger_enabled,
+    logs_api,
+    on_ending,
+)
 from otelkit._internal_log import logger
 
 __all__ = [
@@ -104,9 +106,9 @@ class SharedSpanProcessor(_SharedProcessor):
         self.processor.on_start(span, parent_context=parent_context)
 
     def _on_ending(self, span: Any) -> None:
-        on_ending = getattr(self.processor, "_on_ending", None)
-        if on_ending is not None:
-            on_ending(span)
+        hook = on_ending(self.processor)
+        if hook is not None:
+            hook(span)
 
     def on_end(self, span: Any) -> None:
         self.processor.on_end(span)
@@ -273,16 +275,16 @@ class ProxyMeter(metrics_api.Meter):
         super().__init__(name, version=version, schema_url=schema_url)
         self._attributes = attributes
         self._real: metrics_api.Meter = metrics_api.NoOpMeter(name, version=version, schema_url=schema_url)
-        self._instruments: dict[Any, _ProxyInstrument[Any]] = {}
+        self._instruments: dict[Any, ProxyInstrument[Any]] = {}
 
     def _swap(self, provider: metrics_api.MeterProvider) -> None:
-        real = _get_meter(provider, self._name, self._version, self._schema_url, self._attributes)
+        real = _get_meter(provider, self.name, self.version, self.schema_url, self._attributes)
         with _lock:
             self._real = real
             for instrument in list(self._instruments.values()):
                 instrument.on_meter_set(real)
 
-    def _register(self, key: Any, factory: Callable[[], _ProxyInstrument[Any]]) -> Any:
+    def _register(self, key: Any, factory: Callable[[], ProxyInstrument[Any]]) -> Any:
         with _lock:
             instrument = self._instruments.get(key)
             if instrument is None:
@@ -292,11 +294,11 @@ class ProxyMeter(metrics_api.Meter):
             return instrument
 
     def create_counter(self, name: str, unit: str = "", description: str = "") -> metrics_api.Counter:
-        return self._register(("counter", name, unit, description), lambda: _ProxyCounter(name, unit, description))
+        return self._register(("counter", name, unit, description), lambda: ProxyCounter(name, unit, description))
 
     def create_up_down_counter(self, name: str, unit: str = "", description: str = "") -> metrics_api.UpDownCounter:
         return self._register(
-            ("updowncounter", name, unit, description), lambda: _ProxyUpDownCounter(name, unit, description))
+            ("updowncounter", name, unit, description), lambda: ProxyUpDownCounter(name, unit, description))
 
     def create_histogram(
         self,
@@ -309,27 +311,27 @@ class ProxyMeter(metrics_api.Meter):
         bounds = tuple(explicit_bucket_boundaries_advisory) if explicit_bucket_boundaries_advisory else None
         return self._register(
             ("histogram", name, unit, description, bounds),
-            lambda: _ProxyHistogram(name, unit, description, explicit_bucket_boundaries_advisory))
+            lambda: ProxyHistogram(name, unit, description, explicit_bucket_boundaries_advisory))
 
     def create_gauge(self, name: str, unit: str = "", description: str = "") -> metrics_api._Gauge:
-        return self._register(("gauge", name, unit, description), lambda: _ProxyGauge(name, unit, description))
+        return self._register(("gauge", name, unit, description), lambda: ProxyGauge(name, unit, description))
 
     # Observable instruments are keyed by identity: each call registers its own callbacks.
     def create_observable_counter(
         self, name: str, callbacks: Sequence[CallbackT] | None = None, unit: str = "", description: str = ""
     ) -> metrics_api.ObservableCounter:
-        return self._register(object(), lambda: _ProxyObservableCounter(name, callbacks, unit, description))
+        return self._register(object(), lambda: ProxyObservableCounter(name, callbacks, unit, description))
 
     def create_observable_gauge(
         self, name: str, callbacks: Sequence[CallbackT] | None = None, unit: str = "", description: str = ""
     ) -> metrics_api.ObservableGauge:
-        return self._register(object(), lambda: _ProxyObservableGauge(name, callbacks, unit, description))
+        return self._register(object(), lambda: ProxyObservableGauge(name, callbacks, unit, description))
 
     def create_observable_up_down_counter(
         self, name: str, callbacks: Sequence[CallbackT] | None = None, unit: str = "", description: str = ""
     ) -> metrics_api.ObservableUpDownCounter:
         return self._register(
-            object(), lambda: _ProxyObservableUpDownCounter(name, callbacks, unit, description))
+            object(), lambda: ProxyObservableUpDownCounter(name, callbacks, unit, description))
 
 
 def _get_meter(provider: metrics_api.MeterProvider, name: str, version: str | None, schema_url: str | None,
@@ -396,13 +398,13 @@ class ProxyLogger(logs_api.Logger):
     def _bind(self, delegate: logs_api.Logger) -> None:
         self.__dict__["_delegate"] = delegate
         self.__dict__["emit"] = delegate.emit
-        self.__dict__["enabled"] = delegate.enabled
+        self.__dict__["enabled"] = logger_enabled(delegate)
 
     def emit(self, *args: Any, **kwargs: Any) -> None:
         self.__dict__["_delegate"].emit(*args, **kwargs)
 
     def enabled(self, *args: Any, **kwargs: Any) -> bool:
-        return bool(self.__dict__["_delegate"].enabled(*args, **kwargs))
+        return bool(logger_enabled(self.__dict__["_delegate"])(*args, **kwargs))
 
     def __getattr__(self, name: str) -> Any:
         delegate = self.__dict__.get("_delegate")
@@ -552,12 +554,10 @@ _installed: Installed | None = None
 
 
 def _current_globals() -> tuple[Any, Any, Any]:
-    # The API keeps the set-once globals in these module attributes; None means "never set".
-    from opentelemetry._logs import _internal as logs_internal
-    from opentelemetry.metrics import _internal as metrics_internal
+    # The API keeps the set-once globals in module attributes; None means "never set".
+    from otelkit._compat import global_providers
 
-    return (getattr(trace_api, "_TRACER_PROVIDER", None), getattr(metrics_internal, "_METER_PROVIDER", None),
-            getattr(logs_internal, "_LOGGER_PROVIDER", None))
+    return global_providers()
 
 
 def install() -> Installed:

@@ -25,6 +25,7 @@ from opentelemetry.sdk.resources import (
     ResourceDetector,
 )
 
+from otelkit import _compat
 from otelkit._internal_log import logger
 from otelkit._version import __version__
 
@@ -184,11 +185,7 @@ def _container_id() -> str | None:
 
 
 def _host_detector() -> ResourceDetector | None:
-    try:
-        from opentelemetry.sdk.resources import _HostResourceDetector  # private: present since SDK 1.24
-    except ImportError:
-        return None
-    return _HostResourceDetector()
+    return _compat.host_resource_detector()
 
 
 def _detected() -> dict[str, Any]:

@@ -46,10 +46,11 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Status
 
+from otelkit._compat import BOUNDED_DICT, has_bounded_dict, scrub_fields, set_bounded_dict
 from otelkit._internal_log import logger
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk._logs import ReadableLogRecord
+    from otelkit._compat import ReadableLogRecord
 
 REDACTED = "[REDACTED]"
 """Replacement for a whole secret value (headers, attributes, free text)."""
@@ -533,7 +534,7 @@ def scrub_attributes(
         return attributes
     # BoundedAttributes wraps a plain dict: read that, not the generic Mapping protocol (a Python-level
     # __getitem__ per key and a copied key list per iteration).
-    items: Mapping[str, Any] = getattr(attributes, "_dict", attributes)
+    items: Mapping[str, Any] = getattr(attributes, BOUNDED_DICT, attributes)
     if not db_system and "exception.type" in items and _is_db_exception(items):
         # A driver error recorded on an application span or log record still quotes values.
         db_system = "sql"
@@ -588,10 +589,10 @@ def _db_system(attributes: Mapping[str, Any] | None) -> str | None:
 def _with_dropped(original: Any, new: Mapping[str, Any]) -> Any:
     """Keep the SDK's dropped-attribute count on a rebuilt mapping."""
     bounded = BoundedAttributes(maxlen=None, immutable=True, max_value_len=None)
-    if isinstance(getattr(bounded, "_dict", None), dict):
+    if has_bounded_dict(bounded):
         # The values were cleaned by the SDK when they were set, and scrubbing only puts strings (or
         # tuples of strings) in their place: skip the constructor's per-value cleaning pass.
-        bounded._dict = dict(new)
+        set_bounded_dict(bounded, dict(new))
     else:
         bounded = BoundedAttributes(maxlen=None, attributes=new, immutable=True, max_value_len=None)
     bounded.dropped = getattr(original, "dropped", 0)
@@ -610,18 +611,14 @@ def _with_dropped_list(original: Any, new: list[Any]) -> Any:
 
 def _scrub_span(span: ReadableSpan) -> ReadableSpan:
     try:  # the SDK's fields directly: its properties copy events/links and wrap attributes per access
-        name = span._name
-        attributes = span._attributes
-        events = span._events
-        links = span._links
-        status = span._status
+        name, attributes, events, links, status = scrub_fields(span)
     except AttributeError:
         name = span.name
         attributes = span.attributes
         events = span.events
         links = span.links
         status = span.status
-    db_system = _db_system(getattr(attributes, "_dict", attributes))
+    db_system = _db_system(getattr(attributes, BOUNDED_DICT, attributes))
     new_attributes = scrub_attributes(attributes, db_system)
     changed = new_attributes is not attributes
 

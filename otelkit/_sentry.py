@@ -169,6 +169,11 @@ def _setup(settings: Settings) -> IntegrationStatus | None:
         _close_owned_client(timeout=1.0)
         return _link_foreign_client() or IntegrationStatus(
             "sentry", "disabled", "no DSN: set SENTRY_DSN or init(sentry_dsn=...)")
+    missing = sentry_sdk_problem()
+    if missing is not None:
+        # A DSN asks for Sentry: say once why it is off instead of raising ImportError in the app.
+        logger.warning("otelkit: a Sentry DSN is set but %s; errors are not sent to Sentry", missing)
+        return IntegrationStatus("sentry", "skipped", missing)
     _check_dsn(settings, dsn)
     traces_sample_rate = float(getattr(sentry_settings, "traces_sample_rate", 0.0) or 0.0)
     release = getattr(sentry_settings, "release", None) or getattr(settings, "service_version", None)
@@ -183,6 +188,28 @@ def _setup(settings: Settings) -> IntegrationStatus | None:
                            type(exc).__name__, exc_info=logger.isEnabledFor(logging.DEBUG))
             _errors.set_sender(None)
             return IntegrationStatus("sentry", "failed", f"sentry_sdk.init failed: {type(exc).__name__}")
+
+
+_MIN_SENTRY_SDK = (2, 75)
+"""The oldest sentry-sdk otelkit drives (pyproject's ``sentry`` extra): the external propagation hook."""
+
+
+def sentry_sdk_problem() -> str | None:
+    """Why the installed sentry-sdk cannot be used (an installable fix named), or ``None`` when it can.
+
+    sentry-sdk is an extra (``otelkit[sentry]``), so a DSN may meet a missing or older package.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("sentry-sdk")
+    except PackageNotFoundError:
+        return "sentry-sdk is not installed (pip install 'otelkit[sentry]')"
+    release = tuple(int(part) for part in re.findall(r"\d+", installed)[:2])
+    if release < _MIN_SENTRY_SDK:
+        wanted = ".".join(map(str, _MIN_SENTRY_SDK))
+        return f"sentry-sdk {installed} is older than {wanted} (pip install 'otelkit[sentry]' upgrades it)"
+    return None
 
 
 def _init_sentry(key: tuple[object, ...], dsn: str, release: str | None, traces_sample_rate: float,

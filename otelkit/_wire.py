@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from otelkit._compat import BOUNDED_DEQUE, BOUNDED_DICT, span_fields
 from otelkit._internal_log import logger
 
 _pack_q = struct.Struct("<Q").pack
@@ -116,7 +117,7 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     if not attributes:
         return b""
     # BoundedAttributes wraps a dict: iterate that, not the generic Mapping protocol (several times faster).
-    items = getattr(attributes, "_dict", attributes).items()
+    items = getattr(attributes, BOUNDED_DICT, attributes).items()
     out = []
     keys = _KEYS
     for key, value in items:
@@ -171,16 +172,7 @@ def _trace_state(state: Any) -> str:
 
 def _span(span: Any) -> bytes:
     try:  # the SDK's ReadableSpan fields directly: its properties copy events/links and wrap attributes
-        ctx = span._context
-        parent = span._parent
-        name = span._name
-        kind = span._kind
-        start = span._start_time
-        end = span._end_time
-        attributes = span._attributes
-        events = span._events
-        links = span._links
-        status = span._status
+        ctx, parent, name, kind, start, end, attributes, events, links, status = span_fields(span)
     except AttributeError:
         ctx = span.get_span_context()
         parent = span.parent
@@ -210,12 +202,12 @@ def _span(span: Any) -> bytes:
     parts.append(b"\x39" + _pack_q(start or 0))
     parts.append(b"\x41" + _pack_q(end or 0))
     # The SDK containers' own storage for the emptiness checks: their __len__ is a Python-level call.
-    if getattr(attributes, "_dict", attributes):
+    if getattr(attributes, BOUNDED_DICT, attributes):
         parts.append(_attributes(b"\x4a", attributes))
         dropped = getattr(attributes, "dropped", 0)
         if dropped:
             parts.append(b"\x50" + _varint(dropped))
-    if getattr(events, "_dq", events):
+    if getattr(events, BOUNDED_DEQUE, events):
         for event in events:
             body = b"\x09" + _pack_q(event.timestamp or 0) + _str(b"\x12", event.name)
             body += _attributes(b"\x1a", event.attributes)
@@ -225,7 +217,7 @@ def _span(span: Any) -> bytes:
         dropped = getattr(events, "dropped", 0)
         if dropped:
             parts.append(b"\x60" + _varint(dropped))
-    if getattr(links, "_dq", links):
+    if getattr(links, BOUNDED_DEQUE, links):
         for link in links:
             lctx = link.context
             body = b"\x0a\x10" + lctx.trace_id.to_bytes(16, "big") + b"\x12\x08" + lctx.span_id.to_bytes(8, "big")

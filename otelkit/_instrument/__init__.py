@@ -32,7 +32,7 @@ import threading
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from otelkit import _scrub
+from otelkit import _compat, _scrub
 from otelkit._instrument import _common, entry_points
 from otelkit._instrument import httpx as _httpx
 from otelkit._instrument import logging as _logging
@@ -100,10 +100,6 @@ def _prepare_semconv() -> bool:
     global _semconv_applied
     value = os.environ.get(SEMCONV_ENV)
     effective = value.strip() if value and value.strip() else DEFAULT_SEMCONV
-    try:
-        from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability as stability
-    except ImportError:
-        return False
     # Always re-read: the cached mode may have been set by someone else since the last init.
     previous = _semconv_applied
     # Upstream reads the variable once and caches the mode for the process; something may have
@@ -111,8 +107,8 @@ def _prepare_semconv() -> bool:
     original = os.environ.get(SEMCONV_ENV)
     try:
         os.environ[SEMCONV_ENV] = effective
-        stability._initialized = False
-        stability._initialize()
+        if not _compat.reset_semconv_stability():
+            return False
     finally:
         if original is None:
             os.environ.pop(SEMCONV_ENV, None)
@@ -226,7 +222,7 @@ def _instrument_all(
     scan = report_unused_entry_points or _entry_points_wanted(settings)
     # The opt-in only matters to instrumentations: skip importing and re-initialising the upstream mode
     # (10-20 ms) when this init instruments nothing and no instrumentation module has loaded it.
-    semconv_needed = scan or "opentelemetry.instrumentation._semconv" in sys.modules or any(
+    semconv_needed = scan or _compat.semconv_loaded(sys.modules) or any(
         _disabled_reason(module.NAME, settings, "library") is None for module in LIBRARIES)
     if semconv_needed and _prepare_semconv():
         # Contrib instrumentations captured the old mode when they were instrumented.

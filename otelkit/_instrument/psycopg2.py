@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from otelkit import _names, _scrub
+from otelkit import _compat, _names, _scrub
 from otelkit._instrument import _common
 from otelkit._instrument._status import IntegrationStatus
 
@@ -42,14 +42,11 @@ _connection_classes: dict[type, type] = {}
 
 def _integration_attributes(tracer: Any) -> dict[str, Any]:
     attributes: dict[str, Any] = {"db.system.name": "postgresql"}
-    integration = getattr(tracer, "_db_api_integration", None)
-    database = getattr(integration, "database", "")
+    database, address, port = _compat.dbapi_server(tracer)
     if database:
         attributes["db.namespace"] = str(database)
-    address = getattr(integration, "_server_address", None)
     if address:
         attributes["server.address"] = str(address)
-    port = getattr(integration, "_server_port", None)
     if port:
         try:
             attributes["server.port"] = int(port)
@@ -240,10 +237,10 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
         instrumentor.instrument(tracer_provider=ctx.tracer_provider, skip_dep_check=True)
         _state["owned"] = True
     tracer_class = contrib.CursorTracer
-    if "_record_metrics" in vars(tracer_class) or hasattr(tracer_class, "_record_metrics"):
+    if _compat.has_record_metrics(tracer_class):
         if "record_metrics" not in _state:
-            _state["record_metrics"] = vars(tracer_class).get("_record_metrics")
-            tracer_class._record_metrics = _no_metrics  # type: ignore[method-assign]
+            _state["record_metrics"] = _compat.own_record_metrics(tracer_class)
+            _compat.set_record_metrics(tracer_class, _no_metrics)
     _common.wrap(tracer_class, "get_statement", _get_statement)
     _common.wrap(tracer_class, "traced_execution", _traced_execution)
     _common.wrap(psycopg2, "connect", _connect)
@@ -262,10 +259,6 @@ def uninstrument() -> None:
     _common.unwrap(tracer_class, "traced_execution")
     _common.unwrap(tracer_class, "get_statement")
     if "record_metrics" in _state:
-        original = _state.pop("record_metrics")
-        if original is None:
-            del tracer_class._record_metrics
-        else:
-            tracer_class._record_metrics = original  # type: ignore[method-assign]
+        _compat.set_record_metrics(tracer_class, _state.pop("record_metrics"))
     if _state.pop("owned", False):
         contrib.Psycopg2Instrumentor().uninstrument()

@@ -17,6 +17,7 @@ import fnmatch
 import os
 from typing import Any
 
+from otelkit import _compat
 from otelkit._instrument import _common
 from otelkit._instrument._status import IntegrationStatus
 
@@ -94,7 +95,7 @@ def _after_fork_in_child() -> None:
     try:
         import psutil
 
-        instrumentor._proc = psutil.Process(os.getpid())
+        _compat.set_system_metrics_process(instrumentor, psutil.Process(os.getpid()))
         _state["pid"] = os.getpid()
     except Exception:
         pass

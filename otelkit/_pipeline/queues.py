@@ -28,13 +28,9 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from otelkit import _names, _stats
+from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_INSTRUMENTATION_KEY
 from otelkit._internal_log import logger
 from otelkit._pipeline.instruments import SCHEMA_URL, SCOPE
-
-try:
-    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
-except ImportError:  # pragma: no cover
-    _SUPPRESS_INSTRUMENTATION_KEY = "suppress_instrumentation"
 
 Probe = Callable[[], "int | float | None"]
 RedisKind = Literal["list", "stream", "set", "zset"]

@@ -28,18 +28,15 @@ from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
 
 from otelkit import _names
+
+# the context key the baggage API stores its dict under; used to build a context in one step
+from otelkit._compat import BAGGAGE_KEY as _BAGGAGE_KEY
 from otelkit._correlation import get_correlation_id, is_valid_correlation_id, new_correlation_id
 from otelkit._errors import exception_text, record_unprintable
 from otelkit._internal_log import logger
 from otelkit._pipeline import carriers
 from otelkit._pipeline.failures import classify_failure
 from otelkit._pipeline.instruments import Instruments, instruments, tracer
-
-_BAGGAGE_KEY: str | None
-try:  # the context key the baggage API stores its dict under; used to build a context in one step
-    from opentelemetry.baggage import _BAGGAGE_KEY
-except ImportError:  # pragma: no cover
-    _BAGGAGE_KEY = None
 
 F = TypeVar("F", bound=Callable[..., Any])
 Parent = Literal["none", "producer", "current"]

@@ -41,11 +41,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otelkit._compat import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
 __all__ = ["CapturedLog", "CapturedSpans", "CapturedTelemetry", "MetricPoint", "capture_telemetry"]
 

@@ -127,3 +127,16 @@ def serve_http(handler: type[http.server.BaseHTTPRequestHandler], path: str = ""
 def http_server() -> AbstractContextManager[tuple[str, list[dict[str, str]]]]:
     """A local HTTP server on a free port: ``/fail`` answers 500, anything else 200."""
     return serve_http(_Handler)
+
+
+# Contrib releases before the stable database conventions (0.61b0 for redis/dbapi) name span attributes
+# the old way; otelkit's own metrics use the new names on every release.
+_OLD_SPAN_NAMES = {"db.query.text": "db.statement", "db.system.name": "db.system", "db.namespace": "db.name",
+                   "server.address": "net.peer.name", "server.port": "net.peer.port"}
+
+
+def span_attr(attributes: Any, name: str) -> Any:
+    """A contrib span attribute by its current semconv name, or by its pre-stable name on older contrib."""
+    if name in attributes or name not in _OLD_SPAN_NAMES:
+        return attributes[name]
+    return attributes[_OLD_SPAN_NAMES[name]]

@@ -159,4 +159,6 @@ def test_with_sentry_threading_integration_active(spans: InMemorySpanExporter) -
         _assert_children_of_parent(spans, 3)
     finally:
         sentry_sdk.get_client().close(timeout=0)
-        sentry_sdk.init()  # no DSN: an inactive client for the tests that follow
+        # No DSN: an inactive client for the tests that follow. No auto-enabled integrations either: Sentry's
+        # Redis integration would patch over otelkit's wrappers for the rest of the process.
+        sentry_sdk.init(auto_enabling_integrations=False)

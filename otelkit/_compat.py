@@ -1,0 +1,351 @@
+"""Every use of OpenTelemetry's private names, in one place, for each supported release.
+
+otelkit supports opentelemetry-sdk 1.40 up to (not including) 2 and the matching contrib releases
+(0.61b0 and newer); CI runs the suite on the newest and a representative set on the lowest
+(``.ci/otel-lowest.txt``). Anything with a leading underscore in ``opentelemetry.*`` -- a module, a
+class, an attribute of an SDK or contrib object -- is reached through this module only, so that an
+upstream rename is fixed here once, with a fallback for the releases that differ. A test
+(``tests/unit/test_dependencies.py``) keeps the rest of the package free of such access.
+
+Two groups of names are underscore-named upstream without being internals:
+
+- the logs signal (``opentelemetry._logs``, ``opentelemetry.sdk._logs``) is the SDK's only logs
+  API while upstream still calls it experimental;
+- the OTLP log encoder (``opentelemetry.exporter.otlp.proto.common._log_encoder``), for the same reason.
+
+They are re-exported here too, so that a rename lands in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import _logs as logs_api
+from opentelemetry import trace as _trace_api
+from opentelemetry._logs import LogRecord as ApiLogRecord
+from opentelemetry._logs import NoOpLogger, SeverityNumber
+from opentelemetry.metrics._internal.instrument import (  # the API's own re-pointable instruments
+    _ProxyCounter as ProxyCounter,
+)
+from opentelemetry.metrics._internal.instrument import _ProxyGauge as ProxyGauge
+from opentelemetry.metrics._internal.instrument import _ProxyHistogram as ProxyHistogram
+from opentelemetry.metrics._internal.instrument import _ProxyInstrument as ProxyInstrument
+from opentelemetry.metrics._internal.instrument import _ProxyObservableCounter as ProxyObservableCounter
+from opentelemetry.metrics._internal.instrument import _ProxyObservableGauge as ProxyObservableGauge
+from opentelemetry.metrics._internal.instrument import _ProxyObservableUpDownCounter as ProxyObservableUpDownCounter
+from opentelemetry.metrics._internal.instrument import _ProxyUpDownCounter as ProxyUpDownCounter
+
+try:
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as SUPPRESS_INSTRUMENTATION_KEY
+except ImportError:  # pragma: no cover - the key has been there since API 1.0; the string is its value
+    SUPPRESS_INSTRUMENTATION_KEY = "suppress_instrumentation"
+
+BAGGAGE_KEY: str | None
+try:  # the context key the baggage API stores its dict under: reading it directly skips two calls per span
+    from opentelemetry.baggage import _BAGGAGE_KEY as BAGGAGE_KEY
+except ImportError:  # pragma: no cover - callers fall back to the public baggage API
+    BAGGAGE_KEY = None
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk._logs import (
+        LoggerProvider,
+        LogRecordLimits,
+        LogRecordProcessor,
+        ReadableLogRecord,
+        ReadWriteLogRecord,
+        SynchronousMultiLogRecordProcessor,
+    )
+    from opentelemetry.sdk._logs.export import (
+        ConsoleLogRecordExporter,
+        InMemoryLogRecordExporter,
+        LogRecordExporter,
+        LogRecordExportResult,
+        SimpleLogRecordProcessor,
+    )
+
+_SDK_LOGS = ("LoggerProvider", "LogRecordLimits", "LogRecordProcessor", "ReadableLogRecord", "ReadWriteLogRecord",
+             "SynchronousMultiLogRecordProcessor")
+_SDK_LOGS_EXPORT = ("ConsoleLogRecordExporter", "InMemoryLogRecordExporter", "LogRecordExporter",
+                    "LogRecordExportResult", "SimpleLogRecordProcessor")
+
+
+def __getattr__(name: str) -> Any:
+    # The SDK's logs modules are imported on first use, not with this module: on SDK 1.40 importing
+    # them runs resource detection (a class attribute), which fails in code that runs at exit.
+    if name in _SDK_LOGS:
+        from opentelemetry.sdk import _logs as sdk_logs
+
+        value = getattr(sdk_logs, name, None)
+        if value is None:  # SynchronousMultiLogRecordProcessor: SDK 1.40 defines it in _internal only
+            from opentelemetry.sdk._logs import _internal as sdk_logs_internal
+
+            value = getattr(sdk_logs_internal, name)
+    elif name in _SDK_LOGS_EXPORT:
+        from opentelemetry.sdk._logs import export as sdk_logs_export
+
+        value = getattr(sdk_logs_export, name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "BAGGAGE_KEY",
+    "SUPPRESS_INSTRUMENTATION_KEY",
+    "ApiLogRecord",
+    "ConsoleLogRecordExporter",
+    "InMemoryLogRecordExporter",
+    "LogRecordExportResult",
+    "LogRecordExporter",
+    "LogRecordProcessor",
+    "LoggerProvider",
+    "NoOpLogger",
+    "ProxyCounter",
+    "ProxyGauge",
+    "ProxyHistogram",
+    "ProxyInstrument",
+    "ProxyObservableCounter",
+    "ProxyObservableGauge",
+    "ProxyObservableUpDownCounter",
+    "ProxyUpDownCounter",
+    "ReadWriteLogRecord",
+    "ReadableLogRecord",
+    "SeverityNumber",
+    "SimpleLogRecordProcessor",
+    "SynchronousMultiLogRecordProcessor",
+    "logs_api",
+]
+
+
+# --- logs -----------------------------------------------------------------------------------------
+
+
+def log_record_limits(attribute_count: int | None, attribute_length: int | None,
+                      logrecord_count: int | None, logrecord_length: int | None) -> LogRecordLimits:
+    """``LogRecordLimits`` from the general and the log-record-specific limits (``None``: unlimited length).
+
+    SDK 1.45 takes both sets; older releases (1.40) have one set for log records, which then gets the
+    log-record-specific values where they are set (they win over the general ones in 1.45 too).
+    """
+    from opentelemetry.sdk._logs import LogRecordLimits
+
+    unset = getattr(LogRecordLimits, "UNSET", -1)
+
+    def length(value: int | None) -> int | None:
+        return unset if value is None else value
+
+    try:
+        return LogRecordLimits(  # type: ignore[call-arg,unused-ignore]
+            max_attributes=attribute_count,
+            max_attribute_length=length(attribute_length),
+            max_log_record_attributes=logrecord_count,
+            max_log_record_attribute_length=length(logrecord_length),
+        )
+    except TypeError:  # older SDK (1.40): one set of limits for log records
+        return LogRecordLimits(
+            max_attributes=logrecord_count if logrecord_count is not None else attribute_count,
+            max_attribute_length=length(logrecord_length if logrecord_length is not None else attribute_length),
+        )
+
+
+def logger_provider(resource: Any, limits: LogRecordLimits) -> LoggerProvider:
+    """An SDK ``LoggerProvider`` that otelkit shuts down itself, with ``limits`` where the SDK takes them.
+
+    SDK releases before ``log_record_limits`` existed apply ``LogRecordLimits()`` to every record,
+    that is the ``OTEL_ATTRIBUTE_COUNT_LIMIT``/``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` variables only.
+    """
+    from opentelemetry.sdk._logs import LoggerProvider
+
+    try:
+        return LoggerProvider(resource=resource, shutdown_on_exit=False,  # type: ignore[call-arg,unused-ignore]
+                              log_record_limits=limits)
+    except TypeError:  # older SDK: no per-provider limits
+        return LoggerProvider(resource=resource, shutdown_on_exit=False)
+
+
+def encode_logs(batch: Any) -> Any:
+    """The SDK's OTLP encoder for log records (``ExportLogsServiceRequest``)."""
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs as encode
+
+    return encode(batch)
+
+
+def _always_enabled(*args: Any, **kwargs: Any) -> bool:
+    return True
+
+
+def logger_enabled(logger: Any) -> Callable[..., bool]:
+    """A logger's ``enabled`` method; API releases before ``Logger.enabled`` want every record."""
+    return getattr(logger, "enabled", None) or _always_enabled
+
+
+def proxy_logger_delegate(logger: Any) -> Any:
+    """The logger an API ``ProxyLogger`` forwards to (the logger itself when it is no proxy)."""
+    return logger.__dict__.get("_delegate", logger)
+
+
+# --- providers, processors, readers ---------------------------------------------------------------
+
+
+def global_providers() -> tuple[Any, Any, Any]:
+    """The API's set-once global tracer, meter and logger providers; ``None`` where never set."""
+    from opentelemetry._logs import _internal as logs_internal
+    from opentelemetry.metrics import _internal as metrics_internal
+
+    return (getattr(_trace_api, "_TRACER_PROVIDER", None), getattr(metrics_internal, "_METER_PROVIDER", None),
+            getattr(logs_internal, "_LOGGER_PROVIDER", None))
+
+
+def enable_provider(provider: Any) -> None:
+    """Switch an SDK provider on that read ``OTEL_SDK_DISABLED=true`` (``init(disabled=False)`` wins)."""
+    if getattr(provider, "_disabled", False) and type(provider).__module__.startswith("opentelemetry.sdk"):
+        provider._disabled = False
+
+
+def active_span_processor(tracer_provider: Any) -> Any:
+    """An SDK ``TracerProvider``'s multi span processor, or ``None``."""
+    return getattr(tracer_provider, "_active_span_processor", None)
+
+
+def span_processors(tracer_provider: Any) -> tuple[Any, ...]:
+    """The span processors added to an SDK ``TracerProvider`` (empty for any other provider)."""
+    return tuple(getattr(active_span_processor(tracer_provider), "_span_processors", ()) or ())
+
+
+def log_record_pipeline(logger_provider: Any) -> Any:
+    """An SDK ``LoggerProvider``'s multi log record processor, or ``None``."""
+    return getattr(logger_provider, "_multi_log_record_processor", None)
+
+
+def metric_readers(meter_provider: Any) -> tuple[Any, ...]:
+    """The readers of an SDK ``MeterProvider`` (empty for any other provider)."""
+    readers = getattr(meter_provider, "_metric_readers", None)
+    if readers is None:  # SDK before 1.43: the readers live in the provider's configuration only
+        readers = getattr(getattr(meter_provider, "_sdk_config", None), "metric_readers", None)
+    return tuple(readers or ())
+
+
+def registered_metric_readers() -> Iterable[Any]:
+    """Readers some SDK ``MeterProvider`` of this process already holds (the SDK refuses a second one)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    return getattr(MeterProvider, "_all_metric_readers", ())
+
+
+def reader_exporter(reader: Any) -> Any:
+    """The exporter of a ``PeriodicExportingMetricReader``, or ``None``."""
+    return getattr(reader, "_exporter", None)
+
+
+def exporter_preferences(exporter: Any) -> tuple[Any, Any]:
+    """A metric exporter's preferred temporality and aggregation (``None``: the SDK defaults)."""
+    return getattr(exporter, "_preferred_temporality", None), getattr(exporter, "_preferred_aggregation", None)
+
+
+def on_ending(processor: Any) -> Callable[[Any], None] | None:
+    """A span processor's ``_on_ending`` hook (SDK 1.33+), when it has one."""
+    return getattr(processor, "_on_ending", None)
+
+
+# --- span internals: the exporters read a finished span's fields without the property calls --------
+# (its properties copy events and links and wrap attributes: measurable per span on the export path)
+
+
+def span_fields(span: Any) -> tuple[Any, ...]:
+    """(context, parent, name, kind, start, end, attributes, events, links, status) of an SDK span.
+
+    Raises ``AttributeError`` for any other ``ReadableSpan``: callers then use the public properties.
+    """
+    return (span._context, span._parent, span._name, span._kind, span._start_time, span._end_time,
+            span._attributes, span._events, span._links, span._status)
+
+
+def scrub_fields(span: Any) -> tuple[Any, ...]:
+    """(name, attributes, events, links, status) of an SDK span: what scrubbing reads and rewrites."""
+    return span._name, span._attributes, span._events, span._links, span._status
+
+
+BOUNDED_DICT = "_dict"
+"""The plain dict inside the SDK's ``BoundedAttributes``: ``getattr(attributes, BOUNDED_DICT, attributes)``
+iterates it without the Mapping protocol's Python-level calls (hot path: a name, not a function)."""
+
+BOUNDED_DEQUE = "_dq"
+"""The deque inside the SDK's ``BoundedList`` (span events and links), read the same way."""
+
+
+def has_bounded_dict(attributes: Any) -> bool:
+    """Whether ``attributes`` is a ``BoundedAttributes`` whose dict :func:`set_bounded_dict` may replace."""
+    return isinstance(getattr(attributes, BOUNDED_DICT, None), dict)
+
+
+def set_bounded_dict(attributes: Any, new: dict[str, Any]) -> None:
+    """Replace the items of a ``BoundedAttributes`` in place (its limits already applied to ``new``)."""
+    setattr(attributes, BOUNDED_DICT, new)
+
+
+# --- SDK resource detection -----------------------------------------------------------------------
+
+
+def host_resource_detector() -> Any:
+    """The SDK's host detector (``host.name``, ``host.arch``); ``None`` where a release lacks it."""
+    try:
+        from opentelemetry.sdk.resources import _HostResourceDetector
+    except ImportError:  # pragma: no cover - present from SDK 1.24 through 1.45
+        return None
+    return _HostResourceDetector()
+
+
+# --- contrib --------------------------------------------------------------------------------------
+
+
+def reset_semconv_stability() -> bool:
+    """Make contrib re-read ``OTEL_SEMCONV_STABILITY_OPT_IN``; ``False`` where contrib lacks the switch."""
+    try:
+        from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability as stability
+    except ImportError:
+        return False
+    stability._initialized = False
+    stability._initialize()
+    return True
+
+
+def semconv_loaded(modules: Iterable[str]) -> bool:
+    """Whether contrib's semantic-convention switch module is among ``modules`` (``sys.modules``)."""
+    return "opentelemetry.instrumentation._semconv" in modules
+
+
+def dbapi_server(tracer: Any) -> tuple[Any, Any, Any]:
+    """(database, server address, server port) of a contrib dbapi ``CursorTracer``."""
+    integration = getattr(tracer, "_db_api_integration", None)
+    address = getattr(integration, "_server_address", None)
+    port = getattr(integration, "_server_port", None)
+    if address is None and port is None:  # contrib 0.61b0: only the old net.peer.* span attributes
+        attributes = getattr(integration, "span_attributes", None) or {}
+        address, port = attributes.get("net.peer.name"), attributes.get("net.peer.port")
+    return getattr(integration, "database", ""), address, port
+
+
+def has_record_metrics(tracer_class: type) -> bool:
+    """Whether contrib's ``CursorTracer`` records its own duration metric (``_record_metrics``, 0.55b0+)."""
+    return "_record_metrics" in vars(tracer_class) or hasattr(tracer_class, "_record_metrics")
+
+
+def own_record_metrics(tracer_class: type) -> Any:
+    """The ``_record_metrics`` defined on ``tracer_class`` itself (``None``: inherited or absent)."""
+    return vars(tracer_class).get("_record_metrics")
+
+
+def set_record_metrics(tracer_class: type, method: Any) -> None:
+    """Replace (``method``) or drop (``None``: back to the inherited one) ``_record_metrics``."""
+    if method is None:
+        if "_record_metrics" in vars(tracer_class):
+            delattr(tracer_class, "_record_metrics")
+    else:
+        tracer_class._record_metrics = method  # type: ignore[attr-defined]
+
+
+def set_system_metrics_process(instrumentor: Any, process: Any) -> None:
+    """Point contrib's system-metrics instrumentor at this process (it caches ``psutil.Process``)."""
+    instrumentor._proc = process
