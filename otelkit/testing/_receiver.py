@@ -37,6 +37,8 @@ Use these to test what otelkit (or any OTLP exporter) actually puts on the wire.
       e.g. ``fail(429, "RESOURCE_EXHAUSTED")`` (HTTP 429 / gRPC RESOURCE_EXHAUSTED without RetryInfo).
     * ``hang(times=None)``: accept the request and never answer (until ``heal()``/``stop()``).
     * ``delay(seconds, times=None)``: answer normally, late.
+    * ``answer_late(seconds, times=None)``: store the request at once, answer ``seconds`` later (an
+      overloaded collector or a long GC pause: a client that gave up meanwhile and resends duplicates).
     * ``reject_partially(count, message="rejected by test")``: 200 with ``partial_success``.
     * ``oversized_response(size)``: HTTP 200 with a ``size``-byte body (response-size caps).
     * ``heal()``: back to normal.
@@ -269,7 +271,7 @@ def _count_items(signal: str, request: Message) -> int:
 
 @dataclass
 class _Fault:
-    kind: str = "ok"  # ok | fail | hang | delay | partial | bigresp
+    kind: str = "ok"  # ok | fail | hang | delay | late | partial | bigresp
     http_status: int = 503
     grpc_code: str = "UNAVAILABLE"
     retry_after: float | None = None
@@ -463,6 +465,10 @@ class OtlpReceiver:
         """Answer normally after ``seconds``."""
         self._set_fault(_Fault("delay", seconds=seconds, remaining=times))
 
+    def answer_late(self, seconds: float, *, times: int | None = None) -> None:
+        """Store each request as it arrives, then answer it ``seconds`` later."""
+        self._set_fault(_Fault("late", seconds=seconds, remaining=times))
+
     def reject_partially(self, count: int, message: str = "rejected by test", *, times: int | None = None) -> None:
         """Store the data but answer with ``partial_success`` rejecting ``count`` items."""
         self._set_fault(_Fault("partial", rejected=count, message=message, remaining=times))
@@ -515,6 +521,8 @@ class OtlpReceiver:
             return outcome, fault
         outcome = {"partial": "partial", "bigresp": "bigresp"}.get(fault.kind, "ok")
         self._record(Attempt(protocol, signal, outcome, items), signal, request)
+        if fault.kind == "late":
+            released.wait(fault.seconds)
         return outcome, fault
 
     def clear(self) -> None:

@@ -94,5 +94,6 @@ def test_shutdown_report_counts_what_a_dead_collector_cost() -> None:
         elapsed, result = run_app(endpoint, "grpc", 100, "--explicit-shutdown")
     assert result.returncode == 0, result.stderr
     report = next(line for line in result.stdout.splitlines() if line.startswith("REPORT"))
-    assert "traces: 0 spans exported, 100 dropped (shutdown_timeout)" in report
-    assert "logs: 0 log records exported, 100 dropped (shutdown_timeout)" in report
+    assert "traces: 0 spans exported, 100 dropped (shutdown_timeout: " in report
+    assert "logs: 0 log records exported, 100 dropped (shutdown_timeout: " in report
+    assert "127.0.0.1" in report  # the cause names the collector
