@@ -94,6 +94,8 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 FAILURES_TO_OPEN = 3
 MAX_BACKOFF = 5.0
 FIRST_BACKOFF = 0.5
+MIN_LEARNED_REQUEST_BYTES = 16 * 1024
+"""A size refusal lowers the pipeline's request cap to half the refused size, never below this."""
 MAX_UNANSWERED_ATTEMPTS = 3
 """Attempts of one batch that may end without an answer (timeout) before it is given up (or spooled): each
 resend of a request the collector may have stored is a possible duplicate and more load on a slow collector."""
@@ -168,6 +170,11 @@ class Sender:
 
     def abort(self) -> None:
         """From another thread: make a request in flight return now (shutdown deadline). Never raises."""
+
+    def request_may_have_arrived(self) -> bool:
+        """Whether the request in flight (or the last one) may have reached the collector: False only when
+        it certainly did not (no connection). Any thread; never raises."""
+        return True
 
     def close(self) -> None:
         """Release connections."""
@@ -297,6 +304,11 @@ class GrpcSender(Sender):
                 # only with RetryInfo; dropping would lose data a moment of back-off saves): back off, never split.
                 return SendResult(RETRY, detail, retry_after, cause=LOAD)
             if name == "DEADLINE_EXCEEDED":
+                if not self.request_may_have_arrived():
+                    # The channel never got ready (a peer that accepts TCP but never completes HTTP/2): the
+                    # request never left, so resending it duplicates nothing.
+                    return SendResult(RETRY, f"no connection within {timeout:.1f}s: TCP accepted, no HTTP/2 "
+                                      f"handshake ({detail})", retry_after, cause=UNREACHABLE)
                 return SendResult(RETRY, f"no answer within {timeout:.1f}s ({detail})", retry_after, cause=NO_ANSWER)
             if name == "UNAVAILABLE":
                 cause = UNREACHABLE if _looks_unreachable(details) else LOAD
@@ -340,6 +352,15 @@ class GrpcSender(Sender):
     def abort(self) -> None:
         # Closing the channel cancels the RPC in flight: the export thread's call returns at once.
         self._reconnect()
+
+    def request_may_have_arrived(self) -> bool:
+        channel = self._channel
+        try:
+            # grpcio's connectivity state without subscribing a polling thread (2 = READY); if this private
+            # accessor ever goes away, the answer is the safe one (True: delivery unknown).
+            return int(channel._channel.check_connectivity_state(False)) == 2
+        except Exception:
+            return True
 
     def reset_after_fork(self) -> None:
         # The inherited channel belongs to the parent's gRPC core state: forget it, do not close it.
@@ -451,6 +472,9 @@ class HttpSender(Sender):
 
     def reset_after_fork(self) -> None:
         self._conn = None  # a socket shared with the parent would interleave bytes (EBADF, upstream #4994)
+
+    def request_may_have_arrived(self) -> bool:
+        return self._sent
 
     def abort(self) -> None:
         # shutdown() (not close()) wakes a thread blocked in recv on this socket; the export thread then
@@ -698,6 +722,17 @@ class _BatchPipeline(Generic[Item]):
         self._spool_full_until = 0.0  # after a full spool: spill only what memory cannot hold
         self._start_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
+        self._take_lock = threading.Lock()  # the export thread and the spool writer both take batches
+        # Held by whoever does the final accounting at shutdown (spill, leftovers): the export thread, or the
+        # shutdown thread when the export thread is stuck in a request. Never both.
+        self._drain_lock = threading.Lock()
+        self._drained = False
+        self._count_lock = threading.Lock()
+        # With a spool: the queue drains to disk when it nears full, whatever the sender is doing (a request
+        # to a hung collector can block the export thread for its whole timeout). Started on first need.
+        self._spill_at = max(1, self._max_queue * 3 // 4)
+        self._spill_wake = threading.Event()
+        self._spiller: threading.Thread | None = None
         self._worker = threading.Thread(target=self._run, name=f"otelkit-export-{self.signal}", daemon=True)
         # Dormant: no thread until the first item (an inherited pipeline a forked child never uses).
         self._dormant = not start
@@ -726,6 +761,47 @@ class _BatchPipeline(Generic[Item]):
         queue.append(item)
         if len(queue) >= self._batch_size and not self._wake.is_set():
             self._wake.set()
+        if (self._spool is not None and len(queue) + self._inflight_n >= self._spill_at
+                and not self._spill_wake.is_set()):
+            self._wake_spiller()
+
+    def _wake_spiller(self) -> None:
+        if self._spiller is None:
+            with self._start_lock:
+                if self._spiller is None and not self._stopping:
+                    self._spiller = threading.Thread(target=self._run_spiller, name=f"otelkit-spool-{self.signal}",
+                                                     daemon=True)
+                    self._spiller.start()
+        self._spill_wake.set()
+
+    def _run_spiller(self) -> None:
+        """Spool writer: moves the oldest queued batches to disk while the queue is above 3/4 full, down to
+        half, so the application's items are refused (``queue_full``) only when the disk cannot keep up."""
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            while not self._stopping and not self._abandoned:
+                self._spill_wake.wait(1.0)
+                self._spill_wake.clear()
+                if self._stopping or self._abandoned or time.monotonic() < self._spool_paused_until:
+                    continue
+                if len(self._queue) + self._inflight_n < self._spill_at:
+                    continue
+                while (len(self._queue) + self._inflight_n > self._max_queue // 2 and self._queue
+                       and not self._stopping and not self._abandoned):
+                    with self._drain_lock:  # never while the shutdown accounts for what is in memory
+                        if self._abandoned or self._drained:
+                            break
+                        items = self._take_batch()
+                        if not items:
+                            break
+                        left = self._spool_items(items)
+                        if left:  # the disk failed: back at the head of the queue, memory only for a while
+                            self._queue.extendleft(reversed(left))
+                            break
+        except Exception:  # never let the thread die with an exception on the console
+            logger.debug("otelkit %s spool writer error", self.signal, exc_info=True)
+        finally:
+            detach(token)
 
     def _set_inflight(self, items: list[Item]) -> None:
         self._inflight = items
@@ -779,11 +855,12 @@ class _BatchPipeline(Generic[Item]):
     def _take_batch(self) -> list[Item]:
         queue = self._queue
         batch = []
-        try:
-            for _ in range(min(self._batch_size, len(queue))):
-                batch.append(queue.popleft())
-        except IndexError:  # the shutdown took the queue over meanwhile
-            pass
+        with self._take_lock:
+            try:
+                for _ in range(min(self._batch_size, len(queue))):
+                    batch.append(queue.popleft())
+            except IndexError:  # the shutdown took the queue over meanwhile
+                pass
         if batch and self._scrub is not None:
             try:
                 batch = list(self._scrub(batch))
@@ -849,17 +926,20 @@ class _BatchPipeline(Generic[Item]):
             STATS.exported(self.signal, count)
         elif reason == UNANSWERED:
             STATS.unanswered(self.signal, count, detail)
-            self._failed += count
         else:
             STATS.dropped(self.signal, reason, count, detail, warn=False)
-            self._failed += count
-        self._done += count
+        with self._count_lock:
+            if reason is not None:
+                self._failed += count
+            self._done += count
 
     def _cause_text(self) -> str:
         """Why the collector has not taken the data, never empty (also while the first request is in flight)."""
         since = self._sending_since
         if since is not None:
             waited = time.monotonic() - since
+            if self._sender is not None and not self._sender.request_may_have_arrived():
+                return f"no connection to the collector at {self.target} after {waited:.1f}s"
             return f"no answer from the collector at {self.target} after {waited:.1f}s (request in flight)"
         if self._last_error:
             return f"collector {self.target}: {self._last_error}"
@@ -937,6 +1017,10 @@ class _BatchPipeline(Generic[Item]):
             return items
         self._last_cause = ""
         if result.kind == TOO_LARGE:
+            if len(items) > 1:
+                # The collector's limit is below this size: cut later requests before sending them, instead
+                # of having each refused and halved again (fewer requests for the collector to refuse).
+                self._max_bytes = max(MIN_LEARNED_REQUEST_BYTES, min(self._max_bytes, len(payload) // 2))
             return self._split(items, deadline, result.detail)
         self._last_error = result.detail
         self._finish(len(items), _stats.EXPORT_FAILED, f"{self.target}: {result.detail}")
@@ -1016,9 +1100,13 @@ class _BatchPipeline(Generic[Item]):
                 self._replay(budget=send_deadline - time.monotonic(), deadline=send_deadline)
             except Exception:
                 logger.debug("otelkit %s replay at shutdown failed", self.signal, exc_info=True)
-        if self._spool is not None and (self._inflight or self._queue) and not self._stopped_early.is_set():
-            self._spill_at_shutdown(deadline)
-        self._count_leftovers(deadline_passed=time.monotonic() >= deadline or self._stopped_early.is_set())
+        with self._drain_lock:
+            if self._abandoned:
+                return
+            if self._spool is not None and (self._inflight or self._queue) and not self._stopped_early.is_set():
+                self._spill_at_shutdown(deadline)
+            self._count_leftovers(deadline_passed=time.monotonic() >= deadline or self._stopped_early.is_set())
+            self._drained = True
 
     def _count_leftovers(self, *, deadline_passed: bool, force: bool = False, in_flight: bool | None = None,
                          cause: str | None = None) -> None:
@@ -1048,8 +1136,9 @@ class _BatchPipeline(Generic[Item]):
         if (self._abandoned and not force) or count <= 0:
             return
         _stats.STATS.spooled(self.signal, count)
-        self._done += count
-        self._failed += count
+        with self._count_lock:
+            self._done += count
+            self._failed += count
 
     def _spool_items(self, items: list[Item], *, force: bool = False) -> list[Item]:
         """Write ``items`` to the spool (split to the request cap); returns those a write error left over.
@@ -1233,6 +1322,7 @@ class _BatchPipeline(Generic[Item]):
         self._stopped_early = threading.Event()
         self._stopping = True
         self._wake.set()
+        self._spill_wake.set()
         if self._spool is not None:
             # Leave the spool its time whatever the export thread is doing (stuck in a request to a hung
             # collector, most often): at the reserve, this thread writes memory to disk itself.
@@ -1241,19 +1331,17 @@ class _BatchPipeline(Generic[Item]):
         else:
             self._worker.join(max(0.0, deadline - time.monotonic()) + 0.05)
         finished = not self._worker.is_alive()
+        # (a moment of grace: the export thread may be counting its leftovers right now)
+        if not finished and self._drain_lock.acquire(timeout=max(0.1, deadline - time.monotonic())):
+            try:
+                finished = self._drained  # it was writing to the spool, and is done
+                if not finished:
+                    self._take_over(deadline)
+            finally:
+                self._drain_lock.release()
+        elif not finished:
+            self._abandoned = True  # still writing to the spool at the deadline: its reports are ignored
         if not finished:
-            # The worker is stuck in a request that outlives the deadline: from now on whatever it reports
-            # is ignored (the process is about to exit); this thread accounts for what it holds.
-            self._stopped_early.set()
-            self._abandoned = True
-            in_flight = self._sending_since is not None or self._inflight_unanswered > 0
-            cause = self._cause_text()
-            if self._spool is not None:
-                try:
-                    self._spill_at_shutdown(deadline, force=True)
-                except Exception:
-                    logger.debug("otelkit %s spooling at shutdown failed", self.signal, exc_info=True)
-            self._count_leftovers(deadline_passed=True, force=True, in_flight=in_flight, cause=cause)
             if self._sender is not None:  # last: the stuck request returns now, its outcome is ignored
                 try:
                     self._sender.abort()
@@ -1273,6 +1361,21 @@ class _BatchPipeline(Generic[Item]):
     _deadline = 0.0
     _stopped_early = threading.Event()
     _retry_after: float | None = None
+
+    def _take_over(self, deadline: float) -> None:
+        """The export thread is stuck in a request that outlives the deadline: from now on whatever it
+        reports is ignored (the process is about to exit); this thread spools or counts what it holds."""
+        self._stopped_early.set()
+        self._abandoned = True
+        sent = self._sender is None or self._sender.request_may_have_arrived()
+        in_flight = (self._sending_since is not None and sent) or self._inflight_unanswered > 0
+        cause = self._cause_text()
+        if self._spool is not None:
+            try:
+                self._spill_at_shutdown(deadline, force=True)
+            except Exception:
+                logger.debug("otelkit %s spooling at shutdown failed", self.signal, exc_info=True)
+        self._count_leftovers(deadline_passed=True, force=True, in_flight=in_flight, cause=cause)
 
     def _after_fork_in_child(self, forked_at: int) -> None:
         """Child side of fork: forget the parent's queue and in-flight batch, reconnect, restart lazily."""

@@ -327,6 +327,7 @@ class OtlpReceiver:
         self._attempts: list[Attempt] = []
         self._fault = _Fault()
         self._released = threading.Event()
+        self._grpc_calls: dict[str, int] = dict.fromkeys(_SIGNALS, 0)
         self._grpc_port = 0
         self._http_port = 0
         self._grpc_server: grpc.Server | None = None
@@ -389,7 +390,7 @@ class OtlpReceiver:
     def _start_grpc(self) -> None:
         options = [("grpc.max_receive_message_length", self._grpc_max), ("grpc.so_reuseport", 0)]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="otlp-receiver-grpc"),
-                             options=options)
+                             options=options, interceptors=[_CallCounter(self)])
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceServicer(self), server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsServicer(self), server)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsServicer(self), server)
@@ -530,12 +531,19 @@ class OtlpReceiver:
         with self._cond:
             self._requests.clear()
             self._attempts.clear()
+            self._grpc_calls = dict.fromkeys(_SIGNALS, 0)
 
     @property
     def requests(self) -> list[tuple[str, Message]]:
         """Every accepted request as (signal, decoded ``Export*ServiceRequest``)."""
         with self._cond:
             return list(self._requests)
+
+    def grpc_calls(self, signal: str) -> int:
+        """gRPC Export calls of ``signal`` that reached the server, counted before anything else runs:
+        also those the transport refused (message over ``grpc_max_message_bytes``), which ``attempts`` misses."""
+        with self._cond:
+            return self._grpc_calls[signal]
 
     @property
     def attempts(self) -> list[Attempt]:
@@ -701,6 +709,24 @@ class _GrpcBase:
         if outcome == "partial":
             return _response(self.signal, fault.rejected, fault.message)
         return _response(self.signal)
+
+
+_METHOD_SIGNALS = {"TraceService": "traces", "MetricsService": "metrics", "LogsService": "logs"}
+
+
+class _CallCounter(grpc.ServerInterceptor):
+    """Counts every Export call as it arrives, before the message is read (so size refusals count too)."""
+
+    def __init__(self, owner: OtlpReceiver) -> None:
+        self._owner = owner
+
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        service = str(getattr(handler_call_details, "method", "")).rsplit("/", 2)[-2:][0].rsplit(".", 1)[-1]
+        signal = _METHOD_SIGNALS.get(service)
+        if signal is not None:
+            with self._owner._cond:
+                self._owner._grpc_calls[signal] += 1
+        return continuation(handler_call_details)
 
 
 def _retry_info(seconds: float) -> bytes:

@@ -67,8 +67,9 @@ def test_exit_is_bounded_under_collector_faults(mode: str, protocol: str) -> Non
         elapsed, result = run_app(endpoint, protocol, 200)
     assert result.returncode == 0, result.stderr
     assert elapsed <= SHUTDOWN_TIMEOUT + 1.0, f"exit took {elapsed:.2f}s under {mode}:\n{result.stderr[-3000:]}"
-    # Nothing was lost silently: the shutdown report names what could not be delivered.
-    assert "dropped" in result.stderr, result.stderr[-3000:]
+    # Nothing was lost silently: the shutdown report names what could not be delivered (dropped, or sent
+    # and never answered: the collector may or may not hold it).
+    assert "dropped" in result.stderr or "without an answer" in result.stderr, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr
 
 

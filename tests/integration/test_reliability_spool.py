@@ -22,6 +22,7 @@ from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import TracerProvider
 
+from otelkit import _spool
 from otelkit._export import GrpcSender, HttpSender, Sender, make_log_processor, make_span_processor
 from otelkit._spool import SpoolStore
 from otelkit._stats import STATS
@@ -232,3 +233,40 @@ def test_shutdown_with_the_collector_down_spools_within_its_deadline(tmp_path: P
         total += claim.count
         store.ack(claim)
     assert total == 500
+
+
+def test_a_fast_producer_drains_into_the_spool_while_the_sender_is_stuck(tmp_path: Path) -> None:
+    # The export thread is stuck in a request to a hung collector (30 s timeout); the queue must still
+    # drain to disk, so the application's items are never refused while the spool has room.
+    from otelkit.testing._receiver import BlackholeServer
+
+    with BlackholeServer() as hole:
+        processor = make_span_processor(HttpSender("traces", f"http://{hole.endpoint}/v1/traces"),
+                                        spool=SpoolStore(str(tmp_path), "traces"), schedule_delay=0.05,
+                                        export_timeout=30.0, max_queue_size=512, max_export_batch_size=128)
+        pipeline = processor.pipeline
+        tp = TracerProvider(shutdown_on_exit=False)
+        tp.add_span_processor(processor)
+        tracer = tp.get_tracer("spool")
+        produced = 0
+        for _ in range(40):
+            # Bursts of 120 onto a queue of 512 that spills from 384 held down to 256: never full if it drains.
+            for _ in range(120):
+                with tracer.start_as_current_span("burst", attributes={"seq": produced}):
+                    pass
+                produced += 1
+            deadline = time.monotonic() + 20
+            pace = threading.Event()
+            while pipeline.queue_length() >= 384 and time.monotonic() < deadline:
+                pace.wait(0.01)
+            assert pipeline.queue_length() < 384, "the queue drained into the spool"
+        pipeline.shutdown(timeout_millis=3000)
+    assert STATS.dropped_for("traces") == {}, STATS.dropped_for("traces")
+    assert STATS.spooled_counts()["traces"] + STATS.unanswered_counts()["traces"] == produced
+    store = SpoolStore(str(tmp_path), "traces")
+    on_disk = 0
+    while (claim := store.claim()) is not None:
+        assert claim.payload is not None
+        on_disk += _spool.count_items("traces", claim.payload) or 0
+        store.ack(claim)
+    assert on_disk == STATS.spooled_counts()["traces"]
