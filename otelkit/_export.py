@@ -1631,6 +1631,8 @@ class OtlpMetricExporter(MetricExporter):
         self.target = sender.target
         self._closed = False
         self._out_of_time = False  # the last export stopped at its deadline (not on a failing collector)
+        self._sending = False  # a request is out (the oldest backlog entry)
+        self._abandoned = False  # the shutdown deadline passed with an export stuck: outcomes are ignored
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         if self._closed:
@@ -1674,7 +1676,13 @@ class OtlpMetricExporter(MetricExporter):
                         self._backlog.popleft()
                         STATS.dropped("metrics", _stats.TOO_LARGE, count, f"{len(body)} bytes")
                         continue
-                    result = self._sender.send(body, remaining)
+                    self._sending = True
+                    try:
+                        result = self._sender.send(body, remaining)
+                    finally:
+                        self._sending = False
+                    if self._abandoned:  # the shutdown accounted for these points meanwhile
+                        return MetricExportResult.FAILURE
                     if result.kind == RETRY:
                         self._last_error = result.detail
                         self._out_of_time = time.monotonic() >= deadline - 0.01
@@ -1699,12 +1707,36 @@ class OtlpMetricExporter(MetricExporter):
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return True
 
+    def abandon(self) -> None:
+        """The shutdown deadline passed while an export is stuck in a request (a hung collector): count what
+        the backlog holds now (the request out as unanswered, the rest as ``shutdown_timeout``), ignore the
+        stuck export's outcome, and make its request return. Any thread; never raises."""
+        if self._abandoned or self._closed and not self._sending:
+            return
+        self._abandoned = self._closed = True
+        backlog = list(self._backlog)  # without the lock: the stuck export holds it
+        out = backlog[0][1] if backlog and self._sending else 0
+        rest = sum(count for _, count in backlog) - out
+        may_have_arrived = self._sender.request_may_have_arrived()
+        cause = (f"no answer from the collector at {self.target} before the deadline" if may_have_arrived
+                 else f"no connection to the collector at {self.target} before the deadline")
+        if out and may_have_arrived:
+            STATS.unanswered("metrics", out, cause)
+        else:
+            rest += out
+        if rest:
+            STATS.dropped("metrics", _stats.SHUTDOWN_TIMEOUT, rest, cause)
+        try:
+            self._sender.abort()
+        except Exception:
+            logger.debug("otelkit: aborting the metric request in flight failed", exc_info=True)
+
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         if self._closed:
             return
         self._closed = True
         with self._lock:
-            lost = sum(count for _, count in self._backlog)
+            lost = 0 if self._abandoned else sum(count for _, count in self._backlog)  # abandon() counted them
             self._backlog.clear()
         if lost:
             if self._out_of_time or not self._last_error:
@@ -2130,6 +2162,14 @@ def after_fork_in_child(*, forked_at: int | None = None) -> None:
                 exporter._after_fork_in_child()
             except Exception:
                 logger.debug("otelkit: resetting a metric exporter after fork failed", exc_info=True)
+
+
+def abandon_stuck_metric_exporters() -> None:
+    """At the shutdown deadline, for a metrics shutdown still stuck in a request: account for its points."""
+    for reader in list(_LIVE_READERS):
+        exporter = getattr(reader, "_exporter", None)
+        if isinstance(exporter, OtlpMetricExporter):
+            exporter.abandon()
 
 
 def flush_all(timeout: float) -> bool:

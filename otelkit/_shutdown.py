@@ -79,6 +79,12 @@ def shutdown_providers(tracer_provider: Any, meter_provider: Any, logger_provide
         logger.debug("otelkit: shutdown failed", exc_info=True)
     finally:
         _export.set_shutdown_deadline(None)
+    metrics_thread = threads.get("metrics")
+    if metrics_thread is not None and metrics_thread.is_alive():
+        try:
+            _export.abandon_stuck_metric_exporters()  # its points are counted, not left out of the report
+        except Exception:
+            logger.debug("otelkit: accounting for stuck metric exports failed", exc_info=True)
     timed_out = {}
     for signal in active:
         worker = threads.get(signal)
