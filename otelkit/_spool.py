@@ -41,7 +41,7 @@ from typing import Any
 from otelkit import _stats
 from otelkit._internal_log import logger
 
-__all__ = ["ERROR", "FULL", "WRITTEN", "Claim", "SpoolStore", "backlog"]
+__all__ = ["ERROR", "FULL", "WRITTEN", "Claim", "SpoolStore", "backlog", "count_items", "unusable"]
 
 WRITTEN, FULL, ERROR = "written", "full", "error"
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -363,6 +363,19 @@ def _unlink(path: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def unusable(directory: str, signals: tuple[str, ...] = _stats.SIGNALS) -> dict[str, int]:
+    """``{signal: n}`` spool entries named ``*.otlp`` that are not regular files (skipped, never sent)."""
+    out: dict[str, int] = {}
+    for signal in signals:
+        try:
+            with os.scandir(os.path.join(directory, signal)) as it:
+                out[signal] = sum(1 for e in it if e.name.endswith(_SUFFIX) and not e.name.startswith(".")
+                                  and not e.is_file(follow_symlinks=False))
+        except OSError:
+            out[signal] = 0
+    return out
 
 
 def backlog(directory: str, signals: tuple[str, ...] = _stats.SIGNALS) -> dict[str, tuple[int, int]]:

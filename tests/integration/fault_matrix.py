@@ -223,18 +223,20 @@ def run(fault_name: str, mode: str, protocol: str, *, scale: float = 1.0) -> Out
 
 
 def _cell(o: Outcome) -> str:
-    spans = f"{o.spans}/{FAULTS[o.fault].spans}" + (f" +{o.span_duplicates} dup" if o.span_duplicates else "")
-    logs = f"{o.logs}/{FAULTS[o.fault].logs}" + (f" +{o.log_duplicates} dup" if o.log_duplicates else "")
+    fault = FAULTS[o.fault]
+    spans = f"{o.spans}/{fault.spans}" + (f" +{o.span_duplicates} dup" if o.span_duplicates else "")
+    logs = f"{o.logs}/{fault.logs}" + (f" +{o.log_duplicates} dup" if o.log_duplicates else "") if fault.logs else "–"
     if o.backlog_spans or o.backlog_logs:
-        spans += f" (+{o.backlog_spans} next run)"
-        logs += f" (+{o.backlog_logs} next run)"
-    requests = "–" if o.span_requests is None or FAULTS[o.fault].server == "rotel" else str(o.span_requests)
+        spans += f", next run +{o.backlog_spans}"
+        logs += f", next run +{o.backlog_logs}"
+    countable = o.span_requests is not None and o.log_requests is not None and fault.server != "rotel"
+    requests = f"{o.span_requests} + {o.log_requests}" if countable else "–"
     return f"{spans} | {logs} | {requests} | {o.shutdown_seconds:.1f}s"
 
 
 def _report(o: Outcome) -> str:
     parts = []
-    for signal in ("traces", "logs"):
+    for signal in ("traces", "logs") if FAULTS[o.fault].logs else ("traces",):
         s = o.signal(signal)
         bits = [f"{s['exported']} exported"]
         bits += [f"{n} {reason}" for reason, n in sorted(s["dropped"].items())]
@@ -248,14 +250,15 @@ def _report(o: Outcome) -> str:
 def main(argv: list[str]) -> None:
     names = [a for a in argv if a in FAULTS] or list(FAULTS)
     protocols = [a for a in argv if a in PROTOCOLS] or list(PROTOCOLS)
-    print("| fault | protocol | otelkit spans | logs | span requests | shutdown | otelkit report "
-          "| SDK spans | logs | span requests | shutdown |")
+    print("| fault | protocol | otelkit: spans stored | logs stored | requests (spans + logs) | shutdown "
+          "| otelkit's report | SDK: spans stored | logs stored | requests (spans + logs) | shutdown |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         for protocol in protocols:
             ours = run(name, "otelkit", protocol)
             sdk = run(name, "sdk", protocol)
-            print(f"| {FAULTS[name].title} | {protocol} | {_cell(ours)} | {_report(ours)} | {_cell(sdk)} |", flush=True)
+            print(f"| {name}: {FAULTS[name].title} | {protocol} | {_cell(ours)} | {_report(ours)} | {_cell(sdk)} |",
+                  flush=True)
 
 
 if __name__ == "__main__":
