@@ -114,7 +114,10 @@ def _server(fault: Fault, scale: float) -> Iterator[tuple[str, OtlpReceiver | No
     if fault.server == "refused":
         yield refused_endpoint(), None, None
         return
-    receiver = OtlpReceiver(**fault.receiver_options).start()
+    options = dict(fault.receiver_options)
+    if fault.server == "rotel":  # behind rotel: only rotel's own limits are under test, not its exporter's
+        options.setdefault("grpc_max_message_bytes", 64 * 1024 * 1024)
+    receiver = OtlpReceiver(**options).start()
     try:
         if fault.server == "rotel":
             with RotelCollector(receiver, extra_args=fault.rotel_args) as rotel:
