@@ -75,6 +75,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("refused", "nothing listening (connection refused)", server="refused"),
     Fault("spool_hung", "hung collector with OTELKIT_SPOOL_DIR, then a 1 s run against a healthy one",
           server="blackhole", timeout_ms=10_000, spool=True),
+    Fault("spool_fast_producer", "hung collector with OTELKIT_SPOOL_DIR, 22,000 spans/s for 3 s", server="blackhole",
+          spans=66_000, logs=0, seconds=3.0, timeout_ms=10_000, spool=True),
     Fault("spool_bad_files", "healthy collector; the spool holds a FIFO and a 1-byte '-n999999999.otlp' file",
           spans=50, logs=50, spool=True, bad_spool_files=True),
 )}
@@ -231,7 +233,8 @@ def _cell(o: Outcome) -> str:
     logs = f"{o.logs}/{fault.logs}" + (f" +{o.log_duplicates} dup" if o.log_duplicates else "") if fault.logs else "–"
     if o.backlog_spans or o.backlog_logs:
         spans += f", next run +{o.backlog_spans}"
-        logs += f", next run +{o.backlog_logs}"
+        if fault.logs:
+            logs += f", next run +{o.backlog_logs}"
     countable = o.span_requests is not None and o.log_requests is not None and fault.server != "rotel"
     requests = f"{o.span_requests} + {o.log_requests}" if countable else "–"
     return f"{spans} | {logs} | {requests} | {o.shutdown_seconds:.1f}s"
