@@ -103,6 +103,9 @@ MAX_TIMEOUT_BOOST = 4.0
 """After a request got no answer, the next ones wait up to this multiple of the configured timeout (doubling per
 unanswered attempt, halving again once answers come quickly): a collector that answers late gets each request
 once or twice instead of a resend storm, and the export thread only ever waits, it never blocks the app."""
+MAX_BOOSTED_TIMEOUT = 30.0
+"""...but the longer wait never goes past this many seconds (unless the configured timeout is longer): a hung
+connection is given up on and a fresh one tried within half a minute."""
 DEFAULT_SHUTDOWN_BUDGET = 5.0
 
 _PATHS = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
@@ -979,7 +982,7 @@ class _BatchPipeline(Generic[Item]):
             return []
         if len(payload) > self._max_bytes:
             return self._split(items, deadline, f"request of {len(payload)} bytes over the {self._max_bytes} cap")
-        timeout = self._export_timeout * self._boost
+        timeout = self._request_timeout()
         if deadline is not None:
             timeout = min(timeout, deadline - time.monotonic())
             if timeout <= 0:
@@ -1025,6 +1028,12 @@ class _BatchPipeline(Generic[Item]):
         self._last_error = result.detail
         self._finish(len(items), _stats.EXPORT_FAILED, f"{self.target}: {result.detail}")
         return []
+
+    def _request_timeout(self) -> float:
+        """The configured timeout, longer after unanswered requests (``MAX_TIMEOUT_BOOST``, ``MAX_BOOSTED_TIMEOUT``)."""
+        if self._boost <= 1.0:
+            return self._export_timeout
+        return max(self._export_timeout, min(self._export_timeout * self._boost, MAX_BOOSTED_TIMEOUT))
 
     def _unanswered(self, items: list[Item]) -> list[Item]:
         """A request of ``items`` got no answer in time: retry it (bounded), waiting longer next time."""
@@ -1234,7 +1243,7 @@ class _BatchPipeline(Generic[Item]):
                 spool.ack(claim)
                 STATS.spool_bad_file(self.signal, f"corrupt spool file {os.path.basename(claim.original)} deleted")
                 continue
-            timeout = self._export_timeout * self._boost
+            timeout = self._request_timeout()
             for limit in (_shutdown_deadline, deadline):
                 if limit is not None:
                     timeout = min(timeout, limit - time.monotonic())
