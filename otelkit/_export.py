@@ -717,6 +717,7 @@ class _BatchPipeline(Generic[Item]):
         self._boost = 1.0  # request timeout multiplier after unanswered requests (see MAX_TIMEOUT_BOOST)
         self._inflight_unanswered = 0  # attempts of the in-flight batch that ended without an answer
         self._sending_since: float | None = None  # monotonic start of the request in flight, if any
+        self._unanswered_files: set[str] = set()  # spool files whose replay got no answer (resent = counted)
         self._forked_at = 0
         self._pid = os.getpid()
         self._spool_pending = self._spool is not None  # a previous process may have left a spool: look at once
@@ -1251,6 +1252,8 @@ class _BatchPipeline(Generic[Item]):
                 spool.release(claim)
                 return
             self._retry_after = None
+            if claim.original in self._unanswered_files:
+                STATS.resent(self.signal, count)  # it went out before without an answer: possible duplicates
             self._sending_since = time.monotonic()
             try:
                 result = sender.send(claim.payload or b"", timeout)
@@ -1266,8 +1269,11 @@ class _BatchPipeline(Generic[Item]):
                 self._retry_after = result.retry_after
                 if result.cause == NO_ANSWER:
                     self._boost = min(MAX_TIMEOUT_BOOST, self._boost * 2)
+                    if len(self._unanswered_files) < 10_000:
+                        self._unanswered_files.add(claim.original)
                 self._on_failure()
                 return
+            self._unanswered_files.discard(claim.original)
             spool.ack(claim)
             if result.kind == OK:
                 rejected = min(result.rejected, count)

@@ -270,3 +270,26 @@ def test_a_fast_producer_drains_into_the_spool_while_the_sender_is_stuck(tmp_pat
         on_disk += _spool.count_items("traces", claim.payload) or 0
         store.ack(claim)
     assert on_disk == STATS.spooled_counts()["traces"]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_spooled_request_resent_after_no_answer_is_counted(otlp_receiver: OtlpReceiver, protocol: str,
+                                                             tmp_path: Path) -> None:
+    # The collector stores the replayed request at once and answers too late: the file stays, is sent again
+    # (at least once), and that resend is reported as possible duplicates, exactly as many as arrived twice.
+    store = SpoolStore(str(tmp_path), "traces")
+    store.write(_request_of(4), 4)
+    otlp_receiver.answer_late(1.5, times=1)
+    sender = (GrpcSender("traces", otlp_receiver.grpc_endpoint) if protocol == "grpc"
+              else HttpSender("traces", f"{otlp_receiver.http_endpoint}/v1/traces"))
+    tp = TracerProvider(shutdown_on_exit=False)
+    tp.add_span_processor(make_span_processor(sender, spool=store, schedule_delay=0.05, export_timeout=0.5))
+    try:
+        otlp_receiver.wait_for(lambda: not _files(tmp_path / "traces") and len(otlp_receiver.spans()) >= 8,
+                               timeout=20, message="the spooled request delivered")
+    finally:
+        tp.shutdown()
+    spans = otlp_receiver.spans()
+    duplicates = len(spans) - len({s.span_id for s in spans})
+    assert duplicates == 4 and STATS.resent_counts()["traces"] == 4
+    assert STATS.exported_counts()["traces"] == 4 and STATS.dropped_for("traces") == {}
