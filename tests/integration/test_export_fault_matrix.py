@@ -127,7 +127,7 @@ def test_hung_collector_report_is_true_and_names_the_cause(protocol: str) -> Non
         assert s["exported"] == 0 and s["timed_out"], s
         # What was sent and never answered is not "dropped" (the collector may hold it); the rest is.
         assert set(s["dropped"]) <= {"shutdown_timeout"}, s
-        assert s["unanswered"] in (0, 512, 2000), s  # at most the one request in flight
+        assert s["unanswered"] <= (2048 if signal == "traces" else 512), s  # at most the one request in flight
         _nothing_unexplained(o, signal, 2000)
         for cause in s["causes"].values():
             # gRPC never completes its handshake with this peer: nothing was sent ("no connection").
