@@ -28,7 +28,8 @@ Use these to test what otelkit (or any OTLP exporter) actually puts on the wire.
     * ``logs(body=None)`` -> ``ReceivedLog``: body, severity_text, severity_number,
       trace_id / span_id (hex or ``None``), attributes, resource, scope, event_name, time.
     * ``requests`` (raw decoded protobuf requests), ``attempts`` (every request that reached
-      the receiver, including the ones a fault answered; see ``Attempt``), ``clear()``.
+      the receiver, including the ones a fault answered; see ``Attempt``), ``grpc_calls(signal)``
+      (gRPC calls counted on arrival, also those the transport refused for their size), ``clear()``.
 
     Faults, switchable at any time (``times=N`` limits a fault to the next N requests,
     after which the receiver answers normally again):
