@@ -7,15 +7,20 @@ failures in ``docs/architecture.md`` and the reliability research):
   OTEL_BSP_EXPORT_TIMEOUT)`` normally, and the remaining shutdown budget during shutdown. The SDK
   waits 30 s per provider (up to 50 s for three signals) on a dead collector.
 * **Retries that redeliver.** A batch that meets a transient failure (connection refused or reset,
-  timeout, HTTP 429/502/503/504, gRPC UNAVAILABLE & co., RESOURCE_EXHAUSTED *with* RetryInfo) stays
-  at the head of the queue and is retried with backoff (honouring Retry-After / RetryInfo) while new
-  items queue behind it. After three failures in a row the circuit opens: one warning, one probe
-  every few seconds, no per-batch retry storms. When the collector is back, everything that fitted
-  in the queue is delivered in order, once.
-* **Never retry forever.** HTTP 413 and gRPC RESOURCE_EXHAUSTED without RetryInfo mean "too large":
-  the batch is split in halves, down to single items, and an item that still does not fit is dropped
-  and counted. Requests are capped below the collector's default 4 MiB gRPC limit before sending.
-  Other permanent errors (400, 401, INVALID_ARGUMENT...) drop the batch at once, counted.
+  HTTP 429/502/503/504, gRPC UNAVAILABLE & co., RESOURCE_EXHAUSTED with or without RetryInfo: a load
+  refusal) stays at the head of the queue and is retried whole with backoff (honouring Retry-After /
+  RetryInfo) while new items queue behind it. After three failures in a row the circuit opens: one
+  warning, one probe every few seconds, no per-batch retry storms. When the collector is back,
+  everything that fitted in the queue is delivered in order, once.
+* **Timeouts are not failures to repeat blindly.** A request that got no answer may have been stored:
+  it is resent (at least once; counted as possible duplicates), the next requests wait longer, and a
+  batch is given up after three unanswered attempts (spooled, or reported as sent without an answer),
+  so the queue never stalls behind it.
+* **Never retry forever.** Only a size refusal (HTTP 413, gRPC's "larger than max" / "message length
+  too large") splits the batch in halves, down to single items; an item that still does not fit is
+  dropped and counted, and later requests are cut below the refused size. Requests are capped below
+  the collector's default 4 MiB gRPC limit before sending. Other permanent errors (400, 401,
+  INVALID_ARGUMENT...) drop the batch at once, counted.
 * **Nothing dropped silently.** Queue overflow (the newest items are refused, so the oldest outage
   data survives), permanent failures, partial-success rejections and what is left at the shutdown
   deadline are counted per signal and reason in :mod:`otelkit._stats`, exported as otelkit's own
