@@ -856,6 +856,7 @@ def _check_spool(report: Report, settings: Any) -> None:
         from otelkit import _spool
 
         backlog = _spool.backlog(directory, ("traces", "logs"))
+        skipped = sum(_spool.unusable(directory, ("traces", "logs")).values())
     except Exception as exc:
         report.add(Check("endpoints", "disk spool", "warn", f"{directory}: cannot be read ({exc})"))
         return
@@ -865,7 +866,13 @@ def _check_spool(report: Report, settings: Any) -> None:
     writable = os.access(directory, os.W_OK | os.X_OK) if os.path.isdir(directory) else os.access(
         os.path.dirname(os.path.abspath(directory)) or ".", os.W_OK | os.X_OK)
     details = {"directory": directory, "requests": files, "bytes": size, "max_bytes_per_signal": limit,
-               "by_signal": {s: {"requests": n, "bytes": b} for s, (n, b) in backlog.items()}}
+               "by_signal": {s: {"requests": n, "bytes": b} for s, (n, b) in backlog.items()},
+               "not_regular_files": skipped}
+    if skipped:
+        report.add(Check("endpoints", "disk spool entries", "warn",
+                         f"{directory}: {skipped} entr{'y' if skipped == 1 else 'ies'} named *.otlp that "
+                         "are not regular files (FIFO, device, link): skipped, never sent",
+                         "remove them; only otelkit should write to the spool directory"))
     if not writable:
         report.add(Check("endpoints", "disk spool", "warn", f"{directory} is not writable by this user",
                          "make the directory writable (telemetry is dropped instead of spooled)", details))

@@ -7,15 +7,20 @@ failures in ``docs/architecture.md`` and the reliability research):
   OTEL_BSP_EXPORT_TIMEOUT)`` normally, and the remaining shutdown budget during shutdown. The SDK
   waits 30 s per provider (up to 50 s for three signals) on a dead collector.
 * **Retries that redeliver.** A batch that meets a transient failure (connection refused or reset,
-  timeout, HTTP 429/502/503/504, gRPC UNAVAILABLE & co., RESOURCE_EXHAUSTED *with* RetryInfo) stays
-  at the head of the queue and is retried with backoff (honouring Retry-After / RetryInfo) while new
-  items queue behind it. After three failures in a row the circuit opens: one warning, one probe
-  every few seconds, no per-batch retry storms. When the collector is back, everything that fitted
-  in the queue is delivered in order, once.
-* **Never retry forever.** HTTP 413 and gRPC RESOURCE_EXHAUSTED without RetryInfo mean "too large":
-  the batch is split in halves, down to single items, and an item that still does not fit is dropped
-  and counted. Requests are capped below the collector's default 4 MiB gRPC limit before sending.
-  Other permanent errors (400, 401, INVALID_ARGUMENT...) drop the batch at once, counted.
+  HTTP 429/502/503/504, gRPC UNAVAILABLE & co., RESOURCE_EXHAUSTED with or without RetryInfo: a load
+  refusal) stays at the head of the queue and is retried whole with backoff (honouring Retry-After /
+  RetryInfo) while new items queue behind it. After three failures in a row the circuit opens: one
+  warning, one probe every few seconds, no per-batch retry storms. When the collector is back,
+  everything that fitted in the queue is delivered in order, once.
+* **Timeouts are not failures to repeat blindly.** A request that got no answer may have been stored:
+  it is resent (at least once; counted as possible duplicates), the next requests wait longer, and a
+  batch is given up after three unanswered attempts (spooled, or reported as sent without an answer),
+  so the queue never stalls behind it.
+* **Never retry forever.** Only a size refusal (HTTP 413, gRPC's "larger than max" / "message length
+  too large") splits the batch in halves, down to single items; an item that still does not fit is
+  dropped and counted, and later requests are cut below the refused size. Requests are capped below
+  the collector's default 4 MiB gRPC limit before sending. Other permanent errors (400, 401,
+  INVALID_ARGUMENT...) drop the batch at once, counted.
 * **Nothing dropped silently.** Queue overflow (the newest items are refused, so the oldest outage
   data survives), permanent failures, partial-success rejections and what is left at the shutdown
   deadline are counted per signal and reason in :mod:`otelkit._stats`, exported as otelkit's own
@@ -94,6 +99,18 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 FAILURES_TO_OPEN = 3
 MAX_BACKOFF = 5.0
 FIRST_BACKOFF = 0.5
+MIN_LEARNED_REQUEST_BYTES = 16 * 1024
+"""A size refusal lowers the pipeline's request cap to half the refused size, never below this."""
+MAX_UNANSWERED_ATTEMPTS = 3
+"""Attempts of one batch that may end without an answer (timeout) before it is given up (or spooled): each
+resend of a request the collector may have stored is a possible duplicate and more load on a slow collector."""
+MAX_TIMEOUT_BOOST = 4.0
+"""After a request got no answer, the next ones wait up to this multiple of the configured timeout (doubling per
+unanswered attempt, halving again once answers come quickly): a collector that answers late gets each request
+once or twice instead of a resend storm, and the export thread only ever waits, it never blocks the app."""
+MAX_BOOSTED_TIMEOUT = 30.0
+"""...but the longer wait never goes past this many seconds (unless the configured timeout is longer): a hung
+connection is given up on and a fresh one tried within half a minute."""
 DEFAULT_SHUTDOWN_BUDGET = 5.0
 
 _PATHS = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
@@ -124,15 +141,27 @@ def mask_url(url: str) -> str:
 
 OK, RETRY, TOO_LARGE, FAIL = "ok", "retry", "too_large", "fail"
 
+# Why a RETRY result failed (``SendResult.cause``): what the pipeline does next and what the report says.
+UNREACHABLE = "unreachable"
+"""The request did not reach the collector (connection refused/reset before sending, DNS...): resend freely."""
+NO_ANSWER = "no_answer"
+"""The request was sent and no answer came within the timeout: the collector may have stored it. A resend may
+duplicate, so it is bounded (``MAX_UNANSWERED_ATTEMPTS``) and counted (``resent``)."""
+LOAD = "load"
+"""The collector answered that it is overloaded (gRPC RESOURCE_EXHAUSTED, HTTP 429/503): back off, never split."""
+UNANSWERED = "unanswered"
+"""Not a drop reason: items whose last request got no answer (delivery unknown), ``STATS.unanswered``."""
+
 
 @dataclass(frozen=True)
 class SendResult:
-    """Outcome of one request: ``kind`` is ok / retry / too_large / fail."""
+    """Outcome of one request: ``kind`` is ok / retry / too_large / fail; ``cause`` says why a retry failed."""
 
     kind: str
     detail: str = ""
     retry_after: float | None = None
     rejected: int = 0
+    cause: str = ""
 
 
 class Sender:
@@ -147,8 +176,32 @@ class Sender:
     def reset_after_fork(self) -> None:
         """Drop connections inherited from the parent (never reuse a socket across fork)."""
 
+    def abort(self) -> None:
+        """From another thread: make a request in flight return now (shutdown deadline). Never raises."""
+
+    def request_may_have_arrived(self) -> bool:
+        """Whether the request in flight (or the last one) may have reached the collector: False only when
+        it certainly did not (no connection). Any thread; never raises."""
+        return True
+
     def close(self) -> None:
         """Release connections."""
+
+
+_SIZE_MARKERS = ("larger than max", "message length too large", "message too large", "too large")
+
+
+def _is_size_refusal(details: str) -> bool:
+    """Whether a gRPC status text is a message-size refusal (grpc-core, grpc-go, tonic wordings)."""
+    text = details.lower()
+    return any(marker in text for marker in _SIZE_MARKERS)
+
+
+def _looks_unreachable(details: str) -> bool:
+    """gRPC UNAVAILABLE raised by the client's transport (nothing reached a server) vs. answered by one."""
+    text = details.lower()
+    return any(marker in text for marker in ("connect", "connection", "dns", "resolve", "socket", "unreachable",
+                                             "no route", "refused", "reset", "closed", "handshake", "eof"))
 
 
 def _partial(signal: str, body: bytes) -> tuple[int, str]:
@@ -247,18 +300,33 @@ class GrpcSender(Sender):
             name = code.name if code is not None else "UNKNOWN"
             details = (error.details() if hasattr(error, "details") else "") or ""
             retry_after = self._retry_info(error)
+            detail = f"gRPC {name}: {details}" if details else f"gRPC {name}"
             if name == "UNAVAILABLE":
                 self._reconnect()
+            if _is_size_refusal(details) and name in ("RESOURCE_EXHAUSTED", "OUT_OF_RANGE", "INVALID_ARGUMENT"):
+                # gRPC's own message-size limit ("Received message larger than max (N vs. M)"; tonic:
+                # "decoded message length too large"): the same bytes can never pass, smaller ones can.
+                return SendResult(TOO_LARGE, detail)
             if name == "RESOURCE_EXHAUSTED":
-                if retry_after is not None:
-                    return SendResult(RETRY, f"gRPC {name}: {details}", retry_after)
-                return SendResult(TOO_LARGE, f"gRPC {name}: {details}")
+                # Without RetryInfo this is a memory limiter refusing under load (the spec makes it retryable
+                # only with RetryInfo; dropping would lose data a moment of back-off saves): back off, never split.
+                return SendResult(RETRY, detail, retry_after, cause=LOAD)
+            if name == "DEADLINE_EXCEEDED":
+                if not self.request_may_have_arrived():
+                    # The channel never got ready (a peer that accepts TCP but never completes HTTP/2): the
+                    # request never left, so resending it duplicates nothing.
+                    return SendResult(RETRY, f"no connection within {timeout:.1f}s: TCP accepted, no HTTP/2 "
+                                      f"handshake ({detail})", retry_after, cause=UNREACHABLE)
+                return SendResult(RETRY, f"no answer within {timeout:.1f}s ({detail})", retry_after, cause=NO_ANSWER)
+            if name == "UNAVAILABLE":
+                cause = UNREACHABLE if _looks_unreachable(details) else LOAD
+                return SendResult(RETRY, detail, retry_after, cause=cause)
             if name in self._RETRYABLE:
-                return SendResult(RETRY, f"gRPC {name}: {details}", retry_after)
-            return SendResult(FAIL, f"gRPC {name}: {details}")
+                return SendResult(RETRY, detail, retry_after)
+            return SendResult(FAIL, detail)
         except Exception as exc:  # grpc raises a few non-RpcError types (ValueError on a closed channel)
             self._reconnect()
-            return SendResult(RETRY, f"{type(exc).__name__}: {exc}")
+            return SendResult(RETRY, f"{type(exc).__name__}: {exc}", cause=UNREACHABLE)
         rejected, message = _partial(self.signal, response if isinstance(response, bytes) else b"")
         return SendResult(OK, message, rejected=rejected)
 
@@ -288,6 +356,19 @@ class GrpcSender(Sender):
                 channel.close()
             except Exception:
                 logger.debug("closing gRPC channel to %s failed", self.target, exc_info=True)
+
+    def abort(self) -> None:
+        # Closing the channel cancels the RPC in flight: the export thread's call returns at once.
+        self._reconnect()
+
+    def request_may_have_arrived(self) -> bool:
+        channel = self._channel
+        try:
+            # grpcio's connectivity state without subscribing a polling thread (2 = READY); if this private
+            # accessor ever goes away, the answer is the safe one (True: delivery unknown).
+            return int(channel._channel.check_connectivity_state(False)) == 2
+        except Exception:
+            return True
 
     def reset_after_fork(self) -> None:
         # The inherited channel belongs to the parent's gRPC core state: forget it, do not close it.
@@ -337,6 +418,7 @@ class HttpSender(Sender):
                 self._ssl.load_cert_chain(client_certificate, client_key)
         self._conn: Any = None
         self._reused = False
+        self._sent = False
 
     def _connection(self, timeout: float) -> Any:
         import http.client
@@ -355,8 +437,10 @@ class HttpSender(Sender):
         return self._conn
 
     def _exchange(self, body: bytes, timeout: float) -> tuple[int, bytes, str | None]:
+        self._sent = False
         conn = self._connection(timeout)
         conn.request("POST", self._path, body=body, headers=self._headers)
+        self._sent = True  # the whole request is out: from here a timeout leaves its delivery unknown
         response = conn.getresponse()
         content = response.read(MAX_RESPONSE_BYTES + 1)
         if not response.isclosed():
@@ -381,17 +465,35 @@ class HttpSender(Sender):
                 return SendResult(FAIL, f"TLS error: {exc}")
             except (OSError, http.client.HTTPException) as exc:
                 reused = self._reused
+                sent = self._sent
                 self.close()
                 # A kept-alive connection the server closed in between: retry once at once, on a new one.
                 if attempt == 1 and reused and not isinstance(exc, TimeoutError) and deadline > time.monotonic():
                     continue
-                return SendResult(RETRY, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+                text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if isinstance(exc, TimeoutError) and sent:
+                    return SendResult(RETRY, f"no answer within {timeout:.1f}s ({text})", cause=NO_ANSWER)
+                return SendResult(RETRY, text, cause=UNREACHABLE if not sent else "")
         else:  # pragma: no cover - the loop always breaks or returns
             return SendResult(RETRY, "connection failed")
         return _http_result(self.signal, status, content, retry_after)
 
     def reset_after_fork(self) -> None:
         self._conn = None  # a socket shared with the parent would interleave bytes (EBADF, upstream #4994)
+
+    def request_may_have_arrived(self) -> bool:
+        return self._sent
+
+    def abort(self) -> None:
+        # shutdown() (not close()) wakes a thread blocked in recv on this socket; the export thread then
+        # closes the connection itself.
+        conn = self._conn
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -440,9 +542,12 @@ class RequestsHttpSender(Sender):
                                                 verify=self._verify, cert=self._cert, stream=True)
         except requests.exceptions.SSLError as exc:
             return SendResult(FAIL, f"TLS error: {exc}")
+        except requests.exceptions.ReadTimeout as exc:
+            self.close()
+            return SendResult(RETRY, f"no answer within {timeout:.1f}s ({type(exc).__name__})", cause=NO_ANSWER)
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             self.close()
-            return SendResult(RETRY, f"{type(exc).__name__}")
+            return SendResult(RETRY, f"{type(exc).__name__}", cause=UNREACHABLE)
         except Exception as exc:  # invalid URL, bad certificate path...
             return SendResult(FAIL, f"{type(exc).__name__}: {exc}")
         try:
@@ -488,7 +593,9 @@ def _http_result(signal: str, status: int, content: bytes, retry_after: str | No
         rejected, message = _partial(signal, content)
         return SendResult(OK, message, rejected=rejected)
     if status in _HTTP_RETRYABLE:
-        return SendResult(RETRY, f"HTTP {status}", _retry_after(retry_after))
+        # 429/503: the collector refuses under load; 502/504: a proxy in front of it could not get an answer.
+        cause = LOAD if status in (429, 503) else ""
+        return SendResult(RETRY, f"HTTP {status}", _retry_after(retry_after), cause=cause)
     if status == 413:
         return SendResult(TOO_LARGE, "HTTP 413")
     return SendResult(FAIL, f"HTTP {status}")
@@ -611,6 +718,11 @@ class _BatchPipeline(Generic[Item]):
         self._next_attempt = 0.0
         self._circuit_open = False
         self._last_error = ""
+        self._last_cause = ""
+        self._boost = 1.0  # request timeout multiplier after unanswered requests (see MAX_TIMEOUT_BOOST)
+        self._inflight_unanswered = 0  # attempts of the in-flight batch that ended without an answer
+        self._sending_since: float | None = None  # monotonic start of the request in flight, if any
+        self._unanswered_files: set[str] = set()  # spool files whose replay got no answer (resent = counted)
         self._forked_at = 0
         self._pid = os.getpid()
         self._spool_pending = self._spool is not None  # a previous process may have left a spool: look at once
@@ -619,6 +731,17 @@ class _BatchPipeline(Generic[Item]):
         self._spool_full_until = 0.0  # after a full spool: spill only what memory cannot hold
         self._start_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
+        self._take_lock = threading.Lock()  # the export thread and the spool writer both take batches
+        # Held by whoever does the final accounting at shutdown (spill, leftovers): the export thread, or the
+        # shutdown thread when the export thread is stuck in a request. Never both.
+        self._drain_lock = threading.Lock()
+        self._drained = False
+        self._count_lock = threading.Lock()
+        # With a spool: the queue drains to disk when it nears full, whatever the sender is doing (a request
+        # to a hung collector can block the export thread for its whole timeout). Started on first need.
+        self._spill_at = max(1, self._max_queue * 3 // 4)
+        self._spill_wake = threading.Event()
+        self._spiller: threading.Thread | None = None
         self._worker = threading.Thread(target=self._run, name=f"otelkit-export-{self.signal}", daemon=True)
         # Dormant: no thread until the first item (an inherited pipeline a forked child never uses).
         self._dormant = not start
@@ -647,6 +770,47 @@ class _BatchPipeline(Generic[Item]):
         queue.append(item)
         if len(queue) >= self._batch_size and not self._wake.is_set():
             self._wake.set()
+        if (self._spool is not None and len(queue) + self._inflight_n >= self._spill_at
+                and not self._spill_wake.is_set()):
+            self._wake_spiller()
+
+    def _wake_spiller(self) -> None:
+        if self._spiller is None:
+            with self._start_lock:
+                if self._spiller is None and not self._stopping:
+                    self._spiller = threading.Thread(target=self._run_spiller, name=f"otelkit-spool-{self.signal}",
+                                                     daemon=True)
+                    self._spiller.start()
+        self._spill_wake.set()
+
+    def _run_spiller(self) -> None:
+        """Spool writer: moves the oldest queued batches to disk while the queue is above 3/4 full, down to
+        half, so the application's items are refused (``queue_full``) only when the disk cannot keep up."""
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            while not self._stopping and not self._abandoned:
+                self._spill_wake.wait(1.0)
+                self._spill_wake.clear()
+                if self._stopping or self._abandoned or time.monotonic() < self._spool_paused_until:
+                    continue
+                if len(self._queue) + self._inflight_n < self._spill_at:
+                    continue
+                while (len(self._queue) + self._inflight_n > self._max_queue // 2 and self._queue
+                       and not self._stopping and not self._abandoned):
+                    with self._drain_lock:  # never while the shutdown accounts for what is in memory
+                        if self._abandoned or self._drained:
+                            break
+                        items = self._take_batch()
+                        if not items:
+                            break
+                        left = self._spool_items(items)
+                        if left:  # the disk failed: back at the head of the queue, memory only for a while
+                            self._queue.extendleft(reversed(left))
+                            break
+        except Exception:  # never let the thread die with an exception on the console
+            logger.debug("otelkit %s spool writer error", self.signal, exc_info=True)
+        finally:
+            detach(token)
 
     def _set_inflight(self, items: list[Item]) -> None:
         self._inflight = items
@@ -699,8 +863,13 @@ class _BatchPipeline(Generic[Item]):
 
     def _take_batch(self) -> list[Item]:
         queue = self._queue
-        count = min(self._batch_size, len(queue))
-        batch = [queue.popleft() for _ in range(count)]
+        batch = []
+        with self._take_lock:
+            try:
+                for _ in range(min(self._batch_size, len(queue))):
+                    batch.append(queue.popleft())
+            except IndexError:  # the shutdown took the queue over meanwhile
+                pass
         if batch and self._scrub is not None:
             try:
                 batch = list(self._scrub(batch))
@@ -717,9 +886,12 @@ class _BatchPipeline(Generic[Item]):
         Returns False when it stopped on a transient failure (the batch stays in flight)."""
         first = True
         while True:
+            if self._abandoned:
+                return True
             if not self._inflight:
                 if not self._queue or not (first or flushing or len(self._queue) >= self._batch_size):
                     return True
+                self._inflight_unanswered = 0
                 self._set_inflight(self._take_batch())
                 if not self._inflight:
                     continue
@@ -727,6 +899,8 @@ class _BatchPipeline(Generic[Item]):
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             retry = self._send(self._inflight, deadline)
+            if self._abandoned:
+                return True
             if retry:
                 self._set_inflight(retry)
                 self._on_failure()
@@ -752,24 +926,55 @@ class _BatchPipeline(Generic[Item]):
         self._failures = 0
         self._circuit_open = False
 
-    def _finish(self, count: int, reason: str | None, detail: str = "") -> None:
-        if self._abandoned or count <= 0:
+    def _finish(self, count: int, reason: str | None, detail: str = "", *, force: bool = False) -> None:
+        """Count ``count`` items as exported (``reason`` None) or dropped. ``force``: the shutdown's own
+        accounting after it took the pipeline over from a stuck export thread (whose reports are ignored)."""
+        if (self._abandoned and not force) or count <= 0:
             return
         if reason is None:
             STATS.exported(self.signal, count)
+        elif reason == UNANSWERED:
+            STATS.unanswered(self.signal, count, detail)
         else:
             STATS.dropped(self.signal, reason, count, detail, warn=False)
-            self._failed += count
-        self._done += count
+        with self._count_lock:
+            if reason is not None:
+                self._failed += count
+            self._done += count
 
-    def _encode_or_drop(self, items: list[Item]) -> bytes | None:
+    def _cause_text(self) -> str:
+        """Why the collector has not taken the data, never empty (also while the first request is in flight)."""
+        since = self._sending_since
+        if since is not None:
+            waited = time.monotonic() - since
+            if self._sender is not None and not self._sender.request_may_have_arrived():
+                return f"no connection to the collector at {self.target} after {waited:.1f}s"
+            return f"no answer from the collector at {self.target} after {waited:.1f}s (request in flight)"
+        if self._last_error:
+            return f"collector {self.target}: {self._last_error}"
+        return f"nothing sent to the collector at {self.target} before the deadline"
+
+    def _drop_leftovers(self, count: int, *, deadline_passed: bool, force: bool = False,
+                        cause: str | None = None) -> None:
+        """Count items that never got out at shutdown, under the reason the last failure says."""
+        if count <= 0:
+            return
+        if self._last_cause == LOAD:
+            self._finish(count, _stats.REFUSED, f"collector at {self.target} refusing under load: "
+                         f"{self._last_error}", force=force)
+        elif deadline_passed:
+            self._finish(count, _stats.SHUTDOWN_TIMEOUT, cause or self._cause_text(), force=force)
+        else:  # gave up before the deadline: the collector is down (circuit open), not slow
+            self._finish(count, _stats.EXPORT_FAILED, _failure_cause(self.target, self._last_error), force=force)
+
+    def _encode_or_drop(self, items: list[Item], *, force: bool = False) -> bytes | None:
         """The OTLP request for ``items``; None (the items counted as dropped) if encoding failed."""
         assert self._encode is not None
         try:
             return self._encode(items)
         except Exception as exc:
             logger.debug("otelkit could not encode %s", self.signal, exc_info=True)
-            self._finish(len(items), _stats.EXPORT_FAILED, f"encoding failed: {type(exc).__name__}")
+            self._finish(len(items), _stats.EXPORT_FAILED, f"encoding failed: {type(exc).__name__}", force=force)
             return None
 
     def _send(self, items: list[Item], deadline: float | None) -> list[Item]:
@@ -783,16 +988,25 @@ class _BatchPipeline(Generic[Item]):
             return []
         if len(payload) > self._max_bytes:
             return self._split(items, deadline, f"request of {len(payload)} bytes over the {self._max_bytes} cap")
-        timeout = self._export_timeout
+        timeout = self._request_timeout()
         if deadline is not None:
             timeout = min(timeout, deadline - time.monotonic())
             if timeout <= 0:
                 return items
+        if self._inflight_unanswered:
+            STATS.resent(self.signal, len(items))  # the collector may hold these already: possible duplicates
+        start = self._sending_since = time.monotonic()
         try:
             result = self._sender.send(payload, timeout)
         except Exception as exc:  # a sender bug must not kill the pipeline
             logger.debug("otelkit sender error", exc_info=True)
             result = SendResult(FAIL, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._sending_since = None
+        if self._abandoned:
+            return []  # the shutdown took over (spooled or counted these) while this request was out
+        if result.kind == OK and time.monotonic() - start < self._export_timeout / 2:
+            self._boost = max(1.0, self._boost / 2)
         if result.kind == OK:
             rejected = min(result.rejected, len(items))
             if rejected:
@@ -805,15 +1019,47 @@ class _BatchPipeline(Generic[Item]):
             return []
         if result.kind == RETRY:
             self._last_error = result.detail
+            self._last_cause = result.cause
             self._retry_after = result.retry_after
+            if result.cause == NO_ANSWER:
+                return self._unanswered(items)
             return items
+        self._last_cause = ""
         if result.kind == TOO_LARGE:
+            if len(items) > 1:
+                # The collector's limit is below this size: cut later requests before sending them, instead
+                # of having each refused and halved again (fewer requests for the collector to refuse).
+                self._max_bytes = max(MIN_LEARNED_REQUEST_BYTES, min(self._max_bytes, len(payload) // 2))
             return self._split(items, deadline, result.detail)
         self._last_error = result.detail
         self._finish(len(items), _stats.EXPORT_FAILED, f"{self.target}: {result.detail}")
         return []
 
+    def _request_timeout(self) -> float:
+        """The configured timeout, longer after unanswered requests (``MAX_TIMEOUT_BOOST``, ``MAX_BOOSTED_TIMEOUT``)."""
+        if self._boost <= 1.0:
+            return self._export_timeout
+        return max(self._export_timeout, min(self._export_timeout * self._boost, MAX_BOOSTED_TIMEOUT))
+
+    def _unanswered(self, items: list[Item]) -> list[Item]:
+        """A request of ``items`` got no answer in time: retry it (bounded), waiting longer next time."""
+        self._boost = min(MAX_TIMEOUT_BOOST, self._boost * 2)
+        self._inflight_unanswered += 1
+        if self._inflight_unanswered < MAX_UNANSWERED_ATTEMPTS:
+            return items
+        # Given up: later batches must flow. On disk it waits for a collector that answers (maybe a duplicate);
+        # without a spool it is reported as sent without an answer, neither delivered nor lost.
+        detail = f"{self._inflight_unanswered} requests to {self.target} without an answer ({self._last_error})"
+        if self._spool is not None and time.monotonic() >= self._spool_paused_until:
+            left = self._spool_items(items)
+            if not left:
+                return []
+            items = left
+        self._finish(len(items), UNANSWERED, detail)
+        return []
+
     def _split(self, items: list[Item], deadline: float | None, detail: str) -> list[Item]:
+        """Halve a batch refused for its size (HTTP 413, gRPC's message-size limit), down to single items."""
         if len(items) == 1:
             self._finish(1, _stats.TOO_LARGE, detail)
             logger.debug("otelkit dropped one %s too large to export: %s", self.signal, detail)
@@ -836,17 +1082,17 @@ class _BatchPipeline(Generic[Item]):
         return []
 
     def _drain(self) -> None:
-        """Final export at shutdown: until empty or the deadline; the rest is counted as shutdown_timeout
-        (or, with a disk spool, written to the spool)."""
+        """Final export at shutdown: until empty or the deadline; then what a previous process spooled;
+        the rest is written to the spool (with one) or counted by the last failure's cause."""
         deadline = self._deadline
         circuit_was_open = self._circuit_open
         send_deadline = deadline
         if self._spool is not None:
             # Keep time to write the rest to disk; with the collector known to be down, do not even try.
-            send_deadline = deadline - min(0.5, max(0.05, (deadline - time.monotonic()) * 0.2))
+            send_deadline = deadline - _spill_reserve(deadline - time.monotonic())
             if circuit_was_open:
                 send_deadline = time.monotonic()
-        while self._inflight or self._queue:
+        while (self._inflight or self._queue) and not self._abandoned:
             remaining = send_deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -858,49 +1104,80 @@ class _BatchPipeline(Generic[Item]):
             pause = min(max(0.0, self._next_attempt - time.monotonic()), send_deadline - time.monotonic())
             if pause > 0 and self._stopped_early.wait(pause):
                 break
-        if self._spool is not None and (self._inflight or self._queue) and not self._stopped_early.is_set():
-            self._spill_at_shutdown(deadline)
-        leftover = len(self._inflight) + len(self._queue)
-        self._set_inflight([])
-        self._queue.clear()
-        if leftover:
-            if time.monotonic() >= deadline or self._stopped_early.is_set():
-                self._finish(leftover, _stats.SHUTDOWN_TIMEOUT, f"collector {self.target}: {self._last_error}")
-            else:  # gave up before the deadline: the collector is down (circuit open), not slow
-                self._finish(leftover, _stats.EXPORT_FAILED, _failure_cause(self.target, self._last_error))
+        if self._abandoned:
+            return
+        if (self._spool is not None and not self._inflight and not self._queue and not self._failures
+                and time.monotonic() < send_deadline):
+            # Live data first, then the backlog of earlier runs: a short-lived process (a cron job) never
+            # lives long enough for the background replay.
+            try:
+                self._spool_pending = True
+                self._replay(budget=send_deadline - time.monotonic(), deadline=send_deadline)
+            except Exception:
+                logger.debug("otelkit %s replay at shutdown failed", self.signal, exc_info=True)
+        with self._drain_lock:
+            if self._abandoned:
+                return
+            if self._spool is not None and (self._inflight or self._queue) and not self._stopped_early.is_set():
+                self._spill_at_shutdown(deadline)
+            self._count_leftovers(deadline_passed=time.monotonic() >= deadline or self._stopped_early.is_set())
+            self._drained = True
+
+    def _count_leftovers(self, *, deadline_passed: bool, force: bool = False, in_flight: bool | None = None,
+                         cause: str | None = None) -> None:
+        """Count what is still in memory: an in-flight batch already sent without an answer as unanswered
+        (delivery unknown), the rest as dropped, under the reason the last failure gives."""
+        inflight, self._inflight = self._inflight, []
+        self._inflight_n = 0
+        queued = 0
+        try:
+            while True:
+                self._queue.popleft()
+                queued += 1
+        except IndexError:
+            pass
+        if in_flight is None:
+            in_flight = bool(self._inflight_unanswered) or self._sending_since is not None
+        if inflight and in_flight:
+            self._finish(len(inflight), UNANSWERED, cause or self._cause_text(), force=force)
+        else:
+            queued += len(inflight)
+        self._drop_leftovers(queued, deadline_passed=deadline_passed, force=force, cause=cause)
 
     # -- disk spool (export thread only) -------------------------------------------------------
 
-    def _spooled(self, count: int) -> None:
+    def _spooled(self, count: int, *, force: bool = False) -> None:
         """``count`` items left memory for the spool: finished here, not delivered (a flush reports False)."""
-        if self._abandoned or count <= 0:
+        if (self._abandoned and not force) or count <= 0:
             return
         _stats.STATS.spooled(self.signal, count)
-        self._done += count
-        self._failed += count
+        with self._count_lock:
+            self._done += count
+            self._failed += count
 
-    def _spool_items(self, items: list[Item]) -> list[Item]:
+    def _spool_items(self, items: list[Item], *, force: bool = False) -> list[Item]:
         """Write ``items`` to the spool (split to the request cap); returns those a write error left over.
 
         A full spool refuses them: counted as ``spool_full``."""
         assert self._spool is not None and self._encode is not None
-        payload = self._encode_or_drop(items)
+        payload = self._encode_or_drop(items, force=force)
         if payload is None:
             return []
         if len(payload) > self._max_bytes:
             if len(items) == 1:
-                self._finish(1, _stats.TOO_LARGE, f"request of {len(payload)} bytes over the {self._max_bytes} cap")
+                self._finish(1, _stats.TOO_LARGE, f"request of {len(payload)} bytes over the {self._max_bytes} cap",
+                             force=force)
                 return []
             half = len(items) // 2
-            return self._spool_items(items[:half]) + self._spool_items(items[half:])
+            return self._spool_items(items[:half], force=force) + self._spool_items(items[half:], force=force)
         outcome = self._spool.write(payload, len(items))
         if outcome == _spool.WRITTEN:
-            self._spooled(len(items))
+            self._spooled(len(items), force=force)
             self._spool_pending = True
             return []
         if outcome == _spool.FULL:
             self._finish(len(items), _stats.SPOOL_FULL,
-                         f"spool {self._spool.path} holds {self._spool.max_bytes} bytes")
+                         f"spool {self._spool.path} holds {self._spool.max_bytes} bytes", force=force)
             self._spool_full_until = time.monotonic() + 5.0
             return []
         self._spool_paused_until = time.monotonic() + 30.0
@@ -929,23 +1206,27 @@ class _BatchPipeline(Generic[Item]):
             if left:
                 return
 
-    def _spill_at_shutdown(self, deadline: float) -> None:
-        """Write everything still in memory to the spool, before ``deadline``."""
+    def _spill_at_shutdown(self, deadline: float, *, force: bool = False) -> None:
+        """Write everything still in memory to the spool, before ``deadline`` (the in-flight batch too: a
+        request without an answer may have been lost; at least once, so at worst a duplicate later)."""
         while self._inflight or self._queue:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or (self._abandoned and not force):
                 return  # the caller counts the rest as shutdown_timeout
             items = self._inflight or self._take_batch()
             self._set_inflight([])
+            self._inflight_unanswered = 0
             if not items:
                 continue
-            left = self._spool_items(items)
+            left = self._spool_items(items, force=force)
             if left:
                 self._finish(len(left), _stats.EXPORT_FAILED, "spool write failed; "
-                             + _failure_cause(self.target, self._last_error))
+                             + _failure_cause(self.target, self._last_error), force=force)
 
-    def _replay(self, budget: float = 2.0) -> None:
+    def _replay(self, budget: float = 2.0, deadline: float | None = None) -> None:
         """Send spooled requests, oldest first, while the collector takes them (also the probe when all
-        of a failing pipeline's items are on disk). A file is deleted only once the collector accepted it."""
+        of a failing pipeline's items are on disk). A file is deleted only once the collector accepted it.
+
+        ``deadline``: at shutdown (the stop flag is then ignored; no request outlives it)."""
         spool, sender = self._spool, self._sender
         assert spool is not None and sender is not None
         now = time.monotonic()
@@ -953,7 +1234,7 @@ class _BatchPipeline(Generic[Item]):
             return
         self._spool_check_at = now + 10.0  # other processes may spool into the same directory
         end = now + budget
-        while not self._stopping and time.monotonic() < end:
+        while (deadline is not None or not self._stopping) and time.monotonic() < end and not self._abandoned:
             if len(self._queue) >= self._batch_size:
                 self._wake.set()  # fresh data's turn; the spool continues on the next round
                 return
@@ -962,40 +1243,53 @@ class _BatchPipeline(Generic[Item]):
                 self._spool_pending = False
                 return
             self._spool_pending = True
-            if claim.payload is None:
+            count = _spool.count_items(self.signal, claim.payload) if claim.payload is not None else None
+            if count is None:
+                # Its item count is unknown (a name or header can say anything): count the file, not items.
                 spool.ack(claim)
-                STATS.dropped(self.signal, _stats.EXPORT_FAILED, claim.count,
-                              f"corrupt spool file {os.path.basename(claim.original)}", warn=False)
+                STATS.spool_bad_file(self.signal, f"corrupt spool file {os.path.basename(claim.original)} deleted")
                 continue
-            timeout = self._export_timeout
-            if _shutdown_deadline is not None:
-                timeout = min(timeout, _shutdown_deadline - time.monotonic())
+            timeout = self._request_timeout()
+            for limit in (_shutdown_deadline, deadline):
+                if limit is not None:
+                    timeout = min(timeout, limit - time.monotonic())
             if timeout <= 0:
                 spool.release(claim)
                 return
             self._retry_after = None
+            if claim.original in self._unanswered_files:
+                STATS.resent(self.signal, count)  # it went out before without an answer: possible duplicates
+            self._sending_since = time.monotonic()
             try:
-                result = sender.send(claim.payload, timeout)
+                result = sender.send(claim.payload or b"", timeout)
             except Exception as exc:  # a sender bug must not kill the pipeline
                 logger.debug("otelkit sender error", exc_info=True)
                 result = SendResult(FAIL, f"{type(exc).__name__}: {exc}")
+            finally:
+                self._sending_since = None
             if result.kind == RETRY:
                 spool.release(claim)
                 self._last_error = result.detail
+                self._last_cause = result.cause
                 self._retry_after = result.retry_after
+                if result.cause == NO_ANSWER:
+                    self._boost = min(MAX_TIMEOUT_BOOST, self._boost * 2)
+                    if len(self._unanswered_files) < 10_000:
+                        self._unanswered_files.add(claim.original)
                 self._on_failure()
                 return
+            self._unanswered_files.discard(claim.original)
             spool.ack(claim)
             if result.kind == OK:
-                rejected = min(result.rejected, claim.count)
-                STATS.exported(self.signal, claim.count - rejected)
+                rejected = min(result.rejected, count)
+                STATS.exported(self.signal, count - rejected)
                 if rejected:
                     STATS.dropped(self.signal, _stats.REJECTED, rejected, result.detail, warn=False)
                 self._on_success()
             else:  # permanent: retrying the same bytes can never succeed
                 self._last_error = result.detail
                 reason = _stats.TOO_LARGE if result.kind == TOO_LARGE else _stats.EXPORT_FAILED
-                STATS.dropped(self.signal, reason, claim.count, f"{self.target}: {result.detail}", warn=False)
+                STATS.dropped(self.signal, reason, count, f"{self.target}: {result.detail}", warn=False)
         if self._spool_pending:
             self._wake.set()
 
@@ -1048,15 +1342,31 @@ class _BatchPipeline(Generic[Item]):
         self._stopped_early = threading.Event()
         self._stopping = True
         self._wake.set()
-        self._worker.join(max(0.0, deadline - time.monotonic()) + 0.05)
+        self._spill_wake.set()
+        if self._spool is not None:
+            # Leave the spool its time whatever the export thread is doing (stuck in a request to a hung
+            # collector, most often): at the reserve, this thread writes memory to disk itself.
+            reserve = _spill_reserve(deadline - time.monotonic())
+            self._worker.join(max(0.0, deadline - reserve - time.monotonic()))
+        else:
+            self._worker.join(max(0.0, deadline - time.monotonic()) + 0.05)
         finished = not self._worker.is_alive()
+        # (a moment of grace: the export thread may be counting its leftovers right now)
+        if not finished and self._drain_lock.acquire(timeout=max(0.1, deadline - time.monotonic())):
+            try:
+                finished = self._drained  # it was writing to the spool, and is done
+                if not finished:
+                    self._take_over(deadline)
+            finally:
+                self._drain_lock.release()
+        elif not finished:
+            self._abandoned = True  # still writing to the spool at the deadline: its reports are ignored
         if not finished:
-            # The worker is stuck in a request that outlives the deadline: count what it holds now and
-            # ignore whatever it reports later (the process is about to exit).
-            self._stopped_early.set()
-            leftover = len(self._queue) + len(self._inflight)
-            self._finish(leftover, _stats.SHUTDOWN_TIMEOUT, f"collector {self.target}: {self._last_error}")
-            self._abandoned = True
+            if self._sender is not None:  # last: the stuck request returns now, its outcome is ignored
+                try:
+                    self._sender.abort()
+                except Exception:
+                    logger.debug("otelkit: aborting the request in flight failed", exc_info=True)
         STATS.remove_queue_probe(self._probe)
         _LIVE.discard(self)
         try:
@@ -1072,6 +1382,21 @@ class _BatchPipeline(Generic[Item]):
     _stopped_early = threading.Event()
     _retry_after: float | None = None
 
+    def _take_over(self, deadline: float) -> None:
+        """The export thread is stuck in a request that outlives the deadline: from now on whatever it
+        reports is ignored (the process is about to exit); this thread spools or counts what it holds."""
+        self._stopped_early.set()
+        self._abandoned = True
+        sent = self._sender is None or self._sender.request_may_have_arrived()
+        in_flight = (self._sending_since is not None and sent) or self._inflight_unanswered > 0
+        cause = self._cause_text()
+        if self._spool is not None:
+            try:
+                self._spill_at_shutdown(deadline, force=True)
+            except Exception:
+                logger.debug("otelkit %s spooling at shutdown failed", self.signal, exc_info=True)
+        self._count_leftovers(deadline_passed=True, force=True, in_flight=in_flight, cause=cause)
+
     def _after_fork_in_child(self, forked_at: int) -> None:
         """Child side of fork: forget the parent's queue and in-flight batch, reconnect, restart lazily."""
         if self._closed or self._pid == os.getpid():
@@ -1082,6 +1407,11 @@ class _BatchPipeline(Generic[Item]):
             self._spool.after_fork()
         self._init_runtime(start=False)
         self._forked_at = forked_at
+
+
+def _spill_reserve(budget: float) -> float:
+    """Seconds of a shutdown budget kept for writing memory to the spool: 20 %, between 50 ms and 0.5 s."""
+    return min(0.5, max(0.05, budget * 0.2))
 
 
 _PLAIN_LOG_TYPES = (ReadWriteLogRecord, _ApiLogRecord)
@@ -1321,6 +1651,8 @@ class OtlpMetricExporter(MetricExporter):
         self.target = sender.target
         self._closed = False
         self._out_of_time = False  # the last export stopped at its deadline (not on a failing collector)
+        self._sending = False  # a request is out (the oldest backlog entry)
+        self._abandoned = False  # the shutdown deadline passed with an export stuck: outcomes are ignored
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         if self._closed:
@@ -1364,7 +1696,13 @@ class OtlpMetricExporter(MetricExporter):
                         self._backlog.popleft()
                         STATS.dropped("metrics", _stats.TOO_LARGE, count, f"{len(body)} bytes")
                         continue
-                    result = self._sender.send(body, remaining)
+                    self._sending = True
+                    try:
+                        result = self._sender.send(body, remaining)
+                    finally:
+                        self._sending = False
+                    if self._abandoned:  # the shutdown accounted for these points meanwhile
+                        return MetricExportResult.FAILURE
                     if result.kind == RETRY:
                         self._last_error = result.detail
                         self._out_of_time = time.monotonic() >= deadline - 0.01
@@ -1389,12 +1727,36 @@ class OtlpMetricExporter(MetricExporter):
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return True
 
+    def abandon(self) -> None:
+        """The shutdown deadline passed while an export is stuck in a request (a hung collector): count what
+        the backlog holds now (the request out as unanswered, the rest as ``shutdown_timeout``), ignore the
+        stuck export's outcome, and make its request return. Any thread; never raises."""
+        if self._abandoned or self._closed and not self._sending:
+            return
+        self._abandoned = self._closed = True
+        backlog = list(self._backlog)  # without the lock: the stuck export holds it
+        out = backlog[0][1] if backlog and self._sending else 0
+        rest = sum(count for _, count in backlog) - out
+        may_have_arrived = self._sender.request_may_have_arrived()
+        cause = (f"no answer from the collector at {self.target} before the deadline" if may_have_arrived
+                 else f"no connection to the collector at {self.target} before the deadline")
+        if out and may_have_arrived:
+            STATS.unanswered("metrics", out, cause)
+        else:
+            rest += out
+        if rest:
+            STATS.dropped("metrics", _stats.SHUTDOWN_TIMEOUT, rest, cause)
+        try:
+            self._sender.abort()
+        except Exception:
+            logger.debug("otelkit: aborting the metric request in flight failed", exc_info=True)
+
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         if self._closed:
             return
         self._closed = True
         with self._lock:
-            lost = sum(count for _, count in self._backlog)
+            lost = 0 if self._abandoned else sum(count for _, count in self._backlog)  # abandon() counted them
             self._backlog.clear()
         if lost:
             if self._out_of_time or not self._last_error:
@@ -1922,6 +2284,14 @@ def after_fork_in_child(*, forked_at: int | None = None) -> None:
                 exporter._after_fork_in_child()
             except Exception:
                 logger.debug("otelkit: resetting a metric exporter after fork failed", exc_info=True)
+
+
+def abandon_stuck_metric_exporters() -> None:
+    """At the shutdown deadline, for a metrics shutdown still stuck in a request: account for its points."""
+    for reader in list(_LIVE_READERS):
+        exporter = getattr(reader, "_exporter", None)
+        if isinstance(exporter, OtlpMetricExporter):
+            exporter.abandon()
 
 
 def flush_all(timeout: float) -> bool:

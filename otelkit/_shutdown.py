@@ -19,6 +19,11 @@ from otelkit._internal_log import logger
 from otelkit._stats import STATS, ShutdownReport
 
 
+def _cut_count(signal: str) -> int:
+    """Items the deadline cut off: dropped as ``shutdown_timeout`` or left without an answer."""
+    return STATS.dropped_for(signal).get(_stats.SHUTDOWN_TIMEOUT, 0) + STATS.unanswered_counts().get(signal, 0)
+
+
 def _shutdown_one(signal: str, provider: Any, deadline: float) -> None:
     remaining_ms = max(0.0, deadline - time.monotonic()) * 1000
     if signal == "metrics":
@@ -41,7 +46,7 @@ def shutdown_providers(tracer_provider: Any, meter_provider: Any, logger_provide
     deadline = start + timeout
     providers = {"traces": tracer_provider, "metrics": meter_provider, "logs": logger_provider}
     active = {s: p for s, p in providers.items() if p is not None}
-    before = {s: STATS.dropped_for(s).get(_stats.SHUTDOWN_TIMEOUT, 0) for s in active}
+    before = {s: _cut_count(s) for s in active}
     errors: dict[str, str | None] = dict.fromkeys(active)
     threads: dict[str, threading.Thread] = {}
     _export.set_shutdown_deadline(deadline)
@@ -74,13 +79,19 @@ def shutdown_providers(tracer_provider: Any, meter_provider: Any, logger_provide
         logger.debug("otelkit: shutdown failed", exc_info=True)
     finally:
         _export.set_shutdown_deadline(None)
+    metrics_thread = threads.get("metrics")
+    if metrics_thread is not None and metrics_thread.is_alive():
+        try:
+            _export.abandon_stuck_metric_exporters()  # its points are counted, not left out of the report
+        except Exception:
+            logger.debug("otelkit: accounting for stuck metric exports failed", exc_info=True)
     timed_out = {}
     for signal in active:
         worker = threads.get(signal)
-        cut = STATS.dropped_for(signal).get(_stats.SHUTDOWN_TIMEOUT, 0) > before[signal]
+        cut = _cut_count(signal) > before[signal]
         timed_out[signal] = cut or worker is None or worker.is_alive()
     report = _stats.report_from_stats(timed_out, errors, time.monotonic() - start, timeout, signals=tuple(active))
-    if report.timed_out or report.dropped:
+    if report.timed_out or report.dropped or any(r.unanswered for r in report.signals.values()):
         _stats.warn("%s", report)
     else:
         logger.debug("%s", report)

@@ -30,16 +30,18 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 import struct
 import threading
 import time
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 from otelkit import _stats
 from otelkit._internal_log import logger
 
-__all__ = ["ERROR", "FULL", "WRITTEN", "Claim", "SpoolStore", "backlog"]
+__all__ = ["ERROR", "FULL", "WRITTEN", "Claim", "SpoolStore", "backlog", "count_items", "unusable"]
 
 WRITTEN, FULL, ERROR = "written", "full", "error"
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -51,11 +53,14 @@ _MAGIC = b"OKSP"
 _HEADER = struct.Struct("<4sIQI")  # magic, item count, payload length, crc32
 _SUFFIX = ".otlp"
 _CLAIM = ".claim-"
+_NOT_REGULAR = object()
 
 
 @dataclass
 class Claim:
-    """A spooled request this process holds: ``payload`` is None when the file was corrupt."""
+    """A spooled request this process holds: ``payload`` is None when the file was corrupt (then ``count``
+    is 0: nothing in a corrupt file is trusted). ``count`` is the header's, never the file name's; the
+    export pipeline counts the items of the payload itself (:func:`count_items`) before reporting them."""
 
     path: str
     original: str
@@ -63,13 +68,29 @@ class Claim:
     payload: bytes | None
 
 
-def _count_from_name(name: str) -> int:
-    stem = name.split(_SUFFIX, 1)[0]
-    tail = stem.rsplit("-n", 1)
+def count_items(signal: str, payload: bytes) -> int | None:
+    """Items in a serialized ``Export*ServiceRequest`` of ``signal`` (None if it does not parse).
+
+    The count reported for a spooled request comes from its content, never from its file name."""
+    from google.protobuf.message import DecodeError
+
+    request: Any
     try:
-        return max(0, int(tail[1])) if len(tail) == 2 else 0
-    except ValueError:
-        return 0
+        if signal == "traces":
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(payload)
+            return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        if signal == "logs":
+            from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+            request = ExportLogsServiceRequest()
+            request.ParseFromString(payload)
+            return sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
+    except (DecodeError, ValueError):
+        return None
+    return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -99,6 +120,9 @@ class SpoolStore:
         self._warned: set[str] = set()
         self._last_stale_scan = 0.0
         self._ready = False
+        self.skipped: set[str] = set()
+        """Names of ``*.otlp`` entries that are not regular files (a FIFO would block the reader forever):
+        never opened, left in place, counted once each."""
         # The directory's size as last scanned plus this store's writes since: a write does not stat
         # every file (thousands during a long outage) unless the estimate is stale or near the bound.
         self._estimate = 0
@@ -193,12 +217,28 @@ class SpoolStore:
     # -- reading --------------------------------------------------------------------------------
 
     def pending(self) -> list[str]:
-        """Names of unclaimed spooled requests, oldest first."""
+        """Names of unclaimed spooled requests (regular files only), oldest first."""
         try:
-            return sorted(e.name for e in self._entries() if e.name.endswith(_SUFFIX) and not e.name.startswith("."))
+            names = []
+            for entry in self._entries():
+                name = entry.name
+                if not name.endswith(_SUFFIX) or name.startswith("."):
+                    continue
+                if not entry.is_file(follow_symlinks=False):
+                    self._skip(name, "not a regular file")
+                    continue
+                names.append(name)
+            return sorted(names)
         except OSError as exc:
             self._warn_once("list", "otelkit cannot read the spool %s (%s)", self.path, exc)
             return []
+
+    def _skip(self, name: str, why: str) -> None:
+        if name in self.skipped:
+            return
+        self.skipped.add(name)
+        _stats.STATS.spool_bad_file(self.signal, f"spool entry {name} skipped: {why}")
+        self._warn_once("skip", "otelkit skips %s in the spool %s: %s", name, self.path, why)
 
     def recover_stale(self, *, force: bool = False) -> int:
         """Release claims of dead processes and delete their temporary files; returns claims released."""
@@ -248,23 +288,45 @@ class SpoolStore:
             except OSError as exc:
                 self._warn_once("claim", "otelkit cannot claim spooled requests in %s (%s)", self.path, exc)
                 return None
-            return Claim(target, source, _count_from_name(name), self._read(target))
+            payload = self._read(target)
+            if payload is _NOT_REGULAR:  # replaced by something else after the listing: put it back, skip it
+                self.release(Claim(target, source, 0, None))
+                self._skip(name, "not a regular file")
+                continue
+            if not isinstance(payload, tuple):
+                return Claim(target, source, 0, None)
+            return Claim(target, source, payload[0], payload[1])
         return None
 
-    def _read(self, path: str) -> bytes | None:
+    def _read(self, path: str) -> tuple[int, bytes] | object | None:
+        """(header count, payload) of a spool file; None if corrupt; :data:`_NOT_REGULAR` for a FIFO, link..."""
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: no symlinks out of the spool.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            if os.path.islink(path):
+                return _NOT_REGULAR
+            self._warn_once("read", "otelkit cannot read a spooled request %s (%s)", path, exc)
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return _NOT_REGULAR
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                data = fh.read(info.st_size + 1)
         except OSError as exc:
             self._warn_once("read", "otelkit cannot read a spooled request %s (%s)", path, exc)
             return None
+        finally:
+            os.close(fd)
         if len(data) < _HEADER.size:
             return None
-        magic, _count, length, crc = _HEADER.unpack_from(data)
+        magic, count, length, crc = _HEADER.unpack_from(data)
         payload = data[_HEADER.size:]
         if magic != _MAGIC or length != len(payload) or zlib.crc32(payload) != crc:
             return None
-        return payload
+        return count, payload
 
     def ack(self, claim: Claim) -> None:
         """The request was delivered (or given up): delete it."""
@@ -283,7 +345,7 @@ class SpoolStore:
         """(requests, bytes) in this signal's spool, claimed ones included."""
         files = size = 0
         for entry in self._entries():
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
                 continue
             try:
                 size += entry.stat(follow_symlinks=False).st_size
@@ -301,6 +363,19 @@ def _unlink(path: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def unusable(directory: str, signals: tuple[str, ...] = _stats.SIGNALS) -> dict[str, int]:
+    """``{signal: n}`` spool entries named ``*.otlp`` that are not regular files (skipped, never sent)."""
+    out: dict[str, int] = {}
+    for signal in signals:
+        try:
+            with os.scandir(os.path.join(directory, signal)) as it:
+                out[signal] = sum(1 for e in it if e.name.endswith(_SUFFIX) and not e.name.startswith(".")
+                                  and not e.is_file(follow_symlinks=False))
+        except OSError:
+            out[signal] = 0
+    return out
 
 
 def backlog(directory: str, signals: tuple[str, ...] = _stats.SIGNALS) -> dict[str, tuple[int, int]]:

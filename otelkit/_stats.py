@@ -42,7 +42,10 @@ ALREADY_SHUTDOWN = "already_shutdown"
 """Emitted after the pipeline was shut down."""
 SPOOL_FULL = "spool_full"
 """The collector was unavailable and the disk spool (``OTELKIT_SPOOL_DIR``) already held ``spool_max_bytes``."""
-REASONS = (QUEUE_FULL, EXPORT_FAILED, REJECTED, TOO_LARGE, SHUTDOWN_TIMEOUT, ALREADY_SHUTDOWN, SPOOL_FULL)
+REFUSED = "refused"
+"""The collector kept refusing under load (gRPC RESOURCE_EXHAUSTED without a size text, HTTP 429/503) until
+shutdown: never delivered, never split (a memory limiter's answer is not "too large")."""
+REASONS = (QUEUE_FULL, EXPORT_FAILED, REJECTED, TOO_LARGE, SHUTDOWN_TIMEOUT, ALREADY_SHUTDOWN, SPOOL_FULL, REFUSED)
 
 def warn(message: str, *args: object) -> None:
     """A warning on the ``otelkit`` logger; its fallback handler (``_internal_log``) makes sure a person
@@ -61,6 +64,9 @@ class Stats:
         self._lock = threading.Lock()
         self._exported: dict[str, int] = dict.fromkeys(SIGNALS, 0)
         self._spooled: dict[str, int] = dict.fromkeys(SIGNALS, 0)
+        self._unanswered: dict[str, int] = dict.fromkeys(SIGNALS, 0)
+        self._resent: dict[str, int] = dict.fromkeys(SIGNALS, 0)
+        self._bad_files: dict[str, int] = dict.fromkeys(SIGNALS, 0)
         self._dropped: dict[tuple[str, str], int] = {}
         self._unwarned: dict[tuple[str, str], int] = {}
         self._causes: dict[tuple[str, str], str] = {}
@@ -75,6 +81,9 @@ class Stats:
         self._lock = threading.Lock()
         self._exported = dict.fromkeys(SIGNALS, 0)
         self._spooled = dict.fromkeys(SIGNALS, 0)
+        self._unanswered = dict.fromkeys(SIGNALS, 0)
+        self._resent = dict.fromkeys(SIGNALS, 0)
+        self._bad_files = dict.fromkeys(SIGNALS, 0)
         self._dropped = {}
         self._unwarned = {}
         self._causes = {}
@@ -94,6 +103,39 @@ class Stats:
     def spooled_counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._spooled)
+
+    def unanswered(self, signal: str, count: int, detail: str = "") -> None:
+        """Count ``count`` items whose last request got no answer and was not retried (shutdown deadline,
+        attempts used up): neither exported nor dropped, the collector may or may not hold them."""
+        if count:
+            with self._lock:
+                self._unanswered[signal] = self._unanswered.get(signal, 0) + count
+                if detail:
+                    self._causes[(signal, "unanswered")] = detail
+
+    def resent(self, signal: str, count: int) -> None:
+        """Count ``count`` items sent again after a request that got no answer (possible duplicates)."""
+        if count:
+            with self._lock:
+                self._resent[signal] = self._resent.get(signal, 0) + count
+
+    def spool_bad_file(self, signal: str, detail: str) -> None:
+        """Count one spool file that was not sent: corrupt (deleted) or not a regular file (skipped)."""
+        with self._lock:
+            self._bad_files[signal] = self._bad_files.get(signal, 0) + 1
+            self._causes[(signal, "spool_bad_file")] = detail
+
+    def unanswered_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._unanswered)
+
+    def resent_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._resent)
+
+    def bad_file_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._bad_files)
 
     def dropped(self, signal: str, reason: str, count: int, detail: str = "", *, warn: bool = True) -> None:
         """Count ``count`` items of ``signal`` dropped for ``reason``; warn now if the interval allows.
@@ -135,7 +177,7 @@ class Stats:
             return {r: n for (s, r), n in self._dropped.items() if s == signal}
 
     def causes_for(self, signal: str) -> dict[str, str]:
-        """The last cause given for each drop reason of ``signal``."""
+        """The last cause given for each drop reason of ``signal`` (and for ``unanswered``, ``spool_bad_file``)."""
         with self._lock:
             return {r: c for (s, r), c in self._causes.items() if s == signal}
 
@@ -214,6 +256,13 @@ class SignalReport:
     timed_out: bool = False
     spooled: int = 0
     """Items this process wrote to the disk spool (``OTELKIT_SPOOL_DIR``): neither exported nor lost yet."""
+    unanswered: int = 0
+    """Items sent in requests that got no answer (timeout, shutdown deadline) and were not retried: the
+    collector may hold them or not. Neither exported nor dropped."""
+    resent: int = 0
+    """Items sent again after a request without an answer: the collector may have received them twice."""
+    spool_bad_files: int = 0
+    """Spool files not sent: corrupt (deleted) or not regular files (skipped). Their item counts are unknown."""
     error: str | None = None
     causes: Mapping[str, str] = field(default_factory=dict)
     """The last cause recorded for each drop reason (shown in ``str()`` for ``export_failed``)."""
@@ -259,6 +308,12 @@ class ShutdownReport:
             text = f"{name}: {items(name, s.exported)} exported"
             if s.spooled:
                 text += f", {s.spooled} spooled to disk"
+            if s.unanswered:
+                text += f", {s.unanswered} sent without an answer (delivery unknown)"
+            if s.resent:
+                text += f", {s.resent} resent after no answer (possible duplicates)"
+            if s.spool_bad_files:
+                text += f", {s.spool_bad_files} unusable spool file(s) skipped"
             if s.dropped_total:
                 text += ", " + ", ".join(f"{n} dropped ({_reason_text(r, s.causes)})"
                                          for r, n in sorted(s.dropped.items()) if n)
@@ -272,7 +327,7 @@ class ShutdownReport:
 
 
 def _reason_text(reason: str, causes: Mapping[str, str]) -> str:
-    cause = causes.get(reason) if reason == EXPORT_FAILED else None
+    cause = causes.get(reason) if reason in (EXPORT_FAILED, SHUTDOWN_TIMEOUT, REFUSED) else None
     if not cause:
         return reason
     cause = cause.replace("(", "[").replace(")", "]")
@@ -284,8 +339,13 @@ def report_from_stats(timed_out: Mapping[str, bool], errors: Mapping[str, str | 
     """Build a :class:`ShutdownReport` from :data:`STATS` and per-signal outcomes."""
     exported = STATS.exported_counts()
     spooled = STATS.spooled_counts()
+    unanswered = STATS.unanswered_counts()
+    resent = STATS.resent_counts()
+    bad_files = STATS.bad_file_counts()
     return ShutdownReport(
         signals={s: SignalReport(exported=exported.get(s, 0), dropped=STATS.dropped_for(s), spooled=spooled.get(s, 0),
+                                 unanswered=unanswered.get(s, 0), resent=resent.get(s, 0),
+                                 spool_bad_files=bad_files.get(s, 0),
                                  timed_out=bool(timed_out.get(s)), error=errors.get(s),
                                  causes=STATS.causes_for(s)) for s in signals},
         duration=duration, deadline=deadline)

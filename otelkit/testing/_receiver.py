@@ -28,7 +28,8 @@ Use these to test what otelkit (or any OTLP exporter) actually puts on the wire.
     * ``logs(body=None)`` -> ``ReceivedLog``: body, severity_text, severity_number,
       trace_id / span_id (hex or ``None``), attributes, resource, scope, event_name, time.
     * ``requests`` (raw decoded protobuf requests), ``attempts`` (every request that reached
-      the receiver, including the ones a fault answered; see ``Attempt``), ``clear()``.
+      the receiver, including the ones a fault answered; see ``Attempt``), ``grpc_calls(signal)``
+      (gRPC calls counted on arrival, also those the transport refused for their size), ``clear()``.
 
     Faults, switchable at any time (``times=N`` limits a fault to the next N requests,
     after which the receiver answers normally again):
@@ -37,6 +38,8 @@ Use these to test what otelkit (or any OTLP exporter) actually puts on the wire.
       e.g. ``fail(429, "RESOURCE_EXHAUSTED")`` (HTTP 429 / gRPC RESOURCE_EXHAUSTED without RetryInfo).
     * ``hang(times=None)``: accept the request and never answer (until ``heal()``/``stop()``).
     * ``delay(seconds, times=None)``: answer normally, late.
+    * ``answer_late(seconds, times=None)``: store the request at once, answer ``seconds`` later (an
+      overloaded collector or a long GC pause: a client that gave up meanwhile and resends duplicates).
     * ``reject_partially(count, message="rejected by test")``: 200 with ``partial_success``.
     * ``oversized_response(size)``: HTTP 200 with a ``size``-byte body (response-size caps).
     * ``heal()``: back to normal.
@@ -269,7 +272,7 @@ def _count_items(signal: str, request: Message) -> int:
 
 @dataclass
 class _Fault:
-    kind: str = "ok"  # ok | fail | hang | delay | partial | bigresp
+    kind: str = "ok"  # ok | fail | hang | delay | late | partial | bigresp
     http_status: int = 503
     grpc_code: str = "UNAVAILABLE"
     retry_after: float | None = None
@@ -325,6 +328,7 @@ class OtlpReceiver:
         self._attempts: list[Attempt] = []
         self._fault = _Fault()
         self._released = threading.Event()
+        self._grpc_calls: dict[str, int] = dict.fromkeys(_SIGNALS, 0)
         self._grpc_port = 0
         self._http_port = 0
         self._grpc_server: grpc.Server | None = None
@@ -387,7 +391,7 @@ class OtlpReceiver:
     def _start_grpc(self) -> None:
         options = [("grpc.max_receive_message_length", self._grpc_max), ("grpc.so_reuseport", 0)]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="otlp-receiver-grpc"),
-                             options=options)
+                             options=options, interceptors=[_CallCounter(self)])
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceServicer(self), server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsServicer(self), server)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsServicer(self), server)
@@ -463,6 +467,10 @@ class OtlpReceiver:
         """Answer normally after ``seconds``."""
         self._set_fault(_Fault("delay", seconds=seconds, remaining=times))
 
+    def answer_late(self, seconds: float, *, times: int | None = None) -> None:
+        """Store each request as it arrives, then answer it ``seconds`` later."""
+        self._set_fault(_Fault("late", seconds=seconds, remaining=times))
+
     def reject_partially(self, count: int, message: str = "rejected by test", *, times: int | None = None) -> None:
         """Store the data but answer with ``partial_success`` rejecting ``count`` items."""
         self._set_fault(_Fault("partial", rejected=count, message=message, remaining=times))
@@ -515,6 +523,8 @@ class OtlpReceiver:
             return outcome, fault
         outcome = {"partial": "partial", "bigresp": "bigresp"}.get(fault.kind, "ok")
         self._record(Attempt(protocol, signal, outcome, items), signal, request)
+        if fault.kind == "late":
+            released.wait(fault.seconds)
         return outcome, fault
 
     def clear(self) -> None:
@@ -522,12 +532,19 @@ class OtlpReceiver:
         with self._cond:
             self._requests.clear()
             self._attempts.clear()
+            self._grpc_calls = dict.fromkeys(_SIGNALS, 0)
 
     @property
     def requests(self) -> list[tuple[str, Message]]:
         """Every accepted request as (signal, decoded ``Export*ServiceRequest``)."""
         with self._cond:
             return list(self._requests)
+
+    def grpc_calls(self, signal: str) -> int:
+        """gRPC Export calls of ``signal`` that reached the server, counted before anything else runs:
+        also those the transport refused (message over ``grpc_max_message_bytes``), which ``attempts`` misses."""
+        with self._cond:
+            return self._grpc_calls[signal]
 
     @property
     def attempts(self) -> list[Attempt]:
@@ -693,6 +710,24 @@ class _GrpcBase:
         if outcome == "partial":
             return _response(self.signal, fault.rejected, fault.message)
         return _response(self.signal)
+
+
+_METHOD_SIGNALS = {"TraceService": "traces", "MetricsService": "metrics", "LogsService": "logs"}
+
+
+class _CallCounter(grpc.ServerInterceptor):
+    """Counts every Export call as it arrives, before the message is read (so size refusals count too)."""
+
+    def __init__(self, owner: OtlpReceiver) -> None:
+        self._owner = owner
+
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        service = str(getattr(handler_call_details, "method", "")).rsplit("/", 2)[-2:][0].rsplit(".", 1)[-1]
+        signal = _METHOD_SIGNALS.get(service)
+        if signal is not None:
+            with self._owner._cond:
+                self._owner._grpc_calls[signal] += 1
+        return continuation(handler_call_details)
 
 
 def _retry_info(seconds: float) -> bytes:

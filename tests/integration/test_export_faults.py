@@ -80,18 +80,19 @@ def test_retry_hint_is_honoured(otlp_receiver: OtlpReceiver, protocol: str) -> N
     assert STATS.dropped_for("traces") == {}
 
 
-def test_resource_exhausted_without_retry_info_splits_the_batch(otlp_receiver: OtlpReceiver) -> None:
-    # Upstream retries RESOURCE_EXHAUSTED without RetryInfo for up to the whole timeout (B11). otelkit halves
-    # the batch instead: here the first request is refused, its two halves are accepted.
+def test_resource_exhausted_without_retry_info_backs_off_and_does_not_split(otlp_receiver: OtlpReceiver) -> None:
+    # RESOURCE_EXHAUSTED without RetryInfo and without gRPC's size text is a memory limiter refusing under load:
+    # the same batch is retried whole after a back-off (never split into more requests), and delivered once.
     otlp_receiver.fail(429, "RESOURCE_EXHAUSTED", times=1)
     tp, processor = provider(otlp_receiver, "grpc", max_export_batch_size=64)
     emit(tp, 64)
-    processor.force_flush(10_000)
     spans = otlp_receiver.wait_for_spans(64)
     assert sorted(s.attributes["seq"] for s in spans) == list(range(64))
     assert [(a.outcome, a.items) for a in otlp_receiver.attempts] == [
-        ("grpc:RESOURCE_EXHAUSTED", 64), ("ok", 32), ("ok", 32)]
+        ("grpc:RESOURCE_EXHAUSTED", 64), ("ok", 64)]
     tp.shutdown()
+    assert STATS.dropped_for("traces") == {}
+    assert STATS.exported_counts()["traces"] == 64
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -184,9 +185,11 @@ def test_hung_collector_flush_and_shutdown_respect_their_deadline(otlp_receiver:
     emit(tp, 20)
     assert processor.force_flush(500) is False
     assert processor.pipeline.shutdown(timeout_millis=500) is not None
-    # What was still queued at the deadline is counted, not silently lost.
-    dropped = STATS.dropped_for("traces")
-    assert dropped.get(_stats.SHUTDOWN_TIMEOUT) == 20
+    # The batch was sent and never answered: counted as such (the collector may hold it), not as dropped,
+    # and the cause names the collector that did not answer.
+    assert STATS.unanswered_counts()["traces"] == 20
+    assert STATS.dropped_for("traces") == {}
+    assert "no answer" in STATS.causes_for("traces")["unanswered"]
     otlp_receiver.heal()
 
 
@@ -249,3 +252,41 @@ def test_oversized_http_response_is_not_read_whole(otlp_receiver: OtlpReceiver) 
     assert len(otlp_receiver.spans()) == 10 and [a.outcome for a in otlp_receiver.attempts] == ["bigresp", "ok"]
     tp.shutdown()
     assert STATS.exported_counts()["traces"] == 10
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_request_never_answered_does_not_block_the_queue_forever(otlp_receiver: OtlpReceiver,
+                                                                    protocol: str) -> None:
+    # The first batch is never answered, three times in a row: it is given up (reported as sent without an
+    # answer, not as dropped), and the batches behind it are delivered.
+    otlp_receiver.hang(times=3)
+    tp, processor = provider(otlp_receiver, protocol, export_timeout=0.3, max_export_batch_size=10)
+    emit(tp, 10, prefix="first")
+    otlp_receiver.wait_for(lambda: len(otlp_receiver.attempts) >= 3, timeout=30)
+    emit(tp, 10, prefix="later")
+    spans = otlp_receiver.wait_for_spans(10, timeout=30)
+    assert {s.name for s in spans} == {f"later{i}" for i in range(10)}
+    tp.shutdown()
+    assert [a.outcome for a in otlp_receiver.attempts[:3]] == ["hang"] * 3
+    assert STATS.unanswered_counts()["traces"] == 10
+    assert STATS.resent_counts()["traces"] == 20  # attempts 2 and 3 of the first batch: possible duplicates
+    assert STATS.dropped_for("traces") == {}
+    assert STATS.exported_counts()["traces"] == 10
+
+
+def test_grpc_size_text_splits_and_load_refusal_does_not(otlp_receiver: OtlpReceiver) -> None:
+    # Unit-level view of the classification on a real gRPC server: its own size limit is a size refusal
+    # (split), an application's RESOURCE_EXHAUSTED is a load refusal (back off, same batch, never split).
+    from otelkit._export import LOAD, RETRY, TOO_LARGE
+
+    with OtlpReceiver(grpc_max_message_bytes=1000) as small:
+        result = GrpcSender("traces", small.grpc_endpoint).send(b"\x0a\xff\x0f" + b"x" * 2047, 5)
+        assert result.kind == TOO_LARGE and "larger than max" in result.detail
+    otlp_receiver.fail(429, "RESOURCE_EXHAUSTED", times=1)
+    result = GrpcSender("traces", otlp_receiver.grpc_endpoint).send(b"", 5)
+    assert (result.kind, result.cause) == (RETRY, LOAD)
+    http = HttpSender("traces", f"{otlp_receiver.http_endpoint}/v1/traces")
+    otlp_receiver.fail(503, "UNAVAILABLE", times=1)
+    assert (http.send(b"", 5).cause) == LOAD
+    otlp_receiver.fail(413, "UNAVAILABLE", times=1)
+    assert http.send(b"", 5).kind == TOO_LARGE

@@ -67,8 +67,9 @@ def test_exit_is_bounded_under_collector_faults(mode: str, protocol: str) -> Non
         elapsed, result = run_app(endpoint, protocol, 200)
     assert result.returncode == 0, result.stderr
     assert elapsed <= SHUTDOWN_TIMEOUT + 1.0, f"exit took {elapsed:.2f}s under {mode}:\n{result.stderr[-3000:]}"
-    # Nothing was lost silently: the shutdown report names what could not be delivered.
-    assert "dropped" in result.stderr, result.stderr[-3000:]
+    # Nothing was lost silently: the shutdown report names what could not be delivered (dropped, or sent
+    # and never answered: the collector may or may not hold it).
+    assert "dropped" in result.stderr or "without an answer" in result.stderr, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr
 
 
@@ -94,5 +95,6 @@ def test_shutdown_report_counts_what_a_dead_collector_cost() -> None:
         elapsed, result = run_app(endpoint, "grpc", 100, "--explicit-shutdown")
     assert result.returncode == 0, result.stderr
     report = next(line for line in result.stdout.splitlines() if line.startswith("REPORT"))
-    assert "traces: 0 spans exported, 100 dropped (shutdown_timeout)" in report
-    assert "logs: 0 log records exported, 100 dropped (shutdown_timeout)" in report
+    assert "traces: 0 spans exported, 100 dropped (shutdown_timeout: " in report
+    assert "logs: 0 log records exported, 100 dropped (shutdown_timeout: " in report
+    assert "127.0.0.1" in report  # the cause names the collector

@@ -22,6 +22,7 @@ from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import TracerProvider
 
+from otelkit import _spool
 from otelkit._export import GrpcSender, HttpSender, Sender, make_log_processor, make_span_processor
 from otelkit._spool import SpoolStore
 from otelkit._stats import STATS
@@ -168,8 +169,8 @@ def test_a_restarted_process_delivers_what_the_previous_one_spooled(collector: R
 def test_replay_deletes_and_counts_permanent_rejections_and_corrupt_files(otlp_receiver: OtlpReceiver,
                                                                           tmp_path: Path) -> None:
     store = SpoolStore(str(tmp_path), "traces")
-    store.write(b"", 5)  # an empty ExportTraceServiceRequest: valid bytes
-    store.write(b"", 3)
+    store.write(_request_of(5), 5)
+    store.write(_request_of(3), 3)
     (oldest, corrupt) = store.pending()
     path = tmp_path / "traces" / corrupt
     path.write_bytes(path.read_bytes()[:-1] + b"\xff")
@@ -181,9 +182,24 @@ def test_replay_deletes_and_counts_permanent_rejections_and_corrupt_files(otlp_r
         otlp_receiver.wait_for(lambda: not _files(tmp_path / "traces"), timeout=15, message="the spool emptied")
     finally:
         tp.shutdown()
-    assert STATS.dropped_for("traces") == {"export_failed": 8}
-    assert "corrupt spool file" in STATS.causes_for("traces")["export_failed"]  # the newest, handled last
+    # The rejected file's 5 spans are counted from its content; the corrupt file's count is unknown (a name
+    # or header can say anything): it is counted as one unusable file, never as items.
+    assert STATS.dropped_for("traces") == {"export_failed": 5}
+    assert STATS.bad_file_counts()["traces"] == 1
+    assert "corrupt spool file" in STATS.causes_for("traces")["spool_bad_file"]
     assert len(otlp_receiver.attempts) == 1, "the corrupt file was never sent"
+
+
+def _request_of(spans: int) -> bytes:
+    """A serialized ExportTraceServiceRequest of ``spans`` spans."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for i in range(spans):
+        span = scope.spans.add()
+        span.trace_id, span.span_id, span.name = os.urandom(16), os.urandom(8), f"spooled-{i}"
+    return request.SerializeToString()
 
 
 @pytest.mark.parametrize("circuit_open", [False, True])
@@ -217,3 +233,63 @@ def test_shutdown_with_the_collector_down_spools_within_its_deadline(tmp_path: P
         total += claim.count
         store.ack(claim)
     assert total == 500
+
+
+def test_a_fast_producer_drains_into_the_spool_while_the_sender_is_stuck(tmp_path: Path) -> None:
+    # The export thread is stuck in a request to a hung collector (30 s timeout); the queue must still
+    # drain to disk, so the application's items are never refused while the spool has room.
+    from otelkit.testing._receiver import BlackholeServer
+
+    with BlackholeServer() as hole:
+        processor = make_span_processor(HttpSender("traces", f"http://{hole.endpoint}/v1/traces"),
+                                        spool=SpoolStore(str(tmp_path), "traces"), schedule_delay=0.05,
+                                        export_timeout=30.0, max_queue_size=512, max_export_batch_size=128)
+        pipeline = processor.pipeline
+        tp = TracerProvider(shutdown_on_exit=False)
+        tp.add_span_processor(processor)
+        tracer = tp.get_tracer("spool")
+        produced = 0
+        for _ in range(40):
+            # Bursts of 120 onto a queue of 512 that spills from 384 held down to 256: never full if it drains.
+            for _ in range(120):
+                with tracer.start_as_current_span("burst", attributes={"seq": produced}):
+                    pass
+                produced += 1
+            deadline = time.monotonic() + 20
+            pace = threading.Event()
+            while pipeline.queue_length() >= 384 and time.monotonic() < deadline:
+                pace.wait(0.01)
+            assert pipeline.queue_length() < 384, "the queue drained into the spool"
+        pipeline.shutdown(timeout_millis=3000)
+    assert STATS.dropped_for("traces") == {}, STATS.dropped_for("traces")
+    assert STATS.spooled_counts()["traces"] + STATS.unanswered_counts()["traces"] == produced
+    store = SpoolStore(str(tmp_path), "traces")
+    on_disk = 0
+    while (claim := store.claim()) is not None:
+        assert claim.payload is not None
+        on_disk += _spool.count_items("traces", claim.payload) or 0
+        store.ack(claim)
+    assert on_disk == STATS.spooled_counts()["traces"]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_spooled_request_resent_after_no_answer_is_counted(otlp_receiver: OtlpReceiver, protocol: str,
+                                                             tmp_path: Path) -> None:
+    # The collector stores the replayed request at once and answers too late: the file stays, is sent again
+    # (at least once), and that resend is reported as possible duplicates, exactly as many as arrived twice.
+    store = SpoolStore(str(tmp_path), "traces")
+    store.write(_request_of(4), 4)
+    otlp_receiver.answer_late(1.5, times=1)
+    sender = (GrpcSender("traces", otlp_receiver.grpc_endpoint) if protocol == "grpc"
+              else HttpSender("traces", f"{otlp_receiver.http_endpoint}/v1/traces"))
+    tp = TracerProvider(shutdown_on_exit=False)
+    tp.add_span_processor(make_span_processor(sender, spool=store, schedule_delay=0.05, export_timeout=0.5))
+    try:
+        otlp_receiver.wait_for(lambda: not _files(tmp_path / "traces") and len(otlp_receiver.spans()) >= 8,
+                               timeout=20, message="the spooled request delivered")
+    finally:
+        tp.shutdown()
+    spans = otlp_receiver.spans()
+    duplicates = len(spans) - len({s.span_id for s in spans})
+    assert duplicates == 4 and STATS.resent_counts()["traces"] == 4
+    assert STATS.exported_counts()["traces"] == 4 and STATS.dropped_for("traces") == {}

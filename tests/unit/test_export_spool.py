@@ -74,7 +74,7 @@ def test_corrupt_or_truncated_file_is_reported_not_sent(tmp_path: Path, damage: 
     else:
         path.write_bytes(b"")
     claim = store.claim()
-    assert claim is not None and claim.payload is None and claim.count == 7
+    assert claim is not None and claim.payload is None and claim.count == 0  # nothing of a corrupt file trusted
     store.ack(claim)
     assert store.claim() is None
 
@@ -173,3 +173,59 @@ def test_doctor_reports_the_spool_backlog(tmp_path: Path) -> None:
     report = Report()
     _doctor._check_spool(report, resolve(environ={}))
     assert report.checks == []
+
+
+def _request_of(spans: int) -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for i in range(spans):
+        span = scope.spans.add()
+        span.trace_id, span.span_id, span.name = os.urandom(16), os.urandom(8), f"s{i}"
+    return request.SerializeToString()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_a_fifo_named_like_a_request_is_skipped_not_opened(tmp_path: Path, fresh_stats: None) -> None:
+    # Opening a FIFO for reading blocks until a writer comes: the export thread would stall for good.
+    from otelkit._stats import STATS
+
+    store = SpoolStore(str(tmp_path), "traces")
+    os.makedirs(tmp_path / "traces", exist_ok=True)
+    os.mkfifo(tmp_path / "traces" / "00000000000000000001-1-000001-aaaaaa-n5.otlp")
+    store.write(_request_of(3), 3)
+    claim = store.claim()
+    assert claim is not None and claim.payload is not None and claim.count == 3
+    store.ack(claim)
+    assert store.claim() is None and store.claim() is None
+    assert STATS.bad_file_counts()["traces"] == 1  # counted once, however often the spool is scanned
+    assert store.backlog() == (0, 0)
+    assert _spool.unusable(str(tmp_path), ("traces",)) == {"traces": 1}
+
+
+def test_item_counts_come_from_the_content_never_the_name(tmp_path: Path) -> None:
+    assert _spool.count_items("traces", _request_of(7)) == 7
+    assert _spool.count_items("traces", b"\xff\xff\xff") is None
+    store = SpoolStore(str(tmp_path), "traces")
+    os.makedirs(tmp_path / "traces", exist_ok=True)
+    (tmp_path / "traces" / "00000000000000000002-1-000001-bbbbbb-n999999999.otlp").write_bytes(b"x")
+    claim = store.claim()
+    assert claim is not None and claim.payload is None and claim.count == 0
+
+
+def test_doctor_counts_only_what_the_spool_would_send(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from otelkit._doctor import Report, _check_spool
+
+    store = SpoolStore(str(tmp_path), "traces")
+    store.write(_request_of(2), 2)
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "traces" / "00000000000000000001-1-000001-aaaaaa-n5.otlp")
+    report = Report()
+    _check_spool(report, SimpleNamespace(spool_dir=str(tmp_path), spool_max_bytes=1 << 20))
+    spool = next(c for c in report.checks if c.name == "disk spool")
+    assert spool.details["requests"] == 1, spool
+    if hasattr(os, "mkfifo"):
+        assert any(c.name == "disk spool entries" and "1 entry" in c.summary for c in report.checks)

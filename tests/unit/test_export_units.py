@@ -273,3 +273,63 @@ def test_int64_overflow_is_sent_as_double() -> None:
               for m in sm.metrics}
     assert values["ok.count"].as_int == 2 and values["huge.count"].as_double == 1e20
     mp.shutdown()
+
+
+class TimedSender(ScriptedSender):
+    """A test double (no network) that also records the timeout each request was given."""
+
+    def __init__(self, decide: Any) -> None:
+        super().__init__(decide)
+        self.timeouts: list[float] = []
+
+    def send(self, payload: bytes, timeout: float) -> SendResult:
+        self.timeouts.append(timeout)
+        return super().send(payload, timeout)
+
+
+def test_no_answer_is_resent_with_a_longer_wait_and_counted() -> None:
+    answers = iter([SendResult(RETRY, "no answer within 1.0s", cause=_export.NO_ANSWER)])
+    sender = TimedSender(lambda n: next(answers, SendResult(OK)))
+    tp, processor = pipeline(sender, max_export_batch_size=5, export_timeout=1.0)
+    spans(tp, 5)
+    sender_done = threading.Event()
+    deadline = time.monotonic() + 10
+    while len(sender.requests) < 2 and time.monotonic() < deadline:
+        sender_done.wait(0.01)
+    assert sender.requests[:2] == [5, 5]
+    assert sender.timeouts[:2] == [1.0, 2.0]  # the resend waits twice as long
+    assert STATS.resent_counts()["traces"] == 5  # possible duplicates, counted
+    tp.shutdown()
+    assert STATS.exported_counts()["traces"] == 5 and STATS.dropped_for("traces") == {}
+
+
+def test_longer_waits_are_capped() -> None:
+    processor = _export.make_span_processor(ScriptedSender(lambda n: SendResult(OK)), export_timeout=10.0)
+    p = processor.pipeline
+    for boost, expected in ((1.0, 10.0), (2.0, 20.0), (4.0, 30.0)):
+        p._boost = boost
+        assert p._request_timeout() == expected
+    processor.shutdown()
+
+
+def test_a_size_refusal_lowers_the_request_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The collector takes requests under 6000 bytes: after the first refusals, later batches are cut
+    # before sending instead of being refused again.
+    monkeypatch.setattr(_export, "MIN_LEARNED_REQUEST_BYTES", 1024)
+    sizes: list[int] = []
+
+    class SizeSender(ScriptedSender):
+        def send(self, payload: bytes, timeout: float) -> SendResult:
+            sizes.append(len(payload))
+            return SendResult(TOO_LARGE, "HTTP 413") if len(payload) > 6000 else SendResult(OK)
+
+    sender = SizeSender(None)
+    tp, processor = pipeline(sender, max_export_batch_size=16)
+    spans(tp, 16, blob="x" * 1000)
+    assert processor.force_flush(5_000)
+    refused_first = sum(1 for n in sizes if n > 6000)
+    spans(tp, 16, blob="x" * 1000)
+    assert processor.force_flush(5_000)
+    assert sum(1 for n in sizes if n > 6000) == refused_first  # the second batch: nothing refused
+    assert STATS.exported_counts()["traces"] == 32
+    tp.shutdown()
