@@ -2289,7 +2289,7 @@ def after_fork_in_child(*, forked_at: int | None = None) -> None:
 def abandon_stuck_metric_exporters() -> None:
     """At the shutdown deadline, for a metrics shutdown still stuck in a request: account for its points."""
     for reader in list(_LIVE_READERS):
-        exporter = getattr(reader, "_exporter", None)
+        exporter = _compat.reader_exporter(reader)
         if isinstance(exporter, OtlpMetricExporter):
             exporter.abandon()
 
