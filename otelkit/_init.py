@@ -181,7 +181,35 @@ def init(
         except Exception:
             logger.exception("otelkit.init() failed; telemetry is off for this process")
             _fallback_noop(settings, user)
+    _prepare_if_child()
     return settings
+
+
+def init_in_child(settings: Settings) -> None:
+    """Set up a spawn/forkserver ``multiprocessing`` child like its parent (``_pools``): same settings,
+    fresh providers, no start-up line (the parent printed it). Does nothing once ``init()`` ran here."""
+    global _warned_derived_name
+    with _lock:
+        if _state is not None:
+            return
+        _warned_derived_name = True
+        try:
+            _configure(settings, ((), (), ()), announce=False)
+        except Exception:
+            logger.debug("otelkit: initialising the child process failed; telemetry is off here", exc_info=True)
+            _fallback_noop(settings, ((), (), ()))
+
+
+def _prepare_if_child() -> None:
+    """A ``multiprocessing`` child that calls ``init()`` itself: flush before its ``os._exit``."""
+    try:
+        from otelkit import _pools
+
+        if _pools.in_child_process():
+            _pools.prepare_child()
+            _pools.guard_current_pool_worker()
+    except Exception:
+        logger.debug("otelkit: preparing the child process failed", exc_info=True)
 
 
 _USER_KINDS = {
@@ -431,7 +459,8 @@ def _fresh_readers(readers: Sequence[Any]) -> list[Any]:
     return out
 
 
-def _configure(settings: Settings, user: tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]) -> None:
+def _configure(settings: Settings, user: tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]],
+               announce: bool = True) -> None:
     global _state
     _set_debug(settings.debug)
     logger.debug("configuring with %r (sources: %s)", settings, dict(settings.sources))
@@ -462,7 +491,8 @@ def _configure(settings: Settings, user: tuple[tuple[Any, ...], tuple[Any, ...],
     _retire(old, new)
     _install_parts(settings)
     _install_process_hooks()
-    _announce(settings, _describe(settings))
+    if announce:
+        _announce(settings, _describe(settings))
 
 
 def _install_parts(settings: Settings) -> None:
@@ -738,6 +768,12 @@ def _install_process_hooks() -> None:
             _fork.install(_reinit_after_fork)
         except Exception:
             logger.exception("otelkit: installing fork hooks failed")
+        try:
+            from otelkit import _pools
+
+            _pools.install()
+        except Exception:
+            logger.exception("otelkit: installing the multiprocessing hooks failed")
 
 
 def _reinit_after_fork() -> None:
