@@ -1569,7 +1569,8 @@ def build_log_processors(settings: Settings) -> list[Any]:
             from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, SimpleLogRecordProcessor
 
             # Printing is local and quick: print as it happens, in order with the application's output.
-            exporter = _CountingLogExporter(_console("ConsoleLogExporter", ConsoleLogRecordExporter))
+            # Scrubbed like every other path: the terminal is a way out of the process too (CI logs, journald).
+            exporter = _CountingLogExporter(_console("ConsoleLogExporter", ConsoleLogRecordExporter), scrub=scrub)
             processors.append(SimpleLogRecordProcessor(exporter))
         else:
             logger.warning("otelkit: %s is not an exporter for logs; ignored", dest.kind)
@@ -1584,11 +1585,14 @@ _prometheus_failed: dict[tuple[str, int], str] = {}
 class _CountingLogExporter(LogRecordExporter):
     """A log record exporter (the console) whose records count as exported, like the OTLP pipeline's."""
 
-    def __init__(self, exporter: Any) -> None:
+    def __init__(self, exporter: Any, scrub: Callable[[list[Any]], list[Any]] | None = None) -> None:
         self._exporter = exporter
+        self._scrub = scrub
 
     def export(self, batch: Sequence[Any]) -> Any:
         try:
+            if self._scrub is not None:
+                batch = self._scrub(list(batch))
             result = self._exporter.export(batch)
         except Exception as exc:
             STATS.dropped("logs", _stats.EXPORT_FAILED, len(batch), f"{type(self._exporter).__name__}: {exc!r}")
