@@ -3,7 +3,7 @@
 See ``docs/architecture.md`` for the flow. Everything runs under one RLock, so
 concurrent ``init()`` calls (or ``init()`` racing ``shutdown()``) serialise.
 Apart from :class:`~otelkit.ConfigError` (bad settings) and ``TypeError``
-(unknown keyword), nothing here raises into the application: a failing part is
+(unknown keyword, positional argument), nothing here raises into the application: a failing part is
 logged on the ``otelkit`` logger and the rest carries on.
 """
 
@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from otelkit import _proxy
 from otelkit._config import MAX_DURATION_SECONDS, ConfigError, ConfigWarning, Settings, mask_url, resolve
@@ -60,7 +60,7 @@ _retiring: list[threading.Thread] = []
 
 
 def init(
-    *,
+    *positional: NoReturn,
     service_name: str | None = None,
     service_version: str | None = None,
     environment: str | None = None,
@@ -155,13 +155,23 @@ def init(
         log_processors: Extra SDK log record processors (kept across re-inits like ``span_processors``).
         **options: Any other setting of the configuration table by its argument name (``traces_endpoint``,
             ``logs_headers``, ``certificate``, ``metric_export_timeout``, ``console_on_auto``, ...).
-            An unknown name raises ``TypeError``.
+            An unknown name raises ``TypeError`` naming it, the closest accepted name and the accepted ones.
+
+    Every argument is keyword-only: a positional argument raises ``TypeError`` (mypy reports it too).
 
     Raises:
-        ConfigError: a setting has a value otelkit cannot use (unless ``strict=False``).
+        ConfigError: a setting has a value otelkit cannot use (unless ``strict=False``); the message names the
+            setting, the value and what is accepted.
+        TypeError: a positional argument or an unknown keyword (a mistake in the call itself, whatever
+            ``strict`` says).
     """
-    kwargs = {k: v for k, v in locals().items() if k not in ("options", "span_processors", "metric_readers",
-                                                             "log_processors")}
+    if positional:
+        # Keyword-only (mypy flags a positional argument: its type is NoReturn); at run time, say what to write.
+        raise TypeError(f"otelkit.init() takes keyword arguments only; got {len(positional)} positional "
+                        f"argument(s), the first {positional[0]!r:.60}. Did you mean "
+                        f"init(service_name={positional[0]!r:.60})?")
+    kwargs = {k: v for k, v in locals().items() if k not in ("positional", "options", "span_processors",
+                                                             "metric_readers", "log_processors")}
     if "environ" in options:  # resolve()'s test hook, not an init() option
         raise TypeError("otelkit.init() got an unexpected keyword argument 'environ'")
     kwargs.update(options)
