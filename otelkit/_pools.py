@@ -168,11 +168,17 @@ _handler_active = False
 _previous_handler: Any = None
 
 
+_leaving = False  # the worker got its stop sentinel: it is on its way out, and flushes as it leaves
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     from otelkit import _fork
 
-    if _fork.exiting():
-        return  # already flushing on the way out (os._exit wrapper): let it finish
+    if _leaving or _fork.exiting():
+        # Already leaving (Pool.terminate() sends the stop sentinels just before SIGTERM): the exit path flushes,
+        # through the os._exit wrapper (fork, forkserver) or the atexit shutdown (spawn). Killing the process now
+        # would cut that flush short; let the exit finish (terminate() waits for it, bounded by the flush).
+        return
     try:
         from otelkit import _export
 
@@ -214,8 +220,11 @@ class _GuardedReader:
 
     def recv_bytes(self, *args: Any) -> Any:
         _guard(True)
+        global _leaving
         data = self._otelkit_reader.recv_bytes(*args)
-        if data != _sentinel_bytes():  # the None sentinel: the worker leaves (its os._exit flushes)
+        if data == _sentinel_bytes():  # the None sentinel: the worker leaves (and flushes on its way out)
+            _leaving = True
+        else:
             _guard(False)
         return data
 

@@ -67,11 +67,12 @@ def tally(receiver: OtlpReceiver) -> dict[str, tuple[int, int]]:
     return out
 
 
-def assert_exactly_once(receiver: OtlpReceiver, idioms: list[str], *, parent_done: bool = True) -> None:
+def assert_exactly_once(receiver: OtlpReceiver, idioms: list[str], *, parent_done: bool = True,
+                        stderr: str = "") -> None:
     total = sum(expected(i) for i in idioms)
     # Everything was flushed before the app exited; the wait only covers the receiver's own hand-off.
     receiver.wait_for(lambda: len(receiver.spans("pool-task")) >= total, timeout=30,
-                      message=f"expected {total} pool-task spans, got {tally(receiver)}")
+                      message=f"expected {total} pool-task spans, got {tally(receiver)}; app stderr: {stderr[-2000:]}")
     if parent_done:
         receiver.wait_for(lambda: receiver.spans("parent-done"), timeout=15)
     assert tally(receiver) == {i: (expected(i), 0) for i in idioms}
@@ -82,8 +83,8 @@ def assert_exactly_once(receiver: OtlpReceiver, idioms: list[str], *, parent_don
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_every_pool_idiom_delivers_every_span_once(otlp_receiver: OtlpReceiver, method: str) -> None:
     idioms = idioms_for(method)
-    run_app(otlp_receiver.http_endpoint, "http/protobuf", method, idioms)
-    assert_exactly_once(otlp_receiver, idioms)
+    result = run_app(otlp_receiver.http_endpoint, "http/protobuf", method, idioms)
+    assert_exactly_once(otlp_receiver, idioms, stderr=result.stderr)
     # Spawn/forkserver children are initialised with the parent's settings, under their own identity.
     pids = {s.resource.get("process.pid") for s in otlp_receiver.spans("pool-task")}
     assert len(pids) >= 2 and {s.resource.get("service.name") for s in otlp_receiver.spans()} == {"pool-test"}
@@ -143,3 +144,13 @@ def test_terminate_still_kills_a_worker_busy_in_c_code(otlp_receiver: OtlpReceiv
     result = subprocess.run([sys.executable, str(script), method, str(tmp_path / "started")], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "TERMINATED" in result.stdout, result.stderr[-3000:]
+
+
+def test_sigterm_while_a_worker_is_already_leaving_lets_its_exit_flush_finish() -> None:
+    # Pool.terminate() sends the stop sentinels, then SIGTERM: a worker that got its sentinel is already leaving
+    # and flushing (atexit for spawn, the os._exit wrapper otherwise); the handler must not kill it mid-flush.
+    # In a subprocess: if the handler killed, it would kill this one, not pytest.
+    code = ("import os, signal\nfrom otelkit import _pools\n"
+            "_pools._leaving = True\n_pools._on_sigterm(signal.SIGTERM, None)\nprint('still alive')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "still alive" in result.stdout, (result.returncode, result.stderr)
