@@ -75,14 +75,15 @@ def test_every_format_is_redacted_by_the_text_rules() -> None:
         assert secret not in sql, (name, sql)
 
 
-@pytest.mark.parametrize("protocol", ["http/protobuf"])
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
 def test_no_format_leaves_the_process_on_any_path(otlp_receiver: OtlpReceiver, protocol: str) -> None:
     table = formats()
     with SentrySink() as sink:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
         env.update({
             "OTEL_SERVICE_NAME": "secrets-test",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": (otlp_receiver.grpc_endpoint if protocol == "grpc"
+                                            else otlp_receiver.http_endpoint),
             "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
             "OTEL_TRACES_EXPORTER": "otlp,console",
             "OTEL_LOGS_EXPORTER": "otlp,console",
