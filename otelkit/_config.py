@@ -346,6 +346,23 @@ def _str(raw: Any) -> str:
     raise _Invalid("a non-empty string (valid UTF-8)")
 
 
+MAX_SERVICE_NAME_LENGTH = 255
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _service_name(raw: Any) -> str:
+    """A name backends can index and people can read: no control characters (NUL, newline...), bounded."""
+    accepted = (f"a non-empty name (valid UTF-8) of at most {MAX_SERVICE_NAME_LENGTH} characters without control "
+                "characters (NUL, newline, tab...)")
+    try:
+        text = _str(raw)
+    except _Invalid:
+        raise _Invalid(accepted) from None
+    if len(text) > MAX_SERVICE_NAME_LENGTH or _CONTROL_CHARS.search(text):
+        raise _Invalid(accepted)
+    return text
+
+
 def _int(minimum: int = 0, maximum: int = MAX_INT) -> Caster:
     accepted = f"an integer >= {minimum} (at most {maximum})"
 
@@ -576,20 +593,25 @@ def _directory(raw: Any) -> str:
 
 
 def _log_level(raw: Any) -> int:
-    accepted = "a logging level: DEBUG, INFO, WARNING, ERROR, CRITICAL or a number"
+    accepted = ("a logging level: NOTSET, DEBUG, INFO, WARNING, ERROR, CRITICAL, their numbers (0, 10, 20, 30, 40, "
+                "50), or a level registered with logging.addLevelName")
     if isinstance(raw, bool):
         raise _Invalid(accepted)
+    number: int | None = None
     if isinstance(raw, int):
-        if raw < 0:
-            raise _Invalid(accepted)
-        return raw
-    if isinstance(raw, str):
+        number = raw
+    elif isinstance(raw, str):
         text = raw.strip().upper()
         if text.isascii() and text.isdigit():  # str.isdigit() is also true for "²", which int() rejects
-            return int(text)
-        level = logging.getLevelName(text)
-        if isinstance(level, int):
-            return level
+            number = int(text)
+        else:
+            level = logging.getLevelName(text)
+            if isinstance(level, int):
+                return level
+    # A bare number is a level only when it has a name: 5 or 25 is most likely a typo (or a scale of 1-5).
+    if number is not None and isinstance(logging.getLevelName(number), str) and \
+            not logging.getLevelName(number).startswith("Level "):
+        return number
     raise _Invalid(accepted)
 
 
@@ -613,10 +635,110 @@ def _patterns(raw: Any) -> tuple[str, ...]:
         raise _Invalid(accepted)
     for item in items:
         try:
-            re.compile(item)
+            compiled = re.compile(item)
         except re.error as exc:
             raise _Invalid(f"{accepted}; {item!r} does not compile: {exc}") from None
+        if compiled.fullmatch("") is not None:
+            raise _Invalid(f"{accepted}; {item!r} matches the empty string (it would redact between every "
+                           "character)")
+        problem = _backtracking_risk(item)
+        if problem is not None:
+            raise _Invalid(f"{accepted} that cannot backtrack catastrophically; {item!r} has {problem} (it would "
+                           "run on the export thread for every string). Rewrite it with a character class, a "
+                           "bounded repeat {m,n}, or (Python 3.11+) an atomic group (?>...) / possessive a++")
     return tuple(items)
+
+
+def _backtracking_risk(pattern: str) -> str | None:
+    """Why ``pattern`` may take exponential time on some input (Python's ``re`` backtracks), or None.
+
+    A static check on the parsed pattern, since ``re`` cannot be interrupted: it rejects the two shapes behind
+    catastrophic backtracking, an unbounded repeat inside a repeat (``(a+)+``, ``(\\w+\\s?)*``) and a repeat
+    over alternatives that can start with the same character (``(a|ab)*``). Atomic groups and possessive
+    repeats never backtrack into and are accepted. It errs on the side of rejecting (``(?:ab+)+`` is in fact
+    safe): the message says how to rewrite it."""
+    try:
+        from re import _constants as c  # type: ignore[attr-defined]
+        from re import _parser as parser  # type: ignore[attr-defined]
+    except ImportError:  # Python 3.10
+        import sre_constants as c
+        import sre_parse as parser
+    try:
+        tree = parser.parse(pattern)
+    except Exception:
+        return None
+    repeats = {c.MAX_REPEAT, c.MIN_REPEAT}
+    opaque = {getattr(c, "POSSESSIVE_REPEAT", None), getattr(c, "ATOMIC_GROUP", None)} - {None}
+
+    def children(op: Any, av: Any) -> list[Any]:
+        if op in repeats:
+            return [av[2]]
+        if op == c.SUBPATTERN:
+            return [av[-1]]
+        if op == c.BRANCH:
+            return list(av[1])
+        if op in (c.ASSERT, c.ASSERT_NOT):
+            return [av[1]]
+        if op == c.GROUPREF_EXISTS:
+            return [x for x in av[1:] if x is not None]
+        return []
+
+    def first_chars(items: Any) -> set[int] | None:
+        """Characters (below 256) the sequence can start with; None: cannot tell (treated as anything)."""
+        for op, av in items:
+            if op == c.LITERAL:
+                return {av}
+            if op == c.IN:
+                chars: set[int] = set()
+                for iop, iav in av:
+                    if iop == c.LITERAL:
+                        chars.add(iav)
+                    elif iop == c.RANGE:
+                        chars.update(range(iav[0], min(iav[1], 255) + 1))
+                    else:
+                        return None
+                return chars
+            if op == c.SUBPATTERN:
+                return first_chars(av[-1])
+            if op == c.AT:
+                continue
+            return None
+        return None
+
+    def walk(items: Any, in_repeat: bool) -> str | None:
+        for op, av in items:
+            if op in opaque:
+                continue
+            if op in repeats:
+                high = av[1]
+                unbounded = high == c.MAXREPEAT
+                if unbounded and in_repeat:
+                    return "an unbounded repeat inside another repeat"
+                if unbounded:
+                    body = list(av[2])
+                    while len(body) == 1 and body[0][0] == c.SUBPATTERN:
+                        body = list(body[0][1][-1])
+                    # The parser factors common prefixes out (a|aa -> a(?:|a)): check every alternation at the
+                    # body's top level; an empty alternative starts like anything.
+                    for bop, bav in body:
+                        if bop != c.BRANCH:
+                            continue
+                        seen: set[int] = set()
+                        for alternative in bav[1]:
+                            chars = first_chars(alternative)
+                            if chars is None or chars & seen:
+                                return "a repeat over alternatives that can start alike"
+                            seen |= chars
+                found = walk(av[2], in_repeat or high > 1)
+            else:
+                found = None
+                for child in children(op, av):
+                    found = found or walk(child, in_repeat)
+            if found:
+                return found
+        return None
+
+    return walk(tree, False)
 
 
 def _dsn(raw: Any) -> str:
@@ -722,6 +844,7 @@ class Param:
     per_signal: bool = False
     signal_env: str | None = None
     default_doc: str | None = None
+    minimum: float | None = None  # durations: the shortest accepted, in seconds (0 and tiny values spin a thread)
 
     def env_for(self, signal: str | None) -> tuple[str, ...]:
         if signal is None or not self.per_signal or self.signal_env is None:
@@ -742,7 +865,7 @@ PARAMS: tuple[Param, ...] = (
        "Bad configuration raises ConfigError; false: one warning per bad value and the safe default.", arg="strict"),
     _p("debug", "OTELKIT_DEBUG", _bool, False, "Log otelkit's own decisions at DEBUG on the `otelkit` logger.",
        arg="debug"),
-    _p("service_name", ("OTELKIT_SERVICE_NAME", "OTEL_SERVICE_NAME"), _str, None,
+    _p("service_name", ("OTELKIT_SERVICE_NAME", "OTEL_SERVICE_NAME"), _service_name, None,
        "`service.name`. Else `service.name` in OTEL_RESOURCE_ATTRIBUTES, else derived from the program (warning).",
        arg="service_name", default_doc="derived from the program"),
     _p("service_version", "OTELKIT_SERVICE_VERSION", _str, None,
@@ -804,8 +927,8 @@ PARAMS: tuple[Param, ...] = (
     _p("blrp.max_export_batch_size", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", _int(1), 512,
        "Log records per export (<= queue size)."),
     # Metrics.
-    _p("metric_export_interval", "OTEL_METRIC_EXPORT_INTERVAL", _ms, 60.0, "Metric export interval.",
-       arg="metric_export_interval", duration=True, default_doc="60000 ms"),
+    _p("metric_export_interval", "OTEL_METRIC_EXPORT_INTERVAL", _ms, 60.0, "Metric export interval (at least 100 ms).",
+       arg="metric_export_interval", duration=True, default_doc="60000 ms", minimum=0.1),
     _p("metric_export_timeout", "OTEL_METRIC_EXPORT_TIMEOUT", _ms, 30.0, "Metric export timeout.",
        arg="metric_export_timeout", duration=True, default_doc="30000 ms"),
     _p("exemplar_filter", "OTEL_METRICS_EXEMPLAR_FILTER", _choice(("always_on", "always_off", "trace_based")),
@@ -927,6 +1050,8 @@ class _Resolver:
              default_doc: str | None = None) -> Any:
         shown = repr(value) if not secret else (
             repr(mask_url(value)) if isinstance(value, str) and "://" in value else MASK)
+        if len(shown) > 200:  # a 100k-character value must not become a 100k-character message
+            shown = f"{shown[:120]}... ({len(value) if isinstance(value, (str, bytes)) else len(shown)} characters)"
         message = f"{where}={shown} is not valid: expected {accepted}"
         if self.strict:
             raise ConfigError(message)
@@ -962,6 +1087,9 @@ class _Resolver:
             try:
                 if p.duration:
                     value = _millis(raw, from_env=source != "argument")
+                    if p.minimum is not None and value < p.minimum:
+                        unit = f"{p.minimum:g} seconds" if source == "argument" else f"{p.minimum * 1000:g} ms"
+                        raise _Invalid(f"a duration of at least {unit}")
                 else:
                     value = caster(raw)
             except _Invalid as exc:
@@ -983,6 +1111,19 @@ def _derived_endpoint(base: str, signal: str, protocol: str) -> str:
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/v1/" + signal))
 
 
+def unknown_arguments_message(unknown: Sequence[str], extra: Sequence[str] = ()) -> str:
+    """``init(bad=...)``: name the argument, suggest the closest accepted one, say where the list is."""
+    import difflib
+
+    accepted = sorted({*ARGUMENTS, *extra})
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, accepted, n=1, cutoff=0.6)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return (f"otelkit.init() got unexpected keyword argument(s): {', '.join(hints)}. Accepted: "
+            f"{', '.join(accepted)} (the README's configuration table lists each with its variable)")
+
+
 def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Settings:
     """Resolve ``init()`` keyword arguments and the environment into validated :class:`Settings`.
 
@@ -993,7 +1134,7 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
     """
     unknown = sorted(k for k in kwargs if k not in ARGUMENTS)
     if unknown:
-        raise TypeError(f"otelkit.init() got unexpected keyword argument(s): {', '.join(unknown)}")
+        raise TypeError(unknown_arguments_message(unknown, ("span_processors", "metric_readers", "log_processors")))
     env = os.environ if environ is None else environ
 
     # strict decides how every other value fails, so it is resolved first and always strictly.

@@ -29,6 +29,7 @@ EXIT_FLUSH_TIMEOUT = 2.0
 """Seconds a child leaving through ``os._exit`` may spend flushing its telemetry."""
 
 _installed_pid: int | None = None
+_exiting = False
 _reinit: Callable[[], None] | None = None
 _exit_flush_timeout = EXIT_FLUSH_TIMEOUT
 
@@ -72,16 +73,32 @@ def _after_fork_in_child(forked_at: int | None = None) -> None:
             reinit()
         except Exception:
             logger.debug("otelkit: re-initialising telemetry in the forked child failed", exc_info=True)
-    _wrap_os_exit()
+    wrap_os_exit()
 
 
-def _wrap_os_exit() -> None:
+def exiting() -> bool:
+    """True while the ``os._exit`` wrapper flushes (a SIGTERM handler should then let it finish)."""
+    return _exiting
+
+
+def exit_flush_timeout() -> float:
+    """Seconds a child may spend flushing on its way out."""
+    return _exit_flush_timeout
+
+
+def wrap_os_exit() -> None:
+    """Make ``os._exit`` flush this process's telemetry first, bounded by the exit flush timeout (idempotent).
+
+    Installed in children only (forked ones, and ``multiprocessing`` children of any start method): a
+    main process calling ``os._exit`` means to skip clean-up."""
     current: Any = os._exit
     if getattr(current, "_otelkit_wrapped", False):
         return
     real_exit = current
 
     def _exit(code: int) -> None:
+        global _exiting
+        _exiting = True
         # Bounded, so a dead collector cannot hold the child; never prevents the exit.
         try:
             from otelkit import _export

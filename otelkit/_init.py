@@ -3,7 +3,7 @@
 See ``docs/architecture.md`` for the flow. Everything runs under one RLock, so
 concurrent ``init()`` calls (or ``init()`` racing ``shutdown()``) serialise.
 Apart from :class:`~otelkit.ConfigError` (bad settings) and ``TypeError``
-(unknown keyword), nothing here raises into the application: a failing part is
+(unknown keyword, positional argument), nothing here raises into the application: a failing part is
 logged on the ``otelkit`` logger and the rest carries on.
 """
 
@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from otelkit import _compat, _proxy
 from otelkit._config import (
@@ -72,7 +72,7 @@ _retiring: list[threading.Thread] = []
 
 
 def init(
-    *,
+    *positional: NoReturn,
     service_name: str | None = None,
     service_version: str | None = None,
     environment: str | None = None,
@@ -167,13 +167,23 @@ def init(
         log_processors: Extra SDK log record processors (kept across re-inits like ``span_processors``).
         **options: Any other setting of the configuration table by its argument name (``traces_endpoint``,
             ``logs_headers``, ``certificate``, ``metric_export_timeout``, ``console_on_auto``, ...).
-            An unknown name raises ``TypeError``.
+            An unknown name raises ``TypeError`` naming it, the closest accepted name and the accepted ones.
+
+    Every argument is keyword-only: a positional argument raises ``TypeError`` (mypy reports it too).
 
     Raises:
-        ConfigError: a setting has a value otelkit cannot use (unless ``strict=False``).
+        ConfigError: a setting has a value otelkit cannot use (unless ``strict=False``); the message names the
+            setting, the value and what is accepted.
+        TypeError: a positional argument or an unknown keyword (a mistake in the call itself, whatever
+            ``strict`` says).
     """
-    kwargs = {k: v for k, v in locals().items() if k not in ("options", "span_processors", "metric_readers",
-                                                             "log_processors")}
+    if positional:
+        # Keyword-only (mypy flags a positional argument: its type is NoReturn); at run time, say what to write.
+        raise TypeError(f"otelkit.init() takes keyword arguments only; got {len(positional)} positional "
+                        f"argument(s), the first {positional[0]!r:.60}. Did you mean "
+                        f"init(service_name={positional[0]!r:.60})?")
+    kwargs = {k: v for k, v in locals().items() if k not in ("positional", "options", "span_processors",
+                                                             "metric_readers", "log_processors")}
     if "environ" in options:  # resolve()'s test hook, not an init() option
         raise TypeError("otelkit.init() got an unexpected keyword argument 'environ'")
     kwargs.update(options)
@@ -193,7 +203,35 @@ def init(
         except Exception:
             logger.exception("otelkit.init() failed; telemetry is off for this process")
             _fallback_noop(settings, user)
+    _prepare_if_child()
     return settings
+
+
+def init_in_child(settings: Settings) -> None:
+    """Set up a spawn/forkserver ``multiprocessing`` child like its parent (``_pools``): same settings,
+    fresh providers, no start-up line (the parent printed it). Does nothing once ``init()`` ran here."""
+    global _warned_derived_name
+    with _lock:
+        if _state is not None:
+            return
+        _warned_derived_name = True
+        try:
+            _configure(settings, ((), (), ()), announce=False)
+        except Exception:
+            logger.debug("otelkit: initialising the child process failed; telemetry is off here", exc_info=True)
+            _fallback_noop(settings, ((), (), ()))
+
+
+def _prepare_if_child() -> None:
+    """A ``multiprocessing`` child that calls ``init()`` itself: flush before its ``os._exit``."""
+    try:
+        from otelkit import _pools
+
+        if _pools.in_child_process():
+            _pools.prepare_child()
+            _pools.guard_current_pool_worker()
+    except Exception:
+        logger.debug("otelkit: preparing the child process failed", exc_info=True)
 
 
 _USER_KINDS = {
@@ -438,7 +476,8 @@ def _fresh_readers(readers: Sequence[Any]) -> list[Any]:
     return out
 
 
-def _configure(settings: Settings, user: tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]) -> None:
+def _configure(settings: Settings, user: tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]],
+               announce: bool = True) -> None:
     global _state
     _set_debug(settings.debug)
     logger.debug("configuring with %r (sources: %s)", settings, dict(settings.sources))
@@ -469,7 +508,8 @@ def _configure(settings: Settings, user: tuple[tuple[Any, ...], tuple[Any, ...],
     _retire(old, new)
     _install_parts(settings)
     _install_process_hooks()
-    _announce(settings, _describe(settings))
+    if announce:
+        _announce(settings, _describe(settings))
 
 
 def _install_parts(settings: Settings) -> None:
@@ -750,6 +790,12 @@ def _install_process_hooks() -> None:
             _fork.install(_reinit_after_fork)
         except Exception:
             logger.exception("otelkit: installing fork hooks failed")
+        try:
+            from otelkit import _pools
+
+            _pools.install()
+        except Exception:
+            logger.exception("otelkit: installing the multiprocessing hooks failed")
 
 
 def _reinit_after_fork() -> None:

@@ -47,3 +47,20 @@ class _FallbackStderrHandler(logging.Handler):
 
 if not any(isinstance(h, _FallbackStderrHandler) for h in logger.handlers):
     logger.addHandler(_FallbackStderrHandler(logging.WARNING))
+
+
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str, *args: object) -> None:
+    """A usage mistake on a telemetry call: one warning per ``key`` for the life of the process, never raised.
+
+    Telemetry calls on the application's hot path never raise into it; a mistake in how they are called is
+    said once (a loop would otherwise flood the log) and the call carries on with a safe fallback."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    try:
+        logger.warning(message, *args)
+    except Exception:
+        pass

@@ -25,7 +25,9 @@ The rules (see ``docs``/README "Scrubbing"):
 * Headers and attribute keys that name a secret (authorization, cookie,
   token, secret, session, password, api key, credential...) get ``[REDACTED]``.
 * Free text: DSN passwords, ``Bearer``/``Basic`` credentials, JWTs, AWS access
-  keys, PEM private keys, ``password=...``-style pairs, GitHub/Slack tokens.
+  key ids (secret keys next to their name), PEM private keys, ``password=...``-style
+  pairs, session ids of the common frameworks (``;jsessionid=``, ``PHPSESSID``,
+  ASP.NET, Express, Laravel...), GitHub/Slack/Stripe/Google tokens, Slack webhook URLs.
 
 Scrubbing is on by default; ``OTELKIT_SCRUB=false`` (``settings.scrub.enabled``)
 turns the export-time pass off, and ``OTELKIT_SCRUB_EXTRA_PATTERNS``
@@ -99,7 +101,8 @@ def is_enabled() -> bool:
 # Sentry's DEFAULT_DENYLIST and Logfire's DEFAULT_PATTERNS; `auth(?!or)` keeps "author".
 _SENSITIVE_KEY = re.compile(
     r"passw(?:or)?d|\bpwd\b|mysql_pwd|secret|token|auth(?!ors?\b)|credential|private[._ -]?key"
-    r"|api[._ -]?key|access[._ -]?key|session|cookie|csrf|xsrf|(?:\b|_)jwt(?:\b|_)|signature|\bsig\b",
+    r"|api[._ -]?key|access[._ -]?key|session|sessid|aspxauth|connect\.sid|cookie|csrf|xsrf|(?:\b|_)jwt(?:\b|_)"
+    r"|signature|\bsig\b",
     re.IGNORECASE,
 )
 
@@ -140,6 +143,22 @@ def is_sensitive_key(key: str) -> bool:
 
 # --- free text ------------------------------------------------------------------------------------
 
+# Key names whose value is a secret in key=value / key: value / "key": "value" text (the value only is replaced).
+_KV_KEYS = (
+    r"passw(?:or)?d|pwd|secret(?:_?key)?|secret_?access_?key|[a-z_]*token|api[_-]?key|apikey|access[_-]?key"
+    r"|client_secret|x-amz-signature|x-amz-credential|x-amz-security-token|awsaccesskeyid|sig|signature"
+    r"|x-goog-signature|authorization|cookie|session(?:_?id)?"
+)
+_KV_PREFIX_RX = rf"(?i:(?:\b|_)(?:{_KV_KEYS})[\"']?\s*[=:]\s*[\"']?)"
+# Session cookies / URL session parameters of the common frameworks: Java servlet `;jsessionid=` (path
+# parameter), PHP, classic ASP and ASP.NET, ASP.NET Core, Express, Laravel, CodeIgniter. The value stops
+# at URL delimiters, so the rest of a URL survives.
+_SESSION_PREFIX_RX = (
+    r"(?i:(?:\b(?:jsessionid|phpsessid|aspsessionid[a-z]{0,8}|asp\.net_sessionid|aspxauth|connect\.sid"
+    r"|laravel_session|ci_session)|\.aspxauth|\.aspnetcore\.(?:session|cookies|identity\.application"
+    r"|antiforgery\.[A-Za-z0-9_-]+))[\"']?\s*[=:]\s*[\"']?)"
+)
+
 _TEXT_RULES: list[tuple[str, str]] = [
     # scheme://user:password@ (DSNs, URLs) -> keep the scheme and host.
     ("url_userinfo", r"(?<=://)[^/\s:@'\"]+:[^/\s@'\"]*(?=@)"),
@@ -151,33 +170,33 @@ _TEXT_RULES: list[tuple[str, str]] = [
     ("auth_scheme", r"\b(?:[Bb]earer|BEARER)\s+[A-Za-z0-9._~+/=-]{8,}"
                     r"|\b(?:Basic|Digest)\s+(?=[A-Za-z._~-]*[0-9+/=])[A-Za-z0-9._~+/=-]{8,}"),
     ("jwt", r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),
+    # AWS access key ids (the secret key has no shape of its own: it is caught next to its key name).
     ("aws_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    ("github", r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
-    ("slack", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
-    # Stripe secret and restricted keys (publishable pk_ keys are public by design).
-    ("stripe", r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"),
+    # GitHub: classic tokens (personal, OAuth, user-to-server, server-to-server, refresh) and fine-grained PATs.
+    ("github", r"\bgh[pousr]_[A-Za-z0-9]{36,}\b|\bgithub_pat_[A-Za-z0-9_]{22,}"),
+    # Slack bot/user/app/config tokens.
+    ("slack", r"\bxox[abposre]-[A-Za-z0-9-]{10,}|\bxapp-\d-[A-Za-z0-9-]{10,}"),
+    # Slack incoming webhooks and workflow triggers: the path is the secret (the host and kind stay).
+    ("slack_webhook", r"\bhooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/-]+"),
+    # Stripe secret and restricted keys, webhook signing secrets (publishable pk_ keys are public by design).
+    ("stripe", r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}|\bwhsec_[A-Za-z0-9]{24,}"),
+    # Google API keys and OAuth access tokens.
+    ("google", r"\bAIza[0-9A-Za-z_-]{35}|\bya29\.[0-9A-Za-z_-]{20,}"),
+    ("session", _SESSION_PREFIX_RX + r"[^\s&,;\"'}?#/]+"),
     # key=value / key: value / "key": "value" pairs whose key names a secret; the value only is replaced.
-    (
-        "kv",
-        r"(?i:(?:\b|_)(?:passw(?:or)?d|pwd|secret(?:_?key)?|[a-z_]*token|api[_-]?key|apikey|access[_-]?key|client_secret"
-        r"|x-amz-signature|x-amz-credential|x-amz-security-token|awsaccesskeyid|sig|signature|x-goog-signature"
-        r"|authorization|cookie|session(?:_?id)?)[\"']?\s*[=:]\s*[\"']?)(?i:(?:Bearer|Basic|Token|Digest)\s+)?[^\s&,;\"'}]+",
-    ),
+    ("kv", _KV_PREFIX_RX + r"(?i:(?:Bearer|Basic|Token|Digest)\s+)?[^\s&,;\"'}]+"),
 ]
 _TEXT_RE = re.compile("|".join(f"(?P<{name}>{rx})" for name, rx in _TEXT_RULES))
 # Cheap pre-check: a string containing none of these fragments cannot match any rule (every rule
 # needs "://...@", a PEM header, an auth scheme word, a token prefix, or a secret-naming key).
 _TEXT_HINT = re.compile(
-    r"://[^/\s]*@|-----BEGIN|bearer|basic|token|digest|eyJ|AKIA|ASIA|gh[pousr]_|xox|passw|pwd|secret|key"
-    r"|sig|auth|cookie|session|amz|k_live_|k_test_",
+    r"://[^/\s]*@|-----BEGIN|bearer|basic|token|digest|eyJ|AKIA|ASIA|gh[pousr]_|github_pat_|xox|xapp-|hooks\.slack"
+    r"|passw|pwd|secret|key|sig|auth|cookie|session|sessid|connect\.sid|amz|k_live_|k_test_|whsec_|AIza|ya29\.",
     re.IGNORECASE,
 )
 _TEXT_HINT_LOWER = re.compile(_TEXT_HINT.pattern.lower())
-_KV_PREFIX = re.compile(
-    r"(?i:(?:\b|_)(?:passw(?:or)?d|pwd|secret(?:_?key)?|[a-z_]*token|api[_-]?key|apikey|access[_-]?key|client_secret"
-    r"|x-amz-signature|x-amz-credential|x-amz-security-token|awsaccesskeyid|sig|signature|x-goog-signature"
-    r"|authorization|cookie|session(?:_?id)?)[\"']?\s*[=:]\s*[\"']?)"
-)
+_KV_PREFIX = re.compile(_KV_PREFIX_RX)
+_SESSION_PREFIX = re.compile(_SESSION_PREFIX_RX)
 _AUTH_PREFIX = re.compile(r"\b(?:[Bb]earer|BEARER|Basic|Digest)\s+")
 
 
@@ -186,12 +205,14 @@ def _text_sub(match: re.Match[str]) -> str:
     text = match.group()
     if kind == "url_userinfo":
         return f"{URL_REDACTED}:{URL_REDACTED}"
-    if kind == "kv":
-        prefix = _KV_PREFIX.match(text)
+    if kind == "kv" or kind == "session":
+        prefix = (_KV_PREFIX if kind == "kv" else _SESSION_PREFIX).match(text)
         head = prefix.group() if prefix else ""
         if text[len(head):] in (URL_REDACTED, REDACTED):
             return text  # already redacted (scrub_url ran first)
         return head + REDACTED
+    if kind == "slack_webhook":  # hooks.slack.com/services/...: keep host and kind
+        return "/".join(text.split("/", 2)[:2]) + "/" + REDACTED
     if kind == "auth_scheme":
         prefix = _AUTH_PREFIX.match(text)
         return (prefix.group() if prefix else "") + REDACTED

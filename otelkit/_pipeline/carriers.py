@@ -193,7 +193,13 @@ def wrap(payload: Any, headers: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | 
     else:
         body = {"payload": payload, "encoding": "json"}
     envelope = {ENVELOPE_MARKER: 1, "headers": _text_headers(headers), **body}
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        # Not a telemetry failure: this is the application's own payload, which otelkit never alters or drops.
+        raise TypeError(f"otelkit.pipeline.wrap: the payload ({type(payload).__name__}) cannot be put in a JSON "
+                        f"envelope ({exc}); pass str, bytes, or JSON-serialisable data (dict, list, numbers...)"
+                        ) from None
 
 
 def is_envelope(raw: object) -> bool:

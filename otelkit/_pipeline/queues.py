@@ -29,7 +29,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otelkit import _names, _stats
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_INSTRUMENTATION_KEY
-from otelkit._internal_log import logger
+from otelkit._internal_log import logger, warn_once
 from otelkit._pipeline.instruments import SCHEMA_URL, SCOPE
 
 Probe = Callable[[], "int | float | None"]
@@ -214,11 +214,24 @@ def redis_probe(client: Any, key: str, kind: RedisKind) -> Probe:
     that hangs never holds up metric collection (see the module docstring), but its queue is
     not reported until it answers.
     """
-    try:
-        method = getattr(client, _REDIS_COMMANDS[kind])
-    except KeyError:
-        raise ValueError(f"otelkit.pipeline.redis_probe: kind={kind!r} is not one of "
-                         f"{', '.join(sorted(_REDIS_COMMANDS))}") from None
+    if kind not in _REDIS_COMMANDS:
+        # Set-up, like init(): a configuration mistake. ConfigError (a ValueError) under strict mode; otherwise one
+        # warning and a probe that reports nothing (its queue stays off the dashboards until fixed).
+        from otelkit._config import ConfigError
+        from otelkit._init import get_settings
+
+        message = (f"otelkit.pipeline.redis_probe: kind={kind!r:.60} is not valid: expected one of "
+                   f"{', '.join(sorted(_REDIS_COMMANDS))}")
+        settings = get_settings()
+        if settings is None or settings.strict:
+            raise ConfigError(message)
+        warn_once(f"redis_probe-kind-{kind!r:.60}", "%s; this probe reports nothing", message)
+
+        def nothing() -> int | None:
+            return None
+
+        return nothing
+    method = getattr(client, _REDIS_COMMANDS[kind])
 
     def probe() -> int:
         return int(method(key))

@@ -33,7 +33,7 @@ from otelkit import _names
 from otelkit._compat import BAGGAGE_KEY as _BAGGAGE_KEY
 from otelkit._correlation import get_correlation_id, is_valid_correlation_id, new_correlation_id
 from otelkit._errors import exception_text, record_unprintable
-from otelkit._internal_log import logger
+from otelkit._internal_log import logger, warn_once
 from otelkit._pipeline import carriers
 from otelkit._pipeline.failures import classify_failure
 from otelkit._pipeline.instruments import Instruments, instruments, tracer
@@ -332,7 +332,8 @@ def _decorate(fn: F, make_scope: Callable[[tuple[Any, ...], dict[str, Any]], Any
 
 
 class UsageError(TypeError):
-    """A programming error in a pipeline call (wrong carrier type): raised, unlike telemetry failures."""
+    """A programming error in a pipeline call. No longer raised by ``emit`` (a wrong carrier is warned about once);
+    kept for callers that catch it."""
 
 
 class _Scope:
@@ -405,9 +406,14 @@ class Emission(_Scope):
         headers = self.headers
         if headers is not None and type(headers) is not dict and not isinstance(headers, (MutableMapping,
                                                                                          MutableSequence)):
-            raise UsageError(
-                f"otelkit.pipeline.emit: carrier must be a dict (headers, stream fields), a list of "
-                f"(key, bytes) tuples, or None (then send msg.wrap(payload)); got {type(headers).__name__}")
+            # A telemetry call never raises into the application: the span is recorded, the context goes into
+            # a fresh dict (msg.headers / msg.wrap(payload)), and the mistake is said once.
+            warn_once(f"emit-carrier-{type(headers).__name__}",
+                      "otelkit.pipeline.emit: carrier must be a dict (headers, stream fields), a list of "
+                      "(key, bytes) tuples, or None (then send msg.wrap(payload)); got %s. Sending the trace "
+                      "context in msg.headers instead (your %s carries none)", type(headers).__name__,
+                      type(headers).__name__)
+            headers = self.headers = None
         tr = tracer()
         parent = otel_context.get_current()
         cid = self._explicit_cid

@@ -235,11 +235,25 @@ def test_receive_batch_with_junk_messages(otelkit_capture: CapturedTelemetry, no
     assert is_valid_correlation_id(batch.correlation_id)
 
 
-def test_emit_into_something_that_is_not_a_carrier_is_a_clear_usage_error() -> None:
-    # A programming error, found at the first run: documented to raise, and the message says what to pass.
-    with pytest.raises(TypeError, match="carrier must be a dict"):
-        with pipeline.emit("q", "not a dict", system="redis"):
-            pass
+@pytest.mark.parametrize("carrier", ["not a dict", b"bytes", 7, {"a", "set"}, ("a", "tuple"), object()],
+                         ids=["str", "bytes", "int", "set", "tuple", "object"])
+def test_emit_into_something_that_is_not_a_carrier_warns_once_and_carries_on(
+        otelkit_capture: CapturedTelemetry, carrier: Any, caplog: pytest.LogCaptureFixture) -> None:
+    # A telemetry call on the hot path never raises: the span is recorded, the context goes into msg.headers
+    # (so msg.wrap(payload) still carries it), and one warning says what to pass.
+    from otelkit import _internal_log
+
+    _internal_log._warned.discard(f"emit-carrier-{type(carrier).__name__}")
+    with caplog.at_level(logging.WARNING, logger="otelkit"):
+        for _ in range(3):
+            with pipeline.emit("q", carrier, system="redis") as out:
+                envelope = out.wrap({"n": 1})
+    warnings = [r for r in caplog.records if "carrier must be a dict" in r.getMessage()]
+    assert len(warnings) == 1 and type(carrier).__name__ in warnings[0].getMessage()
+    assert len(otelkit_capture.spans.named("send q")) == 3
+    with pipeline.receive("q", envelope, system="redis") as msg:
+        assert msg.payload == {"n": 1}
+    assert otelkit_capture.spans.span("process q").links  # linked to its producer: the context went through
 
 
 # --- property: arbitrary header dicts never raise, and yield a valid correlation ID -------------------

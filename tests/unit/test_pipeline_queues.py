@@ -55,5 +55,5 @@ def test_closed_probe_is_not_called(otel: Telemetry) -> None:
 
 
 def test_redis_probe_rejects_unknown_kind() -> None:
-    with pytest.raises(ValueError, match="kind='hash' is not one of list, set, stream, zset"):
+    with pytest.raises(ValueError, match="kind='hash' is not valid: expected one of list, set, stream, zset"):
         pipeline.redis_probe(object(), "key", "hash")  # type: ignore[arg-type]
