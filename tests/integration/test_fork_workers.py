@@ -135,7 +135,8 @@ def hold():
         held.set()
         release.wait(10)
 threading.Thread(target=hold, daemon=True).start()
-held.wait(10)
+if not held.wait(60):  # without the lock held at the fork, this test would test nothing
+    sys.exit("the lock holder never started")
 pid = os.fork()
 if pid == 0:
     with tracer.start_as_current_span("child-after-locked-fork"):
