@@ -81,7 +81,7 @@ def test_outage_longer_than_the_queue_is_delivered_once_from_the_spool(
         collector.start()
         spans = receiver.wait_for_spans(produced, timeout=30)
         logs = receiver.wait_for_logs(produced, timeout=30)
-        receiver.wait_for(lambda: not _files(tmp_path / "traces") and not _files(tmp_path / "logs"), timeout=15,
+        receiver.wait_for(lambda: not _files(tmp_path / "traces") and not _files(tmp_path / "logs"), timeout=30,
                           message="the spool drained")
     finally:
         tp.shutdown()
@@ -193,7 +193,7 @@ def test_replay_deletes_and_counts_permanent_rejections_and_corrupt_files(otlp_r
     tp.add_span_processor(make_span_processor(GrpcSender("traces", otlp_receiver.grpc_endpoint), spool=store,
                                               schedule_delay=0.05))
     try:
-        otlp_receiver.wait_for(lambda: not _files(tmp_path / "traces"), timeout=15, message="the spool emptied")
+        otlp_receiver.wait_for(lambda: not _files(tmp_path / "traces"), timeout=30, message="the spool emptied")
     finally:
         tp.shutdown()
     assert STATS.dropped_for("traces") == {"export_failed": 8}
