@@ -47,8 +47,8 @@ def test_multiprocessing_fork_children_report_once(otlp_receiver: OtlpReceiver, 
     result = subprocess.run([sys.executable, str(APPS / "fork_app.py"), "multiprocessing"],
                             env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1)
-    tasks = otlp_receiver.wait_for_spans(6, name="child-task")
+    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1, timeout=30)
+    tasks = otlp_receiver.wait_for_spans(6, name="child-task", timeout=30)
     counts = names(otlp_receiver)
     # Every child's span arrived once, though children leave through os._exit (no atexit).
     assert sorted(s.attributes["task"] for s in tasks) == list(range(6))
@@ -65,8 +65,8 @@ def test_os_fork_child_does_not_reexport_the_parents_open_span(otlp_receiver: Ot
     result = subprocess.run([sys.executable, str(APPS / "fork_app.py"), "osfork"],
                             env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1)
-    otlp_receiver.wait_for_spans(3, name="child-task")
+    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1, timeout=30)
+    otlp_receiver.wait_for_spans(3, name="child-task", timeout=30)
     counts = names(otlp_receiver)
     assert counts == Counter({"parent-open": 1, "parent-queued": 5, "child-task": 3, "parent-after": 1})
 
@@ -77,8 +77,8 @@ def test_fork_without_python_hooks_is_detected(otlp_receiver: OtlpReceiver, prot
     result = subprocess.run([sys.executable, str(APPS / "fork_app.py"), "cfork"],
                             env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1)
-    otlp_receiver.wait_for_spans(3, name="child-task")
+    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1, timeout=30)
+    otlp_receiver.wait_for_spans(3, name="child-task", timeout=30)
     assert names(otlp_receiver) == Counter({"parent-queued": 5, "child-task": 3, "parent-after": 1})
 
 
@@ -128,6 +128,7 @@ import otelkit
 from opentelemetry import trace
 from otelkit._stats import STATS
 otelkit.init()
+otelkit._fork._exit_flush_timeout = 30.0  # the child's os._exit flush must not lose to a loaded machine
 tracer = trace.get_tracer("lock")
 held, release = threading.Event(), threading.Event()
 def hold():
@@ -152,4 +153,4 @@ def test_fork_while_a_thread_holds_otelkit_lock(otlp_receiver: OtlpReceiver) -> 
     result = subprocess.run([sys.executable, "-c", LOCK_HELD_AT_FORK], env=app_env(otlp_receiver, "http/protobuf"),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    otlp_receiver.wait_for_spans(1, name="child-after-locked-fork")
+    otlp_receiver.wait_for_spans(1, name="child-after-locked-fork", timeout=30)
