@@ -67,7 +67,10 @@ def run_cfork() -> None:
     for i in range(5):
         with tracer.start_as_current_span("parent-queued", attributes={"i": i}):
             pass
-    libc = ctypes.CDLL(None, use_errno=True)
+    # PyDLL, not CDLL: a CDLL call releases the GIL, so another thread (the export worker) could take it
+    # during fork(2) and the child would inherit a GIL held by a thread it does not have, and hang. uWSGI
+    # forks holding the GIL; so does this.
+    libc = ctypes.PyDLL(None, use_errno=True)
     pid = libc.fork()
     if pid == 0:
         for i in range(3):
