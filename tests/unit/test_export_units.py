@@ -284,3 +284,24 @@ def test_int64_overflow_is_sent_as_double() -> None:
               for m in sm.metrics}
     assert values["ok.count"].as_int == 2 and values["huge.count"].as_double == 1e20
     mp.shutdown()
+
+
+_FIRST_SEND = """
+import sys
+from otelkit._export import HttpSender
+from otelkit.testing._receiver import refused_endpoint
+sender = HttpSender("traces", f"http://{refused_endpoint()}/v1/traces")
+before = set(sys.modules)
+sender.send(b"", 1.0)
+print(sorted(set(sys.modules) - before))
+"""
+
+
+def test_the_first_http_send_imports_nothing() -> None:
+    # A gunicorn worker lost its spans: its first send was the flush at exit, where importing the idna codec
+    # failed ("LookupError: unknown encoding: idna"). Everything a send needs is imported with the sender.
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", _FIRST_SEND], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
