@@ -75,10 +75,11 @@ def test_os_fork_child_does_not_reexport_the_parents_open_span(otlp_receiver: Ot
 def test_fork_without_python_hooks_is_detected(otlp_receiver: OtlpReceiver, protocol: str) -> None:
     # uWSGI forks from C: no os.register_at_fork hook runs. The first span in the child notices the new pid.
     result = subprocess.run([sys.executable, str(APPS / "fork_app.py"), "cfork"],
-                            env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=60)
+                            env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr
     otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1, timeout=30)
-    otlp_receiver.wait_for_spans(3, name="child-task", timeout=30)
+    otlp_receiver.wait_for(lambda: len(otlp_receiver.spans("child-task")) >= 3, timeout=30,
+                           message=f"3 child-task spans; the app's stderr:\n{result.stderr}")
     assert names(otlp_receiver) == Counter({"parent-queued": 5, "child-task": 3, "parent-after": 1})
 
 
