@@ -392,8 +392,13 @@ class HttpSender(Sender):
     def __init__(self, signal: str, endpoint: str, *, headers: Mapping[str, str] | None = None,
                  compression: str = "none", certificate: str | None = None, client_key: str | None = None,
                  client_certificate: str | None = None) -> None:
+        import encodings.idna  # noqa: F401 - see below
+        import http.client  # noqa: F401
         import ssl
 
+        # The first request imports http.client and the idna codec. When that first request is the flush at
+        # exit (a gunicorn worker's spans, a short script's), the import can fail there ("LookupError: unknown
+        # encoding: idna", seen under load) and the batch is lost; imported here, sending imports nothing.
         self.signal = signal
         self.url = endpoint
         self.target = mask_url(endpoint)

@@ -1,7 +1,9 @@
 """Shared fixtures: environment scrub, OTel reset, and the real services on this machine.
 
-Under ``CI=true`` a service that does not answer fails the test; on a laptop
-without it the test is skipped with the reason.
+Under ``CI=true`` a service or tool that does not answer fails the test; on a laptop
+without it the test is skipped with the reason. Only what cannot exist on the CI machine
+at all (a Docker engine, an otelcol-contrib binary) is skipped there too, with the reason,
+which ``-ra`` prints in the summary.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 
@@ -73,6 +76,21 @@ def fresh_otelkit_and_stats() -> Iterator[None]:
     STATS.reset()
 
 
+def missing(message: str) -> NoReturn:
+    """Something a package registry can install (a service, a tool) is absent here.
+
+    Skips with ``message`` on a laptop; fails under ``CI=true``, where it must run.
+    """
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: it can be installed, so its absence is a failure, not a skip)")
+    pytest.skip(message)
+
+
+def cannot_exist_here(message: str) -> NoReturn:
+    """Skip, under ``CI=true`` too, for what cannot exist on this kind of machine; ``message`` says why."""
+    pytest.skip(f"{message} [allowed under CI=true: cannot exist on this machine]" if IN_CI else message)
+
+
 def _reachable(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -85,10 +103,7 @@ def require_service(name: str) -> tuple[str, int]:
     """Return (host, port) of a local service; skip without it, fail under CI=true."""
     host, port = SERVICES[name]
     if not _reachable(host, port):
-        message = f"{name} is not reachable on {host}:{port}"
-        if IN_CI:
-            pytest.fail(f"{message} (CI=true: a missing service is a failure)")
-        pytest.skip(message)
+        missing(f"{name} is not reachable on {host}:{port}")
     return host, port
 
 

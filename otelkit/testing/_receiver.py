@@ -214,12 +214,14 @@ class ReceivedLog(_Indexable):
 @dataclass(frozen=True)
 class Attempt(_Indexable):
     """One request that reached the receiver: protocol ("grpc"/"http"), signal, what it answered
-    ("ok", "partial", "status:503", "grpc:UNAVAILABLE", "hang", "bad_request") and its item count."""
+    ("ok", "partial", "status:503", "grpc:UNAVAILABLE", "hang", "bad_request"), its item count, and
+    ``at``: when it arrived (``time.monotonic()``), e.g. to check that a retry waited for its hint."""
 
     protocol: str
     signal: str
     outcome: str
     items: int
+    at: float = field(default_factory=time.monotonic, compare=False)
 
 
 def _any_value(value: common_pb2.AnyValue) -> Any:

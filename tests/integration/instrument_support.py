@@ -76,7 +76,7 @@ def instrumented(**settings: Any) -> Iterator[Telemetry]:
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01, what: str = "condition") -> T:
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.01, what: str = "condition") -> T:
     """The first truthy ``predicate()``, polled every ``interval`` until ``timeout`` (then AssertionError)."""
     deadline = time.monotonic() + timeout
     while True:

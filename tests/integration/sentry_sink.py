@@ -109,7 +109,7 @@ class SentrySink:
         with self._cond:
             return b"\n".join(env.raw for env in self.envelopes)
 
-    def wait_for_events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    def wait_for_events(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Poll until at least ``count`` events arrived; fail with what arrived at the deadline."""
         deadline = time.monotonic() + timeout
         with self._cond:

@@ -65,7 +65,7 @@ def _one_event(sink: SentrySink, exc: Exception, context: dict[str, Any]) -> Non
         assert info.value is exc
         (span,) = captured.spans
         assert span.status.status_code.name == "ERROR"
-        events = sink.wait_for_events(1, timeout=10)
+        events = sink.wait_for_events(1, timeout=30)
     assert len(events) == 1
     assert events[0]["exception"]["values"][-1]["type"] == type(exc).__name__
 
@@ -91,7 +91,7 @@ def test_odd_context_through_a_pipeline_reception(sink: SentrySink) -> None:
             with pipeline.receive("q", {"traceparent": "garbage"}, system="redis", message_id=b"\xff\xfe-0"):
                 with _errors.error_context(order=_Unprintable(), raw=b"\x00"):
                     raise KeyError("missing")
-        (event,) = sink.wait_for_events(1, timeout=10)
+        (event,) = sink.wait_for_events(1, timeout=30)
     assert event["contexts"]["job"]["destination"] == "q"
 
 
@@ -101,4 +101,4 @@ def test_unprintable_message_id_still_reports_the_failure(sink: SentrySink) -> N
             with pipeline.receive("q", {}, system="redis", message_id=_Unprintable()):
                 raise KeyError("missing")
         assert len(captured.spans) == 1
-        sink.wait_for_events(1, timeout=3)
+        sink.wait_for_events(1, timeout=30)

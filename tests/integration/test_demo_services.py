@@ -44,7 +44,7 @@ def test_demo_with_redis_postgres_and_a_collector(tmp_path: Path, redis_url: str
         spans = [s for s in receiver.spans() if s.trace_id == trace_id]
         return spans if any(s.name == "INSERT" or s.name.startswith("INSERT") for s in spans) else []
 
-    spans = receiver.wait_for(event_spans, timeout=15, message=f"the spans of trace {trace_id}")
+    spans = receiver.wait_for(event_spans, timeout=30, message=f"the spans of trace {trace_id}")
     by_name: dict[str, list] = {}  # type: ignore[type-arg]
     for span in spans:
         by_name.setdefault(span.name, []).append(span)
@@ -67,7 +67,7 @@ def test_demo_with_redis_postgres_and_a_collector(tmp_path: Path, redis_url: str
     assert process.attributes["messaging.message.conversation_id"] == cid
 
     logs = receiver.wait_for(lambda: [r for r in receiver.logs() if r.trace_id == trace_id and
-                                      str(r.body).startswith("stored token")], timeout=10)
+                                      str(r.body).startswith("stored token")], timeout=30)
     assert logs[0].attributes.get("otelkit.correlation_id", logs[0].attributes.get("correlation_id")) == cid
 
     # Each process's points arrive in their own exports (and the collector batches on its own
@@ -81,7 +81,7 @@ def test_demo_with_redis_postgres_and_a_collector(tmp_path: Path, redis_url: str
         return names if expected <= names else set()
 
     try:
-        receiver.wait_for(metric_names, timeout=15)
+        receiver.wait_for(metric_names, timeout=30)
     except AssertionError:
         missing = expected - {p.name for p in receiver.metrics()}
         raise AssertionError(f"metrics never arrived behind the collector: {sorted(missing)}") from None

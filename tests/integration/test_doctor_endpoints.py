@@ -58,10 +58,10 @@ def test_healthy_collector(collector: RotelCollector, protocol: str) -> None:
     assert "accepted" in found["traces"]["summary"] and trace_id in found["traces"]["summary"]
     # What the doctor sent went through the real collector to the receiver behind it.
     receiver = collector.receiver
-    span = receiver.wait_for(lambda: [s for s in receiver.spans() if s.trace_id == trace_id], timeout=10)[0]
+    span = receiver.wait_for(lambda: [s for s in receiver.spans() if s.trace_id == trace_id], timeout=30)[0]
     assert span.name == "otelkit doctor test span"
     assert span.resource["service.name"] == "doctor-test"
-    log = receiver.wait_for(lambda: [r for r in receiver.logs() if r.trace_id == trace_id], timeout=10)[0]
+    log = receiver.wait_for(lambda: [r for r in receiver.logs() if r.trace_id == trace_id], timeout=30)[0]
     assert log.body == "otelkit doctor test log record"
     config = {row["name"]: row for row in report["configuration"]}
     assert config["traces.endpoint"]["source"] == "OTEL_EXPORTER_OTLP_ENDPOINT"

@@ -61,7 +61,7 @@ otelkit.shutdown(timeout=5)
 out = {"exporters": list(settings.traces.exporters), "spans": [], "logs": [], "metric": []}
 if collector is not None:
     out["spans"] = [s.name for s in receiver.wait_for_spans(1, name="auto-span-" + run)]
-    receiver.wait_for(lambda: receiver.logs(body="auto-log-" + run), timeout=10)
+    receiver.wait_for(lambda: receiver.logs(body="auto-log-" + run), timeout=30)
     out["logs"] = [l.body for l in receiver.logs(body="auto-log-" + run)]
     out["metric"] = [p.value for p in receiver.wait_for_metric("autodetect.jobs")]
     out["service"] = receiver.spans("auto-span-" + run)[0].resource.get("service.name")

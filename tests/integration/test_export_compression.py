@@ -91,7 +91,7 @@ def test_http_protobuf_sends_content_encoding_gzip(monkeypatch: pytest.MonkeyPat
     with _recording_otlp_http() as (endpoint, seen):
         _configure(monkeypatch, endpoint, "http/protobuf", gzip_on)
         _send_one_span(name, payload=BIG)
-        found = wait_for(lambda: next((r for r in seen if name in _span_names(r[2])), None), timeout=10.0,
+        found = wait_for(lambda: next((r for r in seen if name in _span_names(r[2])), None), timeout=30,
                          interval=0.02, what="span at the stand-in")
         assert found is not None
         headers, raw, _request = found

@@ -62,7 +62,7 @@ def test_transient_failures_are_retried_and_delivered_once(otlp_receiver: OtlpRe
     spans = otlp_receiver.wait_for_spans(50, timeout=15)
     assert sorted(s.attributes["seq"] for s in spans) == list(range(50))  # every span, none twice
     outcomes = [a.outcome for a in otlp_receiver.attempts]
-    assert outcomes[:2] == ["status:503"] * 2 if protocol == "http" else ["grpc:UNAVAILABLE"] * 2
+    assert outcomes[:2] == (["status:503"] * 2 if protocol == "http" else ["grpc:UNAVAILABLE"] * 2)
     tp.shutdown()
     assert STATS.exported_counts()["traces"] == 50
     assert STATS.dropped_for("traces") == {}
@@ -71,11 +71,17 @@ def test_transient_failures_are_retried_and_delivered_once(otlp_receiver: OtlpRe
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_retry_hint_is_honoured(otlp_receiver: OtlpReceiver, protocol: str) -> None:
     # 429 + Retry-After / RESOURCE_EXHAUSTED + RetryInfo is throttling: retried after the hint, not dropped.
-    otlp_receiver.fail(429, "RESOURCE_EXHAUSTED", retry_after=0.2, times=1)
+    # Retry-After carries whole seconds, hence a 1 s hint for both protocols.
+    otlp_receiver.fail(429, "RESOURCE_EXHAUSTED", retry_after=1, times=1)
     tp, _ = provider(otlp_receiver, protocol)
     emit(tp, 10)
     spans = otlp_receiver.wait_for_spans(10, timeout=10)
-    assert len(spans) == 10
+    assert sorted(s.attributes["seq"] for s in spans) == list(range(10))
+    throttled, retry = otlp_receiver.attempts[:2]
+    assert throttled.outcome == ("status:429" if protocol == "http" else "grpc:RESOURCE_EXHAUSTED")
+    assert (retry.outcome, retry.items) == ("ok", throttled.items)  # the same batch, whole
+    # No earlier than the hint, by the receiver's own arrival times: a lower bound no load can break.
+    assert retry.at - throttled.at >= 1.0, retry.at - throttled.at
     tp.shutdown()
     assert STATS.dropped_for("traces") == {}
 
@@ -218,9 +224,10 @@ def test_metrics_backlog_is_sent_after_an_outage(otlp_receiver: OtlpReceiver, pr
     counter = mp.get_meter("faults").create_counter("faults.count")
     otlp_receiver.fail(503, "UNAVAILABLE")
     counter.add(1)
-    assert reader.force_flush(5_000) is False or True  # collection 1 fails and is kept
+    reader.force_flush(5_000)  # collection 1 fails and is kept (the SDK's reader returns True regardless)
     counter.add(2)
     reader.force_flush(5_000)  # collection 2 fails and is kept
+    assert {a.outcome for a in otlp_receiver.attempts} == {"status:503" if protocol == "http" else "grpc:UNAVAILABLE"}
     otlp_receiver.heal()
     counter.add(4)
     reader.force_flush(5_000)  # backlog (1, then 3) then 7, in order

@@ -70,7 +70,7 @@ def test_exporter_failures_never_become_exported_logs(otlp_receiver: OtlpReceive
     app.setLevel(logging.INFO)
     try:
         app.warning("the only application line")
-        otlp_receiver.wait_for(lambda: otlp_receiver.logs(), timeout=20)
+        otlp_receiver.wait_for(lambda: otlp_receiver.logs(), timeout=30)
         otelkit.shutdown()
     finally:
         for name in ("otelkit", "opentelemetry", "grpc", "urllib3"):

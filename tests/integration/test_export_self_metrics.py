@@ -39,6 +39,6 @@ def test_drop_metric_reaches_the_collector(collector: RotelCollector, monkeypatc
                 if p.attributes.get(_names.ATTR_SIGNAL) == "traces"
                 and p.attributes.get(_names.ATTR_REASON) == _stats.QUEUE_FULL and p.value >= 900]
 
-    (point, *_) = receiver.wait_for(queue_full_points, timeout=20)
+    (point, *_) = receiver.wait_for(queue_full_points, timeout=30)
     assert point.is_monotonic and point.resource["service.name"] == "self-metrics-test"  # type: ignore[attr-defined]
     assert STATS.dropped_for("traces")[_stats.QUEUE_FULL] >= 900

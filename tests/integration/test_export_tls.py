@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from otelkit._config import resolve
 from otelkit._export import make_sender, make_span_processor
 from otelkit.testing._receiver import OtlpReceiver
+from tests.conftest import missing
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -21,7 +22,7 @@ def _openssl(*args: str, cwd: Path) -> None:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+        missing("openssl is not installed (Debian package 'openssl')")
     d = tmp_path_factory.mktemp("pki")
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=otelkit test CA",

@@ -30,7 +30,8 @@ def app_env(receiver: OtlpReceiver, protocol: str) -> dict[str, str]:
         "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
-        "OTELKIT_SHUTDOWN_TIMEOUT": "5000",
+        # Long enough that a loaded machine never reaches it; a healthy exit does not wait for it.
+        "OTELKIT_SHUTDOWN_TIMEOUT": "20000",
         "OTELKIT_SYSTEM_METRICS": "false",
         "PYTHONPATH": str(APPS) + os.pathsep + env.get("PYTHONPATH", ""),
     })
@@ -46,8 +47,8 @@ def test_multiprocessing_fork_children_report_once(otlp_receiver: OtlpReceiver, 
     result = subprocess.run([sys.executable, str(APPS / "fork_app.py"), "multiprocessing"],
                             env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1)
-    tasks = otlp_receiver.wait_for_spans(6, name="child-task")
+    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1, timeout=30)
+    tasks = otlp_receiver.wait_for_spans(6, name="child-task", timeout=30)
     counts = names(otlp_receiver)
     # Every child's span arrived once, though children leave through os._exit (no atexit).
     assert sorted(s.attributes["task"] for s in tasks) == list(range(6))
@@ -64,8 +65,8 @@ def test_os_fork_child_does_not_reexport_the_parents_open_span(otlp_receiver: Ot
     result = subprocess.run([sys.executable, str(APPS / "fork_app.py"), "osfork"],
                             env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1)
-    otlp_receiver.wait_for_spans(3, name="child-task")
+    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1, timeout=30)
+    otlp_receiver.wait_for_spans(3, name="child-task", timeout=30)
     counts = names(otlp_receiver)
     assert counts == Counter({"parent-open": 1, "parent-queued": 5, "child-task": 3, "parent-after": 1})
 
@@ -74,23 +75,25 @@ def test_os_fork_child_does_not_reexport_the_parents_open_span(otlp_receiver: Ot
 def test_fork_without_python_hooks_is_detected(otlp_receiver: OtlpReceiver, protocol: str) -> None:
     # uWSGI forks from C: no os.register_at_fork hook runs. The first span in the child notices the new pid.
     result = subprocess.run([sys.executable, str(APPS / "fork_app.py"), "cfork"],
-                            env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=60)
+                            env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr
-    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1)
-    otlp_receiver.wait_for_spans(3, name="child-task")
+    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1, timeout=30)
+    otlp_receiver.wait_for(lambda: len(otlp_receiver.spans("child-task")) >= 3, timeout=30,
+                           message=f"3 child-task spans; the app's stderr:\n{result.stderr}")
     assert names(otlp_receiver) == Counter({"parent-queued": 5, "child-task": 3, "parent-after": 1})
 
 
+@pytest.mark.timeout(300)  # every wait below is bounded; together they may exceed the default on a loaded machine
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_gunicorn_preload_workers_each_report_every_request_once(otlp_receiver: OtlpReceiver, protocol: str) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--preload", "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout",
-         "10", "gunicorn_app:app"],
+         "60", "gunicorn_app:app"],
         env=app_env(otlp_receiver, protocol), cwd=APPS, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     served_by: list[int] = []
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(served_by) < 40:
             try:
                 # A new connection each time, so both workers get requests.
@@ -103,11 +106,14 @@ def test_gunicorn_preload_workers_each_report_every_request_once(otlp_receiver: 
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            _, stderr = proc.communicate(timeout=30)
+            _, stderr = proc.communicate(timeout=90)
         except subprocess.TimeoutExpired:
             proc.kill()
             _, stderr = proc.communicate()
-    requests_seen = otlp_receiver.wait_for_spans(40, name="request", timeout=15)
+    assert proc.returncode == 0, stderr
+    # The workers flushed at exit, so everything was sent; the wait only covers the receiver's own work.
+    requests_seen = otlp_receiver.wait_for(lambda: (s if len(s := otlp_receiver.spans("request")) >= 40 else []),
+                                           timeout=30, message=f"40 request spans; gunicorn's stderr:\n{stderr}")
     assert len(requests_seen) == 40, stderr
     assert Counter(s.attributes["pid"] for s in requests_seen) == Counter(served_by)
     # Each worker reports with its own process identity.
@@ -123,6 +129,7 @@ import otelkit
 from opentelemetry import trace
 from otelkit._stats import STATS
 otelkit.init()
+otelkit._fork._exit_flush_timeout = 30.0  # the child's os._exit flush must not lose to a loaded machine
 tracer = trace.get_tracer("lock")
 held, release = threading.Event(), threading.Event()
 def hold():
@@ -130,7 +137,8 @@ def hold():
         held.set()
         release.wait(10)
 threading.Thread(target=hold, daemon=True).start()
-held.wait(10)
+if not held.wait(60):  # without the lock held at the fork, this test would test nothing
+    sys.exit("the lock holder never started")
 pid = os.fork()
 if pid == 0:
     with tracer.start_as_current_span("child-after-locked-fork"):
@@ -146,4 +154,4 @@ def test_fork_while_a_thread_holds_otelkit_lock(otlp_receiver: OtlpReceiver) -> 
     result = subprocess.run([sys.executable, "-c", LOCK_HELD_AT_FORK], env=app_env(otlp_receiver, "http/protobuf"),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    otlp_receiver.wait_for_spans(1, name="child-after-locked-fork")
+    otlp_receiver.wait_for_spans(1, name="child-after-locked-fork", timeout=30)

@@ -64,12 +64,12 @@ def test_init_exports_traces_metrics_logs_through_rotel(collector: RotelCollecto
         assert key in resource, key
 
     receiver.wait_for(lambda: [p for p in receiver.metrics("it.jobs") if p.resource.get("run.id") == run],
-                      timeout=10)
+                      timeout=30)
     points = [p for p in receiver.metrics("it.jobs") if p.resource.get("run.id") == run]
     assert points[-1].value == 3
     assert points[-1].attributes == {"queue": "emails"}
 
-    receiver.wait_for(lambda: [r for r in receiver.logs() if f"inside child {run}" in str(r.body)], timeout=10)
+    receiver.wait_for(lambda: [r for r in receiver.logs() if f"inside child {run}" in str(r.body)], timeout=30)
     (record,) = [r for r in receiver.logs() if f"inside child {run}" in str(r.body)]
     assert record.trace_id == format(child_ctx.trace_id, "032x")
     assert record.span_id == format(child_ctx.span_id, "016x")

@@ -65,7 +65,7 @@ def test_forked_child_gets_fresh_providers_and_its_own_instance_id(otlp_receiver
     assert child_line and child_line[0].endswith(" 0"), proc.stdout
     child_pid = int(child_line[0].split()[1])
     otlp_receiver.wait_for(lambda: len([s for s in otlp_receiver.spans()
-                                        if s.resource.get("service.name") == f"fork-{run}"]) >= 2, timeout=15)
+                                        if s.resource.get("service.name") == f"fork-{run}"]) >= 2, timeout=30)
     spans = {s.name: s for s in otlp_receiver.spans() if s.resource.get("service.name") == f"fork-{run}"}
     mine = [s for s in otlp_receiver.spans() if s.resource.get("service.name") == f"fork-{run}"]
     assert sorted(s.name for s in mine) == ["child-work", "parent-work"]  # each exactly once

@@ -11,13 +11,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otelkit
-
-httpx = pytest.importorskip("httpx")
 
 BASE: dict[str, Any] = {"traces_exporter": "none", "metrics_exporter": "none", "logs_exporter": "none",
                         "system_metrics": False, "instrument": ["httpx"]}

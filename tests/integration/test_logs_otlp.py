@@ -44,7 +44,7 @@ def test_log_records_arrive_with_trace_context_and_without_internal_records(
 
     receiver = collector.receiver
     received = receiver.wait_for(lambda: receiver.logs(body="sentinel") and receiver.logs(body="charging card"),
-                                 timeout=20)
+                                 timeout=30)
     assert received
     (record,) = receiver.logs(body="charging card")
     context = span.get_span_context()

@@ -135,8 +135,8 @@ def test_redis_stream_and_list_across_processes(collector: RotelCollector, redis
                       ("pipeline-consumer", f"process {args['stream']}"),
                       ("pipeline-consumer", f"process {args['list']}")}
     receiver.wait_for(lambda: expected_spans <= {(s.resource.get("service.name"), s.name) for s in receiver.spans()}
-                      and len(receiver.metrics(MESSAGE_END_TO_END.name)) >= 2, timeout=20)
-    receiver.wait_for(lambda: len([r for r in receiver.logs() if r.scope == "pipeline.app"]) >= 6, timeout=20)
+                      and len(receiver.metrics(MESSAGE_END_TO_END.name)) >= 2, timeout=30)
+    receiver.wait_for(lambda: len([r for r in receiver.logs() if r.scope == "pipeline.app"]) >= 6, timeout=30)
 
     producer_spans = spans_of(collector, "pipeline-producer")
     consumer_spans = spans_of(collector, "pipeline-consumer")
@@ -197,14 +197,14 @@ def _assert_linked(collector: RotelCollector, destination: str, produced: dict[s
                    consumed: dict[str, Any], producer: str, consumer: str) -> None:
     receiver = collector.receiver
     receiver.wait_for(lambda: [s for s in spans_of(collector, consumer) if s.name == f"process {destination}"]
-                      and [s for s in spans_of(collector, producer) if s.name == f"send {destination}"], timeout=20)
+                      and [s for s in spans_of(collector, producer) if s.name == f"send {destination}"], timeout=30)
     send = next(s for s in spans_of(collector, producer) if s.name == f"send {destination}")
     process = next(s for s in spans_of(collector, consumer) if s.name == f"process {destination}")
     assert consumed["correlation_id"] == produced["correlation_id"]
     assert [(link.trace_id, link.span_id) for link in process.links] == [(send.trace_id, send.span_id)]
     assert process.trace_id == consumed["trace_id"]
     assert process.attributes[CORRELATION_ATTRIBUTE] == produced["correlation_id"]
-    receiver.wait_for(lambda: [r for r in receiver.logs() if r.trace_id == consumed["trace_id"]], timeout=20)
+    receiver.wait_for(lambda: [r for r in receiver.logs() if r.trace_id == consumed["trace_id"]], timeout=30)
     log = next(r for r in receiver.logs() if r.trace_id == consumed["trace_id"])
     assert log.attributes[CORRELATION_ATTRIBUTE] == produced["correlation_id"]
 

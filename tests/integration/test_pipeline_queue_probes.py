@@ -43,10 +43,10 @@ def test_hung_redis_probe_does_not_stall_other_metrics_or_shutdown(
                                          system="redis")
         try:
             # Several collections after the probe hung: the reader thread keeps exporting.
-            otlp_receiver.wait_for(lambda: len(otlp_receiver.metrics("probe_test.ticks")) >= 3, timeout=20)
+            otlp_receiver.wait_for(lambda: len(otlp_receiver.metrics("probe_test.ticks")) >= 3, timeout=30)
             lengths = otlp_receiver.wait_for(lambda: [
                 p for p in otlp_receiver.metrics(_names.QUEUE_LENGTH.name)
-                if p.attributes[_names.MESSAGING_DESTINATION] == "healthy-queue"], timeout=10)
+                if p.attributes[_names.MESSAGING_DESTINATION] == "healthy-queue"], timeout=30)
             assert lengths[-1].value == 3
             destinations = {p.attributes[_names.MESSAGING_DESTINATION]
                             for p in otlp_receiver.metrics(_names.QUEUE_LENGTH.name)}

@@ -54,8 +54,8 @@ def run_outage(collector: RotelCollector, protocol: str, outage: float) -> None:
 
     try:
         produce(100, "before")
-        receiver.wait_for_spans(100, timeout=15)
-        receiver.wait_for_logs(100, timeout=15)
+        receiver.wait_for_spans(100, timeout=30)
+        receiver.wait_for_logs(100, timeout=30)
 
         collector.stop()
         # Produce steadily through the outage (a paced workload, not a synchronisation).
@@ -68,8 +68,8 @@ def run_outage(collector: RotelCollector, protocol: str, outage: float) -> None:
         collector.start()
 
         spans = receiver.wait_for_spans(produced, timeout=outage + 20)
-        logs = receiver.wait_for_logs(produced, timeout=20)
-        receiver.wait_for(lambda: any(p.value == produced for p in receiver.metrics("restart.items")), timeout=20)
+        logs = receiver.wait_for_logs(produced, timeout=30)
+        receiver.wait_for(lambda: any(p.value == produced for p in receiver.metrics("restart.items")), timeout=30)
     finally:
         tp.shutdown()
         lp.shutdown()

@@ -13,7 +13,6 @@ The catalogue has two parts:
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -22,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import promql_parser
-import pytest
 import yaml
 
 from otelkit import _names
+from tests.conftest import missing
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTOR = REPO / "collector"
@@ -38,7 +37,6 @@ DATASOURCES = GRAFANA / "provisioning" / "datasources" / "datasources.yaml"
 RUNBOOKS = REPO / "docs" / "runbooks"
 COMPOSE = REPO / "compose.yaml"
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def load_yaml(path: Path) -> Any:
@@ -50,10 +48,7 @@ def require_tool(name: str, package: str) -> str:
     """Path of an external tool; skip without it on a laptop, fail under CI=true."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} not found on PATH (Debian package {package!r}; .ci/setup.sh installs it)"
-        if IN_CI:
-            pytest.fail(f"{message}. CI=true: a missing tool is a failure, not a skip.")
-        pytest.skip(message)
+        missing(f"{name} not found on PATH (Debian package {package!r}; .ci/setup.sh installs it)")
     return path
 
 

@@ -8,17 +8,20 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from otelkit import _logs
@@ -256,16 +259,80 @@ def test_default_stream_is_stderr_at_write_time(capsys: pytest.CaptureFixture[st
     provider.shutdown()
 
 
-def test_exporter_survives_a_broken_stream() -> None:
-    class Broken(io.StringIO):
-        def write(self, s: str) -> int:
-            raise OSError("closed pipe")
+class _BreaksOnce(io.StringIO):
+    """A stream whose first write raises ``error``; later writes work."""
 
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(TreeConsoleSpanExporter(Broken(), colour=False)))
-    with provider.get_tracer("t").start_as_current_span("x"):
-        pass  # no exception reaches the application
-    provider.shutdown()
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error: Exception | None = error
+
+    def write(self, s: str) -> int:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return super().write(s)
+
+
+class _KeepLogs(LogRecordExporter):
+    def __init__(self) -> None:
+        self.batches: list[Sequence[Any]] = []
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        self.batches.append(batch)
+        return LogRecordExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("error", [OSError("closed pipe"), ValueError("I/O operation on closed file"),
+                                   RuntimeError("odd stream")], ids=["OSError", "ValueError", "RuntimeError"])
+def test_exporters_survive_a_broken_stream(error: Exception) -> None:
+    """Each exporter is called directly: through SimpleSpanProcessor the SDK would swallow an exception
+    itself and the test could not fail. A write that raises is not raised, and the next write prints."""
+    kept_spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(kept_spans))
+    for name in ("lost-span", "printed-span"):
+        with tracer_provider.get_tracer("t").start_as_current_span(name):
+            pass
+    kept_logs = _KeepLogs()
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(kept_logs))
+    logger = logger_provider.get_logger("t")
+    for body in ("lost-line", "printed-line"):
+        logger.emit(LogRecord(body=body, severity_text="INFO"))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    meter_provider.get_meter("t").create_counter("hits").add(1)
+    metrics_data = reader.get_metrics_data()
+    assert metrics_data is not None
+
+    stream = _BreaksOnce(error)
+    spans = TreeConsoleSpanExporter(stream, colour=False)
+    lost, printed = kept_spans.get_finished_spans()
+    spans.export([lost])
+    spans.export([printed])
+    assert "printed-span" in stream.getvalue() and "lost-span" not in stream.getvalue()
+
+    stream = _BreaksOnce(error)
+    logs = ConsoleLogExporter(stream, colour=False)
+    (lost_line,), (printed_line,) = kept_logs.batches
+    logs.export([lost_line])
+    logs.export([printed_line])
+    assert "printed-line" in stream.getvalue() and "lost-line" not in stream.getvalue()
+
+    stream = _BreaksOnce(error)
+    summary = ConsoleMetricExporter(stream, colour=False)
+    summary.export(metrics_data)
+    assert stream.getvalue() == ""
+    summary.export(metrics_data)
+    assert "hits" in stream.getvalue()
+    for provider in (tracer_provider, logger_provider, meter_provider):
+        provider.shutdown()
 
 
 def test_console_exporters_through_init_in_a_real_process() -> None:

@@ -90,9 +90,10 @@ def test_circuit_opens_after_three_failures_and_warns_once(monkeypatch: pytest.M
     tp, processor = pipeline(sender)
     with caplog.at_level(logging.WARNING, logger="otelkit"):
         spans(tp, 3)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while len(sender.requests) < 6 and time.monotonic() < deadline:
             processor.force_flush(100)
+        assert len(sender.requests) >= 6, sender.requests  # what the loop waited for
         failing.clear()
         assert processor.force_flush(5_000)
     messages = [r.getMessage() for r in caplog.records]
@@ -137,15 +138,19 @@ def test_shutdown_report_reads_well() -> None:
 
 
 class _Provider:
-    """A test double for an SDK provider whose shutdown hangs or raises."""
+    """A test double for an SDK provider whose shutdown hangs (until released) or raises."""
+
+    HANG = 60.0
 
     def __init__(self, behaviour: str) -> None:
         self.behaviour = behaviour
+        self.entered = threading.Event()
         self.release = threading.Event()
 
     def shutdown(self, timeout_millis: float = 30_000) -> None:
+        self.entered.set()
         if self.behaviour == "hang":
-            self.release.wait(30)
+            self.release.wait(self.HANG)
         elif self.behaviour == "raise":
             raise RuntimeError("exporter exploded")
 
@@ -155,10 +160,16 @@ def test_shutdown_providers_one_deadline_never_raises() -> None:
     start = time.monotonic()
     report = _shutdown.shutdown_providers(hang_a, boom, hang_b, timeout=0.5)
     elapsed = time.monotonic() - start
-    hang_a.release.set()
-    hang_b.release.set()
-    # Concurrent: two hung providers cost one deadline, not two.
-    assert elapsed < 0.5 + 1.0
+    try:
+        # Concurrent, not one after the other: the second hung provider was entered while the first still
+        # hangs (it is released only below). Sequential shutdowns would never get there.
+        assert hang_a.entered.wait(30) and hang_b.entered.wait(30) and boom.entered.wait(30)
+    finally:
+        hang_a.release.set()
+        hang_b.release.set()
+    # It waited for its deadline (a lower bound no load can break), not for the hung providers: they
+    # hang for 60 s, so returning in under half of that cannot be scheduling luck.
+    assert 0.5 <= elapsed < _Provider.HANG / 2, elapsed
     assert report["traces"].timed_out and report["logs"].timed_out
     assert report["metrics"].error == "RuntimeError: exporter exploded"
     assert _shutdown.shutdown_providers(None, None, None, 1.0).signals == {}
@@ -333,3 +344,24 @@ def test_a_size_refusal_lowers_the_request_cap(monkeypatch: pytest.MonkeyPatch) 
     assert sum(1 for n in sizes if n > 6000) == refused_first  # the second batch: nothing refused
     assert STATS.exported_counts()["traces"] == 32
     tp.shutdown()
+
+
+_FIRST_SEND = """
+import sys
+from otelkit._export import HttpSender
+from otelkit.testing._receiver import refused_endpoint
+sender = HttpSender("traces", f"http://{refused_endpoint()}/v1/traces")
+before = set(sys.modules)
+sender.send(b"", 1.0)
+print(sorted(set(sys.modules) - before))
+"""
+
+
+def test_the_first_http_send_imports_nothing() -> None:
+    # A gunicorn worker lost its spans: its first send was the flush at exit, where importing the idna codec
+    # failed ("LookupError: unknown encoding: idna"). Everything a send needs is imported with the sender.
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", _FIRST_SEND], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

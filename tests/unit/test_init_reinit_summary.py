@@ -28,7 +28,7 @@ def test_reinit_does_not_print_the_replaced_summary(capsys: pytest.CaptureFixtur
     counter = metrics.get_meter("summary-test").create_counter("summary_test.items")
     counter.add(1)
     otelkit.init(service_name="summary-b", **common)
-    _init._join_retiring(time.monotonic() + 10)  # the replaced providers are fully shut down
+    _init._join_retiring(time.monotonic() + 30)  # the replaced providers are fully shut down
     assert not _init._retiring
     reinit_output = capsys.readouterr()
     assert "summary_test.items" not in reinit_output.out + reinit_output.err

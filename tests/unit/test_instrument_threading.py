@@ -78,7 +78,7 @@ def test_run_in_executor_keeps_the_trace(spans: InMemorySpanExporter) -> None:
     async def main() -> None:
         with pipeline.correlate("order-42"), otelkit.span("parent"):
             loop = asyncio.get_running_loop()
-            await asyncio.wait_for(loop.run_in_executor(None, _child), timeout=10)
+            await asyncio.wait_for(loop.run_in_executor(None, _child), timeout=30)
 
     asyncio.run(main())
     _assert_children_of_parent(spans, 1)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from otelkit import _config, _resource
+from tests.conftest import missing
 
 PIP_VERSION = metadata.version("pip")
 PYTEST_VERSION = metadata.version("pytest")
@@ -66,7 +67,7 @@ def test_python_dash_m_of_an_installed_package_gets_its_version(tmp_path: Path) 
 def test_console_script_of_an_installed_package_gets_its_version(tmp_path: Path) -> None:
     pip_script = Path(sys.executable).with_name("pip")
     if not pip_script.exists():
-        pytest.skip(f"no pip console script next to {sys.executable}")
+        missing(f"no pip console script next to {sys.executable}")
     out = _run(tmp_path, [str(pip_script), "--version"])
     assert out["version"] == PIP_VERSION
     assert out["resource"] == PIP_VERSION

@@ -8,9 +8,12 @@ child that re-exported inherited telemetry would show up as a duplicate.
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
 import sys
+import threading
+import time
 
 from opentelemetry import trace
 
@@ -67,9 +70,23 @@ def run_cfork() -> None:
     for i in range(5):
         with tracer.start_as_current_span("parent-queued", attributes={"i": i}):
             pass
-    libc = ctypes.CDLL(None, use_errno=True)
+    # PyDLL, not CDLL: a CDLL call releases the GIL, so another thread (the export worker) could take it
+    # during fork(2) and the child would inherit a GIL held by a thread it does not have, and hang. uWSGI
+    # forks holding the GIL; so does this.
+    libc = ctypes.PyDLL(None, use_errno=True)
+    # A thread still in its bootstrap holds threading's internal lock; forked from C (no at-fork hooks),
+    # the child would inherit that lock held by a thread it does not have, and hang at its first
+    # Thread.start(). uWSGI forks long after its threads started: so does this, once none is starting.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with threading._active_limbo_lock:  # type: ignore[attr-defined]
+            if not threading._limbo:  # type: ignore[attr-defined]
+                break
+        time.sleep(0.01)  # polling with a deadline for the threads to finish starting
     pid = libc.fork()
     if pid == 0:
+        # Should the child hang anyway, its stacks go to stderr (which the test prints) and it exits.
+        faulthandler.dump_traceback_later(30, exit=True)
         for i in range(3):
             task(i)
         os._exit(0)
@@ -80,4 +97,10 @@ def run_cfork() -> None:
 
 if __name__ == "__main__":
     otelkit.init()
+    # A child leaving through os._exit flushes for at most 2 s (otelkit._fork.EXIT_FLUSH_TIMEOUT): on a
+    # loaded machine a fresh child's first export (new channel, new thread) can need longer, and its spans
+    # would be lost to scheduling, not to a defect. These tests are about what is exported, not that bound.
+    from otelkit import _fork
+
+    _fork._exit_flush_timeout = 30.0
     {"multiprocessing": run_multiprocessing, "osfork": run_osfork, "cfork": run_cfork}[sys.argv[1]]()
