@@ -24,6 +24,8 @@ import pytest
 from _querycheck import Prometheus, free_port
 from _stacklib import require_tool
 
+from tests.conftest import missing
+
 pytestmark = pytest.mark.timeout(180)
 
 DEADLINE_S = 60.0
@@ -149,7 +151,7 @@ def test_every_process_of_a_multiprocessing_program_is_scraped(
 def test_every_gunicorn_worker_is_scraped(prometheus: tuple[Prometheus, Path], tmp_path: Path) -> None:
     gunicorn = Path(sys.executable).with_name("gunicorn")
     if not gunicorn.exists():
-        pytest.skip("gunicorn is not installed in this environment")
+        missing("gunicorn is not installed in this environment (the test extra has it)")
     prom, sd_dir = prometheus
     (tmp_path / "wsgi_app.py").write_text(GUNICORN_APP, encoding="utf-8")
     server = subprocess.Popen([str(gunicorn), "--workers", "2", "--bind", f"127.0.0.1:{free_port()}",
