@@ -34,8 +34,8 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otelkit._instrument import _common
-from otelkit._pipeline import carrying as _carrying
 from otelkit._instrument._status import IntegrationStatus
+from otelkit._pipeline import carrying as _carrying
 
 NAME = "redis"
 SCOPE = "opentelemetry.instrumentation.redis"
@@ -161,7 +161,8 @@ class _Fast:
         kwargs = getattr(pool, "connection_kwargs", None)
         if not isinstance(kwargs, dict):
             return None
-        made = (dict(self.extract_conn(kwargs, self.db_mode, self.http_mode)), {})
+        connection = dict(self.extract_conn(kwargs, self.db_mode, self.http_mode))
+        made: tuple[dict[str, Any], dict[str, dict[str, Any]]] = (connection, {})
         with self.lock:
             self.pools[pool] = made
         return made
@@ -173,7 +174,7 @@ class _Fast:
         except (KeyError, TypeError):
             pass
         attributes: dict[str, Any] = {}
-        self.set_statement(attributes, self.format_args(args), self.db_mode)
+        self.set_statement(attributes, self.format_args(list(args)), self.db_mode)
         attributes["db.redis.args_length"] = len(args)
         if len(self.statements) < 4096:  # bounded: a statement's shape is (command, argument count)
             try:

@@ -966,9 +966,6 @@ class Stage(_Scope):
         self._t0 = time.perf_counter()
 
     def _finish(self, exc: BaseException | None) -> None:
-        carry, self._carry = self._carry, None
-        if carry is not None:
-            carrying.exit_emit(carry)
         span = self.span
         if span is INVALID_SPAN:
             # No-op tracer before init(): still detach what __enter__ attached (baggage, correlation ID).
