@@ -7,8 +7,8 @@ cover its time, and the span gets the command's ``server.address``/``server.port
 ``otelkit.broker.command``.
 
 On the consumer side the pop (BRPOP, RPOP, BLMOVE...) runs *before* ``receive()``, so its
-telemetry is deferred: on a thread that has received redis messages before, a pop that returns a
-message is timed but not traced yet. When ``receive()`` then gets that very message (the same
+telemetry is deferred: once the process has used a redis ``emit``/``receive``, a pop that returns
+a message is timed but not traced yet. When ``receive()`` then gets that very message (the same
 object), the CONSUMER span takes the command's server attributes, ``otelkit.broker.command`` and
 ``otelkit.broker.duration`` (seconds), and ``messaging.client.operation.duration`` gets a
 ``receive`` point. Anything else -- the next redis command on the thread, a ``receive()`` of
@@ -39,7 +39,6 @@ active = False
 
 # The emission whose carrying command has not been sent yet (a one-element list: cleared when used).
 _emitting: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("otelkit_emitting", default=None)
-_consumer_threads: set[int] = set()
 
 
 class Pending:
@@ -83,7 +82,7 @@ def kind(args: tuple[Any, ...]) -> str | None:
     command = _command(args)
     if command in EMIT_COMMANDS:
         return "emit" if _emitting.get() else None
-    if command in RECEIVE_COMMANDS and threading.get_ident() in _consumer_threads:
+    if command in RECEIVE_COMMANDS:
         return "receive"
     return None
 
@@ -154,7 +153,6 @@ def take_receive(system: str, carrier: object) -> Pending | None:
         return None
     active = True
     ident = threading.get_ident()
-    _consumer_threads.add(ident)
     pending = _pending.get(ident)
     if pending is None:
         return None
