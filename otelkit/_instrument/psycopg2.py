@@ -59,13 +59,65 @@ def _integration_attributes(tracer: Any) -> dict[str, Any]:
 
 
 def _traced_execution(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Around upstream ``CursorTracer.traced_execution(cursor, query_method, *query_args)``."""
+    """Around upstream ``CursorTracer.traced_execution(cursor, query_method, *query_args)``: de-duplication only.
+
+    The metrics are recorded by :func:`_record_metrics`, which replaces upstream's own recording
+    inside its span (one layer does the work; this one only steps aside for a stacked one).
+    """
+    if len(args) >= 2 and _common.is_duplicate(SCOPE):
+        # Per-connection cursor factory stacked on the global one: the outer layer already
+        # has the span and records the metric.
+        return args[1](*args[2:], **kwargs)
+    return wrapped(*args, **kwargs)
+
+
+def _record_metrics(self: Any, cursor: Any, operation_name: str, start_time: float,
+                    error: BaseException | None) -> None:
+    """Replaces upstream ``CursorTracer._record_metrics``: duration and rows, whatever the semconv opt-in.
+
+    Called by upstream inside its span (so the histograms get exemplars), with the operation name it
+    already computed. The attribute set is built once per connection and operation.
+    """
+    try:
+        elapsed = time.perf_counter() - start_time
+        attributes = _metric_attributes(self, operation_name, error)
+        inst = _common.instruments()
+        inst.db_duration.record(elapsed, attributes)
+        if error is None:
+            rowcount = getattr(cursor, "rowcount", -1)
+            if type(rowcount) is int and rowcount >= 0:
+                inst.db_rows.record(rowcount, attributes)
+    except Exception:  # telemetry never breaks the statement
+        pass
+
+
+def _metric_attributes(tracer: Any, operation_name: str, error: BaseException | None) -> dict[str, Any]:
+    integration = getattr(tracer, "_db_api_integration", None)
+    cache: dict[str, dict[str, Any]] | None = getattr(integration, "_otelkit_metric_attributes", None)
+    if cache is None:
+        cache = {}
+        try:
+            integration._otelkit_metric_attributes = cache  # type: ignore[union-attr]
+        except Exception:
+            pass
+    attributes = cache.get(operation_name) if error is None else None
+    if attributes is None:
+        attributes = _integration_attributes(tracer)
+        if operation_name:
+            attributes["db.operation.name"] = operation_name.upper()[:64]
+        if error is not None:
+            attributes["error.type"] = _common.error_type(error)
+        elif len(cache) < 256:  # bounded: operation names are a small set (SELECT, INSERT...)
+            cache[operation_name] = attributes
+    return attributes
+
+
+def _traced_execution_two_layers(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """For an upstream release without ``_record_metrics``: time and record around its span."""
     if len(args) < 2 or not _common.instrumentation_enabled():
         return wrapped(*args, **kwargs)
     cursor, query_method, query_args = args[0], args[1], args[2:]
     if _common.is_duplicate(SCOPE):
-        # Per-connection cursor factory stacked on the global one: the outer layer already
-        # has the span and records the metric.
         return query_method(*query_args, **kwargs)
     try:
         operation = instance.get_operation_name(cursor, query_args) or ""
@@ -79,18 +131,7 @@ def _traced_execution(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
         error = exc
         raise
     finally:
-        try:
-            attributes = _integration_attributes(instance)
-            if operation:
-                attributes["db.operation.name"] = operation.upper()[:64]
-            if error is not None:
-                attributes["error.type"] = _common.error_type(error)
-            _common.record("db", time.perf_counter() - start, attributes)
-            rowcount = getattr(cursor, "rowcount", -1) if error is None else -1
-            if isinstance(rowcount, int) and rowcount >= 0:
-                _common.record("rows", rowcount, attributes)
-        except Exception:
-            pass
+        _record_metrics(instance, cursor, operation, start, error)
 
 
 def _get_statement(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -98,10 +139,6 @@ def _get_statement(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
     if isinstance(statement, str) and _scrub.is_enabled():
         return _scrub.scrub_sql(statement)
     return statement
-
-
-def _no_metrics(*_args: Any, **_kwargs: Any) -> None:
-    """Upstream's own duration recording (database opt-in only) is replaced by otelkit's."""
 
 
 # --- transactions ---------------------------------------------------------------------------------
@@ -240,12 +277,12 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
         instrumentor.instrument(tracer_provider=ctx.tracer_provider, skip_dep_check=True)
         _state["owned"] = True
     tracer_class = contrib.CursorTracer
-    if "_record_metrics" in vars(tracer_class) or hasattr(tracer_class, "_record_metrics"):
-        if "record_metrics" not in _state:
-            _state["record_metrics"] = vars(tracer_class).get("_record_metrics")
-            tracer_class._record_metrics = _no_metrics  # type: ignore[method-assign]
+    one_layer = hasattr(tracer_class, "_record_metrics")
+    if one_layer and "record_metrics" not in _state:
+        _state["record_metrics"] = vars(tracer_class).get("_record_metrics")
+        tracer_class._record_metrics = _record_metrics  # type: ignore[method-assign]
     _common.wrap(tracer_class, "get_statement", _get_statement)
-    _common.wrap(tracer_class, "traced_execution", _traced_execution)
+    _common.wrap(tracer_class, "traced_execution", _traced_execution if one_layer else _traced_execution_two_layers)
     _common.wrap(psycopg2, "connect", _connect)
     return IntegrationStatus(NAME, "enabled", f"{dist} {version}{note}", version=version)
 
