@@ -62,9 +62,14 @@ class NullSpanExporter(SpanExporter):
 
 @functools.cache
 def _providers() -> tuple[TracerProvider, MeterProvider]:
+    from opentelemetry import metrics
+
     tp = TracerProvider()
     tp.add_span_processor(BatchSpanProcessor(NullSpanExporter()))
-    return tp, MeterProvider(metric_readers=[InMemoryMetricReader()])
+    mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    # Psycopg2Instrumentor.instrument() takes no meter_provider: its histograms use the global one.
+    metrics.set_meter_provider(mp)
+    return tp, mp
 
 
 _state = "none"
@@ -307,7 +312,7 @@ def custom(fast: bool) -> list[dict[str, Any]]:
         rows.append({"label": f"{label}: instructions added per call, otelkit vs contrib + same metrics (callgrind)",
                      "unit": "instr", "otelkit": [ours], "raw": [theirs], "ratios": [ours / theirs],
                      "target": 1.0,
-                     "extra": {"instructions": counts},
+                     "extra": {"instructions": {"otelkit": ours, "raw": theirs}, "per_call": counts},
                      "note": (f"uninstrumented {counts['none']:,.0f}, contrib {counts['contrib']:,.0f}, "
                               f"otelkit {counts['otelkit']:,.0f} instructions per call")})
     rows[-1]["note"] += ". " + CONTRIB_NOTE

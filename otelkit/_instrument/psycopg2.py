@@ -28,6 +28,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace as trace_api
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from otelkit import _names, _scrub
 from otelkit._instrument import _common
 from otelkit._instrument._status import IntegrationStatus
@@ -110,6 +114,103 @@ def _metric_attributes(tracer: Any, operation_name: str, error: BaseException | 
         elif len(cache) < 256:  # bounded: operation names are a small set (SELECT, INSERT...)
             cache[operation_name] = attributes
     return attributes
+
+
+# --- one layer: CursorTracer.traced_execution replaced -----------------------------------------------
+
+_original_traced_execution: Any = None
+_semconv_helpers: tuple[Any, Any, Any] | None = None
+_operations: dict[str, str] = {}
+
+
+def _span_base(tracer: Any) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+    """(connection attributes as upstream sets them, statement keys), once per connection."""
+    integration = tracer._db_api_integration
+    cached: tuple[dict[str, Any], tuple[str, ...]] | None = getattr(integration, "_otelkit_span_base", None)
+    if cached is not None:
+        return cached
+    if _semconv_helpers is None:
+        return None
+    set_system, set_name, set_statement = _semconv_helpers
+    mode = integration._sem_conv_opt_in_mode_db
+    base: dict[str, Any] = {}
+    set_system(base, integration.database_system, mode)
+    set_name(base, integration.database, mode)
+    base.update(integration.span_attributes)
+    probe: dict[str, Any] = {}
+    set_statement(probe, "?", mode)
+    made = (base, tuple(probe))
+    integration._otelkit_span_base = made
+    return made
+
+
+def _operation_name(tracer: Any, cursor: Any, args: tuple[Any, ...]) -> str:
+    query = args[0] if args else None
+    if type(query) is str:
+        name = _operations.get(query)
+        if name is None:
+            name = tracer.get_operation_name(cursor, args)
+            if len(_operations) < 2048:  # bounded: statements are mostly program constants
+                _operations[query] = name
+        return name
+    return str(tracer.get_operation_name(cursor, args))
+
+
+def _fast_traced_execution(self: Any, cursor: Any, query_method: Any, *args: Any, **kwargs: Any) -> Any:
+    """Replaces upstream ``CursorTracer.traced_execution``: its span, made in one layer with cached attributes.
+
+    Same span name, kind, attributes and metrics as upstream (its own helpers build the connection
+    attributes once per connection); the statement is otelkit's scrubbed text (cached by statement).
+    sqlcommenter and parameter capture keep upstream's code.
+    """
+    if not _common.instrumentation_enabled():
+        return query_method(*args, **kwargs)
+    integration = self._db_api_integration
+    base = None if (self._commenter_enabled or integration.capture_parameters) else _span_base(self)
+    if base is None:
+        return _original_traced_execution(self, cursor, query_method, *args, **kwargs)
+    if _common.is_duplicate(SCOPE):  # a per-connection cursor factory stacked on the global one
+        return query_method(*args, **kwargs)
+    operation_name = _operation_name(self, cursor, args)
+    attributes = dict(base[0])
+    statement = self.get_statement(cursor, args)  # otelkit's scrubbing wrapper (cached by statement)
+    for key in base[1]:
+        attributes[key] = statement
+    span = integration._tracer.start_span(operation_name or integration.database or integration.name,
+                                          kind=SpanKind.CLIENT, attributes=attributes)
+    token = otel_context.attach(trace_api.set_span_in_context(span))
+    try:
+        start = time.perf_counter()
+        error: Exception | None = None
+        try:
+            return query_method(*args, **kwargs)
+        except Exception as exc:
+            error = exc
+            if span.is_recording():  # as start_as_current_span does
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            _record_metrics(self, cursor, operation_name, start, error)  # inside the span, as upstream
+    finally:
+        otel_context.detach(token)
+        span.end()
+
+
+def _take_over(tracer_class: Any) -> bool:
+    """Replace upstream's ``traced_execution`` (one layer); False when its helpers are not there."""
+    global _original_traced_execution, _semconv_helpers
+    try:
+        from opentelemetry.instrumentation.dbapi import _set_db_name, _set_db_statement, _set_db_system
+
+        original = vars(tracer_class)["traced_execution"]
+    except (ImportError, KeyError):
+        return False
+    _semconv_helpers = (_set_db_system, _set_db_name, _set_db_statement)
+    if _original_traced_execution is None:
+        _original_traced_execution = original
+    tracer_class.traced_execution = _fast_traced_execution
+    return True
 
 
 def _traced_execution_two_layers(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -282,7 +383,9 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
         _state["record_metrics"] = vars(tracer_class).get("_record_metrics")
         tracer_class._record_metrics = _record_metrics  # type: ignore[method-assign]
     _common.wrap(tracer_class, "get_statement", _get_statement)
-    _common.wrap(tracer_class, "traced_execution", _traced_execution if one_layer else _traced_execution_two_layers)
+    if not (one_layer and (vars(tracer_class).get("traced_execution") is _fast_traced_execution
+                           or _take_over(tracer_class))):
+        _common.wrap(tracer_class, "traced_execution", _traced_execution if one_layer else _traced_execution_two_layers)
     _common.wrap(psycopg2, "connect", _connect)
     return IntegrationStatus(NAME, "enabled", f"{dist} {version}{note}", version=version)
 
@@ -296,6 +399,10 @@ def uninstrument() -> None:
         return
     _common.unwrap(psycopg2, "connect")
     tracer_class = contrib.CursorTracer
+    global _original_traced_execution
+    if vars(tracer_class).get("traced_execution") is _fast_traced_execution and _original_traced_execution is not None:
+        tracer_class.traced_execution = _original_traced_execution  # type: ignore[method-assign]
+        _original_traced_execution = None
     _common.unwrap(tracer_class, "traced_execution")
     _common.unwrap(tracer_class, "get_statement")
     if "record_metrics" in _state:
