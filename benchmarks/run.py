@@ -309,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.count:
             module = _load(args.child)
             print("@@RESULT@@" + json.dumps([{"labels": [p[0] for p in getattr(module, "PAIRS", [])],
+                                              "callgrind": [not (len(p) > 4 and p[4].get("callgrind") is False)
+                                                            for p in getattr(module, "PAIRS", [])],
                                               "custom": hasattr(module, "custom")}]))
             return 0
         child(args.child, args.pair, args.fast)
@@ -324,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(Row(name, "(import)", "", [], [], [], error=error))
             continue
         labels, has_custom = list(listing[0]["labels"]), bool(listing[0]["custom"])
+        with_callgrind = list(listing[0].get("callgrind", [True] * len(labels)))
         jobs: list[list[str]] = [["--child", name, "--pair", str(i)] for i, label in enumerate(labels)
                                  if not args.match or any(m in label for m in args.match)]
         if has_custom and not args.no_custom and not args.match:
@@ -338,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {name} {label}: {error}", file=sys.stderr, flush=True)
                 continue
             new = _rows_from(name, results)
-            if args.callgrind and "--pair" in job and new:
+            if args.callgrind and "--pair" in job and new and with_callgrind[int(job[3])]:
                 try:
                     new[0].extra["instructions"] = _instructions(name, int(job[3]), args.fast)
                 except Exception as exc:  # a finding, not a crash of the whole run
