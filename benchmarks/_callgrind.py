@@ -62,6 +62,18 @@ def instructions(target: str, loops: int, env: dict[str, str] | None = None, tim
         return _thread1_instructions(Path(tmp))
 
 
+def instructions_of_command(argv: list[str], env: dict[str, str], timeout: float = 900) -> int:
+    """Instructions of the main thread of ``argv`` (a whole program, e.g. a start-up script)."""
+    with tempfile.TemporaryDirectory(prefix="otelkit-cg-") as tmp:
+        out = Path(tmp) / "cg.out"
+        cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}", *argv]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**env, "PYTHONHASHSEED": "0"})
+        if proc.returncode != 0:
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
+            raise RuntimeError(f"callgrind run failed (exit {proc.returncode}): {tail}")
+        return _thread1_instructions(Path(tmp))
+
+
 def per_op(target: str, lo: int = 20, hi: int = 120, env: dict[str, str] | None = None) -> float:
     """Instructions per operation on the application thread (see the module docstring)."""
     return (instructions(target, hi, env) - instructions(target, lo, env)) / (hi - lo)

@@ -40,6 +40,17 @@ _state: dict[str, Any] = {}
 _captures_headers = True
 
 
+def _redact_url(url: str) -> str:
+    """Upstream's ``redact_url`` replaced: otelkit's full rules, cached per URL (upstream parses every time).
+
+    So ``url.full``/``http.url`` is right when the span starts: no second ``set_attribute`` per request.
+    """
+    if _scrub.is_enabled():
+        return _scrub.scrub_url(url)
+    original = _state.get("redact_url")
+    return original(url) if original is not None else url
+
+
 def _scrub_url(span: Any, url: Any) -> None:
     """Rewrite ``url.full``/``http.url`` on an open span when otelkit's rules change it; never raises."""
     try:
@@ -81,7 +92,8 @@ def _url_of(request: Any) -> Any:
 
 
 def _request_hook(span: Any, request: Any) -> None:
-    _scrub_url(span, _url_of(request))
+    if "redact_url" not in _state:  # upstream without a redact_url to replace: rewrite after the fact
+        _scrub_url(span, _url_of(request))
     _scrub_headers(span)
 
 
@@ -209,6 +221,11 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
         return IntegrationStatus(NAME, "skipped", f"not importable ({exc})", version=version)
 
     instrumentor = HTTPXClientInstrumentor()
+    import opentelemetry.instrumentation.httpx as contrib
+
+    if "redact_url" not in _state and callable(getattr(contrib, "redact_url", None)):
+        _state["redact_url"] = contrib.redact_url
+        contrib.redact_url = _redact_url
     note = ""
     if instrumentor.is_instrumented_by_opentelemetry:
         note = " (was already instrumented by the application; its provider and hooks are kept)"
@@ -238,6 +255,10 @@ def uninstrument() -> None:
     except ImportError:
         _state.clear()
         return
+    if "redact_url" in _state:
+        import opentelemetry.instrumentation.httpx as contrib
+
+        contrib.redact_url = _state.pop("redact_url")
     _common.unwrap(httpx.HTTPTransport, "handle_request")
     _common.unwrap(httpx.AsyncHTTPTransport, "handle_async_request")
     if _state.pop("owned", False):
