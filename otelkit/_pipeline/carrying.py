@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -66,6 +67,9 @@ class Pending:
 _pending: dict[int, Pending] = {}
 _atexit_registered = False
 _lock = threading.Lock()
+
+# A forked child must not emit its parent's deferred commands (the parent does, or already did).
+os.register_at_fork(after_in_child=_pending.clear)
 
 
 def _command(args: tuple[Any, ...]) -> str:
