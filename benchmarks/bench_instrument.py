@@ -232,7 +232,9 @@ def _http() -> tuple[Any, str]:
 
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER], stdout=subprocess.PIPE, text=True)
+    # stderr to /dev/null: an inherited stderr pipe would keep a capturing parent (callgrind runs) waiting.
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
     atexit.register(proc.kill)
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
