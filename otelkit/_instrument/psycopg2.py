@@ -203,9 +203,14 @@ def _take_over(tracer_class: Any) -> bool:
     try:
         from opentelemetry.instrumentation.dbapi import _set_db_name, _set_db_statement, _set_db_system
 
-        original = vars(tracer_class)["traced_execution"]
-    except (ImportError, KeyError):
+        # psycopg2's CursorTracer inherits traced_execution from dbapi's: take the first definition.
+        original = next(vars(klass)["traced_execution"] for klass in tracer_class.__mro__
+                        if "traced_execution" in vars(klass))
+    except (ImportError, StopIteration):
         return False
+    if getattr(original, "_self_otelkit", False):  # our two-layer wrapper from an older instrument()
+        return False
+    _state["own_traced_execution"] = "traced_execution" in vars(tracer_class)
     _semconv_helpers = (_set_db_system, _set_db_name, _set_db_statement)
     if _original_traced_execution is None:
         _original_traced_execution = original
@@ -401,7 +406,10 @@ def uninstrument() -> None:
     tracer_class = contrib.CursorTracer
     global _original_traced_execution
     if vars(tracer_class).get("traced_execution") is _fast_traced_execution and _original_traced_execution is not None:
-        tracer_class.traced_execution = _original_traced_execution  # type: ignore[method-assign]
+        if _state.pop("own_traced_execution", True):
+            tracer_class.traced_execution = _original_traced_execution  # type: ignore[method-assign]
+        else:
+            del tracer_class.traced_execution  # inherited again from dbapi's CursorTracer
         _original_traced_execution = None
     _common.unwrap(tracer_class, "traced_execution")
     _common.unwrap(tracer_class, "get_statement")
