@@ -203,6 +203,20 @@ async def _async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwa
         _record(request, response, start, error)
 
 
+def _upstream_captures_headers() -> bool:
+    """Whether upstream will capture request/response headers (it reads these variables at instrument())."""
+    try:
+        from opentelemetry.util.http import (
+            OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST,
+            OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE,
+            get_custom_headers,
+        )
+    except ImportError:
+        return True
+    return bool(get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST)
+                or get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE))
+
+
 def plan() -> IntegrationStatus:
     """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
     return _common.plan_library(NAME, ("httpx",), MIN_VERSION, "0.18", "httpx", "opentelemetry.instrumentation.httpx")
@@ -230,14 +244,17 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
     if instrumentor.is_instrumented_by_opentelemetry:
         note = " (was already instrumented by the application; its provider and hooks are kept)"
     else:
+        hooks: dict[str, Any] = {}
+        if "redact_url" not in _state or _upstream_captures_headers():
+            # Needed only to rewrite the URL after the fact or to scrub captured headers: no work per
+            # request otherwise.
+            hooks = {"request_hook": _request_hook, "response_hook": _response_hook,
+                     "async_request_hook": _async_request_hook, "async_response_hook": _async_response_hook}
         instrumentor.instrument(
             tracer_provider=ctx.tracer_provider,
             meter_provider=NoOpMeterProvider(),
-            request_hook=_request_hook,
-            response_hook=_response_hook,
-            async_request_hook=_async_request_hook,
-            async_response_hook=_async_response_hook,
             skip_dep_check=True,
+            **hooks,
         )
         _state["owned"] = True
     global _captures_headers
