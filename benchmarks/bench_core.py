@@ -358,7 +358,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.instrumentation.logging.handler import LoggingHandler
+LOGGING_HANDLER_IMPORT
 resource = Resource.create({"service.name": "bench"})
 tp = TracerProvider(resource=resource)
 tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=ENDPOINT, insecure=True)))
@@ -386,6 +386,19 @@ os._exit(0)
 """
 
 
+# The hand-wired baselines differ only in the stdlib logging handler that feeds the OTLP log pipeline.
+_HANDLERS = {
+    # the SDK's own handler: the leanest honest baseline
+    "sdk": "from opentelemetry.sdk._logs import LoggingHandler",
+    # opentelemetry-instrumentation-logging's handler (imports the instrumentation package)
+    "contrib": "from opentelemetry.instrumentation.logging.handler import LoggingHandler",
+}
+
+
+def _raw_script(handler: str) -> str:
+    return _STARTUP_RAW.replace("LOGGING_HANDLER_IMPORT", _HANDLERS[handler])
+
+
 def _refused_endpoint() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -409,20 +422,40 @@ def _run_startup(script: str, endpoint: str, instrument: tuple[str, ...]) -> dic
     raise RuntimeError(f"start-up script failed: {proc.stderr.strip()[-500:]}")
 
 
-def _startup_rows(label: str, instrument: tuple[str, ...], runs: int, target: float | None) -> list[dict[str, Any]]:
+def _startup_instructions(script: str, endpoint: str, instrument: tuple[str, ...]) -> int:
+    """Instructions of the whole start-up (main thread) under callgrind: repeatable on a busy machine."""
+    import _callgrind
+
+    code = f"ENDPOINT = {endpoint!r}\nINSTRUMENT = {instrument!r}\n" + script
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(tempfile.gettempdir(), "otelkit-bench-pycache")
+    return _callgrind.instructions_of_command([sys.executable, "-c", code], env)
+
+
+def _startup_rows(label: str, instrument: tuple[str, ...], runs: int, target: float | None,
+                  handler: str = "sdk", callgrind: bool = False) -> list[dict[str, Any]]:
     endpoint = _refused_endpoint()
+    raw_script = _raw_script(handler)
     # Warm the OS page cache for both, so the first measured run is not the cold one.
     _run_startup(_STARTUP_OTELKIT, endpoint, instrument)
-    _run_startup(_STARTUP_RAW, endpoint, instrument)
+    _run_startup(raw_script, endpoint, instrument)
     ours: list[dict[str, float]] = []
     theirs: list[dict[str, float]] = []
     for i in range(runs):
-        order = [(_STARTUP_OTELKIT, ours), (_STARTUP_RAW, theirs)]
+        order = [(_STARTUP_OTELKIT, ours), (raw_script, theirs)]
         for script, sink in order if i % 2 == 0 else reversed(order):
             sink.append(_run_startup(script, endpoint, instrument))
+    wall: dict[str, Any] = {"label": f"{label}: wall time", "unit": "ms", "otelkit": [r["ms"] for r in ours],
+                            "raw": [r["ms"] for r in theirs], "target": target}
+    if callgrind:
+        import _callgrind
+
+        if _callgrind.available():
+            wall["extra"] = {"instructions": {"otelkit": _startup_instructions(_STARTUP_OTELKIT, endpoint, instrument),
+                                              "raw": _startup_instructions(raw_script, endpoint, instrument)}}
     return [
-        {"label": f"{label}: wall time", "unit": "ms", "otelkit": [r["ms"] for r in ours],
-         "raw": [r["ms"] for r in theirs], "target": target},
+        wall,
         {"label": f"{label}: RSS after init", "unit": "MB", "otelkit": [r["rss"] for r in ours],
          "raw": [r["rss"] for r in theirs], "target": target},
     ]
@@ -431,9 +464,16 @@ def _startup_rows(label: str, instrument: tuple[str, ...], runs: int, target: fl
 def custom(fast: bool) -> list[dict[str, Any]]:
     """Start-up rows: minimal pieces (target 5), and with the default instrumentations (informational)."""
     runs = 3 if fast else 12
-    rows = _startup_rows("import + init (same SDK pieces, gRPC)", (), runs, 1.2)
-    rows += _startup_rows("import + init + redis/psycopg2/httpx instrumentation", ("redis", "psycopg2", "httpx"),
-                          max(3, runs // 2), None)
+    # Baselines (both hand-wire the same SDK pieces: TracerProvider + BatchSpanProcessor + OTLP gRPC span
+    # exporter, MeterProvider + PeriodicExportingMetricReader + OTLP gRPC metric exporter, LoggerProvider +
+    # BatchLogRecordProcessor + OTLP gRPC log exporter, a Resource with service.name, the three globals set,
+    # and a stdlib logging handler on the root logger); they differ only in that handler:
+    rows = _startup_rows("import + init vs hand-wired SDK pieces with the SDK's LoggingHandler (leanest), gRPC", (),
+                         runs, 1.2, handler="sdk", callgrind=True)
+    rows += _startup_rows("import + init vs hand-wired SDK pieces with opentelemetry-instrumentation-logging's "
+                          "handler, gRPC", (), runs, None, handler="contrib")
+    rows += _startup_rows("import + init + redis/psycopg2/httpx instrumentation (SDK LoggingHandler baseline)",
+                          ("redis", "psycopg2", "httpx"), max(3, runs // 2), None, handler="sdk")
     return rows
 
 

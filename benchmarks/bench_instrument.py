@@ -62,28 +62,93 @@ class NullSpanExporter(SpanExporter):
 
 @functools.cache
 def _providers() -> tuple[TracerProvider, MeterProvider]:
+    from opentelemetry import metrics
+
     tp = TracerProvider()
     tp.add_span_processor(BatchSpanProcessor(NullSpanExporter()))
-    return tp, MeterProvider(metric_readers=[InMemoryMetricReader()])
+    mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    # Psycopg2Instrumentor.instrument() takes no meter_provider: its histograms use the global one.
+    metrics.set_meter_provider(mp)
+    return tp, mp
 
 
-_on = False
+_state = "none"
+
+# Both sides use the stable database/http conventions (otelkit's default), so the contrib
+# instrumentations record the same attribute names and their own duration histograms.
+os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
 
 
-def _instrumented(on: bool) -> None:
-    """Switch otelkit's instrumentation on or off (outside the timed region)."""
-    global _on
-    if on == _on:
+def _contrib_redis_duration(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """What a user adds to contrib's redis instrumentation to get otelkit's duration histogram."""
+    start = time.perf_counter()
+    error = None
+    try:
+        return wrapped(*args, **kwargs)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        conn = instance.connection_pool.connection_kwargs
+        attributes = {"db.system.name": "redis", "db.operation.name": str(args[0]).upper(),
+                      "server.address": conn.get("host", "localhost"), "server.port": conn.get("port", 6379),
+                      "db.namespace": str(conn.get("db") or 0)}
+        if error is not None:
+            attributes["error.type"] = type(error).__qualname__
+        _contrib_histogram().record(time.perf_counter() - start, attributes)
+
+
+@functools.cache
+def _contrib_histogram() -> Any:
+    return _providers()[1].get_meter("bench.contrib").create_histogram(
+        "db.client.operation.duration", unit="s",
+        explicit_bucket_boundaries_advisory=[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
+                                             5.0, 10.0])
+
+
+def _contrib(on: bool) -> None:
+    import wrapt
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.psycopg2 import Psycopg2Instrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    tp, mp = _providers()
+    if on:
+        import redis
+
+        RedisInstrumentor().instrument(tracer_provider=tp)
+        wrapt.wrap_function_wrapper(redis.Redis, "execute_command", _contrib_redis_duration)
+        Psycopg2Instrumentor().instrument(tracer_provider=tp, meter_provider=mp, skip_dep_check=True)
+        HTTPXClientInstrumentor().instrument(tracer_provider=tp, meter_provider=mp)
+    else:
+        import redis
+
+        if hasattr(redis.Redis.execute_command, "__wrapped__"):
+            redis.Redis.execute_command = redis.Redis.execute_command.__wrapped__  # type: ignore[method-assign]
+        RedisInstrumentor().uninstrument()
+        Psycopg2Instrumentor().uninstrument()
+        HTTPXClientInstrumentor().uninstrument()
+
+
+def _instrumented(on: bool | str) -> None:
+    """Switch to "none", "contrib" (contrib instrumentations + the same metrics) or "otelkit"."""
+    global _state
+    wanted = {True: "otelkit", False: "none"}.get(on, on) if isinstance(on, bool) else on
+    if wanted == _state:
         return
     from otelkit import _instrument
     from otelkit._config import resolve
 
-    if on:
+    if _state == "otelkit":
+        _instrument.uninstrument_all()
+    elif _state == "contrib":
+        _contrib(False)
+    if wanted == "otelkit":
         tp, mp = _providers()
         _instrument.instrument_all(resolve(instrument=["redis", "psycopg2", "httpx"], system_metrics=False), tp, mp)
-    else:
-        _instrument.uninstrument_all()
-    _on = on
+    elif wanted == "contrib":
+        _contrib(True)
+    _state = wanted
 
 
 # --- redis ----------------------------------------------------------------------------------------
@@ -98,7 +163,7 @@ def _redis() -> Any:
     return client, key
 
 
-def _redis_get(loops: int, on: bool) -> float:
+def _redis_get(loops: int, on: bool | str) -> float:
     _instrumented(on)
     client, key = _redis()
     t0 = time.perf_counter()
@@ -107,7 +172,7 @@ def _redis_get(loops: int, on: bool) -> float:
     return time.perf_counter() - t0
 
 
-def _redis_pipeline(loops: int, on: bool) -> float:
+def _redis_pipeline(loops: int, on: bool | str) -> float:
     _instrumented(on)
     client, key = _redis()
     t0 = time.perf_counter()
@@ -119,10 +184,10 @@ def _redis_pipeline(loops: int, on: bool) -> float:
 
 # --- psycopg2 -------------------------------------------------------------------------------------
 
-_pg: dict[bool, Any] = {}
+_pg: dict[Any, Any] = {}
 
 
-def _pg_conn(on: bool) -> Any:
+def _pg_conn(on: bool | str) -> Any:
     # psycopg2.connect is what the instrumentation patches: each side keeps the connection it made.
     if on not in _pg:
         import psycopg2
@@ -133,7 +198,7 @@ def _pg_conn(on: bool) -> Any:
     return _pg[on]
 
 
-def _pg_select(loops: int, on: bool) -> float:
+def _pg_select(loops: int, on: bool | str) -> float:
     _instrumented(on)
     conn = _pg_conn(on)
     t0 = time.perf_counter()
@@ -144,7 +209,7 @@ def _pg_select(loops: int, on: bool) -> float:
     return time.perf_counter() - t0
 
 
-def _pg_transaction(loops: int, on: bool) -> float:
+def _pg_transaction(loops: int, on: bool | str) -> float:
     _instrumented(on)
     import psycopg2
 
@@ -167,7 +232,9 @@ def _http() -> tuple[Any, str]:
 
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER], stdout=subprocess.PIPE, text=True)
+    # stderr to /dev/null: an inherited stderr pipe would keep a capturing parent (callgrind runs) waiting.
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
     atexit.register(proc.kill)
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
@@ -182,7 +249,7 @@ def _http() -> tuple[Any, str]:
     return client, f"http://127.0.0.1:{port}/x?token=abc&page=1"
 
 
-def _httpx_get(loops: int, on: bool) -> float:
+def _httpx_get(loops: int, on: bool | str) -> float:
     _instrumented(on)
     client, url = _http()
     t0 = time.perf_counter()
@@ -203,17 +270,79 @@ def _pair(fn: Any) -> tuple[Any, Any]:
     return ours, raw
 
 
-PAIRS = [
-    ("redis GET (real server)", *_pair(_redis_get), None),
-    ("redis pipeline of 3 GETs (real server)", *_pair(_redis_pipeline), None),
-    ("psycopg2 SELECT with a parameter (real server)", *_pair(_pg_select), None),
-    ("psycopg2 `with conn:` transaction, 1 statement", *_pair(_pg_transaction), None),
-    ("httpx GET, keep-alive (local server process)", *_pair(_httpx_get), None),
+def _vs_contrib(fn: Any) -> tuple[Any, Any]:
+    def ours(loops: int) -> float:
+        return float(fn(loops, "otelkit"))
+
+    def contrib(loops: int) -> float:
+        return float(fn(loops, "contrib"))
+
+    ours.__name__ = f"{fn.__name__}_otelkit"
+    contrib.__name__ = f"{fn.__name__}_contrib"
+    return ours, contrib
+
+
+# Callgrind targets (``bench_instrument:redis_get_none`` ...), one side each.
+CALLS = {"redis GET": _redis_get, "psycopg2 SELECT": _pg_select, "httpx GET": _httpx_get}
+for _call_name, _fn in CALLS.items():
+    for _side in ("none", "contrib", "otelkit"):
+        globals()[f"{_fn.__name__.lstrip('_')}_{_side}"] = functools.partial(_fn, on=_side)
+
+CONTRIB_NOTE = (
+    "Both instrumented sides record the same telemetry per call: one CLIENT span with the stable "
+    "database/http attributes into a BatchSpanProcessor (null exporter), and the same histograms into an "
+    "InMemoryMetricReader: redis db.client.operation.duration (contrib side: RedisInstrumentor + a user "
+    "wrapper recording it); psycopg2 db.client.operation.duration + db.client.response.returned_rows "
+    "(contrib side: Psycopg2Instrumentor's own, database opt-in); httpx http.client.request.duration "
+    "(contrib side: HTTPXClientInstrumentor's own, http opt-in). 'none' is the library uninstrumented."
+)
+
+
+def custom(fast: bool) -> list[dict[str, Any]]:
+    """Instructions per call added by otelkit vs added by the contrib pieces, on the application thread."""
+    import _callgrind
+
+    if not _callgrind.available():
+        return []
+    rows = []
+    lo, hi = (10, 40) if fast else (20, 120)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # valgrind runs are single-threaded: 2 cores, 2 at once
+        futures = {(label, side): pool.submit(_callgrind.per_op, f"bench_instrument:{fn.__name__.lstrip('_')}_{side}",
+                                              lo, hi)
+                   for label, fn in CALLS.items() for side in ("none", "contrib", "otelkit")}
+        results = {key: future.result() for key, future in futures.items()}
+    for label in CALLS:
+        counts = {side: results[(label, side)] for side in ("none", "contrib", "otelkit")}
+        ours, theirs = counts["otelkit"] - counts["none"], counts["contrib"] - counts["none"]
+        rows.append({"label": f"{label}: instructions added per call, otelkit vs contrib + same metrics (callgrind)",
+                     "unit": "instr", "otelkit": [ours], "raw": [theirs], "ratios": [ours / theirs],
+                     "target": 1.0,
+                     "extra": {"instructions": {"otelkit": ours, "raw": theirs}, "per_call": counts},
+                     "note": (f"uninstrumented {counts['none']:,.0f}, contrib {counts['contrib']:,.0f}, "
+                              f"otelkit {counts['otelkit']:,.0f} instructions per call")})
+    rows[-1]["note"] += ". " + CONTRIB_NOTE
+    return rows
+
+
+# Instruction counts of these calls come from custom() (three sides: none, contrib, otelkit).
+_NO_CG = {"callgrind": False}
+
+PAIRS: list[tuple[Any, ...]] = [
+    ("redis GET: otelkit vs contrib + same metric (wall)", *_vs_contrib(_redis_get), 1.0, _NO_CG),
+    ("psycopg2 SELECT: otelkit vs contrib + same metrics (wall)", *_vs_contrib(_pg_select), 1.0, _NO_CG),
+    ("httpx GET: otelkit vs contrib + same metric (wall)", *_vs_contrib(_httpx_get), 1.0, _NO_CG),
+    ("redis GET (real server)", *_pair(_redis_get), None, _NO_CG),
+    ("redis pipeline of 3 GETs (real server)", *_pair(_redis_pipeline), None, _NO_CG),
+    ("psycopg2 SELECT with a parameter (real server)", *_pair(_pg_select), None, _NO_CG),
+    ("psycopg2 `with conn:` transaction, 1 statement", *_pair(_pg_transaction), None, _NO_CG),
+    ("httpx GET, keep-alive (local server process)", *_pair(_httpx_get), None, _NO_CG),
 ]
 
 
 if __name__ == "__main__":  # quick look without the harness
-    for label, ours_fn, raw_fn, _target in PAIRS:
+    for label, ours_fn, raw_fn, *_rest in PAIRS:
         n = 300
         a = [ours_fn(n) / n * 1e6 for _ in range(5)]
         b = [raw_fn(n) / n * 1e6 for _ in range(5)]

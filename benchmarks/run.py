@@ -190,6 +190,21 @@ def _rows_from(module: str, results: list[dict[str, Any]]) -> list[Row]:
     return rows
 
 
+def _instructions(module: str, index: int, fast: bool) -> dict[str, float]:
+    """Instructions per op (application thread) of both sides of a pair, under callgrind, 2 runs at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import _callgrind
+
+    lo, hi = (10, 40) if fast else (20, 120)
+    jobs = {(side, n): f"{module}:pair:{index}:{1 if side == 'otelkit' else 2}"
+            for side in ("otelkit", "raw") for n in (lo, hi)}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {key: pool.submit(_callgrind.instructions, target, key[1]) for key, target in jobs.items()}
+        counts = {key: future.result() for key, future in futures.items()}
+    return {side: (counts[(side, hi)] - counts[(side, lo)]) / (hi - lo) for side in ("otelkit", "raw")}
+
+
 def discover(only: Sequence[str]) -> list[str]:
     names = sorted(p.stem for p in HERE.glob("bench_*.py"))
     if only:
@@ -211,7 +226,7 @@ def _fmt(value: float | None) -> str:
 
 def _cells(row: Row) -> list[str]:
     if row.error:
-        return [row.module.removeprefix("bench_"), row.label, "-", "-", "-", "-", "-", "ERROR"]
+        return [row.module.removeprefix("bench_"), row.label, "-", "-", "-", "-", "-", "-", "ERROR"]
 
     def side(values: list[float]) -> str:
         if not values:
@@ -226,12 +241,18 @@ def _cells(row: Row) -> list[str]:
     else:
         ratio_text = "-"
     target = "-" if row.target is None else (f"≥{row.target:g}×" if row.higher_is_better else f"≤{row.target:g}×")
+    instructions = row.extra.get("instructions")
+    if isinstance(instructions, dict) and instructions.get("raw"):
+        ours, theirs = float(instructions["otelkit"]), float(instructions["raw"])
+        cg = f"{ours / 1000:,.1f}k / {theirs / 1000:,.1f}k = {ours / theirs:.2f}×"
+    else:
+        cg = "-"
     return [row.module.removeprefix("bench_"), row.label, row.unit, side(row.otelkit), side(row.raw), ratio_text,
-            target, row.verdict]
+            cg, target, row.verdict]
 
 
-HEADERS = ["module", "benchmark", "unit", "otelkit median ±IQR/2", "raw SDK median ±IQR/2", "ratio", "target",
-           "verdict"]
+HEADERS = ["module", "benchmark", "unit", "otelkit median ±IQR/2", "raw median ±IQR/2", "ratio", "callgrind instr/op",
+           "target", "verdict"]
 
 
 def render_table(rows: list[Row]) -> str:
@@ -276,6 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     parser.add_argument("--json", metavar="PATH", help="write every sample to PATH as JSON")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per subprocess (default 900)")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="also count instructions per op of both sides of every pair under callgrind "
+                             "(application thread; repeatable on a busy machine; ~1 min per pair)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--pair", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--count", action="store_true", help=argparse.SUPPRESS)
@@ -285,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.count:
             module = _load(args.child)
             print("@@RESULT@@" + json.dumps([{"labels": [p[0] for p in getattr(module, "PAIRS", [])],
+                                              "callgrind": [not (len(p) > 4 and p[4].get("callgrind") is False)
+                                                            for p in getattr(module, "PAIRS", [])],
                                               "custom": hasattr(module, "custom")}]))
             return 0
         child(args.child, args.pair, args.fast)
@@ -300,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(Row(name, "(import)", "", [], [], [], error=error))
             continue
         labels, has_custom = list(listing[0]["labels"]), bool(listing[0]["custom"])
+        with_callgrind = list(listing[0].get("callgrind", [True] * len(labels)))
         jobs: list[list[str]] = [["--child", name, "--pair", str(i)] for i, label in enumerate(labels)
                                  if not args.match or any(m in label for m in args.match)]
         if has_custom and not args.no_custom and not args.match:
@@ -314,6 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {name} {label}: {error}", file=sys.stderr, flush=True)
                 continue
             new = _rows_from(name, results)
+            if args.callgrind and "--pair" in job and new and with_callgrind[int(job[3])]:
+                try:
+                    new[0].extra["instructions"] = _instructions(name, int(job[3]), args.fast)
+                except Exception as exc:  # a finding, not a crash of the whole run
+                    new[0].note = (new[0].note + " " if new[0].note else "") + f"callgrind failed: {exc}"
             rows.extend(new)
             for row in new:
                 print(f"  {name}: {row.label}: ratio {row.ratio if row.ratio is None else round(row.ratio, 2)} "

@@ -349,3 +349,50 @@ def set_record_metrics(tracer_class: type, method: Any) -> None:
 def set_system_metrics_process(instrumentor: Any, process: Any) -> None:
     """Point contrib's system-metrics instrumentor at this process (it caches ``psutil.Process``)."""
     instrumentor._proc = process
+
+
+# --- contrib redis / dbapi internals used by the one-layer integrations (0.61b0+) ----------------------
+# Each raises ImportError/AttributeError when a contrib release lacks it: the integration then keeps
+# upstream's own two-layer path (see otelkit/_instrument/redis.py and psycopg2.py).
+
+def redis_tracer(contrib: Any, tracer_provider: Any) -> Any:
+    """The tracer contrib's redis instrumentation records with (its scope, version and schema)."""
+    return contrib.RedisInstrumentor._get_tracer(tracer_provider=tracer_provider)
+
+
+def redis_span_helpers() -> tuple[Any, Any, Any, Any, Any, Any]:
+    """(database semconv mode, HTTP semconv mode, format_command_args, extract_conn_attributes,
+    build_span_name, set_db_statement): upstream's helpers, so the one-layer span is upstream's span."""
+    from opentelemetry.instrumentation._semconv import (
+        _get_semconv_opt_in_modes,
+        _OpenTelemetryStabilitySignalType,
+        _set_db_statement,
+    )
+    from opentelemetry.instrumentation.redis import util
+
+    kinds = _OpenTelemetryStabilitySignalType
+    modes = _get_semconv_opt_in_modes((kinds.DATABASE, kinds.HTTP))
+    return (modes[kinds.DATABASE], modes[kinds.HTTP], util._format_command_args, util._extract_conn_attributes,
+            util._build_span_name, _set_db_statement)
+
+
+def dbapi_semconv_setters() -> tuple[Any, Any, Any]:
+    """contrib dbapi's (set_db_system, set_db_name, set_db_statement), honouring the semconv opt-in mode."""
+    from opentelemetry.instrumentation.dbapi import _set_db_name, _set_db_statement, _set_db_system
+
+    return _set_db_system, _set_db_name, _set_db_statement
+
+
+def dbapi_integration(cursor_tracer: Any) -> Any:
+    """The ``DatabaseApiIntegration`` behind a contrib ``CursorTracer`` (None if absent)."""
+    return getattr(cursor_tracer, "_db_api_integration", None)
+
+
+def dbapi_db_mode(integration: Any) -> Any:
+    """The database semconv opt-in mode a ``DatabaseApiIntegration`` was built with."""
+    return integration._sem_conv_opt_in_mode_db
+
+
+def dbapi_tracer(integration: Any) -> Any:
+    """The tracer a ``DatabaseApiIntegration`` records its spans with."""
+    return integration._tracer

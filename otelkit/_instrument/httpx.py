@@ -35,16 +35,44 @@ _URL_KEYS = ("url.full", "http.url")
 _state: dict[str, Any] = {}
 
 
-def _scrub_span(span: Any, url: Any) -> None:
-    """Rewrite the URL and captured secret headers on an open span; never raises."""
+# Whether upstream captures any request/response header (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*, as
+# upstream read them at instrument()): when it captures none, there is nothing to look for on the span.
+_captures_headers = True
+
+
+def _redact_url(url: str) -> str:
+    """Upstream's ``redact_url`` replaced: otelkit's full rules, cached per URL (upstream parses every time).
+
+    So ``url.full``/``http.url`` is right when the span starts: no second ``set_attribute`` per request.
+    """
+    if _scrub.is_enabled():
+        return _scrub.scrub_url(url)
+    original = _state.get("redact_url")
+    return original(url) if original is not None else url
+
+
+def _scrub_url(span: Any, url: Any) -> None:
+    """Rewrite ``url.full``/``http.url`` on an open span when otelkit's rules change it; never raises."""
     try:
-        if not span.is_recording() or not _scrub.is_enabled():
+        if url is None or not span.is_recording() or not _scrub.is_enabled():
             return
-        attributes = getattr(span, "attributes", None) or {}
+        attributes = span.attributes
         for key in _URL_KEYS:
-            if key in attributes and url is not None:
-                span.set_attribute(key, _scrub.scrub_url(str(url)))
-        for key, value in list(attributes.items()):
+            current = attributes.get(key)
+            if current is not None:
+                scrubbed = _scrub.scrub_url(str(url))  # cached per URL string
+                if scrubbed != current:
+                    span.set_attribute(key, scrubbed)
+    except Exception:
+        pass
+
+
+def _scrub_headers(span: Any) -> None:
+    """Replace captured values of secret-bearing headers on an open span; never raises."""
+    try:
+        if not _captures_headers or not span.is_recording() or not _scrub.is_enabled():
+            return
+        for key, value in list(span.attributes.items()):
             if key.startswith(("http.request.header.", "http.response.header.")):
                 name = key.rsplit(".", 1)[-1]
                 if _scrub.is_sensitive_key(name) or _scrub.is_sensitive_key(name.replace("-", "_")):
@@ -53,12 +81,25 @@ def _scrub_span(span: Any, url: Any) -> None:
         pass
 
 
+def _scrub_span(span: Any, url: Any) -> None:
+    """The URL and the captured headers (kept for callers that want both at once)."""
+    _scrub_url(span, url)
+    _scrub_headers(span)
+
+
+def _url_of(request: Any) -> Any:
+    return getattr(request, "url", None) if not isinstance(request, tuple) else request[1]
+
+
 def _request_hook(span: Any, request: Any) -> None:
-    _scrub_span(span, getattr(request, "url", None) if not isinstance(request, tuple) else request[1])
+    if "redact_url" not in _state:  # upstream without a redact_url to replace: rewrite after the fact
+        _scrub_url(span, _url_of(request))
+    _scrub_headers(span)
 
 
 def _response_hook(span: Any, request: Any, _response: Any) -> None:
-    _request_hook(span, request)
+    # The URL was rewritten by the request hook; response headers are captured now.
+    _scrub_headers(span)
 
 
 async def _async_request_hook(span: Any, request: Any) -> None:
@@ -66,14 +107,28 @@ async def _async_request_hook(span: Any, request: Any) -> None:
 
 
 async def _async_response_hook(span: Any, request: Any, _response: Any) -> None:
-    _request_hook(span, request)
+    _response_hook(span, request, _response)
 
 
 def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return args[0] if args else kwargs.get("request")
 
 
+_metric_attribute_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
 def _attributes(request: Any, response: Any, error: BaseException | None) -> dict[str, Any]:
+    status = getattr(response, "status_code", None)
+    key: tuple[Any, ...] | None = None
+    if error is None:
+        try:
+            url = request.url
+            key = (request.method, url.host, url.port, url.scheme, status)
+            cached = _metric_attribute_cache.get(key)
+            if cached is not None:
+                return cached
+        except Exception:
+            key = None
     attributes: dict[str, Any] = {}
     try:
         method = str(request.method.decode() if isinstance(request.method, bytes) else request.method).upper()
@@ -86,13 +141,17 @@ def _attributes(request: Any, response: Any, error: BaseException | None) -> dic
             attributes["server.port"] = int(port)
     except Exception:
         pass
-    status = getattr(response, "status_code", None)
     if isinstance(status, int):
         attributes["http.response.status_code"] = status
         if status >= 400:
             attributes["error.type"] = str(status)
     if error is not None:
         attributes["error.type"] = _common.error_type(error)
+    elif key is not None and len(_metric_attribute_cache) < 1024:  # bounded: hosts x methods x statuses
+        try:
+            _metric_attribute_cache[key] = attributes
+        except TypeError:
+            pass
     return attributes
 
 
@@ -144,6 +203,20 @@ async def _async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwa
         _record(request, response, start, error)
 
 
+def _upstream_captures_headers() -> bool:
+    """Whether upstream will capture request/response headers (it reads these variables at instrument())."""
+    try:
+        from opentelemetry.util.http import (
+            OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST,
+            OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE,
+            get_custom_headers,
+        )
+    except ImportError:
+        return True
+    return bool(get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST)
+                or get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE))
+
+
 def plan() -> IntegrationStatus:
     """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
     return _common.plan_library(NAME, ("httpx",), MIN_VERSION, "0.18", "httpx", "opentelemetry.instrumentation.httpx")
@@ -162,20 +235,31 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
         return IntegrationStatus(NAME, "skipped", f"not importable ({exc})", version=version)
 
     instrumentor = HTTPXClientInstrumentor()
+    import opentelemetry.instrumentation.httpx as contrib
+
+    if "redact_url" not in _state and callable(getattr(contrib, "redact_url", None)):
+        _state["redact_url"] = contrib.redact_url
+        contrib.redact_url = _redact_url
     note = ""
     if instrumentor.is_instrumented_by_opentelemetry:
         note = " (was already instrumented by the application; its provider and hooks are kept)"
     else:
+        hooks: dict[str, Any] = {}
+        if "redact_url" not in _state or _upstream_captures_headers():
+            # Needed only to rewrite the URL after the fact or to scrub captured headers: no work per
+            # request otherwise.
+            hooks = {"request_hook": _request_hook, "response_hook": _response_hook,
+                     "async_request_hook": _async_request_hook, "async_response_hook": _async_response_hook}
         instrumentor.instrument(
             tracer_provider=ctx.tracer_provider,
             meter_provider=NoOpMeterProvider(),
-            request_hook=_request_hook,
-            response_hook=_response_hook,
-            async_request_hook=_async_request_hook,
-            async_response_hook=_async_response_hook,
             skip_dep_check=True,
+            **hooks,
         )
         _state["owned"] = True
+    global _captures_headers
+    _captures_headers = bool(getattr(instrumentor, "_captured_request_headers", True)
+                             or getattr(instrumentor, "_captured_response_headers", True))
     _common.wrap(httpx.HTTPTransport, "handle_request", _sync_wrapper)
     _common.wrap(httpx.AsyncHTTPTransport, "handle_async_request", _async_wrapper)
     return IntegrationStatus(NAME, "enabled", f"httpx {version}{note}", version=version)
@@ -188,6 +272,10 @@ def uninstrument() -> None:
     except ImportError:
         _state.clear()
         return
+    if "redact_url" in _state:
+        import opentelemetry.instrumentation.httpx as contrib
+
+        contrib.redact_url = _state.pop("redact_url")
     _common.unwrap(httpx.HTTPTransport, "handle_request")
     _common.unwrap(httpx.AsyncHTTPTransport, "handle_async_request")
     if _state.pop("owned", False):

@@ -28,6 +28,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace as trace_api
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from otelkit import _compat, _names, _scrub
 from otelkit._instrument import _common
 from otelkit._instrument._status import IntegrationStatus
@@ -56,13 +60,166 @@ def _integration_attributes(tracer: Any) -> dict[str, Any]:
 
 
 def _traced_execution(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Around upstream ``CursorTracer.traced_execution(cursor, query_method, *query_args)``."""
+    """Around upstream ``CursorTracer.traced_execution(cursor, query_method, *query_args)``: de-duplication only.
+
+    The metrics are recorded by :func:`_record_metrics`, which replaces upstream's own recording
+    inside its span (one layer does the work; this one only steps aside for a stacked one).
+    """
+    if len(args) >= 2 and _common.is_duplicate(SCOPE):
+        # Per-connection cursor factory stacked on the global one: the outer layer already
+        # has the span and records the metric.
+        return args[1](*args[2:], **kwargs)
+    return wrapped(*args, **kwargs)
+
+
+def _record_metrics(self: Any, cursor: Any, operation_name: str, start_time: float,
+                    error: BaseException | None) -> None:
+    """Replaces upstream's record-metrics hook of ``CursorTracer``: duration and rows, whatever the semconv opt-in.
+
+    Called by upstream inside its span (so the histograms get exemplars), with the operation name it
+    already computed. The attribute set is built once per connection and operation.
+    """
+    try:
+        elapsed = time.perf_counter() - start_time
+        attributes = _metric_attributes(self, operation_name, error)
+        inst = _common.instruments()
+        inst.db_duration.record(elapsed, attributes)
+        if error is None:
+            rowcount = getattr(cursor, "rowcount", -1)
+            if type(rowcount) is int and rowcount >= 0:
+                inst.db_rows.record(rowcount, attributes)
+    except Exception:  # telemetry never breaks the statement
+        pass
+
+
+def _metric_attributes(tracer: Any, operation_name: str, error: BaseException | None) -> dict[str, Any]:
+    integration = _compat.dbapi_integration(tracer)
+    cache: dict[str, dict[str, Any]] | None = getattr(integration, "_otelkit_metric_attributes", None)
+    if cache is None:
+        cache = {}
+        try:
+            integration._otelkit_metric_attributes = cache
+        except Exception:
+            pass
+    attributes = cache.get(operation_name) if error is None else None
+    if attributes is None:
+        attributes = _integration_attributes(tracer)
+        if operation_name:
+            attributes["db.operation.name"] = operation_name.upper()[:64]
+        if error is not None:
+            attributes["error.type"] = _common.error_type(error)
+        elif len(cache) < 256:  # bounded: operation names are a small set (SELECT, INSERT...)
+            cache[operation_name] = attributes
+    return attributes
+
+
+# --- one layer: CursorTracer.traced_execution replaced -----------------------------------------------
+
+_original_traced_execution: Any = None
+_semconv_helpers: tuple[Any, Any, Any] | None = None
+_operations: dict[str, str] = {}
+
+
+def _span_base(tracer: Any) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+    """(connection attributes as upstream sets them, statement keys), once per connection."""
+    integration = _compat.dbapi_integration(tracer)
+    cached: tuple[dict[str, Any], tuple[str, ...]] | None = getattr(integration, "_otelkit_span_base", None)
+    if cached is not None:
+        return cached
+    if _semconv_helpers is None:
+        return None
+    set_system, set_name, set_statement = _semconv_helpers
+    mode = _compat.dbapi_db_mode(integration)
+    base: dict[str, Any] = {}
+    set_system(base, integration.database_system, mode)
+    set_name(base, integration.database, mode)
+    base.update(integration.span_attributes)
+    probe: dict[str, Any] = {}
+    set_statement(probe, "?", mode)
+    made = (base, tuple(probe))
+    integration._otelkit_span_base = made
+    return made
+
+
+def _operation_name(tracer: Any, cursor: Any, args: tuple[Any, ...]) -> str:
+    query = args[0] if args else None
+    if type(query) is str:
+        name = _operations.get(query)
+        if name is None:
+            name = tracer.get_operation_name(cursor, args)
+            if len(_operations) < 2048:  # bounded: statements are mostly program constants
+                _operations[query] = name
+        return name
+    return str(tracer.get_operation_name(cursor, args))
+
+
+def _fast_traced_execution(self: Any, cursor: Any, query_method: Any, *args: Any, **kwargs: Any) -> Any:
+    """Replaces upstream ``CursorTracer.traced_execution``: its span, made in one layer with cached attributes.
+
+    Same span name, kind, attributes and metrics as upstream (its own helpers build the connection
+    attributes once per connection); the statement is otelkit's scrubbed text (cached by statement).
+    sqlcommenter and parameter capture keep upstream's code.
+    """
+    if not _common.instrumentation_enabled():
+        return query_method(*args, **kwargs)
+    integration = _compat.dbapi_integration(self)
+    base = None if (self._commenter_enabled or integration.capture_parameters) else _span_base(self)
+    if base is None:
+        return _original_traced_execution(self, cursor, query_method, *args, **kwargs)
+    if _common.is_duplicate(SCOPE):  # a per-connection cursor factory stacked on the global one
+        return query_method(*args, **kwargs)
+    operation_name = _operation_name(self, cursor, args)
+    attributes = dict(base[0])
+    statement = self.get_statement(cursor, args)  # otelkit's scrubbing wrapper (cached by statement)
+    for key in base[1]:
+        attributes[key] = statement
+    span = _compat.dbapi_tracer(integration).start_span(operation_name or integration.database or integration.name,
+                                          kind=SpanKind.CLIENT, attributes=attributes)
+    token = otel_context.attach(trace_api.set_span_in_context(span))
+    try:
+        start = time.perf_counter()
+        error: Exception | None = None
+        try:
+            return query_method(*args, **kwargs)
+        except Exception as exc:
+            error = exc
+            if span.is_recording():  # as start_as_current_span does
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            _record_metrics(self, cursor, operation_name, start, error)  # inside the span, as upstream
+    finally:
+        otel_context.detach(token)
+        span.end()
+
+
+def _take_over(tracer_class: Any) -> bool:
+    """Replace upstream's ``traced_execution`` (one layer); False when its helpers are not there."""
+    global _original_traced_execution, _semconv_helpers
+    try:
+        setters = _compat.dbapi_semconv_setters()
+        # psycopg2's CursorTracer inherits traced_execution from dbapi's: take the first definition.
+        original = next(vars(klass)["traced_execution"] for klass in tracer_class.__mro__
+                        if "traced_execution" in vars(klass))
+    except (ImportError, StopIteration):
+        return False
+    if getattr(original, "_self_otelkit", False):  # our two-layer wrapper from an older instrument()
+        return False
+    _state["own_traced_execution"] = "traced_execution" in vars(tracer_class)
+    _semconv_helpers = setters
+    if _original_traced_execution is None:
+        _original_traced_execution = original
+    tracer_class.traced_execution = _fast_traced_execution
+    return True
+
+
+def _traced_execution_two_layers(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """For an upstream release without ``_record_metrics``: time and record around its span."""
     if len(args) < 2 or not _common.instrumentation_enabled():
         return wrapped(*args, **kwargs)
     cursor, query_method, query_args = args[0], args[1], args[2:]
     if _common.is_duplicate(SCOPE):
-        # Per-connection cursor factory stacked on the global one: the outer layer already
-        # has the span and records the metric.
         return query_method(*query_args, **kwargs)
     try:
         operation = instance.get_operation_name(cursor, query_args) or ""
@@ -76,18 +233,7 @@ def _traced_execution(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
         error = exc
         raise
     finally:
-        try:
-            attributes = _integration_attributes(instance)
-            if operation:
-                attributes["db.operation.name"] = operation.upper()[:64]
-            if error is not None:
-                attributes["error.type"] = _common.error_type(error)
-            _common.record("db", time.perf_counter() - start, attributes)
-            rowcount = getattr(cursor, "rowcount", -1) if error is None else -1
-            if isinstance(rowcount, int) and rowcount >= 0:
-                _common.record("rows", rowcount, attributes)
-        except Exception:
-            pass
+        _record_metrics(instance, cursor, operation, start, error)
 
 
 def _get_statement(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -95,10 +241,6 @@ def _get_statement(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
     if isinstance(statement, str) and _scrub.is_enabled():
         return _scrub.scrub_sql(statement)
     return statement
-
-
-def _no_metrics(*_args: Any, **_kwargs: Any) -> None:
-    """Upstream's own duration recording (database opt-in only) is replaced by otelkit's."""
 
 
 # --- transactions ---------------------------------------------------------------------------------
@@ -237,12 +379,14 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
         instrumentor.instrument(tracer_provider=ctx.tracer_provider, skip_dep_check=True)
         _state["owned"] = True
     tracer_class = contrib.CursorTracer
-    if _compat.has_record_metrics(tracer_class):
-        if "record_metrics" not in _state:
-            _state["record_metrics"] = _compat.own_record_metrics(tracer_class)
-            _compat.set_record_metrics(tracer_class, _no_metrics)
+    one_layer = _compat.has_record_metrics(tracer_class)
+    if one_layer and "record_metrics" not in _state:
+        _state["record_metrics"] = _compat.own_record_metrics(tracer_class)
+        _compat.set_record_metrics(tracer_class, _record_metrics)
     _common.wrap(tracer_class, "get_statement", _get_statement)
-    _common.wrap(tracer_class, "traced_execution", _traced_execution)
+    if not (one_layer and (vars(tracer_class).get("traced_execution") is _fast_traced_execution
+                           or _take_over(tracer_class))):
+        _common.wrap(tracer_class, "traced_execution", _traced_execution if one_layer else _traced_execution_two_layers)
     _common.wrap(psycopg2, "connect", _connect)
     return IntegrationStatus(NAME, "enabled", f"{dist} {version}{note}", version=version)
 
@@ -256,6 +400,13 @@ def uninstrument() -> None:
         return
     _common.unwrap(psycopg2, "connect")
     tracer_class = contrib.CursorTracer
+    global _original_traced_execution
+    if vars(tracer_class).get("traced_execution") is _fast_traced_execution and _original_traced_execution is not None:
+        if _state.pop("own_traced_execution", True):
+            tracer_class.traced_execution = _original_traced_execution  # type: ignore[method-assign]
+        else:
+            del tracer_class.traced_execution  # inherited again from dbapi's CursorTracer
+        _original_traced_execution = None
     _common.unwrap(tracer_class, "traced_execution")
     _common.unwrap(tracer_class, "get_statement")
     if "record_metrics" in _state:

@@ -34,7 +34,7 @@ from otelkit._compat import BAGGAGE_KEY as _BAGGAGE_KEY
 from otelkit._correlation import get_correlation_id, is_valid_correlation_id, new_correlation_id
 from otelkit._errors import exception_text, record_unprintable
 from otelkit._internal_log import logger, warn_once
-from otelkit._pipeline import carriers
+from otelkit._pipeline import carriers, carrying
 from otelkit._pipeline.failures import classify_failure
 from otelkit._pipeline.instruments import Instruments, instruments, tracer
 
@@ -384,8 +384,8 @@ class Emission(_Scope):
     * ``message_id`` -- settable after the broker assigns one (``msg.message_id = r.xadd(...)``).
     """
 
-    __slots__ = ("_attributes", "_explicit_cid", "_t0", "_token", "attempt", "correlation_id", "destination",
-                 "headers", "message_id", "span", "system")
+    __slots__ = ("_attributes", "_carry", "_explicit_cid", "_t0", "_token", "attempt", "correlation_id",
+                 "destination", "headers", "message_id", "span", "system")
 
     def __init__(self, destination: str, carrier: Any = None, *, system: str, message_id: object = None,
                  correlation_id: str | None = None, attempt: int | None = None,
@@ -399,6 +399,7 @@ class Emission(_Scope):
         self.attempt = attempt if attempt is None or type(attempt) is int else _count(attempt, "attempt")
         self._attributes = attributes
         self._token: object = None
+        self._carry: Any = None
         self.span: Span = INVALID_SPAN
         self._t0 = 0.0
 
@@ -444,6 +445,8 @@ class Emission(_Scope):
         self.span = span
         ctx = trace.set_span_in_context(span, ctx)
         self._token = otel_context.attach(ctx)
+        # The LPUSH/XADD that sends this message is this operation: no redis span of its own.
+        self._carry = carrying.enter_emit(self)
         if headers is None:
             headers = self.headers = {}
         self._t0 = time.perf_counter()
@@ -457,6 +460,9 @@ class Emission(_Scope):
             carriers.set_header(headers, _ATTEMPT, str(int(self.attempt)))
 
     def _finish(self, exc: BaseException | None) -> None:
+        carry, self._carry = self._carry, None
+        if carry is not None:
+            carrying.exit_emit(carry)
         span = self.span
         if span is INVALID_SPAN:
             # No-op tracer before init(): still detach what __enter__ attached (baggage, correlation ID).
@@ -687,6 +693,14 @@ class Reception(_Consumption):
         self._cv_token = _current.set(self)
         metric_attrs = self._base = _metric_attrs(self.system, self.destination, "process", self.group)
         ins = self._instruments = instruments()
+        if carrying.active or self.system == "redis":
+            # The pop that carried this message (BRPOP...) is this operation: folded in, not traced twice.
+            popped = carrying.take_receive(self.system, self._carrier)
+            if popped is not None:
+                span.set_attributes({carrying.ATTR_COMMAND: popped.command, carrying.ATTR_DURATION: popped.duration,
+                                     **popped.server})
+                ins.operation_duration.record(popped.duration,
+                                              _metric_attrs(self.system, self.destination, "receive", self.group))
         sent_at = self.sent_at = _sent_at(carrier, message_id, self.system)
         if sent_at is not None:
             wait = time.time() - sent_at
