@@ -63,7 +63,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from otelkit import _compat, _spool, _stats, _wire
+from otelkit import _compat, _fork, _spool, _stats, _wire
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_INSTRUMENTATION_KEY
 from otelkit._compat import ApiLogRecord as _ApiLogRecord
 from otelkit._compat import LogRecordExporter, LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
@@ -2257,8 +2257,6 @@ _getpid = os.getpid
 
 
 def _forked_without_hooks() -> None:
-    from otelkit import _fork
-
     _fork.after_fork_without_hooks()
 
 
@@ -2322,3 +2320,11 @@ def flush_all(timeout: float) -> bool:
 
 def _iter_processors(tracer_provider: Any) -> Iterable[Any]:
     return _compat.span_processors(tracer_provider)
+
+
+def _reset_in_child(forked_at: int | None) -> None:
+    after_fork_in_child(forked_at=forked_at)
+
+
+# Fork handling calls back into the export path; it does not import it.
+_fork.register(child_reset=_reset_in_child, exit_flush=flush_all)

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from otelkit._instrument import _common
-from otelkit._instrument._status import IntegrationStatus
+from otelkit._status import IntegrationStatus
 
 NAME = "redis"
 SCOPE = "opentelemetry.instrumentation.redis"
