@@ -30,8 +30,8 @@ from otelkit._config import (
     mask_url,
     resolve,
 )
+from otelkit._export.stats import ShutdownReport
 from otelkit._internal_log import logger
-from otelkit._stats import ShutdownReport
 
 __all__ = ["get_settings", "init", "reset", "shutdown"]
 

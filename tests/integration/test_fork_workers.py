@@ -121,7 +121,7 @@ LOCK_HELD_AT_FORK = r"""
 import os, sys, threading
 import otelkit
 from opentelemetry import trace
-from otelkit._stats import STATS
+from otelkit._export.stats import STATS
 otelkit.init()
 tracer = trace.get_tracer("lock")
 held, release = threading.Event(), threading.Event()
