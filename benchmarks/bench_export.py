@@ -79,7 +79,7 @@ else:
     for i in range(count):
         with tracer.start_as_current_span("op", attributes={"i": i, "k": "v"}):
             pass
-    report = otelkit.shutdown(60)
+    report = otelkit.shutdown(timeout=60)
     elapsed = time.perf_counter() - start
     exported = report["traces"].exported
 print("@@" + json.dumps({"elapsed": elapsed, "exported": exported, "count": count}))
