@@ -81,7 +81,7 @@ else:
     for i in range(count):
         with tracer.start_as_current_span("op", attributes={"i": i, "k": "v"}):
             pass
-    report = otelkit.shutdown(60)
+    report = otelkit.shutdown(timeout=60)
     elapsed = time.perf_counter() - start
     exported = report["traces"].exported
 # CPU of every thread but the main one (the export thread, and the shutdown threads that drain it)

@@ -18,19 +18,19 @@ from otelkit._version import __version__
 if TYPE_CHECKING:
     from otelkit._config import ConfigError, Settings
     from otelkit._correlation import correlation_id
+    from otelkit._export.stats import ShutdownReport
     from otelkit._init import get_settings, init, shutdown
     from otelkit._instrument import IntegrationStatus, integration_status
     from otelkit._logs import JsonFormatter
     from otelkit._logs_third_party import StructlogProcessor, loguru_handler, loguru_patcher
     from otelkit._span import span
-    from otelkit._stats import ShutdownReport
 
 _LAZY = {
     "ConfigError": "otelkit._config",
     "IntegrationStatus": "otelkit._instrument",
     "JsonFormatter": "otelkit._logs",
     "Settings": "otelkit._config",
-    "ShutdownReport": "otelkit._stats",
+    "ShutdownReport": "otelkit._export.stats",
     "StructlogProcessor": "otelkit._logs_third_party",
     "correlation_id": "otelkit._correlation",
     "get_settings": "otelkit._init",

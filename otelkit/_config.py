@@ -37,6 +37,8 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from otelkit import _resource
+
 __all__ = [
     "PARAMS",
     "BatchSettings",
@@ -1221,14 +1223,12 @@ def _resolve_service(r: _Resolver, values: dict[str, Any]) -> None:
     from_attrs("service_version", ("service.version",))
     from_attrs("environment", ("deployment.environment.name", "deployment.environment"))
 
-    from otelkit._resource import derive_service_name, derive_service_version
-
     if values["service_name"] is None:
-        name, how = derive_service_name()
+        name, how = _resource.derive_service_name()
         values["service_name"] = name
         r.sources["service_name"] = f"derived from {how}"
     if values["service_version"] is None:
-        version, how = derive_service_version()
+        version, how = _resource.derive_service_version()
         if version is not None:
             values["service_version"] = version
             r.sources["service_version"] = f"derived from {how}"

@@ -853,7 +853,7 @@ def _check_spool(report: Report, settings: Any) -> None:
     if not directory:
         return
     try:
-        from otelkit import _spool
+        from otelkit._export import spool as _spool
 
         backlog = _spool.backlog(directory, ("traces", "logs"))
         skipped = sum(_spool.unusable(directory, ("traces", "logs")).values())

@@ -30,8 +30,23 @@ EXIT_FLUSH_TIMEOUT = 2.0
 
 _installed_pid: int | None = None
 _exiting = False
+_child_resets: list[Callable[[int | None], None]] = []
+_exit_flushes: list[Callable[[float], object]] = []
 _reinit: Callable[[], None] | None = None
 _exit_flush_timeout = EXIT_FLUSH_TIMEOUT
+
+
+def register(*, child_reset: Callable[[int | None], None] | None = None,
+             exit_flush: Callable[[float], object] | None = None) -> None:
+    """Register what must run in a forked child (``child_reset(forked_at)``, before ``reinit``) and
+    what a child leaving through ``os._exit`` must flush (``exit_flush(timeout)``).
+
+    The export package registers here at import, so this module needs to know nothing about it
+    (and imports nothing of otelkit's but the internal logger). Registering twice is a no-op."""
+    if child_reset is not None and child_reset not in _child_resets:
+        _child_resets.append(child_reset)
+    if exit_flush is not None and exit_flush not in _exit_flushes:
+        _exit_flushes.append(exit_flush)
 
 
 def install(reinit: Callable[[], None], *, exit_flush_timeout: float | None = None) -> None:
@@ -61,12 +76,11 @@ def after_fork_without_hooks() -> None:
 def _after_fork_in_child(forked_at: int | None = None) -> None:
     global _child_pid
     _child_pid = os.getpid()
-    try:
-        from otelkit import _export
-
-        _export.after_fork_in_child(forked_at=forked_at)
-    except Exception:
-        logger.debug("otelkit: resetting export after fork failed", exc_info=True)
+    for reset in list(_child_resets):
+        try:
+            reset(forked_at)
+        except Exception:
+            logger.debug("otelkit: resetting export after fork failed", exc_info=True)
     reinit = _reinit
     if reinit is not None:
         try:
@@ -100,12 +114,11 @@ def wrap_os_exit() -> None:
         global _exiting
         _exiting = True
         # Bounded, so a dead collector cannot hold the child; never prevents the exit.
-        try:
-            from otelkit import _export
-
-            _export.flush_all(_exit_flush_timeout)
-        except BaseException:
-            pass
+        for flush in list(_exit_flushes):
+            try:
+                flush(_exit_flush_timeout)
+            except BaseException:
+                pass
         real_exit(code)
 
     _exit._otelkit_wrapped = True  # type: ignore[attr-defined]

@@ -30,8 +30,8 @@ from otelkit._config import (
     mask_url,
     resolve,
 )
+from otelkit._export.stats import ShutdownReport
 from otelkit._internal_log import logger
-from otelkit._stats import ShutdownReport
 
 __all__ = ["get_settings", "init", "reset", "shutdown"]
 
@@ -830,13 +830,13 @@ def _reinit_after_fork() -> None:
 def _at_exit() -> None:
     state = _state
     if state is not None:
-        shutdown(state.settings.shutdown_timeout)
+        shutdown(timeout=state.settings.shutdown_timeout)
 
 
 # --- shutdown -------------------------------------------------------------------------------------
 
 
-def shutdown(timeout: float | None = None) -> ShutdownReport:
+def shutdown(*, timeout: float | None = None) -> ShutdownReport:
     """Flush and stop traces, metrics, logs and Sentry concurrently under one deadline; never raises.
 
     ``timeout`` is in seconds (default: the ``shutdown_timeout`` setting, 5 s). Runs at interpreter

@@ -57,10 +57,10 @@ from opentelemetry.trace import SpanContext, format_span_id, format_trace_id
 from otelkit import _errors
 from otelkit._internal_log import logger
 from otelkit._scrub import REDACTED, is_sensitive_key
+from otelkit._status import IntegrationStatus
 
 if TYPE_CHECKING:
     from otelkit._config import Settings
-    from otelkit._instrument import IntegrationStatus
 
 _TRACE_ID_PLACEHOLDER = "{trace_id}"
 _SPAN_ID_PLACEHOLDER = "{span_id}"
@@ -153,8 +153,6 @@ def setup(settings: Settings) -> IntegrationStatus | None:
 
 
 def _setup(settings: Settings) -> IntegrationStatus | None:
-    from otelkit._instrument import IntegrationStatus
-
     sentry_settings = getattr(settings, "sentry", None)
     dsn = getattr(sentry_settings, "dsn", None)
     _errors.install_record_hook()
@@ -219,8 +217,6 @@ def _init_sentry(key: tuple[object, ...], dsn: str, release: str | None, traces_
     from sentry_sdk.integrations.logging import ignore_logger
     from sentry_sdk.scope import register_external_propagation_context
     from sentry_sdk.utils import Dsn
-
-    from otelkit._instrument import IntegrationStatus
 
     host = Dsn(dsn).host
     if key == _init_key and _client is not None and _client.is_active():
@@ -349,8 +345,6 @@ def _link_foreign_client() -> IntegrationStatus | None:
         if not client.is_active() or getattr(client, "transport", None) is None:
             return None  # none, or closed by the application (a closed client keeps is_active())
         from sentry_sdk.scope import add_global_event_processor, register_external_propagation_context
-
-        from otelkit._instrument import IntegrationStatus
 
         if not _foreign_processor_added:
             add_global_event_processor(_foreign_event_processor)

@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from otelkit import _export, _stats
+from otelkit import _export
+from otelkit._export import stats as _stats
+from otelkit._export.stats import STATS, ShutdownReport
 from otelkit._internal_log import logger
-from otelkit._stats import STATS, ShutdownReport
 
 
 def _cut_count(signal: str) -> int:

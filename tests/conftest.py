@@ -56,7 +56,7 @@ def fresh_otelkit() -> Iterator[None]:
 @pytest.fixture
 def fresh_stats() -> Iterator[None]:
     """The export self-metrics counters (``STATS``) zeroed before and after the test."""
-    from otelkit._stats import STATS
+    from otelkit._export.stats import STATS
 
     STATS.reset()
     yield
@@ -67,7 +67,7 @@ def fresh_stats() -> Iterator[None]:
 def fresh_otelkit_and_stats() -> Iterator[None]:
     """``fresh_otelkit`` then ``fresh_stats``, also on teardown: what ``reset()`` flushes is not counted."""
     from otelkit import _init
-    from otelkit._stats import STATS
+    from otelkit._export.stats import STATS
 
     _init.reset()
     STATS.reset()

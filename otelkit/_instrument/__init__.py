@@ -32,7 +32,7 @@ import threading
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from otelkit import _compat, _scrub
+from otelkit import _compat, _scrub, _sentry
 from otelkit._instrument import _common, entry_points
 from otelkit._instrument import httpx as _httpx
 from otelkit._instrument import logging as _logging
@@ -40,8 +40,8 @@ from otelkit._instrument import psycopg2 as _psycopg2
 from otelkit._instrument import redis as _redis
 from otelkit._instrument import system_metrics as _system_metrics
 from otelkit._instrument import threads as _threading
-from otelkit._instrument._status import IntegrationStatus
 from otelkit._internal_log import logger
+from otelkit._status import IntegrationStatus
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -71,8 +71,6 @@ def integration_status() -> tuple[IntegrationStatus, ...]:
     Example: ``redis: enabled (redis 8.1.0)``, ``httpx: skipped (not installed (pip install httpx))``.
     Empty before ``init()``. Sentry is listed too once ``init()`` has considered it.
     """
-    from otelkit import _sentry  # late: _sentry imports this module for IntegrationStatus
-
     _report_unused_entry_points()
     sentry = _sentry.status()
     return _status if sentry is None or not _status else (*_status, sentry)

@@ -15,8 +15,8 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import SpanKind
 
 from otelkit import _names
-from otelkit._instrument._status import IntegrationStatus
 from otelkit._internal_log import logger
+from otelkit._status import IntegrationStatus
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, Histogram, MeterProvider

@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import Any
 
 from otelkit._instrument import _common
-from otelkit._instrument._status import IntegrationStatus
+from otelkit._status import IntegrationStatus
 
 GROUP = "opentelemetry_instrumentor"
 HANDLED = frozenset({"redis", "psycopg2", "httpx", "httpx2", "logging", "threading", "system_metrics"})

@@ -24,7 +24,7 @@ from typing import Any
 
 from otelkit import _scrub
 from otelkit._instrument import _common
-from otelkit._instrument._status import IntegrationStatus
+from otelkit._status import IntegrationStatus
 
 NAME = "httpx"
 SCOPE = "opentelemetry.instrumentation.httpx"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from otelkit._instrument import _common
-from otelkit._instrument._status import IntegrationStatus
+from otelkit._status import IntegrationStatus
 
 NAME = "logging"
 

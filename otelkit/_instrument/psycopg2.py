@@ -34,7 +34,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otelkit import _compat, _names, _scrub
 from otelkit._instrument import _common
-from otelkit._instrument._status import IntegrationStatus
+from otelkit._status import IntegrationStatus
 
 NAME = "psycopg2"
 SCOPE = "opentelemetry.instrumentation.psycopg2"

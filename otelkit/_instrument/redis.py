@@ -35,8 +35,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otelkit import _compat
 from otelkit._instrument import _common
-from otelkit._instrument._status import IntegrationStatus
 from otelkit._pipeline import carrying as _carrying
+from otelkit._status import IntegrationStatus
 
 NAME = "redis"
 SCOPE = "opentelemetry.instrumentation.redis"

@@ -19,7 +19,7 @@ from typing import Any
 
 from otelkit import _compat
 from otelkit._instrument import _common
-from otelkit._instrument._status import IntegrationStatus
+from otelkit._status import IntegrationStatus
 
 NAME = "system_metrics"
 

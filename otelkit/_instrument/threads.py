@@ -31,7 +31,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from otelkit._instrument import _common
-from otelkit._instrument._status import IntegrationStatus
+from otelkit._status import IntegrationStatus
 
 NAME = "threading"
 REASON = "context follows Thread.start, Timer and ThreadPoolExecutor.submit (and run_in_executor)"

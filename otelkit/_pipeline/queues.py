@@ -27,8 +27,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from otelkit import _names, _stats
+from otelkit import _names
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_INSTRUMENTATION_KEY
+from otelkit._export import stats as _stats
 from otelkit._internal_log import logger, warn_once
 from otelkit._pipeline.instruments import SCHEMA_URL, SCOPE
 

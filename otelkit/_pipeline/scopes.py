@@ -794,12 +794,12 @@ class BatchReception(_Consumption):
 
     __slots__ = ("_attributes", "_carriers", "_message_ids", "_parent", "max_links", "messages")
 
-    def __init__(self, destination: str, carriers_: Iterable[Any], *, system: str,
+    def __init__(self, destination: str, carriers: Iterable[Any], *, system: str,
                  message_ids: Iterable[object] | None = None, group: str | None = None,
                  parent: Literal["none", "current"] = "none", max_links: int = DEFAULT_MAX_LINKS,
                  attributes: Mapping[str, Any] | None = None) -> None:
         super().__init__(destination, system, group, None, None)
-        self._carriers = carriers_
+        self._carriers = carriers
         self._message_ids = message_ids
         self._parent = parent
         if type(max_links) is not int or max_links < 0:

@@ -19,7 +19,7 @@ import pytest
 
 import otelkit
 from otelkit import _init
-from otelkit._stats import STATS
+from otelkit._export.stats import STATS
 from otelkit.testing._receiver import OtlpReceiver
 
 APP = r'''

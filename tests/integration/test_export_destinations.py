@@ -9,6 +9,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from otelkit import _export
 from otelkit._config import resolve
+from otelkit._export import factory
 from otelkit.testing._receiver import free_port
 
 
@@ -46,7 +47,7 @@ def test_console_traces_print_a_tree(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_embedded_default_without_collector_summarises_metrics_at_exit(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(_export, "probe_local_collector", lambda timeout=0.05: None)
+    monkeypatch.setattr(factory, "probe_local_collector", lambda timeout=0.05: None)
     settings = resolve(environ={"OTEL_SERVICE_NAME": "embedded"})
     readers = _export.build_metric_readers(settings)
     mp = MeterProvider(metric_readers=readers, shutdown_on_exit=False)

@@ -14,7 +14,6 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 
-from otelkit import _stats
 from otelkit._export import (
     GrpcSender,
     HttpSender,
@@ -24,7 +23,8 @@ from otelkit._export import (
     make_log_processor,
     make_span_processor,
 )
-from otelkit._stats import STATS
+from otelkit._export import stats as _stats
+from otelkit._export.stats import STATS
 from otelkit.testing._receiver import OtlpReceiver
 
 PROTOCOLS = ["grpc", "http"]

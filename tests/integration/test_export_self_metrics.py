@@ -11,8 +11,9 @@ import pytest
 from opentelemetry import trace
 
 import otelkit
-from otelkit import _names, _stats
-from otelkit._stats import STATS
+from otelkit import _names
+from otelkit._export import stats as _stats
+from otelkit._export.stats import STATS
 from otelkit.testing._receiver import RotelCollector, refused_endpoint
 
 pytestmark = pytest.mark.usefixtures("fresh_otelkit_and_stats")

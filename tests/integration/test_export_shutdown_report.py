@@ -9,9 +9,9 @@ from opentelemetry import metrics, trace
 from opentelemetry.sdk.trace import TracerProvider
 
 import otelkit
-from otelkit import _stats
 from otelkit._export import HttpSender, make_span_processor
-from otelkit._stats import STATS
+from otelkit._export import stats as _stats
+from otelkit._export.stats import STATS
 from otelkit.testing._receiver import refused_endpoint
 
 pytestmark = pytest.mark.usefixtures("fresh_otelkit_and_stats")

@@ -127,7 +127,7 @@ LOCK_HELD_AT_FORK = r"""
 import os, sys, threading
 import otelkit
 from opentelemetry import trace
-from otelkit._stats import STATS
+from otelkit._export.stats import STATS
 otelkit.init()
 otelkit._fork._exit_flush_timeout = 30.0  # the child's os._exit flush must not lose to a loaded machine
 tracer = trace.get_tracer("lock")

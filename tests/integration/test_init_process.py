@@ -52,11 +52,11 @@ def test_forked_child_gets_fresh_providers_and_its_own_instance_id(otlp_receiver
         if pid == 0:
             with tracer.start_as_current_span("child-work"):
                 pass
-            otelkit.shutdown(5)
+            otelkit.shutdown(timeout=5)
             os._exit(0)
         _, status = os.waitpid(pid, 0)
         print("child", pid, status, flush=True)
-        otelkit.shutdown(5)
+        otelkit.shutdown(timeout=5)
         """,
         {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint, "OTEL_SERVICE_NAME": f"fork-{run}"},
     )
@@ -89,7 +89,7 @@ def test_under_opentelemetry_instrument_nothing_is_sent_twice(otlp_receiver: Otl
             logging.getLogger("app").warning("logged under the agent")
         metrics.get_meter("app").create_counter("agent.jobs").add(1)
         print("global", type(trace.get_tracer_provider()).__module__)
-        otelkit.shutdown(5)
+        otelkit.shutdown(timeout=5)
         """
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}

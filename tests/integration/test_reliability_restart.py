@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 
 from otelkit._export import GrpcSender, HttpSender, OtlpMetricExporter, Sender, make_log_processor, make_span_processor
-from otelkit._stats import STATS
+from otelkit._export.stats import STATS
 from otelkit.testing._receiver import RotelCollector
 
 pytestmark = pytest.mark.usefixtures("fresh_stats")

@@ -25,7 +25,6 @@ from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import TracerProvider
 
-from otelkit import _spool
 from otelkit._export import (
     GrpcSender,
     HttpSender,
@@ -34,8 +33,9 @@ from otelkit._export import (
     make_log_processor,
     make_span_processor,
 )
-from otelkit._spool import SpoolStore
-from otelkit._stats import STATS
+from otelkit._export import spool as _spool
+from otelkit._export.spool import SpoolStore
+from otelkit._export.stats import STATS
 from otelkit.testing._receiver import OtlpReceiver, RotelCollector, refused_endpoint
 
 pytestmark = pytest.mark.usefixtures("fresh_stats")

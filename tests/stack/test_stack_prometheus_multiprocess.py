@@ -227,16 +227,16 @@ def test_a_wildcard_host_is_announced_by_a_dialable_name(tmp_path: Path) -> None
     import socket
     from types import SimpleNamespace
 
-    from otelkit import _export
+    from otelkit._export import metrics
 
     settings = SimpleNamespace(service_name="svc", resource_attributes={})
     try:
-        _export._announce_scrape_target(settings, str(tmp_path), "0.0.0.0", 9464)  # type: ignore[arg-type]
+        metrics._announce_scrape_target(settings, str(tmp_path), "0.0.0.0", 9464)  # type: ignore[arg-type]
         [entry] = json.loads(next(tmp_path.glob("*.json")).read_text(encoding="utf-8"))
         assert entry["targets"] == [f"{socket.gethostname()}:9464"]
-        _export._announce_scrape_target(settings, str(tmp_path), "::1", 9464)  # type: ignore[arg-type]
+        metrics._announce_scrape_target(settings, str(tmp_path), "::1", 9464)  # type: ignore[arg-type]
         [entry] = json.loads(next(tmp_path.glob("*.json")).read_text(encoding="utf-8"))
         assert entry["targets"] == ["[::1]:9464"]
     finally:
-        _export._withdraw_scrape_target(os.getpid())
+        metrics._withdraw_scrape_target(os.getpid())
     assert not list(tmp_path.glob("*.json"))

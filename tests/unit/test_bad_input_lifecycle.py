@@ -72,6 +72,12 @@ def test_negative_or_zero_shutdown_timeout_returns_at_once(timeout: Any) -> None
     assert report.deadline == 0.0
 
 
+def test_shutdown_timeout_is_keyword_only() -> None:
+    # A bare number reads ambiguously (seconds? milliseconds, like the SDK's shutdown?): the name is required.
+    with pytest.raises(TypeError):
+        otelkit.shutdown(5)  # type: ignore[misc]
+
+
 def test_shutdown_before_init_twice_and_after_shutdown() -> None:
     assert otelkit.shutdown().exported == 0
     assert otelkit.shutdown(timeout=-1).exported == 0

@@ -1,4 +1,4 @@
-"""The disk spool store (``otelkit._spool``): ordering, atomic files, size bound, corrupt files, concurrent claims."""
+"""The disk spool store (``otelkit._export.spool``): order, atomic files, size bound, corrupt files, claims."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from otelkit import _spool
 from otelkit._config import ConfigError, resolve
-from otelkit._spool import SpoolStore
+from otelkit._export import spool as _spool
+from otelkit._export.spool import SpoolStore
 
 
 def test_requests_come_back_oldest_first_and_ack_deletes(tmp_path: Path) -> None:
@@ -189,7 +189,7 @@ def _request_of(spans: int) -> bytes:
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
 def test_a_fifo_named_like_a_request_is_skipped_not_opened(tmp_path: Path, fresh_stats: None) -> None:
     # Opening a FIFO for reading blocks until a writer comes: the export thread would stall for good.
-    from otelkit._stats import STATS
+    from otelkit._export.stats import STATS
 
     store = SpoolStore(str(tmp_path), "traces")
     os.makedirs(tmp_path / "traces", exist_ok=True)

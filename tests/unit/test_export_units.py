@@ -14,10 +14,11 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace import TracerProvider
 
-from otelkit import _export, _fork, _shutdown, _stats
+from otelkit import _export, _fork, _shutdown
 from otelkit._config import resolve
-from otelkit._export import OK, RETRY, TOO_LARGE, Sender, SendResult
-from otelkit._stats import STATS, ShutdownReport, SignalReport
+from otelkit._export import OK, RETRY, TOO_LARGE, Sender, SendResult, batching, factory, metrics, transport
+from otelkit._export import stats as _stats
+from otelkit._export.stats import STATS, ShutdownReport, SignalReport
 
 
 @pytest.fixture(autouse=True)
@@ -82,8 +83,8 @@ def test_single_item_refused_as_too_large_is_dropped_and_counted() -> None:
 
 def test_circuit_opens_after_three_failures_and_warns_once(monkeypatch: pytest.MonkeyPatch,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(_export, "FIRST_BACKOFF", 0.01)
-    monkeypatch.setattr(_export, "MAX_BACKOFF", 0.02)
+    monkeypatch.setattr(batching, "FIRST_BACKOFF", 0.01)
+    monkeypatch.setattr(batching, "MAX_BACKOFF", 0.02)
     failing = threading.Event()
     failing.set()
     sender = ScriptedSender(lambda n: SendResult(RETRY, "HTTP 503") if failing.is_set() else SendResult(OK))
@@ -176,11 +177,11 @@ def test_shutdown_providers_one_deadline_never_raises() -> None:
 
 
 def test_retry_after_parsing() -> None:
-    assert _export._retry_after("3") == 3.0
-    assert _export._retry_after("-1") == 0.0
-    assert _export._retry_after("soon") is None
-    assert _export._retry_after(None) is None
-    later = _export._retry_after(formatdate(time.time() + 30, usegmt=True))
+    assert transport._retry_after("3") == 3.0
+    assert transport._retry_after("-1") == 0.0
+    assert transport._retry_after("soon") is None
+    assert transport._retry_after(None) is None
+    later = transport._retry_after(formatdate(time.time() + 30, usegmt=True))
     assert later is not None and 25 < later <= 31
 
 
@@ -188,9 +189,9 @@ def test_partial_success_parsing() -> None:
     response = ExportTraceServiceResponse()
     response.partial_success.rejected_spans = 4
     response.partial_success.error_message = "too old"
-    assert _export._partial("traces", response.SerializeToString()) == (4, "too old")
-    assert _export._partial("traces", b"") == (0, "")
-    assert _export._partial("traces", b"\xff\xff garbage") == (0, "")
+    assert transport._partial("traces", response.SerializeToString()) == (4, "too old")
+    assert transport._partial("traces", b"") == (0, "")
+    assert transport._partial("traces", b"\xff\xff garbage") == (0, "")
 
 
 def test_mask_url_hides_credentials() -> None:
@@ -212,11 +213,11 @@ def test_senders_from_settings() -> None:
 
 def test_destinations_auto_without_and_with_a_local_collector(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = resolve(environ={"OTEL_SERVICE_NAME": "unit"})
-    monkeypatch.setattr(_export, "probe_local_collector", lambda timeout=0.05: None)
+    monkeypatch.setattr(factory, "probe_local_collector", lambda timeout=0.05: None)
     line = _export.describe_destinations(settings)
     assert "traces, logs -> this terminal" in line and "metrics -> an in-memory summary" in line
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" in line
-    monkeypatch.setattr(_export, "probe_local_collector", lambda timeout=0.05: "grpc")
+    monkeypatch.setattr(factory, "probe_local_collector", lambda timeout=0.05: "grpc")
     line = _export.describe_destinations(settings)
     assert line == "traces, metrics, logs -> OTLP/gRPC http://127.0.0.1:4317 (local collector found)"
 
@@ -279,7 +280,7 @@ def test_int64_overflow_is_sent_as_double() -> None:
     assert data is not None
     with pytest.raises(Exception):  # noqa: B017 - the SDK encoder's own exception type varies
         encode_metrics(data)
-    request = encode_metrics(_export._ints_to_doubles(data))
+    request = encode_metrics(metrics._ints_to_doubles(data))
     values = {m.name: m.sum.data_points[0] for rm in request.resource_metrics for sm in rm.scope_metrics
               for m in sm.metrics}
     assert values["ok.count"].as_int == 2 and values["huge.count"].as_double == 1e20
@@ -326,7 +327,7 @@ def test_longer_waits_are_capped() -> None:
 def test_a_size_refusal_lowers_the_request_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     # The collector takes requests under 6000 bytes: after the first refusals, later batches are cut
     # before sending instead of being refused again.
-    monkeypatch.setattr(_export, "MIN_LEARNED_REQUEST_BYTES", 1024)
+    monkeypatch.setattr(batching, "MIN_LEARNED_REQUEST_BYTES", 1024)
     sizes: list[int] = []
 
     class SizeSender(ScriptedSender):

@@ -65,7 +65,7 @@ SCRIPT = textwrap.dedent(
         "their_orders": total(their_reader),
         "our_orders": total(our_reader),
     }))
-    otelkit.shutdown(1)
+    otelkit.shutdown(timeout=1)
     """
 )
 

@@ -9,13 +9,14 @@ import pytest
 from opentelemetry import metrics
 
 import otelkit
-from otelkit import _export, _init
+from otelkit import _init
+from otelkit._export import factory
 
 
 @pytest.fixture(autouse=True)
 def _clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # Stand-in for "no collector on 127.0.0.1:4317/4318": another process on this machine may run one.
-    monkeypatch.setattr(_export, "probe_local_collector", lambda timeout=0.05: None)
+    monkeypatch.setattr(factory, "probe_local_collector", lambda timeout=0.05: None)
     _init.reset()
     yield
     _init.reset()

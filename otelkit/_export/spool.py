@@ -38,7 +38,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from otelkit import _stats
+from otelkit._export import stats as _stats
 from otelkit._internal_log import logger
 
 __all__ = ["ERROR", "FULL", "WRITTEN", "Claim", "SpoolStore", "backlog", "count_items", "unusable"]

@@ -1,0 +1,380 @@
+"""Building the export pipelines, metric readers and destination summary from :class:`Settings`."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+
+from otelkit import _compat
+from otelkit._compat import LogRecordExporter
+from otelkit._export import spool as _spool
+from otelkit._export import stats as _stats
+from otelkit._export.batching import (
+    _LIVE_READERS,
+    ScrubbingLogProcessor,
+    ScrubbingSpanProcessor,
+    make_log_processor,
+    make_span_processor,
+)
+from otelkit._export.metrics import (
+    OtlpMetricExporter,
+    _count_points,
+    _prometheus_bound,
+    _prometheus_failed,
+    _prometheus_key,
+    _prometheus_reader,
+    _stop_prometheus_servers,
+    _SummaryAtExitReader,
+)
+from otelkit._export.stats import STATS
+from otelkit._export.transport import _PATHS, GrpcSender, HttpSender, RequestsHttpSender, Sender, mask_url
+from otelkit._internal_log import logger
+
+if TYPE_CHECKING:
+    from otelkit._config import Settings
+
+
+def _scrubber(settings: Any, name: str) -> Callable[[list[Any]], list[Any]] | None:
+    scrub = getattr(settings, "scrub", None) if settings is not None else None
+    if scrub is None or not getattr(scrub, "enabled", False):
+        return None
+    try:
+        from otelkit import _scrub
+    except ImportError:
+        return None
+    fn = getattr(_scrub, name, None)
+    return fn if callable(fn) else None
+
+
+
+def scrubbed_user_processor(processor: Any, settings: Settings, signal: str) -> Any:
+    """``processor`` (the caller's, for ``traces`` or ``logs``) behind scrubbing when ``settings.scrub.enabled``."""
+    if signal == "traces":
+        scrub = _scrubber(settings, "scrub_spans")
+        return ScrubbingSpanProcessor(processor, scrub) if scrub is not None else processor
+    scrub = _scrubber(settings, "scrub_log_records")
+    return ScrubbingLogProcessor(processor, scrub) if scrub is not None else processor
+
+
+
+# ==================================================================================================
+# Factories from Settings
+
+
+def make_sender(signal: str, signal_settings: Any) -> Sender:
+    """An OTLP :class:`Sender` for ``signal`` from a ``SignalSettings`` (or anything with its fields)."""
+    protocol = getattr(signal_settings, "protocol", "grpc") or "grpc"
+    endpoint = getattr(signal_settings, "endpoint", None)
+    headers = dict(getattr(signal_settings, "headers", None) or {})
+    compression = getattr(signal_settings, "compression", "none") or "none"
+    tls = {"certificate": getattr(signal_settings, "certificate", None),
+           "client_key": getattr(signal_settings, "client_key", None),
+           "client_certificate": getattr(signal_settings, "client_certificate", None)}
+    if protocol == "grpc":
+        return GrpcSender(signal, endpoint or "http://localhost:4317", headers=headers, compression=compression,
+                          insecure=getattr(signal_settings, "insecure", None), **tls)
+    url = endpoint or f"http://localhost:4318{_PATHS[signal]}"
+    if _proxied(url):
+        return RequestsHttpSender(signal, url, headers=headers, compression=compression, **tls)
+    return HttpSender(signal, url, headers=headers, compression=compression, **tls)
+
+
+def _proxied(url: str) -> bool:
+    from urllib.request import getproxies, proxy_bypass
+
+    try:
+        parts = urlsplit(url)
+        proxies = getproxies()
+        if not proxies.get(parts.scheme):
+            return False
+        return not proxy_bypass(parts.hostname or "")
+    except Exception:
+        return False
+
+
+_PROBE_TTL = 2.0
+_probe_cache: tuple[float, str | None] | None = None
+
+
+def probe_local_collector(timeout: float = 0.05) -> str | None:
+    """``"grpc"`` if something listens on 127.0.0.1:4317, else ``"http/protobuf"`` for :4318, else None.
+
+    A TCP connect of a few ms each; cached briefly so one ``init()`` probes once."""
+    global _probe_cache
+    now = time.monotonic()
+    if _probe_cache is not None and now - _probe_cache[0] < _PROBE_TTL:
+        return _probe_cache[1]
+    found: str | None = None
+    for port, protocol in ((4317, "grpc"), (4318, "http/protobuf")):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+                found = protocol
+                break
+        except OSError:
+            continue
+    _probe_cache = (now, found)
+    return found
+
+
+@dataclass(frozen=True)
+class _Destination:
+    kind: str  # otlp | console | prometheus | memory | none
+    protocol: str | None = None
+    endpoint: str | None = None
+    auto: bool = False
+
+
+def resolve_exporters(settings: Settings, signal: str) -> list[_Destination]:
+    """Where ``signal`` goes: the configured exporters, with ``auto`` resolved by the local probe."""
+    sig = getattr(settings, signal)
+    out: list[_Destination] = []
+    for name in tuple(getattr(sig, "exporters", ()) or ()):
+        name = name.strip().lower()
+        if name == "none":
+            continue
+        if name == "auto":
+            protocol = probe_local_collector()
+            if protocol == "grpc":
+                out.append(_Destination("otlp", "grpc", "http://127.0.0.1:4317", auto=True))
+            elif protocol is not None:
+                out.append(_Destination("otlp", protocol, f"http://127.0.0.1:4318{_PATHS[signal]}", auto=True))
+            elif getattr(settings, "console_on_auto", True):
+                out.append(_Destination("memory" if signal == "metrics" else "console", auto=True))
+            continue
+        if name == "otlp":
+            protocol = getattr(sig, "protocol", "grpc") or "grpc"
+            default = "http://localhost:4317" if protocol == "grpc" else f"http://localhost:4318{_PATHS[signal]}"
+            out.append(_Destination("otlp", protocol, getattr(sig, "endpoint", None) or default))
+        elif name in ("console", "prometheus"):
+            out.append(_Destination(name))
+        else:
+            logger.warning("otelkit: unknown %s exporter %r ignored", signal, name)
+    return out
+
+
+def _batch_kwargs(settings: Settings, group: str, signal: str) -> dict[str, Any]:
+    batch = getattr(settings, group, None)
+    sig = getattr(settings, signal, None)
+    export_timeout = float(getattr(batch, "export_timeout", 30.0) or 30.0)
+    request_timeout = float(getattr(sig, "timeout", 10.0) or 10.0)
+    return {
+        "max_queue_size": int(getattr(batch, "max_queue_size", 8192) or 8192),
+        "max_export_batch_size": int(getattr(batch, "max_export_batch_size", 512) or 512),
+        "schedule_delay": float(getattr(batch, "schedule_delay", 1.0) or 1.0),
+        "export_timeout": min(export_timeout, request_timeout),
+    }
+
+
+def make_spool(settings: Settings, signal: str) -> _spool.SpoolStore | None:
+    """The disk spool of ``signal`` when ``settings.spool_dir`` is set (spans and logs; see :mod:`.spool`)."""
+    directory = getattr(settings, "spool_dir", None)
+    if not directory:
+        return None
+    return _spool.SpoolStore(directory, signal, int(getattr(settings, "spool_max_bytes", 0)
+                                                    or _spool.DEFAULT_MAX_BYTES))
+
+
+def _console(name: str, fallback: Callable[[], Any]) -> Any:
+    try:
+        from otelkit import _console
+    except ImportError:
+        return fallback()
+    factory = getattr(_console, name, None)
+    return factory() if callable(factory) else fallback()
+
+
+def build_span_processors(settings: Settings) -> list[Any]:
+    """Span processors for ``settings.traces.exporters`` (OTLP: :class:`OtelkitSpanProcessor`)."""
+    processors: list[Any] = []
+    kwargs = _batch_kwargs(settings, "bsp", "traces")
+    scrub = _scrubber(settings, "scrub_spans")
+    for dest in resolve_exporters(settings, "traces"):
+        if dest.kind == "otlp":
+            sig = settings.traces
+            sender = make_sender("traces", _with(sig, protocol=dest.protocol, endpoint=dest.endpoint))
+            processors.append(make_span_processor(sender, scrub=scrub, spool=make_spool(settings, "traces"),
+                                                  **kwargs))
+        elif dest.kind == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            exporter = _console("TreeConsoleSpanExporter", ConsoleSpanExporter)
+            processors.append(make_span_processor(exporter, scrub=scrub, **{**kwargs, "schedule_delay": 0.2}))
+        else:
+            logger.warning("otelkit: %s is not an exporter for traces; ignored", dest.kind)
+    return processors
+
+
+def build_log_processors(settings: Settings) -> list[Any]:
+    """Log record processors for ``settings.logs.exporters``."""
+    processors: list[Any] = []
+    kwargs = _batch_kwargs(settings, "blrp", "logs")
+    scrub = _scrubber(settings, "scrub_log_records")
+    for dest in resolve_exporters(settings, "logs"):
+        if dest.kind == "otlp":
+            sender = make_sender("logs", _with(settings.logs, protocol=dest.protocol, endpoint=dest.endpoint))
+            processors.append(make_log_processor(sender, scrub=scrub, spool=make_spool(settings, "logs"), **kwargs))
+        elif dest.kind == "console":
+            from otelkit._compat import ConsoleLogRecordExporter, SimpleLogRecordProcessor
+
+            # Printing is local and quick: print as it happens, in order with the application's output.
+            exporter = _CountingLogExporter(_console("ConsoleLogExporter", ConsoleLogRecordExporter))
+            # The console is a destination like OTLP: it prints a scrubbed copy (the record is shared).
+            console: Any = SimpleLogRecordProcessor(exporter)
+            processors.append(ScrubbingLogProcessor(console, scrub) if scrub is not None else console)
+        else:
+            logger.warning("otelkit: %s is not an exporter for logs; ignored", dest.kind)
+    return processors
+
+
+
+
+class _CountingLogExporter(LogRecordExporter):
+    """A log record exporter (the console) whose records count as exported, like the OTLP pipeline's."""
+
+    def __init__(self, exporter: Any) -> None:
+        self._exporter = exporter
+
+    def export(self, batch: Sequence[Any]) -> Any:
+        try:
+            result = self._exporter.export(batch)
+        except Exception as exc:
+            STATS.dropped("logs", _stats.EXPORT_FAILED, len(batch), f"{type(self._exporter).__name__}: {exc!r}")
+            raise
+        if getattr(result, "name", "SUCCESS") == "SUCCESS":
+            STATS.exported("logs", len(batch))
+        else:
+            STATS.dropped("logs", _stats.EXPORT_FAILED, len(batch), type(self._exporter).__name__)
+        return result
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        flush = getattr(self._exporter, "force_flush", None)
+        return bool(flush(timeout_millis)) if flush is not None else True
+
+
+class _CountingMetricExporter(MetricExporter):
+    """A metric exporter (console, in-memory summary) whose points count as exported."""
+
+    def __init__(self, exporter: MetricExporter) -> None:
+        temporality, aggregation = _compat.exporter_preferences(exporter)
+        super().__init__(preferred_temporality=temporality, preferred_aggregation=aggregation)
+        self._exporter = exporter
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        result = self._exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        points = _count_points(metrics_data)
+        if result == MetricExportResult.SUCCESS:
+            STATS.exported("metrics", points)
+        else:
+            STATS.dropped("metrics", _stats.EXPORT_FAILED, points, type(self._exporter).__name__)
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return bool(self._exporter.force_flush(timeout_millis=timeout_millis))
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._exporter.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+
+def build_metric_readers(settings: Settings) -> list[Any]:
+    """Metric readers for ``settings.metrics.exporters`` (OTLP periodic, console, prometheus, memory)."""
+    readers: list[Any] = []
+    try:
+        _stats.register_self_metrics()
+    except Exception:
+        logger.debug("otelkit: registering self-metrics failed", exc_info=True)
+    interval = float(getattr(settings, "metric_export_interval", 60.0) or 60.0)
+    timeout = float(getattr(settings, "metric_export_timeout", 30.0) or 30.0)
+    destinations = resolve_exporters(settings, "metrics")
+    if not any(dest.kind == "prometheus" for dest in destinations):
+        _stop_prometheus_servers(keep=None)
+    for dest in destinations:
+        reader: Any
+        if dest.kind == "otlp":
+            sig = settings.metrics
+            sender = make_sender("metrics", _with(sig, protocol=dest.protocol, endpoint=dest.endpoint))
+            exporter = OtlpMetricExporter(sender, timeout=min(timeout, float(getattr(sig, "timeout", 10.0) or 10.0)))
+            reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval * 1000,
+                                                   export_timeout_millis=timeout * 1000)
+        elif dest.kind == "console":
+            from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+            reader = PeriodicExportingMetricReader(
+                _CountingMetricExporter(_console("ConsoleMetricExporter", ConsoleMetricExporter)),
+                export_interval_millis=interval * 1000)
+        elif dest.kind == "memory":
+            from opentelemetry.sdk.metrics.export import ConsoleMetricExporter as SdkConsoleMetricExporter
+
+            reader = _SummaryAtExitReader(
+                _CountingMetricExporter(_console("ConsoleMetricExporter", SdkConsoleMetricExporter)))
+        elif dest.kind == "prometheus":
+            reader = _prometheus_reader(settings)
+            if reader is None:
+                continue
+        else:
+            continue
+        _LIVE_READERS.add(reader)
+        readers.append(reader)
+    return readers
+
+
+
+def _with(sig: Any, **changes: Any) -> Any:
+    """A view of a SignalSettings with some fields replaced (auto destinations)."""
+
+    class _View:
+        def __getattr__(self, name: str) -> Any:
+            if name in changes and changes[name] is not None:
+                return changes[name]
+            return getattr(sig, name, None)
+
+    return _View()
+
+
+def describe_destinations(settings: Settings) -> str:
+    """Where each signal goes, for the one line ``init()`` writes on stderr (without the ``otelkit:`` prefix)."""
+    groups: dict[str, list[str]] = {}
+    auto_console = False
+    for signal in _stats.SIGNALS:
+        names = []
+        for dest in resolve_exporters(settings, signal):
+            if dest.kind == "otlp":
+                proto = "gRPC" if dest.protocol == "grpc" else "HTTP"
+                endpoint = mask_url(dest.endpoint or "")
+                if dest.protocol != "grpc":
+                    endpoint = endpoint.removesuffix(_PATHS[signal])
+                names.append(f"OTLP/{proto} {endpoint}" + (" (local collector found)" if dest.auto else ""))
+            elif dest.kind == "console":
+                names.append("this terminal")
+                auto_console = auto_console or dest.auto
+            elif dest.kind == "memory":
+                names.append("an in-memory summary")
+                auto_console = auto_console or dest.auto
+            elif dest.kind == "prometheus":
+                key = host, port = _prometheus_key(settings)
+                if key in _prometheus_failed:  # build_metric_readers could not bind it: say so, claim nothing
+                    names.append(f"no Prometheus scrape endpoint ({host}:{port}: {_prometheus_failed[key]})")
+                else:
+                    port = _prometheus_bound.get(key, port)
+                    names.append(f"Prometheus scrape endpoint http://{host}:{port}/metrics")
+        where = " + ".join(names) if names else "nowhere (exporter none)"
+        groups.setdefault(where, []).append(signal)
+    text = "; ".join(f"{', '.join(signals)} -> {where}" for where, signals in groups.items())
+    line = text
+    if auto_console:
+        line += (" (no collector on 127.0.0.1:4317/4318; set OTEL_EXPORTER_OTLP_ENDPOINT to send telemetry to one)")
+    return line

@@ -1,0 +1,526 @@
+"""Sending one encoded OTLP request: the gRPC and HTTP senders and how their answers are read."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from otelkit._internal_log import logger
+
+# Serialized request cap, below the collector's default 4 MiB gRPC receive limit (HTTP allows 20 MiB).
+MAX_REQUEST_BYTES = 4 * 1024 * 1024 - 64 * 1024
+# Cap on how much of an HTTP response body is read (OTLP spec: clients MUST limit it; 4 MiB suggested).
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+_PATHS = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
+_GRPC_METHODS = {
+    "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+    "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+}
+
+
+def mask_url(url: str) -> str:
+    """``url`` without user:password (for messages)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+# ==================================================================================================
+# Sending one encoded request
+
+
+OK, RETRY, TOO_LARGE, FAIL = "ok", "retry", "too_large", "fail"
+
+# Why a RETRY result failed (``SendResult.cause``): what the pipeline does next and what the report says.
+UNREACHABLE = "unreachable"
+"""The request did not reach the collector (connection refused/reset before sending, DNS...): resend freely."""
+NO_ANSWER = "no_answer"
+"""The request was sent and no answer came within the timeout: the collector may have stored it. A resend may
+duplicate, so it is bounded (``MAX_UNANSWERED_ATTEMPTS``) and counted (``resent``)."""
+LOAD = "load"
+"""The collector answered that it is overloaded (gRPC RESOURCE_EXHAUSTED, HTTP 429/503): back off, never split."""
+UNANSWERED = "unanswered"
+"""Not a drop reason: items whose last request got no answer (delivery unknown), ``STATS.unanswered``."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """Outcome of one request: ``kind`` is ok / retry / too_large / fail; ``cause`` says why a retry failed."""
+
+    kind: str
+    detail: str = ""
+    retry_after: float | None = None
+    rejected: int = 0
+    cause: str = ""
+
+
+class Sender:
+    """Sends one serialized ``Export*ServiceRequest``; one attempt, no retry (the processor retries)."""
+
+    signal: str
+    target: str
+
+    def send(self, payload: bytes, timeout: float) -> SendResult:
+        raise NotImplementedError
+
+    def reset_after_fork(self) -> None:
+        """Drop connections inherited from the parent (never reuse a socket across fork)."""
+
+    def abort(self) -> None:
+        """From another thread: make a request in flight return now (shutdown deadline). Never raises."""
+
+    def request_may_have_arrived(self) -> bool:
+        """Whether the request in flight (or the last one) may have reached the collector: False only when
+        it certainly did not (no connection). Any thread; never raises."""
+        return True
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+_SIZE_MARKERS = ("larger than max", "message length too large", "message too large", "too large")
+
+
+def _is_size_refusal(details: str) -> bool:
+    """Whether a gRPC status text is a message-size refusal (grpc-core, grpc-go, tonic wordings)."""
+    text = details.lower()
+    return any(marker in text for marker in _SIZE_MARKERS)
+
+
+def _looks_unreachable(details: str) -> bool:
+    """gRPC UNAVAILABLE raised by the client's transport (nothing reached a server) vs. answered by one."""
+    text = details.lower()
+    return any(marker in text for marker in ("connect", "connection", "dns", "resolve", "socket", "unreachable",
+                                             "no route", "refused", "reset", "closed", "handshake", "eof"))
+
+
+def _partial(signal: str, body: bytes) -> tuple[int, str]:
+    if not body:
+        return 0, ""
+    from google.protobuf.message import DecodeError
+
+    response: Any
+    if signal == "traces":
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+        response = ExportTraceServiceResponse()
+        field_name = "rejected_spans"
+    elif signal == "metrics":
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+
+        response = ExportMetricsServiceResponse()
+        field_name = "rejected_data_points"
+    else:
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+
+        response = ExportLogsServiceResponse()
+        field_name = "rejected_log_records"
+    try:
+        response.ParseFromString(body)
+    except DecodeError:
+        return 0, ""
+    if not response.HasField("partial_success"):
+        return 0, ""
+    return int(getattr(response.partial_success, field_name)), str(response.partial_success.error_message)
+
+
+def _read_file(path: str | None, what: str) -> bytes | None:
+    if not path:
+        return None
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+class GrpcSender(Sender):
+    """OTLP/gRPC with raw bytes in and out (encoded once, size known before sending)."""
+
+    # Spec: retryable codes; RESOURCE_EXHAUSTED only with RetryInfo (handled below).
+    _RETRYABLE = frozenset({"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"})
+
+    def __init__(self, signal: str, endpoint: str, *, headers: Mapping[str, str] | None = None,
+                 compression: str = "none", insecure: bool | None = None, certificate: str | None = None,
+                 client_key: str | None = None, client_certificate: str | None = None) -> None:
+        import grpc
+
+        self.signal = signal
+        parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+        self._address = parts.netloc.rsplit("@", 1)[-1] or "localhost:4317"
+        if parts.scheme == "https":
+            secure = True
+        elif parts.scheme == "http":
+            secure = False
+        else:  # no scheme: the spec's OTEL_EXPORTER_OTLP_INSECURE decides, TLS by default
+            secure = not insecure if insecure is not None else True
+        self.target = f"{'https' if secure else 'http'}://{self._address}"
+        self._credentials = None
+        if secure:
+            self._credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read_file(certificate, "certificate"),
+                private_key=_read_file(client_key, "client key"),
+                certificate_chain=_read_file(client_certificate, "client certificate"))
+        self._metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
+        self._compression = grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression
+        self._channel: Any = None
+        self._call: Any = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        import grpc
+
+        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
+                   ("grpc.enable_retries", 0)]
+        if self._credentials is not None:
+            channel = grpc.secure_channel(self._address, self._credentials, options=options,
+                                          compression=self._compression)
+        else:
+            channel = grpc.insecure_channel(self._address, options=options, compression=self._compression)
+        self._channel = channel
+        self._call = channel.unary_unary(_GRPC_METHODS[self.signal])
+        return self._call
+
+    def send(self, payload: bytes, timeout: float) -> SendResult:
+        import grpc
+
+        with self._lock:
+            call = self._call or self._connect()
+        try:
+            response = call(payload, timeout=max(timeout, 0.001), metadata=self._metadata, wait_for_ready=False)
+        except grpc.RpcError as error:
+            code = error.code() if hasattr(error, "code") else None
+            name = code.name if code is not None else "UNKNOWN"
+            details = (error.details() if hasattr(error, "details") else "") or ""
+            retry_after = self._retry_info(error)
+            detail = f"gRPC {name}: {details}" if details else f"gRPC {name}"
+            if name == "UNAVAILABLE":
+                self._reconnect()
+            if _is_size_refusal(details) and name in ("RESOURCE_EXHAUSTED", "OUT_OF_RANGE", "INVALID_ARGUMENT"):
+                # gRPC's own message-size limit ("Received message larger than max (N vs. M)"; tonic:
+                # "decoded message length too large"): the same bytes can never pass, smaller ones can.
+                return SendResult(TOO_LARGE, detail)
+            if name == "RESOURCE_EXHAUSTED":
+                # Without RetryInfo this is a memory limiter refusing under load (the spec makes it retryable
+                # only with RetryInfo; dropping would lose data a moment of back-off saves): back off, never split.
+                return SendResult(RETRY, detail, retry_after, cause=LOAD)
+            if name == "DEADLINE_EXCEEDED":
+                if not self.request_may_have_arrived():
+                    # The channel never got ready (a peer that accepts TCP but never completes HTTP/2): the
+                    # request never left, so resending it duplicates nothing.
+                    return SendResult(RETRY, f"no connection within {timeout:.1f}s: TCP accepted, no HTTP/2 "
+                                      f"handshake ({detail})", retry_after, cause=UNREACHABLE)
+                return SendResult(RETRY, f"no answer within {timeout:.1f}s ({detail})", retry_after, cause=NO_ANSWER)
+            if name == "UNAVAILABLE":
+                cause = UNREACHABLE if _looks_unreachable(details) else LOAD
+                return SendResult(RETRY, detail, retry_after, cause=cause)
+            if name in self._RETRYABLE:
+                return SendResult(RETRY, detail, retry_after)
+            return SendResult(FAIL, detail)
+        except Exception as exc:  # grpc raises a few non-RpcError types (ValueError on a closed channel)
+            self._reconnect()
+            return SendResult(RETRY, f"{type(exc).__name__}: {exc}", cause=UNREACHABLE)
+        rejected, message = _partial(self.signal, response if isinstance(response, bytes) else b"")
+        return SendResult(OK, message, rejected=rejected)
+
+    @staticmethod
+    def _retry_info(error: Any) -> float | None:
+        try:
+            metadata = dict(error.trailing_metadata() or ())
+        except Exception:
+            return None
+        raw = metadata.get("google.rpc.retryinfo-bin")
+        if not raw:
+            return None
+        from google.rpc.error_details_pb2 import RetryInfo
+
+        info = RetryInfo()
+        try:
+            info.ParseFromString(raw)
+        except Exception:
+            return None
+        return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
+
+    def _reconnect(self) -> None:
+        with self._lock:
+            channel, self._channel, self._call = self._channel, None, None
+        if channel is not None:
+            try:
+                channel.close()
+            except Exception:
+                logger.debug("closing gRPC channel to %s failed", self.target, exc_info=True)
+
+    def abort(self) -> None:
+        # Closing the channel cancels the RPC in flight: the export thread's call returns at once.
+        self._reconnect()
+
+    def request_may_have_arrived(self) -> bool:
+        channel = self._channel
+        try:
+            # grpcio's connectivity state without subscribing a polling thread (2 = READY); if this private
+            # accessor ever goes away, the answer is the safe one (True: delivery unknown).
+            return int(channel._channel.check_connectivity_state(False)) == 2
+        except Exception:
+            return True
+
+    def reset_after_fork(self) -> None:
+        # The inherited channel belongs to the parent's gRPC core state: forget it, do not close it.
+        self._lock = threading.Lock()
+        self._channel = None
+        self._call = None
+
+    def close(self) -> None:
+        self._reconnect()
+
+
+class HttpSender(Sender):
+    """OTLP/HTTP with protobuf bodies over one kept-alive ``http.client`` connection.
+
+    ``requests`` costs several milliseconds of GIL-holding Python per request, which the application
+    pays for; ``http.client`` is a fraction of that. Response bodies are read up to 4 MiB. When an
+    HTTP(S) proxy applies to the endpoint (``HTTPS_PROXY`` & co.), :func:`make_sender` uses
+    :class:`RequestsHttpSender` instead, which honours it.
+    """
+
+    def __init__(self, signal: str, endpoint: str, *, headers: Mapping[str, str] | None = None,
+                 compression: str = "none", certificate: str | None = None, client_key: str | None = None,
+                 client_certificate: str | None = None) -> None:
+        import encodings.idna  # noqa: F401 - see below
+        import http.client  # noqa: F401
+        import ssl
+
+        # The first request imports http.client and the idna codec. When that first request is the flush at
+        # exit (a gunicorn worker's spans, a short script's), the import can fail there ("LookupError: unknown
+        # encoding: idna", seen under load) and the batch is lost; imported here, sending imports nothing.
+        self.signal = signal
+        self.url = endpoint
+        self.target = mask_url(endpoint)
+        parts = urlsplit(endpoint)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "localhost"
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._headers = {"Content-Type": "application/x-protobuf", "User-Agent": "otelkit", **dict(headers or {})}
+        if parts.username or parts.password:
+            import base64
+
+            token = base64.b64encode(f"{parts.username or ''}:{parts.password or ''}".encode()).decode()
+            self._headers.setdefault("Authorization", f"Basic {token}")
+        self._gzip = compression == "gzip"
+        if self._gzip:
+            self._headers["Content-Encoding"] = "gzip"
+        self._ssl: ssl.SSLContext | None = None
+        if self._https:
+            self._ssl = ssl.create_default_context(cafile=certificate)
+            if client_certificate:
+                self._ssl.load_cert_chain(client_certificate, client_key)
+        self._conn: Any = None
+        self._reused = False
+        self._sent = False
+
+    def _connection(self, timeout: float) -> Any:
+        import http.client
+
+        if self._conn is None:
+            if self._https:
+                self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+            self._reused = False
+        else:
+            self._reused = True
+            self._conn.timeout = timeout
+            if self._conn.sock is not None:
+                self._conn.sock.settimeout(timeout)
+        return self._conn
+
+    def _exchange(self, body: bytes, timeout: float) -> tuple[int, bytes, str | None]:
+        self._sent = False
+        conn = self._connection(timeout)
+        conn.request("POST", self._path, body=body, headers=self._headers)
+        self._sent = True  # the whole request is out: from here a timeout leaves its delivery unknown
+        response = conn.getresponse()
+        content = response.read(MAX_RESPONSE_BYTES + 1)
+        if not response.isclosed():
+            # Unread rest of an oversized body, or the server closes: do not reuse this connection.
+            self.close()
+        elif response.will_close:
+            self.close()
+        return response.status, content, response.getheader("Retry-After")
+
+    def send(self, payload: bytes, timeout: float) -> SendResult:
+        import http.client
+        import ssl
+
+        body = gzip.compress(payload, compresslevel=1) if self._gzip else payload
+        deadline = time.monotonic() + max(timeout, 0.001)
+        for attempt in (1, 2):
+            try:
+                status, content, retry_after = self._exchange(body, max(deadline - time.monotonic(), 0.001))
+                break
+            except ssl.SSLError as exc:
+                self.close()
+                return SendResult(FAIL, f"TLS error: {exc}")
+            except (OSError, http.client.HTTPException) as exc:
+                reused = self._reused
+                sent = self._sent
+                self.close()
+                # A kept-alive connection the server closed in between: retry once at once, on a new one.
+                if attempt == 1 and reused and not isinstance(exc, TimeoutError) and deadline > time.monotonic():
+                    continue
+                text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if isinstance(exc, TimeoutError) and sent:
+                    return SendResult(RETRY, f"no answer within {timeout:.1f}s ({text})", cause=NO_ANSWER)
+                return SendResult(RETRY, text, cause=UNREACHABLE if not sent else "")
+        else:  # pragma: no cover - the loop always breaks or returns
+            return SendResult(RETRY, "connection failed")
+        return _http_result(self.signal, status, content, retry_after)
+
+    def reset_after_fork(self) -> None:
+        self._conn = None  # a socket shared with the parent would interleave bytes (EBADF, upstream #4994)
+
+    def request_may_have_arrived(self) -> bool:
+        return self._sent
+
+    def abort(self) -> None:
+        # shutdown() (not close()) wakes a thread blocked in recv on this socket; the export thread then
+        # closes the connection itself.
+        conn = self._conn
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
+class RequestsHttpSender(Sender):
+    """OTLP/HTTP through ``requests`` (used when an HTTP proxy applies: it honours ``HTTPS_PROXY``...)."""
+
+    def __init__(self, signal: str, endpoint: str, *, headers: Mapping[str, str] | None = None,
+                 compression: str = "none", certificate: str | None = None, client_key: str | None = None,
+                 client_certificate: str | None = None) -> None:
+        self.signal = signal
+        self.url = endpoint
+        self.target = mask_url(endpoint)
+        self._headers = {"Content-Type": "application/x-protobuf", **dict(headers or {})}
+        self._gzip = compression == "gzip"
+        if self._gzip:
+            self._headers["Content-Encoding"] = "gzip"
+        self._verify: bool | str = certificate or True
+        self._cert: tuple[str, str] | str | None = None
+        if client_certificate and client_key:
+            self._cert = (client_certificate, client_key)
+        elif client_certificate:
+            self._cert = client_certificate
+        self._session: Any = None
+
+    def _get_session(self) -> Any:
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+        return self._session
+
+    def send(self, payload: bytes, timeout: float) -> SendResult:
+        import requests
+
+        body = gzip.compress(payload, compresslevel=1) if self._gzip else payload
+        timeout = max(timeout, 0.001)
+        try:
+            response = self._get_session().post(self.url, data=body, headers=self._headers, timeout=timeout,
+                                                verify=self._verify, cert=self._cert, stream=True)
+        except requests.exceptions.SSLError as exc:
+            return SendResult(FAIL, f"TLS error: {exc}")
+        except requests.exceptions.ReadTimeout as exc:
+            self.close()
+            return SendResult(RETRY, f"no answer within {timeout:.1f}s ({type(exc).__name__})", cause=NO_ANSWER)
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            self.close()
+            return SendResult(RETRY, f"{type(exc).__name__}", cause=UNREACHABLE)
+        except Exception as exc:  # invalid URL, bad certificate path...
+            return SendResult(FAIL, f"{type(exc).__name__}: {exc}")
+        try:
+            status = response.status_code
+            try:
+                content = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True) or b""
+            except Exception:
+                content = b""
+        finally:
+            response.close()
+        return _http_result(self.signal, status, content, response.headers.get("Retry-After"))
+
+    def reset_after_fork(self) -> None:
+        self._session = None  # a pooled socket shared with the parent would interleave bytes (EBADF, #4994)
+
+    def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                session.close()
+            except Exception:
+                pass
+
+
+_UNREACHABLE_MARKERS = ("Connection", "connect", "UNAVAILABLE", "Errno", "RemoteDisconnected", "gaierror")
+
+
+def _failure_cause(target: str, last_error: str) -> str:
+    """Why the collector got nothing at shutdown, for the report: unreachable, or answering with errors."""
+    if any(marker in last_error for marker in _UNREACHABLE_MARKERS):
+        return f"collector unreachable at {target}: {last_error}"
+    return f"collector at {target} failing: {last_error or 'unknown error'}"
+
+
+_HTTP_RETRYABLE = frozenset({429, 502, 503, 504})
+
+
+def _http_result(signal: str, status: int, content: bytes, retry_after: str | None) -> SendResult:
+    """An OTLP/HTTP answer (status, body read up to 4 MiB + 1 byte, ``Retry-After``) as a send result."""
+    if 200 <= status < 300:
+        if len(content) > MAX_RESPONSE_BYTES:
+            return SendResult(OK, "response larger than 4 MiB ignored")
+        rejected, message = _partial(signal, content)
+        return SendResult(OK, message, rejected=rejected)
+    if status in _HTTP_RETRYABLE:
+        # 429/503: the collector refuses under load; 502/504: a proxy in front of it could not get an answer.
+        cause = LOAD if status in (429, 503) else ""
+        return SendResult(RETRY, f"HTTP {status}", _retry_after(retry_after), cause=cause)
+    if status == 413:
+        return SendResult(TOO_LARGE, "HTTP 413")
+    return SendResult(FAIL, f"HTTP {status}")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, seconds) if seconds == seconds else None
