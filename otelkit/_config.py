@@ -252,6 +252,7 @@ class Settings:
     log_correlation: bool = True
     sentry: SentrySettings = field(default_factory=SentrySettings)
     shutdown_timeout: float = 5.0
+    child_exit_timeout: float = 2.0
     console_on_auto: bool = True
     spool_dir: str | None = None
     spool_max_bytes: int = 256 * 1024 * 1024
@@ -998,6 +999,9 @@ PARAMS: tuple[Param, ...] = (
     _p("shutdown_timeout", "OTELKIT_SHUTDOWN_TIMEOUT", _ms, 5.0,
        "Deadline for flushing all signals at shutdown and exit.", arg="shutdown_timeout", duration=True,
        default_doc="5000 ms"),
+    _p("child_exit_timeout", "OTELKIT_CHILD_EXIT_TIMEOUT", _ms, 2.0,
+       "Deadline for a forked or pool child leaving through `os._exit` (or SIGTERM while idle) to flush "
+       "its telemetry.", duration=True, default_doc="2000 ms"),
     _p("console_on_auto", "OTELKIT_CONSOLE", _bool, True,
        "With no collector found, print traces and logs readably on the terminal.", arg="console_on_auto"),
     _p("spool_dir", "OTELKIT_SPOOL_DIR", _directory, None,
@@ -1148,7 +1152,8 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
     for name in ("disabled", "debug", "sampler", "propagators", "metric_export_interval", "metric_export_timeout",
                  "exemplar_filter", "prometheus_host", "prometheus_port", "prometheus_sd_dir",
                  "instrument_entry_points",
-                 "system_metrics", "log_level", "log_correlation", "shutdown_timeout", "console_on_auto",
+                 "system_metrics", "log_level", "log_correlation", "shutdown_timeout", "child_exit_timeout",
+                 "console_on_auto",
                  "spool_dir", "spool_max_bytes"):
         values[name] = r.field(_BY_FIELD[name])
     values["disabled_instrumentations"] = frozenset(r.field(_BY_FIELD["disabled_instrumentations"]))

@@ -10,7 +10,7 @@
    provider never re-exports the parent's frozen cumulative metrics;
 3. ``os._exit`` is wrapped so a child leaving that way (``multiprocessing`` workers, Celery/billiard
    prefork children recycled by ``max_tasks_per_child``, bare ``os.fork()`` children) first flushes
-   what it queued, bounded by :data:`EXIT_FLUSH_TIMEOUT`. Children that exit normally (gunicorn
+   what it queued, bounded by ``OTELKIT_CHILD_EXIT_TIMEOUT`` (2 s by default). Children that exit normally (gunicorn
    workers) run the ``atexit`` shutdown as usual.
 
 :func:`fork_model_warnings` tells ``otelkit doctor`` which pre-fork server model it sees.
@@ -95,6 +95,12 @@ def exiting() -> bool:
     return _exiting
 
 
+def set_exit_flush_timeout(seconds: float) -> None:
+    """The deadline (``Settings.child_exit_timeout``) for a child leaving through ``os._exit`` to flush."""
+    global _exit_flush_timeout
+    _exit_flush_timeout = max(0.0, float(seconds))
+
+
 def exit_flush_timeout() -> float:
     """Seconds a child may spend flushing on its way out."""
     return _exit_flush_timeout
@@ -150,7 +156,8 @@ def fork_model_warnings() -> list[str]:
             notes.append("uWSGI without enable-threads: otelkit's export threads cannot run; set enable-threads.")
     if "celery" in sys.modules or "billiard" in sys.modules:
         notes.append("Celery prefork: each pool child resets its exporters after fork and flushes on exit "
-                     f"(bounded by {EXIT_FLUSH_TIMEOUT:.0f}s), including children recycled by max_tasks_per_child.")
+                     f"(bounded by OTELKIT_CHILD_EXIT_TIMEOUT, now {_exit_flush_timeout:g}s), including children "
+                     "recycled by max_tasks_per_child.")
     if os.environ.get("GRPC_ENABLE_FORK_SUPPORT", "").lower() in ("0", "false"):
         notes.append("GRPC_ENABLE_FORK_SUPPORT is off: with OTLP/gRPC and forking workers, prefer "
                      "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf.")

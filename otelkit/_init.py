@@ -507,7 +507,7 @@ def _configure(settings: Settings, user: tuple[tuple[Any, ...], tuple[Any, ...],
     _attach_foreign(installed)
     _retire(old, new)
     _install_parts(settings)
-    _install_process_hooks()
+    _install_process_hooks(settings)
     if announce:
         _announce(settings, _describe(settings))
 
@@ -777,11 +777,17 @@ def _announce(settings: Settings | None, line: str) -> None:
 # --- process hooks --------------------------------------------------------------------------------
 
 
-def _install_process_hooks() -> None:
+def _install_process_hooks(settings: Settings) -> None:
     global _atexit_registered, _fork_installed
     if not _atexit_registered:
         atexit.register(_at_exit)
         _atexit_registered = True
+    try:
+        from otelkit import _fork
+
+        _fork.set_exit_flush_timeout(settings.child_exit_timeout)
+    except Exception:
+        logger.exception("otelkit: setting the child exit flush deadline failed")
     if not _fork_installed:
         _fork_installed = True
         try:

@@ -14,7 +14,7 @@ Three cases are left, and this module handles them:
    with SIGTERM while their last spans are still queued. :func:`_pool_worker` (put in place of
    ``multiprocessing.pool.worker``) installs a SIGTERM handler from the moment a worker has finished
    a task until it takes the next one: terminated while idle, the worker flushes (bounded by
-   ``_fork.EXIT_FLUSH_TIMEOUT``) and then dies of SIGTERM as before. While a task runs, SIGTERM keeps
+   ``OTELKIT_CHILD_EXIT_TIMEOUT``, 2 s by default) and then dies of SIGTERM as before. While a task runs, SIGTERM keeps
    its default action: a handler could not run until a long C call returned, and ``terminate()``
    joins its workers without a timeout, so it would hang (spans of a task cut short are lost anyway).
 3. **A child that calls ``init()`` itself** (pool ``initializer=otelkit.init`` with an uninitialised

@@ -128,8 +128,8 @@ import os, sys, threading
 import otelkit
 from opentelemetry import trace
 from otelkit._export.stats import STATS
+os.environ["OTELKIT_CHILD_EXIT_TIMEOUT"] = "30000"  # the child's os._exit flush must not lose to a loaded machine
 otelkit.init()
-otelkit._fork._exit_flush_timeout = 30.0  # the child's os._exit flush must not lose to a loaded machine
 tracer = trace.get_tracer("lock")
 held, release = threading.Event(), threading.Event()
 def hold():

@@ -48,6 +48,9 @@ def run_app(endpoint: str, protocol: str, method: str, idioms: list[str],
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
         "OTELKIT_SYSTEM_METRICS": "false",
+        # A worker's exit flush is bounded (2 s by default); on a loaded machine a fresh child's first export
+        # (new channel, new thread) can need longer. These tests are about what is exported, not that bound.
+        "OTELKIT_CHILD_EXIT_TIMEOUT": "30000",
         "PYTHONPATH": str(APPS) + os.pathsep + env.get("PYTHONPATH", ""),
     })
     result = subprocess.run([sys.executable, str(APPS / "pool_app.py"), method, ",".join(idioms), *extra],

@@ -96,11 +96,9 @@ def run_cfork() -> None:
 
 
 if __name__ == "__main__":
-    otelkit.init()
-    # A child leaving through os._exit flushes for at most 2 s (otelkit._fork.EXIT_FLUSH_TIMEOUT): on a
+    # A child leaving through os._exit flushes for at most OTELKIT_CHILD_EXIT_TIMEOUT (2 s by default): on a
     # loaded machine a fresh child's first export (new channel, new thread) can need longer, and its spans
     # would be lost to scheduling, not to a defect. These tests are about what is exported, not that bound.
-    from otelkit import _fork
-
-    _fork._exit_flush_timeout = 30.0
+    os.environ.setdefault("OTELKIT_CHILD_EXIT_TIMEOUT", "30000")
+    otelkit.init()
     {"multiprocessing": run_multiprocessing, "osfork": run_osfork, "cfork": run_cfork}[sys.argv[1]]()
