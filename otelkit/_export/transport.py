@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -156,7 +158,15 @@ class GrpcSender(Sender):
                  compression: str = "none", insecure: bool | None = None, certificate: str | None = None,
                  client_key: str | None = None, client_certificate: str | None = None) -> None:
         import grpc
+        import grpc._channel  # see below
+        from google.protobuf.message import DecodeError  # noqa: F401
+        from google.rpc.error_details_pb2 import RetryInfo  # noqa: F401
 
+        # The first request would import grpc._channel (channel creation), the response and RetryInfo types.
+        # When that first request is the flush at exit the import can fail, and a process forked while another
+        # thread imports gets a half-initialised module ("partially initialized module 'grpc._channel'", seen
+        # in forked children): imported here, sending imports nothing.
+        _import_response_type(signal)
         self.signal = signal
         parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
         self._address = parts.netloc.rsplit("@", 1)[-1] or "localhost:4317"
@@ -178,6 +188,16 @@ class GrpcSender(Sender):
         self._channel: Any = None
         self._call: Any = None
         self._lock = threading.Lock()
+        # Held around everything a send does in gRPC (connect, call, reconnect): the before-fork hook takes it
+        # so that no otelkit thread is inside gRPC when the process forks (see _grpc_before_fork).
+        self._gate = threading.Lock()
+        # Held around the connectivity probe, which other threads call; the before-fork hook takes it too.
+        self._probe_lock = threading.Lock()
+        self._held_for_fork: list[threading.Lock] = []
+        self._fork_holder: int | None = None  # the thread preparing a fork, while it does
+        self._cancelled_for_fork = False
+        _GRPC_SENDERS.add(self)
+        _install_grpc_fork_hooks()
 
     def _connect(self) -> Any:
         import grpc
@@ -194,6 +214,15 @@ class GrpcSender(Sender):
         return self._call
 
     def send(self, payload: bytes, timeout: float) -> SendResult:
+        if self._fork_holder == threading.get_ident():
+            # A flush from another at-fork hook, on the forking thread that holds the gate: waiting would
+            # deadlock it, and a request now is what the gate prevents. Nothing left: retried after the fork.
+            return SendResult(RETRY, "not sent while the process forks")
+        with self._gate:  # while a fork is being prepared, this waits (outside gRPC) until it is done
+            self._cancelled_for_fork = False
+            return self._send(payload, timeout)
+
+    def _send(self, payload: bytes, timeout: float) -> SendResult:
         import grpc
 
         with self._lock:
@@ -201,6 +230,8 @@ class GrpcSender(Sender):
         try:
             response = call(payload, timeout=max(timeout, 0.001), metadata=self._metadata, wait_for_ready=False)
         except grpc.RpcError as error:
+            if self._cancelled_for_fork:
+                return self._fork_cancel_result()
             code = error.code() if hasattr(error, "code") else None
             name = code.name if code is not None else "UNKNOWN"
             details = (error.details() if hasattr(error, "details") else "") or ""
@@ -230,10 +261,37 @@ class GrpcSender(Sender):
                 return SendResult(RETRY, detail, retry_after)
             return SendResult(FAIL, detail)
         except Exception as exc:  # grpc raises a few non-RpcError types (ValueError on a closed channel)
+            if self._cancelled_for_fork:
+                return self._fork_cancel_result()
             self._reconnect()
             return SendResult(RETRY, f"{type(exc).__name__}: {exc}", cause=UNREACHABLE)
         rejected, message = _partial(self.signal, response if isinstance(response, bytes) else b"")
         return SendResult(OK, message, rejected=rejected)
+
+    @staticmethod
+    def _fork_cancel_result() -> SendResult:
+        # The request may have reached the collector before the cancel: resending it is a possible duplicate,
+        # which the unanswered-request path counts as such (STATS.resent) and bounds.
+        return SendResult(RETRY, "gRPC request cancelled so that the process could fork safely", cause=NO_ANSWER)
+
+    def _hold_for_fork(self, wait: float) -> bool:
+        """Before fork: take the gate within ``wait`` seconds (False: a request is still in gRPC)."""
+        self._fork_holder = threading.get_ident()
+        if self._gate.acquire(timeout=max(0.0, wait)):
+            self._held_for_fork.append(self._gate)
+            return True
+        return False
+
+    def _cancel_for_fork(self) -> None:
+        """Before fork, the request in flight did not finish in time: cancel it (the batch is retried)."""
+        self._cancelled_for_fork = True
+        self.abort()
+
+    def _release_after_fork(self) -> None:
+        self._fork_holder = None
+        held, self._held_for_fork = self._held_for_fork, []
+        for lock in held:
+            lock.release()
 
     @staticmethod
     def _retry_info(error: Any) -> float | None:
@@ -268,21 +326,103 @@ class GrpcSender(Sender):
 
     def request_may_have_arrived(self) -> bool:
         channel = self._channel
+        # Bounded: the before-fork hook holds this lock only for the instant of a fork.
+        if not self._probe_lock.acquire(timeout=1.0):
+            return True
         try:
             # grpcio's connectivity state without subscribing a polling thread (2 = READY); if this private
             # accessor ever goes away, the answer is the safe one (True: delivery unknown).
             return int(channel._channel.check_connectivity_state(False)) == 2
         except Exception:
             return True
+        finally:
+            self._probe_lock.release()
 
     def reset_after_fork(self) -> None:
         # The inherited channel belongs to the parent's gRPC core state: forget it, do not close it.
         self._lock = threading.Lock()
+        self._gate = threading.Lock()
+        self._probe_lock = threading.Lock()
+        self._held_for_fork = []
+        self._fork_holder = None
+        self._cancelled_for_fork = False
         self._channel = None
         self._call = None
 
     def close(self) -> None:
         self._reconnect()
+
+
+def _import_response_type(signal: str) -> None:
+    """Import the ``Export*ServiceResponse`` type :func:`_partial` parses for ``signal``."""
+    if signal == "traces":
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # noqa: F401
+    elif signal == "metrics":
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2  # noqa: F401
+    else:
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2  # noqa: F401
+
+
+FORK_WAIT_FOR_REQUEST = 0.1
+"""Seconds a ``fork()`` waits for otelkit's gRPC requests in flight to finish before cancelling them. A request
+to a healthy collector takes milliseconds; a hung one could take the whole export timeout, which no fork
+(a gunicorn master starting a worker) should wait for: it is cancelled and its batch retried instead."""
+FORK_WAIT_FOR_CANCEL = 1.0
+"""Seconds a ``fork()`` then waits for the cancelled requests to leave gRPC (normally at once; the bound only
+covers an export thread starved of CPU). Past it the fork goes ahead, as it would without otelkit."""
+
+_GRPC_SENDERS: weakref.WeakSet[GrpcSender] = weakref.WeakSet()
+_grpc_fork_hooks_installed = False  # inherited by children, like the hooks themselves
+
+
+def _install_grpc_fork_hooks() -> None:
+    """Register the gRPC fork guard once per process (its children inherit both the hooks and the flag)."""
+    global _grpc_fork_hooks_installed
+    if _grpc_fork_hooks_installed or not hasattr(os, "register_at_fork"):
+        return
+    _grpc_fork_hooks_installed = True
+    os.register_at_fork(before=_grpc_before_fork, after_in_parent=_grpc_after_fork_in_parent,
+                        after_in_child=_grpc_after_fork_in_child)
+
+
+def _grpc_before_fork() -> None:
+    """No otelkit thread may be inside gRPC at the instant of fork(): gRPC then skips its own fork handlers
+    ("Other threads are currently calling into gRPC, skipping fork() handlers") and the forking process
+    could crash (a gunicorn --preload master died with SIGSEGV). Each sender's gate is taken, so new
+    requests wait until after the fork; a request that does not finish in time is cancelled and retried."""
+    try:
+        senders = list(_GRPC_SENDERS)
+        deadline = time.monotonic() + FORK_WAIT_FOR_REQUEST
+        busy = [s for s in senders if not s._hold_for_fork(deadline - time.monotonic())]
+        for sender in busy:
+            sender._cancel_for_fork()
+        deadline = time.monotonic() + FORK_WAIT_FOR_CANCEL
+        for sender in busy:
+            if not sender._hold_for_fork(deadline - time.monotonic()):
+                logger.debug("otelkit: a gRPC request to %s was still running at fork()", sender.target)
+        for sender in senders:
+            if sender._probe_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                sender._held_for_fork.append(sender._probe_lock)
+    except Exception:  # a fork must never fail because of telemetry
+        logger.debug("otelkit: preparing gRPC senders for fork failed", exc_info=True)
+
+
+def _grpc_after_fork_in_parent() -> None:
+    for sender in list(_GRPC_SENDERS):
+        try:
+            sender._release_after_fork()
+        except Exception:
+            logger.debug("otelkit: releasing a gRPC sender after fork failed", exc_info=True)
+
+
+def _grpc_after_fork_in_child() -> None:
+    # The locks held for the fork belong to the parent's threads' state: the child starts with fresh ones
+    # (reset_after_fork, also called by otelkit._fork, is idempotent).
+    for sender in list(_GRPC_SENDERS):
+        try:
+            sender.reset_after_fork()
+        except Exception:
+            logger.debug("otelkit: resetting a gRPC sender after fork failed", exc_info=True)
 
 
 class HttpSender(Sender):

@@ -366,3 +366,26 @@ def test_the_first_http_send_imports_nothing() -> None:
     done = subprocess.run([sys.executable, "-c", _FIRST_SEND], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
+
+
+_FIRST_GRPC_SEND = """
+import sys
+from otelkit._export import GrpcSender
+from otelkit.testing._receiver import refused_endpoint
+answering = GrpcSender("traces", sys.argv[1])
+refused = GrpcSender("traces", f"http://{refused_endpoint()}")
+before = set(sys.modules)
+results = [answering.send(b"", 10.0).kind, refused.send(b"", 10.0).kind]
+print(sorted(set(sys.modules) - before), results)
+"""
+
+
+def test_the_first_grpc_send_imports_nothing(otlp_receiver: Any) -> None:
+    # As for HTTP: grpc._channel and the response types were imported by the first request, which may be the
+    # flush at exit; and a child forked while the export thread imported got a half-initialised grpc._channel.
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", _FIRST_GRPC_SEND, otlp_receiver.grpc_endpoint],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[] ['ok', 'retry']", done.stdout
