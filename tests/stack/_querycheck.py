@@ -471,6 +471,17 @@ otelkit.shutdown()
 """
 
 
+def stop_session(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process started with ``start_new_session=True``; its whole session is killed after 40 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
 @contextmanager
 def running_demo(workdir: Path, sd_dir: Path, *, workers: int = 2) -> Iterator[subprocess.Popen[bytes]]:
     env = demo_environment(sd_dir, free_port(), free_port())
@@ -486,13 +497,7 @@ def running_demo(workdir: Path, sd_dir: Path, *, workers: int = 2) -> Iterator[s
     finally:
         if companion.poll() is None:
             companion.send_signal(signal.SIGTERM)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_session(process)
         try:
             companion.wait(timeout=20)
         except subprocess.TimeoutExpired:

@@ -12,7 +12,6 @@ process that cannot bind says so and names the two ways out.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -21,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _querycheck import Prometheus, free_port
+from _querycheck import Prometheus, free_port, stop_session
 from _stacklib import require_tool
 
 from tests.conftest import missing
@@ -95,13 +94,7 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[Prometheus, Path]]:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> str:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+    stop_session(process)
     assert process.stdout is not None
     return process.stdout.read().decode(errors="replace")
 
