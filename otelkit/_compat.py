@@ -18,7 +18,7 @@ They are re-exported here too, so that a rename lands in one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import _logs as logs_api
@@ -396,3 +396,49 @@ def dbapi_db_mode(integration: Any) -> Any:
 def dbapi_tracer(integration: Any) -> Any:
     """The tracer a ``DatabaseApiIntegration`` records its spans with."""
     return integration._tracer
+
+
+def limit_attribute_sets(state: Any, overflow: Mapping[str, Any],
+                         on_overflow: Callable[[str], None]) -> bool:
+    """Cap each metric stream's attribute sets (the SDK has none: opentelemetry-python#3234).
+
+    Wraps ``_ViewInstrumentMatch.consume_measurement`` once per process. A stream holding ``state.limit - 1``
+    attribute sets sends a measurement with a new set to the ``overflow`` series instead, and calls
+    ``on_overflow(stream name)``. Below the limit the cost is one ``len()`` per measurement. The stream's
+    key is ``_hash_attributes`` on 1.44+ and ``frozenset(items)`` before. False if the SDK's shape is unknown.
+    """
+    try:
+        from dataclasses import replace
+
+        from opentelemetry.sdk.metrics._internal import _view_instrument_match as vim
+    except ImportError:
+        return False
+    cls = getattr(vim, "_ViewInstrumentMatch", None)
+    original = getattr(cls, "consume_measurement", None)
+    if cls is None or original is None:
+        return False
+    if getattr(original, "__otelkit_limited__", False):
+        return True
+    hashed = getattr(vim, "_hash_attributes", None)
+
+    def key(attributes: Mapping[str, Any]) -> Any:
+        return hashed(attributes) if hashed is not None else frozenset(attributes.items())
+
+    overflow_attributes = dict(overflow)
+
+    def consume_measurement(self: Any, measurement: Any, *args: Any, **kwargs: Any) -> Any:
+        aggregations = self._attributes_aggregation
+        if len(aggregations) >= state.limit - 1:
+            attributes = dict(measurement.attributes) if measurement.attributes else {}
+            keys = self._view._attribute_keys
+            if keys is not None:
+                attributes = {k: v for k, v in attributes.items() if k in keys}
+            if key(attributes) not in aggregations:
+                measurement = replace(measurement, attributes=overflow_attributes)
+                on_overflow(self._name)
+        return original(self, measurement, *args, **kwargs)
+
+    consume_measurement.__otelkit_limited__ = True  # type: ignore[attr-defined]
+    consume_measurement.__wrapped__ = original  # type: ignore[attr-defined]
+    cls.consume_measurement = consume_measurement
+    return True

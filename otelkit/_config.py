@@ -239,6 +239,7 @@ class Settings:
     metric_export_interval: float = 60.0
     metric_export_timeout: float = 30.0
     exemplar_filter: str = "trace_based"
+    metric_cardinality_limit: int = 2000
     limits: LimitSettings = field(default_factory=LimitSettings)
     prometheus_host: str = "localhost"
     prometheus_port: int = 9464
@@ -768,7 +769,10 @@ SAMPLERS = (
     "parentbased_always_on",
     "parentbased_always_off",
     "parentbased_traceidratio",
+    "otelkit_correlation_ratio",  # whole-event sampling by correlation ID: otelkit/_sampling.py
 )
+# Samplers that take OTEL_TRACES_SAMPLER_ARG (a ratio).
+RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio", "otelkit_correlation_ratio")
 # Spec sampler names otelkit knows but does not ship (remote sampling needs an agent).
 UNSUPPORTED_SAMPLERS = ("jaeger_remote", "parentbased_jaeger_remote", "xray")
 
@@ -909,7 +913,8 @@ PARAMS: tuple[Param, ...] = (
     _p("sampler", "OTEL_TRACES_SAMPLER", _sampler, "parentbased_always_on", "Head sampler (spec names).",
        arg="sampler"),
     _p("sampler_arg", "OTEL_TRACES_SAMPLER_ARG", _float(0.0, 1.0), None,
-       "Ratio for the traceidratio samplers, 0..1 (default 1.0).", arg="sampler_arg"),
+       "Ratio for the traceidratio and otelkit_correlation_ratio samplers, 0..1 (default 1.0).",
+       arg="sampler_arg"),
     _p("propagators", "OTEL_PROPAGATORS", _propagators, ("tracecontext", "baggage"),
        "Context propagators: tracecontext, baggage, b3, b3multi, jaeger, xray, sentry (installed ones), none.",
        arg="propagators", default_doc="tracecontext,baggage"),
@@ -936,6 +941,9 @@ PARAMS: tuple[Param, ...] = (
        arg="metric_export_timeout", duration=True, default_doc="30000 ms"),
     _p("exemplar_filter", "OTEL_METRICS_EXEMPLAR_FILTER", _choice(("always_on", "always_off", "trace_based")),
        "trace_based", "Which measurements become exemplars: always_on, always_off, trace_based."),
+    _p("metric_cardinality_limit", "OTELKIT_METRIC_CARDINALITY_LIMIT", _int(2, 1_000_000), 2000,
+       "Attribute sets per metric stream; beyond it new sets go to the `otel.metric.overflow=true` series "
+       "(counted in the shutdown report)."),
     _p("prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST", _str, "localhost",
        "Host of the `prometheus` metrics scrape endpoint."),
     _p("prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT", _port, 9464,
@@ -1150,7 +1158,8 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
 
     values: dict[str, Any] = {"strict": strict}
     for name in ("disabled", "debug", "sampler", "propagators", "metric_export_interval", "metric_export_timeout",
-                 "exemplar_filter", "prometheus_host", "prometheus_port", "prometheus_sd_dir",
+                 "exemplar_filter", "metric_cardinality_limit", "prometheus_host", "prometheus_port",
+                 "prometheus_sd_dir",
                  "instrument_entry_points",
                  "system_metrics", "log_level", "log_correlation", "shutdown_timeout", "child_exit_timeout",
                  "console_on_auto",
@@ -1179,7 +1188,7 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
 
 def _resolve_sampler_arg(r: _Resolver, values: dict[str, Any]) -> None:
     arg = r.field(_BY_FIELD["sampler_arg"])
-    if values["sampler"].endswith("traceidratio"):
+    if values["sampler"] in RATIO_SAMPLERS:
         if arg is None:
             arg = 1.0
     elif arg is not None:

@@ -136,8 +136,10 @@ def init(
             ``otlp`` when an endpoint is set, else the embedded default (``auto``).
         metrics_exporter: As ``traces_exporter``, plus ``prometheus``. Defaults to ``OTEL_METRICS_EXPORTER``.
         logs_exporter: As ``traces_exporter``. Defaults to ``OTEL_LOGS_EXPORTER``.
-        sampler: A spec sampler name. Defaults to ``OTEL_TRACES_SAMPLER``, else ``parentbased_always_on``.
-        sampler_arg: Ratio for the ``traceidratio`` samplers. Defaults to ``OTEL_TRACES_SAMPLER_ARG``, else 1.0.
+        sampler: A spec sampler name, or ``otelkit_correlation_ratio`` (whole events by correlation ID,
+            docs/sampling.md). Defaults to ``OTEL_TRACES_SAMPLER``, else ``parentbased_always_on``.
+        sampler_arg: Ratio for the ``traceidratio`` and ``otelkit_correlation_ratio`` samplers. Defaults to
+            ``OTEL_TRACES_SAMPLER_ARG``, else 1.0.
         propagators: Propagator names. Defaults to ``OTEL_PROPAGATORS``, else ``tracecontext,baggage``.
         metric_export_interval: Seconds between metric exports. Defaults to ``OTEL_METRIC_EXPORT_INTERVAL`` (ms).
         instrument: Integrations to enable. Defaults to ``OTELKIT_INSTRUMENT``, else every available one.
@@ -290,6 +292,8 @@ def get_settings() -> Settings | None:
 def _sampler(settings: Settings) -> Any:
     from opentelemetry.sdk.trace import sampling
 
+    from otelkit._sampling import CorrelationRatioSampler
+
     ratio = settings.sampler_arg if settings.sampler_arg is not None else 1.0
     return {
         "always_on": lambda: sampling.ALWAYS_ON,
@@ -298,6 +302,7 @@ def _sampler(settings: Settings) -> Any:
         "parentbased_always_on": lambda: sampling.ParentBased(sampling.ALWAYS_ON),
         "parentbased_always_off": lambda: sampling.ParentBased(sampling.ALWAYS_OFF),
         "parentbased_traceidratio": lambda: sampling.ParentBasedTraceIdRatio(ratio),
+        "otelkit_correlation_ratio": lambda: CorrelationRatioSampler(ratio),
     }[settings.sampler]()
 
 
@@ -365,9 +370,10 @@ def _build_providers(settings: Settings, user: tuple[tuple[Any, ...], ...],
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.trace import TracerProvider
 
-    from otelkit import _correlation, _export
+    from otelkit import _cardinality, _correlation, _export
     from otelkit._resource import build_resource
 
+    _cardinality.configure(settings.metric_cardinality_limit)
     foreign = installed or _proxy.Installed()
     defer = _defer_to_agent(foreign)
     defer_tp = defer and foreign.foreign_tracer_provider is not None

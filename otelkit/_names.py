@@ -134,6 +134,9 @@ TELEMETRY_EXPORTED = MetricName("otelkit.telemetry.exported", "counter", "{item}
                                 "Spans, metric points and log records exported, by signal.")
 TELEMETRY_QUEUE_SIZE = MetricName("otelkit.telemetry.queue.size", "observable_gauge", "{item}",
                                   "Items waiting in otelkit's export queues, by signal.")
+TELEMETRY_METRIC_OVERFLOWS = MetricName("otelkit.telemetry.metric.overflows", "counter", "{measurement}",
+                                        "Measurements sent to a metric stream's otel.metric.overflow series "
+                                        "(cardinality limit reached), by stream name.")
 
 ALL_METRICS: tuple[MetricName, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricName))
 """Every metric otelkit can emit itself (instrumentation libraries and runtime metrics aside)."""
@@ -151,4 +154,5 @@ ATTR_QUEUE_STATE = "otelkit.messaging.queue.state"
 ATTR_ERROR_CLASS = "otelkit.error.class"
 """transient | permanent, from otelkit.pipeline's failure classifier."""
 ATTR_SIGNAL = "otelkit.signal"
+ATTR_METRIC_NAME = "otelkit.metric.name"  # a metric stream's name (bounded: one value per stream)
 ATTR_REASON = "otelkit.reason"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from otelkit import _names
+from otelkit import _cardinality, _names
 from otelkit._internal_log import logger
 
 SIGNALS = ("traces", "metrics", "logs")
@@ -88,6 +88,7 @@ class Stats:
         self._unwarned = {}
         self._causes = {}
         self._last_warning = 0.0
+        _cardinality.reset()
 
     def exported(self, signal: str, count: int) -> None:
         if count:
@@ -210,7 +211,7 @@ _self_metrics_registered = False
 
 
 def register_self_metrics(meter_provider: Any = None) -> None:
-    """Create otelkit's own health instruments (dropped, exported, queue size).
+    """Create otelkit's own health instruments (dropped, exported, queue size, cardinality overflows).
 
     Without an argument: once per process, on otelkit's proxy meter provider, so the instruments
     follow every re-``init()`` (``_export.build_metric_readers`` calls this). With a provider: on
@@ -243,6 +244,12 @@ def register_self_metrics(meter_provider: Any = None) -> None:
                                     _names.TELEMETRY_DROPPED.description)
     meter.create_observable_counter(_names.TELEMETRY_EXPORTED.name, [exported], _names.TELEMETRY_EXPORTED.unit,
                                     _names.TELEMETRY_EXPORTED.description)
+    def overflows(_: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {_names.ATTR_METRIC_NAME: name}) for name, n in _cardinality.overflows().items()]
+
+    meter.create_observable_counter(_names.TELEMETRY_METRIC_OVERFLOWS.name, [overflows],
+                                    _names.TELEMETRY_METRIC_OVERFLOWS.unit,
+                                    _names.TELEMETRY_METRIC_OVERFLOWS.description)
     meter.create_observable_gauge(_names.TELEMETRY_QUEUE_SIZE.name, [queued], _names.TELEMETRY_QUEUE_SIZE.unit,
                                   _names.TELEMETRY_QUEUE_SIZE.description)
 
@@ -264,6 +271,9 @@ class SignalReport:
     spool_bad_files: int = 0
     """Spool files not sent: corrupt (deleted) or not regular files (skipped). Their item counts are unknown."""
     error: str | None = None
+    metric_overflows: Mapping[str, int] = field(default_factory=dict)
+    """Metrics only: measurements that went to a stream's ``otel.metric.overflow=true`` series because the stream
+    reached ``OTELKIT_METRIC_CARDINALITY_LIMIT`` attribute sets (aggregated, not lost), per stream."""
     causes: Mapping[str, str] = field(default_factory=dict)
     """The last cause recorded for each drop reason (shown in ``str()`` for ``export_failed``)."""
 
@@ -317,6 +327,10 @@ class ShutdownReport:
             if s.dropped_total:
                 text += ", " + ", ".join(f"{n} dropped ({_reason_text(r, s.causes)})"
                                          for r, n in sorted(s.dropped.items()) if n)
+            if s.metric_overflows:
+                streams = sorted(s.metric_overflows)
+                text += (f", {sum(s.metric_overflows.values())} measurements over the cardinality limit in "
+                         f"{len(streams)} stream(s) ({', '.join(streams[:3])}{', ...' if len(streams) > 3 else ''})")
             if s.timed_out:
                 text += ", timed out"
             if s.error:
@@ -342,10 +356,12 @@ def report_from_stats(timed_out: Mapping[str, bool], errors: Mapping[str, str | 
     unanswered = STATS.unanswered_counts()
     resent = STATS.resent_counts()
     bad_files = STATS.bad_file_counts()
+    overflows = _cardinality.overflows()
     return ShutdownReport(
         signals={s: SignalReport(exported=exported.get(s, 0), dropped=STATS.dropped_for(s), spooled=spooled.get(s, 0),
                                  unanswered=unanswered.get(s, 0), resent=resent.get(s, 0),
                                  spool_bad_files=bad_files.get(s, 0),
+                                 metric_overflows=overflows if s == "metrics" else {},
                                  timed_out=bool(timed_out.get(s)), error=errors.get(s),
                                  causes=STATS.causes_for(s)) for s in signals},
         duration=duration, deadline=deadline)
