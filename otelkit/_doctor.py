@@ -965,7 +965,7 @@ _SECTIONS = (("config", "Configuration"), ("endpoints", "OTLP endpoints"), ("ins
              ("sentry", "Sentry"), ("fork", "Fork model"), ("tempo", "Tempo (bundled stack)"))
 # Shown even at their defaults: what a person checks first.
 _KEY_SETTINGS = ("service_name", "traces.exporters", "traces.endpoint", "traces.protocol", "metrics.exporters",
-                 "logs.exporters", "sampler", "propagators", "sentry.dsn")
+                 "logs.exporters", "sampler", "propagators", "metric_cardinality_limit", "sentry.dsn")
 
 
 def render_text(report: Report, *, color: bool = False) -> str:
