@@ -1,4 +1,4 @@
-"""The ``otelkit`` command line: ``otelkit demo`` and ``otelkit doctor``.
+"""The ``otelkit`` command line: ``otelkit demo``, ``otelkit doctor`` and ``otelkit run``.
 
 Also reachable as ``python -m otelkit``. Sub-commands import their modules
 lazily so ``otelkit --help`` stays instant.
@@ -29,6 +29,25 @@ Diagnose the telemetry setup of this environment: the effective configuration
 test span is sent), instrumentations, the Sentry DSN, the fork model and, with
 the bundled stack running, whether the test span is queryable in Tempo.
 Exit status 0 when nothing is broken, 1 otherwise.
+"""
+
+_RUN_HELP = """\
+Start any Python program with otelkit.init() applied before its first import,
+in its process and in every Python process it starts (gunicorn and uvicorn
+workers, Celery pool processes, subprocesses), through the standard
+sitecustomize / PYTHONPATH mechanism. Configure it with the usual OTEL_* and
+OTELKIT_* variables. If the program calls otelkit.init() itself, its
+arguments win and there is still one pipeline. If telemetry cannot be set up,
+one warning is printed and the program runs anyway.
+
+Examples:
+  otelkit run -- gunicorn -w 4 app:app
+  otelkit run -- uvicorn --workers 2 app:app
+  otelkit run -- celery -A tasks worker
+  otelkit run -- python -m mypackage.worker
+
+Exit status: the program's own; 2 without a command; 126 when the command
+cannot be executed; 127 when it is not found.
 """
 
 
@@ -68,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with the in-process receiver: also write every span, metric point and log record "
                            "it received to FILE as JSON lines")
     demo.add_argument("--keep", action="store_true", help="keep the demo's Redis keys and database table")
+
+    run = sub.add_parser("run", help="run a Python program with otelkit.init() applied first",
+                         description=_RUN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                         usage="otelkit run [-h] [--] COMMAND [ARG...]")
+    run.add_argument("program", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]",
+                     help="the program and its arguments (put `--` before it if it starts with a dash)")
 
     doctor = sub.add_parser("doctor", help="diagnose the telemetry configuration", description=_DOCTOR_HELP,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from otelkit._doctor import run_doctor
 
         return run_doctor(args)
+    if args.command == "run":
+        from otelkit._run import run
+
+        return run(args.program)
     parser.print_help()
     return 2
 
