@@ -477,6 +477,41 @@ def custom(fast: bool) -> list[dict[str, Any]]:
     return rows
 
 
+# --- peer: Logfire ---------------------------------------------------------------------------------
+# Logfire's span on its own provider (configured not to send, no console) with the same discarding batch
+# processor. Same span name and no attributes on both sides; Logfire adds what it always records: its
+# message template and message, the span type, and the caller's source location (code.filepath,
+# code.lineno, code.function), plus its own pending-span machinery.
+
+
+@functools.cache
+def _logfire() -> Any:
+    import logfire
+
+    logfire.configure(send_to_logfire=False, console=False, service_name="bench", inspect_arguments=False,
+                      metrics=False, additional_span_processors=[BatchSpanProcessor(NullSpanExporter())])
+    return logfire
+
+
+def span_logfire(loops: int) -> float:
+    logfire = _logfire()
+    t0 = time.perf_counter()
+    for _ in range(loops):
+        with logfire.span("op"):
+            pass
+    return time.perf_counter() - t0
+
+
+def span_raw_own_provider(loops: int) -> float:
+    """The raw SDK span for the Logfire row: same discarding processor, its own global provider."""
+    tracer = _shared_provider()
+    t0 = time.perf_counter()
+    for _ in range(loops):
+        with tracer.start_as_current_span("op"):
+            pass
+    return time.perf_counter() - t0
+
+
 PAIRS = [
     ("span: context manager, same provider", span_cm_otelkit, span_cm_raw, 1.0),
     ("span: context manager, 3 attributes", span_attrs_otelkit, span_attrs_raw, 1.0),
@@ -485,6 +520,8 @@ PAIRS = [
     ("log call in span, trace+correlation fields, OTLP pipeline", log_otlp_otelkit, log_otlp_raw, 1.1),
     ("log call in span, into a processor passed to init() (scrubbed on the caller's thread)", log_otelkit, log_raw,
      None),
+    ("peer: Logfire span (logfire.span, discarding processor) vs raw SDK span; 'otelkit' column = Logfire",
+     span_logfire, span_raw_own_provider, None),
 ]
 
 
