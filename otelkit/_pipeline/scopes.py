@@ -267,6 +267,21 @@ def _message_context(extracted: Context, carrier: Any,
     return remote, cid
 
 
+def _property_time(properties: object) -> float | None:
+    """A foreign message's emission time from the AMQP ``timestamp`` property (epoch seconds, or a datetime)."""
+    raw = property_value(properties, "timestamp")
+    if raw is None:
+        return None
+    try:
+        value = raw.timestamp() if hasattr(raw, "timestamp") else _parse_number(raw)
+    except Exception:
+        return None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    now = time.time()
+    return float(value) if now - _MAX_AGE <= value <= now + _MAX_AHEAD else None
+
+
 def _explicit_cid(value: object, where: str) -> str | None:
     """An explicit ``correlation_id=`` argument when valid; otherwise None (a debug log), never raised."""
     if value is None:
@@ -831,6 +846,8 @@ class Reception(_Consumption):
                 ins.operation_duration.record(popped.duration,
                                               _metric_attrs(self.system, self.destination, "receive", self.group))
         sent_at = self.sent_at = _sent_at(carrier, message_id, self.system)
+        if sent_at is None and properties is not None:
+            sent_at = self.sent_at = _property_time(properties)
         if sent_at is not None:
             # a retry's queue time starts at its re-publication, not at the first emission
             enqueued = self.enqueued_at = _sent_at(carrier, None, self.system, ENQUEUED_AT_HEADER) or sent_at

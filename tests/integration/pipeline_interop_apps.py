@@ -1,0 +1,79 @@
+"""Programs for the interop / retry tests (run as subprocesses): ``python pipeline_interop_apps.py ROLE JSON``.
+
+Each role calls ``otelkit.init()`` (the test points it at the real rotel collector), works with
+``otelkit.pipeline`` and prints one JSON line. Loops are bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+import otelkit
+from otelkit import pipeline
+
+log = logging.getLogger("interop.app")
+DEADLINE = 30.0
+
+
+def _out(result: dict[str, Any]) -> None:
+    print(json.dumps(result), flush=True)
+
+
+def _hex(span: Any) -> dict[str, str]:
+    ctx = span.get_span_context()
+    return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+
+
+def rabbit_retrying_consumer(args: dict[str, Any]) -> None:
+    """Consume a foreign AMQP message; the first attempt fails, is re-published for a retry after ``receive``."""
+    import pika
+
+    params = pika.URLParameters(args["rabbitmq_url"])
+    connection = pika.BlockingConnection(params)
+    channel = connection.channel()
+    queue = args["queue"]
+    deadline = time.monotonic() + DEADLINE
+    attempts: list[dict[str, Any]] = []
+    while len(attempts) < 2 and time.monotonic() < deadline:
+        method, properties, body = channel.basic_get(queue=queue, auto_ack=False)
+        if method is None:
+            connection.sleep(0.05)  # pika's own bounded event-loop wait
+            continue
+        msg = pipeline.receive(queue, properties.headers, system="rabbitmq", properties=properties,
+                               routing_key=method.routing_key, delivery_tag=method.delivery_tag,
+                               server_address=params.host, server_port=params.port, max_attempts=3)
+        try:
+            with msg:
+                log.info("processing %s", body.decode())
+                if len(attempts) == 0:
+                    raise TimeoutError("the enrichment API timed out")
+        except TimeoutError:
+            # After receive exited: the failure line and the re-publication keep the message's ID.
+            headers: dict[str, Any] = {}
+            with pipeline.emit(queue, headers, system="rabbitmq", retry_of=msg, routing_key=queue,
+                               server_address=params.host, server_port=params.port):
+                log.warning("attempt %s failed; re-published for a retry", msg.attempt or 1)
+                channel.basic_publish(exchange="", routing_key=queue, body=body,
+                                      properties=pika.BasicProperties(headers=headers,
+                                                                      correlation_id=properties.correlation_id))
+        finally:
+            channel.basic_ack(method.delivery_tag)
+        attempts.append({"correlation_id": msg.correlation_id, "attempt": msg.attempt, "outcome": msg.outcome,
+                         "message_id": msg.message_id, **_hex(msg.span)})
+    connection.close()
+    _out({"attempts": attempts})
+
+
+ROLES = {"rabbit_retrying_consumer": rabbit_retrying_consumer}
+
+
+if __name__ == "__main__":
+    otelkit.init()
+    try:
+        ROLES[sys.argv[1]](json.loads(sys.argv[2]))
+    finally:
+        otelkit.shutdown()
