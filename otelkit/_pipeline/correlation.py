@@ -17,6 +17,7 @@ raises: a hostile carrier or property object reads as absent.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,10 +40,11 @@ _headers: tuple[str, ...] = DEFAULT_CORRELATION_HEADERS
 def correlation_headers() -> tuple[str, ...]:
     """The header names of ``OTELKIT_CORRELATION_HEADERS`` of the current ``init()`` (the default before it)."""
     global _settings_seen, _headers
+    # Looked up, not imported: otelkit._init (re)imports the integrations that import this module, and
+    # before any init() there are no settings to read anyway.
+    init_module = sys.modules.get("otelkit._init")
     try:
-        from otelkit._init import get_settings
-
-        settings = get_settings()
+        settings = init_module.get_settings() if init_module is not None else None
     except Exception:  # pragma: no cover - a half-imported otelkit: the default list
         return DEFAULT_CORRELATION_HEADERS
     if settings is _settings_seen:

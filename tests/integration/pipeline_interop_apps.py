@@ -68,7 +68,58 @@ def rabbit_retrying_consumer(args: dict[str, Any]) -> None:
     _out({"attempts": attempts})
 
 
-ROLES = {"rabbit_retrying_consumer": rabbit_retrying_consumer}
+# --- BullMQ (PyPI bullmq), instrumented by otelkit.init() alone ------------------------------------------
+
+def bullmq_producer(args: dict[str, Any]) -> None:
+    import asyncio
+
+    from bullmq import Queue
+
+    async def main() -> dict[str, Any]:
+        queue = Queue(args["queue"], {"connection": args["redis_url"]})
+        with pipeline.correlate() as cid:
+            log.info("queueing a job")
+            job = await queue.add("enrich", {"token": "tok-py"}, {"attempts": 2})
+        await queue.close()
+        return {"correlation_id": cid, "job_id": job.id}
+
+    _out(asyncio.run(main()))
+
+
+def bullmq_consumer(args: dict[str, Any]) -> None:
+    import asyncio
+
+    from bullmq import Worker
+    from opentelemetry import trace
+
+    async def main() -> dict[str, Any]:
+        seen: list[dict[str, Any]] = []
+        done = asyncio.Event()
+
+        async def process(job: Any, token: str) -> str:
+            log.info("processing job %s", job.id)
+            ctx = trace.get_current_span().get_span_context()
+            seen.append({"job_id": job.id, "correlation_id": otelkit.correlation_id(),
+                         "trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")})
+            if len(seen) >= args["count"]:
+                done.set()
+            if args.get("fail_first") and len(seen) == 1:
+                raise RuntimeError("the first attempt fails")
+            return "ok"
+
+        worker = Worker(args["queue"], process, {"connection": args["redis_url"]})
+        try:
+            await asyncio.wait_for(done.wait(), DEADLINE)
+        except asyncio.TimeoutError:
+            pass
+        await worker.close()
+        return {"jobs": seen}
+
+    _out(asyncio.run(main()))
+
+
+ROLES = {"rabbit_retrying_consumer": rabbit_retrying_consumer, "bullmq_producer": bullmq_producer,
+         "bullmq_consumer": bullmq_consumer}
 
 
 if __name__ == "__main__":
