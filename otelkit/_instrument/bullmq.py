@@ -75,6 +75,51 @@ def job_carrier(job: Any) -> dict[str, Any] | None:
         return None
 
 
+def _server(instance: Any) -> tuple[str | None, int | None]:
+    """(``server.address``, ``server.port``) of a Queue/Worker's Redis connection option, cached on the instance."""
+    cached = getattr(instance, "_otelkit_server", None)
+    if cached is not None:
+        return cached
+    host: Any = None
+    port: Any = None
+    try:
+        connection = (getattr(instance, "opts", None) or {}).get("connection")
+        if isinstance(connection, str):
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(connection)
+            host, port = parts.hostname, parts.port or (6379 if parts.hostname else None)
+        elif isinstance(connection, dict):
+            host, port = connection.get("host", "localhost"), connection.get("port", 6379)
+        else:
+            kwargs = getattr(getattr(connection, "connection_pool", None), "connection_kwargs", None)
+            if isinstance(kwargs, dict):
+                host, port = kwargs.get("host"), kwargs.get("port")
+    except Exception:  # an unusual connection option: no server attributes
+        host = port = None
+    result = (host if isinstance(host, str) else None, port if isinstance(port, int) else None)
+    try:
+        instance._otelkit_server = result
+    except Exception:
+        pass
+    return result
+
+
+_name_attrs: dict[str, dict[str, str]] = {}
+
+
+def _attributes(name: object) -> dict[str, str] | None:
+    """``messaging.bullmq.job.name`` (a job type, low cardinality), one dict per name (bounded)."""
+    if not isinstance(name, str):
+        return None
+    attrs = _name_attrs.get(name)
+    if attrs is None:
+        attrs = {ATTR_JOB_NAME: name}
+        if len(_name_attrs) < 1024:
+            _name_attrs[name] = attrs
+    return attrs
+
+
 def _job_name(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
     name = kwargs.get("name", args[0] if args else None)
     data = kwargs.get("data", args[1] if len(args) > 1 else None)
@@ -91,8 +136,9 @@ async def _add(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
             isinstance(telemetry, dict) and (telemetry.get("omitContext") or telemetry.get("metadata")))):
         return await wrapped(*args, **kwargs)  # context already there, or turned off for this job
     headers: dict[str, str] = {}
-    attributes = {ATTR_JOB_NAME: name} if isinstance(name, str) else None
-    with Emission(str(getattr(instance, "name", "")), headers, system=SYSTEM, attributes=attributes) as msg:
+    address, port = _server(instance)
+    with Emission(str(getattr(instance, "name", "")), headers, system=SYSTEM, attributes=_attributes(name),
+                  server_address=address, server_port=port) as msg:
         new_opts = {**(opts or {}), TM: json.dumps(headers, separators=(",", ":"))}
         token = otel_context.attach(otel_context.set_value(_SUPPRESS, True))  # the EVALSHA is this send
         try:
@@ -117,7 +163,7 @@ def _outcome(msg: Reception, job: Any, attempt: int, exc: BaseException) -> None
         msg.dead_letter("attempts exhausted")
 
 
-def _wrap_processor(processor: Any, queue: str) -> Any:
+def _wrap_processor(processor: Any, queue: str, server: tuple[str | None, int | None]) -> Any:
     if getattr(processor, "_otelkit_bullmq", False):
         return processor
 
@@ -126,12 +172,11 @@ def _wrap_processor(processor: Any, queue: str) -> Any:
             return await processor(job, *args)
         made = getattr(job, "attemptsMade", 0)
         attempt = made + 1 if isinstance(made, int) and made >= 0 else None
-        name = getattr(job, "name", None)
-        attributes = {ATTR_JOB_NAME: name} if isinstance(name, str) else None
         token = otel_context.attach(otel_context.set_value(_SUPPRESS, False))  # the job's own work is traced
         try:
             with Reception(queue, job_carrier(job), system=SYSTEM, message_id=getattr(job, "id", None),
-                           attempt=attempt, attributes=attributes) as msg:
+                           attempt=attempt, attributes=_attributes(getattr(job, "name", None)),
+                           server_address=server[0], server_port=server[1]) as msg:
                 try:
                     return await processor(job, *args)
                 except Exception as exc:
@@ -153,7 +198,8 @@ def _worker_init(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
     finally:
         otel_context.detach(token)
     try:
-        instance.processor = _wrap_processor(instance.processor, str(getattr(instance, "name", "")))
+        instance.processor = _wrap_processor(instance.processor, str(getattr(instance, "name", "")),
+                                             _server(instance))
     except Exception as error:  # telemetry never breaks the worker
         logger.debug("otelkit: could not wrap the BullMQ processor: %r", error)
     return result

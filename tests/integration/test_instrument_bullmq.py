@@ -117,6 +117,9 @@ def test_node_producer_to_python_consumer(node_app: Path, collector: RotelCollec
     assert process.attributes["messaging.system"] == "bullmq"
     assert process.attributes["messaging.message.id"] == produced["job_id"]
     assert process.attributes["otelkit.message.attempt"] == 1
+    assert process.attributes["messaging.bullmq.job.name"] == "enrich"
+    assert (process.attributes["server.address"], process.attributes["server.port"]) == (
+        _redis_args(redis_url)["host"], _redis_args(redis_url)["port"])
     assert process.attributes[CORRELATION_ATTRIBUTE] == cid
     receiver.wait_for(lambda: [r for r in receiver.logs() if r.trace_id == process.trace_id], timeout=60)
     (line,) = [r for r in receiver.logs() if r.trace_id == process.trace_id]
@@ -143,6 +146,7 @@ def test_python_producer_to_node_consumer(node_app: Path, collector: RotelCollec
     (process,) = spans(collector, f"node-consumer-{tag}", f"process {queue}")
     assert send.kind == "PRODUCER"
     assert send.attributes["messaging.message.id"] == produced["job_id"]
+    assert send.attributes["server.port"] == _redis_args(redis_url)["port"]
     assert send.attributes[CORRELATION_ATTRIBUTE] == produced["correlation_id"]
     # bullmq-otel makes its consumer span a child of the context it finds in the job: otelkit's send span
     assert (process.trace_id, process.parent_span_id) == (send.trace_id, send.span_id)
