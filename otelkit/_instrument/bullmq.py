@@ -36,6 +36,7 @@ from opentelemetry import context as otel_context
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS
 from otelkit._instrument import _common
 from otelkit._internal_log import logger
+from otelkit._names import SENT_AT_HEADER
 from otelkit._pipeline.carriers import MAX_VALUE_BYTES
 from otelkit._pipeline.scopes import Emission, Reception
 from otelkit._status import IntegrationStatus
@@ -120,6 +121,16 @@ def _attributes(name: object) -> dict[str, str] | None:
     return attrs
 
 
+def _dated_carrier(job: Any) -> dict[str, Any]:
+    """The job's carrier; a job from a producer without otelkit is dated by BullMQ's own ``timestamp`` (ms)."""
+    carrier = dict(job_carrier(job) or {})
+    if SENT_AT_HEADER not in carrier:
+        stamp = getattr(job, "timestamp", None)
+        if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+            carrier[SENT_AT_HEADER] = str(stamp)
+    return carrier
+
+
 def _job_name(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
     name = kwargs.get("name", args[0] if args else None)
     data = kwargs.get("data", args[1] if len(args) > 1 else None)
@@ -174,7 +185,7 @@ def _wrap_processor(processor: Any, queue: str, server: tuple[str | None, int | 
         attempt = made + 1 if isinstance(made, int) and made >= 0 else None
         token = otel_context.attach(otel_context.set_value(_SUPPRESS, False))  # the job's own work is traced
         try:
-            with Reception(queue, job_carrier(job), system=SYSTEM, message_id=getattr(job, "id", None),
+            with Reception(queue, _dated_carrier(job), system=SYSTEM, message_id=getattr(job, "id", None),
                            attempt=attempt, attributes=_attributes(getattr(job, "name", None)),
                            server_address=server[0], server_port=server[1]) as msg:
                 try:

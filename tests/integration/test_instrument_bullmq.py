@@ -124,6 +124,10 @@ def test_node_producer_to_python_consumer(node_app: Path, collector: RotelCollec
     receiver.wait_for(lambda: [r for r in receiver.logs() if r.trace_id == process.trace_id], timeout=60)
     (line,) = [r for r in receiver.logs() if r.trace_id == process.trace_id]
     assert line.attributes[CORRELATION_ATTRIBUTE] == cid
+    # a Node job has no otelkit send time: BullMQ's job timestamp dates it
+    latency = receiver.wait_for(lambda: [p for p in receiver.metrics("otelkit.messaging.message.end_to_end.duration")
+                                         if p.attributes.get("messaging.destination.name") == queue], timeout=60)
+    assert sum(p.count or 0 for p in latency) == 1
     # the worker's polling is housekeeping: not one redis span from the consumer process
     assert not [s for s in receiver.spans() if s.resource.get("service.name") == f"py-consumer-{tag}"
                 and s.name != f"process {queue}"]
