@@ -68,6 +68,33 @@ def rabbit_retrying_consumer(args: dict[str, Any]) -> None:
     _out({"attempts": attempts})
 
 
+# --- emit(message_id=...) reaches the consumer (Redis list, envelope) ---------------------------------
+
+def list_producer(args: dict[str, Any]) -> None:
+    import redis
+
+    client = redis.Redis.from_url(args["redis_url"])
+    with pipeline.emit(args["list"], system="redis", message_id=args["message_id"]) as msg:
+        client.lpush(args["list"], msg.wrap({"token": "tok-id"}))
+    _out({"correlation_id": msg.correlation_id, **_hex(msg.span)})
+
+
+def list_consumer(args: dict[str, Any]) -> None:
+    import redis
+
+    client = redis.Redis.from_url(args["redis_url"])
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        popped = client.brpop([args["list"]], timeout=1)
+        if popped is None:
+            continue
+        with pipeline.receive(args["list"], popped[1], system="redis") as msg:
+            log.info("consumed %s", msg.payload["token"])
+        _out({"message_id": msg.message_id, "correlation_id": msg.correlation_id, **_hex(msg.span)})
+        return
+    _out({})
+
+
 # --- BullMQ (PyPI bullmq), instrumented by otelkit.init() alone ------------------------------------------
 
 def bullmq_producer(args: dict[str, Any]) -> None:
@@ -118,7 +145,8 @@ def bullmq_consumer(args: dict[str, Any]) -> None:
     _out(asyncio.run(main()))
 
 
-ROLES = {"rabbit_retrying_consumer": rabbit_retrying_consumer, "bullmq_producer": bullmq_producer,
+ROLES = {"rabbit_retrying_consumer": rabbit_retrying_consumer, "list_producer": list_producer,
+         "list_consumer": list_consumer, "bullmq_producer": bullmq_producer,
          "bullmq_consumer": bullmq_consumer}
 
 

@@ -112,3 +112,18 @@ def test_foreign_amqp_correlation_id_adopted_and_kept_across_a_retry(
     assert sum(p.sum or 0.0 for p in e2e) >= 2 * 600
     # ... while its time in queue starts at its re-publication
     assert sum(p.sum or 0.0 for p in in_queue) < 2 * 600
+
+
+def test_emit_message_id_reaches_the_consumer_span(collector: RotelCollector, redis_url: str) -> None:
+    args = {"redis_url": redis_url, "list": f"otelkit-msgid-{uuid.uuid4().hex[:12]}",
+            "message_id": f"evt-{uuid.uuid4().hex[:8]}"}
+    produced = run_app("list_producer", args, collector, "msgid-producer")
+    consumed = run_app("list_consumer", args, collector, "msgid-consumer")
+    assert consumed["message_id"] == args["message_id"]
+    receiver = collector.receiver
+    name = f"process {args['list']}"
+    (process,) = receiver.wait_for(lambda: receiver.spans(name), timeout=60)
+    (send,) = receiver.wait_for(lambda: receiver.spans(f"send {args['list']}"), timeout=60)
+    assert process.attributes["messaging.message.id"] == send.attributes["messaging.message.id"] == args["message_id"]
+    assert process.attributes[CORRELATION_ATTRIBUTE] == produced["correlation_id"]
+    assert [(link.trace_id, link.span_id) for link in process.links] == [(produced["trace_id"], produced["span_id"])]
