@@ -7,7 +7,8 @@ pika, FastStream, BullMQ...) calls to read it. Precedence, first valid value win
 2. the AMQP ``correlation_id`` message property (pika ``BasicProperties``, aio-pika messages, kombu's
    ``properties`` dict), when the caller passes ``properties``;
 3. the headers named by ``OTELKIT_CORRELATION_HEADERS`` (default: ``correlation_id``,
-   ``correlation-id``, ``x-correlation-id``, ``messaging.message.conversation_id``), in that order.
+   ``correlation-id``, ``x-correlation-id``, ``messaging.message.conversation_id``), in that order;
+   an exact name first, then the same names case-insensitively (``X-Correlation-Id``).
 
 A foreign value is never trusted: anything that is not a valid correlation ID (1-128 characters of
 ``A-Z a-z 0-9 . _ : / @ + = -``; no whitespace, no control characters, no kilobytes) is skipped with a
@@ -90,12 +91,26 @@ def foreign_correlation_id(carrier: Any, properties: object = None) -> str | Non
             return found
         if carrier is None or isinstance(carrier, (str, bytes, bytearray, memoryview)):
             return None
-        for name in correlation_headers():
+        names = correlation_headers()
+        for name in names:
             raw = carriers.get_raw(carrier, name)
             if raw is not None:
                 found = _adopt(raw, f"header {name[:64]}")
                 if found is not None:
                     return found
+        if names:
+            # Header names are case-insensitive where they come from (HTTP, NATS, AMQP tables written by
+            # HTTP-minded code): X-Correlation-Id must match x-correlation-id. Only foreign messages get here.
+            wanted = {name.lower(): rank for rank, name in enumerate(names)}
+            best: tuple[int, str] | None = None
+            for key in carriers.GETTER.keys(carrier):
+                rank = wanted.get(key.lower())
+                if rank is not None and (best is None or rank < best[0]):
+                    found = _adopt(carriers.get_raw(carrier, key), f"header {key[:64]}")
+                    if found is not None:
+                        best = (rank, found)
+            if best is not None:
+                return best[1]
     except Exception as error:  # never raises into the consumer
         logger.debug("otelkit: reading a foreign correlation ID failed: %r", error)
     return None

@@ -127,3 +127,35 @@ def test_emit_message_id_reaches_the_consumer_span(collector: RotelCollector, re
     assert process.attributes["messaging.message.id"] == send.attributes["messaging.message.id"] == args["message_id"]
     assert process.attributes[CORRELATION_ATTRIBUTE] == produced["correlation_id"]
     assert [(link.trace_id, link.span_id) for link in process.links] == [(produced["trace_id"], produced["span_id"])]
+
+
+def test_foreign_nats_correlation_header_adopted(otelkit_capture: Any, nats_url: str) -> None:
+    """A bare nats-py publisher (not otelkit) sends HTTP-style ``X-Correlation-Id`` and ``traceparent`` headers."""
+    import asyncio
+
+    import nats
+
+    from otelkit import pipeline
+
+    subject = f"otelkit.interop.{uuid.uuid4().hex[:12]}"
+    cid = f"nats-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> tuple[str | None, str | None]:
+        nc = await nats.connect(nats_url)
+        try:
+            sub = await nc.subscribe(subject)
+            await nc.publish(subject, b"{}", headers={"X-Correlation-Id": cid,
+                                                      "traceparent": f"00-{FOREIGN_TRACE}-{FOREIGN_SPAN}-01"})
+            received = await sub.next_msg(timeout=30)
+            with pipeline.receive(subject, received.headers, system="nats") as msg:
+                inside = pipeline.correlation_id()
+            return msg.correlation_id, inside
+        finally:
+            await nc.close()
+
+    adopted, inside = asyncio.run(main())
+    assert adopted == inside == cid
+    (span,) = [s for s in otelkit_capture.spans if s.name == f"process {subject}"]
+    assert span.attributes[CORRELATION_ATTRIBUTE] == cid
+    assert [(format(link.context.trace_id, "032x"), format(link.context.span_id, "016x"))
+            for link in span.links] == [(FOREIGN_TRACE, FOREIGN_SPAN)]

@@ -100,6 +100,14 @@ def test_malformed_foreign_ids_are_replaced_never_trusted(otel: Telemetry, bad: 
         assert consumer_cid({"correlation_id": bad}, properties={"correlation_id": bad}) == "outer"
 
 
+def test_header_names_match_case_insensitively_in_list_order(otel: Telemetry) -> None:
+    assert consumer_cid({"X-Correlation-Id": "nats-style"}) == "nats-style"
+    assert consumer_cid([(b"Correlation-ID", b"kafka-style")]) == "kafka-style"
+    # the configured order decides, not the carrier's: correlation_id is listed before x-correlation-id
+    assert consumer_cid({"X-CORRELATION-ID": "second", "Correlation_Id": "first"}) == "first"
+    assert consumer_cid({"X-Correlation-Id": "bad value", "CORRELATION-ID": "ok"}) == "ok"
+
+
 def test_a_valid_header_after_an_invalid_one_is_adopted(otel: Telemetry) -> None:
     assert consumer_cid({"correlation_id": "bad value", "x-correlation-id": "good"}) == "good"
 
