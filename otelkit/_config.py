@@ -207,6 +207,11 @@ class SentrySettings:
     __str__ = __repr__
 
 
+DEFAULT_CORRELATION_HEADERS: tuple[str, ...] = (
+    "correlation_id", "correlation-id", "x-correlation-id", "messaging.message.conversation_id")
+"""Headers a consumer reads a foreign correlation ID from (after otelkit's own baggage and header)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """The resolved, validated, immutable configuration of otelkit.
@@ -257,6 +262,7 @@ class Settings:
     console_on_auto: bool = True
     spool_dir: str | None = None
     spool_max_bytes: int = 256 * 1024 * 1024
+    correlation_headers: tuple[str, ...] = DEFAULT_CORRELATION_HEADERS
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
 
     def __hash__(self) -> int:
@@ -828,6 +834,26 @@ def _propagators(raw: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+_MAX_CORRELATION_HEADERS = 16
+
+
+def _correlation_headers(raw: Any) -> tuple[str, ...]:
+    """A comma list of header names (RFC 9110 tokens, at most 64 characters, at most 16 names), or ``none``."""
+    accepted = ("a comma-separated list of at most 16 header names (letters, digits and !#$%&'*+-.^_`|~, "
+                "at most 64 characters each), or none")
+    try:
+        names = _split_list(raw)
+    except _Invalid:
+        raise _Invalid(accepted) from None
+    if [n.lower() for n in names] == ["none"]:
+        return ()
+    names = list(dict.fromkeys(names))
+    if (not names or len(names) > _MAX_CORRELATION_HEADERS
+            or any(len(n) > 64 or _HEADER_NAME.fullmatch(n) is None for n in names)):
+        raise _Invalid(accepted)
+    return tuple(names)
+
+
 # --- the parameter table --------------------------------------------------------------------------
 
 
@@ -1018,6 +1044,10 @@ PARAMS: tuple[Param, ...] = (
     _p("spool_max_bytes", "OTELKIT_SPOOL_MAX_BYTES", _int(1024 * 1024, 1 << 40), 256 * 1024 * 1024,
        "Bytes the spool may hold per signal; beyond it new data is dropped (`spool_full`).",
        arg="spool_max_bytes", default_doc="268435456 (256 MiB)"),
+    _p("correlation_headers", "OTELKIT_CORRELATION_HEADERS", _correlation_headers, DEFAULT_CORRELATION_HEADERS,
+       "Message headers a consumer adopts a foreign correlation ID from, first found wins (after otelkit's own "
+       "baggage and `otelkit-correlation-id`, and the AMQP `correlation_id` property); `none` turns it off. "
+       "An invalid value there is never trusted: a fresh ID."),
 )
 
 _EXPORTER_OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType({
@@ -1163,7 +1193,7 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
                  "instrument_entry_points",
                  "system_metrics", "log_level", "log_correlation", "shutdown_timeout", "child_exit_timeout",
                  "console_on_auto",
-                 "spool_dir", "spool_max_bytes"):
+                 "spool_dir", "spool_max_bytes", "correlation_headers"):
         values[name] = r.field(_BY_FIELD[name])
     values["disabled_instrumentations"] = frozenset(r.field(_BY_FIELD["disabled_instrumentations"]))
     instrument = r.field(_BY_FIELD["instrument"])

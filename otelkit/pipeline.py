@@ -92,7 +92,9 @@ __all__ = [
 
 def emit(destination: str, carrier: Any = None, *, system: str, message_id: object = None,
          correlation_id: str | None = None, attempt: int | None = None,
-         attributes: Mapping[str, Any] | None = None) -> Emission:
+         attributes: Mapping[str, Any] | None = None, retry_of: Reception | Message | None = None,
+         server_address: str | None = None, server_port: int | None = None,
+         routing_key: str | None = None) -> Emission:
     """Emit one message: a PRODUCER span ``send {destination}`` and context injected into ``carrier``.
 
     Args:
@@ -102,22 +104,35 @@ def emit(destination: str, carrier: Any = None, *, system: str, message_id: obje
             ``msg.wrap(payload)`` for payload-only transports). As a decorator: the name of the
             parameter holding the carrier, or a callable of the function's arguments.
         system: ``messaging.system``: ``redis``, ``rabbitmq``, ``nats``, ``kafka``...
-        message_id: ``messaging.message.id`` when known up front; or set ``msg.message_id`` later.
+        message_id: ``messaging.message.id`` when known up front (it travels to the consumer in
+            ``otelkit-message-id``); or set ``msg.message_id`` later (then only the producer span has it,
+            unless set before ``msg.wrap``).
         correlation_id: force an ID; by default the current one, or a fresh one at the first emission.
         attempt: delivery attempt written to the carrier when re-publishing for a retry (1-based).
         attributes: extra span attributes.
+        retry_of: re-publish this received message for another attempt (the ``receive`` scope, also
+            after its block ended, or a batch's :class:`Message`): keeps its correlation ID, writes
+            attempt + 1 and its first emission time (end-to-end latency covers every attempt; time in
+            queue starts now), and continues the failed attempt's trace.
+        server_address, server_port: ``server.address`` / ``server.port`` of the broker (a redis
+            ``emit`` gets them from the carrying command by itself).
+        routing_key: ``messaging.rabbitmq.destination.routing_key`` (``system="rabbitmq"`` only).
 
     Injects ``traceparent``/``tracestate``, ``baggage`` (with the correlation ID), the
     correlation ID in clear and the emission time. Records ``messaging.client.sent.messages``
     and ``messaging.client.operation.duration``.
     """
     return Emission(destination, carrier, system=system, message_id=message_id, correlation_id=correlation_id,
-                    attempt=attempt, attributes=attributes)
+                    attempt=attempt, attributes=attributes, retry_of=retry_of, server_address=server_address,
+                    server_port=server_port, routing_key=routing_key)
 
 
 def receive(destination: str, carrier: Any = None, *, system: str, message_id: object = None,
             attempt: int | None = None, group: str | None = None, parent: Parent = "none",
-            max_attempts: int | None = None, attributes: Mapping[str, Any] | None = None) -> Reception:
+            max_attempts: int | None = None, attributes: Mapping[str, Any] | None = None,
+            correlation_id: str | None = None, properties: object = None,
+            server_address: str | None = None, server_port: int | None = None,
+            routing_key: str | None = None, delivery_tag: int | None = None) -> Reception:
     """Process one received message: a CONSUMER span ``process {destination}`` linked to its producer.
 
     Args:
@@ -126,7 +141,8 @@ def receive(destination: str, carrier: Any = None, *, system: str, message_id: o
             (str/bytes) of a payload-only transport; ``msg.payload`` then holds the unwrapped body.
             As a decorator: a parameter name or a callable of the function's arguments.
         system: ``messaging.system``.
-        message_id: broker message ID (bytes accepted; a Redis stream ID also dates the message).
+        message_id: broker message ID (bytes accepted; a Redis stream ID also dates the message);
+            default: the ID the producer gave ``emit(message_id=...)``, else ``properties.message_id``.
         attempt: delivery attempt, 1-based (XPENDING delivery count, ``x-delivery-count``...);
             default: the ``otelkit-attempt`` header written by ``emit(attempt=...)``. As a decorator,
             a callable of the function's arguments.
@@ -136,6 +152,14 @@ def receive(destination: str, carrier: Any = None, *, system: str, message_id: o
         max_attempts: with a transient failure, the outcome is ``retry`` below this attempt and
             ``dead_letter`` at it.
         attributes: extra span attributes.
+        correlation_id: adopt this ID (a valid one; an invalid one is ignored). Without it: the ID
+            the message carries (otelkit's, else a foreign one: ``properties.correlation_id``, then the
+            ``OTELKIT_CORRELATION_HEADERS`` headers), else the enclosing ``correlate()`` scope's, else fresh.
+        properties: the broker's message properties (pika ``BasicProperties``, an aio-pika message,
+            a dict): ``correlation_id`` and ``message_id`` are read from them.
+        server_address, server_port: ``server.address`` / ``server.port`` of the broker.
+        routing_key, delivery_tag: ``messaging.rabbitmq.destination.routing_key`` and
+            ``messaging.rabbitmq.message.delivery_tag`` (``system="rabbitmq"`` only).
 
     The message's baggage (and so its correlation ID) is current inside the block: child spans,
     log records, outgoing HTTP calls and further ``emit`` calls carry it. On exit records
@@ -146,21 +170,25 @@ def receive(destination: str, carrier: Any = None, *, system: str, message_id: o
     ``otelkit._errors.report_exception`` and re-raised.
     """
     return Reception(destination, carrier, system=system, message_id=message_id, attempt=attempt, group=group,
-                     parent=parent, max_attempts=max_attempts, attributes=attributes)
+                     parent=parent, max_attempts=max_attempts, attributes=attributes, correlation_id=correlation_id,
+                     properties=properties, server_address=server_address, server_port=server_port,
+                     routing_key=routing_key, delivery_tag=delivery_tag)
 
 
 def receive_batch(destination: str, carriers: Iterable[Any], *, system: str,
                   message_ids: Iterable[object] | None = None, group: str | None = None,
                   parent: Literal["none", "current"] = "none", max_links: int = DEFAULT_MAX_LINKS,
-                  attributes: Mapping[str, Any] | None = None) -> BatchReception:
+                  attributes: Mapping[str, Any] | None = None, correlation_id: str | None = None) -> BatchReception:
     """Process a batch as one unit: one CONSUMER span linked to each message's producer.
 
     Sets ``messaging.batch.message_count``, links at most ``max_links`` messages (the
     number left out goes to ``otelkit.messaging.links.dropped``), records the batch size and
     each message's end-to-end latency. ``msg.messages`` lists the extracted messages.
+    The batch's correlation ID: ``correlation_id`` when given and valid, else the one every message
+    shares, else the enclosing ``correlate()`` scope's, else a fresh one.
     """
     return BatchReception(destination, carriers, system=system, message_ids=message_ids, group=group,
-                          parent=parent, max_links=max_links, attributes=attributes)
+                          parent=parent, max_links=max_links, attributes=attributes, correlation_id=correlation_id)
 
 
 def stage(name: str, *, source: str | None = None, variant: str | None = None,

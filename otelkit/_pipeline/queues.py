@@ -207,9 +207,79 @@ def observe_queue(destination: str, probe: Probe, *, system: str, state: str | N
 
 _REDIS_COMMANDS: dict[str, str] = {"list": "llen", "stream": "xlen", "set": "scard", "zset": "zcard"}
 
+_LAG_SCAN_LIMIT = 10_000
+"""Older Redis (< 7) has no ``lag``: undelivered entries are counted with XRANGE up to this many;
+a larger backlog skips the sample (a capped number would be a number that did not happen)."""
 
-def redis_probe(client: Any, key: str, kind: RedisKind) -> Probe:
-    """A probe reading the size of a Redis key: LLEN (list), XLEN (stream), SCARD (set), ZCARD (zset).
+
+def _field(info: Any, name: str) -> Any:
+    if not isinstance(info, dict):
+        return None
+    value = info.get(name)
+    if value is None:
+        value = info.get(name.encode())
+    return value
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return value if isinstance(value, str) else None
+
+
+def _group_backlog(client: Any, key: str, info: Any) -> int | None:
+    """Entries of one consumer group not yet acknowledged: pending (delivered, unacked) + lag (undelivered)."""
+    pending = _field(info, "pending")
+    if not isinstance(pending, int):
+        return None
+    lag = _field(info, "lag")
+    if isinstance(lag, int):
+        return pending + lag
+    # Redis < 7, or a lag Redis cannot tell (entries deleted inside the range): count what is after
+    # the group's last delivered ID, bounded.
+    last = _text(_field(info, "last-delivered-id"))
+    if last is None:
+        return None
+    entries = client.xrange(key, min="(" + last, max="+", count=_LAG_SCAN_LIMIT + 1)
+    if len(entries) > _LAG_SCAN_LIMIT:
+        logger.debug("otelkit: stream %s has more than %d undelivered entries and no lag field; sample skipped",
+                     key, _LAG_SCAN_LIMIT)
+        return None
+    return pending + len(entries)
+
+
+def _stream_probe(client: Any, key: str, group: str | None) -> Probe:
+    def probe() -> int | None:
+        try:
+            groups = client.xinfo_groups(key)
+        except Exception as error:
+            # No such key yet: nothing queued. Anything else (a wrong type, a dead server) skips the sample.
+            if "no such key" in str(error).lower():
+                return 0
+            raise
+        if group is not None:
+            groups = [info for info in groups if _text(_field(info, "name")) == group]
+        if not groups:
+            # No consumer group (yet): entries are never acknowledged, so no count here is a queue depth.
+            return None
+        backlogs = [_group_backlog(client, key, info) for info in groups]
+        known = [b for b in backlogs if b is not None]
+        return max(known) if known and len(known) == len(backlogs) else None
+
+    probe.__qualname__ = f"redis_probe[XINFO GROUPS {key}{' ' + group if group else ''}]"
+    return probe
+
+
+def redis_probe(client: Any, key: str, kind: RedisKind, *, group: str | None = None) -> Probe:
+    """A probe reading the size of a Redis key: LLEN (list), SCARD (set), ZCARD (zset), or a stream's backlog.
+
+    A stream's entries stay in it after they are acknowledged, so XLEN is not a queue depth. For
+    ``kind="stream"`` the probe reads XINFO GROUPS and reports, for consumer group ``group`` (default:
+    the group furthest behind), ``pending`` (delivered, not acknowledged) + ``lag`` (not delivered
+    yet). On Redis < 7 (no ``lag``), undelivered entries are counted with XRANGE after the group's
+    last delivered ID, up to 10,000 (beyond it the sample is skipped). A stream without that consumer
+    group (or any) reports nothing: without acknowledgements there is no depth to tell; a stream
+    that does not exist reports 0.
 
     ``client`` is a synchronous redis-py client. Give it a short ``socket_timeout``: a probe
     that hangs never holds up metric collection (see the module docstring), but its queue is
@@ -232,6 +302,8 @@ def redis_probe(client: Any, key: str, kind: RedisKind) -> Probe:
             return None
 
         return nothing
+    if kind == "stream":
+        return _stream_probe(client, key, group)
     method = getattr(client, _REDIS_COMMANDS[kind])
 
     def probe() -> int:

@@ -35,6 +35,7 @@ from otelkit._correlation import get_correlation_id, is_valid_correlation_id, ne
 from otelkit._errors import exception_text, record_unprintable
 from otelkit._internal_log import logger, warn_once
 from otelkit._pipeline import carriers, carrying
+from otelkit._pipeline.correlation import carried_correlation_id, property_value
 from otelkit._pipeline.failures import classify_failure
 from otelkit._pipeline.instruments import Instruments, instruments, tracer
 
@@ -50,6 +51,14 @@ _current: contextvars.ContextVar[_Consumption | None] = contextvars.ContextVar("
 _SENT_AT = _names.SENT_AT_HEADER
 _CORRELATION_HEADER = _names.CORRELATION_HEADER
 _ATTEMPT = _names.ATTEMPT_HEADER
+MESSAGE_ID_HEADER = "otelkit-message-id"
+"""``emit(message_id=...)`` travels in this header, so the consumer span gets ``messaging.message.id`` too."""
+ENQUEUED_AT_HEADER = "otelkit-enqueued-at"
+"""Epoch ms of *this* publication when it differs from ``otelkit-sent-at`` (a retry keeps the first send time)."""
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+RABBITMQ_ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
+RABBITMQ_DELIVERY_TAG = "messaging.rabbitmq.message.delivery_tag"
 _MAX_ATTEMPT = 1_000_000
 
 # Metric attribute dicts, cached per (system, destination, operation, group); bounded so a
@@ -147,7 +156,7 @@ _MAX_AGE = 30 * 86_400.0
 _MAX_AHEAD = 7_200.0
 
 
-def _sent_at(carrier: Any, message_id: str | None, system: str) -> float | None:
+def _sent_at(carrier: Any, message_id: str | None, system: str, header: str = _SENT_AT) -> float | None:
     """Emission time in epoch seconds: the otelkit header, else a Redis stream ID's millisecond part.
 
     None when absent or implausible (older than 30 days or more than 2 hours ahead).
@@ -155,12 +164,12 @@ def _sent_at(carrier: Any, message_id: str | None, system: str) -> float | None:
     sent: float | None = None
     if carrier is not None:
         try:
-            ms = _parse_number(carriers.get_raw(carrier, _SENT_AT))
+            ms = _parse_number(carriers.get_raw(carrier, header))
         except Exception:
             ms = None
         if ms is not None:
             sent = ms / 1000.0
-    if sent is None and system == "redis" and message_id is not None:
+    if sent is None and header == _SENT_AT and system == "redis" and message_id is not None:
         head, sep, tail = message_id.partition("-")
         if sep and head.isascii() and head.isdigit() and tail.isdigit() and len(head) <= 16:
             sent = int(head) / 1000.0
@@ -243,16 +252,67 @@ def _reason_text(reason: object) -> str | None:
     return _as_str(reason)
 
 
-def _message_context(extracted: Context, carrier: Any) -> tuple[trace.SpanContext | None, str | None]:
-    """(valid remote span context or None, valid correlation ID or None) from an extracted context."""
+def _message_context(extracted: Context, carrier: Any,
+                     properties: object = None) -> tuple[trace.SpanContext | None, str | None]:
+    """(valid remote span context or None, valid correlation ID or None) from an extracted context.
+
+    The correlation ID is otelkit's own (baggage, header), else a foreign one (AMQP property, the
+    ``OTELKIT_CORRELATION_HEADERS`` headers): see :mod:`otelkit._pipeline.correlation`.
+    """
     span_context = trace.get_current_span(extracted).get_span_context()
     remote = span_context if span_context.is_valid else None
     cid = get_correlation_id(extracted)  # only ever a valid ID or None
-    if cid is None:
-        cid = carriers.get_str(carrier, _CORRELATION_HEADER) if carrier is not None else None
-        if not is_valid_correlation_id(cid):
-            cid = None
+    if cid is None and (carrier is not None or properties is not None):
+        cid = carried_correlation_id(carrier, properties)
     return remote, cid
+
+
+def _property_time(properties: object) -> float | None:
+    """A foreign message's emission time from the AMQP ``timestamp`` property (epoch seconds, or a datetime)."""
+    raw = property_value(properties, "timestamp")
+    if raw is None:
+        return None
+    try:
+        value = raw.timestamp() if hasattr(raw, "timestamp") else _parse_number(raw)
+    except Exception:
+        return None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    now = time.time()
+    return float(value) if now - _MAX_AGE <= value <= now + _MAX_AHEAD else None
+
+
+def _explicit_cid(value: object, where: str) -> str | None:
+    """An explicit ``correlation_id=`` argument when valid; otherwise None (a debug log), never raised."""
+    if value is None:
+        return None
+    if is_valid_correlation_id(value):
+        return value  # type: ignore[return-value]
+    logger.debug("otelkit: %s(correlation_id=%s) is not a valid ID; not used", where, _shown(value))
+    return None
+
+
+def _server_attrs(attrs: dict[str, Any], address: object, port: object) -> None:
+    if address is not None:
+        attrs[SERVER_ADDRESS] = _as_str(address)
+    if port is not None:
+        number = _count(port, "server_port")
+        if number is not None and 0 < number < 65536:
+            attrs[SERVER_PORT] = number
+
+
+def _rabbitmq_attrs(attrs: dict[str, Any], system: str, routing_key: object, delivery_tag: object = None) -> None:
+    if routing_key is None and delivery_tag is None:
+        return
+    if system != "rabbitmq":
+        logger.debug("otelkit: routing_key/delivery_tag are RabbitMQ attributes; ignored for system=%s", system)
+        return
+    if routing_key is not None:
+        attrs[RABBITMQ_ROUTING_KEY] = _as_str(routing_key)
+    if delivery_tag is not None:
+        tag = delivery_tag if type(delivery_tag) is int else _count(delivery_tag, "delivery_tag")
+        if tag is not None:
+            attrs[RABBITMQ_DELIVERY_TAG] = tag
 
 
 def _with_baggage(base: Context, extracted: Context, correlation_id: str) -> Context:
@@ -381,15 +441,23 @@ class Emission(_Scope):
     * ``headers`` -- the carrier that received the context (the one you passed, or a new dict);
     * ``correlation_id`` -- the message's correlation ID;
     * ``span`` -- the producer span;
-    * ``message_id`` -- settable after the broker assigns one (``msg.message_id = r.xadd(...)``).
+    * ``message_id`` -- settable after the broker assigns one (``msg.message_id = r.xadd(...)``);
+      an ID given up front (or set before ``msg.wrap``) also travels to the consumer.
+
+    With ``retry_of=msg`` (a received message, also after its ``receive`` block ended) the
+    emission re-publishes that message for another attempt: same correlation ID, attempt + 1,
+    the first emission time kept (so end-to-end latency covers every attempt), a link to the
+    failed attempt's span.
     """
 
-    __slots__ = ("_attributes", "_carry", "_explicit_cid", "_t0", "_token", "attempt", "correlation_id",
-                 "destination", "headers", "message_id", "span", "system")
+    __slots__ = ("_attributes", "_carry", "_explicit_cid", "_retry_of", "_server", "_t0", "_token", "attempt",
+                 "correlation_id", "destination", "headers", "message_id", "routing_key", "span", "system")
 
     def __init__(self, destination: str, carrier: Any = None, *, system: str, message_id: object = None,
                  correlation_id: str | None = None, attempt: int | None = None,
-                 attributes: Mapping[str, Any] | None = None) -> None:
+                 attributes: Mapping[str, Any] | None = None, retry_of: object = None,
+                 server_address: str | None = None, server_port: int | None = None,
+                 routing_key: str | None = None) -> None:
         self.destination = destination if type(destination) is str else _name(destination, "destination")
         self.system = system if type(system) is str else _name(system, "system")
         self.headers: Any = carrier
@@ -398,6 +466,9 @@ class Emission(_Scope):
         self.correlation_id: str | None = correlation_id
         self.attempt = attempt if attempt is None or type(attempt) is int else _count(attempt, "attempt")
         self._attributes = attributes
+        self._retry_of = retry_of
+        self._server = (server_address, server_port)
+        self.routing_key = routing_key
         self._token: object = None
         self._carry: Any = None
         self.span: Span = INVALID_SPAN
@@ -421,6 +492,11 @@ class Emission(_Scope):
         if cid is not None and not is_valid_correlation_id(cid):
             logger.debug("otelkit: emit(correlation_id=%.40r) is not a valid ID; using a fresh one", cid)
             cid = None
+        retry_of = self._retry_of
+        first_sent: float | None = None
+        retry_link: Link | None = None
+        if retry_of is not None:
+            cid, first_sent, retry_link, parent = self._retry_from(retry_of, cid, parent)
         if cid is None:
             cid = get_correlation_id(parent)
         ctx = parent
@@ -437,11 +513,19 @@ class Emission(_Scope):
             _names.MESSAGING_OPERATION_NAME: "send",
             _names.MESSAGING_CONVERSATION_ID: cid,
         }
-        if self.message_id is not None:
-            attrs[_names.MESSAGING_MESSAGE_ID] = _as_str(self.message_id)
+        message_id = _as_str(self.message_id) if self.message_id is not None else None
+        if message_id is not None:
+            attrs[_names.MESSAGING_MESSAGE_ID] = message_id
+        if self.attempt is not None:
+            attrs[_names.ATTR_ATTEMPT] = self.attempt
+        if self._server[0] is not None or self._server[1] is not None:
+            _server_attrs(attrs, *self._server)
+        if self.routing_key is not None:
+            _rabbitmq_attrs(attrs, self.system, self.routing_key)
         if self._attributes:
             attrs.update(self._attributes)
-        span = tr.start_span("send " + self.destination, ctx, kind=SpanKind.PRODUCER, attributes=attrs)
+        span = tr.start_span("send " + self.destination, ctx, kind=SpanKind.PRODUCER, attributes=attrs,
+                             links=(retry_link,) if retry_link is not None else None)
         self.span = span
         ctx = trace.set_span_in_context(span, ctx)
         self._token = otel_context.attach(ctx)
@@ -454,11 +538,40 @@ class Emission(_Scope):
             propagate.inject(headers, context=ctx, setter=carriers.SETTER)
         except Exception as error:  # a broken propagator: the message goes out without trace context
             logger.debug("otelkit: could not inject trace context: %r", error)
-        carriers.set_header(headers, _SENT_AT, f"{time.time() * 1000.0:.3f}")
+        now_ms = f"{time.time() * 1000.0:.3f}"
+        if first_sent is not None:
+            carriers.set_header(headers, _SENT_AT, f"{first_sent * 1000.0:.3f}")
+            carriers.set_header(headers, ENQUEUED_AT_HEADER, now_ms)
+        else:
+            carriers.set_header(headers, _SENT_AT, now_ms)
         carriers.set_header(headers, _CORRELATION_HEADER, cid)
         if self.attempt is not None:
             carriers.set_header(headers, _ATTEMPT, str(int(self.attempt)))
+        if message_id is not None:
+            carriers.set_header(headers, MESSAGE_ID_HEADER, message_id[:256])
 
+    def _retry_from(self, retry_of: object, cid: str | None,
+                    parent: Context) -> tuple[str | None, float | None, Link | None, Context]:
+        """(correlation ID, first emission time, link to the failed attempt, parent context) for a retry."""
+        if cid is None:
+            carried = getattr(retry_of, "correlation_id", None)
+            cid = carried if is_valid_correlation_id(carried) else None
+        if self.attempt is None:
+            previous = _count(getattr(retry_of, "attempt", None), "retry_of.attempt") or 1
+            self.attempt = previous + 1 if previous < _MAX_ATTEMPT else previous
+        first_sent = getattr(retry_of, "sent_at", None)
+        if not isinstance(first_sent, float) or not math.isfinite(first_sent):
+            first_sent = None
+        failed = getattr(retry_of, "span", None)
+        link: Link | None = None
+        if isinstance(failed, Span):
+            failed_context = failed.get_span_context()
+            if failed_context.is_valid:
+                if trace.get_current_span(parent).get_span_context().is_valid:
+                    link = Link(failed_context)
+                else:  # re-published after the receive block: continue the failed attempt's trace
+                    parent = trace.set_span_in_context(NonRecordingSpan(failed_context), parent)
+        return cid, first_sent, link, parent
     def _finish(self, exc: BaseException | None) -> None:
         carry, self._carry = self._carry, None
         if carry is not None:
@@ -496,6 +609,11 @@ class Emission(_Scope):
 
         The receiver passes the raw message to ``receive(...)`` and reads ``msg.payload``.
         """
+        if self.message_id is not None and self.headers is not None:
+            try:  # an ID set inside the block (msg.message_id = ...) still reaches the consumer
+                carriers.set_header(self.headers, MESSAGE_ID_HEADER, (_as_str(self.message_id) or "")[:256])
+            except Exception as error:
+                logger.debug("otelkit: could not add the message ID to the envelope: %r", error)
         return carriers.wrap(payload, self.headers)
 
     def __call__(self, fn: F) -> F:
@@ -504,11 +622,13 @@ class Emission(_Scope):
         message_id_spec = _ArgSpec(self.message_id, fn, "message_id") if callable(self.message_id) else None
         destination, system, cid, attempt, attributes = (self.destination, self.system, self._explicit_cid,
                                                          self.attempt, self._attributes)
+        (server_address, server_port), routing_key = self._server, self.routing_key
 
         def make(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Emission:
             return Emission(destination, carrier_spec(args, kwargs) if carrier_spec else None, system=system,
                             message_id=message_id_spec(args, kwargs) if message_id_spec else None,
-                            correlation_id=cid, attempt=attempt, attributes=attributes)
+                            correlation_id=cid, attempt=attempt, attributes=attributes,
+                            server_address=server_address, server_port=server_port, routing_key=routing_key)
 
         return _decorate(fn, make)
 
@@ -628,19 +748,29 @@ class Reception(_Consumption):
       or on an exception retry/dead_letter by the failure classifier and ``max_attempts``).
     """
 
-    __slots__ = ("_attributes", "_carrier", "_instruments", "_parent", "message_id", "payload", "producer",
-                 "sent_at")
+    __slots__ = ("_attributes", "_carrier", "_explicit_cid", "_extra", "_instruments", "_parent", "_properties",
+                 "enqueued_at", "message_id", "payload", "producer", "sent_at")
 
     def __init__(self, destination: str, carrier: Any = None, *, system: str, message_id: object = None,
                  attempt: int | None = None, group: str | None = None, parent: Parent = "none",
-                 max_attempts: int | None = None, attributes: Mapping[str, Any] | None = None) -> None:
+                 max_attempts: int | None = None, attributes: Mapping[str, Any] | None = None,
+                 correlation_id: str | None = None, properties: object = None,
+                 server_address: str | None = None, server_port: int | None = None,
+                 routing_key: str | None = None, delivery_tag: int | None = None) -> None:
         super().__init__(destination, system, group, attempt, max_attempts)
         self._carrier = carrier
         self.message_id: Any = message_id
         self._parent = parent
         self._attributes = attributes
+        self._explicit_cid = correlation_id
+        self._properties = properties
+        # server.*, routing key, delivery tag: a tuple only when one is given (the common call pays nothing)
+        self._extra = ((server_address, server_port, routing_key, delivery_tag)
+                       if server_address is not None or server_port is not None or routing_key is not None
+                       or delivery_tag is not None else None)
         self.payload: Any = None
         self.sent_at: float | None = None
+        self.enqueued_at: float | None = None
         self.producer: trace.SpanContext | None = None
         self._instruments: Instruments | None = None
 
@@ -650,19 +780,29 @@ class Reception(_Consumption):
         if isinstance(carrier, (str, bytes, bytearray, memoryview)):
             self.payload, carrier = carriers.unwrap(carrier)
         message_id = self.message_id
-        if message_id is not None and type(message_id) is not str:
+        properties = self._properties
+        if message_id is None:
+            # the producer's emit(message_id=...), else the AMQP message_id property
+            message_id = carriers.get_str(carrier, MESSAGE_ID_HEADER) if carrier is not None else None
+            if message_id is None and properties is not None:
+                message_id = property_value(properties, "message_id")
+            if message_id is not None:
+                message_id = self.message_id = _as_str(message_id)
+        elif type(message_id) is not str:
             message_id = self.message_id = _as_str(message_id)
         extracted = _extract(carrier)
-        remote, cid = _message_context(extracted, carrier)
+        remote, cid = _message_context(extracted, carrier, properties)
         self.producer = remote
-        if cid is None:
-            cid = new_correlation_id()
+        if self._explicit_cid is not None:
+            cid = _explicit_cid(self._explicit_cid, "receive") or cid
+        base = otel_context.get_current()
+        if cid is None:  # nothing carried: the enclosing correlate() scope, else a fresh ID
+            cid = get_correlation_id(base) or new_correlation_id()
         self.correlation_id = cid
         if self.attempt is None:
             self.attempt = _header_attempt(carrier)
         elif type(self.attempt) is not int:  # a callable meant for the decorator form, used as a scope
             self.attempt = _count(self.attempt, "attempt")
-        base = otel_context.get_current()
         ctx = _with_baggage(base, extracted, cid)
         parent = self._parent
         if parent == "producer" and remote is not None:
@@ -684,6 +824,10 @@ class Reception(_Consumption):
             attrs[_names.ATTR_ATTEMPT] = self.attempt
         if self.group is not None:
             attrs[_names.MESSAGING_CONSUMER_GROUP] = self.group
+        extra = self._extra
+        if extra is not None:
+            _server_attrs(attrs, extra[0], extra[1])
+            _rabbitmq_attrs(attrs, self.system, extra[2], extra[3])
         if self._attributes:
             attrs.update(self._attributes)
         span = tr.start_span("process " + self.destination, span_parent, kind=SpanKind.CONSUMER, attributes=attrs,
@@ -702,8 +846,12 @@ class Reception(_Consumption):
                 ins.operation_duration.record(popped.duration,
                                               _metric_attrs(self.system, self.destination, "receive", self.group))
         sent_at = self.sent_at = _sent_at(carrier, message_id, self.system)
+        if sent_at is None and properties is not None:
+            sent_at = self.sent_at = _property_time(properties)
         if sent_at is not None:
-            wait = time.time() - sent_at
+            # a retry's queue time starts at its re-publication, not at the first emission
+            enqueued = self.enqueued_at = _sent_at(carrier, None, self.system, ENQUEUED_AT_HEADER) or sent_at
+            wait = time.time() - enqueued
             ins.time_in_queue.record(wait if wait > 0.0 else 0.0, metric_attrs)
         self._t0 = time.perf_counter()
 
@@ -740,12 +888,15 @@ class Reception(_Consumption):
         destination, system, group, parent, max_attempts, attributes = (
             self.destination, self.system, self.group, self._parent, self.max_attempts, self._attributes)
         static_attempt = None if attempt_spec else self.attempt
+        cid, extra = self._explicit_cid, self._extra or (None, None, None, None)
 
         def make(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Reception:
             return Reception(destination, carrier_spec(args, kwargs) if carrier_spec else None, system=system,
                              message_id=message_id_spec(args, kwargs) if message_id_spec else None,
                              attempt=attempt_spec(args, kwargs) if attempt_spec else static_attempt,
-                             group=group, parent=parent, max_attempts=max_attempts, attributes=attributes)
+                             group=group, parent=parent, max_attempts=max_attempts, attributes=attributes,
+                             correlation_id=cid, server_address=extra[0], server_port=extra[1],
+                             routing_key=extra[2], delivery_tag=extra[3])
 
         return _decorate(fn, make)
 
@@ -767,10 +918,13 @@ def _outcome_attrs(base: dict[str, str], outcome: str) -> dict[str, str]:
 class Message:
     """One message of a batch, as extracted: payload, IDs, emission time, producer context."""
 
-    __slots__ = ("attempt", "carrier", "correlation_id", "message_id", "payload", "producer", "sent_at")
+    __slots__ = ("attempt", "carrier", "correlation_id", "enqueued_at", "message_id", "payload", "producer",
+                 "sent_at")
 
     def __init__(self, carrier: Any, payload: Any, message_id: str | None, correlation_id: str | None,
-                 producer: trace.SpanContext | None, sent_at: float | None, attempt: int | None) -> None:
+                 producer: trace.SpanContext | None, sent_at: float | None, attempt: int | None,
+                 enqueued_at: float | None = None) -> None:
+        self.enqueued_at = enqueued_at if enqueued_at is not None else sent_at
         self.carrier = carrier
         self.payload = payload
         self.message_id = message_id
@@ -792,13 +946,14 @@ class BatchReception(_Consumption):
     The outcome (``ack``/``retry``/``dead_letter``) applies to the whole batch.
     """
 
-    __slots__ = ("_attributes", "_carriers", "_message_ids", "_parent", "max_links", "messages")
+    __slots__ = ("_attributes", "_carriers", "_explicit_cid", "_message_ids", "_parent", "max_links", "messages")
 
     def __init__(self, destination: str, carriers: Iterable[Any], *, system: str,
                  message_ids: Iterable[object] | None = None, group: str | None = None,
                  parent: Literal["none", "current"] = "none", max_links: int = DEFAULT_MAX_LINKS,
-                 attributes: Mapping[str, Any] | None = None) -> None:
+                 attributes: Mapping[str, Any] | None = None, correlation_id: str | None = None) -> None:
         super().__init__(destination, system, group, None, None)
+        self._explicit_cid = correlation_id
         self._carriers = carriers
         self._message_ids = message_ids
         self._parent = parent
@@ -823,13 +978,17 @@ class BatchReception(_Consumption):
             if isinstance(carrier, (str, bytes, bytearray, memoryview)):
                 payload, carrier = carriers.unwrap(carrier)
             message_id = _as_str(ids[index]) if index < len(ids) else None
+            if message_id is None and carrier is not None:
+                message_id = carriers.get_str(carrier, MESSAGE_ID_HEADER)
             extracted = _extract(carrier)
             remote, cid = _message_context(extracted, carrier)
             if first_extracted is None:
                 first_extracted = extracted
             correlation_ids.add(cid)
-            self.messages.append(Message(carrier, payload, message_id, cid, remote,
-                                         _sent_at(carrier, message_id, self.system), _header_attempt(carrier)))
+            sent = _sent_at(carrier, message_id, self.system)
+            self.messages.append(Message(carrier, payload, message_id, cid, remote, sent, _header_attempt(carrier),
+                                         _sent_at(carrier, None, self.system, ENQUEUED_AT_HEADER)
+                                         if sent is not None else None))
             if remote is not None:
                 if len(links) < self.max_links:
                     link_attrs: dict[str, Any] = {}
@@ -842,9 +1001,13 @@ class BatchReception(_Consumption):
                     dropped += 1
         count = len(self.messages)
         shared = next(iter(correlation_ids)) if len(correlation_ids) == 1 else None
-        cid = shared or new_correlation_id()
-        self.correlation_id = cid
         base = otel_context.get_current()
+        explicit = _explicit_cid(self._explicit_cid, "receive_batch")
+        if explicit is not None and explicit != shared:
+            shared = None
+        # explicit ID, else the one every message shares, else the enclosing correlate() scope, else fresh
+        cid = explicit or shared or get_correlation_id(base) or new_correlation_id()
+        self.correlation_id = cid
         ctx = _with_baggage(base, first_extracted if shared and first_extracted is not None else Context(), cid)
         span_parent = ctx if self._parent == "current" else trace.set_span_in_context(INVALID_SPAN, ctx)
         attrs: dict[str, Any] = {
@@ -871,8 +1034,8 @@ class BatchReception(_Consumption):
         ins.batch_size.record(count, metric_attrs)
         now = time.time()
         for message in self.messages:
-            if message.sent_at is not None:
-                wait = now - message.sent_at
+            if message.enqueued_at is not None:
+                wait = now - message.enqueued_at
                 ins.time_in_queue.record(wait if wait > 0.0 else 0.0, metric_attrs)
         self._t0 = time.perf_counter()
 
