@@ -58,17 +58,25 @@ LOAD = "load"
 """The collector answered that it is overloaded (gRPC RESOURCE_EXHAUSTED, HTTP 429/503): back off, never split."""
 UNANSWERED = "unanswered"
 """Not a drop reason: items whose last request got no answer (delivery unknown), ``STATS.unanswered``."""
+TLS = "tls"
+"""A FAIL whose cause is the TLS handshake (certificate, or TLS spoken to a plaintext port)."""
 
 
 @dataclass(frozen=True)
 class SendResult:
-    """Outcome of one request: ``kind`` is ok / retry / too_large / fail; ``cause`` says why a retry failed."""
+    """Outcome of one request: ``kind`` is ok / retry / too_large / fail; ``cause`` says why it failed.
+
+    ``code`` is what the collector (or the gRPC runtime) answered: the HTTP status (``"401"``) or the gRPC
+    status name (``"UNAUTHENTICATED"``), ``""`` when no answer came. ``timed_out``: a connection was made
+    and no answer came within the timeout (what ``otelkit doctor`` calls "hung")."""
 
     kind: str
     detail: str = ""
     retry_after: float | None = None
     rejected: int = 0
     cause: str = ""
+    code: str = ""
+    timed_out: bool = False
 
 
 class Sender:
@@ -242,31 +250,33 @@ class GrpcSender(Sender):
             if _is_size_refusal(details) and name in ("RESOURCE_EXHAUSTED", "OUT_OF_RANGE", "INVALID_ARGUMENT"):
                 # gRPC's own message-size limit ("Received message larger than max (N vs. M)"; tonic:
                 # "decoded message length too large"): the same bytes can never pass, smaller ones can.
-                return SendResult(TOO_LARGE, detail)
+                return SendResult(TOO_LARGE, detail, code=name)
             if name == "RESOURCE_EXHAUSTED":
                 # Without RetryInfo this is a memory limiter refusing under load (the spec makes it retryable
                 # only with RetryInfo; dropping would lose data a moment of back-off saves): back off, never split.
-                return SendResult(RETRY, detail, retry_after, cause=LOAD)
+                return SendResult(RETRY, detail, retry_after, cause=LOAD, code=name)
             if name == "DEADLINE_EXCEEDED":
                 if not self.request_may_have_arrived():
                     # The channel never got ready (a peer that accepts TCP but never completes HTTP/2): the
                     # request never left, so resending it duplicates nothing.
                     return SendResult(RETRY, f"no connection within {timeout:.1f}s: TCP accepted, no HTTP/2 "
-                                      f"handshake ({detail})", retry_after, cause=UNREACHABLE)
-                return SendResult(RETRY, f"no answer within {timeout:.1f}s ({detail})", retry_after, cause=NO_ANSWER)
+                                      f"handshake ({detail})", retry_after, cause=UNREACHABLE, code=name,
+                                      timed_out=True)
+                return SendResult(RETRY, f"no answer within {timeout:.1f}s ({detail})", retry_after, cause=NO_ANSWER,
+                                  code=name, timed_out=True)
             if name == "UNAVAILABLE":
                 cause = UNREACHABLE if _looks_unreachable(details) else LOAD
-                return SendResult(RETRY, detail, retry_after, cause=cause)
+                return SendResult(RETRY, detail, retry_after, cause=cause, code=name)
             if name in self._RETRYABLE:
-                return SendResult(RETRY, detail, retry_after)
-            return SendResult(FAIL, detail)
+                return SendResult(RETRY, detail, retry_after, code=name)
+            return SendResult(FAIL, detail, code=name)
         except Exception as exc:  # grpc raises a few non-RpcError types (ValueError on a closed channel)
             if self._cancelled_for_fork:
                 return self._fork_cancel_result()
             self._reconnect()
             return SendResult(RETRY, f"{type(exc).__name__}: {exc}", cause=UNREACHABLE)
         rejected, message = _partial(self.signal, response if isinstance(response, bytes) else b"")
-        return SendResult(OK, message, rejected=rejected)
+        return SendResult(OK, message, rejected=rejected, code="OK")
 
     @staticmethod
     def _fork_cancel_result() -> SendResult:
@@ -512,18 +522,21 @@ class HttpSender(Sender):
                 break
             except ssl.SSLError as exc:
                 self.close()
-                return SendResult(FAIL, f"TLS error: {exc}")
+                return SendResult(FAIL, f"TLS error: {exc}", cause=TLS)
             except (OSError, http.client.HTTPException) as exc:
                 reused = self._reused
                 sent = self._sent
+                connected = sent or getattr(self._conn, "sock", None) is not None
                 self.close()
                 # A kept-alive connection the server closed in between: retry once at once, on a new one.
                 if attempt == 1 and reused and not isinstance(exc, TimeoutError) and deadline > time.monotonic():
                     continue
                 text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 if isinstance(exc, TimeoutError) and sent:
-                    return SendResult(RETRY, f"no answer within {timeout:.1f}s ({text})", cause=NO_ANSWER)
-                return SendResult(RETRY, text, cause=UNREACHABLE if not sent else "")
+                    return SendResult(RETRY, f"no answer within {timeout:.1f}s ({text})", cause=NO_ANSWER,
+                                      timed_out=True)
+                return SendResult(RETRY, text, cause=UNREACHABLE if not sent else "",
+                                  timed_out=isinstance(exc, TimeoutError) and connected)
         else:  # pragma: no cover - the loop always breaks or returns
             return SendResult(RETRY, "connection failed")
         return _http_result(self.signal, status, content, retry_after)
@@ -591,10 +604,11 @@ class RequestsHttpSender(Sender):
             response = self._get_session().post(self.url, data=body, headers=self._headers, timeout=timeout,
                                                 verify=self._verify, cert=self._cert, stream=True)
         except requests.exceptions.SSLError as exc:
-            return SendResult(FAIL, f"TLS error: {exc}")
+            return SendResult(FAIL, f"TLS error: {exc}", cause=TLS)
         except requests.exceptions.ReadTimeout as exc:
             self.close()
-            return SendResult(RETRY, f"no answer within {timeout:.1f}s ({type(exc).__name__})", cause=NO_ANSWER)
+            return SendResult(RETRY, f"no answer within {timeout:.1f}s ({type(exc).__name__})", cause=NO_ANSWER,
+                              timed_out=True)
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             self.close()
             return SendResult(RETRY, f"{type(exc).__name__}", cause=UNREACHABLE)
@@ -641,14 +655,36 @@ def _http_result(signal: str, status: int, content: bytes, retry_after: str | No
         if len(content) > MAX_RESPONSE_BYTES:
             return SendResult(OK, "response larger than 4 MiB ignored")
         rejected, message = _partial(signal, content)
-        return SendResult(OK, message, rejected=rejected)
+        return SendResult(OK, message, rejected=rejected, code=str(status))
+    detail = f"HTTP {status}" + (f": {text}" if (text := _error_text(content)) else "")
     if status in _HTTP_RETRYABLE:
         # 429/503: the collector refuses under load; 502/504: a proxy in front of it could not get an answer.
         cause = LOAD if status in (429, 503) else ""
-        return SendResult(RETRY, f"HTTP {status}", _retry_after(retry_after), cause=cause)
+        return SendResult(RETRY, detail, _retry_after(retry_after), cause=cause, code=str(status))
     if status == 413:
-        return SendResult(TOO_LARGE, "HTTP 413")
-    return SendResult(FAIL, f"HTTP {status}")
+        return SendResult(TOO_LARGE, detail, code=str(status))
+    return SendResult(FAIL, detail, code=str(status))
+
+
+def _error_text(body: bytes) -> str:
+    """The reason in an OTLP/HTTP error body (a ``google.rpc.Status`` message, or text), at most 200 chars."""
+    if not body:
+        return ""
+    text = ""
+    try:
+        from google.rpc.status_pb2 import Status
+
+        status = Status()
+        status.ParseFromString(body)
+        text = status.message
+    except Exception:
+        text = ""
+    if not text or not " ".join(text.split()).isprintable():
+        text = body[:400].decode("utf-8", errors="replace")
+    text = " ".join(text.split())
+    if not text.isprintable():
+        return ""
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _retry_after(value: str | None) -> float | None:
