@@ -77,3 +77,34 @@ def test_mutual_tls(pki: Path, protocol: str) -> None:
                                               "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": str(pki / "client.pem"),
                                               "OTEL_EXPORTER_OTLP_CLIENT_KEY": str(pki / "client.key")})
         assert [s.name for s in receiver.spans()] == ["over-tls"]
+
+
+def _doctor_verdict(receiver: OtlpReceiver, protocol: str, env: dict[str, str]) -> tuple[bool, str]:
+    """``otelkit doctor``'s test span over the exporters' own transport (issue 20: one TLS set-up, not two)."""
+    from otelkit import _doctor
+
+    endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
+    settings = resolve(environ={"OTEL_SERVICE_NAME": "tls", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                                "OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_METRICS_EXPORTER": "none",
+                                "OTEL_LOGS_EXPORTER": "none", **env})
+    (target,), _ = _doctor.targets(settings, probe=lambda host, port: False)
+    outcome = _doctor.send_test(settings, target, "tls", timeout=5.0)
+    return outcome.ok, outcome.summary
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_doctor_speaks_tls_as_the_exporter_does(pki: Path, protocol: str) -> None:
+    with OtlpReceiver(tls_cert=str(pki / "server.pem"), tls_key=str(pki / "server.key"),
+                      client_ca=str(pki / "ca.pem")) as receiver:
+        ok, summary = _doctor_verdict(receiver, protocol, {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(pki / "ca.pem")})
+        assert not ok, "mutual TLS without a client certificate must fail, as it does for the exporter"
+        ok, summary = _doctor_verdict(receiver, protocol, {
+            "OTEL_EXPORTER_OTLP_CERTIFICATE": str(pki / "ca.pem"),
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": str(pki / "client.pem"),
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY": str(pki / "client.key")})
+        assert ok, summary
+        assert [s.name for s in receiver.spans()] == ["otelkit doctor test span"]
+        ok, summary = _doctor_verdict(receiver, protocol, {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(pki / "other.pem")})
+        assert not ok
+        if protocol != "grpc":
+            assert summary.startswith("TLS failed:"), summary
