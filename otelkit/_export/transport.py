@@ -653,7 +653,7 @@ def _http_result(signal: str, status: int, content: bytes, retry_after: str | No
     """An OTLP/HTTP answer (status, body read up to 4 MiB + 1 byte, ``Retry-After``) as a send result."""
     if 200 <= status < 300:
         if len(content) > MAX_RESPONSE_BYTES:
-            return SendResult(OK, "response larger than 4 MiB ignored")
+            return SendResult(OK, "response larger than 4 MiB ignored", code=str(status))
         rejected, message = _partial(signal, content)
         return SendResult(OK, message, rejected=rejected, code=str(status))
     detail = f"HTTP {status}" + (f": {text}" if (text := _error_text(content)) else "")
