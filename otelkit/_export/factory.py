@@ -39,7 +39,7 @@ from otelkit._export.metrics import (
     _SummaryAtExitReader,
 )
 from otelkit._export.stats import STATS
-from otelkit._export.transport import _PATHS, GrpcSender, HttpSender, RequestsHttpSender, Sender, mask_url
+from otelkit._export.transport import _PATHS, GrpcSender, HttpSender, Sender, mask_url
 from otelkit._internal_log import logger
 
 if TYPE_CHECKING:
@@ -83,9 +83,7 @@ def make_sender(signal: str, sig: SignalSettings) -> Sender:
         return GrpcSender(signal, endpoint or DEFAULT_GRPC_ENDPOINT, headers=headers, compression=sig.compression,
                           insecure=sig.insecure, **tls)
     url = endpoint or f"{DEFAULT_HTTP_ENDPOINT}{_PATHS[signal]}"
-    if _proxied(url):
-        return RequestsHttpSender(signal, url, headers=headers, compression=sig.compression, **tls)
-    return HttpSender(signal, url, headers=headers, compression=sig.compression, **tls)
+    return HttpSender(signal, url, headers=headers, compression=sig.compression, proxy=_proxy_for(url), **tls)
 
 
 def sender_for(settings: Settings, destination: Destination) -> Sender:
@@ -97,17 +95,19 @@ def sender_for(settings: Settings, destination: Destination) -> Sender:
     return make_sender(destination.signal, sig)
 
 
-def _proxied(url: str) -> bool:
+def _proxy_for(url: str) -> str | None:
+    """The proxy URL that applies to ``url`` (``HTTPS_PROXY`` / ``HTTP_PROXY`` by the URL's scheme, honouring
+    ``NO_PROXY``, as ``urllib`` reads them), or None."""
     from urllib.request import getproxies, proxy_bypass
 
     try:
         parts = urlsplit(url)
-        proxies = getproxies()
-        if not proxies.get(parts.scheme):
-            return False
-        return not proxy_bypass(parts.hostname or "")
+        proxy = getproxies().get(parts.scheme) or None
+        if proxy is None or proxy_bypass(parts.hostname or ""):
+            return None
+        return proxy
     except Exception:
-        return False
+        return None
 
 
 _PROBE_TTL = 2.0

@@ -439,14 +439,18 @@ class HttpSender(Sender):
     """OTLP/HTTP with protobuf bodies over one kept-alive ``http.client`` connection.
 
     ``requests`` costs several milliseconds of GIL-holding Python per request, which the application
-    pays for; ``http.client`` is a fraction of that. Response bodies are read up to 4 MiB. When an
-    HTTP(S) proxy applies to the endpoint (``HTTPS_PROXY`` & co.), :func:`make_sender` uses
-    :class:`RequestsHttpSender` instead, which honours it.
+    pays for; ``http.client`` is a fraction of that. Response bodies are read up to 4 MiB.
+
+    ``proxy`` (the URL :func:`otelkit._export.factory.make_sender` finds in ``HTTPS_PROXY`` / ``HTTP_PROXY``
+    for the endpoint, honouring ``NO_PROXY``): an ``https://`` endpoint is tunnelled with ``CONNECT``; an
+    ``http://`` one is forwarded (absolute request URI). User info in the proxy URL becomes
+    ``Proxy-Authorization: Basic``. TLS inside a TLS connection to an ``https://`` proxy is not supported:
+    such a sender fails each request with a message saying so.
     """
 
     def __init__(self, signal: str, endpoint: str, *, headers: Mapping[str, str] | None = None,
                  compression: str = "none", certificate: str | None = None, client_key: str | None = None,
-                 client_certificate: str | None = None) -> None:
+                 client_certificate: str | None = None, proxy: str | None = None) -> None:
         import encodings.idna  # noqa: F401 - see below
         import http.client  # noqa: F401
         import ssl
@@ -476,18 +480,59 @@ class HttpSender(Sender):
             self._ssl = ssl.create_default_context(cafile=certificate)
             if client_certificate:
                 self._ssl.load_cert_chain(client_certificate, client_key)
+        self._proxy: tuple[str, int, bool] | None = None
+        self._proxy_headers: dict[str, str] = {}
+        self._unsupported = ""
+        if proxy:
+            self._use_proxy(proxy, parts)
         self._conn: Any = None
         self._reused = False
         self._sent = False
+
+    def _use_proxy(self, proxy: str, endpoint: Any) -> None:
+        import base64
+        from urllib.parse import unquote
+
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        tls = parts.scheme == "https"
+        self._proxy = (parts.hostname or "localhost", parts.port or (443 if tls else 80), tls)
+        self.target = f"{self.target} (via proxy {mask_url(proxy)})"
+        if parts.username or parts.password:
+            user = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            self._proxy_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
+        if parts.scheme not in ("http", "https"):
+            self._unsupported = f"proxy {mask_url(proxy)}: only http:// and https:// proxies are supported"
+        elif self._https and tls:
+            self._unsupported = (f"proxy {mask_url(proxy)}: TLS to the collector inside TLS to the proxy is not "
+                                 "supported; give the proxy as http://")
+        elif not self._https:
+            # Forwarded by the proxy: the request line carries the absolute URI (http.client takes the Host
+            # header from it), the proxy's credentials go with each request.
+            self._path = urlunsplit(("http", endpoint.netloc.rsplit("@", 1)[-1], endpoint.path or "/",
+                                     endpoint.query, ""))
+            self._headers.update(self._proxy_headers)
 
     def _connection(self, timeout: float) -> Any:
         import http.client
 
         if self._conn is None:
-            if self._https:
-                self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
+            proxy = self._proxy
+            if proxy is None:
+                if self._https:
+                    self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
+                                                             context=self._ssl)
+                else:
+                    self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+            elif self._https:  # CONNECT tunnel to the collector, TLS inside it end to end
+                self._conn = http.client.HTTPSConnection(proxy[0], proxy[1], timeout=timeout, context=self._ssl)
+                self._conn.set_tunnel(self._host, self._port, headers=self._proxy_headers)
+            elif proxy[2]:
+                import ssl
+
+                self._conn = http.client.HTTPSConnection(proxy[0], proxy[1], timeout=timeout,
+                                                         context=ssl.create_default_context())
             else:
-                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+                self._conn = http.client.HTTPConnection(proxy[0], proxy[1], timeout=timeout)
             self._reused = False
         else:
             self._reused = True
@@ -514,6 +559,8 @@ class HttpSender(Sender):
         import http.client
         import ssl
 
+        if self._unsupported:
+            return SendResult(FAIL, self._unsupported)
         body = gzip.compress(payload, compresslevel=1) if self._gzip else payload
         deadline = time.monotonic() + max(timeout, 0.001)
         for attempt in (1, 2):
@@ -563,75 +610,6 @@ class HttpSender(Sender):
         if conn is not None:
             try:
                 conn.close()
-            except Exception:
-                pass
-
-
-class RequestsHttpSender(Sender):
-    """OTLP/HTTP through ``requests`` (used when an HTTP proxy applies: it honours ``HTTPS_PROXY``...)."""
-
-    def __init__(self, signal: str, endpoint: str, *, headers: Mapping[str, str] | None = None,
-                 compression: str = "none", certificate: str | None = None, client_key: str | None = None,
-                 client_certificate: str | None = None) -> None:
-        self.signal = signal
-        self.url = endpoint
-        self.target = mask_url(endpoint)
-        self._headers = {"Content-Type": "application/x-protobuf", **dict(headers or {})}
-        self._gzip = compression == "gzip"
-        if self._gzip:
-            self._headers["Content-Encoding"] = "gzip"
-        self._verify: bool | str = certificate or True
-        self._cert: tuple[str, str] | str | None = None
-        if client_certificate and client_key:
-            self._cert = (client_certificate, client_key)
-        elif client_certificate:
-            self._cert = client_certificate
-        self._session: Any = None
-
-    def _get_session(self) -> Any:
-        if self._session is None:
-            import requests
-
-            self._session = requests.Session()
-        return self._session
-
-    def send(self, payload: bytes, timeout: float) -> SendResult:
-        import requests
-
-        body = gzip.compress(payload, compresslevel=1) if self._gzip else payload
-        timeout = max(timeout, 0.001)
-        try:
-            response = self._get_session().post(self.url, data=body, headers=self._headers, timeout=timeout,
-                                                verify=self._verify, cert=self._cert, stream=True)
-        except requests.exceptions.SSLError as exc:
-            return SendResult(FAIL, f"TLS error: {exc}", cause=TLS)
-        except requests.exceptions.ReadTimeout as exc:
-            self.close()
-            return SendResult(RETRY, f"no answer within {timeout:.1f}s ({type(exc).__name__})", cause=NO_ANSWER,
-                              timed_out=True)
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            self.close()
-            return SendResult(RETRY, f"{type(exc).__name__}", cause=UNREACHABLE)
-        except Exception as exc:  # invalid URL, bad certificate path...
-            return SendResult(FAIL, f"{type(exc).__name__}: {exc}")
-        try:
-            status = response.status_code
-            try:
-                content = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True) or b""
-            except Exception:
-                content = b""
-        finally:
-            response.close()
-        return _http_result(self.signal, status, content, response.headers.get("Retry-After"))
-
-    def reset_after_fork(self) -> None:
-        self._session = None  # a pooled socket shared with the parent would interleave bytes (EBADF, #4994)
-
-    def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            try:
-                session.close()
             except Exception:
                 pass
 
