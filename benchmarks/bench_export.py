@@ -65,6 +65,36 @@ if side == "raw":
     tp.shutdown()
     elapsed = time.perf_counter() - start
     exported = delivered[0]
+elif side == "sdkbsp":
+    # Issue 20 part 2: the SDK's own BatchSpanProcessor (otelkit's queue/batch/delay sizes) with otelkit's
+    # encoder and sender as a plain exporter: what otelkit's own queue is measured against.
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from otelkit._export.encoding import encode_spans
+    from otelkit._export.transport import OK, GrpcSender, HttpSender
+    sender = (GrpcSender("traces", endpoint) if protocol == "grpc"
+              else HttpSender("traces", endpoint + "/v1/traces"))
+    delivered = [0]
+    class Exporter(SpanExporter):
+        def export(self, spans):
+            result = sender.send(encode_spans(spans), 10.0)
+            if result.kind == OK:
+                delivered[0] += len(spans) - result.rejected
+                return SpanExportResult.SUCCESS
+            return SpanExportResult.FAILURE
+    tp = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    tp.add_span_processor(BatchSpanProcessor(Exporter(), max_queue_size=8192, max_export_batch_size=2048,
+                                             schedule_delay_millis=1000))
+    tracer = tp.get_tracer("bench")
+    start = time.perf_counter()
+    cpu0, main0 = time.process_time(), time.thread_time()
+    for i in range(count):
+        with tracer.start_as_current_span("op", attributes={"i": i, "k": "v"}):
+            pass
+    tp.shutdown()
+    elapsed = time.perf_counter() - start
+    exported = delivered[0]
 else:
     os.environ.update({"OTEL_SERVICE_NAME": "bench", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
                        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc" if protocol == "grpc" else "http/protobuf",
@@ -85,8 +115,10 @@ else:
     elapsed = time.perf_counter() - start
     exported = report["traces"].exported
 # CPU of every thread but the main one (the export thread, and the shutdown threads that drain it)
-other = (time.process_time() - cpu0) - (time.thread_time() - main0)
-print("@@" + json.dumps({"elapsed": elapsed, "exported": exported, "count": count, "other_cpu": other}))
+main = time.thread_time() - main0
+other = (time.process_time() - cpu0) - main
+print("@@" + json.dumps({"elapsed": elapsed, "exported": exported, "count": count, "other_cpu": other,
+                         "main_cpu": main}))
 """
 
 
@@ -205,12 +237,14 @@ def custom(fast: bool) -> list[dict[str, Any]]:
         rates: dict[str, list[float]] = {s: [] for s in sides}
         lost: dict[str, list[float]] = {s: [] for s in sides}
         per_span: dict[str, list[float]] = {s: [] for s in sides}
+        app: dict[str, list[float]] = {s: [] for s in sides}
         for i in range(rounds):
             for side in (sides if i % 2 == 0 else tuple(reversed(sides))):
                 result = _run(side, protocol, count, hog)
                 rates[side].append(result["exported"] / result["elapsed"])
                 lost[side].append(result["count"] - result["exported"])
                 per_span[side].append(result["other_cpu"] / max(1, result["exported"]) * 1e6)
+                app[side].append(result["main_cpu"] / result["count"] * 1e6)
         ours, raws, drops_ours, drops_raw = rates["otelkit"], rates["raw"], lost["otelkit"], lost["raw"]
         under = ", while 2 CPU-hog processes keep both cores busy" if hog else ""
         rows.append({
@@ -224,6 +258,12 @@ def custom(fast: bool) -> list[dict[str, Any]]:
             "label": f"export thread CPU per delivered span, {protocol}{under}",
             "unit": "µs/span", "otelkit": per_span["otelkit"], "raw": per_span["raw"], "target": None,
             "note": "CPU of every non-application thread (export, and the shutdown drain) / spans delivered",
+        })
+        rows.append({
+            "label": f"application thread CPU per span created, {protocol}{under}",
+            "unit": "µs/span", "otelkit": app["otelkit"], "raw": app["raw"], "target": None,
+            "note": ("CPU of the thread creating the spans (SDK span start/end, processors' on_start/on_end) / "
+                     "spans created: the part of the cost both sides share"),
         })
         if not hog:
             rows.append({

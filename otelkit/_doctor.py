@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import contextlib
+import http
 import importlib
 import importlib.metadata
 import importlib.util
@@ -32,7 +33,6 @@ import os
 import platform
 import secrets
 import socket
-import ssl
 import sys
 import threading
 import time
@@ -42,17 +42,20 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from otelkit._version import __version__
+
+if TYPE_CHECKING:
+    from otelkit._config import Settings, SignalSettings
+    from otelkit._export.factory import Destination
+    from otelkit._export.transport import Sender, SendResult
 
 Status = Literal["ok", "warn", "fail", "skip", "info"]
 
 SIGNALS = ("traces", "metrics", "logs")
 DEFAULT_TEMPO_URL = "http://127.0.0.1:3200"
-_GRPC_DEFAULT = "http://localhost:4317"
-_HTTP_DEFAULT = "http://localhost:4318"
 
 
 @dataclass
@@ -236,19 +239,25 @@ def _quiet_logging() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Target:
-    """Where one signal goes."""
+    """Where one signal goes: an ``otlp`` destination of :func:`otelkit._export.resolve_exporters`."""
 
-    signal: str
-    protocol: str  # "grpc" | "http/protobuf"
-    url: str  # full URL (HTTP: with /v1/<signal>)
-    source: str
-    headers: Mapping[str, str]
-    timeout: float
-    compression: str
-    certificate: str | None
-    client_key: str | None
-    client_certificate: str | None
-    insecure: bool | None
+    destination: Destination
+
+    @property
+    def signal(self) -> str:
+        return self.destination.signal
+
+    @property
+    def protocol(self) -> str:
+        return self.destination.protocol or "grpc"
+
+    @property
+    def url(self) -> str:
+        return self.destination.endpoint or ""
+
+    @property
+    def source(self) -> str:
+        return self.destination.source
 
     @property
     def address(self) -> tuple[str, int]:
@@ -257,21 +266,17 @@ class Target:
         return parts.hostname or "localhost", parts.port or default
 
 
-def targets(settings: Any, *, probe: Callable[[str, int], bool] | None = None) -> tuple[list[Target], list[Check]]:
-    """The OTLP destinations ``init()`` would use, and notes on the signals that have none."""
-    probe = probe or (lambda host, port: tcp_connect(host, port, 0.05) == "ok")
+def targets(settings: Settings, *, probe: Callable[[str, int], bool] | None = None) -> tuple[list[Target], list[Check]]:
+    """The OTLP destinations ``init()`` would use (the export factory's own resolution), and notes on the
+    signals that have none. ``probe(host, port)`` says whether a local collector listens (default: TCP)."""
+    from otelkit._export.factory import probe_local_collector, resolve_exporters
+
+    connect = probe or (lambda host, port: tcp_connect(host, port, 0.05) == "ok")
     found: list[Target] = []
     notes: list[Check] = []
-    sources: Mapping[str, str] = getattr(settings, "sources", {}) or {}
     for signal in SIGNALS:
-        sig = getattr(settings, signal, None)
-        if sig is None:
-            continue
-        exporters = tuple(getattr(sig, "exporters", ()) or ())
-        endpoint = getattr(sig, "endpoint", None)
-        protocol = getattr(sig, "protocol", "grpc") or "grpc"
-        source = str(sources.get(f"{signal}.endpoint", "default"))
-        if signal == "metrics" and "prometheus" in exporters:
+        sig: SignalSettings = getattr(settings, signal)
+        if signal == "metrics" and "prometheus" in sig.exporters:
             extra = (("opentelemetry.exporter.prometheus", "opentelemetry-exporter-prometheus"),
                      ("prometheus_client", "prometheus-client"))
             missing = [dist for module, dist in extra if importlib.util.find_spec(module) is None]
@@ -279,35 +284,23 @@ def targets(settings: Any, *, probe: Callable[[str, int], bool] | None = None) -
                 notes.append(Check("endpoints", "prometheus", "fail",
                                    f"metrics exporter 'prometheus' needs {', '.join(missing)}: no scrape endpoint",
                                    "pip install 'otelkit[prometheus]'"))
-        if exporters == ("auto",) and endpoint is None:
+        with _quiet_logging():
+            destinations = resolve_exporters(settings, signal, probe=lambda: probe_local_collector(connect=connect))
+        otlp = [Target(d) for d in destinations if d.kind == "otlp"]
+        if otlp:
+            found.extend(otlp)
+        elif "auto" in sig.exporters:
             # The embedded default: a collector on the standard local ports, else the terminal.
-            if probe("127.0.0.1", 4317):
-                protocol, endpoint, source = "grpc", "http://127.0.0.1:4317", "auto (collector on 127.0.0.1:4317)"
-            elif probe("127.0.0.1", 4318):
-                protocol, endpoint = "http/protobuf", f"http://127.0.0.1:4318/v1/{signal}"
-                source = "auto (collector on 127.0.0.1:4318)"
-            else:
-                notes.append(Check(
-                    "endpoints", signal, "info",
-                    "embedded default: no endpoint configured and no collector on 127.0.0.1:4317/4318, so "
-                    + ("metrics stay in memory for the terminal summary" if signal == "metrics"
-                       else f"{signal} print to the terminal"),
-                    "set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://collector:4317) or start the bundled stack"))
-                continue
-        elif "otlp" not in exporters:
+            notes.append(Check(
+                "endpoints", signal, "info",
+                "embedded default: no endpoint configured and no collector on 127.0.0.1:4317/4318, so "
+                + ("metrics stay in memory for the terminal summary" if signal == "metrics"
+                   else f"{signal} print to the terminal"),
+                "set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://collector:4317) or start the bundled stack"))
+        else:
             notes.append(Check("endpoints", signal, "info",
-                               f"exporters: {', '.join(exporters) or 'none'} (no OTLP endpoint to check)",
-                               details={"exporters": list(exporters)}))
-            continue
-        if endpoint is None:
-            endpoint = _GRPC_DEFAULT if protocol == "grpc" else f"{_HTTP_DEFAULT}/v1/{signal}"
-            source = "default"
-        found.append(Target(
-            signal=signal, protocol=protocol, url=endpoint, source=source,
-            headers=dict(getattr(sig, "headers", {}) or {}), timeout=float(getattr(sig, "timeout", 10.0) or 10.0),
-            compression=getattr(sig, "compression", "none") or "none", certificate=getattr(sig, "certificate", None),
-            client_key=getattr(sig, "client_key", None),
-            client_certificate=getattr(sig, "client_certificate", None), insecure=getattr(sig, "insecure", None)))
+                               f"exporters: {', '.join(sig.exporters) or 'none'} (no OTLP endpoint to check)",
+                               details={"exporters": list(sig.exporters)}))
     return found, notes
 
 
@@ -335,7 +328,8 @@ def _check_endpoints(report: Report, settings: Any, *, timeout: float, send: boo
     ids = (secrets.token_hex(16), secrets.token_hex(8))
     # Concurrently: three signals on one hung collector cost one timeout, not three.
     with ThreadPoolExecutor(max_workers=max(1, len(found)), thread_name_prefix="otelkit-doctor") as pool:
-        checks = list(pool.map(lambda t: _check_target(t, service, ids, timeout=timeout, send=send), found))
+        checks = list(pool.map(lambda t: _check_target(settings, t, service, ids, timeout=timeout, send=send),
+                               found))
     trace_id: str | None = None
     accepted_by: str | None = None
     for target, check in zip(found, checks, strict=True):
@@ -345,7 +339,8 @@ def _check_endpoints(report: Report, settings: Any, *, timeout: float, send: boo
     return trace_id, accepted_by
 
 
-def _check_target(target: Target, service: str, ids: tuple[str, str], *, timeout: float, send: bool) -> Check:
+def _check_target(settings: Settings, target: Target, service: str, ids: tuple[str, str], *, timeout: float,
+                  send: bool) -> Check:
     label = f"{target.signal} -> {mask_url(target.url)} ({target.protocol})"
     details = {"signal": target.signal, "endpoint": mask_url(target.url), "protocol": target.protocol,
                "source": target.source}
@@ -357,7 +352,7 @@ def _check_target(target: Target, service: str, ids: tuple[str, str], *, timeout
     if not send:
         return Check("endpoints", label, "ok", f"{host}:{port} accepts TCP connections (no test data sent)",
                      details={**details, "tcp": "ok"})
-    outcome = send_test(target, service, timeout=timeout, ids=ids)
+    outcome = send_test(settings, target, service, timeout=timeout, ids=ids)
     details.update(outcome.details)
     if outcome.ok:
         return Check("endpoints", label, "ok", outcome.summary, details=details)
@@ -387,22 +382,27 @@ class SendOutcome:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def send_test(target: Target, service: str, *, timeout: float, ids: tuple[str, str] | None = None) -> SendOutcome:
-    """Export one real test item to ``target`` and say what the collector answered.
+def send_test(settings: Settings, target: Target, service: str, *, timeout: float,
+              ids: tuple[str, str] | None = None) -> SendOutcome:
+    """Export one real test item to ``target`` through the exporters' own transport and say what the
+    collector answered.
 
     The export runs in a daemon thread joined with a deadline, so even a
     transport that ignores its own timeout cannot hang the doctor.
     """
+    from otelkit._export.factory import sender_for
+
     trace_id, span_id = ids or (secrets.token_hex(16), secrets.token_hex(8))
-    request = _test_request(target.signal, service, trace_id, span_id)
+    payload = _test_request(target.signal, service, trace_id, span_id).SerializeToString()
     result: list[SendOutcome] = []
 
     def work() -> None:
         try:
-            if target.protocol == "grpc":
-                result.append(_send_grpc(target, request, timeout))
-            else:
-                result.append(_send_http(target, request, timeout))
+            sender = sender_for(settings, target.destination)
+            try:
+                result.append(_outcome(target, sender, sender.send(payload, timeout), timeout))
+            finally:
+                sender.close()
         except Exception as exc:
             result.append(SendOutcome(False, f"export failed: {type(exc).__name__}: {exc}"))
 
@@ -424,6 +424,50 @@ def send_test(target: Target, service: str, *, timeout: float, ids: tuple[str, s
             outcome.trace_id = trace_id
             outcome.details["trace_id"] = trace_id
     return outcome
+
+
+def _outcome(target: Target, sender: Sender, result: SendResult, timeout: float) -> SendOutcome:
+    """A :class:`SendResult` of the shared transport as the doctor's verdict: the exact HTTP status or gRPC
+    code, and what to do about it."""
+    from otelkit._export.transport import OK, TLS
+
+    grpc = target.protocol == "grpc"
+    if result.timed_out:
+        return SendOutcome(False, f"hung: connected, but no {'gRPC' if grpc else 'HTTP'} answer within {timeout:g}s"
+                                  f" ({result.detail})", _hung_fix(target), details={"error": "timeout"})
+    if result.cause == TLS:
+        return SendOutcome(False, f"TLS failed: {result.detail.removeprefix('TLS error: ')}",
+                           "check OTEL_EXPORTER_OTLP_CERTIFICATE, or use http:// for a plaintext collector")
+    if grpc and result.code:
+        details: dict[str, Any] = {"grpc_status": result.code}
+        if result.kind == OK:
+            if result.rejected or result.detail:
+                return SendOutcome(False, f"gRPC OK{_rejected_text(result)}",
+                                   "read the collector's log for why it rejected data", details=details)
+            # A schemeless endpoint: OTEL_EXPORTER_OTLP_INSECURE decided (as for the exporters).
+            note = "" if "://" in target.url else f" (no scheme in the endpoint: sent to {sender.target})"
+            return SendOutcome(True, note, details=details)
+        text = result.detail.removeprefix(f"gRPC {result.code}").removeprefix(": ")
+        return SendOutcome(False, f"the collector answered gRPC {result.code}: {text}",
+                           _GRPC_FIXES.get(result.code, "read the collector's log for the reason"), details=details)
+    if not grpc and result.code:
+        status = int(result.code)
+        if result.kind == OK:
+            if result.rejected or result.detail:
+                return SendOutcome(False, f"HTTP {status}{_rejected_text(result)}",
+                                   "read the collector's log for why it rejected data", details={"http_status": status})
+            return SendOutcome(True, "", details={"http_status": status})
+        reason = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else ""
+        text = result.detail.removeprefix(f"HTTP {status}").removeprefix(": ")
+        summary = f"the collector answered HTTP {status}" + (f" {reason}" if reason else "") + (
+            f": {text}" if text else "")
+        return SendOutcome(False, summary, _http_fix(status, target), details={"http_status": status})
+    return SendOutcome(False, f"request failed: {result.detail}", _unreachable_fix(target),
+                       details={"error": result.detail})
+
+
+def _rejected_text(result: SendResult) -> str:
+    return f"; the collector rejected {result.rejected} item(s): {result.detail or 'no reason given'}"
 
 
 def _hung_fix(target: Target) -> str:
@@ -471,69 +515,6 @@ def _test_request(signal: str, service: str, trace_id: str, span_id: str) -> Any
     return metrics_service_pb2.ExportMetricsServiceRequest()
 
 
-def _partial(response: Any) -> str:
-    partial = getattr(response, "partial_success", None)
-    if partial is None:
-        return ""
-    rejected = sum(getattr(partial, name, 0) for name in
-                   ("rejected_spans", "rejected_log_records", "rejected_data_points"))
-    if rejected or partial.error_message:
-        return f"; the collector rejected {rejected} item(s): {partial.error_message or 'no reason given'}"
-    return ""
-
-
-def _send_http(target: Target, request: Any, timeout: float) -> SendOutcome:
-    import gzip
-
-    body = request.SerializeToString()
-    headers = {"Content-Type": "application/x-protobuf", "User-Agent": f"otelkit-doctor/{__version__}",
-               **dict(target.headers)}
-    if target.compression == "gzip":
-        body = gzip.compress(body)
-        headers["Content-Encoding"] = "gzip"
-    context: ssl.SSLContext | None = None
-    if target.url.startswith("https://"):
-        context = ssl.create_default_context(cafile=target.certificate)
-        if target.client_certificate:
-            context.load_cert_chain(target.client_certificate, target.client_key)
-    http_request = urllib.request.Request(target.url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(http_request, timeout=timeout, context=context) as response:
-            payload = response.read()
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        text = exc.read(300).decode(errors="replace").strip()
-        summary = f"the collector answered HTTP {exc.code} {exc.reason}" + (f": {text}" if text else "")
-        return SendOutcome(False, summary, _http_fix(exc.code, target), details={"http_status": exc.code})
-    except TimeoutError:
-        return SendOutcome(False, f"hung: connected, but no HTTP answer within {timeout:g}s", _hung_fix(target),
-                           details={"error": "timeout"})
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, (TimeoutError, socket.timeout)):
-            return SendOutcome(False, f"hung: connected, but no HTTP answer within {timeout:g}s", _hung_fix(target),
-                               details={"error": "timeout"})
-        if isinstance(reason, ssl.SSLError):
-            return SendOutcome(False, f"TLS failed: {reason}",
-                               "check OTEL_EXPORTER_OTLP_CERTIFICATE, or use http:// for a plaintext collector")
-        return SendOutcome(False, f"request failed: {reason}", _unreachable_fix(target))
-    except (ConnectionError, OSError) as exc:
-        return SendOutcome(False, f"the connection broke: {exc}", _hung_fix(target))
-    partial = ""
-    try:
-        response_type = type(request).__name__.replace("Request", "Response")
-        module = sys.modules[type(request).__module__]
-        parsed = getattr(module, response_type)()
-        parsed.ParseFromString(payload)
-        partial = _partial(parsed)
-    except Exception:
-        partial = ""
-    if partial:
-        return SendOutcome(False, f"HTTP {status}{partial}", "read the collector's log for why it rejected data",
-                           details={"http_status": status})
-    return SendOutcome(True, "", details={"http_status": status})
-
-
 def _http_fix(code: int, target: Target) -> str:
     if code in (401, 403):
         return "the collector refused the credentials: check OTEL_EXPORTER_OTLP_HEADERS (e.g. authorization=Bearer ...)"
@@ -557,65 +538,6 @@ _GRPC_FIXES = {
                    "use http:// for a plaintext collector",
     "RESOURCE_EXHAUSTED": "the collector is overloaded (memory limiter) or the request too large",
 }
-
-
-def _send_grpc(target: Target, request: Any, timeout: float) -> SendOutcome:
-    import grpc
-
-    parts = urlsplit(target.url if "://" in target.url else f"//{target.url}")
-    host, port = target.address
-    authority = f"{host}:{port}"
-    secure = parts.scheme == "https" or (parts.scheme == "" and target.insecure is False)
-    if secure:
-        root = None
-        if target.certificate:
-            with open(target.certificate, "rb") as fh:
-                root = fh.read()
-        key = cert = None
-        if target.client_key and target.client_certificate:
-            with open(target.client_key, "rb") as fh:
-                key = fh.read()
-            with open(target.client_certificate, "rb") as fh:
-                cert = fh.read()
-        channel = grpc.secure_channel(authority, grpc.ssl_channel_credentials(root, key, cert))
-    else:
-        channel = grpc.insecure_channel(authority)
-    stub_call = _grpc_method(channel, target.signal)
-    metadata = [(k.lower(), v) for k, v in target.headers.items()]
-    compression = grpc.Compression.Gzip if target.compression == "gzip" else grpc.Compression.NoCompression
-    try:
-        response = stub_call(request, timeout=timeout, metadata=metadata, compression=compression)
-    except grpc.RpcError as exc:
-        code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
-        text = exc.details() if hasattr(exc, "details") else str(exc)
-        summary = f"the collector answered gRPC {code}: {text}"
-        fix = _GRPC_FIXES.get(code, "read the collector's log for the reason")
-        if code == "DEADLINE_EXCEEDED":
-            summary = f"hung: connected, but no gRPC answer within {timeout:g}s ({text})"
-            fix = _hung_fix(target)
-        return SendOutcome(False, summary, fix, details={"grpc_status": code})
-    finally:
-        channel.close()
-    partial = _partial(response)
-    if partial:
-        return SendOutcome(False, f"gRPC OK{partial}", "read the collector's log for why it rejected data",
-                           details={"grpc_status": "OK"})
-    note = "" if secure or parts.scheme == "http" else " (no scheme in the endpoint: sent without TLS)"
-    return SendOutcome(True, note, details={"grpc_status": "OK"})
-
-
-def _grpc_method(channel: Any, signal: str) -> Any:
-    if signal == "traces":
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
-
-        return trace_service_pb2_grpc.TraceServiceStub(channel).Export
-    if signal == "logs":
-        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
-
-        return logs_service_pb2_grpc.LogsServiceStub(channel).Export
-    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
-
-    return metrics_service_pb2_grpc.MetricsServiceStub(channel).Export
 
 
 # --------------------------------------------------------------------------------------------------

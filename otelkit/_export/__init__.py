@@ -46,6 +46,7 @@ from otelkit._export.batching import (
     set_shutdown_deadline,
 )
 from otelkit._export.factory import (
+    Destination,
     build_log_processors,
     build_metric_readers,
     build_span_processors,
@@ -55,6 +56,7 @@ from otelkit._export.factory import (
     probe_local_collector,
     resolve_exporters,
     scrubbed_user_processor,
+    sender_for,
 )
 from otelkit._export.lifecycle import abandon_stuck_metric_exporters, after_fork_in_child, flush_all, live_pipelines
 from otelkit._export.metrics import OtlpMetricExporter, silence_summaries
@@ -69,7 +71,6 @@ from otelkit._export.transport import (
     UNREACHABLE,
     GrpcSender,
     HttpSender,
-    RequestsHttpSender,
     Sender,
     SendResult,
     mask_url,
@@ -84,12 +85,12 @@ __all__ = [
     "TOO_LARGE",
     "UNANSWERED",
     "UNREACHABLE",
+    "Destination",
     "GrpcSender",
     "HttpSender",
     "OtelkitLogProcessor",
     "OtelkitSpanProcessor",
     "OtlpMetricExporter",
-    "RequestsHttpSender",
     "ScrubbingLogProcessor",
     "ScrubbingSpanProcessor",
     "SendResult",
@@ -110,6 +111,7 @@ __all__ = [
     "probe_local_collector",
     "resolve_exporters",
     "scrubbed_user_processor",
+    "sender_for",
     "set_shutdown_deadline",
     "silence_summaries",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -38,11 +39,11 @@ from otelkit._export.metrics import (
     _SummaryAtExitReader,
 )
 from otelkit._export.stats import STATS
-from otelkit._export.transport import _PATHS, GrpcSender, HttpSender, RequestsHttpSender, Sender, mask_url
+from otelkit._export.transport import _PATHS, GrpcSender, HttpSender, Sender, mask_url
 from otelkit._internal_log import logger
 
 if TYPE_CHECKING:
-    from otelkit._config import Settings
+    from otelkit._config import Settings, SignalSettings
 
 
 def _scrubber(settings: Any, name: str) -> Callable[[list[Any]], list[Any]] | None:
@@ -72,92 +73,127 @@ def scrubbed_user_processor(processor: Any, settings: Settings, signal: str) -> 
 # Factories from Settings
 
 
-def make_sender(signal: str, signal_settings: Any) -> Sender:
-    """An OTLP :class:`Sender` for ``signal`` from a ``SignalSettings`` (or anything with its fields)."""
-    protocol = getattr(signal_settings, "protocol", "grpc") or "grpc"
-    endpoint = getattr(signal_settings, "endpoint", None)
-    headers = dict(getattr(signal_settings, "headers", None) or {})
-    compression = getattr(signal_settings, "compression", "none") or "none"
-    tls = {"certificate": getattr(signal_settings, "certificate", None),
-           "client_key": getattr(signal_settings, "client_key", None),
-           "client_certificate": getattr(signal_settings, "client_certificate", None)}
-    if protocol == "grpc":
-        return GrpcSender(signal, endpoint or "http://localhost:4317", headers=headers, compression=compression,
-                          insecure=getattr(signal_settings, "insecure", None), **tls)
-    url = endpoint or f"http://localhost:4318{_PATHS[signal]}"
-    if _proxied(url):
-        return RequestsHttpSender(signal, url, headers=headers, compression=compression, **tls)
-    return HttpSender(signal, url, headers=headers, compression=compression, **tls)
+def make_sender(signal: str, sig: SignalSettings) -> Sender:
+    """The OTLP :class:`Sender` for ``signal`` from its ``SignalSettings``: the one transport of the export
+    pipelines, the spool replay and ``otelkit doctor``."""
+    endpoint = sig.endpoint
+    headers = dict(sig.headers)
+    tls = {"certificate": sig.certificate, "client_key": sig.client_key, "client_certificate": sig.client_certificate}
+    if sig.protocol == "grpc":
+        return GrpcSender(signal, endpoint or DEFAULT_GRPC_ENDPOINT, headers=headers, compression=sig.compression,
+                          insecure=sig.insecure, **tls)
+    url = endpoint or f"{DEFAULT_HTTP_ENDPOINT}{_PATHS[signal]}"
+    return HttpSender(signal, url, headers=headers, compression=sig.compression, proxy=_proxy_for(url), **tls)
 
 
-def _proxied(url: str) -> bool:
+def sender_for(settings: Settings, destination: Destination) -> Sender:
+    """The :class:`Sender` of an ``otlp`` :class:`Destination` (its protocol and endpoint, the signal's other
+    settings: headers, TLS, compression)."""
+    sig: SignalSettings = getattr(settings, destination.signal)
+    if destination.protocol is not None:
+        sig = dataclasses.replace(sig, protocol=destination.protocol, endpoint=destination.endpoint)  # type: ignore[arg-type]
+    return make_sender(destination.signal, sig)
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy URL that applies to ``url`` (``HTTPS_PROXY`` / ``HTTP_PROXY`` by the URL's scheme, honouring
+    ``NO_PROXY``, as ``urllib`` reads them), or None."""
     from urllib.request import getproxies, proxy_bypass
 
     try:
         parts = urlsplit(url)
-        proxies = getproxies()
-        if not proxies.get(parts.scheme):
-            return False
-        return not proxy_bypass(parts.hostname or "")
+        proxy = getproxies().get(parts.scheme) or None
+        if proxy is None or proxy_bypass(parts.hostname or ""):
+            return None
+        return proxy
     except Exception:
-        return False
+        return None
 
 
 _PROBE_TTL = 2.0
 _probe_cache: tuple[float, str | None] | None = None
 
 
-def probe_local_collector(timeout: float = 0.05) -> str | None:
+def _tcp_open(host: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def probe_local_collector(timeout: float = 0.05, *,
+                          connect: Callable[[str, int], bool] | None = None) -> str | None:
     """``"grpc"`` if something listens on 127.0.0.1:4317, else ``"http/protobuf"`` for :4318, else None.
 
-    A TCP connect of a few ms each; cached briefly so one ``init()`` probes once."""
+    A TCP connect of a few ms each; cached briefly so one ``init()`` probes once. ``connect(host, port)``
+    replaces the TCP connect (and the cache): the doctor and tests decide what is listening."""
     global _probe_cache
     now = time.monotonic()
-    if _probe_cache is not None and now - _probe_cache[0] < _PROBE_TTL:
+    if connect is None and _probe_cache is not None and now - _probe_cache[0] < _PROBE_TTL:
         return _probe_cache[1]
+    is_open = connect or (lambda host, port: _tcp_open(host, port, timeout))
     found: str | None = None
     for port, protocol in ((4317, "grpc"), (4318, "http/protobuf")):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=timeout):
-                found = protocol
-                break
-        except OSError:
-            continue
-    _probe_cache = (now, found)
+        if is_open("127.0.0.1", port):
+            found = protocol
+            break
+    if connect is None:
+        _probe_cache = (now, found)
     return found
 
 
+DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
+DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
+LOCAL_GRPC_ENDPOINT = "http://127.0.0.1:4317"
+LOCAL_HTTP_ENDPOINT = "http://127.0.0.1:4318"
+
+
 @dataclass(frozen=True)
-class _Destination:
-    kind: str  # otlp | console | prometheus | memory | none
+class Destination:
+    """Where one signal goes: ``kind`` otlp | console | prometheus | memory; for otlp, the protocol, the full
+    endpoint (HTTP: with ``/v1/<signal>``) and ``source``, where that endpoint came from (a variable name,
+    ``argument``, ``default``, or ``auto (collector on 127.0.0.1:<port>)``). ``auto``: chosen by the embedded
+    default (``exporters=auto`` and no endpoint)."""
+
+    signal: str
+    kind: str
     protocol: str | None = None
     endpoint: str | None = None
     auto: bool = False
+    source: str = "default"
 
 
-def resolve_exporters(settings: Settings, signal: str) -> list[_Destination]:
-    """Where ``signal`` goes: the configured exporters, with ``auto`` resolved by the local probe."""
-    sig = getattr(settings, signal)
-    out: list[_Destination] = []
-    for name in tuple(getattr(sig, "exporters", ()) or ()):
-        name = name.strip().lower()
+def resolve_exporters(settings: Settings, signal: str, *,
+                      probe: Callable[[], str | None] | None = None) -> list[Destination]:
+    """Where ``signal`` goes: the configured exporters, with ``auto`` resolved by ``probe`` (the local TCP
+    probe). The one resolution the pipelines, the start-up line and ``otelkit doctor`` share."""
+    sig: SignalSettings = getattr(settings, signal)
+    out: list[Destination] = []
+    for name in sig.exporters:
         if name == "none":
             continue
         if name == "auto":
-            protocol = probe_local_collector()
+            protocol = probe() if probe is not None else probe_local_collector()
             if protocol == "grpc":
-                out.append(_Destination("otlp", "grpc", "http://127.0.0.1:4317", auto=True))
+                out.append(Destination(signal, "otlp", "grpc", LOCAL_GRPC_ENDPOINT, auto=True,
+                                       source="auto (collector on 127.0.0.1:4317)"))
             elif protocol is not None:
-                out.append(_Destination("otlp", protocol, f"http://127.0.0.1:4318{_PATHS[signal]}", auto=True))
-            elif getattr(settings, "console_on_auto", True):
-                out.append(_Destination("memory" if signal == "metrics" else "console", auto=True))
+                out.append(Destination(signal, "otlp", protocol, f"{LOCAL_HTTP_ENDPOINT}{_PATHS[signal]}",
+                                       auto=True, source="auto (collector on 127.0.0.1:4318)"))
+            elif settings.console_on_auto:
+                out.append(Destination(signal, "memory" if signal == "metrics" else "console", auto=True))
             continue
         if name == "otlp":
-            protocol = getattr(sig, "protocol", "grpc") or "grpc"
-            default = "http://localhost:4317" if protocol == "grpc" else f"http://localhost:4318{_PATHS[signal]}"
-            out.append(_Destination("otlp", protocol, getattr(sig, "endpoint", None) or default))
+            if sig.endpoint:
+                endpoint, source = sig.endpoint, str(settings.sources.get(f"{signal}.endpoint", "default"))
+            elif sig.protocol == "grpc":
+                endpoint, source = DEFAULT_GRPC_ENDPOINT, "default"
+            else:
+                endpoint, source = f"{DEFAULT_HTTP_ENDPOINT}{_PATHS[signal]}", "default"
+            out.append(Destination(signal, "otlp", sig.protocol, endpoint, source=source))
         elif name in ("console", "prometheus"):
-            out.append(_Destination(name))
+            out.append(Destination(signal, name))
         else:
             logger.warning("otelkit: unknown %s exporter %r ignored", signal, name)
     return out
@@ -201,8 +237,7 @@ def build_span_processors(settings: Settings) -> list[Any]:
     scrub = _scrubber(settings, "scrub_spans")
     for dest in resolve_exporters(settings, "traces"):
         if dest.kind == "otlp":
-            sig = settings.traces
-            sender = make_sender("traces", _with(sig, protocol=dest.protocol, endpoint=dest.endpoint))
+            sender = sender_for(settings, dest)
             processors.append(make_span_processor(sender, scrub=scrub, spool=make_spool(settings, "traces"),
                                                   **kwargs))
         elif dest.kind == "console":
@@ -222,7 +257,7 @@ def build_log_processors(settings: Settings) -> list[Any]:
     scrub = _scrubber(settings, "scrub_log_records")
     for dest in resolve_exporters(settings, "logs"):
         if dest.kind == "otlp":
-            sender = make_sender("logs", _with(settings.logs, protocol=dest.protocol, endpoint=dest.endpoint))
+            sender = sender_for(settings, dest)
             processors.append(make_log_processor(sender, scrub=scrub, spool=make_spool(settings, "logs"), **kwargs))
         elif dest.kind == "console":
             from otelkit._compat import ConsoleLogRecordExporter, SimpleLogRecordProcessor
@@ -305,9 +340,7 @@ def build_metric_readers(settings: Settings) -> list[Any]:
     for dest in destinations:
         reader: Any
         if dest.kind == "otlp":
-            sig = settings.metrics
-            sender = make_sender("metrics", _with(sig, protocol=dest.protocol, endpoint=dest.endpoint))
-            exporter = OtlpMetricExporter(sender, timeout=min(timeout, float(getattr(sig, "timeout", 10.0) or 10.0)))
+            exporter = OtlpMetricExporter(sender_for(settings, dest), timeout=min(timeout, settings.metrics.timeout))
             reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval * 1000,
                                                    export_timeout_millis=timeout * 1000)
         elif dest.kind == "console":
@@ -331,18 +364,6 @@ def build_metric_readers(settings: Settings) -> list[Any]:
         readers.append(reader)
     return readers
 
-
-
-def _with(sig: Any, **changes: Any) -> Any:
-    """A view of a SignalSettings with some fields replaced (auto destinations)."""
-
-    class _View:
-        def __getattr__(self, name: str) -> Any:
-            if name in changes and changes[name] is not None:
-                return changes[name]
-            return getattr(sig, name, None)
-
-    return _View()
 
 
 def describe_destinations(settings: Settings) -> str:

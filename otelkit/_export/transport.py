@@ -58,17 +58,25 @@ LOAD = "load"
 """The collector answered that it is overloaded (gRPC RESOURCE_EXHAUSTED, HTTP 429/503): back off, never split."""
 UNANSWERED = "unanswered"
 """Not a drop reason: items whose last request got no answer (delivery unknown), ``STATS.unanswered``."""
+TLS = "tls"
+"""A FAIL whose cause is the TLS handshake (certificate, or TLS spoken to a plaintext port)."""
 
 
 @dataclass(frozen=True)
 class SendResult:
-    """Outcome of one request: ``kind`` is ok / retry / too_large / fail; ``cause`` says why a retry failed."""
+    """Outcome of one request: ``kind`` is ok / retry / too_large / fail; ``cause`` says why it failed.
+
+    ``code`` is what the collector (or the gRPC runtime) answered: the HTTP status (``"401"``) or the gRPC
+    status name (``"UNAUTHENTICATED"``), ``""`` when no answer came. ``timed_out``: a connection was made
+    and no answer came within the timeout (what ``otelkit doctor`` calls "hung")."""
 
     kind: str
     detail: str = ""
     retry_after: float | None = None
     rejected: int = 0
     cause: str = ""
+    code: str = ""
+    timed_out: bool = False
 
 
 class Sender:
@@ -242,31 +250,33 @@ class GrpcSender(Sender):
             if _is_size_refusal(details) and name in ("RESOURCE_EXHAUSTED", "OUT_OF_RANGE", "INVALID_ARGUMENT"):
                 # gRPC's own message-size limit ("Received message larger than max (N vs. M)"; tonic:
                 # "decoded message length too large"): the same bytes can never pass, smaller ones can.
-                return SendResult(TOO_LARGE, detail)
+                return SendResult(TOO_LARGE, detail, code=name)
             if name == "RESOURCE_EXHAUSTED":
                 # Without RetryInfo this is a memory limiter refusing under load (the spec makes it retryable
                 # only with RetryInfo; dropping would lose data a moment of back-off saves): back off, never split.
-                return SendResult(RETRY, detail, retry_after, cause=LOAD)
+                return SendResult(RETRY, detail, retry_after, cause=LOAD, code=name)
             if name == "DEADLINE_EXCEEDED":
                 if not self.request_may_have_arrived():
                     # The channel never got ready (a peer that accepts TCP but never completes HTTP/2): the
                     # request never left, so resending it duplicates nothing.
                     return SendResult(RETRY, f"no connection within {timeout:.1f}s: TCP accepted, no HTTP/2 "
-                                      f"handshake ({detail})", retry_after, cause=UNREACHABLE)
-                return SendResult(RETRY, f"no answer within {timeout:.1f}s ({detail})", retry_after, cause=NO_ANSWER)
+                                      f"handshake ({detail})", retry_after, cause=UNREACHABLE, code=name,
+                                      timed_out=True)
+                return SendResult(RETRY, f"no answer within {timeout:.1f}s ({detail})", retry_after, cause=NO_ANSWER,
+                                  code=name, timed_out=True)
             if name == "UNAVAILABLE":
                 cause = UNREACHABLE if _looks_unreachable(details) else LOAD
-                return SendResult(RETRY, detail, retry_after, cause=cause)
+                return SendResult(RETRY, detail, retry_after, cause=cause, code=name)
             if name in self._RETRYABLE:
-                return SendResult(RETRY, detail, retry_after)
-            return SendResult(FAIL, detail)
+                return SendResult(RETRY, detail, retry_after, code=name)
+            return SendResult(FAIL, detail, code=name)
         except Exception as exc:  # grpc raises a few non-RpcError types (ValueError on a closed channel)
             if self._cancelled_for_fork:
                 return self._fork_cancel_result()
             self._reconnect()
             return SendResult(RETRY, f"{type(exc).__name__}: {exc}", cause=UNREACHABLE)
         rejected, message = _partial(self.signal, response if isinstance(response, bytes) else b"")
-        return SendResult(OK, message, rejected=rejected)
+        return SendResult(OK, message, rejected=rejected, code="OK")
 
     @staticmethod
     def _fork_cancel_result() -> SendResult:
@@ -429,14 +439,18 @@ class HttpSender(Sender):
     """OTLP/HTTP with protobuf bodies over one kept-alive ``http.client`` connection.
 
     ``requests`` costs several milliseconds of GIL-holding Python per request, which the application
-    pays for; ``http.client`` is a fraction of that. Response bodies are read up to 4 MiB. When an
-    HTTP(S) proxy applies to the endpoint (``HTTPS_PROXY`` & co.), :func:`make_sender` uses
-    :class:`RequestsHttpSender` instead, which honours it.
+    pays for; ``http.client`` is a fraction of that. Response bodies are read up to 4 MiB.
+
+    ``proxy`` (the URL :func:`otelkit._export.factory.make_sender` finds in ``HTTPS_PROXY`` / ``HTTP_PROXY``
+    for the endpoint, honouring ``NO_PROXY``): an ``https://`` endpoint is tunnelled with ``CONNECT``; an
+    ``http://`` one is forwarded (absolute request URI). User info in the proxy URL becomes
+    ``Proxy-Authorization: Basic``. TLS inside a TLS connection to an ``https://`` proxy is not supported:
+    such a sender fails each request with a message saying so.
     """
 
     def __init__(self, signal: str, endpoint: str, *, headers: Mapping[str, str] | None = None,
                  compression: str = "none", certificate: str | None = None, client_key: str | None = None,
-                 client_certificate: str | None = None) -> None:
+                 client_certificate: str | None = None, proxy: str | None = None) -> None:
         import encodings.idna  # noqa: F401 - see below
         import http.client  # noqa: F401
         import ssl
@@ -466,18 +480,59 @@ class HttpSender(Sender):
             self._ssl = ssl.create_default_context(cafile=certificate)
             if client_certificate:
                 self._ssl.load_cert_chain(client_certificate, client_key)
+        self._proxy: tuple[str, int, bool] | None = None
+        self._proxy_headers: dict[str, str] = {}
+        self._unsupported = ""
+        if proxy:
+            self._use_proxy(proxy, parts)
         self._conn: Any = None
         self._reused = False
         self._sent = False
+
+    def _use_proxy(self, proxy: str, endpoint: Any) -> None:
+        import base64
+        from urllib.parse import unquote
+
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        tls = parts.scheme == "https"
+        self._proxy = (parts.hostname or "localhost", parts.port or (443 if tls else 80), tls)
+        self.target = f"{self.target} (via proxy {mask_url(proxy)})"
+        if parts.username or parts.password:
+            user = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            self._proxy_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
+        if parts.scheme not in ("http", "https"):
+            self._unsupported = f"proxy {mask_url(proxy)}: only http:// and https:// proxies are supported"
+        elif self._https and tls:
+            self._unsupported = (f"proxy {mask_url(proxy)}: TLS to the collector inside TLS to the proxy is not "
+                                 "supported; give the proxy as http://")
+        elif not self._https:
+            # Forwarded by the proxy: the request line carries the absolute URI (http.client takes the Host
+            # header from it), the proxy's credentials go with each request.
+            self._path = urlunsplit(("http", endpoint.netloc.rsplit("@", 1)[-1], endpoint.path or "/",
+                                     endpoint.query, ""))
+            self._headers.update(self._proxy_headers)
 
     def _connection(self, timeout: float) -> Any:
         import http.client
 
         if self._conn is None:
-            if self._https:
-                self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
+            proxy = self._proxy
+            if proxy is None:
+                if self._https:
+                    self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
+                                                             context=self._ssl)
+                else:
+                    self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+            elif self._https:  # CONNECT tunnel to the collector, TLS inside it end to end
+                self._conn = http.client.HTTPSConnection(proxy[0], proxy[1], timeout=timeout, context=self._ssl)
+                self._conn.set_tunnel(self._host, self._port, headers=self._proxy_headers)
+            elif proxy[2]:
+                import ssl
+
+                self._conn = http.client.HTTPSConnection(proxy[0], proxy[1], timeout=timeout,
+                                                         context=ssl.create_default_context())
             else:
-                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+                self._conn = http.client.HTTPConnection(proxy[0], proxy[1], timeout=timeout)
             self._reused = False
         else:
             self._reused = True
@@ -504,6 +559,8 @@ class HttpSender(Sender):
         import http.client
         import ssl
 
+        if self._unsupported:
+            return SendResult(FAIL, self._unsupported)
         body = gzip.compress(payload, compresslevel=1) if self._gzip else payload
         deadline = time.monotonic() + max(timeout, 0.001)
         for attempt in (1, 2):
@@ -512,18 +569,21 @@ class HttpSender(Sender):
                 break
             except ssl.SSLError as exc:
                 self.close()
-                return SendResult(FAIL, f"TLS error: {exc}")
+                return SendResult(FAIL, f"TLS error: {exc}", cause=TLS)
             except (OSError, http.client.HTTPException) as exc:
                 reused = self._reused
                 sent = self._sent
+                connected = sent or getattr(self._conn, "sock", None) is not None
                 self.close()
                 # A kept-alive connection the server closed in between: retry once at once, on a new one.
                 if attempt == 1 and reused and not isinstance(exc, TimeoutError) and deadline > time.monotonic():
                     continue
                 text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 if isinstance(exc, TimeoutError) and sent:
-                    return SendResult(RETRY, f"no answer within {timeout:.1f}s ({text})", cause=NO_ANSWER)
-                return SendResult(RETRY, text, cause=UNREACHABLE if not sent else "")
+                    return SendResult(RETRY, f"no answer within {timeout:.1f}s ({text})", cause=NO_ANSWER,
+                                      timed_out=True)
+                return SendResult(RETRY, text, cause=UNREACHABLE if not sent else "",
+                                  timed_out=isinstance(exc, TimeoutError) and connected)
         else:  # pragma: no cover - the loop always breaks or returns
             return SendResult(RETRY, "connection failed")
         return _http_result(self.signal, status, content, retry_after)
@@ -554,74 +614,6 @@ class HttpSender(Sender):
                 pass
 
 
-class RequestsHttpSender(Sender):
-    """OTLP/HTTP through ``requests`` (used when an HTTP proxy applies: it honours ``HTTPS_PROXY``...)."""
-
-    def __init__(self, signal: str, endpoint: str, *, headers: Mapping[str, str] | None = None,
-                 compression: str = "none", certificate: str | None = None, client_key: str | None = None,
-                 client_certificate: str | None = None) -> None:
-        self.signal = signal
-        self.url = endpoint
-        self.target = mask_url(endpoint)
-        self._headers = {"Content-Type": "application/x-protobuf", **dict(headers or {})}
-        self._gzip = compression == "gzip"
-        if self._gzip:
-            self._headers["Content-Encoding"] = "gzip"
-        self._verify: bool | str = certificate or True
-        self._cert: tuple[str, str] | str | None = None
-        if client_certificate and client_key:
-            self._cert = (client_certificate, client_key)
-        elif client_certificate:
-            self._cert = client_certificate
-        self._session: Any = None
-
-    def _get_session(self) -> Any:
-        if self._session is None:
-            import requests
-
-            self._session = requests.Session()
-        return self._session
-
-    def send(self, payload: bytes, timeout: float) -> SendResult:
-        import requests
-
-        body = gzip.compress(payload, compresslevel=1) if self._gzip else payload
-        timeout = max(timeout, 0.001)
-        try:
-            response = self._get_session().post(self.url, data=body, headers=self._headers, timeout=timeout,
-                                                verify=self._verify, cert=self._cert, stream=True)
-        except requests.exceptions.SSLError as exc:
-            return SendResult(FAIL, f"TLS error: {exc}")
-        except requests.exceptions.ReadTimeout as exc:
-            self.close()
-            return SendResult(RETRY, f"no answer within {timeout:.1f}s ({type(exc).__name__})", cause=NO_ANSWER)
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            self.close()
-            return SendResult(RETRY, f"{type(exc).__name__}", cause=UNREACHABLE)
-        except Exception as exc:  # invalid URL, bad certificate path...
-            return SendResult(FAIL, f"{type(exc).__name__}: {exc}")
-        try:
-            status = response.status_code
-            try:
-                content = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True) or b""
-            except Exception:
-                content = b""
-        finally:
-            response.close()
-        return _http_result(self.signal, status, content, response.headers.get("Retry-After"))
-
-    def reset_after_fork(self) -> None:
-        self._session = None  # a pooled socket shared with the parent would interleave bytes (EBADF, #4994)
-
-    def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            try:
-                session.close()
-            except Exception:
-                pass
-
-
 _UNREACHABLE_MARKERS = ("Connection", "connect", "UNAVAILABLE", "Errno", "RemoteDisconnected", "gaierror")
 
 
@@ -639,16 +631,38 @@ def _http_result(signal: str, status: int, content: bytes, retry_after: str | No
     """An OTLP/HTTP answer (status, body read up to 4 MiB + 1 byte, ``Retry-After``) as a send result."""
     if 200 <= status < 300:
         if len(content) > MAX_RESPONSE_BYTES:
-            return SendResult(OK, "response larger than 4 MiB ignored")
+            return SendResult(OK, "response larger than 4 MiB ignored", code=str(status))
         rejected, message = _partial(signal, content)
-        return SendResult(OK, message, rejected=rejected)
+        return SendResult(OK, message, rejected=rejected, code=str(status))
+    detail = f"HTTP {status}" + (f": {text}" if (text := _error_text(content)) else "")
     if status in _HTTP_RETRYABLE:
         # 429/503: the collector refuses under load; 502/504: a proxy in front of it could not get an answer.
         cause = LOAD if status in (429, 503) else ""
-        return SendResult(RETRY, f"HTTP {status}", _retry_after(retry_after), cause=cause)
+        return SendResult(RETRY, detail, _retry_after(retry_after), cause=cause, code=str(status))
     if status == 413:
-        return SendResult(TOO_LARGE, "HTTP 413")
-    return SendResult(FAIL, f"HTTP {status}")
+        return SendResult(TOO_LARGE, detail, code=str(status))
+    return SendResult(FAIL, detail, code=str(status))
+
+
+def _error_text(body: bytes) -> str:
+    """The reason in an OTLP/HTTP error body (a ``google.rpc.Status`` message, or text), at most 200 chars."""
+    if not body:
+        return ""
+    text = ""
+    try:
+        from google.rpc.status_pb2 import Status
+
+        status = Status()
+        status.ParseFromString(body)
+        text = status.message
+    except Exception:
+        text = ""
+    if not text or not " ".join(text.split()).isprintable():
+        text = body[:400].decode("utf-8", errors="replace")
+    text = " ".join(text.split())
+    if not text.isprintable():
+        return ""
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -389,3 +389,17 @@ def test_the_first_grpc_send_imports_nothing(otlp_receiver: Any) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[] ['ok', 'retry']", done.stdout
+
+
+def test_http_error_answers_carry_the_collectors_reason() -> None:
+    from google.rpc.status_pb2 import Status
+
+    from otelkit._export.transport import FAIL, _http_result
+
+    refused = _http_result("traces", 400, Status(code=3, message="span  has\nno name").SerializeToString(), None)
+    assert (refused.kind, refused.code, refused.detail) == (FAIL, "400", "HTTP 400: span has no name")
+    assert _http_result("traces", 401, b"Unauthorized", None).detail == "HTTP 401: Unauthorized"
+    assert _http_result("traces", 503, b"\x00\xff\x01", "2").detail == "HTTP 503", "no binary noise in messages"
+    assert _http_result("traces", 413, b"x" * 1000, None).detail.endswith("...")
+    ok = _http_result("traces", 200, b"", None)
+    assert (ok.kind, ok.code, ok.detail) == (OK, "200", "")
