@@ -102,7 +102,7 @@ def spans_of(collector: RotelCollector, service: str) -> list[ReceivedSpan]:
 
 def wait_consumer_spans(collector: RotelCollector, service: str, count: int) -> None:
     collector.receiver.wait_for(
-        lambda: len([s for s in spans_of(collector, service) if s.kind == "SPAN_KIND_CONSUMER"]) >= count or None,
+        lambda: len([s for s in spans_of(collector, service) if s.kind == "CONSUMER"]) >= count or None,
         timeout=DEADLINE, message=f"{count} consumer spans from {service}")
 
 
@@ -147,7 +147,11 @@ def run_flow(collector: RotelCollector, broker: str, queue: str, pool: str, conc
     worker = Worker(_env(collector, "celery-worker", broker, queue, worker_mode, extra), pool, concurrency)
     try:
         ids = produce(_env(collector, "celery-producer", broker, queue, producer_mode), tasks, headers)
-        wait_consumer_spans(collector, "celery-worker", runs)
+        try:
+            wait_consumer_spans(collector, "celery-worker", runs)
+        except AssertionError as exc:
+            seen = Counter((s.resource.get("service.name"), s.name, s.kind) for s in collector.receiver.spans())
+            raise AssertionError(f"{exc}\nspans: {seen}\nworker:\n{worker.stop()[-6000:]}") from None
     finally:
         output = worker.stop()
         _delete_queue(broker, queue)
@@ -155,10 +159,10 @@ def run_flow(collector: RotelCollector, broker: str, queue: str, pool: str, conc
 
 
 def check_otelkit_flow(collector: RotelCollector, ids: list[str], queue: str, system: str) -> None:
-    producer = [s for s in spans_of(collector, "celery-producer") if s.kind == "SPAN_KIND_PRODUCER"]
+    producer = [s for s in spans_of(collector, "celery-producer") if s.kind == "PRODUCER"]
     worker = spans_of(collector, "celery-worker")
-    retried = [s for s in worker if s.kind == "SPAN_KIND_PRODUCER"]
-    consumers = [s for s in worker if s.kind == "SPAN_KIND_CONSUMER"]
+    retried = [s for s in worker if s.kind == "PRODUCER"]
+    consumers = [s for s in worker if s.kind == "CONSUMER"]
     # 5 sends by the producer; 2 (flaky) + 1 (doomed) re-publishes for retries inside the worker.
     assert len(producer) == 5 and {s.name for s in producer} == {f"send {queue}"}
     assert len(retried) == 3
@@ -188,7 +192,7 @@ def check_otelkit_flow(collector: RotelCollector, ids: list[str], queue: str, sy
     assert len(logs) == 8
     assert all(r.attributes.get(CORRELATION_ATTRIBUTE) in cids for r in logs)
     # The worker's own broker traffic (BRPOP polling, unacked bookkeeping...) makes no root span.
-    assert [s.name for s in worker if s.parent_span_id is None and s.kind == "SPAN_KIND_CLIENT"] == []
+    assert [s.name for s in worker if s.parent_span_id is None and s.kind == "CLIENT"] == []
     outcomes = totals(collector, MESSAGES_SETTLED.name, "celery-worker", "otelkit.outcome")
     assert outcomes == Counter({"ack": 4, "retry": 3, "dead_letter": 1})
     latency = totals(collector, MESSAGE_END_TO_END.name, "celery-worker", "messaging.destination.name")
@@ -231,7 +235,7 @@ def test_celery_disabled_by_name_leaves_housekeeping_roots(collector: RotelColle
         worker.stop()
         _delete_queue(redis_url, queue)
     worker_spans = spans_of(collector, "celery-worker")
-    assert not [s for s in worker_spans if s.kind in ("SPAN_KIND_CONSUMER", "SPAN_KIND_PRODUCER")]
+    assert not [s for s in worker_spans if s.kind in ("CONSUMER", "PRODUCER")]
     roots = [s for s in worker_spans if s.parent_span_id is None]
     assert len(roots) >= 3, Counter(s.name for s in roots)  # BRPOP / unacked bookkeeping, per task
 
@@ -271,8 +275,8 @@ def test_celery_contrib_producer_to_otelkit_worker(collector: RotelCollector, re
     tasks = [["ok", [f"tok-{i}"]] for i in range(3)]
     ids, _ = run_flow(collector, redis_url, queue, "solo", producer_mode="contrib",
                       headers={"correlation_id": foreign}, tasks=tasks, consumer_spans=3)
-    sends = [s for s in spans_of(collector, "celery-producer") if s.kind == "SPAN_KIND_PRODUCER"]
-    consumers = [s for s in spans_of(collector, "celery-worker") if s.kind == "SPAN_KIND_CONSUMER"]
+    sends = [s for s in spans_of(collector, "celery-producer") if s.kind == "PRODUCER"]
+    consumers = [s for s in spans_of(collector, "celery-worker") if s.kind == "CONSUMER"]
     assert len(sends) == 3 and len(consumers) == 3
     send_ids = {s.span_id for s in sends}
     for span in consumers:
@@ -286,8 +290,8 @@ def test_celery_otelkit_producer_to_contrib_worker(collector: RotelCollector, re
     """otelkit's send carries the W3C context contrib's worker reads: its run span is the send's child."""
     tasks = [["ok", [f"tok-{i}"]] for i in range(3)]
     ids, _ = run_flow(collector, redis_url, queue, "solo", worker_mode="contrib", tasks=tasks, consumer_spans=3)
-    sends = {s.span_id: s for s in spans_of(collector, "celery-producer") if s.kind == "SPAN_KIND_PRODUCER"}
-    runs = [s for s in spans_of(collector, "celery-worker") if s.kind == "SPAN_KIND_CONSUMER"]
+    sends = {s.span_id: s for s in spans_of(collector, "celery-producer") if s.kind == "PRODUCER"}
+    runs = [s for s in spans_of(collector, "celery-worker") if s.kind == "CONSUMER"]
     assert len(sends) == 3 and len(runs) == 3
     assert sorted(s.parent_span_id or "" for s in runs) == sorted(sends)
     assert all(s.trace_id == sends[s.parent_span_id or ""].trace_id for s in runs)
