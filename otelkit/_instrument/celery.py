@@ -52,8 +52,6 @@ FOREIGN_CORRELATION_KEYS = ("correlation_id", "x-correlation-id", "correlation-i
 """Headers a foreign producer may carry its correlation ID in (adopted when otelkit's own is absent)."""
 
 _UID = "otelkit-celery"
-_SIGNALS = ("before_task_publish", "after_task_publish", "task_prerun", "task_postrun", "worker_init",
-            "worker_ready", "worker_shutdown")
 
 _state: dict[str, Any] = {}
 _enabled = False
@@ -219,6 +217,31 @@ def _carrier(request: Any, task_id: str) -> dict[str, Any]:
     return fields
 
 
+def _received(sender: Any = None, request: Any = None, **_kwargs: Any) -> None:
+    """In the worker's main process, before the task runs (in this process or a pool child).
+
+    Celery overwrites a ``correlation_id`` *header* with the message's ``correlation_id`` property (the task
+    id) before the task sees its request: a foreign ID in the headers is copied to otelkit's header here.
+    """
+    if not _enabled or request is None:
+        return
+    try:
+        fields = request.request_dict
+        if not isinstance(fields, dict) or _names.CORRELATION_HEADER in fields:
+            return
+        headers = getattr(getattr(request, "message", None), "headers", None)
+        if not isinstance(headers, dict):
+            return
+        task_id = fields.get("id")
+        for key in FOREIGN_CORRELATION_KEYS:
+            value = headers.get(key)
+            if value is not None and value != task_id and is_valid_correlation_id(value):
+                fields[_names.CORRELATION_HEADER] = value
+                return
+    except Exception:
+        logger.debug("otelkit: celery received-task hook failed", exc_info=True)
+
+
 def _prerun(sender: Any = None, task_id: Any = None, task: Any = None, **_kwargs: Any) -> None:
     if not _enabled or task is None or not isinstance(task_id, str) or _contrib_active():
         return
@@ -299,14 +322,17 @@ def _worker_ready(sender: Any = None, **_kwargs: Any) -> None:
         for queue in queues:
             name = getattr(queue, "name", None)
             if isinstance(name, str) and name:
-                _observations.append(observe_queue(name, _depth_probe(app, name), system=system,
+                _observations.append(observe_queue(name, _depth_probe(app, name, system == "redis"), system=system,
                                                    state="ready"))
     except Exception:
         logger.debug("otelkit: celery queue depth probes not registered", exc_info=True)
 
 
-def _depth_probe(app: Any, queue: str) -> Any:
-    """A probe reading ``queue``'s ready messages with a passive declare, on a connection of its own."""
+def _depth_probe(app: Any, queue: str, redis: bool) -> Any:
+    """A probe reading ``queue``'s ready messages with a passive declare, on a connection of its own.
+
+    On Redis a queue is a list that exists only while it holds messages: "no such queue" reads as 0 there.
+    """
     lock = threading.Lock()
     holder: list[Any] = []
 
@@ -317,7 +343,9 @@ def _depth_probe(app: Any, queue: str) -> Any:
             conn = holder[0]
             try:
                 ok = conn.default_channel.queue_declare(queue=queue, passive=True)
-            except Exception:
+            except Exception as error:
+                if redis and "NOT_FOUND" in str(error):
+                    return 0
                 holder.clear()
                 try:
                     conn.release()
@@ -346,7 +374,7 @@ def plan() -> IntegrationStatus:
     return _common.plan_library(NAME, ("celery",), MIN_VERSION, "5.0", "celery", None)
 
 
-_HANDLERS = {"before_task_publish": _before_publish, "after_task_publish": _after_publish, "task_prerun": _prerun,
+_HANDLERS = {"task_received": _received, "before_task_publish": _before_publish, "after_task_publish": _after_publish, "task_prerun": _prerun,
              "task_postrun": _postrun, "worker_init": _worker_init, "worker_ready": _worker_ready,
              "worker_shutdown": _worker_shutdown}
 

@@ -240,15 +240,19 @@ def test_celery_disabled_by_name_leaves_housekeeping_roots(collector: RotelColle
     assert len(roots) >= 3, Counter(s.name for s in roots)  # BRPOP / unacked bookkeeping, per task
 
 
-def test_celery_queue_depth_redis(collector: RotelCollector, redis_url: str, queue: str) -> None:
+@pytest.mark.parametrize("broker_fixture,system", [("redis_url", "redis"), ("rabbitmq_url", "rabbitmq")])
+def test_celery_queue_depth(collector: RotelCollector, redis_url: str, queue: str, broker_fixture: str, system: str,
+                            request: pytest.FixtureRequest) -> None:
+    """Depth of the worker's queue while a task holds the only worker: 4 waiting, then 0 once drained."""
     import redis
 
+    broker = str(request.getfixturevalue(broker_fixture))
     key = f"otelkit-test:celery-release:{uuid.uuid4().hex[:12]}"
     client = redis.Redis.from_url(redis_url)
-    worker = Worker(_env(collector, "celery-worker", redis_url, queue, "otelkit",
+    worker = Worker(_env(collector, "celery-worker", broker, queue, "otelkit",
                          {"OTEL_METRIC_EXPORT_INTERVAL": "500"}), "solo")
     try:
-        produce(_env(collector, "celery-producer", redis_url, queue, "otelkit"),
+        produce(_env(collector, "celery-producer", broker, queue, "otelkit"),
                 [["block", [key, redis_url]]] + [["ok", [f"tok-{i}"]] for i in range(4)])
 
         def depth() -> float | None:
@@ -259,14 +263,22 @@ def test_celery_queue_depth_redis(collector: RotelCollector, redis_url: str, que
         collector.receiver.wait_for(depth, timeout=DEADLINE, message="queue length 4 while the worker is held")
         client.set(key, "1", ex=120)
         wait_consumer_spans(collector, "celery-worker", 5)
+        released = time.time_ns()
+
+        def drained() -> bool | None:
+            return any(p.value == 0 and p.time_unix_nano > released for p in collector.receiver.metrics(
+                QUEUE_LENGTH.name) if p.attributes.get("messaging.destination.name") == queue) or None
+
+        collector.receiver.wait_for(drained, timeout=DEADLINE, message="queue length 0 once drained")
     finally:
         client.delete(key)
         worker.stop()
-        _delete_queue(redis_url, queue)
+        _delete_queue(broker, queue)
     points = [p for p in collector.receiver.metrics(QUEUE_LENGTH.name)
               if p.attributes.get("messaging.destination.name") == queue]
-    assert {p.attributes["messaging.system"] for p in points} == {"redis"}
-    assert points[-1].value == 0
+    assert {p.attributes["messaging.system"] for p in points} == {system}
+    assert {p.attributes["otelkit.messaging.queue.state"] for p in points} == {"ready"}
+    assert max(p.value or 0 for p in points) == 4  # never more than were waiting
 
 
 def test_celery_contrib_producer_to_otelkit_worker(collector: RotelCollector, redis_url: str, queue: str) -> None:
