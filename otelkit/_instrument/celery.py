@@ -374,9 +374,9 @@ def plan() -> IntegrationStatus:
     return _common.plan_library(NAME, ("celery",), MIN_VERSION, "5.0", "celery", None)
 
 
-_HANDLERS = {"task_received": _received, "before_task_publish": _before_publish, "after_task_publish": _after_publish, "task_prerun": _prerun,
-             "task_postrun": _postrun, "worker_init": _worker_init, "worker_ready": _worker_ready,
-             "worker_shutdown": _worker_shutdown}
+_HANDLERS = {"task_received": _received, "before_task_publish": _before_publish,
+             "after_task_publish": _after_publish, "task_prerun": _prerun, "task_postrun": _postrun,
+             "worker_init": _worker_init, "worker_ready": _worker_ready, "worker_shutdown": _worker_shutdown}
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:

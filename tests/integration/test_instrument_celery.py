@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from otelkit._names import CORRELATION_ATTRIBUTE, MESSAGES_SETTLED, MESSAGE_END_TO_END, QUEUE_LENGTH
+from otelkit._names import CORRELATION_ATTRIBUTE, MESSAGE_END_TO_END, MESSAGES_SETTLED, QUEUE_LENGTH
 from otelkit.testing._receiver import ReceivedPoint, ReceivedSpan, RotelCollector
 
 pytest.importorskip("celery")
