@@ -380,30 +380,53 @@ _HANDLERS = {"task_received": _received, "before_task_publish": _before_publish,
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
+    """Connect to Celery's signals now, or when the application first imports celery (init() never imports it)."""
     global _enabled
     found = _common.supported_dist(NAME, ("celery",), MIN_VERSION, "5.0", "celery")
     if isinstance(found, IntegrationStatus):
         return found
     _dist, version = found
-    try:
-        from celery import signals
-        from celery.app.base import Celery
-    except ImportError as exc:
-        return IntegrationStatus(NAME, "skipped", f"not importable ({exc})", version=version)
+    _enabled = True
+    if "celery" in sys.modules:
+        _apply()
+        note = ""
+        if _contrib_active():
+            note = (" (opentelemetry-instrumentation-celery is instrumenting: its spans are kept and otelkit "
+                    "adds none)")
+        return IntegrationStatus(NAME, "enabled", f"celery {version}{note}", version=version)
+    if not _state.get("hooked"):
+        import wrapt
+
+        # Importing celery costs ~100 ms: an application that has it installed but does not use it never pays.
+        wrapt.register_post_import_hook(_on_import, "celery")
+        _state["hooked"] = True
+    return IntegrationStatus(NAME, "enabled", f"celery {version} (connected when the application imports celery)",
+                             version=version)
+
+
+def _on_import(_module: Any) -> None:
+    if _enabled:
+        try:
+            _apply()
+        except Exception:
+            logger.warning("otelkit: instrumenting celery failed (the application continues without it)",
+                           exc_info=True)
+
+
+def _apply() -> None:
+    from celery import signals
+    from celery.app.base import Celery
+
     for name, handler in _HANDLERS.items():
         getattr(signals, name).connect(handler, weak=False, dispatch_uid=f"{_UID}-{name}")
     _common.wrap(Celery, "send_task", _send_task_wrapper)
-    _enabled = True
-    note = ""
-    if _contrib_active():
-        note = (" (opentelemetry-instrumentation-celery is instrumenting: its spans are kept and otelkit "
-                "adds none)")
-    return IntegrationStatus(NAME, "enabled", f"celery {version}{note}", version=version)
 
 
 def uninstrument() -> None:
     global _enabled
     _enabled = False
+    if "celery" not in sys.modules:
+        return
     try:
         from celery import signals
         from celery.app.base import Celery
