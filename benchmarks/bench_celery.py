@@ -25,13 +25,12 @@ import time
 import uuid
 from typing import Any
 
+from bench_instrument import NullSpanExporter
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-from bench_instrument import NullSpanExporter
 
 _state = "none"
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextvars
 import sys
 import threading
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
@@ -81,8 +81,19 @@ def _contrib_active() -> bool:
         return False
 
 
+_last_app: list[Any] = [None, ("", {})]  # (app, its _broker() answer): the hot path is one identity check
+
+
 def _broker(app: Any) -> tuple[str, dict[str, Any]]:
-    """(messaging.system, server attributes) of ``app``'s broker, cached per broker URL."""
+    """(messaging.system, server attributes) of ``app``'s broker, cached per app and per broker URL."""
+    if app is not None and app is _last_app[0]:
+        return _last_app[1]
+    result = _broker_of(app)
+    _last_app[0], _last_app[1] = app, result
+    return result
+
+
+def _broker_of(app: Any) -> tuple[str, dict[str, Any]]:
     try:
         url = app.conf.broker_url or ""
     except Exception:
@@ -111,10 +122,29 @@ def _broker(app: Any) -> tuple[str, dict[str, Any]]:
     return result
 
 
-def _current_app() -> Any:
-    from celery import current_app
+_attr_cache: dict[tuple[int, object], dict[str, Any]] = {}
 
-    return current_app._get_current_object()
+
+def _attributes(server: dict[str, Any], task_name: object) -> dict[str, Any]:
+    """Span attributes of a task's messages, built once per broker and task name (bounded)."""
+    key = (id(server), task_name)
+    attrs = _attr_cache.get(key)
+    if attrs is None:
+        attrs = dict(server)
+        if isinstance(task_name, str):
+            attrs[ATTR_TASK_NAME] = task_name
+        if len(_attr_cache) < 4096:
+            _attr_cache[key] = attrs
+    return attrs
+
+
+def _current_app() -> Any:
+    proxy = _state.get("current_app")
+    if proxy is None:
+        from celery import current_app
+
+        proxy = _state["current_app"] = current_app
+    return proxy._get_current_object()
 
 
 def _suppress(value: bool) -> object:
@@ -139,10 +169,7 @@ def _before_publish(sender: Any = None, body: Any = None, exchange: Any = None, 
             exchange if isinstance(exchange, str) and exchange else "celery")
         system, server = _broker(_current_app())
         retries = _as_int(headers.get("retries"))
-        attrs: dict[str, Any] = dict(server)
-        task_name = headers.get("task")
-        if isinstance(task_name, str):
-            attrs[ATTR_TASK_NAME] = task_name
+        attrs = _attributes(server, headers.get("task"))
         carrier: dict[str, str] = {}
         # A retry re-publishes from inside the task's run: same correlation ID (baggage is current) and
         # the original emission time, so end-to-end latency counts from the first send.
@@ -253,15 +280,14 @@ def _prerun(sender: Any = None, task_id: Any = None, task: Any = None, **_kwargs
         destination = delivery.get("routing_key") or delivery.get("exchange") or "celery"
         system, server = _broker(getattr(task, "app", None) or _current_app())
         retries = _as_int(getattr(request, "retries", None))
-        attrs: dict[str, Any] = dict(server)
-        name = getattr(task, "name", None)
-        if isinstance(name, str):
-            attrs[ATTR_TASK_NAME] = name
+        attrs = _attributes(server, getattr(task, "name", None))
         # The worker's own broker traffic runs suppressed (worker_init); the task's work is traced.
         token = _suppress(False)
+        # An eager run (task_always_eager, Task.apply) is a call inside the caller's work: its child.
+        parent: Literal["none", "current"] = "current" if getattr(request, "is_eager", False) else "none"
         reception = scopes.Reception(str(destination), _carrier(request, task_id), system=system,
                                      message_id=task_id, attempt=None if retries is None else retries + 1,
-                                     attributes=attrs)
+                                     parent=parent, attributes=attrs)
         reception.__enter__()
         _running[task_id] = (reception, token)
     except Exception:
