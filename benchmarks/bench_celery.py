@@ -54,7 +54,7 @@ def _app() -> tuple[Any, str, Any, Any]:
     app = celery.Celery(f"bench{uuid.uuid4().hex[:6]}", broker="memory://")
     app.conf.task_ignore_result = True
 
-    @app.task(name="bench.ok")
+    @app.task(name="bench.ok", shared=False)
     def ok(token: str) -> str:
         return token
 

@@ -64,11 +64,11 @@ def _app() -> Any:
     app = celery.Celery(f"t{uuid.uuid4().hex[:6]}", broker="memory://")
     app.conf.task_ignore_result = True
 
-    @app.task(name="t.ok")
+    @app.task(name="t.ok", shared=False)
     def ok(token: str) -> str:
         return token
 
-    @app.task(name="t.flaky", bind=True, default_retry_delay=0, max_retries=3)
+    @app.task(name="t.flaky", shared=False, bind=True, default_retry_delay=0, max_retries=3)
     def flaky(self: Any) -> None:
         if self.request.retries < 1:
             raise self.retry(exc=ConnectionError("down"))
@@ -148,3 +148,17 @@ def test_contrib_instrumentation_owns_the_spans(otelkit_capture: CapturedTelemet
         instrumentor.uninstrument()
     names = sorted(s.name for s in otelkit_capture.spans)
     assert names == ["apply_async/t.ok", "run/t.ok"]  # contrib's two, none of otelkit's
+
+
+def test_an_eager_run_is_a_child_of_the_caller(otelkit_capture: CapturedTelemetry) -> None:
+    import otelkit
+
+    _instrument.instrument_all(resolve(instrument=["celery"], system_metrics=False), None, None)
+    app = _app()
+    app.conf.task_always_eager = True
+    with otelkit.span("handle request") as outer:
+        assert app.tasks["t.ok"].delay("x").get() == "x"
+    runs = [s for s in otelkit_capture.spans if s.name.startswith("process ")]
+    assert len(runs) == 1 and runs[0].parent is not None
+    assert runs[0].parent.span_id == outer.get_span_context().span_id
+    assert runs[0].attributes["otelkit.outcome"] == "ack"
