@@ -54,9 +54,11 @@ def _env(collector: RotelCollector, service: str, broker: str, queue: str, mode:
 class Worker:
     """A ``celery worker`` subprocess; ``stop()`` ends it warmly (SIGTERM) so it flushes its telemetry."""
 
-    def __init__(self, env: dict[str, str], pool: str, concurrency: int = 1) -> None:
+    def __init__(self, env: dict[str, str], pool: str, concurrency: int = 1, housekeeping: bool = False) -> None:
         args = [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-P", pool, "-c", str(concurrency),
                 "-Q", env["CELERY_TEST_QUEUE"], "-n", f"w{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO"]
+        if not housekeeping:  # mingle waits a second for neighbours: only where the silence is under test
+            args += ["--without-mingle", "--without-gossip"]
         self.proc = subprocess.Popen(args, env=env, cwd=str(APPS), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
         self.lines: list[str] = []
@@ -140,11 +142,13 @@ def _delete_queue(broker: str, name: str) -> None:
 def run_flow(collector: RotelCollector, broker: str, queue: str, pool: str, concurrency: int = 1,
              worker_mode: str = "otelkit", producer_mode: str = "otelkit",
              headers: dict[str, str] | None = None, tasks: list[Any] | None = None,
-             consumer_spans: int | None = None, extra: dict[str, str] | None = None) -> tuple[list[str], str]:
+             consumer_spans: int | None = None, extra: dict[str, str] | None = None,
+             housekeeping: bool = False) -> tuple[list[str], str]:
     tasks = tasks if tasks is not None else [
         ["ok", ["tok-a"]], ["ok", ["tok-b"]], ["ok", ["tok-c"]], ["flaky", ["tok-f", 2]], ["doomed", ["tok-d"]]]
     runs = consumer_spans if consumer_spans is not None else 3 + 3 + 2
-    worker = Worker(_env(collector, "celery-worker", broker, queue, worker_mode, extra), pool, concurrency)
+    worker = Worker(_env(collector, "celery-worker", broker, queue, worker_mode, extra), pool, concurrency,
+                    housekeeping)
     try:
         ids = produce(_env(collector, "celery-producer", broker, queue, producer_mode), tasks, headers)
         try:
@@ -166,6 +170,9 @@ def check_otelkit_flow(collector: RotelCollector, ids: list[str], queue: str, sy
     # 5 sends by the producer; 2 (flaky) + 1 (doomed) re-publishes for retries inside the worker.
     assert len(producer) == 5 and {s.name for s in producer} == {f"send {queue}"}
     assert len(retried) == 3
+    # Nothing else: the publish's own broker commands and the worker's housekeeping make no span.
+    assert len(spans_of(collector, "celery-producer")) == 5
+    assert len(worker) == 8 + 3, Counter(s.name for s in worker)
     assert len(consumers) == 8 and {s.name for s in consumers} == {f"process {queue}"}
     assert {s.attributes["messaging.system"] for s in producer + consumers} == {system}
     by_id = {s.span_id: s for s in producer + retried}
@@ -200,12 +207,12 @@ def check_otelkit_flow(collector: RotelCollector, ids: list[str], queue: str, sy
 
 
 def test_celery_redis_solo(collector: RotelCollector, redis_url: str, queue: str) -> None:
-    ids, output = run_flow(collector, redis_url, queue, "solo")
+    ids, output = run_flow(collector, redis_url, queue, "solo", housekeeping=True)
     check_otelkit_flow(collector, ids, queue, "redis")
 
 
 def test_celery_redis_prefork(collector: RotelCollector, redis_url: str, queue: str) -> None:
-    ids, output = run_flow(collector, redis_url, queue, "prefork", concurrency=2)
+    ids, output = run_flow(collector, redis_url, queue, "prefork", concurrency=2, housekeeping=True)
     check_otelkit_flow(collector, ids, queue, "redis")
 
 
@@ -214,17 +221,19 @@ def test_celery_rabbitmq_solo(collector: RotelCollector, rabbitmq_url: str, queu
     check_otelkit_flow(collector, ids, queue, "rabbitmq")
 
 
+@pytest.mark.slow  # prefork: test_celery_redis_prefork; RabbitMQ: test_celery_rabbitmq_solo
 def test_celery_rabbitmq_prefork(collector: RotelCollector, rabbitmq_url: str, queue: str) -> None:
     ids, output = run_flow(collector, rabbitmq_url, queue, "prefork", concurrency=2)
     check_otelkit_flow(collector, ids, queue, "rabbitmq")
 
 
+@pytest.mark.slow  # the "before" of the silence; disabling by name: tests/unit/test_instrument_celery.py
 def test_celery_disabled_by_name_leaves_housekeeping_roots(collector: RotelCollector, redis_url: str,
                                                           queue: str) -> None:
     """The 'before' side of the silence: without the celery integration the worker's polling is traced."""
     tasks = [["ok", [f"tok-{i}"]] for i in range(3)]
     worker = Worker(_env(collector, "celery-worker", redis_url, queue, "otelkit",
-                         {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "celery"}), "solo")
+                         {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "celery"}), "solo", housekeeping=True)
     try:
         produce(_env(collector, "celery-producer", redis_url, queue, "otelkit",
                      {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "celery"}), tasks)
