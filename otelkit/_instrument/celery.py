@@ -59,7 +59,7 @@ _enabled = False
 _publishing: contextvars.ContextVar[tuple[tuple[Any, object], ...]] = contextvars.ContextVar(
     "otelkit_celery_publishing", default=())
 # Running tasks by task id: (reception, un-suppression token).
-_running: dict[str, tuple[Any, object]] = {}
+_running: dict[str, tuple[Any, object | None]] = {}
 _worker_token: list[object] = []
 _observations: list[Any] = []
 _broker_cache: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -178,7 +178,7 @@ def _before_publish(sender: Any = None, body: Any = None, exchange: Any = None, 
             running is not None and getattr(running, "message_id", None) == task_id) else None
         emission = scopes.Emission(destination, carrier, system=system,
                                    message_id=task_id if isinstance(task_id, str) else None,
-                                   attempt=None if retries is None else retries + 1, attributes=attrs)
+                                   attempt=retries + 1 if retries else None, attributes=attrs)
         emission.__enter__()
         if original is not None:
             carrier[_names.SENT_AT_HEADER] = f"{original * 1000.0:.3f}"
@@ -282,7 +282,7 @@ def _prerun(sender: Any = None, task_id: Any = None, task: Any = None, **_kwargs
         retries = _as_int(getattr(request, "retries", None))
         attrs = _attributes(server, getattr(task, "name", None))
         # The worker's own broker traffic runs suppressed (worker_init); the task's work is traced.
-        token = _suppress(False)
+        token = _suppress(False) if otel_context.get_value(SUPPRESS_INSTRUMENTATION_KEY) else None
         # An eager run (task_always_eager, Task.apply) is a call inside the caller's work: its child.
         parent: Literal["none", "current"] = "current" if getattr(request, "is_eager", False) else "none"
         reception = scopes.Reception(str(destination), _carrier(request, task_id), system=system,
@@ -322,10 +322,11 @@ def _postrun(sender: Any = None, task_id: Any = None, task: Any = None, retval: 
     try:
         reception.__exit__(type(exc) if exc else None, exc, None)
     finally:
-        try:
-            otel_context.detach(token)  # type: ignore[arg-type]
-        except Exception:
-            pass
+        if token is not None:
+            try:
+                otel_context.detach(token)  # type: ignore[arg-type]
+            except Exception:
+                pass
 
 
 # --- worker -------------------------------------------------------------------------------------------
