@@ -88,10 +88,11 @@ class Worker:
         return "".join(self.lines)
 
 
-def produce(env: dict[str, str], tasks: list[Any], headers: dict[str, str] | None = None) -> list[str]:
+def produce(env: dict[str, str], tasks: list[Any], headers: dict[str, str] | None = None,
+            options: dict[str, str] | None = None) -> list[str]:
     import json
 
-    args = json.dumps({"tasks": tasks, "headers": headers})
+    args = json.dumps({"tasks": tasks, "headers": headers, "options": options or {}})
     proc = subprocess.run([sys.executable, str(APPS / "celery_app.py"), "produce", args], env=env, cwd=str(APPS),
                           capture_output=True, text=True, timeout=DEADLINE)
     assert proc.returncode == 0, proc.stderr
@@ -143,14 +144,14 @@ def run_flow(collector: RotelCollector, broker: str, queue: str, pool: str, conc
              worker_mode: str = "otelkit", producer_mode: str = "otelkit",
              headers: dict[str, str] | None = None, tasks: list[Any] | None = None,
              consumer_spans: int | None = None, extra: dict[str, str] | None = None,
-             housekeeping: bool = False) -> tuple[list[str], str]:
+             housekeeping: bool = False, options: dict[str, str] | None = None) -> tuple[list[str], str]:
     tasks = tasks if tasks is not None else [
         ["ok", ["tok-a"]], ["ok", ["tok-b"]], ["ok", ["tok-c"]], ["flaky", ["tok-f", 2]], ["doomed", ["tok-d"]]]
     runs = consumer_spans if consumer_spans is not None else 3 + 3 + 2
     worker = Worker(_env(collector, "celery-worker", broker, queue, worker_mode, extra), pool, concurrency,
                     housekeeping)
     try:
-        ids = produce(_env(collector, "celery-producer", broker, queue, producer_mode), tasks, headers)
+        ids = produce(_env(collector, "celery-producer", broker, queue, producer_mode), tasks, headers, options)
         try:
             wait_consumer_spans(collector, "celery-worker", runs)
         except AssertionError as exc:
@@ -290,12 +291,28 @@ def test_celery_queue_depth(collector: RotelCollector, redis_url: str, queue: st
     assert max(p.value or 0 for p in points) == 4  # never more than were waiting
 
 
-def test_celery_contrib_producer_to_otelkit_worker(collector: RotelCollector, redis_url: str, queue: str) -> None:
+BROKERS = [pytest.param("redis_url", id="redis"),
+           pytest.param("rabbitmq_url", id="rabbitmq", marks=pytest.mark.slow)]  # same code path, other broker
+
+
+@pytest.mark.parametrize("broker_fixture", BROKERS)
+@pytest.mark.parametrize("carried", [
+    "correlation_id header",
+    pytest.param("messaging.conversation_id header", marks=pytest.mark.slow),  # the header path above, another key
+    "correlation_id property"])
+def test_celery_contrib_producer_to_otelkit_worker(collector: RotelCollector, queue: str, broker_fixture: str,
+                                                   carried: str, request: pytest.FixtureRequest) -> None:
     """A plain-OTel producer (contrib instrumentation) feeding an otelkit worker: linked, and its ID adopted."""
+    if carried != "correlation_id header" and broker_fixture != "redis_url":
+        pytest.skip("one broker is enough for the other ways of carrying the ID")
+    broker = str(request.getfixturevalue(broker_fixture))
     foreign = "order-4711"
     tasks = [["ok", [f"tok-{i}"]] for i in range(3)]
-    ids, _ = run_flow(collector, redis_url, queue, "solo", producer_mode="contrib",
-                      headers={"correlation_id": foreign}, tasks=tasks, consumer_spans=3)
+    key = carried.split()[0]
+    headers = {key: foreign} if carried.endswith("header") else None
+    options = {key: foreign} if carried.endswith("property") else None
+    ids, _ = run_flow(collector, broker, queue, "solo", producer_mode="contrib", headers=headers, options=options,
+                      tasks=tasks, consumer_spans=3)
     sends = [s for s in spans_of(collector, "celery-producer") if s.kind == "PRODUCER"]
     consumers = [s for s in spans_of(collector, "celery-worker") if s.kind == "CONSUMER"]
     assert len(sends) == 3 and len(consumers) == 3
@@ -307,10 +324,13 @@ def test_celery_contrib_producer_to_otelkit_worker(collector: RotelCollector, re
     assert len(logs) == 3 and all(r.attributes.get(CORRELATION_ATTRIBUTE) == foreign for r in logs)
 
 
-def test_celery_otelkit_producer_to_contrib_worker(collector: RotelCollector, redis_url: str, queue: str) -> None:
+@pytest.mark.parametrize("broker_fixture", BROKERS)
+def test_celery_otelkit_producer_to_contrib_worker(collector: RotelCollector, queue: str, broker_fixture: str,
+                                                   request: pytest.FixtureRequest) -> None:
     """otelkit's send carries the W3C context contrib's worker reads: its run span is the send's child."""
+    broker = str(request.getfixturevalue(broker_fixture))
     tasks = [["ok", [f"tok-{i}"]] for i in range(3)]
-    ids, _ = run_flow(collector, redis_url, queue, "solo", worker_mode="contrib", tasks=tasks, consumer_spans=3)
+    ids, _ = run_flow(collector, broker, queue, "solo", worker_mode="contrib", tasks=tasks, consumer_spans=3)
     sends = {s.span_id: s for s in spans_of(collector, "celery-producer") if s.kind == "PRODUCER"}
     runs = [s for s in spans_of(collector, "celery-worker") if s.kind == "CONSUMER"]
     assert len(sends) == 3 and len(runs) == 3

@@ -93,7 +93,8 @@ def produce(args: dict[str, Any]) -> None:
     logging.basicConfig(level=logging.INFO)
     sent = []
     for name, task_args in args["tasks"]:
-        result = app.send_task(f"celery_app.{name}", args=task_args, queue=QUEUE, headers=args.get("headers"))
+        result = app.send_task(f"celery_app.{name}", args=task_args, queue=QUEUE, headers=args.get("headers"),
+                               **args.get("options", {}))
         sent.append(result.id)
     print(json.dumps({"ids": sent}), flush=True)
 
