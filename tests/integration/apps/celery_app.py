@@ -49,7 +49,7 @@ elif MODE == "contrib":
 
 app = Celery("celery_app", broker=os.environ.get("CELERY_TEST_BROKER", "redis://127.0.0.1:6379/0"))
 app.conf.update(task_default_queue=QUEUE, worker_prefetch_multiplier=1, task_ignore_result=True,
-                worker_hijack_root_logger=False, broker_connection_retry_on_startup=True,
+                broker_connection_retry_on_startup=True,
                 worker_send_task_events=False)
 
 
