@@ -162,3 +162,17 @@ def test_an_eager_run_is_a_child_of_the_caller(otelkit_capture: CapturedTelemetr
     assert len(runs) == 1 and runs[0].parent is not None
     assert runs[0].parent.span_id == outer.get_span_context().span_id
     assert runs[0].attributes["otelkit.outcome"] == "ack"
+
+
+def test_a_failed_publish_ends_its_span_and_leaves_no_context_behind(otelkit_capture: CapturedTelemetry) -> None:
+    import otelkit
+
+    _instrument.instrument_all(resolve(instrument=["celery"], system_metrics=False), None, None)
+    app = celery.Celery(f"t{uuid.uuid4().hex[:6]}", broker="redis://127.0.0.1:1/0")  # nothing listens on port 1
+    app.conf.update(broker_connection_timeout=1, broker_connection_retry=False, broker_connection_max_retries=0)
+    with pytest.raises(Exception):  # noqa: B017 - kombu's OperationalError or the socket error, by version
+        app.send_task("t.ok", args=["x"], queue="q-failed", retry=False)
+    assert otelkit.correlation_id() is None  # the emission's baggage was detached
+    (send,) = [s for s in otelkit_capture.spans if s.name == "send q-failed"]
+    assert send.status.status_code.name == "ERROR"
+    assert send.attributes["server.address"] == "127.0.0.1" and send.attributes["server.port"] == 1
