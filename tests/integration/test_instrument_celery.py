@@ -25,7 +25,14 @@ from typing import Any
 
 import pytest
 
-from otelkit._names import CORRELATION_ATTRIBUTE, MESSAGE_END_TO_END, MESSAGES_SETTLED, QUEUE_LENGTH
+from otelkit._names import (
+    CORRELATION_ATTRIBUTE,
+    MESSAGE_END_TO_END,
+    MESSAGE_TIME_IN_QUEUE,
+    MESSAGES_SETTLED,
+    MESSAGING_SENT,
+    QUEUE_LENGTH,
+)
 from otelkit.testing._receiver import ReceivedPoint, ReceivedSpan, RotelCollector
 
 pytest.importorskip("celery")
@@ -205,6 +212,11 @@ def check_otelkit_flow(collector: RotelCollector, ids: list[str], queue: str, sy
     assert outcomes == Counter({"ack": 4, "retry": 3, "dead_letter": 1})
     latency = totals(collector, MESSAGE_END_TO_END.name, "celery-worker", "messaging.destination.name")
     assert latency == Counter({queue: 8})
+    waits = totals(collector, MESSAGE_TIME_IN_QUEUE.name, "celery-worker", "messaging.destination.name")
+    assert waits == Counter({queue: 8})
+    dest = "messaging.destination.name"
+    assert totals(collector, MESSAGING_SENT.name, "celery-producer", dest) == Counter({queue: 5})
+    assert totals(collector, MESSAGING_SENT.name, "celery-worker", dest) == Counter({queue: 3})  # the retries
 
 
 def test_celery_redis_solo(collector: RotelCollector, redis_url: str, queue: str) -> None:
