@@ -240,7 +240,7 @@ def test_celery_rabbitmq_prefork(collector: RotelCollector, rabbitmq_url: str, q
     check_otelkit_flow(collector, ids, queue, "rabbitmq")
 
 
-@pytest.mark.slow  # the "before" of the silence; disabling by name: tests/unit/test_instrument_celery.py
+@pytest.mark.slow  # the "before" of the silence; disabling by name: tests/unit/test_instrument_celery_units.py
 def test_celery_disabled_by_name_leaves_housekeeping_roots(collector: RotelCollector, redis_url: str,
                                                           queue: str) -> None:
     """The 'before' side of the silence: without the celery integration the worker's polling is traced."""
