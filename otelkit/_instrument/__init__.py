@@ -38,6 +38,7 @@ from otelkit._instrument import httpx as _httpx
 from otelkit._instrument import logging as _logging
 from otelkit._instrument import psycopg2 as _psycopg2
 from otelkit._instrument import redis as _redis
+from otelkit._instrument import rq as _rq
 from otelkit._instrument import system_metrics as _system_metrics
 from otelkit._instrument import threads as _threading
 from otelkit._internal_log import logger
@@ -51,9 +52,9 @@ if TYPE_CHECKING:
 
 __all__ = ["IntegrationStatus", "instrument_all", "integration_status", "plan", "uninstrument_all"]
 
-LIBRARIES: tuple[ModuleType, ...] = (_redis, _psycopg2, _httpx, _threading)
+LIBRARIES: tuple[ModuleType, ...] = (_redis, _psycopg2, _httpx, _threading, _rq)
 """Integrations selected by ``instrument=`` (plus entry points)."""
-BUILTIN_NAMES = ("logging", "redis", "psycopg2", "httpx", "threading", "system_metrics")
+BUILTIN_NAMES = ("logging", "redis", "psycopg2", "httpx", "threading", "system_metrics", "rq")
 
 SEMCONV_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
 DEFAULT_SEMCONV = "http,database"

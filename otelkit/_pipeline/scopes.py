@@ -628,13 +628,17 @@ class Reception(_Consumption):
       or on an exception retry/dead_letter by the failure classifier and ``max_attempts``).
     """
 
-    __slots__ = ("_attributes", "_carrier", "_instruments", "_parent", "message_id", "payload", "producer",
-                 "sent_at")
+    __slots__ = ("_attributes", "_carrier", "_instruments", "_parent", "_queued_at", "message_id", "payload",
+                 "producer", "sent_at")
 
     def __init__(self, destination: str, carrier: Any = None, *, system: str, message_id: object = None,
                  attempt: int | None = None, group: str | None = None, parent: Parent = "none",
-                 max_attempts: int | None = None, attributes: Mapping[str, Any] | None = None) -> None:
+                 max_attempts: int | None = None, attributes: Mapping[str, Any] | None = None,
+                 queued_at: float | None = None) -> None:
         super().__init__(destination, system, group, attempt, max_attempts)
+        # When the broker knows when this delivery entered the queue (a retry re-queued later than the
+        # emission): time in queue is measured from it, end-to-end latency still from the emission.
+        self._queued_at = queued_at
         self._carrier = carrier
         self.message_id: Any = message_id
         self._parent = parent
@@ -702,8 +706,9 @@ class Reception(_Consumption):
                 ins.operation_duration.record(popped.duration,
                                               _metric_attrs(self.system, self.destination, "receive", self.group))
         sent_at = self.sent_at = _sent_at(carrier, message_id, self.system)
-        if sent_at is not None:
-            wait = time.time() - sent_at
+        queued_at = self._queued_at if self._queued_at is not None else sent_at
+        if queued_at is not None:
+            wait = time.time() - queued_at
             ins.time_in_queue.record(wait if wait > 0.0 else 0.0, metric_attrs)
         self._t0 = time.perf_counter()
 
