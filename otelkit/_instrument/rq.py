@@ -11,7 +11,8 @@ so a job gets exactly what ``pipeline.emit``/``pipeline.receive`` give a message
 * ``Worker.perform_job`` (in the work horse, or in-process for ``SimpleWorker``) runs inside a
   :class:`~otelkit._pipeline.scopes.Reception`: span ``process {queue}`` (CONSUMER), a root span *linked*
   to the producer (otelkit's rule for ``receive``), with the correlation ID current for the whole job:
-  every span and log record of the job, RQ's own failure log line included, carries it.
+  every span and log record of the job carries it. (The ``rq worker`` CLI's own ``rq.worker`` logger does not
+  propagate to the root logger, so its lines reach only RQ's console handler.)
 * Outcomes from the job's status once RQ has handled it: finished -> ``ack``; re-queued or scheduled for
   another try (``Retry`` on enqueue, or a returned ``Retry``) -> ``retry``; failed for good (in the
   ``FailedJobRegistry``) -> ``dead_letter``; stopped or canceled -> ``drop``. The attempt number travels in
