@@ -74,7 +74,7 @@ def _enqueue(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
     """``Broker.enqueue``: one PRODUCER span per new message; the broker's own commands untraced."""
     if not _state["wanted"] or (_jobs.is_quiet() and not _processing()):
         return wrapped(*args, **kwargs)
-    message = args[0] if args else kwargs.get("message")
+    message: Any = args[0] if args else kwargs.get("message")
     options = getattr(message, "options", None)
     if not isinstance(options, dict) or isinstance(options.get(_jobs.CARRIER_KEY), dict):
         # The same message again (a retry, a delayed message reaching its queue): its original carrier.
@@ -169,17 +169,17 @@ def _start(message: Any) -> None:
                           system=SYSTEM, message_id=message.message_id, attempt=attempt,
                           queued_at=_jobs.epoch(queued))
         scopes = _scopes()
-        previous = scopes.pop(message.message_id, None)
+        previous = scopes.pop(str(message.message_id), None)
         if previous is not None:  # never left open: close what a broken hook sequence left behind
             previous.__exit__(None, None, None)
         scope.__enter__()
-        scopes[message.message_id] = scope
+        scopes[str(message.message_id)] = scope
     except Exception as exc:
         logger.debug("otelkit: dramatiq message not traced: %r", exc)
 
 
 def _finish(message: Any, signal: str, exception: BaseException | None) -> None:
-    scope = _scopes().pop(getattr(message, "message_id", None), None)
+    scope = _scopes().pop(str(getattr(message, "message_id", "")), None)
     if scope is None:
         return
     try:

@@ -64,7 +64,7 @@ def _enqueue(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
     """``Queue.enqueue_job`` / ``Queue.schedule_job``: one PRODUCER span; RQ's own commands untraced."""
     if not _state["wanted"] or _jobs.is_quiet() and not _in_worker.get():
         return wrapped(*args, **kwargs)
-    job = args[0] if args else kwargs.get("job")
+    job: Any = args[0] if args else kwargs.get("job")
     if _in_worker.get() and _carrier(job) is not None:
         # RQ re-queues a job it retries: the same message, its original carrier (send time, correlation ID).
         return wrapped(*args, **kwargs)
@@ -136,7 +136,7 @@ def _perform_job(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
     """``Worker.perform_job``: the CONSUMER span around the whole job, outcome from RQ's verdict."""
     if not _state["wanted"]:
         return wrapped(*args, **kwargs)
-    job = args[0] if args else kwargs.get("job")
+    job: Any = args[0] if args else kwargs.get("job")
     queue = args[1] if len(args) > 1 else kwargs.get("queue")
     try:
         from otelkit._pipeline.scopes import Reception

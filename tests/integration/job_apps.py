@@ -1,11 +1,11 @@
 """Job functions, actors and producer programs for the RQ / Dramatiq / arq integration tests.
 
 Imported by the real workers (``rq worker -c job_apps``, ``dramatiq job_apps``, ``arq job_apps.ArqSettings``)
-and run as a producer (``python -c 'import job_apps; job_apps.main()' ROLE '{"json": "arguments"}'``). With ``JOB_APPS_INIT=1`` the
-import calls ``otelkit.init()`` alone (configured by the ``OTEL_*`` variables the test sets): nothing else
-instruments the jobs. Every job logs one record on the ``jobs`` logger and reads a Redis key (a traced
-command of the job's own). A "flaky" job fails its first ``fail`` attempts (counted in Redis), a "doomed"
-one always fails.
+and run as a producer (``python -c 'import job_apps; job_apps.main()' ROLE '{"json": "arguments"}'``).
+With ``JOB_APPS_INIT=1`` the import calls ``otelkit.init()`` alone (configured by the ``OTEL_*`` variables
+the test sets): nothing else instruments the jobs. Every job logs one record on the ``jobs`` logger and reads
+a Redis key (a traced command of the job's own). A "flaky" job fails its first ``fail`` attempts (counted in
+Redis), a "doomed" one always fails.
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ def app_env(collector: RotelCollector, service: str, extra: Mapping[str, str] | 
 
 
 def produce(role: str, args: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-c", "import job_apps; job_apps.main()", role, json.dumps(args)], env=dict(env), capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", "import job_apps; job_apps.main()", role, json.dumps(args)],
+                          env=dict(env), capture_output=True,
                           text=True, timeout=PROCESS_TIMEOUT, cwd=str(HERE))
     assert proc.returncode == 0, f"{role} failed:\n{proc.stdout}\n{proc.stderr}"
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))

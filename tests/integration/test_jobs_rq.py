@@ -14,8 +14,16 @@ from collections import Counter
 import pytest
 
 from otelkit._names import CORRELATION_ATTRIBUTE
-
-from tests.integration.jobs_support import HERE, PROCESS_TIMEOUT, app_env, console_script, gauge_values, metric_total, produce, spans_of
+from tests.integration.jobs_support import (
+    HERE,
+    PROCESS_TIMEOUT,
+    app_env,
+    console_script,
+    gauge_values,
+    metric_total,
+    produce,
+    spans_of,
+)
 
 pytest.importorskip("rq")
 
@@ -42,7 +50,8 @@ def test_rq_jobs_across_processes(collector, redis_url: str) -> None:  # type: i
         produced = produce("rq_producer", {"queue": queue, "counter": counter, "extra": EXTRA},
                            app_env(collector, "rq-producer", env_extra))
         worker = subprocess.run(
-            [console_script("rq"), "worker", "--burst", "--url", redis_url, "-c", "job_apps", "--name", f"otelkit-{suffix}", queue],
+            [console_script("rq"), "worker", "--burst", "--url", redis_url, "-c", "job_apps", "--name",
+             f"otelkit-{suffix}", queue],
             env=app_env(collector, "rq-worker", env_extra), capture_output=True, text=True, timeout=PROCESS_TIMEOUT,
             cwd=str(HERE))
         assert worker.returncode == 0, worker.stderr
