@@ -194,9 +194,10 @@ def _finish(message: Any, signal: str, exception: BaseException | None) -> None:
             scope.ack()
     except Exception:
         pass
-    if exception is not None:
+    if exception is not None and not (type(exception).__name__ == "Retry"
+                                      and type(exception).__module__.startswith("dramatiq")):
         scope.__exit__(type(exception), exception, exception.__traceback__)
-    else:
+    else:  # dramatiq.Retry asks for another attempt: not an error (Dramatiq does not log it as one)
         scope.__exit__(None, None, None)
 
 

@@ -114,7 +114,73 @@ def dramatiq_producer(args: dict[str, Any]) -> dict[str, Any]:
             for name, message in sent.items()}
 
 
-ROLES = {"rq_producer": rq_producer, "dramatiq_producer": dramatiq_producer}
+# --- arq --------------------------------------------------------------------------------------------
+
+async def a_ok(ctx: dict[str, Any], token: str) -> str:
+    return _work("arq", token)
+
+
+async def a_flaky(ctx: dict[str, Any], token: str, fail: int) -> str:
+    _work("arq", token)
+    if ctx["job_try"] <= fail:
+        from arq import Retry
+
+        raise Retry(defer=0.01)
+    return token
+
+
+async def a_doomed(ctx: dict[str, Any], token: str) -> str:
+    log.info("arq job %s", token)
+    from arq import Retry
+
+    raise Retry(defer=0.01)
+
+
+async def a_broken(ctx: dict[str, Any], token: str) -> str:
+    log.info("arq job %s", token)
+    raise ValueError(f"{token}: permanent failure")
+
+
+ARQ_QUEUE = os.environ.get("JOB_APPS_ARQ_QUEUE")
+if ARQ_QUEUE:
+    from arq import func
+    from arq.connections import RedisSettings
+
+    class ArqSettings:
+        functions = [func(a_ok), func(a_flaky, max_tries=5), func(a_doomed, max_tries=2), func(a_broken)]
+        redis_settings = RedisSettings.from_dsn(REDIS_URL)
+        queue_name = ARQ_QUEUE
+        burst = True
+        poll_delay = 0.05
+        keep_result = 0
+
+
+def arq_producer(args: dict[str, Any]) -> dict[str, Any]:
+    import asyncio
+    import pickle
+
+    from arq import create_pool
+
+    async def main() -> dict[str, Any]:
+        pool = await create_pool(ArqSettings.redis_settings, default_queue_name=ARQ_QUEUE)
+        jobs = {"ok": await pool.enqueue_job("a_ok", "tok-ok"),
+                "flaky": await pool.enqueue_job("a_flaky", "tok-flaky", 2),
+                "doomed": await pool.enqueue_job("a_doomed", "tok-doomed"),
+                "broken": await pool.enqueue_job("a_broken", "tok-broken")}
+        for extra in range(args.get("extra", 0)):
+            await pool.enqueue_job("a_ok", f"tok-extra-{extra}")
+        out = {}
+        for name, job in jobs.items():
+            assert job is not None
+            payload = pickle.loads(await pool.get(f"arq:job:{job.job_id}"))  # as a worker reads it
+            out[name] = {"id": job.job_id, "correlation_id": payload["otelkit"]["otelkit-correlation-id"]}
+        await pool.aclose()
+        return out
+
+    return asyncio.run(main())
+
+
+ROLES = {"rq_producer": rq_producer, "dramatiq_producer": dramatiq_producer, "arq_producer": arq_producer}
 
 def main() -> None:
     """``python -c "import job_apps; job_apps.main()" ROLE JSON`` (job functions must not live in __main__)."""
