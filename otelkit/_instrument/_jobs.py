@@ -88,6 +88,11 @@ def epoch(value: Any) -> float | None:
     return None
 
 
+def observed(system: str, queue: str, state: str | None) -> bool:
+    """Whether :func:`observe` already reports this queue (or gave up: the cap is reached)."""
+    return (system, queue, state) in _observed or len(_observed) >= MAX_OBSERVED_QUEUES
+
+
 def observe(system: str, queue: str, probe: Callable[[], int | None], state: str | None = None) -> None:
     """Report ``queue``'s depth through ``probe`` (once per system, queue and state in this process)."""
     key = (system, queue, state)

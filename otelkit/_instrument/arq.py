@@ -47,9 +47,10 @@ _run: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("otelkit_arq_
 class _Run:
     """One ``run_job`` call: its Reception once the job is deserialized, and what the function did."""
 
-    __slots__ = ("error", "queue", "queued_at", "ran", "scope")
+    __slots__ = ("error", "job_id", "queue", "queued_at", "ran", "scope")
 
-    def __init__(self, queue: str, queued_at: float | None) -> None:
+    def __init__(self, job_id: object, queue: str, queued_at: float | None) -> None:
+        self.job_id = job_id
         self.queue = queue
         self.queued_at = queued_at
         self.scope: Any = None
@@ -108,7 +109,15 @@ async def _main(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict
     if not _state["wanted"]:
         return await wrapped(*args, **kwargs)
     _ensure_wrapped(instance)
-    _observe(getattr(instance, "pool", None), str(getattr(instance, "queue_name", "")))
+    token = _jobs.quiet()
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        _jobs.detach(token)
+
+
+async def _create_pool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``create_pool`` (its PING and INFO): arq's own commands, not traced."""
     token = _jobs.quiet()
     try:
         return await wrapped(*args, **kwargs)
@@ -130,7 +139,11 @@ async def _run_job(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
         return await wrapped(*args, **kwargs)
     _ensure_wrapped(instance)
     score = args[1] if len(args) > 1 else kwargs.get("score")
-    run = _Run(str(getattr(instance, "queue_name", "")), _jobs.epoch(score))
+    job_id = args[0] if args else kwargs.get("job_id")
+    queue = str(getattr(instance, "queue_name", ""))
+    if not _jobs.observed(SYSTEM, queue, "ready"):  # the worker's pool exists once it runs jobs
+        _observe(getattr(instance, "_pool", None), queue)
+    run = _Run(job_id, queue, _jobs.epoch(score))
     marker = _run.set(run)
     try:
         return await wrapped(*args, **kwargs)
@@ -186,7 +199,7 @@ def _deserialize_job_raw(wrapped: Any, instance: Any, args: tuple[Any, ...], kwa
 
         carrier = seen.get("carrier")
         scope = Reception(run.queue, carrier if isinstance(carrier, dict) else None, system=SYSTEM,
-                          queued_at=run.queued_at)
+                          message_id=run.job_id, queued_at=run.queued_at)
         scope.__enter__()  # attached in run_job's task: the job's task, created next, inherits it
         run.scope = scope
     except Exception as exc:
@@ -205,13 +218,10 @@ def _wrap_function(coroutine: Any) -> Any:
         current.ran = True
         scope = current.scope
         try:
-            job_id, job_try = ctx.get("job_id"), ctx.get("job_try")
-            scope.message_id = job_id
-            attributes: dict[str, Any] = {_names.MESSAGING_MESSAGE_ID: str(job_id)}
-            if type(job_try) is int:
+            job_try = ctx.get("job_try")
+            if type(job_try) is int:  # known once arq counted this pick-up
                 scope.attempt = job_try
-                attributes[_names.ATTR_ATTEMPT] = job_try
-            scope.span.set_attributes(attributes)
+                scope.span.set_attribute(_names.ATTR_ATTEMPT, job_try)
         except Exception:
             pass
         token = _jobs.loud()
@@ -238,7 +248,8 @@ def _ensure_wrapped(worker: Any) -> None:
             coroutine = getattr(function, "coroutine", None)
             if coroutine is None:
                 continue
-            if dataclasses.is_dataclass(function) and not isinstance(function, type):  # arq >= 0.26 (a copy: the application's object is untouched)
+            if dataclasses.is_dataclass(function) and not isinstance(function, type):
+                # arq >= 0.26: a copy, the application's object is untouched
                 functions[name] = dataclasses.replace(function, coroutine=_wrap_function(coroutine))
             elif hasattr(function, "_replace"):  # older arq: a NamedTuple
                 functions[name] = function._replace(coroutine=_wrap_function(coroutine))
@@ -277,6 +288,7 @@ def _observe(client: Any, queue: str) -> None:
 def _patch(_module: Any) -> None:
     if not _state["wanted"] or _state["patched"]:
         return
+    import arq
     import arq.connections
     import arq.worker
 
@@ -284,6 +296,8 @@ def _patch(_module: Any) -> None:
                (arq.connections, "serialize_job", _serialize_job),
                (arq.worker.Worker, "main", _main), (arq.worker.Worker, "run_job", _run_job),
                (arq.worker.Worker, "close", _close),
+               (arq.connections, "create_pool", _create_pool), (arq, "create_pool", _create_pool),
+               (arq.worker, "create_pool", _create_pool),
                (arq.worker, "deserialize_job_raw", _deserialize_job_raw)]
     for owner, attribute, wrapper in targets:
         _common.wrap(owner, attribute, wrapper)
