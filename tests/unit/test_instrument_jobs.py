@@ -1,4 +1,4 @@
-"""The RQ and Dramatiq integrations: lazy, selectable by name, idempotent, reversible, status with reason."""
+"""The RQ, Dramatiq and arq integrations: lazy, selectable by name, idempotent, reversible, status with reason."""
 
 from __future__ import annotations
 
@@ -14,16 +14,18 @@ from otelkit._config import resolve
 
 pytest.importorskip("rq")
 pytest.importorskip("dramatiq")
+pytest.importorskip("arq")
 
 _PROBE = r"""
 import json, sys
 import otelkit
 otelkit.init(service_name="x", system_metrics=False, traces_exporter="none", metrics_exporter="none",
              logs_exporter="none")
-before = sorted(m for m in ("rq", "dramatiq") if m in sys.modules)
+before = sorted(m for m in ("rq", "dramatiq", "arq") if m in sys.modules)
 status = {s.name: [s.state, s.reason] for s in otelkit.integration_status()}
-import rq.queue, dramatiq.broker, dramatiq.brokers.redis
+import rq.queue, dramatiq.broker, dramatiq.brokers.redis, arq.connections
 wrapped = {
+    "arq": getattr(vars(arq.connections.ArqRedis)["enqueue_job"], "_self_otelkit", False),
     "rq": getattr(vars(rq.queue.Queue)["enqueue_job"], "_self_otelkit", False),
     "dramatiq": getattr(vars(dramatiq.broker.Broker)["emit_before"], "_self_otelkit", False),
     "dramatiq_redis": getattr(vars(dramatiq.brokers.redis.RedisBroker)["enqueue"], "_self_otelkit", False),
@@ -47,14 +49,15 @@ def test_init_imports_no_job_library_and_patches_it_when_the_application_does() 
     assert result["before"] == []  # init() alone imported neither library
     assert result["status"]["rq"][0] == "enabled" and "patched when rq is imported" in result["status"]["rq"][1]
     assert result["status"]["dramatiq"][0] == "enabled"
-    assert result["wrapped"] == {"rq": True, "dramatiq": True, "dramatiq_redis": True}
+    assert result["status"]["arq"][0] == "enabled"
+    assert result["wrapped"] == {"arq": True, "rq": True, "dramatiq": True, "dramatiq_redis": True}
 
 
 def test_disabled_by_name_patches_nothing() -> None:
-    result = _probe({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "rq,dramatiq"})
+    result = _probe({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "rq,dramatiq,arq"})
     assert result["status"]["rq"] == ["disabled", "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS contains 'rq'"]
-    assert result["status"]["dramatiq"][0] == "disabled"
-    assert result["wrapped"] == {"rq": False, "dramatiq": False, "dramatiq_redis": False}
+    assert result["status"]["dramatiq"][0] == "disabled" and result["status"]["arq"][0] == "disabled"
+    assert result["wrapped"] == {"arq": False, "rq": False, "dramatiq": False, "dramatiq_redis": False}
 
 
 def _statuses(**settings: Any) -> dict[str, _instrument.IntegrationStatus]:
@@ -87,8 +90,10 @@ def test_selected_by_name_idempotent_and_reversible() -> None:
 
 
 def test_plan_reads_metadata_only() -> None:
+    from otelkit._instrument import arq as arq_integration
     from otelkit._instrument import dramatiq as dramatiq_integration
     from otelkit._instrument import rq as rq_integration
 
+    assert arq_integration.plan().state == "enabled"
     assert rq_integration.plan().state == "enabled"
     assert dramatiq_integration.plan().state == "enabled"
