@@ -222,6 +222,8 @@ def _worker_boot(broker: Any) -> None:
 # --- queue depth ------------------------------------------------------------------------------------
 
 def _observe(broker: Any, queue: str) -> None:
+    if _jobs.observed(SYSTEM, queue, "ready"):  # every send asks: answered by one dict lookup
+        return
     kind = type(broker).__name__
     if hasattr(broker, "namespace") and hasattr(broker, "client"):  # RedisBroker
         client, key = broker.client, f"{broker.namespace}:{queue}"

@@ -52,7 +52,10 @@ def _carrier(job: Any) -> dict[str, Any] | None:
 
 def _observe(queue: Any) -> None:
     try:
-        name, key, connection = queue.name, queue.key, queue.connection
+        name = queue.name
+        if _jobs.observed(SYSTEM, name, "ready"):  # every enqueue asks: answered by one dict lookup
+            return
+        key, connection = queue.key, queue.connection
         failed_key = queue.failed_job_registry.key
     except Exception:
         return
