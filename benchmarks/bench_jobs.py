@@ -74,7 +74,7 @@ def _instrumented(on: bool) -> None:
 
     tp, mp = _providers()
     if on:
-        _instrument.instrument_all(resolve(instrument=["redis", "rq", "dramatiq"], system_metrics=False), tp, mp)
+        _instrument.instrument_all(resolve(instrument=["redis", "rq", "dramatiq", "arq"], system_metrics=False), tp, mp)
     else:
         _instrument.uninstrument_all()
     _state = on
@@ -196,11 +196,57 @@ def _dramatiq_process(on: bool) -> Any:
     return run
 
 
+async def arq_job(ctx: Any, value: int) -> int:
+    return value
+
+
+@functools.cache
+def _arq_queue(side: str) -> str:
+    return f"otelkit-bench-arq-{side}-{_SUFFIX}"
+
+
+def _arq(on: bool, execute: bool) -> Any:
+    def run(loops: int) -> float:
+        import asyncio
+
+        from arq import create_pool, func
+        from arq.connections import RedisSettings
+        from arq.worker import Worker
+
+        _instrumented(on)
+        queue = _arq_queue("on" if on else "off")
+
+        async def main() -> float:
+            pool = await create_pool(RedisSettings.from_dsn(REDIS_URL), default_queue_name=queue)
+            try:
+                if not execute:
+                    t0 = time.perf_counter()
+                    for i in range(loops):
+                        await pool.enqueue_job("arq_job", i)
+                    return time.perf_counter() - t0
+                jobs = [await pool.enqueue_job("arq_job", i) for i in range(loops)]
+                worker = Worker([func(arq_job, name="arq_job")], redis_pool=pool, queue_name=queue, keep_result=0,
+                                handle_signals=False, burst=True)
+                t0 = time.perf_counter()
+                for job in jobs:  # what the worker's poll does per due job, without the polling sleeps
+                    await worker.run_job(job.job_id, 0)  # type: ignore[union-attr]
+                return time.perf_counter() - t0
+            finally:
+                await pool.delete(queue)
+                await pool.aclose()
+
+        return asyncio.run(main())
+
+    return run
+
+
 PAIRS: list[tuple[Any, ...]] = [
     ("rq enqueue: otelkit defaults vs uninstrumented", _rq_enqueue(True), _rq_enqueue(False), None),
     ("rq job run (SimpleWorker burst, per job)", _rq_execute(True), _rq_execute(False), None),
     ("dramatiq send (RedisBroker)", _dramatiq_send(True), _dramatiq_send(False), None),
     ("dramatiq process hooks + actor (per message)", _dramatiq_process(True), _dramatiq_process(False), None),
+    ("arq enqueue_job", _arq(True, False), _arq(False, False), None),
+    ("arq run_job (per job, no polling)", _arq(True, True), _arq(False, True), None),
 ]
 
 
