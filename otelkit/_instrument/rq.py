@@ -209,13 +209,19 @@ def _perform(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
 def _patch(_module: Any) -> None:
     if not _state["wanted"] or _state["patched"]:
         return
+    import rq.worker
     from rq.job import Job
     from rq.queue import Queue
-    from rq.worker.base import BaseWorker
 
-    targets = [(Queue, "enqueue_job", _enqueue), (Queue, "schedule_job", _enqueue), (BaseWorker, "work", _work),
-               (BaseWorker, "__init__", _quietly),
-               (BaseWorker, "perform_job", _perform_job), (Job, "perform", _perform)]
+    # rq >= 2: rq.worker is a package with BaseWorker defining everything; rq 1.x: perform_job is on Worker.
+    workers = [c for c in (getattr(rq.worker, "BaseWorker", None), getattr(rq.worker, "Worker", None)) if c]
+
+    def owner(attribute: str) -> Any:
+        return next((c for c in workers if attribute in vars(c)), workers[-1])
+
+    targets = [(Queue, "enqueue_job", _enqueue), (Queue, "schedule_job", _enqueue), (owner("work"), "work", _work),
+               (owner("__init__"), "__init__", _quietly),
+               (owner("perform_job"), "perform_job", _perform_job), (Job, "perform", _perform)]
     for owner, attribute, wrapper in targets:
         _common.wrap(owner, attribute, wrapper)
     _state["patched"] = targets
