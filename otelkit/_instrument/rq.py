@@ -83,6 +83,9 @@ def _enqueue(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
         logger.debug("otelkit: rq enqueue not traced: %r", exc)
         return wrapped(*args, **kwargs)
     _observe(instance)
+    if not getattr(instance, "_is_async", True):  # Queue(is_async=False) runs the job right here: trace it
+        with scope:
+            return wrapped(*args, **kwargs)
     with scope:
         token = _jobs.quiet()
         try:
