@@ -145,12 +145,14 @@ async def _run_job(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
         _observe(getattr(instance, "_pool", None), queue)
     run = _Run(job_id, queue, _jobs.epoch(score))
     marker = _run.set(run)
+    token = _jobs.quiet()  # arq's pick-up and finish pipelines, also when run_job is called outside main()
     try:
         return await wrapped(*args, **kwargs)
     finally:
-        _run.reset(marker)
         if run.scope is not None:
             _settle(run)
+        _jobs.detach(token)
+        _run.reset(marker)
 
 
 def _settle(run: _Run) -> None:
