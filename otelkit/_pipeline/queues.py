@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -289,11 +290,13 @@ def redis_probe(client: Any, key: str, kind: RedisKind, *, group: str | None = N
         # Set-up, like init(): a configuration mistake. ConfigError (a ValueError) under strict mode; otherwise one
         # warning and a probe that reports nothing (its queue stays off the dashboards until fixed).
         from otelkit._config import ConfigError
-        from otelkit._init import get_settings
 
         message = (f"otelkit.pipeline.redis_probe: kind={kind!r:.60} is not valid: expected one of "
                    f"{', '.join(sorted(_REDIS_COMMANDS))}")
-        settings = get_settings()
+        # Looked up, not imported: init() cannot have run unless otelkit._init is loaded, and an import here
+        # would close an import cycle (otelkit._init -> integrations -> queue probes -> otelkit._init).
+        init_module = sys.modules.get("otelkit._init")
+        settings = init_module.get_settings() if init_module is not None else None
         if settings is None or settings.strict:
             raise ConfigError(message)
         warn_once(f"redis_probe-kind-{kind!r:.60}", "%s; this probe reports nothing", message)

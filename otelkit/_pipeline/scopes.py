@@ -749,15 +749,19 @@ class Reception(_Consumption):
     """
 
     __slots__ = ("_attributes", "_carrier", "_explicit_cid", "_extra", "_instruments", "_parent", "_properties",
-                 "enqueued_at", "message_id", "payload", "producer", "sent_at")
+                 "_queued_at", "enqueued_at", "message_id", "payload", "producer", "sent_at")
 
     def __init__(self, destination: str, carrier: Any = None, *, system: str, message_id: object = None,
                  attempt: int | None = None, group: str | None = None, parent: Parent = "none",
                  max_attempts: int | None = None, attributes: Mapping[str, Any] | None = None,
                  correlation_id: str | None = None, properties: object = None,
                  server_address: str | None = None, server_port: int | None = None,
-                 routing_key: str | None = None, delivery_tag: int | None = None) -> None:
+                 routing_key: str | None = None, delivery_tag: int | None = None,
+                 queued_at: float | None = None) -> None:
         super().__init__(destination, system, group, attempt, max_attempts)
+        # When the broker knows when this delivery entered the queue (a retry re-queued later than the
+        # emission): time in queue is measured from it, end-to-end latency still from the emission.
+        self._queued_at = queued_at
         self._carrier = carrier
         self.message_id: Any = message_id
         self._parent = parent
@@ -848,9 +852,13 @@ class Reception(_Consumption):
         sent_at = self.sent_at = _sent_at(carrier, message_id, self.system)
         if sent_at is None and properties is not None:
             sent_at = self.sent_at = _property_time(properties)
-        if sent_at is not None:
-            # a retry's queue time starts at its re-publication, not at the first emission
-            enqueued = self.enqueued_at = _sent_at(carrier, None, self.system, ENQUEUED_AT_HEADER) or sent_at
+        # A retry's queue time starts at its re-publication (the broker's re-queue time when the integration
+        # knows it, else otelkit's enqueued-at header), not at the first emission.
+        enqueued = self._queued_at
+        if enqueued is None and sent_at is not None:
+            enqueued = _sent_at(carrier, None, self.system, ENQUEUED_AT_HEADER) or sent_at
+        if enqueued is not None:
+            self.enqueued_at = enqueued
             wait = time.time() - enqueued
             ins.time_in_queue.record(wait if wait > 0.0 else 0.0, metric_attrs)
         self._t0 = time.perf_counter()

@@ -19,7 +19,8 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 TESTING_ONLY = {"pytest", "rotel"}
 # Imported under a guard that reports "not installed" (optional integrations and extras).
 GUARDED = {"redis", "psycopg2-binary", "httpx", "uwsgi", "structlog", "loguru", "sentry-sdk",
-           "opentelemetry-exporter-prometheus", "prometheus-client", "bullmq", "celery"}
+           "opentelemetry-exporter-prometheus", "prometheus-client",
+           "bullmq", "celery", "rq", "dramatiq", "pika", "arq"}
 
 
 def _name(requirement: str) -> str:

@@ -1,0 +1,159 @@
+"""Dramatiq with ``otelkit.init()`` alone: a producer process and the real ``dramatiq`` CLI (worker processes),
+on the real Redis and on the real RabbitMQ, exported through the real rotel collector.
+
+Injected: an actor that succeeds, one that fails twice before succeeding (``max_retries=3``), one that always
+fails (``max_retries=1``: one retry, then the dead-letter queue ``{queue}.XQ``), and two more plain messages
+for queue depth. The CLI has no burst mode: the test stops it (SIGTERM) once every execution reached rotel.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from otelkit._names import CORRELATION_ATTRIBUTE
+from tests.integration.jobs_support import (
+    HERE,
+    PROCESS_TIMEOUT,
+    app_env,
+    console_script,
+    gauge_values,
+    metric_total,
+    produce,
+    spans_of,
+)
+
+pytest.importorskip("dramatiq")
+
+EXECUTIONS = {"ok": ["ack"], "flaky": ["retry", "retry", "ack"], "doomed": ["retry", "dead_letter"]}
+EXTRA = 2
+
+
+def _cleanup_redis(url: str, namespace: str, counter: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{namespace}:*", count=500))
+    client.delete(counter, *keys)
+    client.close()
+
+
+def _cleanup_rabbit(url: str, queue: str) -> None:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+        channel.queue_delete(queue=name)
+    connection.close()
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest, redis_url: str) -> Iterator[dict[str, Any]]:
+    suffix = uuid.uuid4().hex[:12]
+    queue = f"otelkit-test-dq-{suffix}"
+    counter = f"otelkit-test:dramatiq-flaky:{suffix}"
+    namespace = f"otelkit-test-dramatiq-{suffix}"
+    url = redis_url if request.param == "redis" else request.getfixturevalue("rabbitmq_url")
+    env = {"JOB_APPS_REDIS_URL": redis_url, "JOB_APPS_DRAMATIQ_QUEUE": queue, "JOB_APPS_DRAMATIQ_URL": url,
+           "JOB_APPS_DRAMATIQ_NAMESPACE": namespace}
+    yield {"kind": request.param, "queue": queue, "counter": counter, "env": env}
+    if request.param == "redis":
+        _cleanup_redis(redis_url, namespace, counter)
+    else:
+        _cleanup_redis(redis_url, namespace, counter)
+        _cleanup_rabbit(url, queue)
+
+
+def test_dramatiq_messages_across_processes(collector, broker: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    queue, producer, consumer = broker["queue"], f"dq-producer-{broker['kind']}", f"dq-worker-{broker['kind']}"
+    receiver = collector.receiver
+    total = sum(len(v) for v in EXECUTIONS.values()) + EXTRA
+    produced = produce("dramatiq_producer", {"counter": broker["counter"], "extra": EXTRA},
+                       app_env(collector, producer, broker["env"]))
+    worker = subprocess.Popen([console_script("dramatiq"), "job_apps", "--processes", "1", "--threads", "2"],
+                              env=app_env(collector, consumer, broker["env"]), cwd=str(HERE),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        receiver.wait_for(lambda: len([s for s in spans_of(collector, consumer) if s.kind == "CONSUMER"]) >= total,
+                          timeout=PROCESS_TIMEOUT)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            _out, err = worker.communicate(timeout=PROCESS_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            _out, err = worker.communicate()
+    assert worker.returncode == 0, err[-3000:]
+    # The worker process flushed its metrics on its way out (os._exit): outcomes of every execution.
+    receiver.wait_for(lambda: metric_total(collector, "otelkit.messaging.settled.messages", consumer) >= total
+                      and gauge_values(collector, consumer, queue, "dead_letter"), timeout=60)
+
+    sends = [s for s in spans_of(collector, producer) if s.name == f"send {queue}"]
+    processes = [s for s in spans_of(collector, consumer) if s.name == f"process {queue}"]
+    # One PRODUCER span per message sent (a retry is the same message re-queued), one CONSUMER per execution.
+    assert len(sends) == 3 + EXTRA and all(s.kind == "PRODUCER" for s in sends)
+    assert len(processes) == total
+    # The producer traced only its sends: the broker's enqueue script is not a redis span of its own.
+    assert len(spans_of(collector, producer)) == 3 + EXTRA
+
+    send_by_id = {s.attributes["messaging.message.id"]: s for s in sends}
+    for name, info in produced.items():
+        send = send_by_id[info["id"]]
+        runs = sorted((s for s in processes if s.attributes["messaging.message.id"] == info["id"]),
+                      key=lambda s: s.start_time_unix_nano)
+        assert [s.attributes["otelkit.outcome"] for s in runs] == EXECUTIONS[name]
+        assert [s.attributes["otelkit.message.attempt"] for s in runs] == list(range(1, len(runs) + 1))
+        for run in runs:
+            assert run.parent_span_id is None  # otelkit's rule for receive: a root span linked to its producer
+            assert [(link.trace_id, link.span_id) for link in run.links] == [(send.trace_id, send.span_id)]
+            assert run.attributes["messaging.system"] == "dramatiq"
+            assert run.attributes[CORRELATION_ATTRIBUTE] == info["correlation_id"]
+        assert send.attributes[CORRELATION_ATTRIBUTE] == info["correlation_id"]
+    doomed = [s for s in processes if s.attributes["messaging.message.id"] == produced["doomed"]["id"]]
+    assert doomed[-1].status_code == "ERROR"
+    assert doomed[-1].attributes["otelkit.outcome.reason"] == f"dead-letter queue {queue}.XQ"
+
+    # Every worker span belongs to a message's trace: fetch/ack/nack scripts and heartbeats add no root span.
+    worker_spans = spans_of(collector, consumer)
+    job_traces = {s.trace_id for s in processes}
+    assert [s.name for s in worker_spans if s.trace_id not in job_traces] == []
+    assert {s.name for s in worker_spans if s.kind == "CLIENT"} == {"GET", "INCRBY", "EXPIRE"}
+    by_id = {s.span_id: s for s in processes}
+    for get in (s for s in worker_spans if s.name == "GET"):
+        assert get.parent_span_id in by_id
+        assert get.attributes[CORRELATION_ATTRIBUTE] == by_id[get.parent_span_id].attributes[CORRELATION_ATTRIBUTE]
+
+    # Every log record of an actor carries its correlation ID; Dramatiq's own "Failed to process" lines too.
+    by_token = {f"tok-{name}": info["correlation_id"] for name, info in produced.items()}
+    receiver.wait_for(lambda: len([r for r in receiver.logs() if r.scope == "jobs"
+                                   and r.resource.get("service.name") == consumer]) >= total, timeout=60)
+    for record in (r for r in receiver.logs() if r.resource.get("service.name") == consumer and r.scope == "jobs"):
+        token = str(record.body).split()[-1]
+        if token in by_token:
+            assert record.attributes[CORRELATION_ATTRIBUTE] == by_token[token], record.body
+        assert record.trace_id in job_traces
+    failures = [r for r in receiver.logs() if r.resource.get("service.name") == consumer
+                and "Failed to process message" in str(r.body)]
+    assert len(failures) == 4  # flaky twice, doomed twice
+    assert {r.attributes.get(CORRELATION_ATTRIBUTE) for r in failures} == {by_token["tok-flaky"],
+                                                                            by_token["tok-doomed"]}
+
+    outcomes = Counter(o for runs in EXECUTIONS.values() for o in runs) + Counter(ack=EXTRA)
+    for outcome, count in outcomes.items():
+        assert metric_total(collector, "otelkit.messaging.settled.messages", consumer,
+                            **{"otelkit.outcome": outcome, "messaging.destination.name": queue}) == count, outcome
+    assert metric_total(collector, "otelkit.messaging.message.end_to_end.duration", consumer) == total
+    assert metric_total(collector, "otelkit.messaging.message.time_in_queue", consumer) == total
+    assert metric_total(collector, "messaging.client.sent.messages", producer) == 3 + EXTRA
+
+    # Queue depth: the producer saw its 5 messages waiting; the worker left the queue empty, one dead letter.
+    assert gauge_values(collector, producer, queue, "ready") == [3 + EXTRA]
+    assert gauge_values(collector, consumer, queue, "ready")[-1] == 0
+    assert gauge_values(collector, consumer, queue, "dead_letter")[-1] == 1

@@ -1,0 +1,138 @@
+"""RQ with ``otelkit.init()`` alone: a producer process and a real ``rq worker --burst`` (forking work horses),
+against the real Redis, exported through the real rotel collector.
+
+Injected: a job that succeeds, one that fails twice before succeeding (``Retry(max=3)``), one that always
+fails (``Retry(max=1)``: one retry, then the FailedJobRegistry), and two more plain jobs for queue depth.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections import Counter
+
+import pytest
+
+from otelkit._names import CORRELATION_ATTRIBUTE
+from tests.integration.jobs_support import (
+    HERE,
+    PROCESS_TIMEOUT,
+    app_env,
+    console_script,
+    gauge_values,
+    metric_total,
+    produce,
+    spans_of,
+)
+
+pytest.importorskip("rq")
+
+EXECUTIONS = {"ok": ["ack"], "flaky": ["retry", "retry", "ack"], "doomed": ["retry", "dead_letter"]}
+EXTRA = 2
+
+
+def _summary(collector) -> str:  # type: ignore[no-untyped-def]
+    spans = Counter((s.resource.get("service.name"), s.kind, s.name) for s in collector.receiver.spans())
+    points = Counter((p.resource.get("service.name"), p.name, p.attributes.get("otelkit.outcome"), p.value or p.count)
+                     for p in collector.receiver.metrics())
+    return f"spans: {dict(spans)}\npoints: {dict(points)}"
+
+
+def test_rq_jobs_across_processes(collector, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    import redis
+
+    suffix = uuid.uuid4().hex[:12]
+    queue = f"otelkit-test-rq-{suffix}"
+    counter = f"otelkit-test:rq-flaky:{suffix}"
+    client = redis.Redis.from_url(redis_url)
+    env_extra = {"JOB_APPS_REDIS_URL": redis_url}
+    try:
+        produced = produce("rq_producer", {"queue": queue, "counter": counter, "extra": EXTRA},
+                           app_env(collector, "rq-producer", env_extra))
+        worker = subprocess.run(
+            [console_script("rq"), "worker", "--burst", "--url", redis_url, "-c", "job_apps", "--name",
+             f"otelkit-{suffix}", queue],
+            env=app_env(collector, "rq-worker", env_extra), capture_output=True, text=True, timeout=PROCESS_TIMEOUT,
+            cwd=str(HERE))
+        assert worker.returncode == 0, worker.stderr
+        failed_left = client.zcard(f"rq:failed:{queue}")
+    finally:
+        keys = [queue, counter, f"rq:queue:{queue}", f"rq:failed:{queue}", f"rq:finished:{queue}",
+                f"rq:wip:{queue}", f"rq:scheduled:{queue}", f"rq:deferred:{queue}"]
+        keys += [f"rq:job:{info['id']}" for info in produced.values()] if "produced" in locals() else []
+        client.delete(*keys)
+        client.close()
+    assert failed_left == 1
+
+    total = sum(len(v) for v in EXECUTIONS.values()) + EXTRA
+    receiver = collector.receiver
+    try:
+        receiver.wait_for(lambda: len([s for s in spans_of(collector, "rq-worker") if s.kind == "CONSUMER"]) >= total
+                          and len([s for s in spans_of(collector, "rq-producer") if s.kind == "PRODUCER"]) >= 3 + EXTRA
+                          and metric_total(collector, "otelkit.messaging.settled.messages", "rq-worker") >= total,
+                          timeout=60)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_summary(collector)}\nworker: {worker.stderr[-3000:]}") from None
+    sends = [s for s in spans_of(collector, "rq-producer") if s.name == f"send {queue}"]
+    processes = [s for s in spans_of(collector, "rq-worker") if s.name == f"process {queue}"]
+    # One PRODUCER span per enqueued job (a retry is the same job re-queued: no new send), one CONSUMER per run.
+    assert len(sends) == 3 + EXTRA and all(s.kind == "PRODUCER" for s in sends)
+    assert len(processes) == total and all(s.kind == "CONSUMER" for s in processes)
+    # The producer traced nothing but its sends: RQ's enqueue pipeline is no redis span of its own.
+    assert len(spans_of(collector, "rq-producer")) == 3 + EXTRA
+
+    send_by_job = {s.attributes["messaging.message.id"]: s for s in sends}
+    for name, info in produced.items():
+        send = send_by_job[info["id"]]
+        runs = sorted((s for s in processes if s.attributes["messaging.message.id"] == info["id"]),
+                      key=lambda s: s.start_time_unix_nano)
+        assert [s.attributes["otelkit.outcome"] for s in runs] == EXECUTIONS[name]
+        assert [s.attributes["otelkit.message.attempt"] for s in runs] == list(range(1, len(runs) + 1))
+        for run in runs:
+            # otelkit's rule for receive: a root span linked to its producer (exactly one link).
+            assert run.parent_span_id is None
+            assert [(link.trace_id, link.span_id) for link in run.links] == [(send.trace_id, send.span_id)]
+            assert run.attributes["messaging.system"] == "rq"
+            assert run.attributes[CORRELATION_ATTRIBUTE] == info["correlation_id"]
+        assert send.attributes[CORRELATION_ATTRIBUTE] == info["correlation_id"]
+        if name != "ok":
+            assert runs[0].status_code == "ERROR"
+
+    # Every worker span belongs to a job's trace: the work loop (BLMOVE, heartbeats, registries) adds no root span.
+    worker_spans = spans_of(collector, "rq-worker")
+    job_traces = {s.trace_id for s in processes}
+    strays = [s.name for s in worker_spans if s.trace_id not in job_traces]
+    assert strays == ["EXISTS"]  # the rq CLI's check that the worker name is free: once per worker, not per job
+    # Each run's own Redis GET is a child of its process span, with the correlation ID.
+    by_id = {s.span_id: s for s in processes}
+    gets = [s for s in worker_spans if s.kind == "CLIENT" and s.name == "GET"]
+    assert len(gets) == total - len(EXECUTIONS["doomed"])  # the doomed job raises before any Redis command
+    for get in gets:
+        assert get.parent_span_id in by_id
+        assert get.attributes[CORRELATION_ATTRIBUTE] == by_id[get.parent_span_id].attributes[CORRELATION_ATTRIBUTE]
+    # Only the jobs' commands reached the redis integration (GET, INCR, EXPIRE): nothing of RQ's own.
+    assert {s.name for s in worker_spans if s.kind == "CLIENT"} == {"GET", "INCRBY", "EXPIRE", "EXISTS"}
+
+    # Every log record of a job carries its correlation ID and its process span's trace.
+    receiver.wait_for(lambda: len([r for r in receiver.logs() if r.scope == "jobs"]) >= total, timeout=60)
+    job_logs = [r for r in receiver.logs() if r.scope == "jobs"]
+    by_token = {f"tok-{name}": info["correlation_id"] for name, info in produced.items()}
+    for record in job_logs:
+        token = str(record.body).split()[-1]
+        if token in by_token:
+            assert record.attributes[CORRELATION_ATTRIBUTE] == by_token[token], record.body
+        assert record.trace_id in job_traces
+    # Outcome counts, end-to-end latency and time in queue per execution.
+    outcomes = Counter(o for runs in EXECUTIONS.values() for o in runs) + Counter(ack=EXTRA)
+    for outcome, count in outcomes.items():
+        assert metric_total(collector, "otelkit.messaging.settled.messages", "rq-worker",
+                            **{"otelkit.outcome": outcome, "messaging.destination.name": queue}) == count, outcome
+    assert metric_total(collector, "otelkit.messaging.message.end_to_end.duration", "rq-worker") == total
+    assert metric_total(collector, "otelkit.messaging.message.time_in_queue", "rq-worker") == total
+    assert metric_total(collector, "messaging.client.sent.messages", "rq-producer") == 3 + EXTRA
+
+    # Queue depth: the producer saw its 5 jobs waiting; the worker left an empty queue and one failed job.
+    receiver.wait_for(lambda: gauge_values(collector, "rq-worker", queue, "dead_letter"), timeout=60)
+    assert gauge_values(collector, "rq-producer", queue, "ready") == [3 + EXTRA]
+    assert gauge_values(collector, "rq-worker", queue, "ready")[-1] == 0
+    assert gauge_values(collector, "rq-worker", queue, "dead_letter")[-1] == 1
