@@ -34,10 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 from otelkit import _compat, _scrub, _sentry
 from otelkit._instrument import _common, entry_points
+from otelkit._instrument import django as _django
+from otelkit._instrument import fastapi as _fastapi
+from otelkit._instrument import flask as _flask
 from otelkit._instrument import httpx as _httpx
 from otelkit._instrument import logging as _logging
 from otelkit._instrument import psycopg2 as _psycopg2
 from otelkit._instrument import redis as _redis
+from otelkit._instrument import starlette as _starlette
 from otelkit._instrument import system_metrics as _system_metrics
 from otelkit._instrument import threads as _threading
 from otelkit._internal_log import logger
@@ -51,9 +55,10 @@ if TYPE_CHECKING:
 
 __all__ = ["IntegrationStatus", "instrument_all", "integration_status", "plan", "uninstrument_all"]
 
-LIBRARIES: tuple[ModuleType, ...] = (_redis, _psycopg2, _httpx, _threading)
+LIBRARIES: tuple[ModuleType, ...] = (_redis, _psycopg2, _httpx, _threading, _fastapi, _starlette, _flask, _django)
 """Integrations selected by ``instrument=`` (plus entry points)."""
-BUILTIN_NAMES = ("logging", "redis", "psycopg2", "httpx", "threading", "system_metrics")
+BUILTIN_NAMES = ("logging", "redis", "psycopg2", "httpx", "threading", "system_metrics",
+                 "fastapi", "starlette", "flask", "django")
 
 SEMCONV_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
 DEFAULT_SEMCONV = "http,database"
