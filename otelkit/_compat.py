@@ -396,3 +396,12 @@ def dbapi_db_mode(integration: Any) -> Any:
 def dbapi_tracer(integration: Any) -> Any:
     """The tracer a ``DatabaseApiIntegration`` records its spans with."""
     return integration._tracer
+
+
+def starlette_span_details() -> Callable[[Any], tuple[str, dict[str, Any]]]:
+    """The starlette contrib's span name/``http.route`` function (its ``instrument_app`` takes no
+    ``excluded_urls`` or ``exclude_spans``, so otelkit adds the ASGI middleware itself)."""
+    from opentelemetry.instrumentation import starlette as contrib
+
+    details: Callable[[Any], tuple[str, dict[str, Any]]] = contrib._get_default_span_details
+    return details

@@ -61,13 +61,28 @@ def _instrument_app(app: Any, kind: str) -> None:
 
         FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"], **kwargs)
     else:
-        from opentelemetry.instrumentation.starlette import StarletteInstrumentor
+        # The same middleware StarletteInstrumentor.instrument_app adds, with the options it does not take.
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+        from opentelemetry.instrumentation.starlette import __version__ as version
+        from opentelemetry.metrics import get_meter
+        from opentelemetry.trace import get_tracer
 
-        try:
-            StarletteInstrumentor.instrument_app(app, exclude_spans=["receive", "send"], **kwargs)
-        except TypeError:  # older contrib without exclude_spans
-            StarletteInstrumentor.instrument_app(app, **kwargs)
+        from otelkit import _compat
+
+        name = "opentelemetry.instrumentation.starlette"
+        app.add_middleware(
+            OpenTelemetryMiddleware, excluded_urls=kwargs["excluded_urls"] or _starlette_excluded(),
+            default_span_details=_compat.starlette_span_details(), server_request_hook=_request_hook,
+            tracer=get_tracer(name, version, kwargs["tracer_provider"]),
+            meter=get_meter(name, version, kwargs["meter_provider"]), exclude_spans=["receive", "send"])
+        app._is_instrumented_by_opentelemetry = True
     _instrumented.add(app)
+
+
+def _starlette_excluded() -> str:
+    import os
+
+    return os.environ.get("OTEL_PYTHON_STARLETTE_EXCLUDED_URLS") or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS") or ""
 
 
 def _first_call(app: Any) -> bool:
@@ -91,22 +106,25 @@ def _first_call(app: Any) -> bool:
         return wanted
 
 
-async def _call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if not _state.get("active"):
-        return await wrapped(*args, **kwargs)
+def _call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # Not a coroutine function itself: called with the wrong arguments it must raise at once, like the
+    # original (uvicorn calls the app with none to tell an app from an app factory).
+    if not _state.get("active") or len(args) != 3 or kwargs:
+        return wrapped(*args, **kwargs)
+    return _handle(wrapped, instance, *args)
+
+
+async def _handle(wrapped: Any, instance: Any, scope: Any, receive: Any, send: Any) -> Any:
     on = getattr(instance, "_otelkit_asgi", None)
     if on is None:
         on = _first_call(instance)
-    scope = args[0] if args else kwargs.get("scope")
-    if isinstance(scope, dict) and scope.get("type") == "lifespan" and len(args) == 3:
-        return await wrapped(scope, args[1], _flushing_send(args[2]))
+    if isinstance(scope, dict) and scope.get("type") == "lifespan":
+        return await wrapped(scope, receive, _flushing_send(send))
     if not on or not isinstance(scope, dict) or scope.get("type") != "http" or _SCOPE_KEY in scope:
-        # Not ours, not a request (lifespan, websocket), or an app mounted in an app that already did the edge.
-        return await wrapped(*args, **kwargs)
+        # Not ours, not a request (websocket), or an app mounted in an app that already did the edge.
+        return await wrapped(scope, receive, send)
     state = _web.from_asgi_headers(scope.get("headers"))
     scope[_SCOPE_KEY] = state
-    receive = args[1] if len(args) > 1 else kwargs["receive"]
-    send = args[2] if len(args) > 2 else kwargs["send"]
 
     async def send_with_id(message: Any) -> None:
         if message.get("type") == "http.response.start":
@@ -167,9 +185,11 @@ def stop(name: str) -> None:
 
                 FastAPIInstrumentor.uninstrument_app(app)
             else:
-                from opentelemetry.instrumentation.starlette import StarletteInstrumentor
+                from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-                StarletteInstrumentor.uninstrument_app(app)
+                app.user_middleware = [m for m in app.user_middleware if m.cls is not OpenTelemetryMiddleware]
+                app.middleware_stack = None
+                app._is_instrumented_by_opentelemetry = False
             app.__dict__.pop("_otelkit_asgi", None)
         except Exception:
             logger.debug("otelkit: uninstrumenting %r failed", app, exc_info=True)

@@ -104,15 +104,20 @@ def _wsgi_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
         _web.leave(token)
 
 
-async def _asgi_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    scope = args[0] if args else kwargs.get("scope")
-    if not _state.get("active") or len(args) != 3 or not isinstance(scope, dict) or scope.get("type") != "http":
-        return await wrapped(*args, **kwargs)
+def _asgi_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # Not a coroutine function: wrong arguments raise at once, like the original (see _asgi._call).
+    scope = args[0] if args else None
+    if not _state.get("active") or len(args) != 3 or kwargs or not isinstance(scope, dict) or \
+            scope.get("type") != "http":
+        return wrapped(*args, **kwargs)
     if not getattr(instance, "_otelkit_django", False) and not _state.get("warned"):
         _check_built_after_init(instance)
+    return _asgi_request(wrapped, scope, args[1], args[2])
+
+
+async def _asgi_request(wrapped: Any, scope: dict[str, Any], receive: Any, send: Any) -> Any:
     state = _web.from_asgi_headers(scope.get("headers"))
     scope[_KEY] = state
-    send = args[2]
 
     async def send_with_id(message: Any) -> None:
         if message.get("type") == "http.response.start":
@@ -125,7 +130,7 @@ async def _asgi_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
 
     token = _web.enter(state)
     try:
-        return await wrapped(scope, args[1], send_with_id)
+        return await wrapped(scope, receive, send_with_id)
     finally:
         _web.leave(token)
 
