@@ -1165,7 +1165,8 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
     for name in ("disabled", "debug", "sampler", "propagators", "metric_export_interval", "metric_export_timeout",
                  "exemplar_filter", "prometheus_host", "prometheus_port", "prometheus_sd_dir",
                  "instrument_entry_points",
-                 "system_metrics", "log_level", "log_correlation", "correlation_header", "shutdown_timeout", "child_exit_timeout",
+                 "system_metrics", "log_level", "log_correlation", "correlation_header",
+                 "shutdown_timeout", "child_exit_timeout",
                  "console_on_auto",
                  "spool_dir", "spool_max_bytes"):
         values[name] = r.field(_BY_FIELD[name])

@@ -63,13 +63,14 @@ def _instrument_app(app: Any, kind: str) -> None:
     else:
         # The same middleware StarletteInstrumentor.instrument_app adds, with the options it does not take.
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-        from opentelemetry.instrumentation.starlette import __version__ as version
         from opentelemetry.metrics import get_meter
         from opentelemetry.trace import get_tracer
 
         from otelkit import _compat
 
         name = "opentelemetry.instrumentation.starlette"
+        found = _common.dist_version("opentelemetry-instrumentation-starlette")
+        version = found[1] if found else ""
         app.add_middleware(
             OpenTelemetryMiddleware, excluded_urls=kwargs["excluded_urls"] or _starlette_excluded(),
             default_span_details=_compat.starlette_span_details(), server_request_hook=_request_hook,

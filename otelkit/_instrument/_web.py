@@ -48,11 +48,13 @@ class Edge:
 
 
 _edge = Edge(DEFAULT_HEADER)
+_flush_seconds = 5.0
 
 
 def configure(settings: Any) -> Edge:
     """Read ``correlation_header`` from the settings of this init (re-init may change it)."""
-    global _edge
+    global _edge, _flush_seconds
+    _flush_seconds = float(_common.settings_get(settings, "shutdown_timeout", 5.0) or 0.0)
     header = _common.settings_get(settings, "correlation_header", DEFAULT_HEADER) or DEFAULT_HEADER
     if header != _edge.header:
         _edge = Edge(header)
@@ -163,12 +165,8 @@ def flush_at_server_shutdown() -> None:
     a shutdown: test clients run the lifespan many times in one process. Never raises.
     """
     from otelkit import _proxy
-    from otelkit._init import get_settings
 
-    settings = get_settings()
-    if settings is None:
-        return
-    millis = int(max(0.0, settings.shutdown_timeout) * 1000)
+    millis = int(max(0.0, _flush_seconds) * 1000)
     for provider in (_proxy.tracer_provider(), _proxy.meter_provider(), _proxy.logger_provider()):
         try:
             provider.force_flush(millis)

@@ -1,4 +1,4 @@
-"""Starlette apps (not FastAPI: see fastapi.py) through ``opentelemetry-instrumentation-starlette``, plus correlation at the edge.
+"""Starlette apps (FastAPI apps: see fastapi.py) through the contrib ASGI middleware, plus correlation at the edge.
 
 SERVER spans named ``GET /items/{item_id}`` with ``http.route`` (the template), ``http.request.method`` and
 ``http.response.status_code``; ``http.server.request.duration`` by route, method and status. Apps created

@@ -19,7 +19,11 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 TESTING_ONLY = {"pytest", "rotel"}
 # Imported under a guard that reports "not installed" (optional integrations and extras).
 GUARDED = {"redis", "psycopg2-binary", "httpx", "uwsgi", "structlog", "loguru", "sentry-sdk",
-           "opentelemetry-exporter-prometheus", "prometheus-client"}
+           "opentelemetry-exporter-prometheus", "prometheus-client",
+           # the web-framework extras (fastapi, starlette, flask, django)
+           "django", "opentelemetry-instrumentation-asgi", "opentelemetry-instrumentation-fastapi",
+           "opentelemetry-instrumentation-starlette", "opentelemetry-instrumentation-flask",
+           "opentelemetry-instrumentation-django"}
 
 
 def _name(requirement: str) -> str:

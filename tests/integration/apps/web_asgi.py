@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+# ruff: noqa: E402  (otelkit.init() runs before or after the imports, on purpose)
 import asyncio
 import logging
 import os

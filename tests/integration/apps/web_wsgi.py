@@ -6,6 +6,7 @@ the Django handler cannot be (its middleware is loaded), and says how to fix it 
 
 from __future__ import annotations
 
+# ruff: noqa: E402  (otelkit.init() runs before or after the imports, on purpose)
 import logging
 import os
 
@@ -61,7 +62,7 @@ settings.configure(
 )
 django.setup()
 
-from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.core.wsgi import get_wsgi_application
 
 django_app = get_wsgi_application()
 
