@@ -57,9 +57,9 @@ def serving(args: Sequence[str], env: dict[str, str], port: int) -> Iterator[dic
         deadline = time.monotonic() + 90
         while True:
             try:
-                requests.get(out["base"] + "/health", timeout=5)
+                requests.get(out["base"] + "/health", timeout=10)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or accepted by a worker still importing the app
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"the server did not start: {proc.communicate()[1]}") from None
                 time.sleep(0.1)
