@@ -1,0 +1,78 @@
+"""The web-framework integrations: nothing imported by init(), statuses, the edge's header handling, re-init."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from otelkit._instrument import _web
+
+_PROBE = r"""
+import json, sys
+import otelkit
+otelkit.init(service_name="x", system_metrics=False, traces_exporter="none", metrics_exporter="none",
+             logs_exporter="none")
+frameworks = sorted(m for m in ("fastapi", "starlette", "flask", "django", "opentelemetry.instrumentation.fastapi",
+                                "opentelemetry.instrumentation.flask", "opentelemetry.instrumentation.django",
+                                "opentelemetry.instrumentation.asgi") if m in sys.modules)
+status = {s.name: [s.state, s.reason] for s in otelkit.integration_status()}
+import flask  # imported after init(): patched then
+app = flask.Flask("probe")
+@app.route("/items/<int:i>")
+def item(i):
+    return otelkit.correlation_id() or ""
+client = app.test_client()
+print(json.dumps({"loaded": frameworks, "status": status,
+                  "echo": client.get("/items/1", headers={"X-Correlation-ID": "lazy-1"}).get_data(as_text=True),
+                  "header": client.get("/items/2", headers={"X-Correlation-ID": "lazy-2"}).headers["X-Correlation-ID"]}))
+"""
+
+
+def test_init_imports_no_framework_and_patches_one_imported_later() -> None:
+    proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["loaded"] == []
+    for name in ("fastapi", "starlette", "flask", "django"):
+        state, reason = result["status"][name]
+        assert state == "enabled", (name, reason)
+        assert "instrumented when imported" in reason
+    assert result["echo"] == "lazy-1" and result["header"] == "lazy-2"
+
+
+@pytest.mark.parametrize("raw", [None, b"", "x" * 129, "a b", "a;b=c", "x\r\nSet-Cookie: a=b", b"\xff\xfe", 42,
+                                 "correlation_id=1,other=2"])
+def test_malformed_or_missing_header_is_replaced_never_trusted(raw: object) -> None:
+    cid, trusted = _web.incoming(raw)
+    assert trusted is False and len(cid) == 32 and int(cid, 16) >= 0
+
+
+@pytest.mark.parametrize("raw", ["order-42", b"order-42", "a" * 128, "urn:uuid:1234", "user@example.com"])
+def test_valid_header_is_kept(raw: object) -> None:
+    cid, trusted = _web.incoming(raw)
+    assert trusted is True and cid == (raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def test_asgi_header_lookup_is_case_insensitive_and_configurable() -> None:
+    class S:
+        correlation_header = "X-Request-ID"
+
+    try:
+        _web.configure(S())
+        assert _web.from_asgi_headers([(b"X-Request-Id", b"req-1")]) == ["req-1", True]
+        assert _web.from_asgi_headers([(b"x-correlation-id", b"other")])[1] is False
+        assert _web.edge().wsgi_key == "HTTP_X_REQUEST_ID"
+    finally:
+        _web.configure(None)
+    assert _web.edge().header == "X-Correlation-ID"
+
+
+def test_bad_correlation_header_setting_is_a_clear_error() -> None:
+    from otelkit._config import ConfigError, resolve
+
+    with pytest.raises(ConfigError) as info:
+        resolve(environ={"OTELKIT_CORRELATION_HEADER": "X Bad Header"})
+    assert "OTELKIT_CORRELATION_HEADER" in str(info.value) and "X-Request-ID" in str(info.value)
