@@ -24,7 +24,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from otelkit._correlation import get_correlation_id, is_valid_correlation_id, new_correlation_id, with_correlation_id
+from otelkit._correlation import get_correlation_id, is_valid_correlation_id, with_correlation_id
 from otelkit._instrument import _common
 from otelkit._internal_log import logger
 from otelkit._names import CORRELATION_ATTRIBUTE
@@ -74,7 +74,8 @@ def incoming(value: Any) -> list[Any]:
             value = None
     if value is not None and is_valid_correlation_id(value):
         return [value, True]
-    return [new_correlation_id(), False]
+    # The format of new_correlation_id() (32 hex characters) without building a UUID object: 1 µs, not 6.
+    return [os.urandom(16).hex(), False]
 
 
 def from_asgi_headers(headers: Any) -> list[Any]:

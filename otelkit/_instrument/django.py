@@ -107,6 +107,9 @@ def _wsgi_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
 def _asgi_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     # Not a coroutine function: wrong arguments raise at once, like the original (see _asgi._call).
     scope = args[0] if args else None
+    if _state.get("active") and len(args) == 3 and not kwargs and isinstance(scope, dict) and \
+            scope.get("type") == "lifespan":
+        return _lifespan(args[1], args[2])
     if not _state.get("active") or len(args) != 3 or kwargs or not isinstance(scope, dict) or \
             scope.get("type") != "http":
         return wrapped(*args, **kwargs)
@@ -133,6 +136,26 @@ async def _asgi_request(wrapped: Any, scope: dict[str, Any], receive: Any, send:
         return await wrapped(scope, receive, send_with_id)
     finally:
         _web.leave(token)
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    """The ASGI lifespan protocol Django does not speak, so the server's shutdown flushes telemetry.
+
+    uvicorn re-raises the SIGTERM it handled after its graceful shutdown, killing the process before ``atexit``
+    (see :func:`otelkit._instrument._web.flush_at_server_shutdown`). Django rejects the lifespan scope (uvicorn
+    then logs "lifespan unsupported" and goes on); answering it changes nothing else.
+    """
+    while True:
+        message = await receive()
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif kind == "lifespan.shutdown":
+            _web.flush_at_server_shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        else:
+            return
 
 
 def _apply(_module: Any) -> None:

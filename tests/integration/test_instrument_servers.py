@@ -164,7 +164,7 @@ def test_fastapi_app_built_before_init_under_uvicorn(collector: RotelCollector) 
 
 @pytest.mark.timeout(300)
 def test_flask_and_starlette_and_django_routes_and_correlation(collector: RotelCollector) -> None:
-    """Flask (built before init), Django (built after) under gunicorn, Starlette under uvicorn."""
+    """Flask (built before init), Django (built after) under gunicorn, Django ASGI and Starlette under uvicorn."""
     env = web_env(collector, WEB_BEFORE_INIT="1", **CAPTURE)
     port = free_port()
     with serving([sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "web_wsgi:flask_app"],
@@ -182,6 +182,11 @@ def test_flask_and_starlette_and_django_routes_and_correlation(collector: RotelC
         assert r.status_code == 200 and r.headers["X-Correlation-ID"] == "django-11"
     assert srv["returncode"] in (0, -signal.SIGTERM), srv["stderr"]
     port = free_port()
+    with serving([sys.executable, "-m", "uvicorn", "--port", str(port), "web_wsgi:django_asgi_app"], env, port) as srv:
+        r = requests.get(srv["base"] + "/items/12", timeout=30, headers={"X-Request-ID": "django-asgi-12"})
+        assert r.status_code == 200 and r.headers["X-Correlation-ID"] == "django-asgi-12"
+    assert srv["returncode"] in (0, -signal.SIGTERM), srv["stderr"]
+    port = free_port()
     with serving([sys.executable, "-m", "uvicorn", "--port", str(port), "web_asgi:starlette_app"], web_env(collector),
                  port) as srv:
         r = requests.get(srv["base"] + "/hello/ann", timeout=30, headers={"X-Correlation-ID": "star-1"})
@@ -189,7 +194,7 @@ def test_flask_and_starlette_and_django_routes_and_correlation(collector: RotelC
     assert srv["returncode"] in (0, -signal.SIGTERM), srv["stderr"]
 
     receiver = collector.receiver
-    receiver.wait_for(lambda: len(server_spans(receiver)) >= 4, timeout=60, message="4 server spans")
+    receiver.wait_for(lambda: len(server_spans(receiver)) >= 5, timeout=60, message="5 server spans")
     spans = server_spans(receiver)
     (flask,) = by_correlation(spans, "flask-5")
     assert flask.attributes["http.route"] == "/items/<int:item_id>"
@@ -198,11 +203,15 @@ def test_flask_and_starlette_and_django_routes_and_correlation(collector: RotelC
     (django_span,) = by_correlation(spans, "django-11")
     assert django_span.attributes["http.route"] == "items/<int:item_id>"
     assert django_span.attributes["http.request.method"] == "GET"
+    (django_asgi,) = by_correlation(spans, "django-asgi-12")
+    assert django_asgi.attributes["http.route"] == "items/<int:item_id>"
     (star,) = by_correlation(spans, "star-1")
     assert star.attributes["http.route"] == "/hello/{name}"
-    assert len(spans) == 4, [(s.name, s.attributes.get("http.route")) for s in spans]
+    assert len(spans) == 5, [(s.name, s.attributes.get("http.route")) for s in spans]
     receiver.wait_for(lambda: {"/items/<int:item_id>", "items/<int:item_id>", "/hello/{name}"} <= {
         p.attributes.get("http.route") for p in receiver.metrics(DURATION)}, timeout=60, message="RED metrics")
+    wanted = {"flask item 5", "django item 11", "starlette hello ann"}
+    receiver.wait_for(lambda: wanted <= {str(rec.body) for rec in receiver.logs()}, timeout=60, message="log records")
     logs = {str(rec.body): rec for rec in receiver.logs()}
     assert "flask-5" in str(logs["flask item 5"].attributes)
     assert "django-11" in str(logs["django item 11"].attributes)

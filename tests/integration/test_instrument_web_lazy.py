@@ -25,9 +25,9 @@ app = flask.Flask("probe")
 def item(i):
     return otelkit.correlation_id() or ""
 client = app.test_client()
-print(json.dumps({"loaded": frameworks, "status": status,
-                  "echo": client.get("/items/1", headers={"X-Correlation-ID": "lazy-1"}).get_data(as_text=True),
-                  "header": client.get("/items/2", headers={"X-Correlation-ID": "lazy-2"}).headers["X-Correlation-ID"]}))
+echo = client.get("/items/1", headers={"X-Correlation-ID": "lazy-1"}).get_data(as_text=True)
+header = client.get("/items/2", headers={"X-Correlation-ID": "lazy-2"}).headers["X-Correlation-ID"]
+print(json.dumps({"loaded": frameworks, "status": status, "echo": echo, "header": header}))
 """
 
 

@@ -62,9 +62,11 @@ settings.configure(
 )
 django.setup()
 
+from django.core.asgi import get_asgi_application
 from django.core.wsgi import get_wsgi_application
 
 django_app = get_wsgi_application()
+django_asgi_app = get_asgi_application()
 
 if BEFORE:
     import otelkit
