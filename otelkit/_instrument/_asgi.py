@@ -118,7 +118,15 @@ def _call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, 
 async def _handle(wrapped: Any, instance: Any, scope: Any, receive: Any, send: Any) -> Any:
     on = getattr(instance, "_otelkit_asgi", None)
     if on is None:
-        on = _first_call(instance)
+        if isinstance(scope, dict) and _SCOPE_KEY in scope:
+            # First seen inside a request another app already handles (a mounted sub-app): one span, not two.
+            try:
+                instance._otelkit_asgi = False
+            except Exception:
+                pass
+            on = False
+        else:
+            on = _first_call(instance)
     if isinstance(scope, dict) and scope.get("type") == "lifespan":
         return await wrapped(scope, receive, _flushing_send(send))
     if not on or not isinstance(scope, dict) or scope.get("type") != "http" or _SCOPE_KEY in scope:

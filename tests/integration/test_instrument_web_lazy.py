@@ -76,3 +76,39 @@ def test_bad_correlation_header_setting_is_a_clear_error() -> None:
     with pytest.raises(ConfigError) as info:
         resolve(environ={"OTELKIT_CORRELATION_HEADER": "X Bad Header"})
     assert "OTELKIT_CORRELATION_HEADER" in str(info.value) and "X-Request-ID" in str(info.value)
+
+
+def test_mounted_sub_app_and_app_built_before_init_give_one_server_span() -> None:
+    from fastapi import FastAPI
+    from opentelemetry.trace import SpanKind
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from tests.integration.instrument_support import instrumented
+
+    def hello(request: object) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    sub = Starlette(routes=[Route("/hello", hello)])
+    app = FastAPI()  # built before the instrumentation below
+    app.mount("/sub", sub)
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item": item_id}
+
+    with instrumented(instrument=["fastapi", "starlette"]) as t:
+        with TestClient(app) as client:
+            r = client.get("/sub/hello", headers={"X-Correlation-ID": "mount-1"})
+            assert r.status_code == 200 and r.headers["X-Correlation-ID"] == "mount-1"
+            assert client.get("/items/3").status_code == 200
+            assert client.get("/healthz").status_code == 404  # excluded: no span
+        spans = t.spans()
+        assert [s.kind for s in spans] == [SpanKind.SERVER, SpanKind.SERVER], [(s.name, s.kind) for s in spans]
+        assert spans[0].attributes["otelkit.correlation_id"] == "mount-1"
+        assert spans[1].attributes["http.route"] == "/items/{item_id}"
+        points = t.points("http.server.request.duration")
+        assert {p[0].get("http.route") for p in points} >= {"/items/{item_id}"}
+        assert not [p for p in points if "health" in str(p[0].get("http.route"))]
