@@ -72,18 +72,12 @@ def _instrument_app(app: Any, kind: str) -> None:
         found = _common.dist_version("opentelemetry-instrumentation-starlette")
         version = found[1] if found else ""
         app.add_middleware(
-            OpenTelemetryMiddleware, excluded_urls=kwargs["excluded_urls"] or _starlette_excluded(),
+            OpenTelemetryMiddleware, excluded_urls=kwargs["excluded_urls"],
             default_span_details=_compat.starlette_span_details(), server_request_hook=_request_hook,
             tracer=get_tracer(name, version, kwargs["tracer_provider"]),
             meter=get_meter(name, version, kwargs["meter_provider"]), exclude_spans=["receive", "send"])
         app._is_instrumented_by_opentelemetry = True
     _instrumented.add(app)
-
-
-def _starlette_excluded() -> str:
-    import os
-
-    return os.environ.get("OTEL_PYTHON_STARLETTE_EXCLUDED_URLS") or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS") or ""
 
 
 def _first_call(app: Any) -> bool:

@@ -120,11 +120,13 @@ def adopt(span: Any, state: list[Any] | None) -> None:
         logger.debug("otelkit: correlation at the edge failed", exc_info=True)
 
 
-def excluded_urls(framework: str) -> str | None:
-    """What to pass as ``excluded_urls``: ``None`` (the contrib reads the variables) when either is set."""
-    if os.environ.get(f"OTEL_PYTHON_{framework.upper()}_EXCLUDED_URLS") or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS"):
-        return None
-    return DEFAULT_EXCLUDED_URLS
+def excluded_urls(framework: str) -> str:
+    """``excluded_urls`` for the contrib middleware: the framework's variable, else the general one, else the default.
+
+    Passed explicitly, never left to the contrib: it reads these variables once, when its module is imported.
+    """
+    return (os.environ.get(f"OTEL_PYTHON_{framework.upper()}_EXCLUDED_URLS")
+            or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS") or DEFAULT_EXCLUDED_URLS)
 
 
 # --- patch when the framework is imported ----------------------------------------------------------

@@ -112,3 +112,28 @@ def test_mounted_sub_app_and_app_built_before_init_give_one_server_span() -> Non
         points = t.points("http.server.request.duration")
         assert {p[0].get("http.route") for p in points} >= {"/items/{item_id}"}
         assert not [p for p in points if "health" in str(p[0].get("http.route"))]
+
+
+@pytest.mark.parametrize("variable", ["OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"])
+def test_excluded_urls_variable_replaces_the_default(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from tests.integration.instrument_support import instrumented
+
+    monkeypatch.setenv(variable, "/private")
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> str:
+        return "ok"
+
+    @app.get("/private/{x}")
+    async def private(x: str) -> str:
+        return x
+
+    with instrumented(instrument=["fastapi"]) as t:
+        with TestClient(app) as client:
+            assert client.get("/health").status_code == 200
+            assert client.get("/private/a").headers["X-Correlation-ID"]  # excluded, still answered with an ID
+        assert [s.attributes["http.route"] for s in t.spans()] == ["/health"]
