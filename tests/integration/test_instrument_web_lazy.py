@@ -137,3 +137,26 @@ def test_excluded_urls_variable_replaces_the_default(monkeypatch: pytest.MonkeyP
             assert client.get("/health").status_code == 200
             assert client.get("/private/a").headers["X-Correlation-ID"]  # excluded, still answered with an ID
         assert [s.attributes["http.route"] for s in t.spans()] == ["/health"]
+
+
+def test_events_emitted_while_handling_a_request_carry_its_correlation_id() -> None:
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from otelkit import pipeline
+    from tests.integration.instrument_support import instrumented
+
+    app = FastAPI()
+
+    @app.post("/orders/{order_id}")
+    async def order(order_id: int) -> dict[str, str]:
+        carrier: dict[str, str] = {}
+        with pipeline.emit("orders", carrier=carrier, system="redis"):
+            pass
+        return carrier
+
+    with instrumented(instrument=["fastapi"]), TestClient(app) as client:
+        sent = client.post("/orders/7", headers={"X-Correlation-ID": "order-7"}).json()
+        fresh = client.post("/orders/8")
+    assert sent["otelkit-correlation-id"] == "order-7" and "correlation_id=order-7" in sent["baggage"]
+    assert fresh.json()["otelkit-correlation-id"] == fresh.headers["X-Correlation-ID"]
