@@ -442,3 +442,12 @@ def limit_attribute_sets(state: Any, overflow: Mapping[str, Any],
     consume_measurement.__wrapped__ = original  # type: ignore[attr-defined]
     cls.consume_measurement = consume_measurement
     return True
+
+
+def starlette_span_details() -> Callable[[Any], tuple[str, dict[str, Any]]]:
+    """The starlette contrib's span name/``http.route`` function (its ``instrument_app`` takes no
+    ``excluded_urls`` or ``exclude_spans``, so otelkit adds the ASGI middleware itself)."""
+    from opentelemetry.instrumentation import starlette as contrib
+
+    details: Callable[[Any], tuple[str, dict[str, Any]]] = contrib._get_default_span_details
+    return details

@@ -256,6 +256,7 @@ class Settings:
     scrub: ScrubSettings = field(default_factory=ScrubSettings)
     log_level: int = logging.INFO
     log_correlation: bool = True
+    correlation_header: str = "X-Correlation-ID"
     sentry: SentrySettings = field(default_factory=SentrySettings)
     shutdown_timeout: float = 5.0
     child_exit_timeout: float = 2.0
@@ -358,6 +359,15 @@ def _str(raw: Any) -> str:
 
 MAX_SERVICE_NAME_LENGTH = 255
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+
+
+def _header_name(raw: Any) -> str:
+    if isinstance(raw, str) and _HEADER_NAME.fullmatch(raw.strip()):
+        return raw.strip()
+    raise _Invalid("an HTTP header name (letters, digits, '-', at most 64 characters), e.g. X-Request-ID")
 
 
 def _service_name(raw: Any) -> str:
@@ -1017,6 +1027,9 @@ PARAMS: tuple[Param, ...] = (
        "it; your handlers still show only your level.", arg="log_level", default_doc="INFO"),
     _p("log_correlation", "OTELKIT_LOG_CORRELATION", _bool, True,
        "Put trace_id, span_id, correlation_id on every log record.", arg="log_correlation"),
+    _p("correlation_header", "OTELKIT_CORRELATION_HEADER", _header_name, "X-Correlation-ID",
+       "Request header the web-framework integrations take the correlation ID from (e.g. `X-Request-ID`); a "
+       "missing or malformed one is replaced by a fresh ID, and the response carries it in `X-Correlation-ID`."),
     # Sentry.
     _p("sentry.dsn", ("OTELKIT_SENTRY_DSN", "SENTRY_DSN"), _dsn, None, "Sentry DSN; errors are linked to traces.",
        arg="sentry_dsn", secret=True, default_doc="off"),
@@ -1191,7 +1204,8 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
                  "exemplar_filter", "metric_cardinality_limit", "prometheus_host", "prometheus_port",
                  "prometheus_sd_dir",
                  "instrument_entry_points",
-                 "system_metrics", "log_level", "log_correlation", "shutdown_timeout", "child_exit_timeout",
+                 "system_metrics", "log_level", "log_correlation", "correlation_header",
+                 "shutdown_timeout", "child_exit_timeout",
                  "console_on_auto",
                  "spool_dir", "spool_max_bytes", "correlation_headers"):
         values[name] = r.field(_BY_FIELD[name])

@@ -119,6 +119,9 @@ DISCOVERED_ITEMS = MetricName("otelkit.pipeline.discovered.items", "counter", "{
 
 HTTP_CLIENT_DURATION = MetricName("http.client.request.duration", "histogram", "s",
                                   "Duration of outgoing HTTP requests.")
+HTTP_SERVER_DURATION = MetricName("http.server.request.duration", "histogram", "s",
+                                  "Duration of incoming HTTP requests (FastAPI, Starlette, Flask, Django), by "
+                                  "http.route, http.request.method and http.response.status_code.")
 DB_CLIENT_DURATION = MetricName("db.client.operation.duration", "histogram", "s",
                                 "Duration of database client operations (PostgreSQL, Redis).")
 DB_RETURNED_ROWS = MetricName("db.client.response.returned_rows", "histogram", "{row}",

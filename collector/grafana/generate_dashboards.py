@@ -369,6 +369,24 @@ def service_red() -> Dashboard:
     d.panel("Duration", "p50 / p95 / p99 of the entry spans (click an exemplar for its trace).",
             quantiles("traces_spanmetrics_latency_bucket", entry), unit="s")
 
+    d.row("HTTP servers (http.server.request.duration)")
+    web = 'service_name=~"$service"'
+    route = "service_name, http_request_method, http_route"
+    d.panel("Requests by route", "Requests per second per route template (FastAPI, Starlette, Flask, Django "
+            "integrations; health and metrics endpoints are excluded).",
+            [q(f"sum by ({route}) (rate({N.HTTP_SERVER_DURATION.prometheus}_count{{{web}}}[{RATE}]))",
+               "{{service_name}} {{http_request_method}} {{http_route}}")], unit="reqps")
+    d.panel("Server errors by route", "Share of requests answered 5xx, per route.",
+            [q(f"sum by ({route}) (rate({N.HTTP_SERVER_DURATION.prometheus}_count"
+               f"{{{web}, http_response_status_code=~\"5..\"}}[{RATE}])) / "
+               f"sum by ({route}) (rate({N.HTTP_SERVER_DURATION.prometheus}_count{{{web}}}[{RATE}]))",
+               "{{service_name}} {{http_request_method}} {{http_route}}")], unit="percentunit",
+            thresholds=[("green", None), ("orange", 0.01), ("red", 0.05)])
+    d.panel("Duration by route (p95)", "95th percentile of the request duration per route.",
+            [q(f"histogram_quantile(0.95, sum by (le, {route}) "
+               f"(rate({hist(N.HTTP_SERVER_DURATION)}{{{web}}}[{RATE}])))",
+               "{{service_name}} {{http_request_method}} {{http_route}}", exemplar=True)], unit="s")
+
     d.row("All operations")
     d.panel("Slowest operations (p95)", "95th percentile per span name and kind, all kinds.",
             [q(f"topk(10, histogram_quantile(0.95, sum by (le, service, span_name, span_kind) "

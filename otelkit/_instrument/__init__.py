@@ -37,12 +37,16 @@ from otelkit._instrument import _common, entry_points
 from otelkit._instrument import arq as _arq
 from otelkit._instrument import bullmq as _bullmq
 from otelkit._instrument import celery as _celery
+from otelkit._instrument import django as _django
 from otelkit._instrument import dramatiq as _dramatiq
+from otelkit._instrument import fastapi as _fastapi
+from otelkit._instrument import flask as _flask
 from otelkit._instrument import httpx as _httpx
 from otelkit._instrument import logging as _logging
 from otelkit._instrument import psycopg2 as _psycopg2
 from otelkit._instrument import redis as _redis
 from otelkit._instrument import rq as _rq
+from otelkit._instrument import starlette as _starlette
 from otelkit._instrument import system_metrics as _system_metrics
 from otelkit._instrument import threads as _threading
 from otelkit._internal_log import logger
@@ -59,11 +63,13 @@ __all__ = ["IntegrationStatus", "instrument_all", "integration_status", "plan", 
 LIBRARIES: tuple[ModuleType, ...] = (
     _redis, _psycopg2, _httpx, _threading,
     _bullmq, _celery, _rq, _dramatiq, _arq,
+    _fastapi, _starlette, _flask, _django,
 )
 """Integrations selected by ``instrument=`` (plus entry points)."""
 BUILTIN_NAMES = (
     "logging", "redis", "psycopg2", "httpx", "threading", "system_metrics",
     "bullmq", "celery", "rq", "dramatiq", "arq",
+    "fastapi", "starlette", "flask", "django",
 )
 
 SEMCONV_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"

@@ -471,6 +471,46 @@ otelkit.shutdown()
 """
 
 
+# A real FastAPI service under uvicorn with otelkit, requested by itself until stopped (one route answering
+# 500 now and then): the HTTP-server panels of the service dashboard read its http.server.request.duration.
+WEB_COMPANION = r"""
+import signal, threading, time, urllib.error, urllib.request
+import otelkit
+
+otelkit.init(service_name="token-api")
+import uvicorn
+from fastapi import FastAPI
+
+app = FastAPI()
+
+@app.get("/tokens/{token_id}")
+async def token(token_id: int) -> dict:
+    if token_id % 5 == 0:
+        raise RuntimeError("unlucky token")
+    return {"token": token_id}
+
+server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+thread = threading.Thread(target=server.run, daemon=True)
+thread.start()
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+while not server.started and thread.is_alive():
+    time.sleep(0.05)
+port = server.servers[0].sockets[0].getsockname()[1]
+i = 0
+while not stop.is_set():
+    i += 1
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/tokens/{i}", timeout=5).read()
+    except (urllib.error.URLError, OSError):
+        pass
+    stop.wait(0.2)
+server.should_exit = True
+thread.join(10)
+otelkit.shutdown()
+"""
+
+
 def stop_session(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM a process started with ``start_new_session=True``; its whole session is killed after 40 s."""
     if process.poll() is None:
@@ -488,6 +528,8 @@ def running_demo(workdir: Path, sd_dir: Path, *, workers: int = 2) -> Iterator[s
     companion_log = (workdir / "batcher.log").open("wb")
     companion = subprocess.Popen([sys.executable, "-c", BATCH_COMPANION], env=env, stdout=companion_log,
                                  stderr=subprocess.STDOUT)
+    web_log = (workdir / "web.log").open("wb")
+    web = subprocess.Popen([sys.executable, "-c", WEB_COMPANION], env=env, stdout=web_log, stderr=subprocess.STDOUT)
     log = (workdir / "demo.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "otelkit", "demo", "--continuous", "--workers", str(workers),
                                 "--seed", "11"], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -495,9 +537,16 @@ def running_demo(workdir: Path, sd_dir: Path, *, workers: int = 2) -> Iterator[s
     try:
         yield process
     finally:
-        if companion.poll() is None:
-            companion.send_signal(signal.SIGTERM)
+        for helper in (companion, web):
+            if helper.poll() is None:
+                helper.send_signal(signal.SIGTERM)
         stop_session(process)
+        try:
+            web.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            web.kill()
+            web.wait(timeout=10)
+        web_log.close()
         try:
             companion.wait(timeout=20)
         except subprocess.TimeoutExpired:

@@ -52,8 +52,8 @@ pytestmark = pytest.mark.timeout(240)
 EXPRESSIONS = all_expressions()
 MUST_ANSWER = [e for e in EXPRESSIONS if stack_only_reason(e.where, e.query) is None]
 DEMO_WORKERS = 2
-# discoverer + workers + the batch consumer, each its own scrape target.
-PROCESSES = {"token-discoverer": 1, "token-enricher": DEMO_WORKERS, "token-batcher": 1}
+# discoverer + workers + the batch consumer + the FastAPI service, each its own scrape target.
+PROCESSES = {"token-discoverer": 1, "token-enricher": DEMO_WORKERS, "token-batcher": 1, "token-api": 1}
 DEADLINE_S = 100  # generous: the machine may be loaded; the poll ends as soon as everything answered
 
 

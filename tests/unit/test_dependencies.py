@@ -20,7 +20,11 @@ TESTING_ONLY = {"pytest", "rotel"}
 # Imported under a guard that reports "not installed" (optional integrations and extras).
 GUARDED = {"redis", "psycopg2-binary", "httpx", "uwsgi", "structlog", "loguru", "sentry-sdk",
            "opentelemetry-exporter-prometheus", "prometheus-client",
-           "bullmq", "celery", "rq", "dramatiq", "pika", "arq"}
+           "bullmq", "celery", "rq", "dramatiq", "pika", "arq",
+           # the web-framework extras (fastapi, starlette, flask, django)
+           "django", "opentelemetry-instrumentation-asgi", "opentelemetry-instrumentation-fastapi",
+           "opentelemetry-instrumentation-starlette", "opentelemetry-instrumentation-flask",
+           "opentelemetry-instrumentation-django"}
 
 
 def _name(requirement: str) -> str:

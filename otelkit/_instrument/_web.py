@@ -1,0 +1,177 @@
+"""What the web-framework integrations share: correlation at the edge, excluded URLs, lazy patching.
+
+**Correlation at the edge.** The framework's entry point (``Starlette.__call__``, ``Flask.__call__``,
+Django's ``WSGIHandler.__call__``) is wrapped once, at class level, so apps created before ``init()`` get it
+too. Per request it:
+
+1. reads the correlation header (``OTELKIT_CORRELATION_HEADER``, default ``X-Correlation-ID``); a valid
+   value (:func:`otelkit._correlation.is_valid_correlation_id`) is trusted, anything else (missing, too
+   long, binary, a header injection attempt) is replaced by a fresh ID, never an error;
+2. runs the request inside that correlation scope (logs, outgoing calls, ``pipeline.emit``);
+3. adds ``X-Correlation-ID`` to the response.
+
+The contrib server middleware starts the SERVER span from the *extracted* context (``traceparent``,
+``baggage``), which replaces the current one; its request hook (:func:`adopt`) puts the ID back into the
+context it attached and onto the span. Without a trusted header, an ID arriving in W3C baggage from an
+upstream otelkit service is kept instead of the fresh one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import context as otel_context
+
+from otelkit._correlation import get_correlation_id, is_valid_correlation_id, with_correlation_id
+from otelkit._instrument import _common
+from otelkit._internal_log import logger
+from otelkit._names import CORRELATION_ATTRIBUTE
+
+RESPONSE_HEADER = "X-Correlation-ID"
+DEFAULT_HEADER = "X-Correlation-ID"
+
+# Probes and scrapes are not requests anyone wants a trace of: excluded unless OTEL_PYTHON_EXCLUDED_URLS (or the
+# framework's own variable) says otherwise. Matched (re.search) against the full URL, query string included.
+DEFAULT_EXCLUDED_URLS = (r"/(?:health|healthz|healthcheck|livez|readyz|ping|metrics)/?(?:\?|$),"
+                         r"/-/(?:healthy|ready)(?:\?|$)")
+
+
+class Edge:
+    """The correlation header this process reads, in the three spellings the servers use."""
+
+    def __init__(self, header: str) -> None:
+        self.header = header
+        self.asgi_key = header.lower().encode("latin-1")
+        self.wsgi_key = "HTTP_" + header.upper().replace("-", "_")
+
+
+_edge = Edge(DEFAULT_HEADER)
+_flush_seconds = 5.0
+
+
+def configure(settings: Any) -> Edge:
+    """Read ``correlation_header`` from the settings of this init (re-init may change it)."""
+    global _edge, _flush_seconds
+    _flush_seconds = float(_common.settings_get(settings, "shutdown_timeout", 5.0) or 0.0)
+    header = _common.settings_get(settings, "correlation_header", DEFAULT_HEADER) or DEFAULT_HEADER
+    if header != _edge.header:
+        _edge = Edge(header)
+    return _edge
+
+
+def edge() -> Edge:
+    return _edge
+
+
+def incoming(value: Any) -> list[Any]:
+    """``[correlation ID, trusted]`` for a raw header value (str, bytes or None); never raises."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            value = None
+    if value is not None and is_valid_correlation_id(value):
+        return [value, True]
+    # The format of new_correlation_id() (32 hex characters) without building a UUID object: 1 µs, not 6.
+    return [os.urandom(16).hex(), False]
+
+
+def from_asgi_headers(headers: Any) -> list[Any]:
+    key = _edge.asgi_key
+    try:
+        for name, value in headers or ():
+            if name == key or (len(name) == len(key) and name.lower() == key):
+                return incoming(value)
+    except (TypeError, ValueError):
+        pass
+    return incoming(None)
+
+
+def enter(state: list[Any]) -> object:
+    """Attach the request's correlation scope; return the token for :func:`leave`."""
+    return otel_context.attach(with_correlation_id(state[0]))
+
+
+def leave(token: object) -> None:
+    try:
+        otel_context.detach(token)  # type: ignore[arg-type]
+    except Exception:
+        pass
+
+
+def adopt(span: Any, state: list[Any] | None) -> None:
+    """The contrib request hook's work (see the module docstring); never raises."""
+    if state is None:
+        return
+    try:
+        if not state[1]:
+            upstream = get_correlation_id()  # the context the middleware extracted from traceparent/baggage
+            if upstream is not None:
+                state[0] = upstream
+                state[1] = True
+        if span is not None and span.is_recording():
+            span.set_attribute(CORRELATION_ATTRIBUTE, state[0])
+        # Not detached here: the middleware's own detach of the extracted context (after the request)
+        # restores the context from before it, which drops this one as well.
+        otel_context.attach(with_correlation_id(state[0]))
+    except Exception:
+        logger.debug("otelkit: correlation at the edge failed", exc_info=True)
+
+
+def excluded_urls(framework: str) -> str:
+    """``excluded_urls`` for the contrib middleware: the framework's variable, else the general one, else the default.
+
+    Passed explicitly, never left to the contrib: it reads these variables once, when its module is imported.
+    """
+    return (os.environ.get(f"OTEL_PYTHON_{framework.upper()}_EXCLUDED_URLS")
+            or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS") or DEFAULT_EXCLUDED_URLS)
+
+
+# --- patch when the framework is imported ----------------------------------------------------------
+
+def when_imported(module: str, apply: Callable[[Any], None], state: dict[str, Any]) -> str:
+    """Run ``apply(module)`` now if ``module`` is imported, else when the application imports it.
+
+    ``init()`` must not import a framework the application does not use (FastAPI and Django take 100s of
+    ms). ``state["active"]`` is cleared by ``uninstrument``: a hook registered earlier then does nothing.
+    Returns a note for the status line.
+    """
+    import sys
+
+    state["active"] = True
+    loaded = sys.modules.get(module)
+    if loaded is not None:
+        apply(loaded)
+        return ""
+    if not state.get("hooked"):
+        import wrapt
+
+        def hook(mod: Any) -> None:
+            if state.get("active"):
+                try:
+                    apply(mod)
+                except Exception as exc:
+                    logger.warning("otelkit: instrumenting %s failed: %s: %s", module, type(exc).__name__, exc)
+
+        wrapt.register_post_import_hook(hook, module)
+        state["hooked"] = True
+    return "; instrumented when imported"
+
+
+def flush_at_server_shutdown() -> None:
+    """Flush every signal when the ASGI server shuts the app down (its lifespan "shutdown" completed).
+
+    uvicorn re-raises the SIGTERM it handled once its graceful shutdown is over, with the default
+    handler back: the process dies without running ``atexit``, where otelkit would flush. A flush, not
+    a shutdown: test clients run the lifespan many times in one process. Never raises.
+    """
+    from otelkit import _proxy
+
+    millis = int(max(0.0, _flush_seconds) * 1000)
+    for provider in (_proxy.tracer_provider(), _proxy.meter_provider(), _proxy.logger_provider()):
+        try:
+            provider.force_flush(millis)
+        except Exception:
+            logger.debug("otelkit: flush at server shutdown failed", exc_info=True)

@@ -1,0 +1,162 @@
+"""The web-framework integrations: nothing imported by init(), statuses, the edge's header handling, re-init."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from otelkit._instrument import _web
+
+_PROBE = r"""
+import json, sys
+import otelkit
+otelkit.init(service_name="x", system_metrics=False, traces_exporter="none", metrics_exporter="none",
+             logs_exporter="none")
+frameworks = sorted(m for m in ("fastapi", "starlette", "flask", "django", "opentelemetry.instrumentation.fastapi",
+                                "opentelemetry.instrumentation.flask", "opentelemetry.instrumentation.django",
+                                "opentelemetry.instrumentation.asgi") if m in sys.modules)
+status = {s.name: [s.state, s.reason] for s in otelkit.integration_status()}
+import flask  # imported after init(): patched then
+app = flask.Flask("probe")
+@app.route("/items/<int:i>")
+def item(i):
+    return otelkit.correlation_id() or ""
+client = app.test_client()
+echo = client.get("/items/1", headers={"X-Correlation-ID": "lazy-1"}).get_data(as_text=True)
+header = client.get("/items/2", headers={"X-Correlation-ID": "lazy-2"}).headers["X-Correlation-ID"]
+print(json.dumps({"loaded": frameworks, "status": status, "echo": echo, "header": header}))
+"""
+
+
+def test_init_imports_no_framework_and_patches_one_imported_later() -> None:
+    proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["loaded"] == []
+    for name in ("fastapi", "starlette", "flask", "django"):
+        state, reason = result["status"][name]
+        assert state == "enabled", (name, reason)
+        assert "instrumented when imported" in reason
+    assert result["echo"] == "lazy-1" and result["header"] == "lazy-2"
+
+
+@pytest.mark.parametrize("raw", [None, b"", "x" * 129, "a b", "a;b=c", "x\r\nSet-Cookie: a=b", b"\xff\xfe", 42,
+                                 "correlation_id=1,other=2"])
+def test_malformed_or_missing_header_is_replaced_never_trusted(raw: object) -> None:
+    cid, trusted = _web.incoming(raw)
+    assert trusted is False and len(cid) == 32 and int(cid, 16) >= 0
+
+
+@pytest.mark.parametrize("raw", ["order-42", b"order-42", "a" * 128, "urn:uuid:1234", "user@example.com"])
+def test_valid_header_is_kept(raw: object) -> None:
+    cid, trusted = _web.incoming(raw)
+    assert trusted is True and cid == (raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def test_asgi_header_lookup_is_case_insensitive_and_configurable() -> None:
+    class S:
+        correlation_header = "X-Request-ID"
+
+    try:
+        _web.configure(S())
+        assert _web.from_asgi_headers([(b"X-Request-Id", b"req-1")]) == ["req-1", True]
+        assert _web.from_asgi_headers([(b"x-correlation-id", b"other")])[1] is False
+        assert _web.edge().wsgi_key == "HTTP_X_REQUEST_ID"
+    finally:
+        _web.configure(None)
+    assert _web.edge().header == "X-Correlation-ID"
+
+
+def test_bad_correlation_header_setting_is_a_clear_error() -> None:
+    from otelkit._config import ConfigError, resolve
+
+    with pytest.raises(ConfigError) as info:
+        resolve(environ={"OTELKIT_CORRELATION_HEADER": "X Bad Header"})
+    assert "OTELKIT_CORRELATION_HEADER" in str(info.value) and "X-Request-ID" in str(info.value)
+
+
+def test_mounted_sub_app_and_app_built_before_init_give_one_server_span() -> None:
+    from fastapi import FastAPI
+    from opentelemetry.trace import SpanKind
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from tests.integration.instrument_support import instrumented
+
+    def hello(request: object) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    sub = Starlette(routes=[Route("/hello", hello)])
+    app = FastAPI()  # built before the instrumentation below
+    app.mount("/sub", sub)
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item": item_id}
+
+    with instrumented(instrument=["fastapi", "starlette"]) as t:
+        with TestClient(app) as client:
+            r = client.get("/sub/hello", headers={"X-Correlation-ID": "mount-1"})
+            assert r.status_code == 200 and r.headers["X-Correlation-ID"] == "mount-1"
+            assert client.get("/items/3").status_code == 200
+            assert client.get("/healthz").status_code == 404  # excluded: no span
+        spans = t.spans()
+        assert [s.kind for s in spans] == [SpanKind.SERVER, SpanKind.SERVER], [(s.name, s.kind) for s in spans]
+        assert spans[0].attributes["otelkit.correlation_id"] == "mount-1"
+        assert spans[1].attributes["http.route"] == "/items/{item_id}"
+        points = t.points("http.server.request.duration")
+        assert {p[0].get("http.route") for p in points} >= {"/items/{item_id}"}
+        assert not [p for p in points if "health" in str(p[0].get("http.route"))]
+
+
+@pytest.mark.parametrize("variable", ["OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"])
+def test_excluded_urls_variable_replaces_the_default(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from tests.integration.instrument_support import instrumented
+
+    monkeypatch.setenv(variable, "/private")
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> str:
+        return "ok"
+
+    @app.get("/private/{x}")
+    async def private(x: str) -> str:
+        return x
+
+    with instrumented(instrument=["fastapi"]) as t:
+        with TestClient(app) as client:
+            assert client.get("/health").status_code == 200
+            assert client.get("/private/a").headers["X-Correlation-ID"]  # excluded, still answered with an ID
+        assert [s.attributes["http.route"] for s in t.spans()] == ["/health"]
+
+
+def test_events_emitted_while_handling_a_request_carry_its_correlation_id() -> None:
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from otelkit import pipeline
+    from tests.integration.instrument_support import instrumented
+
+    app = FastAPI()
+
+    @app.post("/orders/{order_id}")
+    async def order(order_id: int) -> dict[str, str]:
+        carrier: dict[str, str] = {}
+        with pipeline.emit("orders", carrier=carrier, system="redis"):
+            pass
+        return carrier
+
+    with instrumented(instrument=["fastapi"]), TestClient(app) as client:
+        sent = client.post("/orders/7", headers={"X-Correlation-ID": "order-7"}).json()
+        fresh = client.post("/orders/8")
+    assert sent["otelkit-correlation-id"] == "order-7" and "correlation_id=order-7" in sent["baggage"]
+    assert fresh.json()["otelkit-correlation-id"] == fresh.headers["X-Correlation-ID"]
