@@ -145,12 +145,17 @@ def _translated_names() -> dict[str, str]:
     return names
 
 
+# Emitted only when something rare happens, which the demo never provokes: a metric stream reaching the
+# cardinality limit (tests/integration/test_metric_cardinality.py produces it at a real collector).
+ONLY_ON_EVENT = {otlp_translation(_names.TELEMETRY_METRIC_OVERFLOWS)}
+
+
 def test_scrape_path_names_are_the_otlp_translation(live: Live) -> None:
     """Every otelkit metric is stored under the name Prometheus 3's OTLP translation gives it, so the
     dashboards and rules read the same names on both paths (and _names.prometheus agrees)."""
     stored = live.prom.series_names()
     translated = _translated_names()
-    missing = sorted(set(translated) - stored)
+    missing = sorted(set(translated) - stored - ONLY_ON_EVENT)
     assert not missing, f"otelkit metrics the demo did not produce under their OTLP-translated name: {missing}"
     extra = sorted(n for n in stored if n.startswith("otelkit_") and n not in translated)
     assert not extra, f"series under names the OTLP path would not produce: {extra}"
