@@ -9,11 +9,11 @@
   libraries (and can name any installed ``opentelemetry_instrumentor`` entry point);
   ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (names or ``*``) always wins. Other entry points are
   opt-in: ``OTELKIT_INSTRUMENT_ENTRY_POINTS=true`` (see :mod:`otelkit._instrument.entry_points`).
-* **Semantic conventions.** ``OTEL_SEMCONV_STABILITY_OPT_IN`` is passed through to the contrib
-  instrumentations. When it is unset otelkit opts in to the stable HTTP and database conventions
-  (``http,database``: ``url.full``, ``http.request.method``, ``db.query.text``...), which is what
-  the metric names and dashboards use. The upstream mode is cached at the first instrumentation;
-  otelkit re-reads it at each ``init()`` (a change re-instruments its integrations). An ``init()``
+* **Semantic conventions.** ``settings.semconv_opt_in`` (``OTEL_SEMCONV_STABILITY_OPT_IN``) is set as
+  the contrib instrumentations' mode. When it is unset otelkit opts in to the stable HTTP and database
+  conventions (``http,database``: ``url.full``, ``http.request.method``, ``db.query.text``...), which is
+  what the metric names and dashboards use. Upstream caches the mode for the process; otelkit sets the
+  cache at each ``init()`` (a change re-instruments its integrations). An ``init()``
   that instruments nothing (``instrument=()``, no entry points) leaves it alone unless an
   instrumentation module already loaded it: nothing slow is imported for integrations not in use.
 * **Re-init.** Idempotent: an integration is instrumented once per process; a re-init only
@@ -26,13 +26,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from otelkit import _compat, _scrub, _sentry
+from otelkit import _compat, _sentry
 from otelkit._instrument import _common, entry_points
 from otelkit._instrument import httpx as _httpx
 from otelkit._instrument import logging as _logging
@@ -55,8 +54,6 @@ LIBRARIES: tuple[ModuleType, ...] = (_redis, _psycopg2, _httpx, _threading)
 """Integrations selected by ``instrument=`` (plus entry points)."""
 BUILTIN_NAMES = ("logging", "redis", "psycopg2", "httpx", "threading", "system_metrics")
 
-SEMCONV_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
-DEFAULT_SEMCONV = "http,database"
 
 _lock = threading.RLock()
 _enabled: dict[str, IntegrationStatus] = {}
@@ -93,25 +90,15 @@ def _report_unused_entry_points() -> None:
         _status = (*_status, *extra)
 
 
-def _prepare_semconv() -> bool:
-    """Apply the semantic-convention opt-in; True when it changed since the last init."""
+def _prepare_semconv(settings: Settings) -> bool:
+    """Apply the semantic-convention opt-in of ``settings``; True when it changed since the last init."""
     global _semconv_applied
-    value = os.environ.get(SEMCONV_ENV)
-    effective = value.strip() if value and value.strip() else DEFAULT_SEMCONV
-    # Always re-read: the cached mode may have been set by someone else since the last init.
+    effective = settings.semconv_opt_in
     previous = _semconv_applied
-    # Upstream reads the variable once and caches the mode for the process; something may have
-    # initialised it before init() (an import-time instrumentation), so read it again now.
-    original = os.environ.get(SEMCONV_ENV)
-    try:
-        os.environ[SEMCONV_ENV] = effective
-        if not _compat.reset_semconv_stability():
-            return False
-    finally:
-        if original is None:
-            os.environ.pop(SEMCONV_ENV, None)
-        else:
-            os.environ[SEMCONV_ENV] = original
+    # Upstream caches the mode for the process when it is first asked; something may have asked before
+    # init() (an import-time instrumentation), so set it again now, at every init().
+    if not _compat.set_semconv_stability(effective):
+        return False
     _semconv_applied = effective
     return previous is not None and previous != effective
 
@@ -209,12 +196,6 @@ def _instrument_all(
     report_unused_entry_points: bool = True,
 ) -> list[IntegrationStatus]:
     global _status, _unscanned
-    scrub = _common.settings_get(settings, "scrub", None)
-    if scrub is not None:
-        try:
-            _scrub.configure(scrub.enabled, scrub.extra_patterns)
-        except ValueError as exc:
-            logger.warning("otelkit: %s", exc)
     _common.set_providers(tracer_provider, meter_provider)
     ctx = _common.Context(settings, _common.FOLLOWING_TRACER_PROVIDER, meter_provider)
     scan = report_unused_entry_points or _entry_points_wanted(settings)
@@ -222,7 +203,7 @@ def _instrument_all(
     # (10-20 ms) when this init instruments nothing and no instrumentation module has loaded it.
     semconv_needed = scan or _compat.semconv_loaded(sys.modules) or any(
         _disabled_reason(module.NAME, settings, "library") is None for module in LIBRARIES)
-    if semconv_needed and _prepare_semconv():
+    if semconv_needed and _prepare_semconv(settings):
         # Contrib instrumentations captured the old mode when they were instrumented.
         for module in LIBRARIES:
             if module.NAME in _enabled:
@@ -296,7 +277,8 @@ def plan(settings: Settings) -> list[IntegrationStatus]:
         name = module.NAME
         reason = _disabled_reason(name, settings, "system_metrics" if module is _system_metrics else "library")
         try:
-            statuses.append(IntegrationStatus(name, "disabled", reason) if reason is not None else module.plan())
+            statuses.append(IntegrationStatus(name, "disabled", reason) if reason is not None else
+                            _system_metrics.plan(settings) if module is _system_metrics else module.plan())
         except Exception as exc:
             statuses.append(IntegrationStatus(name, "failed", f"{type(exc).__name__}: {exc}"))
     known = set(BUILTIN_NAMES)
