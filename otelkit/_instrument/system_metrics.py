@@ -59,7 +59,8 @@ def plan(settings: Settings) -> IntegrationStatus:
                                   "opentelemetry.instrumentation.system_metrics")
     if status.state != "enabled":
         return status
-    return IntegrationStatus(NAME, "enabled", f"{len(_config(settings.system_metrics_excluded))} metrics would be recorded: process CPU/memory/"
+    count = len(_config(settings.system_metrics_excluded))
+    return IntegrationStatus(NAME, "enabled", f"{count} metrics would be recorded: process CPU/memory/"
                              "threads/fds, CPython GC, host CPU/memory/network", version=status.version)
 
 
