@@ -928,7 +928,7 @@ PARAMS: tuple[Param, ...] = (
        "is appended for http/protobuf; per-signal: used as is.",
        arg="endpoint", per_signal=True, signal_env=_SIG + "ENDPOINT", default_doc="unset"),
     _p("protocol", _OTLP + "PROTOCOL", _choice(("grpc", "http/protobuf"), aliases={"http": "http/protobuf"}),
-       "http/protobuf", "OTLP transport: grpc or http/protobuf (port 4317 in the endpoint implies grpc).",
+       "http/protobuf", "OTLP transport: grpc or http/protobuf (port 4317 or a scheme-less endpoint implies grpc).",
        arg="protocol", per_signal=True, signal_env=_SIG + "PROTOCOL"),
     _p("headers", _OTLP + "HEADERS", _headers, MappingProxyType({}),
        "Headers sent with every export, `k=v,k2=v2` (printed masked).", arg="headers", secret=True,
@@ -1317,6 +1317,9 @@ def _resolve_signal(r: _Resolver, signal: str) -> SignalSettings:
         if inferred is not None:
             protocol = inferred
             r.sources[f"{signal}.protocol"] = "default (inferred from the endpoint's port)"
+        elif endpoint is not None and schemeless(endpoint):
+            protocol = "grpc"
+            r.sources[f"{signal}.protocol"] = "default (a scheme-less host:port endpoint is gRPC)"
     if endpoint is not None and protocol != "grpc" and schemeless(endpoint):
         # host:port is the gRPC form (the spec's "insecure" decides TLS); an HTTP request needs a URL.
         name = f"{signal}_endpoint" if per_signal_endpoint else "endpoint"

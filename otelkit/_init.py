@@ -165,7 +165,7 @@ def init(
         endpoint: OTLP endpoint for all signals. Defaults to the ``OTEL_EXPORTER_OTLP_ENDPOINT`` environment
             variable; ``/v1/traces`` etc. is appended for http/protobuf. Per signal: ``traces_endpoint=`` etc.
         protocol: ``"grpc"`` or ``"http/protobuf"``. Defaults to ``OTEL_EXPORTER_OTLP_PROTOCOL``, else
-            http/protobuf (grpc when the endpoint's port is 4317).
+            http/protobuf (grpc when the endpoint's port is 4317 or it has no scheme, as in ``collector:4317``).
         headers: Headers for every export (mapping or ``"k=v,k2=v2"``). Defaults to ``OTEL_EXPORTER_OTLP_HEADERS``.
         timeout: Export timeout in seconds. Defaults to ``OTEL_EXPORTER_OTLP_TIMEOUT`` (milliseconds), else 10 s.
         compression: ``"gzip"`` or ``"none"``. Defaults to ``OTEL_EXPORTER_OTLP_COMPRESSION``, else none.
