@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from otelkit import _compat, _proxy, _scrub
+from otelkit import _active, _compat, _proxy, _scrub
 from otelkit._config import (
     MAX_DURATION_SECONDS,
     ConfigError,
@@ -336,6 +336,9 @@ def get_settings() -> Settings | None:
     """The settings of the last ``init()``, or None before it (and after ``shutdown()``)."""
     state = _state
     return state.settings if state is not None else None
+
+
+_active.register(get_settings)
 
 
 # --- building -------------------------------------------------------------------------------------
@@ -855,7 +858,7 @@ def _install_process_hooks(settings: Settings) -> None:
         try:
             from otelkit import _pools
 
-            _pools.install()
+            _pools.install(init_in_child)
         except Exception:
             logger.exception("otelkit: installing the multiprocessing hooks failed")
 

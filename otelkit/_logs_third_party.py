@@ -26,21 +26,20 @@ import logging
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Mapping, MutableMapping
 from threading import get_ident as _get_ident
 from typing import Any
 
 from opentelemetry import trace
 
-from otelkit import _logs
+from otelkit import _active, _logs
 from otelkit._compat import ApiLogRecord as OTelLogRecord
 from otelkit._compat import NoOpLogger, logs_api, proxy_logger_delegate
+from otelkit._logs import _FIELDS, _exception_attributes, _put, _safe_str, structlog_event
 from otelkit._names import CORRELATION_ATTRIBUTE
 
-__all__ = ["StructlogProcessor", "loguru_handler", "loguru_patcher", "structlog_event"]
+__all__ = ["StructlogProcessor", "loguru_handler", "loguru_patcher"]
 
-_FIELDS = ("trace_id", "span_id", "correlation_id")
 
 _LEVEL_TEXT = {
     logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN", logging.ERROR: "ERROR",
@@ -79,13 +78,8 @@ def _otel_logger(name: str) -> Any:
 
 
 def _export_level() -> int:
-    from otelkit._init import get_settings
-
-    settings = get_settings()
-    try:
-        return int(getattr(settings, "log_level", logging.INFO))
-    except (TypeError, ValueError):
-        return logging.INFO
+    settings = _active.settings()
+    return settings.log_level if settings is not None else logging.INFO
 
 
 def _exporting_allowed(scope: str) -> bool:
@@ -122,31 +116,6 @@ def _emit(scope: str, levelno: int, body: Any, attributes: dict[str, Any], conte
         _logs._emitting.active = False
 
 
-def _safe_str(value: object) -> str:
-    try:
-        return str(value)
-    except Exception:  # a __str__ that raises
-        return _logs._unprintable(value)
-
-
-def _put(attributes: dict[str, Any], key: object, value: object) -> None:
-    try:
-        attributes[key if isinstance(key, str) else _safe_str(key)] = _logs._attribute_value(value)
-    except Exception:  # an __iter__/__str__ that raises, a circular container: keep the record
-        attributes[_safe_str(key)] = _logs._unprintable(value)
-
-
-def _exception_attributes(attributes: dict[str, Any], exc_type: Any, exc: Any, tb: Any) -> None:
-    if exc_type is not None:
-        attributes["exception.type"] = getattr(exc_type, "__name__", None) or _safe_str(exc_type)
-    if exc is not None:
-        attributes["exception.message"] = _safe_str(exc)
-    try:
-        attributes["exception.stacktrace"] = "".join(traceback.format_exception(exc_type, exc, tb))
-    except Exception:
-        pass
-
-
 def _fields() -> tuple[str, str, str]:
     """The stdlib record fields for the current context; ``""`` each when correlation is off or it fails."""
     if not (_logs._factory_active and _logs._correlation_enabled):
@@ -176,11 +145,6 @@ _STRUCTLOG_LEVELS = {
     "failure": logging.ERROR, "critical": logging.CRITICAL, "fatal": logging.CRITICAL,
     "notset": logging.NOTSET,
 }
-# Keys that are the record itself (body, level, time, scope, trace context, exception) or structlog internals.
-_STRUCTLOG_RESERVED = frozenset(("event", "level", "timestamp", "logger", "exc_info", "exception", "_record",
-                                 "_from_structlog", "positional_args", *_FIELDS))
-
-
 def _structlog_level(method_name: str, event_dict: Mapping[str, Any]) -> int:
     levelno = _STRUCTLOG_LEVELS.get(method_name)
     if levelno is None:
@@ -280,52 +244,6 @@ class StructlogProcessor:
         scope = scope if isinstance(scope, str) and scope else self.logger_name
         # Processors run synchronously in the logging call: the current context is the event's.
         _emit(scope, levelno, body, attributes, _logs._get_current())
-
-
-def structlog_event(event_dict: Mapping[str, Any], attributes: dict[str, Any]) -> Any:
-    """Put a structlog event dict's keys and exception into ``attributes``; return the body. Never raises.
-
-    Also used by the stdlib handler for records made by ``ProcessorFormatter.wrap_for_formatter``
-    (their ``msg`` is the event dict).
-    """
-    try:
-        for key, value in event_dict.items():
-            if key not in _STRUCTLOG_RESERVED:
-                _put(attributes, key, value)
-        correlation = event_dict.get("correlation_id")
-        if correlation and isinstance(correlation, str):
-            attributes[CORRELATION_ATTRIBUTE] = correlation
-        _structlog_exception(attributes, event_dict)
-        event = event_dict.get("event")
-        return event if isinstance(event, str) or event is None else _safe_str(event)
-    except Exception:
-        return _safe_str(event_dict)
-
-
-def _structlog_exception(attributes: dict[str, Any], event_dict: Mapping[str, Any]) -> None:
-    exc_info = event_dict.get("exc_info")
-    if exc_info:
-        if isinstance(exc_info, BaseException):
-            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
-        elif not isinstance(exc_info, tuple):  # True: the exception being handled
-            exc_info = sys.exc_info()
-        if len(exc_info) == 3 and exc_info[0] is not None:
-            _exception_attributes(attributes, *exc_info)
-        return
-    # format_exc_info / dict_tracebacks already turned exc_info into ``exception``.
-    rendered = event_dict.get("exception")
-    if isinstance(rendered, str) and rendered:
-        attributes["exception.stacktrace"] = rendered
-        last = rendered.rstrip().rsplit("\n", 1)[-1]
-        name, sep, message = last.partition(": ")
-        if name and " " not in name:
-            attributes["exception.type"] = name.rsplit(".", 1)[-1]
-            attributes["exception.message"] = message if sep else ""
-    elif isinstance(rendered, list) and rendered and isinstance(rendered[0], Mapping):
-        first = rendered[0]  # dict_tracebacks: the exception raised comes first
-        attributes["exception.type"] = _safe_str(first.get("exc_type", ""))
-        attributes["exception.message"] = _safe_str(first.get("exc_value", ""))
-        attributes["exception.stacktrace"] = _safe_str(rendered)
 
 
 # --- loguru ----------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from __future__ import annotations
 import sys
 import threading
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from otelkit import _compat, _sentry
 from otelkit._instrument import _common, entry_points
@@ -103,25 +103,25 @@ def _prepare_semconv(settings: Settings) -> bool:
     return previous is not None and previous != effective
 
 
-def _names(value: Any) -> tuple[str, ...] | None:
+def _names(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
     return _common.sequence_names(value)
 
 
 def _disabled_reason(name: str, settings: Settings, kind: str) -> str | None:
-    disabled = {n.strip().lower() for n in _common.settings_get(settings, "disabled_instrumentations", ()) or ()}
+    disabled = {n.strip().lower() for n in settings.disabled_instrumentations}
     if "*" in disabled or name in disabled:
         return f"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS contains {'*' if '*' in disabled else name!r}"
-    chosen = _names(_common.settings_get(settings, "instrument", None))
+    chosen = _names(settings.instrument)
     if kind == "library":
         if chosen is not None and name not in chosen:
             return f"not in instrument={list(chosen)!r} ({_source(settings, 'instrument', 'OTELKIT_INSTRUMENT')})"
     elif kind == "system_metrics":
-        if not _common.settings_get(settings, "system_metrics", True):
+        if not settings.system_metrics:
             return f"system_metrics=False ({_source(settings, 'system_metrics', 'OTELKIT_SYSTEM_METRICS')})"
     elif kind == "entry_point":
         if chosen is not None and name in chosen:
             return None
-        if not _common.settings_get(settings, "instrument_entry_points", False):
+        if not settings.instrument_entry_points:
             return f"entry points are opt-in: OTELKIT_INSTRUMENT_ENTRY_POINTS=true or instrument=[..., {name!r}]"
         if chosen is not None:
             return f"not in instrument={list(chosen)!r}"
@@ -129,8 +129,7 @@ def _disabled_reason(name: str, settings: Settings, kind: str) -> str | None:
 
 
 def _source(settings: Settings, field: str, env: str) -> str:
-    sources = _common.settings_get(settings, "sources", {}) or {}
-    source = sources.get(field) if hasattr(sources, "get") else None
+    source = settings.sources.get(field)
     return "argument" if source == "argument" else (source or env)
 
 
@@ -185,9 +184,9 @@ def instrument_all(
 
 def _entry_points_wanted(settings: Settings) -> bool:
     """Whether this init may enable or disable an entry point (else scanning them only yields status lines)."""
-    if entry_points.enabled_names() or _common.settings_get(settings, "instrument_entry_points", False):
+    if entry_points.enabled_names() or settings.instrument_entry_points:
         return True
-    chosen = _names(_common.settings_get(settings, "instrument", None))
+    chosen = _names(settings.instrument)
     return chosen is not None and any(name not in BUILTIN_NAMES for name in chosen)
 
 
@@ -254,7 +253,7 @@ def _instrument_all(
             _enabled[ep.name] = status
         statuses.append(status)
 
-    for name in _names(_common.settings_get(settings, "instrument", None)) or ():
+    for name in _names(settings.instrument) or ():
         if name not in known:
             reason = f"unknown integration (known here: {', '.join(sorted(known))})"
             # A typo in instrument= would otherwise leave a library silently untraced.
@@ -287,7 +286,7 @@ def plan(settings: Settings) -> list[IntegrationStatus]:
         reason = _disabled_reason(ep.name, settings, "entry_point")
         statuses.append(IntegrationStatus(ep.name, "disabled", reason) if reason is not None else
                         IntegrationStatus(ep.name, "enabled", f"entry point {ep.value} would be instrumented"))
-    for name in _names(_common.settings_get(settings, "instrument", None)) or ():
+    for name in _names(settings.instrument) or ():
         if name not in known:
             statuses.append(IntegrationStatus(name, "skipped",
                                               f"unknown integration (known here: {', '.join(sorted(known))})"))
