@@ -266,10 +266,13 @@ class Settings:
 
     def signal(self, name: str) -> SignalSettings:
         """The :class:`SignalSettings` of ``"traces"``, ``"metrics"`` or ``"logs"``."""
-        if name not in SIGNALS:
-            raise KeyError(name)
-        value: SignalSettings = getattr(self, name)
-        return value
+        if name == "traces":
+            return self.traces
+        if name == "metrics":
+            return self.metrics
+        if name == "logs":
+            return self.logs
+        raise KeyError(name)
 
     def as_dict(self, *, masked: bool = True) -> dict[str, Any]:
         """A flat ``{"field" or "group.field": value}`` view, secrets masked (for ``otelkit doctor``)."""

@@ -42,10 +42,13 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from otelkit._version import __version__
+
+if TYPE_CHECKING:
+    from otelkit._config import Settings
 
 Status = Literal["ok", "warn", "fail", "skip", "info"]
 
@@ -176,14 +179,14 @@ def _check_config(report: Report) -> Any | None:
         for row in report.config:
             if row["name"] == "strict":
                 row["source"] = "read leniently by the doctor: invalid values are shown at their defaults"
-    sources = getattr(settings, "sources", {}) or {}
+    sources = settings.sources
     # A set but invalid OTEL_SERVICE_NAME is already a FAIL above; "not set" would be wrong.
     if str(sources.get("service_name", "")).startswith("derived") and "OTEL_SERVICE_NAME" not in os.environ:
         report.add(Check("config", "service name", "warn",
                          f"OTEL_SERVICE_NAME is not set: every program derives its own service.name (here "
                          f"{settings.service_name!r}, {sources['service_name']})",
                          "set OTEL_SERVICE_NAME (or init(service_name=...)) so your services are named on purpose"))
-    if getattr(settings, "disabled", False):
+    if settings.disabled:
         report.add(Check("config", "sdk", "warn", "OTEL_SDK_DISABLED=true: otelkit.init() sets up nothing",
                          "unset OTEL_SDK_DISABLED to export telemetry"))
     return settings
@@ -195,9 +198,9 @@ def _config_problem(message: Warning) -> str:
     return text.removeprefix("otelkit: ")
 
 
-def flatten_settings(settings: Any) -> list[dict[str, str]]:
+def flatten_settings(settings: Settings) -> list[dict[str, str]]:
     """``[{"name", "value", "source"}]`` for every setting, secrets masked (``Settings.as_dict``)."""
-    sources: Mapping[str, str] = getattr(settings, "sources", {}) or {}
+    sources: Mapping[str, str] = settings.sources
     flat: Mapping[str, Any] = settings.as_dict(masked=True)
     return [{"name": name, "value": _show(value), "source": str(sources.get(name, "default"))}
             for name, value in flat.items()]
@@ -257,19 +260,17 @@ class Target:
         return parts.hostname or "localhost", parts.port or default
 
 
-def targets(settings: Any, *, probe: Callable[[str, int], bool] | None = None) -> tuple[list[Target], list[Check]]:
+def targets(settings: Settings, *, probe: Callable[[str, int], bool] | None = None) -> tuple[list[Target], list[Check]]:
     """The OTLP destinations ``init()`` would use, and notes on the signals that have none."""
     probe = probe or (lambda host, port: tcp_connect(host, port, 0.05) == "ok")
     found: list[Target] = []
     notes: list[Check] = []
-    sources: Mapping[str, str] = getattr(settings, "sources", {}) or {}
+    sources: Mapping[str, str] = settings.sources
     for signal in SIGNALS:
-        sig = getattr(settings, signal, None)
-        if sig is None:
-            continue
-        exporters = tuple(getattr(sig, "exporters", ()) or ())
-        endpoint = getattr(sig, "endpoint", None)
-        protocol = getattr(sig, "protocol", "grpc") or "grpc"
+        sig = settings.signal(signal)
+        exporters = sig.exporters
+        endpoint = sig.endpoint
+        protocol: str = sig.protocol
         source = str(sources.get(f"{signal}.endpoint", "default"))
         if signal == "metrics" and "prometheus" in exporters:
             extra = (("opentelemetry.exporter.prometheus", "opentelemetry-exporter-prometheus"),
@@ -304,10 +305,10 @@ def targets(settings: Any, *, probe: Callable[[str, int], bool] | None = None) -
             source = "default"
         found.append(Target(
             signal=signal, protocol=protocol, url=endpoint, source=source,
-            headers=dict(getattr(sig, "headers", {}) or {}), timeout=float(getattr(sig, "timeout", 10.0) or 10.0),
-            compression=getattr(sig, "compression", "none") or "none", certificate=getattr(sig, "certificate", None),
-            client_key=getattr(sig, "client_key", None),
-            client_certificate=getattr(sig, "client_certificate", None), insecure=getattr(sig, "insecure", None)))
+            headers=dict(sig.headers), timeout=sig.timeout,
+            compression=sig.compression, certificate=sig.certificate,
+            client_key=sig.client_key,
+            client_certificate=sig.client_certificate, insecure=sig.insecure))
     return found, notes
 
 
@@ -326,11 +327,12 @@ def tcp_connect(host: str, port: int, timeout: float) -> str:
         return f"error: {exc.strerror or exc}"
 
 
-def _check_endpoints(report: Report, settings: Any, *, timeout: float, send: bool) -> tuple[str | None, str | None]:
+def _check_endpoints(report: Report, settings: Settings, *, timeout: float,
+                     send: bool) -> tuple[str | None, str | None]:
     found, notes = targets(settings)
     for note in notes:
         report.add(note)
-    service = str(getattr(settings, "service_name", None) or "otelkit-doctor")
+    service = settings.service_name or "otelkit-doctor"
     # One trace for the whole run: the test log record carries the test span's IDs.
     ids = (secrets.token_hex(16), secrets.token_hex(8))
     # Concurrently: three signals on one hung collector cost one timeout, not three.
@@ -684,15 +686,15 @@ class _Status:
     reason: str = ""
 
 
-def _fallback_status(name: str, settings: Any) -> _Status:
+def _fallback_status(name: str, settings: Settings) -> _Status:
     module, dists = _KNOWN_INTEGRATIONS[name]
-    chosen = getattr(settings, "instrument", None)
-    disabled = set(getattr(settings, "disabled_instrumentations", ()) or ())
+    chosen = settings.instrument
+    disabled = settings.disabled_instrumentations
     if name in disabled:
         return _Status(name, "disabled", "listed in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")
     if chosen is not None and name not in chosen:
         return _Status(name, "disabled", "not listed in OTELKIT_INSTRUMENT / init(instrument=...)")
-    if name == "system_metrics" and not getattr(settings, "system_metrics", True):
+    if name == "system_metrics" and not settings.system_metrics:
         return _Status(name, "disabled", "OTELKIT_SYSTEM_METRICS=false")
     if importlib.util.find_spec(module) is None:
         return _Status(name, "skipped", f"{module} is not installed")
@@ -722,9 +724,8 @@ def _rejected_dsn() -> tuple[str, str] | None:
     return None
 
 
-def _check_sentry(report: Report, settings: Any, *, timeout: float, send: bool) -> None:
-    sentry = getattr(settings, "sentry", None)
-    dsn = getattr(sentry, "dsn", None)
+def _check_sentry(report: Report, settings: Settings, *, timeout: float, send: bool) -> None:
+    dsn = settings.sentry.dsn
     from otelkit._sentry import sentry_sdk_problem
 
     if not dsn and _rejected_dsn() is None:
@@ -847,9 +848,9 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _check_spool(report: Report, settings: Any) -> None:
+def _check_spool(report: Report, settings: Settings) -> None:
     """The disk spool (only when ``spool_dir`` is set): writable, and what is waiting in it."""
-    directory = getattr(settings, "spool_dir", None)
+    directory = settings.spool_dir
     if not directory:
         return
     try:
@@ -862,7 +863,7 @@ def _check_spool(report: Report, settings: Any) -> None:
         return
     files = sum(n for n, _ in backlog.values())
     size = sum(b for _, b in backlog.values())
-    limit = int(getattr(settings, "spool_max_bytes", 0) or 0)
+    limit = settings.spool_max_bytes
     writable = os.access(directory, os.W_OK | os.X_OK) if os.path.isdir(directory) else os.access(
         os.path.dirname(os.path.abspath(directory)) or ".", os.W_OK | os.X_OK)
     details = {"directory": directory, "requests": files, "bytes": size, "max_bytes_per_signal": limit,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.metrics.export import (
@@ -42,12 +43,11 @@ from otelkit._export.transport import _PATHS, GrpcSender, HttpSender, RequestsHt
 from otelkit._internal_log import logger
 
 if TYPE_CHECKING:
-    from otelkit._config import Settings
+    from otelkit._config import Protocol, Settings, SignalSettings
 
 
-def _scrubber(settings: Any, name: str) -> Callable[[list[Any]], list[Any]] | None:
-    scrub = getattr(settings, "scrub", None) if settings is not None else None
-    if scrub is None or not getattr(scrub, "enabled", False):
+def _scrubber(settings: Settings, name: str) -> Callable[[list[Any]], list[Any]] | None:
+    if not settings.scrub.enabled:
         return None
     try:
         from otelkit import _scrub
@@ -72,18 +72,18 @@ def scrubbed_user_processor(processor: Any, settings: Settings, signal: str) -> 
 # Factories from Settings
 
 
-def make_sender(signal: str, signal_settings: Any) -> Sender:
-    """An OTLP :class:`Sender` for ``signal`` from a ``SignalSettings`` (or anything with its fields)."""
-    protocol = getattr(signal_settings, "protocol", "grpc") or "grpc"
-    endpoint = getattr(signal_settings, "endpoint", None)
-    headers = dict(getattr(signal_settings, "headers", None) or {})
-    compression = getattr(signal_settings, "compression", "none") or "none"
-    tls = {"certificate": getattr(signal_settings, "certificate", None),
-           "client_key": getattr(signal_settings, "client_key", None),
-           "client_certificate": getattr(signal_settings, "client_certificate", None)}
+def make_sender(signal: str, signal_settings: SignalSettings) -> Sender:
+    """An OTLP :class:`Sender` for ``signal`` from its ``SignalSettings``."""
+    protocol = signal_settings.protocol
+    endpoint = signal_settings.endpoint
+    headers = dict(signal_settings.headers)
+    compression = signal_settings.compression
+    tls = {"certificate": signal_settings.certificate,
+           "client_key": signal_settings.client_key,
+           "client_certificate": signal_settings.client_certificate}
     if protocol == "grpc":
         return GrpcSender(signal, endpoint or "http://localhost:4317", headers=headers, compression=compression,
-                          insecure=getattr(signal_settings, "insecure", None), **tls)
+                          insecure=signal_settings.insecure, **tls)
     url = endpoint or f"http://localhost:4318{_PATHS[signal]}"
     if _proxied(url):
         return RequestsHttpSender(signal, url, headers=headers, compression=compression, **tls)
@@ -137,9 +137,9 @@ class _Destination:
 
 def resolve_exporters(settings: Settings, signal: str) -> list[_Destination]:
     """Where ``signal`` goes: the configured exporters, with ``auto`` resolved by the local probe."""
-    sig = getattr(settings, signal)
+    sig = settings.signal(signal)
     out: list[_Destination] = []
-    for name in tuple(getattr(sig, "exporters", ()) or ()):
+    for name in sig.exporters:
         name = name.strip().lower()
         if name == "none":
             continue
@@ -149,13 +149,13 @@ def resolve_exporters(settings: Settings, signal: str) -> list[_Destination]:
                 out.append(_Destination("otlp", "grpc", "http://127.0.0.1:4317", auto=True))
             elif protocol is not None:
                 out.append(_Destination("otlp", protocol, f"http://127.0.0.1:4318{_PATHS[signal]}", auto=True))
-            elif getattr(settings, "console_on_auto", True):
+            elif settings.console_on_auto:
                 out.append(_Destination("memory" if signal == "metrics" else "console", auto=True))
             continue
         if name == "otlp":
-            protocol = getattr(sig, "protocol", "grpc") or "grpc"
+            protocol = sig.protocol
             default = "http://localhost:4317" if protocol == "grpc" else f"http://localhost:4318{_PATHS[signal]}"
-            out.append(_Destination("otlp", protocol, getattr(sig, "endpoint", None) or default))
+            out.append(_Destination("otlp", protocol, sig.endpoint or default))
         elif name in ("console", "prometheus"):
             out.append(_Destination(name))
         else:
@@ -164,25 +164,21 @@ def resolve_exporters(settings: Settings, signal: str) -> list[_Destination]:
 
 
 def _batch_kwargs(settings: Settings, group: str, signal: str) -> dict[str, Any]:
-    batch = getattr(settings, group, None)
-    sig = getattr(settings, signal, None)
-    export_timeout = float(getattr(batch, "export_timeout", 30.0) or 30.0)
-    request_timeout = float(getattr(sig, "timeout", 10.0) or 10.0)
+    batch = settings.bsp if group == "bsp" else settings.blrp
     return {
-        "max_queue_size": int(getattr(batch, "max_queue_size", 8192) or 8192),
-        "max_export_batch_size": int(getattr(batch, "max_export_batch_size", 512) or 512),
-        "schedule_delay": float(getattr(batch, "schedule_delay", 1.0) or 1.0),
-        "export_timeout": min(export_timeout, request_timeout),
+        "max_queue_size": batch.max_queue_size,
+        "max_export_batch_size": batch.max_export_batch_size,
+        "schedule_delay": batch.schedule_delay,
+        "export_timeout": min(batch.export_timeout, settings.signal(signal).timeout),
     }
 
 
 def make_spool(settings: Settings, signal: str) -> _spool.SpoolStore | None:
     """The disk spool of ``signal`` when ``settings.spool_dir`` is set (spans and logs; see :mod:`.spool`)."""
-    directory = getattr(settings, "spool_dir", None)
+    directory = settings.spool_dir
     if not directory:
         return None
-    return _spool.SpoolStore(directory, signal, int(getattr(settings, "spool_max_bytes", 0)
-                                                    or _spool.DEFAULT_MAX_BYTES))
+    return _spool.SpoolStore(directory, signal, settings.spool_max_bytes)
 
 
 def _console(name: str, fallback: Callable[[], Any]) -> Any:
@@ -297,8 +293,8 @@ def build_metric_readers(settings: Settings) -> list[Any]:
         _stats.register_self_metrics()
     except Exception:
         logger.debug("otelkit: registering self-metrics failed", exc_info=True)
-    interval = float(getattr(settings, "metric_export_interval", 60.0) or 60.0)
-    timeout = float(getattr(settings, "metric_export_timeout", 30.0) or 30.0)
+    interval = settings.metric_export_interval
+    timeout = settings.metric_export_timeout
     destinations = resolve_exporters(settings, "metrics")
     if not any(dest.kind == "prometheus" for dest in destinations):
         _stop_prometheus_servers(keep=None)
@@ -307,7 +303,7 @@ def build_metric_readers(settings: Settings) -> list[Any]:
         if dest.kind == "otlp":
             sig = settings.metrics
             sender = make_sender("metrics", _with(sig, protocol=dest.protocol, endpoint=dest.endpoint))
-            exporter = OtlpMetricExporter(sender, timeout=min(timeout, float(getattr(sig, "timeout", 10.0) or 10.0)))
+            exporter = OtlpMetricExporter(sender, timeout=min(timeout, sig.timeout))
             reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval * 1000,
                                                    export_timeout_millis=timeout * 1000)
         elif dest.kind == "console":
@@ -333,16 +329,10 @@ def build_metric_readers(settings: Settings) -> list[Any]:
 
 
 
-def _with(sig: Any, **changes: Any) -> Any:
-    """A view of a SignalSettings with some fields replaced (auto destinations)."""
-
-    class _View:
-        def __getattr__(self, name: str) -> Any:
-            if name in changes and changes[name] is not None:
-                return changes[name]
-            return getattr(sig, name, None)
-
-    return _View()
+def _with(sig: SignalSettings, *, protocol: str | None, endpoint: str | None) -> SignalSettings:
+    """``sig`` with the protocol and endpoint of a destination (``auto`` found a local collector)."""
+    return dataclasses.replace(sig, protocol=cast("Protocol", protocol or sig.protocol),
+                               endpoint=endpoint or sig.endpoint)
 
 
 def describe_destinations(settings: Settings) -> str:
