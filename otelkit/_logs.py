@@ -238,9 +238,9 @@ def _uninstall_record_factory() -> None:
 
 _emitting = threading.local()
 
-# The "InterceptHandler" recipe routes stdlib logging into loguru; with otelkit.loguru_handler() and
+# The "InterceptHandler" recipe routes stdlib logging into loguru; with otelkit.LoguruExporter() and
 # otelkit's own root handler both in place, one stdlib record would reach OTLP twice. Whichever path
-# exports it first claims it (per thread, by identity). Off until loguru_handler() is used: free otherwise.
+# exports it first claims it (per thread, by identity). Off until LoguruExporter() is used: free otherwise.
 _claims = threading.local()
 claiming = False
 
