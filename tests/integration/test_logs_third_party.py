@@ -22,8 +22,9 @@ def reset_after() -> Iterator[None]:
     _init.reset()
 
 
-def test_structlog_and_loguru_records_arrive_correlated(collector: RotelCollector, reset_after: None) -> None:
-    otelkit.init(service_name="logs-3p", endpoint=collector.grpc_endpoint, protocol="grpc", metrics_exporter="none",
+def test_structlog_and_loguru_records_arrive_correlated(otelkit_collector: RotelCollector, reset_after: None) -> None:
+    otelkit.init(service_name="logs-3p", endpoint=otelkit_collector.grpc_endpoint, protocol="grpc",
+                 metrics_exporter="none",
                  instrument=(), system_metrics=False)
     handler_id = logger.add(**otelkit.LoguruExporter())
     native = structlog.wrap_logger(
@@ -46,7 +47,7 @@ def test_structlog_and_loguru_records_arrive_correlated(collector: RotelCollecto
     finally:
         logger.remove(handler_id)
 
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     receiver.wait_for(lambda: all(receiver.logs(body=b) for b in ("sentinel", "structlog event", "routed event")),
                       timeout=30, message="the records")
     context = span.get_span_context()

@@ -248,13 +248,13 @@ def test_the_grpc_sender_follows_scheme_then_insecure(endpoint: str, insecure: b
     assert make_sender("traces", settings.traces).target == target
 
 
-def test_spans_reach_a_real_receiver_through_a_schemeless_insecure_endpoint(otlp_receiver: Any) -> None:
-    endpoint = f"127.0.0.1:{otlp_receiver.grpc_port}"
+def test_spans_reach_a_real_receiver_through_a_schemeless_insecure_endpoint(otelkit_otlp_receiver: Any) -> None:
+    endpoint = f"127.0.0.1:{otelkit_otlp_receiver.grpc_port}"
     otelkit.init(service_name="schemeless", endpoint=endpoint, insecure=True, metrics_exporter="none",
                  logs_exporter="none", instrument=(), system_metrics=False)
     assert _init.get_settings() is not None
     with otelkit.span("through host:port"):
         pass
     otelkit.shutdown(timeout=30)
-    assert otlp_receiver.wait_for_spans(1, timeout=60, name="through host:port")
-    assert otlp_receiver.grpc_calls("traces") >= 1
+    assert otelkit_otlp_receiver.wait_for_spans(1, timeout=60, name="through host:port")
+    assert otelkit_otlp_receiver.grpc_calls("traces") >= 1
