@@ -897,8 +897,8 @@ class Param:
         return (self.signal_env.replace("{SIGNAL}", signal.upper()), *self.env)
 
 
-def _p(field_: str, env: str | tuple[str, ...], cast: Caster, default: Any, doc: str, **kw: Any) -> Param:
-    return Param(field_, (env,) if isinstance(env, str) else env, cast, default, doc, **kw)
+def _p(name: str, env: str | tuple[str, ...], cast: Caster, default: Any, doc: str, **kw: Any) -> Param:
+    return Param(name, (env,) if isinstance(env, str) else env, cast, default, doc, **kw)
 
 
 _OTLP = "OTEL_EXPORTER_OTLP_"
