@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -348,14 +348,15 @@ def _sampler(settings: Settings) -> Any:
     from opentelemetry.sdk.trace import sampling
 
     ratio = settings.sampler_arg if settings.sampler_arg is not None else 1.0
-    return {
+    factories: dict[str, Callable[[], Any]] = {
         "always_on": lambda: sampling.ALWAYS_ON,
         "always_off": lambda: sampling.ALWAYS_OFF,
         "traceidratio": lambda: sampling.TraceIdRatioBased(ratio),
         "parentbased_always_on": lambda: sampling.ParentBased(sampling.ALWAYS_ON),
         "parentbased_always_off": lambda: sampling.ParentBased(sampling.ALWAYS_OFF),
         "parentbased_traceidratio": lambda: sampling.ParentBasedTraceIdRatio(ratio),
-    }[settings.sampler]()
+    }
+    return factories[settings.sampler]()
 
 
 def _exemplar_filter(settings: Settings) -> Any:

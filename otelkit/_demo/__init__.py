@@ -358,7 +358,7 @@ def _print_outcomes(out: _Printer, results: list[dict[str, Any]], args: argparse
     if args.continuous:
         return True
     finals = {r["mint"]: r["outcome"] for r in results if r["outcome"] in ("stored", "dead_letter")}
-    ok = len(finals) >= args.events
+    ok: bool = len(finals) >= args.events
     out.line(f"  database rows: {stored}   dead-letter list: {dead}   "
              + ("every token reached a final state" if ok else f"only {len(finals)} of {args.events} tokens finished"))
     return ok
@@ -381,7 +381,7 @@ def _show_telemetry(out: _Printer, receiver: Any, results: list[dict[str, Any]],
     from otelkit._demo import _render
 
     event = _pick_event(results, getattr(args, "show", "ok"))
-    processes = 1 + args.workers
+    processes: int = 1 + args.workers
     # Each process flushed at shutdown; wait (bounded) until every one's metrics arrived.
     def arrived() -> bool:
         pids = {p.resource.get("process.pid") for p in receiver.metrics()}

@@ -717,7 +717,7 @@ class _GrpcBase:
 _METHOD_SIGNALS = {"TraceService": "traces", "MetricsService": "metrics", "LogsService": "logs"}
 
 
-class _CallCounter(grpc.ServerInterceptor):
+class _CallCounter(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type stubs
     """Counts every Export call as it arrives, before the message is read (so size refusals count too)."""
 
     def __init__(self, owner: OtlpReceiver) -> None:
