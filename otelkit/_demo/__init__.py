@@ -154,9 +154,9 @@ def _choose_telemetry(choice: str, run_id: str, *, continuous: bool) -> Telemetr
     """Decide where the processes export: the ``init()`` arguments each of them is given."""
     from otelkit._config import resolve
 
-    configured = [v for v in _CONFIGURED_VARS if os.environ.get(v, "").strip()]
-    bundled = tcp_reachable("127.0.0.1", 4317, 0.05) or tcp_reachable("127.0.0.1", 4318, 0.05)
     settings = resolve()  # what the processes' init() reads from the environment they inherit
+    configured = [v for v in _CONFIGURED_VARS if v in settings.sources.values()]
+    bundled = tcp_reachable("127.0.0.1", 4317, 0.05) or tcp_reachable("127.0.0.1", 4318, 0.05)
     # Tag the run so its telemetry can be found (and told apart from a previous run) in a backend; the
     # variable's attributes stay (an argument's keys are merged over OTEL_RESOURCE_ATTRIBUTES).
     options: dict[str, Any] = {"resource_attributes": {"otelkit.demo.run": run_id}}

@@ -102,6 +102,59 @@ def test_nothing_in_otelkit_writes_the_environment() -> None:
     assert found == {}
 
 
+# Environment variables read outside otelkit/_config.py, and why they are not otelkit settings.
+OTHER_PROGRAMS_VARIABLES = {
+    # Terminal conventions, read when writing to the terminal.
+    ("_console.py", "NO_COLOR"), ("_console.py", "FORCE_COLOR"), ("_doctor.py", "NO_COLOR"),
+    ("_demo/__init__.py", "NO_COLOR"),
+    # gunicorn's and gRPC's own settings, which otelkit diagnoses or adapts to.
+    ("_fork.py", "GUNICORN_CMD_ARGS"), ("_fork.py", "GRPC_ENABLE_FORK_SUPPORT"),
+    # `otelkit demo`'s command-line defaults for its queue and database.
+    ("_demo/_backends.py", "REDIS_URL"), ("_demo/_backends.py", "DATABASE_URL"),
+    # The pytest plugin: a missing rotel fails instead of skipping under CI=true.
+    ("testing/_plugin.py", "CI"),
+    # `otelkit doctor` diagnosing the raw environment: the mapping it hands to resolve(), whether
+    # OTEL_SERVICE_NAME is set at all, and DSN values the settings rejected.
+    ("_doctor.py", "*"), ("_doctor.py", "OTEL_SERVICE_NAME"), ("_doctor.py", "variable"),
+}
+
+
+def _environment_reads(tree: ast.AST) -> set[str]:
+    """The variables read (``os.environ.get("X")``, ``os.environ["X"]``, ``"X" in os.environ``, getenv); ``*`` for
+    the whole mapping, or the expression's source when the name is not a literal."""
+    found: set[str] = set()
+    parents = {id(child): node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in ("os.getenv", "getenv"):
+            found.add(ast.unparse(node.args[0]).strip("'\""))
+        if ast.unparse(node) != "os.environ" or not isinstance(node, ast.Attribute):
+            continue
+        parent = parents.get(id(node))
+        if isinstance(parent, ast.Attribute) and parent.attr == "get":
+            call = parents[id(parent)]
+            assert isinstance(call, ast.Call)
+            found.add(ast.unparse(call.args[0]).strip("'\""))
+        elif isinstance(parent, ast.Subscript):
+            found.add(ast.unparse(parent.slice).strip("'\""))
+        elif isinstance(parent, ast.Compare):
+            found.add(ast.unparse(parent.left).strip("'\""))
+        else:
+            found.add("*")
+    return found
+
+
+def test_the_scan_finds_environment_reads() -> None:
+    code = ("import os\na = os.environ.get('A')\nb = os.environ['B']\nc = 'C' in os.environ\nd = os.getenv('D')\n"
+            "e = dict(os.environ)\n")
+    assert _environment_reads(ast.parse(code)) == {"A", "B", "C", "D", "*"}
+
+
+def test_only_config_reads_otelkit_settings_from_the_environment() -> None:
+    found = {(str(path.relative_to(PACKAGE)), name) for path in PACKAGE.rglob("*.py")
+             if path.name != "_config.py" for name in _environment_reads(ast.parse(path.read_text(encoding="utf-8")))}
+    assert found - OTHER_PROGRAMS_VARIABLES == set()
+
+
 def test_an_init_that_instruments_writes_no_environment_variable(recording_environ: RecordingEnviron,
                                                                  restore_semconv: None) -> None:
     recording_environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "database/dup"
