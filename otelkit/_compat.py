@@ -344,10 +344,13 @@ def set_semconv_stability(opt_in: str) -> bool:
 
 def semconv_modes() -> dict[str, str]:
     """contrib's current semantic-convention mode per signal type (``{"http": "http", ...}``), for tests."""
-    from opentelemetry.instrumentation._semconv import _get_semconv_opt_in_modes
+    from opentelemetry.instrumentation._semconv import (
+        _OpenTelemetrySemanticConventionStability as stability,
+    )
     from opentelemetry.instrumentation._semconv import _OpenTelemetryStabilitySignalType as kinds
 
-    return {kind.value: mode.value for kind, mode in _get_semconv_opt_in_modes(tuple(kinds)).items()}
+    stability._initialize()  # what an instrumentation does first (a no-op once the mode is set)
+    return {kind.value: stability._get_opentelemetry_stability_opt_in_mode(kind).value for kind in kinds}
 
 
 def semconv_loaded(modules: Iterable[str]) -> bool:
