@@ -98,6 +98,8 @@ def _prepare_semconv(settings: Settings) -> bool:
     # Upstream caches the mode for the process when it is first asked; something may have asked before
     # init() (an import-time instrumentation), so set it again now, at every init().
     if not _compat.set_semconv_stability(effective):
+        logger.debug("otelkit: this contrib release has no semantic-convention switch otelkit can set; the "
+                     "instrumentations keep the mode they read from OTEL_SEMCONV_STABILITY_OPT_IN themselves")
         return False
     _semconv_applied = effective
     return previous is not None and previous != effective
