@@ -19,6 +19,7 @@ from opentelemetry.sdk.metrics.export import (
 
 from otelkit import _compat
 from otelkit._compat import LogRecordExporter
+from otelkit._export import lifecycle as _lifecycle  # noqa: F401  (registers the fork callbacks of what is built here)
 from otelkit._export import spool as _spool
 from otelkit._export import stats as _stats
 from otelkit._export.batching import (

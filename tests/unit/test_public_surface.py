@@ -107,3 +107,10 @@ def test_the_lazy_export_package_still_answers_every_name() -> None:
     assert _export.factory.make_sender is _export.make_sender
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _export.nope  # noqa: B018
+
+
+def test_building_pipelines_registers_the_export_fork_callbacks() -> None:
+    """The lazy package must not lose the fork hooks: whatever builds pipelines registers them with _fork."""
+    loaded = _modules_after("from otelkit._export import factory\nfrom otelkit import _fork\n"
+                            "assert _fork._child_resets and _fork._exit_flushes, 'no fork callbacks'")
+    assert "otelkit._export.lifecycle" in loaded
