@@ -22,22 +22,23 @@ if TYPE_CHECKING:
     from otelkit._init import get_settings, init, shutdown
     from otelkit._instrument import IntegrationStatus, integration_status
     from otelkit._logs import JsonFormatter
-    from otelkit._logs_third_party import StructlogProcessor, loguru_handler, loguru_patcher
+    from otelkit._logs_third_party import LoguruExporter, LoguruFields, StructlogExporter, StructlogFields
     from otelkit._span import span
 
 _LAZY = {
     "ConfigError": "otelkit._config",
     "IntegrationStatus": "otelkit._instrument",
     "JsonFormatter": "otelkit._logs",
+    "LoguruExporter": "otelkit._logs_third_party",
+    "LoguruFields": "otelkit._logs_third_party",
     "Settings": "otelkit._config",
     "ShutdownReport": "otelkit._export.stats",
-    "StructlogProcessor": "otelkit._logs_third_party",
+    "StructlogExporter": "otelkit._logs_third_party",
+    "StructlogFields": "otelkit._logs_third_party",
     "correlation_id": "otelkit._correlation",
     "get_settings": "otelkit._init",
     "init": "otelkit._init",
     "integration_status": "otelkit._instrument",
-    "loguru_handler": "otelkit._logs_third_party",
-    "loguru_patcher": "otelkit._logs_third_party",
     "shutdown": "otelkit._init",
     "span": "otelkit._span",
 }
@@ -46,16 +47,17 @@ __all__ = [
     "ConfigError",
     "IntegrationStatus",
     "JsonFormatter",
+    "LoguruExporter",
+    "LoguruFields",
     "Settings",
     "ShutdownReport",
-    "StructlogProcessor",
+    "StructlogExporter",
+    "StructlogFields",
     "__version__",
     "correlation_id",
     "get_settings",
     "init",
     "integration_status",
-    "loguru_handler",
-    "loguru_patcher",
     "shutdown",
     "span",
 ]

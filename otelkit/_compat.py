@@ -300,15 +300,57 @@ def host_resource_detector() -> Any:
 # --- contrib --------------------------------------------------------------------------------------
 
 
-def reset_semconv_stability() -> bool:
-    """Make contrib re-read ``OTEL_SEMCONV_STABILITY_OPT_IN``; ``False`` where contrib lacks the switch."""
+# contrib's signal types -> (the mode an opt-in name selects, the "/dup" mode), as contrib's own
+# _OpenTelemetrySemanticConventionStability._initialize maps them (same in 0.61b0 through 0.66b1).
+_SEMCONV_SIGNAL_MODES = {
+    "HTTP": ("HTTP", "HTTP_DUP"),
+    "DATABASE": ("DATABASE", "DATABASE_DUP"),
+    "GEN_AI": ("DEFAULT", "GEN_AI_LATEST_EXPERIMENTAL"),
+}
+
+
+def set_semconv_stability(opt_in: str) -> bool:
+    """Set contrib's cached semantic-convention modes to what ``opt_in`` (``"http,database"``) selects.
+
+    Contrib reads ``OTEL_SEMCONV_STABILITY_OPT_IN`` once and caches the modes per signal type; otelkit sets
+    the cache from its settings instead (no environment variable is written). Returns ``False`` where contrib
+    lacks the switch or its shape differs (the instrumentations then keep the mode contrib read itself).
+    """
     try:
-        from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability as stability
+        from opentelemetry.instrumentation._semconv import (
+            _OpenTelemetrySemanticConventionStability as stability,
+        )
+        from opentelemetry.instrumentation._semconv import _OpenTelemetryStabilitySignalType as kinds
+        from opentelemetry.instrumentation._semconv import _StabilityMode as modes
     except ImportError:
         return False
-    stability._initialized = False
-    stability._initialize()
+    names = {n.strip() for n in opt_in.split(",") if n.strip()}
+    try:
+        mapping = {}
+        for kind in kinds:
+            # A signal type of a later contrib release that otelkit does not know keeps contrib's default.
+            stable, dup = _SEMCONV_SIGNAL_MODES.get(kind.name, ("DEFAULT", "DEFAULT"))
+            stable_mode, dup_mode = getattr(modes, stable), getattr(modes, dup)
+            # "http/dup" wins over "http", as in contrib.
+            mapping[kind] = dup_mode if dup_mode.value in names else \
+                stable_mode if stable_mode.value in names else modes.DEFAULT
+        with stability._lock:
+            stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING = mapping
+            stability._initialized = True
+    except (AttributeError, TypeError):
+        return False
     return True
+
+
+def semconv_modes() -> dict[str, str]:
+    """contrib's current semantic-convention mode per signal type (``{"http": "http", ...}``), for tests."""
+    from opentelemetry.instrumentation._semconv import (
+        _OpenTelemetrySemanticConventionStability as stability,
+    )
+    from opentelemetry.instrumentation._semconv import _OpenTelemetryStabilitySignalType as kinds
+
+    stability._initialize()  # what an instrumentation does first (a no-op once the mode is set)
+    return {kind.value: stability._get_opentelemetry_stability_opt_in_mode(kind).value for kind in kinds}
 
 
 def semconv_loaded(modules: Iterable[str]) -> bool:

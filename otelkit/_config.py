@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from otelkit import _resource
 
@@ -253,6 +253,13 @@ class Settings:
     disabled_instrumentations: frozenset[str] = frozenset()
     instrument_entry_points: bool = False
     system_metrics: bool = True
+    system_metrics_excluded: tuple[str, ...] = ()
+    excluded_urls: str | None = None
+    fastapi_excluded_urls: str | None = None
+    starlette_excluded_urls: str | None = None
+    flask_excluded_urls: str | None = None
+    django_excluded_urls: str | None = None
+    semconv_opt_in: str = "http,database"
     scrub: ScrubSettings = field(default_factory=ScrubSettings)
     log_level: int = logging.INFO
     log_correlation: bool = True
@@ -272,10 +279,13 @@ class Settings:
 
     def signal(self, name: str) -> SignalSettings:
         """The :class:`SignalSettings` of ``"traces"``, ``"metrics"`` or ``"logs"``."""
-        if name not in SIGNALS:
-            raise KeyError(name)
-        value: SignalSettings = getattr(self, name)
-        return value
+        if name == "traces":
+            return self.traces
+        if name == "metrics":
+            return self.metrics
+        if name == "logs":
+            return self.logs
+        raise KeyError(name)
 
     def as_dict(self, *, masked: bool = True) -> dict[str, Any]:
         """A flat ``{"field" or "group.field": value}`` view, secrets masked (for ``otelkit doctor``)."""
@@ -573,8 +583,22 @@ def _resource_attrs(raw: Any) -> Mapping[str, str]:
     return MappingProxyType(out)
 
 
+_ENDPOINT_ACCEPTED = ("an http:// or https:// URL with a host, e.g. http://localhost:4318, or (protocol grpc only) "
+                      "a host:port without a scheme, e.g. collector:4317")
+
+
+def schemeless(endpoint: str) -> bool:
+    """True for a gRPC endpoint given as ``host:port`` (TLS then follows the ``insecure`` setting)."""
+    return "://" not in endpoint
+
+
+def endpoint_parts(endpoint: str) -> SplitResult:
+    """``urlsplit`` of an endpoint, a scheme-less ``host:port`` included (its netloc is ``host:port``)."""
+    return urlsplit("//" + endpoint if schemeless(endpoint) else endpoint)
+
+
 def _endpoint(raw: Any) -> str:
-    accepted = "an http:// or https:// URL with a host, e.g. http://localhost:4318"
+    accepted = _ENDPOINT_ACCEPTED
     if not isinstance(raw, str):
         raise _Invalid(accepted)
     text = raw.strip()
@@ -583,11 +607,17 @@ def _endpoint(raw: Any) -> str:
     if _URL_JUNK.search(text) or not _utf8(text):
         raise _Invalid(accepted + " (no spaces or control characters)")
     try:
-        parts = urlsplit(text)
+        parts = endpoint_parts(text)
         port = parts.port
     except ValueError:
         raise _Invalid(accepted) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0 or "#" in text:
+    if not parts.hostname or port == 0 or "#" in text:
+        raise _Invalid(accepted)
+    if schemeless(text):
+        # The spec's gRPC form: host[:port] and nothing else (a path or credentials need a URL).
+        if parts.path or parts.query or "@" in text:
+            raise _Invalid(accepted)
+    elif parts.scheme not in ("http", "https"):
         raise _Invalid(accepted)
     return text
 
@@ -864,6 +894,23 @@ def _correlation_headers(raw: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+SEMCONV_OPT_INS = ("http", "http/dup", "database", "database/dup", "gen_ai_latest_experimental")
+
+
+def _semconv_opt_in(raw: Any) -> str:
+    """``OTEL_SEMCONV_STABILITY_OPT_IN``: the contrib opt-in names, normalised to one comma list."""
+    accepted = "a comma-separated list of " + ", ".join(SEMCONV_OPT_INS) + " (or none: the older conventions)"
+    try:
+        names = list(dict.fromkeys(n.lower() for n in _split_list(raw)))
+    except _Invalid:
+        raise _Invalid(accepted) from None
+    if names == ["none"]:
+        return "none"
+    if not names or any(n not in SEMCONV_OPT_INS for n in names):
+        raise _Invalid(accepted)
+    return ",".join(names)
+
+
 # --- the parameter table --------------------------------------------------------------------------
 
 
@@ -895,8 +942,8 @@ class Param:
         return (self.signal_env.replace("{SIGNAL}", signal.upper()), *self.env)
 
 
-def _p(field_: str, env: str | tuple[str, ...], cast: Caster, default: Any, doc: str, **kw: Any) -> Param:
-    return Param(field_, (env,) if isinstance(env, str) else env, cast, default, doc, **kw)
+def _p(name: str, env: str | tuple[str, ...], cast: Caster, default: Any, doc: str, **kw: Any) -> Param:
+    return Param(name, (env,) if isinstance(env, str) else env, cast, default, doc, **kw)
 
 
 _OTLP = "OTEL_EXPORTER_OTLP_"
@@ -925,10 +972,11 @@ PARAMS: tuple[Param, ...] = (
     _p("exporters", (), _exporters(()), ("auto",), "Exporters per signal.", per_signal=True,
        signal_env="OTEL_{SIGNAL}_EXPORTER", default_doc="auto"),
     _p("endpoint", _OTLP + "ENDPOINT", _endpoint, None,
-       "OTLP endpoint. Generic: `/v1/<signal>` is appended for http/protobuf; per-signal: used as is.",
+       "OTLP endpoint, an http(s) URL; for grpc also `host:port` (TLS unless `insecure`). Generic: `/v1/<signal>` "
+       "is appended for http/protobuf; per-signal: used as is.",
        arg="endpoint", per_signal=True, signal_env=_SIG + "ENDPOINT", default_doc="unset"),
     _p("protocol", _OTLP + "PROTOCOL", _choice(("grpc", "http/protobuf"), aliases={"http": "http/protobuf"}),
-       "http/protobuf", "OTLP transport: grpc or http/protobuf (port 4317 in the endpoint implies grpc).",
+       "http/protobuf", "OTLP transport: grpc or http/protobuf (port 4317 or a scheme-less endpoint implies grpc).",
        arg="protocol", per_signal=True, signal_env=_SIG + "PROTOCOL"),
     _p("headers", _OTLP + "HEADERS", _headers, MappingProxyType({}),
        "Headers sent with every export, `k=v,k2=v2` (printed masked).", arg="headers", secret=True,
@@ -943,7 +991,9 @@ PARAMS: tuple[Param, ...] = (
        arg="client_key", per_signal=True, signal_env=_SIG + "CLIENT_KEY"),
     _p("client_certificate", _OTLP + "CLIENT_CERTIFICATE", _existing_file, None, "Client certificate (PEM) for mTLS.",
        arg="client_certificate", per_signal=True, signal_env=_SIG + "CLIENT_CERTIFICATE"),
-    _p("insecure", _OTLP + "INSECURE", _bool, None, "gRPC only: plaintext without TLS (default: from the scheme).",
+    _p("insecure", _OTLP + "INSECURE", _bool, None,
+       "gRPC with a scheme-less endpoint (`collector:4317`): true sends plaintext, false (default) uses TLS. "
+       "An `http://` endpoint is always plaintext, an `https://` one always TLS.",
        arg="insecure", per_signal=True, signal_env=_SIG + "INSECURE"),
     # Traces.
     _p("sampler", "OTEL_TRACES_SAMPLER", _sampler, "parentbased_always_on", "Head sampler (spec names).",
@@ -1018,6 +1068,24 @@ PARAMS: tuple[Param, ...] = (
        "Also load every installed `opentelemetry_instrumentor` entry point.", arg="instrument_entry_points"),
     _p("system_metrics", "OTELKIT_SYSTEM_METRICS", _bool, True, "Process/runtime metrics (CPU, memory, GC).",
        arg="system_metrics"),
+    _p("system_metrics_excluded", "OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS", _str_list, (),
+       "System metrics to leave out: comma list of names or globs (`process.cpu.*`).", default_doc="none"),
+    _p("excluded_urls", "OTEL_PYTHON_EXCLUDED_URLS", _str, None,
+       "Web frameworks: comma list of URL regexes not traced (health and metrics endpoints by default).",
+       default_doc="health/metrics paths"),
+    _p("fastapi_excluded_urls", "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", _str, None,
+       "FastAPI only: overrides OTEL_PYTHON_EXCLUDED_URLS.", default_doc="OTEL_PYTHON_EXCLUDED_URLS"),
+    _p("starlette_excluded_urls", "OTEL_PYTHON_STARLETTE_EXCLUDED_URLS", _str, None,
+       "Starlette only: overrides OTEL_PYTHON_EXCLUDED_URLS.", default_doc="OTEL_PYTHON_EXCLUDED_URLS"),
+    _p("flask_excluded_urls", "OTEL_PYTHON_FLASK_EXCLUDED_URLS", _str, None,
+       "Flask only: overrides OTEL_PYTHON_EXCLUDED_URLS.", default_doc="OTEL_PYTHON_EXCLUDED_URLS"),
+    _p("django_excluded_urls", "OTEL_PYTHON_DJANGO_EXCLUDED_URLS", _str, None,
+       "Django only: overrides OTEL_PYTHON_EXCLUDED_URLS.", default_doc="OTEL_PYTHON_EXCLUDED_URLS"),
+    _p("semconv_opt_in", "OTEL_SEMCONV_STABILITY_OPT_IN", _semconv_opt_in, "http,database",
+       "Semantic conventions of the contrib instrumentations (comma list): http, http/dup, database, "
+       "database/dup, gen_ai_latest_experimental, or none (the older ones); default: the stable HTTP and database "
+       "ones.",
+       default_doc="http,database"),
     _p("scrub.enabled", "OTELKIT_SCRUB", _bool, True, "Redact secrets (URL credentials, tokens, SQL literals).",
        arg="scrub"),
     _p("scrub.extra_patterns", "OTELKIT_SCRUB_EXTRA_PATTERNS", _patterns, (),
@@ -1202,14 +1270,15 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
     values: dict[str, Any] = {"strict": strict}
     for name in ("disabled", "debug", "sampler", "propagators", "metric_export_interval", "metric_export_timeout",
                  "exemplar_filter", "metric_cardinality_limit", "prometheus_host", "prometheus_port",
-                 "prometheus_sd_dir",
-                 "instrument_entry_points",
+                 "prometheus_sd_dir", "instrument_entry_points", "semconv_opt_in", "excluded_urls",
+                 "fastapi_excluded_urls", "starlette_excluded_urls", "flask_excluded_urls", "django_excluded_urls",
                  "system_metrics", "log_level", "log_correlation", "correlation_header",
                  "shutdown_timeout", "child_exit_timeout",
                  "console_on_auto",
                  "spool_dir", "spool_max_bytes", "correlation_headers"):
         values[name] = r.field(_BY_FIELD[name])
     values["disabled_instrumentations"] = frozenset(r.field(_BY_FIELD["disabled_instrumentations"]))
+    values["system_metrics_excluded"] = tuple(r.field(_BY_FIELD["system_metrics_excluded"]))
     instrument = r.field(_BY_FIELD["instrument"])
     values["instrument"] = None if instrument is None else tuple(instrument)
 
@@ -1297,7 +1366,7 @@ def _infer_protocol(endpoint: str | None) -> Protocol | None:
     if not endpoint:
         return None
     try:
-        port = urlsplit(endpoint).port
+        port = endpoint_parts(endpoint).port
     except ValueError:
         return None
     return "grpc" if port == 4317 else "http/protobuf" if port == 4318 else None
@@ -1320,6 +1389,16 @@ def _resolve_signal(r: _Resolver, signal: str) -> SignalSettings:
         if inferred is not None:
             protocol = inferred
             r.sources[f"{signal}.protocol"] = "default (inferred from the endpoint's port)"
+        elif endpoint is not None and schemeless(endpoint):
+            protocol = "grpc"
+            r.sources[f"{signal}.protocol"] = "default (a scheme-less host:port endpoint is gRPC)"
+    if endpoint is not None and protocol != "grpc" and schemeless(endpoint):
+        # host:port is the gRPC form (the spec's "insecure" decides TLS); an HTTP request needs a URL.
+        name = f"{signal}_endpoint" if per_signal_endpoint else "endpoint"
+        where = f"argument {name}" if endpoint_source == "argument" else f"environment variable {endpoint_source}"
+        endpoint = r.fail(where, endpoint, f"{_ENDPOINT_ACCEPTED} (the {signal} protocol is {protocol}, "
+                          f"from {r.sources[f'{signal}.protocol']})", secret=False, default=None, default_doc="unset")
+        r.sources[f"{signal}.endpoint"] = "default"
     if endpoint is not None and not per_signal_endpoint:
         endpoint = _derived_endpoint(endpoint, signal, protocol)
 

@@ -179,14 +179,14 @@ def _check_config(report: Report) -> Any | None:
         for row in report.config:
             if row["name"] == "strict":
                 row["source"] = "read leniently by the doctor: invalid values are shown at their defaults"
-    sources = getattr(settings, "sources", {}) or {}
+    sources = settings.sources
     # A set but invalid OTEL_SERVICE_NAME is already a FAIL above; "not set" would be wrong.
     if str(sources.get("service_name", "")).startswith("derived") and "OTEL_SERVICE_NAME" not in os.environ:
         report.add(Check("config", "service name", "warn",
                          f"OTEL_SERVICE_NAME is not set: every program derives its own service.name (here "
                          f"{settings.service_name!r}, {sources['service_name']})",
                          "set OTEL_SERVICE_NAME (or init(service_name=...)) so your services are named on purpose"))
-    if getattr(settings, "disabled", False):
+    if settings.disabled:
         report.add(Check("config", "sdk", "warn", "OTEL_SDK_DISABLED=true: otelkit.init() sets up nothing",
                          "unset OTEL_SDK_DISABLED to export telemetry"))
     return settings
@@ -198,9 +198,9 @@ def _config_problem(message: Warning) -> str:
     return text.removeprefix("otelkit: ")
 
 
-def flatten_settings(settings: Any) -> list[dict[str, str]]:
+def flatten_settings(settings: Settings) -> list[dict[str, str]]:
     """``[{"name", "value", "source"}]`` for every setting, secrets masked (``Settings.as_dict``)."""
-    sources: Mapping[str, str] = getattr(settings, "sources", {}) or {}
+    sources: Mapping[str, str] = settings.sources
     flat: Mapping[str, Any] = settings.as_dict(masked=True)
     return [{"name": name, "value": _show(value), "source": str(sources.get(name, "default"))}
             for name, value in flat.items()]
@@ -275,7 +275,7 @@ def targets(settings: Settings, *, probe: Callable[[str, int], bool] | None = No
     found: list[Target] = []
     notes: list[Check] = []
     for signal in SIGNALS:
-        sig: SignalSettings = getattr(settings, signal)
+        sig: SignalSettings = settings.signal(signal)
         if signal == "metrics" and "prometheus" in sig.exporters:
             extra = (("opentelemetry.exporter.prometheus", "opentelemetry-exporter-prometheus"),
                      ("prometheus_client", "prometheus-client"))
@@ -319,11 +319,12 @@ def tcp_connect(host: str, port: int, timeout: float) -> str:
         return f"error: {exc.strerror or exc}"
 
 
-def _check_endpoints(report: Report, settings: Any, *, timeout: float, send: bool) -> tuple[str | None, str | None]:
+def _check_endpoints(report: Report, settings: Settings, *, timeout: float,
+                     send: bool) -> tuple[str | None, str | None]:
     found, notes = targets(settings)
     for note in notes:
         report.add(note)
-    service = str(getattr(settings, "service_name", None) or "otelkit-doctor")
+    service = settings.service_name or "otelkit-doctor"
     # One trace for the whole run: the test log record carries the test span's IDs.
     ids = (secrets.token_hex(16), secrets.token_hex(8))
     # Concurrently: three signals on one hung collector cost one timeout, not three.
@@ -606,15 +607,15 @@ class _Status:
     reason: str = ""
 
 
-def _fallback_status(name: str, settings: Any) -> _Status:
+def _fallback_status(name: str, settings: Settings) -> _Status:
     module, dists = _KNOWN_INTEGRATIONS[name]
-    chosen = getattr(settings, "instrument", None)
-    disabled = set(getattr(settings, "disabled_instrumentations", ()) or ())
+    chosen = settings.instrument
+    disabled = settings.disabled_instrumentations
     if name in disabled:
         return _Status(name, "disabled", "listed in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")
     if chosen is not None and name not in chosen:
         return _Status(name, "disabled", "not listed in OTELKIT_INSTRUMENT / init(instrument=...)")
-    if name == "system_metrics" and not getattr(settings, "system_metrics", True):
+    if name == "system_metrics" and not settings.system_metrics:
         return _Status(name, "disabled", "OTELKIT_SYSTEM_METRICS=false")
     if importlib.util.find_spec(module) is None:
         return _Status(name, "skipped", f"{module} is not installed")
@@ -644,9 +645,8 @@ def _rejected_dsn() -> tuple[str, str] | None:
     return None
 
 
-def _check_sentry(report: Report, settings: Any, *, timeout: float, send: bool) -> None:
-    sentry = getattr(settings, "sentry", None)
-    dsn = getattr(sentry, "dsn", None)
+def _check_sentry(report: Report, settings: Settings, *, timeout: float, send: bool) -> None:
+    dsn = settings.sentry.dsn
     from otelkit._sentry import sentry_sdk_problem
 
     if not dsn and _rejected_dsn() is None:
@@ -769,9 +769,9 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _check_spool(report: Report, settings: Any) -> None:
+def _check_spool(report: Report, settings: Settings) -> None:
     """The disk spool (only when ``spool_dir`` is set): writable, and what is waiting in it."""
-    directory = getattr(settings, "spool_dir", None)
+    directory = settings.spool_dir
     if not directory:
         return
     try:
@@ -784,7 +784,7 @@ def _check_spool(report: Report, settings: Any) -> None:
         return
     files = sum(n for n, _ in backlog.values())
     size = sum(b for _, b in backlog.values())
-    limit = int(getattr(settings, "spool_max_bytes", 0) or 0)
+    limit = settings.spool_max_bytes
     writable = os.access(directory, os.W_OK | os.X_OK) if os.path.isdir(directory) else os.access(
         os.path.dirname(os.path.abspath(directory)) or ".", os.W_OK | os.X_OK)
     details = {"directory": directory, "requests": files, "bytes": size, "max_bytes_per_signal": limit,

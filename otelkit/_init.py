@@ -16,11 +16,11 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from otelkit import _compat, _proxy
+from otelkit import _active, _compat, _proxy, _scrub
 from otelkit._config import (
     MAX_DURATION_SECONDS,
     ConfigError,
@@ -29,6 +29,7 @@ from otelkit._config import (
     caller_stacklevel,
     mask_url,
     resolve,
+    unknown_arguments_message,
 )
 from otelkit._export.stats import ShutdownReport
 from otelkit._internal_log import logger
@@ -106,10 +107,46 @@ def init(
     disabled: bool | None = None,
     strict: bool | None = None,
     debug: bool | None = None,
+    certificate: str | os.PathLike[str] | None = None,
+    client_key: str | os.PathLike[str] | None = None,
+    client_certificate: str | os.PathLike[str] | None = None,
+    insecure: bool | None = None,
+    traces_endpoint: str | None = None,
+    traces_protocol: str | None = None,
+    traces_headers: Mapping[str, str] | str | None = None,
+    traces_timeout: float | None = None,
+    traces_compression: str | None = None,
+    traces_certificate: str | os.PathLike[str] | None = None,
+    traces_client_key: str | os.PathLike[str] | None = None,
+    traces_client_certificate: str | os.PathLike[str] | None = None,
+    traces_insecure: bool | None = None,
+    metrics_endpoint: str | None = None,
+    metrics_protocol: str | None = None,
+    metrics_headers: Mapping[str, str] | str | None = None,
+    metrics_timeout: float | None = None,
+    metrics_compression: str | None = None,
+    metrics_certificate: str | os.PathLike[str] | None = None,
+    metrics_client_key: str | os.PathLike[str] | None = None,
+    metrics_client_certificate: str | os.PathLike[str] | None = None,
+    metrics_insecure: bool | None = None,
+    logs_endpoint: str | None = None,
+    logs_protocol: str | None = None,
+    logs_headers: Mapping[str, str] | str | None = None,
+    logs_timeout: float | None = None,
+    logs_compression: str | None = None,
+    logs_certificate: str | os.PathLike[str] | None = None,
+    logs_client_key: str | os.PathLike[str] | None = None,
+    logs_client_certificate: str | os.PathLike[str] | None = None,
+    logs_insecure: bool | None = None,
+    metric_export_timeout: float | None = None,
+    instrument_entry_points: bool | None = None,
+    scrub_extra_patterns: str | Sequence[str] | None = None,
+    sentry_release: str | None = None,
+    console_on_auto: bool | None = None,
     span_processors: Sequence[Any] = (),
     metric_readers: Sequence[Any] = (),
     log_processors: Sequence[Any] = (),
-    **options: Any,
+    **unknown: NoReturn,
 ) -> Settings:
     """Configure OpenTelemetry traces, metrics and logs for this process, and return the resolved settings.
 
@@ -128,7 +165,7 @@ def init(
         endpoint: OTLP endpoint for all signals. Defaults to the ``OTEL_EXPORTER_OTLP_ENDPOINT`` environment
             variable; ``/v1/traces`` etc. is appended for http/protobuf. Per signal: ``traces_endpoint=`` etc.
         protocol: ``"grpc"`` or ``"http/protobuf"``. Defaults to ``OTEL_EXPORTER_OTLP_PROTOCOL``, else
-            http/protobuf (grpc when the endpoint's port is 4317).
+            http/protobuf (grpc when the endpoint's port is 4317 or it has no scheme, as in ``collector:4317``).
         headers: Headers for every export (mapping or ``"k=v,k2=v2"``). Defaults to ``OTEL_EXPORTER_OTLP_HEADERS``.
         timeout: Export timeout in seconds. Defaults to ``OTEL_EXPORTER_OTLP_TIMEOUT`` (milliseconds), else 10 s.
         compression: ``"gzip"`` or ``"none"``. Defaults to ``OTEL_EXPORTER_OTLP_COMPRESSION``, else none.
@@ -167,11 +204,28 @@ def init(
         metric_readers: Extra SDK metric readers. The SDK ties a reader to one MeterProvider for life, so a
             re-init that builds a new provider needs new reader objects (a reused one is skipped with a warning).
         log_processors: Extra SDK log record processors (kept across re-inits like ``span_processors``).
-        **options: Any other setting of the configuration table by its argument name (``traces_endpoint``,
-            ``logs_headers``, ``certificate``, ``metric_export_timeout``, ``console_on_auto``, ...).
-            An unknown name raises ``TypeError`` naming it, the closest accepted name and the accepted ones.
+        certificate: CA certificate (PEM file) to verify the collector. Defaults to
+            ``OTEL_EXPORTER_OTLP_CERTIFICATE``.
+        client_key: Client private key (PEM file) for mTLS. Defaults to ``OTEL_EXPORTER_OTLP_CLIENT_KEY``.
+        client_certificate: Client certificate (PEM file) for mTLS. Defaults to
+            ``OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE``.
+        insecure: gRPC with a scheme-less endpoint (``collector:4317``): true sends plaintext, false uses TLS.
+            Defaults to ``OTEL_EXPORTER_OTLP_INSECURE``, else false. An ``http://``/``https://`` scheme wins.
+        traces_endpoint: The export settings above for one signal (``traces_``, ``metrics_``, ``logs_`` +
+            ``endpoint``, ``protocol``, ``headers``, ``timeout``, ``compression``, ``certificate``,
+            ``client_key``, ``client_certificate``, ``insecure``); they win over the generic ones. A per-signal
+            endpoint is used as is (no ``/v1/<signal>`` appended). Defaults to the per-signal variables
+            (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``...).
+        metric_export_timeout: Seconds allowed for one metric export. Defaults to ``OTEL_METRIC_EXPORT_TIMEOUT`` (ms).
+        instrument_entry_points: Also load every installed ``opentelemetry_instrumentor`` entry point. Defaults to
+            ``OTELKIT_INSTRUMENT_ENTRY_POINTS``, else false.
+        scrub_extra_patterns: More regular expressions to redact. Defaults to ``OTELKIT_SCRUB_EXTRA_PATTERNS``.
+        sentry_release: Defaults to ``SENTRY_RELEASE``, else ``service_version``.
+        console_on_auto: With no collector found, print traces and logs on the terminal. Defaults to
+            ``OTELKIT_CONSOLE``, else true.
 
-    Every argument is keyword-only: a positional argument raises ``TypeError`` (mypy reports it too).
+    Every argument is keyword-only: a positional argument raises ``TypeError``, and so does an unknown name
+    (naming it and the closest accepted one); mypy reports both (their type is ``NoReturn``).
 
     Raises:
         ConfigError: a setting has a value otelkit cannot use (unless ``strict=False``); the message names the
@@ -184,11 +238,11 @@ def init(
         raise TypeError(f"otelkit.init() takes keyword arguments only; got {len(positional)} positional "
                         f"argument(s), the first {positional[0]!r:.60}. Did you mean "
                         f"init(service_name={positional[0]!r:.60})?")
-    kwargs = {k: v for k, v in locals().items() if k not in ("positional", "options", "span_processors",
+    if unknown:
+        raise TypeError(unknown_arguments_message(sorted(unknown), ("span_processors", "metric_readers",
+                                                                    "log_processors")))
+    kwargs = {k: v for k, v in locals().items() if k not in ("positional", "unknown", "span_processors",
                                                              "metric_readers", "log_processors")}
-    if "environ" in options:  # resolve()'s test hook, not an init() option
-        raise TypeError("otelkit.init() got an unexpected keyword argument 'environ'")
-    kwargs.update(options)
     settings = resolve(**kwargs)
     user = (_user_objects("span_processors", span_processors, settings.strict),
             _user_objects("metric_readers", metric_readers, settings.strict),
@@ -286,6 +340,9 @@ def get_settings() -> Settings | None:
     return state.settings if state is not None else None
 
 
+_active.register(get_settings)
+
+
 # --- building -------------------------------------------------------------------------------------
 
 
@@ -295,7 +352,7 @@ def _sampler(settings: Settings) -> Any:
     from otelkit._sampling import CorrelationRatioSampler
 
     ratio = settings.sampler_arg if settings.sampler_arg is not None else 1.0
-    return {
+    factories: dict[str, Callable[[], Any]] = {
         "always_on": lambda: sampling.ALWAYS_ON,
         "always_off": lambda: sampling.ALWAYS_OFF,
         "traceidratio": lambda: sampling.TraceIdRatioBased(ratio),
@@ -303,7 +360,8 @@ def _sampler(settings: Settings) -> Any:
         "parentbased_always_off": lambda: sampling.ParentBased(sampling.ALWAYS_OFF),
         "parentbased_traceidratio": lambda: sampling.ParentBasedTraceIdRatio(ratio),
         "otelkit_correlation_ratio": lambda: CorrelationRatioSampler(ratio),
-    }[settings.sampler]()
+    }
+    return factories[settings.sampler]()
 
 
 def _exemplar_filter(settings: Settings) -> Any:
@@ -487,6 +545,8 @@ def _configure(settings: Settings, user: tuple[tuple[Any, ...], tuple[Any, ...],
     global _state
     _set_debug(settings.debug)
     logger.debug("configuring with %r (sources: %s)", settings, dict(settings.sources))
+    # Before anything is built: the export pipelines, the integrations and Sentry all scrub with it.
+    _scrub.configure(settings.scrub.enabled, settings.scrub.extra_patterns)
     installed = _proxy.install()
     old = _state
 
@@ -805,7 +865,7 @@ def _install_process_hooks(settings: Settings) -> None:
         try:
             from otelkit import _pools
 
-            _pools.install()
+            _pools.install(init_in_child)
         except Exception:
             logger.exception("otelkit: installing the multiprocessing hooks failed")
 

@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import threading
 import traceback
 import weakref
@@ -237,9 +238,9 @@ def _uninstall_record_factory() -> None:
 
 _emitting = threading.local()
 
-# The "InterceptHandler" recipe routes stdlib logging into loguru; with otelkit.loguru_handler() and
+# The "InterceptHandler" recipe routes stdlib logging into loguru; with otelkit.LoguruExporter() and
 # otelkit's own root handler both in place, one stdlib record would reach OTLP twice. Whichever path
-# exports it first claims it (per thread, by identity). Off until loguru_handler() is used: free otherwise.
+# exports it first claims it (per thread, by identity). Off until LoguruExporter() is used: free otherwise.
 _claims = threading.local()
 claiming = False
 
@@ -380,8 +381,6 @@ class OtelkitLogHandler(logging.Handler):
                 attributes["exception.stacktrace"] = "".join(traceback.format_exception(exc_type, exc, tb))
         body: Any
         if structlog_dict:
-            from otelkit._logs_third_party import structlog_event
-
             body = structlog_event(record.msg, attributes)  # type: ignore[arg-type]  # a dict, tested above
         else:
             body = _message(record)
@@ -603,9 +602,9 @@ def install(settings: Settings, logger_provider: Any, *, export: bool = True, co
         console: Log records are printed on the console by otelkit.
     """
     global _handler
-    level = int(getattr(settings, "log_level", logging.INFO))
-    correlation = bool(getattr(settings, "log_correlation", True))
-    disabled = bool(getattr(settings, "disabled", False))
+    level = settings.log_level
+    correlation = settings.log_correlation
+    disabled = settings.disabled
     with _lock:
         install_record_factory(correlation and not disabled)
         root = logging.getLogger()
@@ -670,6 +669,85 @@ def otlp_handler() -> OtelkitLogHandler | None:
 # Keys of a record made by the stdlib factory plus our three fields (a record
 # with exactly this many keys has no ``extra`` fields: keys are only ever added).
 _PLAIN_RECORD_LEN = len(logging.LogRecord("x", logging.INFO, "", 0, "", (), None).__dict__) + len(_FIELDS)
+
+# --- structlog events (also reached by the stdlib handler: ProcessorFormatter records carry the event dict) ---
+
+_FIELDS = ("trace_id", "span_id", "correlation_id")
+# Keys that are the record itself (body, level, time, scope, trace context, exception) or structlog internals.
+_STRUCTLOG_RESERVED = frozenset(("event", "level", "timestamp", "logger", "exc_info", "exception", "_record",
+                                 "_from_structlog", "positional_args", *_FIELDS))
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:  # a __str__ that raises
+        return _unprintable(value)
+
+
+def _put(attributes: dict[str, Any], key: object, value: object) -> None:
+    try:
+        attributes[key if isinstance(key, str) else _safe_str(key)] = _attribute_value(value)
+    except Exception:  # an __iter__/__str__ that raises, a circular container: keep the record
+        attributes[_safe_str(key)] = _unprintable(value)
+
+
+def _exception_attributes(attributes: dict[str, Any], exc_type: Any, exc: Any, tb: Any) -> None:
+    if exc_type is not None:
+        attributes["exception.type"] = getattr(exc_type, "__name__", None) or _safe_str(exc_type)
+    if exc is not None:
+        attributes["exception.message"] = _safe_str(exc)
+    try:
+        attributes["exception.stacktrace"] = "".join(traceback.format_exception(exc_type, exc, tb))
+    except Exception:
+        pass
+
+
+def structlog_event(event_dict: Mapping[str, Any], attributes: dict[str, Any]) -> Any:
+    """Put a structlog event dict's keys and exception into ``attributes``; return the body. Never raises.
+
+    Also used by the stdlib handler for records made by ``ProcessorFormatter.wrap_for_formatter``
+    (their ``msg`` is the event dict).
+    """
+    try:
+        for key, value in event_dict.items():
+            if key not in _STRUCTLOG_RESERVED:
+                _put(attributes, key, value)
+        correlation = event_dict.get("correlation_id")
+        if correlation and isinstance(correlation, str):
+            attributes[CORRELATION_ATTRIBUTE] = correlation
+        _structlog_exception(attributes, event_dict)
+        event = event_dict.get("event")
+        return event if isinstance(event, str) or event is None else _safe_str(event)
+    except Exception:
+        return _safe_str(event_dict)
+
+
+def _structlog_exception(attributes: dict[str, Any], event_dict: Mapping[str, Any]) -> None:
+    exc_info = event_dict.get("exc_info")
+    if exc_info:
+        if isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        elif not isinstance(exc_info, tuple):  # True: the exception being handled
+            exc_info = sys.exc_info()
+        if len(exc_info) == 3 and exc_info[0] is not None:
+            _exception_attributes(attributes, *exc_info)
+        return
+    # format_exc_info / dict_tracebacks already turned exc_info into ``exception``.
+    rendered = event_dict.get("exception")
+    if isinstance(rendered, str) and rendered:
+        attributes["exception.stacktrace"] = rendered
+        last = rendered.rstrip().rsplit("\n", 1)[-1]
+        name, sep, message = last.partition(": ")
+        if name and " " not in name:
+            attributes["exception.type"] = name.rsplit(".", 1)[-1]
+            attributes["exception.message"] = message if sep else ""
+    elif isinstance(rendered, list) and rendered and isinstance(rendered[0], Mapping):
+        first = rendered[0]  # dict_tracebacks: the exception raised comes first
+        attributes["exception.type"] = _safe_str(first.get("exc_type", ""))
+        attributes["exception.message"] = _safe_str(first.get("exc_value", ""))
+        attributes["exception.stacktrace"] = _safe_str(rendered)
+
 
 # Installed on import, not only by install(): otelkit's own modules import this one
 # on every init() path (enabled, disabled, reset), so the fields exist from then on.

@@ -1,15 +1,19 @@
-"""Log correlation and OTLP export for structlog and loguru.
+"""Log correlation and OTLP export for structlog and loguru: one shape for every logging library.
 
 What :mod:`otelkit._logs` does for stdlib ``logging``, for the two other common
 logging libraries, without depending on either (both are imported only when a
-helper is created):
+helper is created). Every helper is a class, built with keyword-only options
+and handed to the library where it takes that kind of object; each does one
+job, *fields* (``trace_id``, ``span_id``, ``correlation_id`` for your output)
+or *export* (an OTel log record):
 
-* :class:`StructlogProcessor`, a structlog processor: adds ``trace_id``,
-  ``span_id`` and ``correlation_id`` to the event dict and emits the event as
-  an OTel log record.
-* :func:`loguru_handler`, a handler spec for ``logger.configure(handlers=[...])``
-  / ``logger.add(**...)`` that emits loguru records as OTel log records, and
-  :func:`loguru_patcher`, which adds the three fields to ``record["extra"]``.
+=========== ======================== ========================== ======================
+library     fields                   export                     rendering
+=========== ======================== ========================== ======================
+logging     ``init()`` (on records)  ``init()`` (root handler)  :class:`JsonFormatter`
+structlog   :class:`StructlogFields` :class:`StructlogExporter` your renderer
+loguru      :class:`LoguruFields`    :class:`LoguruExporter`    loguru's format
+=========== ======================== ========================== ======================
 
 Records go to the *global* logger provider (otelkit's proxy after ``init()``),
 so they take the same path as stdlib records: otelkit's processors, scrubbing,
@@ -26,21 +30,20 @@ import logging
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Mapping, MutableMapping
 from threading import get_ident as _get_ident
 from typing import Any
 
 from opentelemetry import trace
 
-from otelkit import _logs
+from otelkit import _active, _logs
 from otelkit._compat import ApiLogRecord as OTelLogRecord
 from otelkit._compat import NoOpLogger, logs_api, proxy_logger_delegate
+from otelkit._logs import _FIELDS, _exception_attributes, _put, _safe_str, structlog_event
 from otelkit._names import CORRELATION_ATTRIBUTE
 
-__all__ = ["StructlogProcessor", "loguru_handler", "loguru_patcher", "structlog_event"]
+__all__ = ["LoguruExporter", "LoguruFields", "StructlogExporter", "StructlogFields"]
 
-_FIELDS = ("trace_id", "span_id", "correlation_id")
 
 _LEVEL_TEXT = {
     logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN", logging.ERROR: "ERROR",
@@ -79,13 +82,8 @@ def _otel_logger(name: str) -> Any:
 
 
 def _export_level() -> int:
-    from otelkit._init import get_settings
-
-    settings = get_settings()
-    try:
-        return int(getattr(settings, "log_level", logging.INFO))
-    except (TypeError, ValueError):
-        return logging.INFO
+    settings = _active.settings()
+    return settings.log_level if settings is not None else logging.INFO
 
 
 def _exporting_allowed(scope: str) -> bool:
@@ -122,31 +120,6 @@ def _emit(scope: str, levelno: int, body: Any, attributes: dict[str, Any], conte
         _logs._emitting.active = False
 
 
-def _safe_str(value: object) -> str:
-    try:
-        return str(value)
-    except Exception:  # a __str__ that raises
-        return _logs._unprintable(value)
-
-
-def _put(attributes: dict[str, Any], key: object, value: object) -> None:
-    try:
-        attributes[key if isinstance(key, str) else _safe_str(key)] = _logs._attribute_value(value)
-    except Exception:  # an __iter__/__str__ that raises, a circular container: keep the record
-        attributes[_safe_str(key)] = _logs._unprintable(value)
-
-
-def _exception_attributes(attributes: dict[str, Any], exc_type: Any, exc: Any, tb: Any) -> None:
-    if exc_type is not None:
-        attributes["exception.type"] = getattr(exc_type, "__name__", None) or _safe_str(exc_type)
-    if exc is not None:
-        attributes["exception.message"] = _safe_str(exc)
-    try:
-        attributes["exception.stacktrace"] = "".join(traceback.format_exception(exc_type, exc, tb))
-    except Exception:
-        pass
-
-
 def _fields() -> tuple[str, str, str]:
     """The stdlib record fields for the current context; ``""`` each when correlation is off or it fails."""
     if not (_logs._factory_active and _logs._correlation_enabled):
@@ -176,11 +149,6 @@ _STRUCTLOG_LEVELS = {
     "failure": logging.ERROR, "critical": logging.CRITICAL, "fatal": logging.CRITICAL,
     "notset": logging.NOTSET,
 }
-# Keys that are the record itself (body, level, time, scope, trace context, exception) or structlog internals.
-_STRUCTLOG_RESERVED = frozenset(("event", "level", "timestamp", "logger", "exc_info", "exception", "_record",
-                                 "_from_structlog", "positional_args", *_FIELDS))
-
-
 def _structlog_level(method_name: str, event_dict: Mapping[str, Any]) -> int:
     levelno = _STRUCTLOG_LEVELS.get(method_name)
     if levelno is None:
@@ -196,78 +164,107 @@ def _routed_through_stdlib(logger: object, event_dict: Mapping[str, Any]) -> boo
     return isinstance(logger, (logging.Logger, logging.LoggerAdapter)) or "_record" in event_dict
 
 
-class StructlogProcessor:
-    """A structlog processor: trace correlation fields, and export over OTLP.
+def _add_fields(event_dict: MutableMapping[str, Any]) -> None:
+    trace_hex, span_hex, correlation = _fields()
+    if trace_hex:
+        if not event_dict.get("trace_id"):
+            event_dict["trace_id"] = trace_hex
+        if not event_dict.get("span_id"):
+            event_dict["span_id"] = span_hex
+    if correlation and not event_dict.get("correlation_id"):
+        event_dict["correlation_id"] = correlation
 
-    Put it in the processor chain after the processors that add data
-    (``merge_contextvars``, ``add_log_level``, ``TimeStamper``...) and before
-    the renderer::
+
+class StructlogFields:
+    """A structlog processor adding the trace correlation fields to each event.
+
+    Adds ``trace_id`` and ``span_id`` (lower-case hex, as on stdlib records)
+    when a span is current, and ``correlation_id`` inside a correlation scope;
+    values the event already has win, unless they are empty. Put it before the
+    renderer, so the fields show in your output::
 
         structlog.configure(processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            otelkit.StructlogProcessor(),
+            otelkit.StructlogFields(),
+            otelkit.StructlogExporter(),
             structlog.processors.JSONRenderer(),
         ])
 
-    For each event it
-
-    * adds ``trace_id`` and ``span_id`` (lower-case hex, as on stdlib records)
-      when a span is current, and ``correlation_id`` inside a correlation scope
-      (values the event already has win, unless they are empty);
-    * emits an OTel log record to the global logger provider: body = the
-      ``event`` message, severity from the method called (``log.warning``) or
-      the ``level`` key, the other keys as attributes (values OTLP cannot hold
-      are stringified), the trace context on the record itself, and
-      ``exc_info``/``exception`` as ``exception.type``, ``exception.message``,
-      ``exception.stacktrace``. Events below ``OTELKIT_LOG_LEVEL`` are not
-      exported; records are scrubbed like every otelkit log record.
-
-    **structlog routed through stdlib logging** (``structlog.stdlib.LoggerFactory``,
-    ``ProcessorFormatter``): the stdlib record already goes over OTLP through
-    otelkit's root handler, so by default (``export=None``) the processor only
-    adds the fields there and does not emit a second record. To get the event's
-    keys as attributes of that record, end the chain with
-    ``structlog.stdlib.render_to_log_kwargs``.
-
-    The processor never raises and returns the event dict it was given.
-
-    Args:
-        export: ``None`` (default): emit unless the event is routed through stdlib
-            logging. ``True``: always emit. ``False``: only add the fields.
-        logger_name: Instrumentation scope of the records when the event has no
-            ``logger`` key (``structlog.stdlib.add_logger_name``).
+    It also works in ``ProcessorFormatter``'s ``foreign_pre_chain`` (stdlib
+    records rendered by structlog). Never raises; returns the event dict.
 
     Raises:
         ImportError: structlog is not installed.
     """
 
-    def __init__(self, *, export: bool | None = None, logger_name: str = "structlog") -> None:
-        _require("structlog", "StructlogProcessor")
-        self.export = export
-        self.logger_name = logger_name
+    def __init__(self) -> None:
+        _require("structlog", "StructlogFields")
 
     def __repr__(self) -> str:
-        return f"StructlogProcessor(export={self.export!r}, logger_name={self.logger_name!r})"
+        return "StructlogFields()"
 
-    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
-        """Add the fields and emit the event; returns ``event_dict``."""
+    def __call__(self, logger: object, method_name: str,
+                 event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        """Add the fields; returns ``event_dict``."""
         try:
-            trace_hex, span_hex, correlation = _fields()
-            if trace_hex:
-                if not event_dict.get("trace_id"):
-                    event_dict["trace_id"] = trace_hex
-                if not event_dict.get("span_id"):
-                    event_dict["span_id"] = span_hex
-            if correlation and not event_dict.get("correlation_id"):
-                event_dict["correlation_id"] = correlation
-            export = self.export
-            if export is None:
-                export = not _routed_through_stdlib(logger, event_dict)
-            if export:
+            _add_fields(event_dict)
+        except Exception:
+            _internal.debug("otelkit: StructlogFields failed on an event", exc_info=True)
+        return event_dict
+
+
+class StructlogExporter:
+    """A structlog processor emitting each event as an OTel log record (export over OTLP).
+
+    Put it after the processors that add data (``merge_contextvars``,
+    ``add_log_level``, ``TimeStamper``...) and before the renderer (see
+    :class:`StructlogFields` for a chain with both). For each event it emits an
+    OTel log record to the global logger provider: body = the ``event``
+    message, severity from the method called (``log.warning``) or the ``level``
+    key, the other keys as attributes (values OTLP cannot hold are
+    stringified), the trace context of the current span on the record itself,
+    and ``exc_info``/``exception`` as ``exception.type``, ``exception.message``,
+    ``exception.stacktrace``. Events below ``OTELKIT_LOG_LEVEL`` are not
+    exported; records are scrubbed like every otelkit log record. It does not
+    change the event dict.
+
+    **structlog routed through stdlib logging** (``structlog.stdlib.LoggerFactory``,
+    ``ProcessorFormatter``): the stdlib record already goes over OTLP through
+    otelkit's root handler, so the exporter skips those events instead of
+    emitting a second record (``export_stdlib_routed=True`` emits them anyway). To
+    get the event's keys as attributes of that record, end the chain with
+    ``structlog.stdlib.render_to_log_kwargs``.
+
+    Never raises; returns the event dict it was given.
+
+    Args:
+        logger_name: Instrumentation scope of the records when the event has no
+            ``logger`` key (``structlog.stdlib.add_logger_name``).
+        export_stdlib_routed: Also emit events that go through stdlib logging
+            (which otelkit's root handler exports already).
+
+    Raises:
+        ImportError: structlog is not installed.
+    """
+
+    def __init__(self, *, logger_name: str = "structlog", export_stdlib_routed: bool = False) -> None:
+        _require("structlog", "StructlogExporter")
+        self.logger_name = logger_name
+        self.export_stdlib_routed = export_stdlib_routed
+
+    def __repr__(self) -> str:
+        return (f"StructlogExporter(logger_name={self.logger_name!r}, "
+                f"export_stdlib_routed={self.export_stdlib_routed!r})")
+
+    def __call__(self, logger: object, method_name: str,
+                 event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        """Emit the event; returns ``event_dict`` unchanged."""
+        try:
+            if self.export_stdlib_routed or not _routed_through_stdlib(logger, event_dict):
                 self._export(method_name, event_dict)
         except Exception:
-            _internal.debug("otelkit: StructlogProcessor failed on an event", exc_info=True)
+            _internal.debug("otelkit: StructlogExporter failed on an event", exc_info=True)
         return event_dict
 
     def _export(self, method_name: str, event_dict: Mapping[str, Any]) -> None:
@@ -276,56 +273,15 @@ class StructlogProcessor:
             return
         attributes: dict[str, Any] = {}
         body = structlog_event(event_dict, attributes)
+        if "correlation_id" not in event_dict:
+            # Without StructlogFields before it the event has no correlation_id: take the current one.
+            correlation = _fields()[2]
+            if correlation:
+                attributes[CORRELATION_ATTRIBUTE] = correlation
         scope = event_dict.get("logger")
         scope = scope if isinstance(scope, str) and scope else self.logger_name
         # Processors run synchronously in the logging call: the current context is the event's.
         _emit(scope, levelno, body, attributes, _logs._get_current())
-
-
-def structlog_event(event_dict: Mapping[str, Any], attributes: dict[str, Any]) -> Any:
-    """Put a structlog event dict's keys and exception into ``attributes``; return the body. Never raises.
-
-    Also used by the stdlib handler for records made by ``ProcessorFormatter.wrap_for_formatter``
-    (their ``msg`` is the event dict).
-    """
-    try:
-        for key, value in event_dict.items():
-            if key not in _STRUCTLOG_RESERVED:
-                _put(attributes, key, value)
-        correlation = event_dict.get("correlation_id")
-        if correlation and isinstance(correlation, str):
-            attributes[CORRELATION_ATTRIBUTE] = correlation
-        _structlog_exception(attributes, event_dict)
-        event = event_dict.get("event")
-        return event if isinstance(event, str) or event is None else _safe_str(event)
-    except Exception:
-        return _safe_str(event_dict)
-
-
-def _structlog_exception(attributes: dict[str, Any], event_dict: Mapping[str, Any]) -> None:
-    exc_info = event_dict.get("exc_info")
-    if exc_info:
-        if isinstance(exc_info, BaseException):
-            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
-        elif not isinstance(exc_info, tuple):  # True: the exception being handled
-            exc_info = sys.exc_info()
-        if len(exc_info) == 3 and exc_info[0] is not None:
-            _exception_attributes(attributes, *exc_info)
-        return
-    # format_exc_info / dict_tracebacks already turned exc_info into ``exception``.
-    rendered = event_dict.get("exception")
-    if isinstance(rendered, str) and rendered:
-        attributes["exception.stacktrace"] = rendered
-        last = rendered.rstrip().rsplit("\n", 1)[-1]
-        name, sep, message = last.partition(": ")
-        if name and " " not in name:
-            attributes["exception.type"] = name.rsplit(".", 1)[-1]
-            attributes["exception.message"] = message if sep else ""
-    elif isinstance(rendered, list) and rendered and isinstance(rendered[0], Mapping):
-        first = rendered[0]  # dict_tracebacks: the exception raised comes first
-        attributes["exception.type"] = _safe_str(first.get("exc_type", ""))
-        attributes["exception.message"] = _safe_str(first.get("exc_value", ""))
-        attributes["exception.stacktrace"] = _safe_str(rendered)
 
 
 # --- loguru ----------------------------------------------------------------------------------------
@@ -337,7 +293,7 @@ class _LoguruSink:
         self._threshold = threshold
 
     def __repr__(self) -> str:
-        return "otelkit.loguru_handler()"
+        return "otelkit.LoguruExporter sink"
 
     def __call__(self, message: Any) -> None:
         try:
@@ -401,14 +357,15 @@ def _stdlib_record_in_flight() -> logging.LogRecord | None:
     return None
 
 
-def loguru_handler(*, level: str | int | None = None) -> dict[str, Any]:
+class LoguruExporter(dict[str, Any]):
     """A loguru handler that sends records over OTLP, trace context on the record itself.
 
-    Pass it to ``logger.configure(handlers=[...])`` or ``logger.add(**...)``::
+    A handler spec (``{"sink": ..., "level": ..., "format": "{message}"}``): pass it to
+    ``logger.configure(handlers=[...])`` or ``logger.add(**...)``::
 
         from loguru import logger
-        logger.configure(handlers=[otelkit.loguru_handler()], patcher=otelkit.loguru_patcher)
-        logger.add(**otelkit.loguru_handler())   # or next to existing handlers
+        logger.configure(handlers=[otelkit.LoguruExporter()], patcher=otelkit.LoguruFields())
+        logger.add(**otelkit.LoguruExporter())   # or next to existing handlers
 
     Each record becomes an OTel log record: body = the formatted message,
     severity from the loguru level (SUCCESS is INFO2, TRACE is TRACE), the
@@ -416,7 +373,7 @@ def loguru_handler(*, level: str | int | None = None) -> dict[str, Any]:
     the exception (``logger.exception``, ``opt(exception=...)``) as
     ``exception.type``, ``exception.message``, ``exception.stacktrace``. With
     ``enqueue=True`` the trace context comes from the fields added by
-    :func:`loguru_patcher`. Records are scrubbed like every otelkit log record.
+    :class:`LoguruFields`. Records are scrubbed like every otelkit log record.
     A stdlib record routed into loguru (the "InterceptHandler" recipe) while
     otelkit's root handler is in place too is exported once, not twice (not
     with ``enqueue=True``: there the sink runs on loguru's thread).
@@ -425,32 +382,46 @@ def loguru_handler(*, level: str | int | None = None) -> dict[str, Any]:
         level: Minimum loguru level to export. Default: otelkit's ``log_level``
             (``OTELKIT_LOG_LEVEL``, INFO), followed across re-inits.
 
-    Returns:
-        A handler spec: ``{"sink": ..., "level": ..., "format": "{message}"}``.
-
     Raises:
         ImportError: loguru is not installed.
     """
-    _require("loguru", "loguru_handler")
-    _logs.claiming = True
-    return {"sink": _LoguruSink(threshold=level is None), "level": 0 if level is None else level,
-            "format": "{message}"}
+
+    def __init__(self, *, level: str | int | None = None) -> None:
+        _require("loguru", "LoguruExporter")
+        _logs.claiming = True
+        super().__init__(sink=_LoguruSink(threshold=level is None), level=0 if level is None else level,
+                         format="{message}")
+
+    def __repr__(self) -> str:
+        return f"LoguruExporter({dict.__repr__(self)})"
 
 
-def loguru_patcher(record: Any) -> None:
+class LoguruFields:
     """A loguru patcher adding ``trace_id``, ``span_id`` and ``correlation_id`` to ``record["extra"]``.
 
-    ``logger.configure(patcher=otelkit.loguru_patcher)`` (or ``logger.patch(...)``)
+    ``logger.configure(patcher=otelkit.LoguruFields())`` (or ``logger.patch(...)``)
     lets a format string show them: ``"{time} {extra[trace_id]} {message}"``. The
     values are those of stdlib records: lower-case hex and the correlation ID,
     ``""`` when absent (no span, ``log_correlation`` off, telemetry disabled), so
     the format never raises. A non-empty value bound with ``logger.bind`` wins.
     Never raises.
+
+    Raises:
+        ImportError: loguru is not installed.
     """
-    try:
-        extra = record["extra"]
-        for key, value in zip(_FIELDS, _fields(), strict=True):
-            if not extra.get(key):
-                extra[key] = value
-    except Exception:
-        _internal.debug("otelkit: loguru_patcher failed on a record", exc_info=True)
+
+    def __init__(self) -> None:
+        _require("loguru", "LoguruFields")
+
+    def __repr__(self) -> str:
+        return "LoguruFields()"
+
+    def __call__(self, record: Any) -> None:
+        """Add the fields to ``record["extra"]``."""
+        try:
+            extra = record["extra"]
+            for key, value in zip(_FIELDS, _fields(), strict=True):
+                if not extra.get(key):
+                    extra[key] = value
+        except Exception:
+            _internal.debug("otelkit: LoguruFields failed on a record", exc_info=True)

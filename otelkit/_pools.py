@@ -33,19 +33,33 @@ import os
 import pickle
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType, MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from otelkit import _active
 from otelkit._internal_log import logger
+
+if TYPE_CHECKING:
+    from otelkit._config import Settings
 
 _installed = False
 _original_start: Any = None
 _original_worker: Any = None
+# What sets a spawn/forkserver child up with the parent's settings (``otelkit._init.init_in_child``); passed
+# in by ``init()``, and pickled by reference with each process object, so the child imports it by name.
+_init_child: Callable[[Settings], None] | None = None
 
 
-def install() -> None:
-    """Patch ``BaseProcess.start`` and ``multiprocessing.pool.worker`` (once per process)."""
-    global _installed, _original_start, _original_worker
+def install(init_child: Callable[[Settings], None] | None = None) -> None:
+    """Patch ``BaseProcess.start`` and ``multiprocessing.pool.worker`` (once per process).
+
+    ``init_child(settings)`` initialises a spawn/forkserver child like its parent (a no-op where ``init()``
+    already ran); ``None`` keeps the one given before (no child set-up before any).
+    """
+    global _installed, _original_start, _original_worker, _init_child
+    if init_child is not None:
+        _init_child = init_child
     if _installed:
         return
     _installed = True
@@ -86,11 +100,12 @@ def uninstall() -> None:
 class _ChildSetup:
     """Attached to each started process object; pickled with it for spawn/forkserver (ignored by fork)."""
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes, init_child: Callable[[Settings], None]) -> None:
         self.payload = payload
+        self.init_child = init_child
 
-    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
-        return _child_setup, (self.payload,)
+    def __reduce__(self) -> tuple[Any, tuple[bytes, Callable[[Settings], None]]]:
+        return _child_setup, (self.payload, self.init_child)
 
 
 def _dumps(settings: Any) -> bytes:
@@ -111,12 +126,11 @@ def _read_only(mapping: dict[Any, Any]) -> MappingProxyType[Any, Any]:
 
 def _start(self: Any) -> None:
     try:
-        from otelkit import _init
-
-        settings = _init.get_settings()
+        settings = _active.settings()
         # Fork children get their set-up from the at-fork hooks: only the other start methods pickle this.
-        if settings is not None and not settings.disabled and _start_method(self) != "fork":
-            self._otelkit_child = _ChildSetup(_dumps(settings))
+        if settings is not None and not settings.disabled and _init_child is not None and \
+                _start_method(self) != "fork":
+            self._otelkit_child = _ChildSetup(_dumps(settings), _init_child)
     except Exception:
         logger.debug("otelkit: preparing the settings for a child process failed", exc_info=True)
     _original_start(self)
@@ -131,18 +145,16 @@ def _start_method(process: Any) -> str:
     return str(method or "")
 
 
-def _child_setup(payload: bytes) -> _ChildSetup:
+def _child_setup(payload: bytes, init_child: Callable[[Settings], None]) -> _ChildSetup:
     """In a spawn/forkserver child, while its process object is unpickled: initialise like the parent."""
     try:
-        from otelkit import _init
-
-        install()
-        if _init.get_settings() is None:
-            _init.init_in_child(pickle.loads(payload))
+        install(init_child)
+        if _active.settings() is None:
+            init_child(pickle.loads(payload))
         prepare_child()
     except Exception:
         logger.debug("otelkit: initialising telemetry in the child process failed", exc_info=True)
-    return _ChildSetup(payload)
+    return _ChildSetup(payload, init_child)
 
 
 def prepare_child() -> None:

@@ -25,7 +25,7 @@ import threading
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
@@ -138,7 +138,8 @@ class ProxyTracer(trace_api.Tracer):
 
     # Only reached if the instance attributes are missing (never after __init__); they satisfy the ABC.
     def start_span(self, *args: Any, **kwargs: Any) -> trace_api.Span:
-        return self.__dict__["_delegate"].start_span(*args, **kwargs)
+        span: trace_api.Span = self.__dict__["_delegate"].start_span(*args, **kwargs)
+        return span
 
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
         return self.__dict__["_delegate"].start_as_current_span(*args, **kwargs)
@@ -268,6 +269,9 @@ def _add_span_processor(provider: Any, processor: Any) -> None:
 # --- metrics --------------------------------------------------------------------------------------
 
 
+_Instrument = TypeVar("_Instrument", bound="ProxyInstrument[Any]")
+
+
 class ProxyMeter(metrics_api.Meter):
     """A meter whose instruments are re-created on the current SDK meter after every swap."""
 
@@ -284,14 +288,15 @@ class ProxyMeter(metrics_api.Meter):
             for instrument in list(self._instruments.values()):
                 instrument.on_meter_set(real)
 
-    def _register(self, key: Any, factory: Callable[[], ProxyInstrument[Any]]) -> Any:
+    def _register(self, key: object, factory: Callable[[], _Instrument]) -> _Instrument:
         with _lock:
             instrument = self._instruments.get(key)
             if instrument is None:
                 instrument = factory()
                 instrument.on_meter_set(self._real)
                 self._instruments[key] = instrument
-            return instrument
+            # The key includes the kind, so a found instrument is of the kind the factory makes.
+            return cast("_Instrument", instrument)
 
     def create_counter(self, name: str, unit: str = "", description: str = "") -> metrics_api.Counter:
         return self._register(("counter", name, unit, description), lambda: ProxyCounter(name, unit, description))

@@ -185,7 +185,8 @@ def _container_id() -> str | None:
 
 
 def _host_detector() -> ResourceDetector | None:
-    return _compat.host_resource_detector()
+    detector: ResourceDetector | None = _compat.host_resource_detector()
+    return detector
 
 
 def _detected() -> dict[str, Any]:

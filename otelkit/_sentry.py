@@ -60,7 +60,7 @@ from otelkit._scrub import REDACTED, is_sensitive_key
 from otelkit._status import IntegrationStatus
 
 if TYPE_CHECKING:
-    from otelkit._config import Settings
+    from otelkit._config import SentrySettings, Settings
 
 _TRACE_ID_PLACEHOLDER = "{trace_id}"
 _SPAN_ID_PLACEHOLDER = "{span_id}"
@@ -153,12 +153,12 @@ def setup(settings: Settings) -> IntegrationStatus | None:
 
 
 def _setup(settings: Settings) -> IntegrationStatus | None:
-    sentry_settings = getattr(settings, "sentry", None)
-    dsn = getattr(sentry_settings, "dsn", None)
+    sentry_settings = settings.sentry
+    dsn = sentry_settings.dsn
     _errors.install_record_hook()
     global _enrichment
     _enrichment = _Enrichment(
-        service_name=getattr(settings, "service_name", None),
+        service_name=settings.service_name,
         environment=_environment(settings),
         trace_url_template=_template(sentry_settings),
         scrub=_scrubber(settings),
@@ -173,10 +173,10 @@ def _setup(settings: Settings) -> IntegrationStatus | None:
         logger.warning("otelkit: a Sentry DSN is set but %s; errors are not sent to Sentry", missing)
         return IntegrationStatus("sentry", "skipped", missing)
     _check_dsn(settings, dsn)
-    traces_sample_rate = float(getattr(sentry_settings, "traces_sample_rate", 0.0) or 0.0)
-    release = getattr(sentry_settings, "release", None) or getattr(settings, "service_version", None)
-    send_default_pii = bool(getattr(sentry_settings, "send_default_pii", False))
-    shutdown_timeout = min(2.0, float(getattr(settings, "shutdown_timeout", 5.0)))
+    traces_sample_rate = sentry_settings.traces_sample_rate
+    release = sentry_settings.release or settings.service_version
+    send_default_pii = sentry_settings.send_default_pii
+    shutdown_timeout = min(2.0, settings.shutdown_timeout)
     key = (dsn, _enrichment.environment, release, traces_sample_rate, send_default_pii, shutdown_timeout)
     with _lock:
         try:
@@ -382,8 +382,7 @@ def _check_dsn(settings: Settings, dsn: str) -> None:
     try:
         Dsn(dsn)
     except BadDsn as exc:
-        sources = getattr(settings, "sources", None) or {}
-        source = sources.get("sentry.dsn", "SENTRY_DSN")
+        source = settings.sources.get("sentry.dsn", "SENTRY_DSN")
         raise ConfigError(
             f"invalid Sentry DSN {_mask_dsn(dsn)!r} (from {source}): {exc}; "
             "expected https://<public key>@<host>/<project id>"
@@ -395,12 +394,11 @@ def _mask_dsn(dsn: str) -> str:
 
 
 def _environment(settings: Settings) -> str | None:
-    sentry_settings = getattr(settings, "sentry", None)
-    return getattr(sentry_settings, "environment", None) or getattr(settings, "environment", None)
+    return settings.sentry.environment or settings.environment
 
 
-def _template(sentry_settings: Any) -> str | None:
-    template = getattr(sentry_settings, "trace_url_template", None)
+def _template(sentry_settings: SentrySettings) -> str | None:
+    template = sentry_settings.trace_url_template
     if template is None:
         return DEFAULT_TRACE_URL_TEMPLATE
     return template or None  # an empty template turns the link off
@@ -408,8 +406,7 @@ def _template(sentry_settings: Any) -> str | None:
 
 def _scrubber(settings: Settings) -> Callable[[str], str] | None:
     # OTELKIT_SCRUB=false turns scrubbing off for every signal, Sentry included.
-    scrub_settings = getattr(settings, "scrub", None)
-    if scrub_settings is not None and not getattr(scrub_settings, "enabled", True):
+    if not settings.scrub.enabled:
         return None
     from otelkit._scrub import REDACTED, scrub_text
 

@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from otelkit._demo._apistub import ApiStandIn
@@ -61,6 +61,9 @@ class Telemetry:
     mode: str  # "terminal" | "configured" | "bundled"
     description: str
     receiver: Any = None
+    # The demo's own choices, given to every process's otelkit.init() as arguments (they beat the
+    # OTEL_* variables the processes inherit; nothing is written into the environment).
+    init_options: dict[str, Any] = field(default_factory=dict)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -90,7 +93,7 @@ def run_demo(args: argparse.Namespace) -> int:
                    + ", ".join(f"{k} {v}" for k, v in api.urls.items()))
             out.kv("processes", f"1 discoverer + {args.workers} enrichment workers (spawned), each calling "
                    "otelkit.init()")
-            results = _run_pipeline(args, queue, store, api.urls, ctx, out)
+            results = _run_pipeline(args, queue, store, api.urls, ctx, out, telemetry.init_options)
         stored = store.count()
         dead = queue.dead_letters()
         ok = _print_outcomes(out, results, args, stored, dead)
@@ -148,15 +151,17 @@ def _make_store(flag: str | None, run_id: str, tmpdir: str) -> tuple[Store, Choi
 
 
 def _choose_telemetry(choice: str, run_id: str, *, continuous: bool) -> Telemetry:
-    """Decide where the workers export, setting the environment they inherit."""
-    configured = [v for v in _CONFIGURED_VARS if os.environ.get(v, "").strip()]
+    """Decide where the processes export: the ``init()`` arguments each of them is given."""
+    from otelkit._config import resolve
+
+    settings = resolve()  # what the processes' init() reads from the environment they inherit
+    configured = [v for v in _CONFIGURED_VARS if v in settings.sources.values()]
     bundled = tcp_reachable("127.0.0.1", 4317, 0.05) or tcp_reachable("127.0.0.1", 4318, 0.05)
-    # Tag the run so its telemetry can be found (and told apart from a previous run) in a backend.
-    attrs = os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
-    extra = [f"otelkit.demo.run={run_id}"]
-    if "deployment.environment" not in attrs:
-        extra.insert(0, "deployment.environment.name=demo")
-    os.environ["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(([attrs] if attrs else []) + extra)
+    # Tag the run so its telemetry can be found (and told apart from a previous run) in a backend; the
+    # variable's attributes stay (an argument's keys are merged over OTEL_RESOURCE_ATTRIBUTES).
+    options: dict[str, Any] = {"resource_attributes": {"otelkit.demo.run": run_id}}
+    if settings.environment is None:
+        options["environment"] = "demo"
     if choice == "terminal" or (choice == "auto" and not configured and not bundled):
         try:
             from otelkit.testing._receiver import OtlpReceiver
@@ -166,20 +171,22 @@ def _choose_telemetry(choice: str, run_id: str, *, continuous: bool) -> Telemetr
                                "OTEL_EXPORTER_OTLP_ENDPOINT") from exc
 
         receiver = OtlpReceiver().start()
-        for var in _CONFIGURED_VARS:
-            os.environ.pop(var, None)
-        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.http_endpoint
-        os.environ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
-        os.environ["OTEL_METRIC_EXPORT_INTERVAL"] = "1000"  # queue depth sampled every second
+        # Arguments beat every OTEL_* variable the processes inherit (a per-signal endpoint included).
+        options.update(endpoint=receiver.http_endpoint, protocol="http/protobuf", traces_exporter="otlp",
+                       metrics_exporter="otlp", logs_exporter="otlp",
+                       metric_export_interval=1.0)  # queue depth sampled every second
         why = "--telemetry terminal" if choice == "terminal" else \
             "no OTEL_EXPORTER_OTLP_ENDPOINT and no collector on 127.0.0.1:4317/4318"
         return Telemetry("terminal", f"OTLP/HTTP to an in-process receiver at {receiver.http_endpoint} "
-                                     f"[{why}]: shown below", receiver)
-    os.environ.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "5000" if continuous else "2000")
+                                     f"[{why}]: shown below", receiver, options)
+    if settings.sources.get("metric_export_interval") == "default":
+        options["metric_export_interval"] = 5.0 if continuous else 2.0
     if configured:
-        return Telemetry("configured", f"as configured ({', '.join(configured)}): {_configured_target()}")
+        return Telemetry("configured", f"as configured ({', '.join(configured)}): {_configured_target()}",
+                         init_options=options)
     if bundled:
-        return Telemetry("bundled", "the collector listening on 127.0.0.1:4317/4318 (the bundled stack)")
+        return Telemetry("bundled", "the collector listening on 127.0.0.1:4317/4318 (the bundled stack)",
+                         init_options=options)
     raise RuntimeError("--telemetry otlp: no OTEL_EXPORTER_OTLP_ENDPOINT is set and no collector listens on "
                        "127.0.0.1:4317/4318; start the bundled stack or set OTEL_EXPORTER_OTLP_ENDPOINT")
 
@@ -204,7 +211,7 @@ def _configured_target() -> str:
         return f"(cannot read the configuration: {exc}; try `otelkit doctor`)"
     parts = []
     for signal_name in ("traces", "metrics", "logs"):
-        sig = getattr(settings, signal_name)
+        sig = settings.signal(signal_name)
         target = mask_url(sig.endpoint) if sig.endpoint else ",".join(sig.exporters)
         parts.append(f"{signal_name} -> {target}")
     return "; ".join(parts)
@@ -239,10 +246,11 @@ def _ports(urls: dict[str, str]) -> dict[int, str]:
 
 
 def _run_pipeline(args: argparse.Namespace, queue: Queue, store: Store, api_urls: dict[str, str], ctx: Any,
-                  out: _Printer) -> list[dict[str, Any]]:
+                  out: _Printer, init_options: dict[str, Any]) -> list[dict[str, Any]]:
     from otelkit._demo._app import DemoConfig, discoverer_main, worker_main
 
     cfg = DemoConfig(queue=queue, store=store, api=api_urls, stop=ctx.Event(), results=ctx.Queue(),
+                     init_options=init_options,
                      events=args.events, seed=args.seed, continuous=args.continuous,
                      interval=0.5 if args.continuous else 0.05)
     processes = [ctx.Process(target=discoverer_main, args=(cfg,), name="discoverer", daemon=True)]
@@ -350,7 +358,7 @@ def _print_outcomes(out: _Printer, results: list[dict[str, Any]], args: argparse
     if args.continuous:
         return True
     finals = {r["mint"]: r["outcome"] for r in results if r["outcome"] in ("stored", "dead_letter")}
-    ok = len(finals) >= args.events
+    ok: bool = len(finals) >= args.events
     out.line(f"  database rows: {stored}   dead-letter list: {dead}   "
              + ("every token reached a final state" if ok else f"only {len(finals)} of {args.events} tokens finished"))
     return ok
@@ -373,7 +381,7 @@ def _show_telemetry(out: _Printer, receiver: Any, results: list[dict[str, Any]],
     from otelkit._demo import _render
 
     event = _pick_event(results, getattr(args, "show", "ok"))
-    processes = 1 + args.workers
+    processes: int = 1 + args.workers
     # Each process flushed at shutdown; wait (bounded) until every one's metrics arrived.
     def arrived() -> bool:
         pids = {p.resource.get("process.pid") for p in receiver.metrics()}

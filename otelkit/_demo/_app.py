@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import otelkit
@@ -47,6 +47,9 @@ class DemoConfig:
     seed: int
     continuous: bool = False
     interval: float = 0.05  # seconds between discoveries
+    # Where telemetry goes, chosen by `otelkit demo` (its receiver, the run's resource attributes): passed to
+    # otelkit.init() as arguments. A real service would simply rely on its OTEL_* environment.
+    init_options: dict[str, Any] = field(default_factory=dict)
 
 
 def _leave_ctrl_c_to_the_parent() -> None:
@@ -61,7 +64,7 @@ def _leave_ctrl_c_to_the_parent() -> None:
 def discoverer_main(cfg: DemoConfig) -> None:
     """Process entry point: discover tokens and queue them."""
     _leave_ctrl_c_to_the_parent()
-    otelkit.init(service_name="token-discoverer")
+    otelkit.init(service_name="token-discoverer", **cfg.init_options)
     logging.getLogger().setLevel(logging.INFO)
     queue = cfg.queue
     queue.connect()
@@ -103,7 +106,9 @@ def discover(queue: Queue, mint: str, system: str) -> None:
 def worker_main(cfg: DemoConfig, worker: int) -> None:
     """Process entry point: take tokens off the queue until told to stop."""
     _leave_ctrl_c_to_the_parent()
-    otelkit.init(service_name="token-enricher", resource_attributes={"worker.index": str(worker)})
+    options = dict(cfg.init_options)
+    attributes = {**options.pop("resource_attributes", {}), "worker.index": str(worker)}
+    otelkit.init(service_name="token-enricher", resource_attributes=attributes, **options)
     logging.getLogger().setLevel(logging.INFO)
     import httpx  # only the workers call the APIs (a client made before init() would be traced too)
 

@@ -36,45 +36,93 @@ requests halve the throughput: ``benchmarks/RESULTS.md``), schedule delay 1 s.
 
 from __future__ import annotations
 
-from otelkit._export.batching import (
-    OtelkitLogProcessor,
-    OtelkitSpanProcessor,
-    ScrubbingLogProcessor,
-    ScrubbingSpanProcessor,
-    make_log_processor,
-    make_span_processor,
-    set_shutdown_deadline,
-)
-from otelkit._export.factory import (
-    Destination,
-    build_log_processors,
-    build_metric_readers,
-    build_span_processors,
-    describe_destinations,
-    make_sender,
-    make_spool,
-    probe_local_collector,
-    resolve_exporters,
-    scrubbed_user_processor,
-    sender_for,
-)
-from otelkit._export.lifecycle import abandon_stuck_metric_exporters, after_fork_in_child, flush_all, live_pipelines
-from otelkit._export.metrics import OtlpMetricExporter, silence_summaries
-from otelkit._export.transport import (
-    FAIL,
-    LOAD,
-    NO_ANSWER,
-    OK,
-    RETRY,
-    TOO_LARGE,
-    UNANSWERED,
-    UNREACHABLE,
-    GrpcSender,
-    HttpSender,
-    Sender,
-    SendResult,
-    mask_url,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from otelkit._export.batching import (
+        OtelkitLogProcessor,
+        OtelkitSpanProcessor,
+        ScrubbingLogProcessor,
+        ScrubbingSpanProcessor,
+        make_log_processor,
+        make_span_processor,
+        set_shutdown_deadline,
+    )
+    from otelkit._export.factory import (
+        Destination,
+        build_log_processors,
+        build_metric_readers,
+        build_span_processors,
+        describe_destinations,
+        make_sender,
+        make_spool,
+        probe_local_collector,
+        resolve_exporters,
+        scrubbed_user_processor,
+        sender_for,
+    )
+    from otelkit._export.lifecycle import abandon_stuck_metric_exporters, after_fork_in_child, flush_all, live_pipelines
+    from otelkit._export.metrics import OtlpMetricExporter, silence_summaries
+    from otelkit._export.transport import (
+        FAIL,
+        LOAD,
+        NO_ANSWER,
+        OK,
+        RETRY,
+        TOO_LARGE,
+        UNANSWERED,
+        UNREACHABLE,
+        GrpcSender,
+        HttpSender,
+        Sender,
+        SendResult,
+        mask_url,
+    )
+
+# Names load on first use (PEP 562): ``import otelkit.pipeline`` reaches ``otelkit._export.stats`` through this
+# package, and must not pay for the transports, batching and metric readers it does not use.
+_LAZY: dict[str, str] = {
+    "Destination": "otelkit._export.factory",
+    "FAIL": "otelkit._export.transport",
+    "GrpcSender": "otelkit._export.transport",
+    "HttpSender": "otelkit._export.transport",
+    "LOAD": "otelkit._export.transport",
+    "NO_ANSWER": "otelkit._export.transport",
+    "OK": "otelkit._export.transport",
+    "OtelkitLogProcessor": "otelkit._export.batching",
+    "OtelkitSpanProcessor": "otelkit._export.batching",
+    "OtlpMetricExporter": "otelkit._export.metrics",
+    "RETRY": "otelkit._export.transport",
+    "ScrubbingLogProcessor": "otelkit._export.batching",
+    "ScrubbingSpanProcessor": "otelkit._export.batching",
+    "SendResult": "otelkit._export.transport",
+    "Sender": "otelkit._export.transport",
+    "TOO_LARGE": "otelkit._export.transport",
+    "UNANSWERED": "otelkit._export.transport",
+    "UNREACHABLE": "otelkit._export.transport",
+    "abandon_stuck_metric_exporters": "otelkit._export.lifecycle",
+    "after_fork_in_child": "otelkit._export.lifecycle",
+    "build_log_processors": "otelkit._export.factory",
+    "build_metric_readers": "otelkit._export.factory",
+    "build_span_processors": "otelkit._export.factory",
+    "describe_destinations": "otelkit._export.factory",
+    "flush_all": "otelkit._export.lifecycle",
+    "live_pipelines": "otelkit._export.lifecycle",
+    "make_log_processor": "otelkit._export.batching",
+    "make_sender": "otelkit._export.factory",
+    "make_span_processor": "otelkit._export.batching",
+    "make_spool": "otelkit._export.factory",
+    "mask_url": "otelkit._export.transport",
+    "probe_local_collector": "otelkit._export.factory",
+    "resolve_exporters": "otelkit._export.factory",
+    "scrubbed_user_processor": "otelkit._export.factory",
+    "sender_for": "otelkit._export.factory",
+    "set_shutdown_deadline": "otelkit._export.batching",
+    "silence_summaries": "otelkit._export.metrics",
+}
+_SUBMODULES = frozenset(("batching", "encoding", "factory", "lifecycle", "metrics", "spool", "stats", "transport"))
+
 
 __all__ = [
     "FAIL",
@@ -115,3 +163,18 @@ __all__ = [
     "set_shutdown_deadline",
     "silence_summaries",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"otelkit._export.{name}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'otelkit._export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *_SUBMODULES})

@@ -19,6 +19,7 @@ from opentelemetry.sdk.metrics.export import (
 
 from otelkit import _compat
 from otelkit._compat import LogRecordExporter
+from otelkit._export import lifecycle as _lifecycle  # noqa: F401  (registers the fork callbacks of what is built here)
 from otelkit._export import spool as _spool
 from otelkit._export import stats as _stats
 from otelkit._export.batching import (
@@ -46,9 +47,8 @@ if TYPE_CHECKING:
     from otelkit._config import Settings, SignalSettings
 
 
-def _scrubber(settings: Any, name: str) -> Callable[[list[Any]], list[Any]] | None:
-    scrub = getattr(settings, "scrub", None) if settings is not None else None
-    if scrub is None or not getattr(scrub, "enabled", False):
+def _scrubber(settings: Settings, name: str) -> Callable[[list[Any]], list[Any]] | None:
+    if not settings.scrub.enabled:
         return None
     try:
         from otelkit import _scrub
@@ -89,7 +89,7 @@ def make_sender(signal: str, sig: SignalSettings) -> Sender:
 def sender_for(settings: Settings, destination: Destination) -> Sender:
     """The :class:`Sender` of an ``otlp`` :class:`Destination` (its protocol and endpoint, the signal's other
     settings: headers, TLS, compression)."""
-    sig: SignalSettings = getattr(settings, destination.signal)
+    sig: SignalSettings = settings.signal(destination.signal)
     if destination.protocol is not None:
         sig = dataclasses.replace(sig, protocol=destination.protocol, endpoint=destination.endpoint)  # type: ignore[arg-type]
     return make_sender(destination.signal, sig)
@@ -168,7 +168,7 @@ def resolve_exporters(settings: Settings, signal: str, *,
                       probe: Callable[[], str | None] | None = None) -> list[Destination]:
     """Where ``signal`` goes: the configured exporters, with ``auto`` resolved by ``probe`` (the local TCP
     probe). The one resolution the pipelines, the start-up line and ``otelkit doctor`` share."""
-    sig: SignalSettings = getattr(settings, signal)
+    sig: SignalSettings = settings.signal(signal)
     out: list[Destination] = []
     for name in sig.exporters:
         if name == "none":
@@ -200,25 +200,21 @@ def resolve_exporters(settings: Settings, signal: str, *,
 
 
 def _batch_kwargs(settings: Settings, group: str, signal: str) -> dict[str, Any]:
-    batch = getattr(settings, group, None)
-    sig = getattr(settings, signal, None)
-    export_timeout = float(getattr(batch, "export_timeout", 30.0) or 30.0)
-    request_timeout = float(getattr(sig, "timeout", 10.0) or 10.0)
+    batch = settings.bsp if group == "bsp" else settings.blrp
     return {
-        "max_queue_size": int(getattr(batch, "max_queue_size", 8192) or 8192),
-        "max_export_batch_size": int(getattr(batch, "max_export_batch_size", 512) or 512),
-        "schedule_delay": float(getattr(batch, "schedule_delay", 1.0) or 1.0),
-        "export_timeout": min(export_timeout, request_timeout),
+        "max_queue_size": batch.max_queue_size,
+        "max_export_batch_size": batch.max_export_batch_size,
+        "schedule_delay": batch.schedule_delay,
+        "export_timeout": min(batch.export_timeout, settings.signal(signal).timeout),
     }
 
 
 def make_spool(settings: Settings, signal: str) -> _spool.SpoolStore | None:
     """The disk spool of ``signal`` when ``settings.spool_dir`` is set (spans and logs; see :mod:`.spool`)."""
-    directory = getattr(settings, "spool_dir", None)
+    directory = settings.spool_dir
     if not directory:
         return None
-    return _spool.SpoolStore(directory, signal, int(getattr(settings, "spool_max_bytes", 0)
-                                                    or _spool.DEFAULT_MAX_BYTES))
+    return _spool.SpoolStore(directory, signal, settings.spool_max_bytes)
 
 
 def _console(name: str, fallback: Callable[[], Any]) -> Any:
@@ -332,8 +328,8 @@ def build_metric_readers(settings: Settings) -> list[Any]:
         _stats.register_self_metrics()
     except Exception:
         logger.debug("otelkit: registering self-metrics failed", exc_info=True)
-    interval = float(getattr(settings, "metric_export_interval", 60.0) or 60.0)
-    timeout = float(getattr(settings, "metric_export_timeout", 30.0) or 30.0)
+    interval = settings.metric_export_interval
+    timeout = settings.metric_export_timeout
     destinations = resolve_exporters(settings, "metrics")
     if not any(dest.kind == "prometheus" for dest in destinations):
         _stop_prometheus_servers(keep=None)

@@ -250,8 +250,7 @@ def silence_summaries(meter_provider: Any) -> None:
 
 
 def _prometheus_key(settings: Settings) -> tuple[str, int]:
-    host = str(getattr(settings, "prometheus_host", "localhost") or "localhost")
-    return host, int(getattr(settings, "prometheus_port", 9464) or 9464)
+    return settings.prometheus_host, settings.prometheus_port
 
 
 def _prometheus_reader(settings: Settings) -> Any:
@@ -272,7 +271,7 @@ def _prometheus_reader(settings: Settings) -> Any:
         logger.warning("otelkit: metrics exporter 'prometheus' needs the prometheus extra (%s); "
                        "the prometheus exporter is off", _prometheus_failed[key])
         return None
-    sd_dir = getattr(settings, "prometheus_sd_dir", None)
+    sd_dir = settings.prometheus_sd_dir
     _stop_prometheus_servers(keep=key)
     if key not in _prometheus_servers or _prometheus_servers[key][0] != os.getpid():
         server: Any = None
@@ -332,9 +331,9 @@ def _announce_scrape_target(settings: Settings, directory: str, host: str, port:
 
     address = socket.gethostname() if host in ("", "0.0.0.0", "::") else host
     target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-    service = str(getattr(settings, "service_name", "") or "")
+    service = settings.service_name
     labels = {"service_name": service, "job": service}
-    attrs = getattr(settings, "resource_attributes", None) or {}
+    attrs = settings.resource_attributes
     instance_id = attrs.get("service.instance.id") if hasattr(attrs, "get") else None
     if instance_id:
         labels["service_instance_id"] = str(instance_id)

@@ -9,11 +9,11 @@
   libraries (and can name any installed ``opentelemetry_instrumentor`` entry point);
   ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (names or ``*``) always wins. Other entry points are
   opt-in: ``OTELKIT_INSTRUMENT_ENTRY_POINTS=true`` (see :mod:`otelkit._instrument.entry_points`).
-* **Semantic conventions.** ``OTEL_SEMCONV_STABILITY_OPT_IN`` is passed through to the contrib
-  instrumentations. When it is unset otelkit opts in to the stable HTTP and database conventions
-  (``http,database``: ``url.full``, ``http.request.method``, ``db.query.text``...), which is what
-  the metric names and dashboards use. The upstream mode is cached at the first instrumentation;
-  otelkit re-reads it at each ``init()`` (a change re-instruments its integrations). An ``init()``
+* **Semantic conventions.** ``settings.semconv_opt_in`` (``OTEL_SEMCONV_STABILITY_OPT_IN``) is set as
+  the contrib instrumentations' mode. When it is unset otelkit opts in to the stable HTTP and database
+  conventions (``http,database``: ``url.full``, ``http.request.method``, ``db.query.text``...), which is
+  what the metric names and dashboards use. Upstream caches the mode for the process; otelkit sets the
+  cache at each ``init()`` (a change re-instruments its integrations). An ``init()``
   that instruments nothing (``instrument=()``, no entry points) leaves it alone unless an
   instrumentation module already loaded it: nothing slow is imported for integrations not in use.
 * **Re-init.** Idempotent: an integration is instrumented once per process; a re-init only
@@ -26,13 +26,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from otelkit import _compat, _scrub, _sentry
+from otelkit import _compat, _sentry
 from otelkit._instrument import _common, entry_points
 from otelkit._instrument import arq as _arq
 from otelkit._instrument import bullmq as _bullmq
@@ -72,8 +71,6 @@ BUILTIN_NAMES = (
     "fastapi", "starlette", "flask", "django",
 )
 
-SEMCONV_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
-DEFAULT_SEMCONV = "http,database"
 
 _lock = threading.RLock()
 _enabled: dict[str, IntegrationStatus] = {}
@@ -110,48 +107,40 @@ def _report_unused_entry_points() -> None:
         _status = (*_status, *extra)
 
 
-def _prepare_semconv() -> bool:
-    """Apply the semantic-convention opt-in; True when it changed since the last init."""
+def _prepare_semconv(settings: Settings) -> bool:
+    """Apply the semantic-convention opt-in of ``settings``; True when it changed since the last init."""
     global _semconv_applied
-    value = os.environ.get(SEMCONV_ENV)
-    effective = value.strip() if value and value.strip() else DEFAULT_SEMCONV
-    # Always re-read: the cached mode may have been set by someone else since the last init.
+    effective = settings.semconv_opt_in
     previous = _semconv_applied
-    # Upstream reads the variable once and caches the mode for the process; something may have
-    # initialised it before init() (an import-time instrumentation), so read it again now.
-    original = os.environ.get(SEMCONV_ENV)
-    try:
-        os.environ[SEMCONV_ENV] = effective
-        if not _compat.reset_semconv_stability():
-            return False
-    finally:
-        if original is None:
-            os.environ.pop(SEMCONV_ENV, None)
-        else:
-            os.environ[SEMCONV_ENV] = original
+    # Upstream caches the mode for the process when it is first asked; something may have asked before
+    # init() (an import-time instrumentation), so set it again now, at every init().
+    if not _compat.set_semconv_stability(effective):
+        logger.debug("otelkit: this contrib release has no semantic-convention switch otelkit can set; the "
+                     "instrumentations keep the mode they read from OTEL_SEMCONV_STABILITY_OPT_IN themselves")
+        return False
     _semconv_applied = effective
     return previous is not None and previous != effective
 
 
-def _names(value: Any) -> tuple[str, ...] | None:
+def _names(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
     return _common.sequence_names(value)
 
 
 def _disabled_reason(name: str, settings: Settings, kind: str) -> str | None:
-    disabled = {n.strip().lower() for n in _common.settings_get(settings, "disabled_instrumentations", ()) or ()}
+    disabled = {n.strip().lower() for n in settings.disabled_instrumentations}
     if "*" in disabled or name in disabled:
         return f"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS contains {'*' if '*' in disabled else name!r}"
-    chosen = _names(_common.settings_get(settings, "instrument", None))
+    chosen = _names(settings.instrument)
     if kind == "library":
         if chosen is not None and name not in chosen:
             return f"not in instrument={list(chosen)!r} ({_source(settings, 'instrument', 'OTELKIT_INSTRUMENT')})"
     elif kind == "system_metrics":
-        if not _common.settings_get(settings, "system_metrics", True):
+        if not settings.system_metrics:
             return f"system_metrics=False ({_source(settings, 'system_metrics', 'OTELKIT_SYSTEM_METRICS')})"
     elif kind == "entry_point":
         if chosen is not None and name in chosen:
             return None
-        if not _common.settings_get(settings, "instrument_entry_points", False):
+        if not settings.instrument_entry_points:
             return f"entry points are opt-in: OTELKIT_INSTRUMENT_ENTRY_POINTS=true or instrument=[..., {name!r}]"
         if chosen is not None:
             return f"not in instrument={list(chosen)!r}"
@@ -159,8 +148,7 @@ def _disabled_reason(name: str, settings: Settings, kind: str) -> str | None:
 
 
 def _source(settings: Settings, field: str, env: str) -> str:
-    sources = _common.settings_get(settings, "sources", {}) or {}
-    source = sources.get(field) if hasattr(sources, "get") else None
+    source = settings.sources.get(field)
     return "argument" if source == "argument" else (source or env)
 
 
@@ -215,9 +203,9 @@ def instrument_all(
 
 def _entry_points_wanted(settings: Settings) -> bool:
     """Whether this init may enable or disable an entry point (else scanning them only yields status lines)."""
-    if entry_points.enabled_names() or _common.settings_get(settings, "instrument_entry_points", False):
+    if entry_points.enabled_names() or settings.instrument_entry_points:
         return True
-    chosen = _names(_common.settings_get(settings, "instrument", None))
+    chosen = _names(settings.instrument)
     return chosen is not None and any(name not in BUILTIN_NAMES for name in chosen)
 
 
@@ -226,12 +214,6 @@ def _instrument_all(
     report_unused_entry_points: bool = True,
 ) -> list[IntegrationStatus]:
     global _status, _unscanned
-    scrub = _common.settings_get(settings, "scrub", None)
-    if scrub is not None:
-        try:
-            _scrub.configure(scrub.enabled, scrub.extra_patterns)
-        except ValueError as exc:
-            logger.warning("otelkit: %s", exc)
     _common.set_providers(tracer_provider, meter_provider)
     ctx = _common.Context(settings, _common.FOLLOWING_TRACER_PROVIDER, meter_provider)
     scan = report_unused_entry_points or _entry_points_wanted(settings)
@@ -239,7 +221,7 @@ def _instrument_all(
     # (10-20 ms) when this init instruments nothing and no instrumentation module has loaded it.
     semconv_needed = scan or _compat.semconv_loaded(sys.modules) or any(
         _disabled_reason(module.NAME, settings, "library") is None for module in LIBRARIES)
-    if semconv_needed and _prepare_semconv():
+    if semconv_needed and _prepare_semconv(settings):
         # Contrib instrumentations captured the old mode when they were instrumented.
         for module in LIBRARIES:
             if module.NAME in _enabled:
@@ -290,7 +272,7 @@ def _instrument_all(
             _enabled[ep.name] = status
         statuses.append(status)
 
-    for name in _names(_common.settings_get(settings, "instrument", None)) or ():
+    for name in _names(settings.instrument) or ():
         if name not in known:
             reason = f"unknown integration (known here: {', '.join(sorted(known))})"
             # A typo in instrument= would otherwise leave a library silently untraced.
@@ -313,7 +295,8 @@ def plan(settings: Settings) -> list[IntegrationStatus]:
         name = module.NAME
         reason = _disabled_reason(name, settings, "system_metrics" if module is _system_metrics else "library")
         try:
-            statuses.append(IntegrationStatus(name, "disabled", reason) if reason is not None else module.plan())
+            statuses.append(IntegrationStatus(name, "disabled", reason) if reason is not None else
+                            _system_metrics.plan(settings) if module is _system_metrics else module.plan())
         except Exception as exc:
             statuses.append(IntegrationStatus(name, "failed", f"{type(exc).__name__}: {exc}"))
     known = set(BUILTIN_NAMES)
@@ -322,7 +305,7 @@ def plan(settings: Settings) -> list[IntegrationStatus]:
         reason = _disabled_reason(ep.name, settings, "entry_point")
         statuses.append(IntegrationStatus(ep.name, "disabled", reason) if reason is not None else
                         IntegrationStatus(ep.name, "enabled", f"entry point {ep.value} would be instrumented"))
-    for name in _names(_common.settings_get(settings, "instrument", None)) or ():
+    for name in _names(settings.instrument) or ():
         if name not in known:
             statuses.append(IntegrationStatus(name, "skipped",
                                               f"unknown integration (known here: {', '.join(sorted(known))})"))

@@ -321,10 +321,6 @@ class Context:
     meter_provider: MeterProvider | None
 
 
-def settings_get(settings: Any, name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
-
-
 def pid() -> int:
     return os.getpid()
 

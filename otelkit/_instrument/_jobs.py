@@ -80,7 +80,7 @@ def epoch(value: Any) -> float | None:
         if isinstance(value, _dt.datetime):
             if value.tzinfo is None:
                 value = value.replace(tzinfo=_dt.timezone.utc)
-            return value.timestamp()
+            return float(value.timestamp())
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             return float(value) / 1000.0
     except Exception:

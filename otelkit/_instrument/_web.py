@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 
 from otelkit._correlation import get_correlation_id, is_valid_correlation_id, with_correlation_id
-from otelkit._instrument import _common
 from otelkit._internal_log import logger
 from otelkit._names import CORRELATION_ATTRIBUTE
+
+if TYPE_CHECKING:
+    from otelkit._config import Settings
 
 RESPONSE_HEADER = "X-Correlation-ID"
 DEFAULT_HEADER = "X-Correlation-ID"
@@ -49,13 +51,19 @@ class Edge:
 
 _edge = Edge(DEFAULT_HEADER)
 _flush_seconds = 5.0
+_excluded: dict[str, str] = {}
 
 
-def configure(settings: Any) -> Edge:
+def configure(settings: Settings) -> Edge:
     """Read ``correlation_header`` from the settings of this init (re-init may change it)."""
-    global _edge, _flush_seconds
-    _flush_seconds = float(_common.settings_get(settings, "shutdown_timeout", 5.0) or 0.0)
-    header = _common.settings_get(settings, "correlation_header", DEFAULT_HEADER) or DEFAULT_HEADER
+    global _edge, _flush_seconds, _excluded
+    _flush_seconds = settings.shutdown_timeout
+    general = settings.excluded_urls or DEFAULT_EXCLUDED_URLS
+    _excluded = {"fastapi": settings.fastapi_excluded_urls or general,
+                 "starlette": settings.starlette_excluded_urls or general,
+                 "flask": settings.flask_excluded_urls or general,
+                 "django": settings.django_excluded_urls or general}
+    header = settings.correlation_header or DEFAULT_HEADER
     if header != _edge.header:
         _edge = Edge(header)
     return _edge
@@ -123,10 +131,11 @@ def adopt(span: Any, state: list[Any] | None) -> None:
 def excluded_urls(framework: str) -> str:
     """``excluded_urls`` for the contrib middleware: the framework's variable, else the general one, else the default.
 
-    Passed explicitly, never left to the contrib: it reads these variables once, when its module is imported.
+    From ``OTEL_PYTHON_<FRAMEWORK>_EXCLUDED_URLS``, else ``OTEL_PYTHON_EXCLUDED_URLS``, else the default, as
+    resolved into the settings of this ``init()`` (:func:`configure`). Passed explicitly, never left to the
+    contrib: it reads these variables once, when its module is imported.
     """
-    return (os.environ.get(f"OTEL_PYTHON_{framework.upper()}_EXCLUDED_URLS")
-            or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS") or DEFAULT_EXCLUDED_URLS)
+    return _excluded.get(framework, DEFAULT_EXCLUDED_URLS)
 
 
 # --- patch when the framework is imported ----------------------------------------------------------

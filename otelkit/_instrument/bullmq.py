@@ -78,7 +78,7 @@ def job_carrier(job: Any) -> dict[str, Any] | None:
 
 def _server(instance: Any) -> tuple[str | None, int | None]:
     """(``server.address``, ``server.port``) of a Queue/Worker's Redis connection option, cached on the instance."""
-    cached = getattr(instance, "_otelkit_server", None)
+    cached: tuple[str | None, int | None] | None = getattr(instance, "_otelkit_server", None)
     if cached is not None:
         return cached
     host: Any = None

@@ -87,7 +87,8 @@ _last_app: list[Any] = [None, ("", {})]  # (app, its _broker() answer): the hot 
 def _broker(app: Any) -> tuple[str, dict[str, Any]]:
     """(messaging.system, server attributes) of ``app``'s broker, cached per app and per broker URL."""
     if app is not None and app is _last_app[0]:
-        return _last_app[1]
+        cached: tuple[str, dict[str, Any]] = _last_app[1]
+        return cached
     result = _broker_of(app)
     _last_app[0], _last_app[1] = app, result
     return result

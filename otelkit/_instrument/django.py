@@ -86,9 +86,9 @@ def _wsgi_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
         return wrapped(*args, **kwargs)
     if not getattr(instance, "_otelkit_django", False) and not _state.get("warned"):
         _check_built_after_init(instance)
-    environ, start_response = args
-    state = _web.incoming(environ.get(_web.edge().wsgi_key))
-    environ[_KEY] = state
+    wsgi_environ, start_response = args
+    state = _web.incoming(wsgi_environ.get(_web.edge().wsgi_key))
+    wsgi_environ[_KEY] = state
 
     def start_with_id(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
         try:
@@ -99,7 +99,7 @@ def _wsgi_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
 
     token = _web.enter(state)
     try:
-        return wrapped(environ, start_with_id)
+        return wrapped(wsgi_environ, start_with_id)
     finally:
         _web.leave(token)
 

@@ -59,11 +59,11 @@ def _call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, 
         return wrapped(*args, **kwargs)
     if not instance.__dict__.get("_otelkit_flask"):
         _first_call(instance)
-    environ, start_response = args
-    if _ENVIRON_KEY in environ:  # an app dispatched to by another Flask app: the outer one did the edge
+    wsgi_environ, start_response = args
+    if _ENVIRON_KEY in wsgi_environ:  # an app dispatched to by another Flask app: the outer one did the edge
         return wrapped(*args, **kwargs)
-    state = _web.incoming(environ.get(_web.edge().wsgi_key))
-    environ[_ENVIRON_KEY] = state
+    state = _web.incoming(wsgi_environ.get(_web.edge().wsgi_key))
+    wsgi_environ[_ENVIRON_KEY] = state
 
     def start_with_id(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
         try:
@@ -74,7 +74,7 @@ def _call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, 
 
     token = _web.enter(state)
     try:
-        return wrapped(environ, start_with_id)
+        return wrapped(wsgi_environ, start_with_id)
     finally:
         _web.leave(token)
 

@@ -17,12 +17,12 @@ NAME = "logging"
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
-    disabled = {n.strip().lower() for n in _common.settings_get(ctx.settings, "disabled_instrumentations", ()) or ()}
+    disabled = {n.strip().lower() for n in ctx.settings.disabled_instrumentations}
     note = ""
     if "logging" in disabled:
         note = ("; OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=logging only concerns the contrib instrumentation, "
                 "which otelkit never enables: switch correlation off with OTELKIT_LOG_CORRELATION=false")
-    if not _common.settings_get(ctx.settings, "log_correlation", True):
+    if not ctx.settings.log_correlation:
         return IntegrationStatus(NAME, "disabled", "OTELKIT_LOG_CORRELATION=false")
     reason = "handled by otelkit._logs: trace_id, span_id, correlation_id on every record" + note
     # Only the application can have enabled the contrib instrumentation, and it must have imported it to do

@@ -288,7 +288,7 @@ def _traced_connection_class(base: type) -> type:
     if cached is not None:
         return cached
 
-    class OtelkitConnection(base):
+    class OtelkitConnection(base):  # type: ignore[misc]  # the connection class is chosen at run time
         """Counts transaction outcomes; everything else is the base connection's."""
 
         def commit(self) -> None:

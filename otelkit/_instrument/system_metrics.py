@@ -5,7 +5,8 @@ utilization, memory (RSS and virtual), threads, open file descriptors, context s
 CPython GC counters, plus host CPU and memory utilization and network bytes (bandwidth to
 external APIs). The other system-wide series (disks, packets, errors, connections, swap...) are
 left out: they belong to a node exporter, not to each service.
-``OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS`` (upstream's glob list) still removes names.
+``OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS`` (upstream's glob list, read into
+``settings.system_metrics_excluded``) still removes names.
 
 The instrumentation holds observable instruments of one meter provider, so a re-init with another
 provider re-creates it; after a fork the child samples its own pid (upstream caches the parent's).
@@ -15,11 +16,15 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from otelkit import _compat
 from otelkit._instrument import _common
 from otelkit._status import IntegrationStatus
+
+if TYPE_CHECKING:
+    from otelkit._config import Settings
 
 NAME = "system_metrics"
 
@@ -43,19 +48,19 @@ CONFIG: dict[str, list[str] | None] = {
 _state: dict[str, Any] = {}
 
 
-def _config() -> dict[str, list[str] | None]:
-    excluded = [p.strip() for p in os.environ.get("OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS", "").split(",")
-                if p.strip()]
+def _config(excluded: Sequence[str]) -> dict[str, list[str] | None]:
+    """:data:`CONFIG` without the names matching ``excluded`` (``settings.system_metrics_excluded``)."""
     return {k: v for k, v in CONFIG.items() if not any(fnmatch.fnmatch(k, p) for p in excluded)}
 
 
-def plan() -> IntegrationStatus:
+def plan(settings: Settings) -> IntegrationStatus:
     """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
     status = _common.plan_library(NAME, ("psutil",), (0,), "any", "psutil",
                                   "opentelemetry.instrumentation.system_metrics")
     if status.state != "enabled":
         return status
-    return IntegrationStatus(NAME, "enabled", f"{len(_config())} metrics would be recorded: process CPU/memory/"
+    count = len(_config(settings.system_metrics_excluded))
+    return IntegrationStatus(NAME, "enabled", f"{count} metrics would be recorded: process CPU/memory/"
                              "threads/fds, CPython GC, host CPU/memory/network", version=status.version)
 
 
@@ -73,7 +78,7 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
         return IntegrationStatus(NAME, "enabled", _state["reason"], version=found[1])
     if _state:
         uninstrument()
-    config = _config()
+    config = _config(ctx.settings.system_metrics_excluded)
     instrumentor = SystemMetricsInstrumentor(config=config)
     if instrumentor.is_instrumented_by_opentelemetry:
         return IntegrationStatus(NAME, "enabled", "already instrumented by the application", version=found[1])

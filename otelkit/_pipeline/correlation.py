@@ -50,8 +50,7 @@ def correlation_headers() -> tuple[str, ...]:
         return DEFAULT_CORRELATION_HEADERS
     if settings is _settings_seen:
         return _headers
-    headers = DEFAULT_CORRELATION_HEADERS if settings is None else tuple(
-        getattr(settings, "correlation_headers", DEFAULT_CORRELATION_HEADERS))
+    headers = DEFAULT_CORRELATION_HEADERS if settings is None else settings.correlation_headers
     _settings_seen, _headers = settings, headers
     return headers
 

@@ -29,7 +29,7 @@ that). If the code under test calls ``otelkit.init()`` itself with other
 arguments, that re-initialises otelkit and replaces the in-memory pipeline:
 pass the application's ``init()`` arguments to the capture instead.
 
-The ``otlp_receiver`` and ``collector`` fixtures (a real OTLP receiver, and the
+The ``otelkit_otlp_receiver`` and ``otelkit_collector`` fixtures (a real OTLP receiver, and the
 real ``rotel`` collector in front of it) come from the same plugin
 (:mod:`otelkit.testing._plugin`), built on :mod:`otelkit.testing._receiver`.
 """

@@ -4,9 +4,12 @@
   (otelkit initialised with in-memory exporters, reset afterwards; the test runs
   in an empty OTel context). Pass
   ``init()`` arguments with ``@pytest.mark.otelkit(instrument=["redis"], ...)``.
-* ``otlp_receiver``: a started in-process OTLP receiver (gRPC + HTTP).
-* ``collector``: the real ``rotel`` collector in front of an ``OtlpReceiver``
+* ``otelkit_otlp_receiver``: a started in-process OTLP receiver (gRPC + HTTP).
+* ``otelkit_collector``: the real ``rotel`` collector in front of an ``OtlpReceiver``
   (skips when ``rotel`` is not installed, fails under ``CI=true``).
+
+Every fixture name starts with ``otelkit_``, so none collides with an application's own
+``collector`` or ``otlp_receiver`` fixture.
 
 This module is imported by every pytest run in an environment where otelkit is
 installed, so it imports nothing heavy: the SDK, grpc and the receiver load
@@ -52,7 +55,7 @@ def otelkit_capture(request: pytest.FixtureRequest) -> Iterator[CapturedTelemetr
 
 
 @pytest.fixture
-def otlp_receiver() -> Iterator[OtlpReceiver]:
+def otelkit_otlp_receiver() -> Iterator[OtlpReceiver]:
     """A started in-process OTLP receiver (gRPC + HTTP) on free ports."""
     from otelkit.testing._receiver import OtlpReceiver
 
@@ -64,8 +67,8 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture
-def collector() -> Iterator[RotelCollector]:
-    """The real rotel collector on free ports, exporting to ``collector.receiver`` (an ``OtlpReceiver``)."""
+def otelkit_collector() -> Iterator[RotelCollector]:
+    """The real rotel collector on free ports, exporting to ``otelkit_collector.receiver`` (an ``OtlpReceiver``)."""
     from otelkit.testing._receiver import OtlpReceiver, RotelCollector, find_rotel_agent
 
     if find_rotel_agent() is None:

@@ -64,8 +64,8 @@ Use these to test what otelkit (or any OTLP exporter) actually puts on the wire.
 pytest fixtures (function-scoped, defined in the ``otelkit`` pytest plugin,
 :mod:`otelkit.testing._plugin`, so that this module does not need pytest):
 
-* ``otlp_receiver`` -> a started ``OtlpReceiver``.
-* ``collector`` -> a started ``RotelCollector``; ``collector.receiver`` is its ``OtlpReceiver``.
+* ``otelkit_otlp_receiver`` -> a started ``OtlpReceiver``.
+* ``otelkit_collector`` -> a started ``RotelCollector``; ``otelkit_collector.receiver`` is its ``OtlpReceiver``.
   Skips when the ``rotel`` package is not installed (fails under ``CI=true``).
 """
 
@@ -717,7 +717,7 @@ class _GrpcBase:
 _METHOD_SIGNALS = {"TraceService": "traces", "MetricsService": "metrics", "LogsService": "logs"}
 
 
-class _CallCounter(grpc.ServerInterceptor):
+class _CallCounter(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type stubs
     """Counts every Export call as it arrives, before the message is read (so size refusals count too)."""
 
     def __init__(self, owner: OtlpReceiver) -> None:

@@ -30,7 +30,7 @@ def test_bad_arguments_are_usage_errors(args: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize(("var", "value"), [
     (b"OTEL_SERVICE_NAME", b"svc\xff"),
-    (b"OTEL_EXPORTER_OTLP_ENDPOINT", b"collector:4317"),
+    (b"OTEL_EXPORTER_OTLP_ENDPOINT", b"collector:4318"),
     (b"OTEL_BSP_SCHEDULE_DELAY", b"1e309"),
     (b"OTEL_EXPORTER_OTLP_HEADERS", b"x-k=a%0Ab"),
 ])
@@ -43,7 +43,7 @@ def test_doctor_names_a_bad_variable(var: bytes, value: bytes) -> None:
 
 
 def test_doctor_names_every_bad_variable_at_once() -> None:
-    bad = {b"OTEL_SERVICE_NAME": b"svc\xff", b"OTEL_EXPORTER_OTLP_ENDPOINT": b"collector:4317",
+    bad = {b"OTEL_SERVICE_NAME": b"svc\xff", b"OTEL_EXPORTER_OTLP_ENDPOINT": b"collector:4318",
            b"OTEL_BSP_SCHEDULE_DELAY": b"1e309"}
     result = _otelkit("doctor", env=bad)
     output = result.stdout + result.stderr

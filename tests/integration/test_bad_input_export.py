@@ -70,9 +70,9 @@ GARBAGE_ENV = {
 
 
 @pytest.mark.parametrize(("var", "value"), list(GARBAGE_ENV.values()), ids=list(GARBAGE_ENV))
-def test_garbage_environment_is_a_config_error_naming_the_variable(otlp_receiver: OtlpReceiver, var: bytes,
+def test_garbage_environment_is_a_config_error_naming_the_variable(otelkit_otlp_receiver: OtlpReceiver, var: bytes,
                                                                    value: bytes) -> None:
-    result = _run(otlp_receiver, {var: value})
+    result = _run(otelkit_otlp_receiver, {var: value})
     stderr = result.stderr.decode(errors="replace")
     assert result.returncode == 3, stderr
     assert "CONFIG-ERROR" in stderr and var.decode() in stderr
@@ -80,28 +80,28 @@ def test_garbage_environment_is_a_config_error_naming_the_variable(otlp_receiver
 
 
 @pytest.mark.parametrize(("var", "value"), list(GARBAGE_ENV.values()), ids=list(GARBAGE_ENV))
-def test_garbage_environment_with_strict_false_still_delivers(otlp_receiver: OtlpReceiver, var: bytes,
+def test_garbage_environment_with_strict_false_still_delivers(otelkit_otlp_receiver: OtlpReceiver, var: bytes,
                                                               value: bytes) -> None:
     # Each of these values used to be accepted and then broke export silently: the export thread died on
     # Event.wait(1e20), every span start raised inside the SDK (no-op spans), every request failed with
     # HTTP 400 (invalid UTF-8 on the wire) or in the HTTP client (CR/LF in a header).
-    result = _run(otlp_receiver, {var: value, b"OTELKIT_STRICT": b"false"})
+    result = _run(otelkit_otlp_receiver, {var: value, b"OTELKIT_STRICT": b"false"})
     stderr = result.stderr.decode(errors="replace")
     assert result.returncode == 0, stderr
     assert "ConfigWarning" in stderr and var.decode() in stderr
-    spans = otlp_receiver.wait_for_spans(3, timeout=30)
+    spans = otelkit_otlp_receiver.wait_for_spans(3, timeout=30)
     assert sorted(s.name for s in spans) == ["work0", "work1", "work2"]
-    otlp_receiver.wait_for_logs(3, timeout=30)
+    otelkit_otlp_receiver.wait_for_logs(3, timeout=30)
     assert "Traceback" not in stderr
 
 
 @pytest.fixture(params=["http/protobuf", "grpc"])
-def exporting(otlp_receiver: OtlpReceiver, request: pytest.FixtureRequest) -> Any:
-    endpoint = otlp_receiver.grpc_endpoint if request.param == "grpc" else otlp_receiver.http_endpoint
+def exporting(otelkit_otlp_receiver: OtlpReceiver, request: pytest.FixtureRequest) -> Any:
+    endpoint = otelkit_otlp_receiver.grpc_endpoint if request.param == "grpc" else otelkit_otlp_receiver.http_endpoint
     otelkit.init(service_name="bad-input", endpoint=endpoint, protocol=request.param, instrument=(),
                  system_metrics=False, metrics_exporter="none")
     try:
-        yield otlp_receiver
+        yield otelkit_otlp_receiver
     finally:
         _init.reset()
 
@@ -161,17 +161,18 @@ def test_one_undecodable_log_message_does_not_drop_the_batch(exporting: OtlpRece
     assert len(bodies) == 4 and _drops_since(drops_before, "logs", "export_failed") == 0, str(report)
 
 
-def test_one_out_of_range_metric_value_does_not_kill_all_metrics(otlp_receiver: OtlpReceiver) -> None:
+def test_one_out_of_range_metric_value_does_not_kill_all_metrics(otelkit_otlp_receiver: OtlpReceiver) -> None:
     from opentelemetry import metrics
 
-    otelkit.init(service_name="bad-input", endpoint=otlp_receiver.http_endpoint, instrument=(), system_metrics=False,
+    otelkit.init(service_name="bad-input", endpoint=otelkit_otlp_receiver.http_endpoint, instrument=(),
+                 system_metrics=False,
                  traces_exporter="none", logs_exporter="none")
     try:
         meter = metrics.get_meter("app")
         meter.create_counter("app.good").add(1)
         meter.create_up_down_counter("app.huge").add(10**20)
         report = otelkit.shutdown(timeout=5)
-        assert "app.good" in {p.name for p in otlp_receiver.metrics()}, str(report)
+        assert "app.good" in {p.name for p in otelkit_otlp_receiver.metrics()}, str(report)
     finally:
         _init.reset()
 

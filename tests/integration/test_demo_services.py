@@ -22,9 +22,10 @@ from otelkit.testing._receiver import RotelCollector
 
 
 def test_demo_with_redis_postgres_and_a_collector(tmp_path: Path, redis_url: str, postgres_dsn: str,
-                                                  collector: RotelCollector) -> None:
+                                                  otelkit_collector: RotelCollector) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
-    env = {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    env = {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": otelkit_collector.grpc_endpoint,
+           "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
     done = subprocess.run([sys.executable, "-m", "otelkit", "demo", "--redis", redis_url, "--postgres", postgres_dsn,
                            "--telemetry", "otlp", "--events", "10", "--workers", "2"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
@@ -38,7 +39,7 @@ def test_demo_with_redis_postgres_and_a_collector(tmp_path: Path, redis_url: str
     assert found, out
     trace_id, cid = found.groups()
 
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
 
     def event_spans() -> list:  # type: ignore[type-arg]
         spans = [s for s in receiver.spans() if s.trace_id == trace_id]

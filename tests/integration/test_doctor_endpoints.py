@@ -45,8 +45,8 @@ def endpoint_checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_healthy_collector(collector: RotelCollector, protocol: str) -> None:
-    endpoint = collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint
+def test_healthy_collector(otelkit_collector: RotelCollector, protocol: str) -> None:
+    endpoint = otelkit_collector.grpc_endpoint if protocol == "grpc" else otelkit_collector.http_endpoint
     code, report = doctor({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
                            "OTEL_SERVICE_NAME": "doctor-test"}, "--timeout", "5")
     assert code == 0, report
@@ -57,7 +57,7 @@ def test_healthy_collector(collector: RotelCollector, protocol: str) -> None:
     trace_id = found["traces"]["details"]["trace_id"]
     assert "accepted" in found["traces"]["summary"] and trace_id in found["traces"]["summary"]
     # What the doctor sent went through the real collector to the receiver behind it.
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     span = receiver.wait_for(lambda: [s for s in receiver.spans() if s.trace_id == trace_id], timeout=30)[0]
     assert span.name == "otelkit doctor test span"
     assert span.resource["service.name"] == "doctor-test"
@@ -191,19 +191,19 @@ class _FakeHttp:
 
 
 @pytest.fixture
-def fake_tempo(collector: RotelCollector) -> Iterator[_FakeHttp]:
+def fake_tempo(otelkit_collector: RotelCollector) -> Iterator[_FakeHttp]:
     """FAKE Tempo: ``/api/traces/<id>`` answers 200 once the trace reached the collector's receiver."""
     def handler(method: str, path: str) -> tuple[int, bytes]:
         trace_id = path.rsplit("/", 1)[-1]
-        found = any(s.trace_id == trace_id for s in collector.receiver.spans())
+        found = any(s.trace_id == trace_id for s in otelkit_collector.receiver.spans())
         return (200, b'{"batches": []}') if found else (404, b"trace not found")
 
     with _FakeHttp(handler) as server:
         yield server
 
 
-def test_test_span_queryable_in_tempo(collector: RotelCollector, fake_tempo: _FakeHttp) -> None:
-    code, report = doctor({"OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint,
+def test_test_span_queryable_in_tempo(otelkit_collector: RotelCollector, fake_tempo: _FakeHttp) -> None:
+    code, report = doctor({"OTEL_EXPORTER_OTLP_ENDPOINT": otelkit_collector.grpc_endpoint,
                            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_SERVICE_NAME": "x"},
                           "--timeout", "2", "--tempo-url", fake_tempo.url)
     assert code == 0, report
@@ -213,9 +213,9 @@ def test_test_span_queryable_in_tempo(collector: RotelCollector, fake_tempo: _Fa
     assert any(path == f"/api/traces/{trace_id}" for _, path, _ in fake_tempo.requests)
 
 
-def test_trace_missing_from_tempo_is_a_failure(collector: RotelCollector) -> None:
+def test_trace_missing_from_tempo_is_a_failure(otelkit_collector: RotelCollector) -> None:
     with _FakeHttp(lambda method, path: (404, b"trace not found")) as tempo_server:
-        code, report = doctor({"OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint,
+        code, report = doctor({"OTEL_EXPORTER_OTLP_ENDPOINT": otelkit_collector.grpc_endpoint,
                                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_SERVICE_NAME": "x"},
                               "--timeout", "1", "--tempo-url", tempo_server.url)
     assert code == 1
@@ -224,8 +224,8 @@ def test_trace_missing_from_tempo_is_a_failure(collector: RotelCollector) -> Non
     assert "traces pipeline exports to Tempo" in tempo["fix"]
 
 
-def test_tempo_absent_is_skipped_not_failed(collector: RotelCollector) -> None:
-    code, report = doctor({"OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint,
+def test_tempo_absent_is_skipped_not_failed(otelkit_collector: RotelCollector) -> None:
+    code, report = doctor({"OTEL_EXPORTER_OTLP_ENDPOINT": otelkit_collector.grpc_endpoint,
                            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_SERVICE_NAME": "x",
                            "OTELKIT_TEMPO_URL": ""}, "--timeout", "1")
     tempo = checks(report, "tempo")[0]

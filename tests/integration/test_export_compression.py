@@ -105,24 +105,24 @@ def test_http_protobuf_sends_content_encoding_gzip(monkeypatch: pytest.MonkeyPat
         assert len(raw) > len(BIG)
 
 
-def test_http_protobuf_gzip_is_decoded_by_the_real_collector(collector: RotelCollector,
+def test_http_protobuf_gzip_is_decoded_by_the_real_collector(otelkit_collector: RotelCollector,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     name = f"gz-rotel-http-{uuid.uuid4().hex[:8]}"
-    _configure(monkeypatch, collector.http_endpoint + "/v1/traces", "http/protobuf", True)
+    _configure(monkeypatch, otelkit_collector.http_endpoint + "/v1/traces", "http/protobuf", True)
     _send_one_span(name, payload=BIG)
-    (span,) = collector.receiver.wait_for_spans(1, name=name)
+    (span,) = otelkit_collector.receiver.wait_for_spans(1, name=name)
     assert span.attributes["payload"] == BIG
 
 
 # --- gRPC ------------------------------------------------------------------------------------------
 
 
-def test_grpc_gzip_delivers_through_the_real_collector(collector: RotelCollector,
+def test_grpc_gzip_delivers_through_the_real_collector(otelkit_collector: RotelCollector,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     name = f"gz-rotel-grpc-{uuid.uuid4().hex[:8]}"
-    _configure(monkeypatch, collector.grpc_endpoint, "grpc", True)
+    _configure(monkeypatch, otelkit_collector.grpc_endpoint, "grpc", True)
     _send_one_span(name, payload=BIG)
-    (span,) = collector.receiver.wait_for_spans(1, name=name)
+    (span,) = otelkit_collector.receiver.wait_for_spans(1, name=name)
     assert span.attributes["payload"] == BIG
 
 
@@ -179,14 +179,14 @@ class _CountingRelay:
 
 
 @pytest.mark.parametrize("gzip_on", [True, False], ids=["gzip", "control-none"])
-def test_grpc_gzip_shrinks_the_bytes_on_the_wire(otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch,
+def test_grpc_gzip_shrinks_the_bytes_on_the_wire(otelkit_otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch,
                                                  gzip_on: bool) -> None:
-    relay = _CountingRelay(otlp_receiver.grpc_port)
+    relay = _CountingRelay(otelkit_otlp_receiver.grpc_port)
     try:
         name = f"gz-wire-{uuid.uuid4().hex[:8]}"
         _configure(monkeypatch, f"http://127.0.0.1:{relay.port}", "grpc", gzip_on)
         _send_one_span(name, payload=BIG)
-        (span,) = otlp_receiver.wait_for_spans(1, name=name)
+        (span,) = otelkit_otlp_receiver.wait_for_spans(1, name=name)
         assert span.attributes["payload"] == BIG
         sent = relay.upstream_bytes
     finally:

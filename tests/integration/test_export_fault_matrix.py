@@ -32,7 +32,7 @@ def _nothing_unexplained(outcome: Outcome, signal: str, total: int) -> None:
 @pytest.fixture(autouse=True)
 def _rotel_needed(request: pytest.FixtureRequest) -> None:
     if "healthy" in request.node.name or "real_collector" in request.node.name:
-        request.getfixturevalue("collector")  # skips (fails under CI=true) without the rotel binary
+        request.getfixturevalue("otelkit_collector")  # skips (fails under CI=true) without the rotel binary
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -55,13 +55,13 @@ def emit(tp: TracerProvider, count: int, prefix: str = "s", **attributes: object
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_transient_failures_are_retried_and_delivered_once(otlp_receiver: OtlpReceiver, protocol: str) -> None:
-    otlp_receiver.fail(503, "UNAVAILABLE", times=2)
-    tp, processor = provider(otlp_receiver, protocol)
+def test_transient_failures_are_retried_and_delivered_once(otelkit_otlp_receiver: OtlpReceiver, protocol: str) -> None:
+    otelkit_otlp_receiver.fail(503, "UNAVAILABLE", times=2)
+    tp, processor = provider(otelkit_otlp_receiver, protocol)
     emit(tp, 50)
-    spans = otlp_receiver.wait_for_spans(50, timeout=15)
+    spans = otelkit_otlp_receiver.wait_for_spans(50, timeout=15)
     assert sorted(s.attributes["seq"] for s in spans) == list(range(50))  # every span, none twice
-    outcomes = [a.outcome for a in otlp_receiver.attempts]
+    outcomes = [a.outcome for a in otelkit_otlp_receiver.attempts]
     assert outcomes[:2] == (["status:503"] * 2 if protocol == "http" else ["grpc:UNAVAILABLE"] * 2)
     tp.shutdown()
     assert STATS.exported_counts()["traces"] == 50
@@ -69,15 +69,15 @@ def test_transient_failures_are_retried_and_delivered_once(otlp_receiver: OtlpRe
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_retry_hint_is_honoured(otlp_receiver: OtlpReceiver, protocol: str) -> None:
+def test_retry_hint_is_honoured(otelkit_otlp_receiver: OtlpReceiver, protocol: str) -> None:
     # 429 + Retry-After / RESOURCE_EXHAUSTED + RetryInfo is throttling: retried after the hint, not dropped.
     # Retry-After carries whole seconds, hence a 1 s hint for both protocols.
-    otlp_receiver.fail(429, "RESOURCE_EXHAUSTED", retry_after=1, times=1)
-    tp, _ = provider(otlp_receiver, protocol)
+    otelkit_otlp_receiver.fail(429, "RESOURCE_EXHAUSTED", retry_after=1, times=1)
+    tp, _ = provider(otelkit_otlp_receiver, protocol)
     emit(tp, 10)
-    spans = otlp_receiver.wait_for_spans(10, timeout=10)
+    spans = otelkit_otlp_receiver.wait_for_spans(10, timeout=10)
     assert sorted(s.attributes["seq"] for s in spans) == list(range(10))
-    throttled, retry = otlp_receiver.attempts[:2]
+    throttled, retry = otelkit_otlp_receiver.attempts[:2]
     assert throttled.outcome == ("status:429" if protocol == "http" else "grpc:RESOURCE_EXHAUSTED")
     assert (retry.outcome, retry.items) == ("ok", throttled.items)  # the same batch, whole
     # No earlier than the hint, by the receiver's own arrival times: a lower bound no load can break.
@@ -86,15 +86,16 @@ def test_retry_hint_is_honoured(otlp_receiver: OtlpReceiver, protocol: str) -> N
     assert STATS.dropped_for("traces") == {}
 
 
-def test_resource_exhausted_without_retry_info_backs_off_and_does_not_split(otlp_receiver: OtlpReceiver) -> None:
+def test_resource_exhausted_without_retry_info_backs_off_and_does_not_split(
+        otelkit_otlp_receiver: OtlpReceiver) -> None:
     # RESOURCE_EXHAUSTED without RetryInfo and without gRPC's size text is a memory limiter refusing under load:
     # the same batch is retried whole after a back-off (never split into more requests), and delivered once.
-    otlp_receiver.fail(429, "RESOURCE_EXHAUSTED", times=1)
-    tp, processor = provider(otlp_receiver, "grpc", max_export_batch_size=64)
+    otelkit_otlp_receiver.fail(429, "RESOURCE_EXHAUSTED", times=1)
+    tp, processor = provider(otelkit_otlp_receiver, "grpc", max_export_batch_size=64)
     emit(tp, 64)
-    spans = otlp_receiver.wait_for_spans(64)
+    spans = otelkit_otlp_receiver.wait_for_spans(64)
     assert sorted(s.attributes["seq"] for s in spans) == list(range(64))
-    assert [(a.outcome, a.items) for a in otlp_receiver.attempts] == [
+    assert [(a.outcome, a.items) for a in otelkit_otlp_receiver.attempts] == [
         ("grpc:RESOURCE_EXHAUSTED", 64), ("ok", 64)]
     tp.shutdown()
     assert STATS.dropped_for("traces") == {}
@@ -122,29 +123,29 @@ def test_oversized_span_is_dropped_and_counted_others_delivered(protocol: str) -
         assert len(receiver.attempts) <= 12
 
 
-def test_request_cap_splits_before_sending(otlp_receiver: OtlpReceiver) -> None:
+def test_request_cap_splits_before_sending(otelkit_otlp_receiver: OtlpReceiver) -> None:
     # Batches whose encoded size is over the cap are split on our side: the collector never sees them.
-    processor = make_span_processor(GrpcSender("traces", otlp_receiver.grpc_endpoint), schedule_delay=0.05,
+    processor = make_span_processor(GrpcSender("traces", otelkit_otlp_receiver.grpc_endpoint), schedule_delay=0.05,
                                     max_export_batch_size=40)
     processor.pipeline._max_bytes = 20_000
     tp = TracerProvider(shutdown_on_exit=False)
     tp.add_span_processor(processor)
     emit(tp, 40, blob="y" * 1000)
     assert processor.force_flush(10_000)
-    assert len(otlp_receiver.spans()) == 40
-    assert all(a.outcome == "ok" and a.items < 40 for a in otlp_receiver.attempts)
+    assert len(otelkit_otlp_receiver.spans()) == 40
+    assert all(a.outcome == "ok" and a.items < 40 for a in otelkit_otlp_receiver.attempts)
     tp.shutdown()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_partial_success_is_counted_warned_and_not_retried(
-        otlp_receiver: OtlpReceiver, protocol: str, caplog: pytest.LogCaptureFixture) -> None:
-    otlp_receiver.reject_partially(3, "3 spans too old", times=1)
-    tp, processor = provider(otlp_receiver, protocol)
+        otelkit_otlp_receiver: OtlpReceiver, protocol: str, caplog: pytest.LogCaptureFixture) -> None:
+    otelkit_otlp_receiver.reject_partially(3, "3 spans too old", times=1)
+    tp, processor = provider(otelkit_otlp_receiver, protocol)
     with caplog.at_level(logging.WARNING, logger="otelkit"):
         emit(tp, 10)
         assert processor.force_flush(10_000) is False  # 3 of them were rejected
-    assert len(otlp_receiver.attempts) == 1
+    assert len(otelkit_otlp_receiver.attempts) == 1
     assert STATS.dropped_for("traces") == {_stats.REJECTED: 3}
     assert STATS.exported_counts()["traces"] == 7
     assert any("rejected 3 of 10" in r.getMessage() and "3 spans too old" in r.getMessage()
@@ -153,29 +154,29 @@ def test_partial_success_is_counted_warned_and_not_retried(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_permanent_error_drops_the_batch_once(otlp_receiver: OtlpReceiver, protocol: str) -> None:
-    otlp_receiver.fail(400, "INVALID_ARGUMENT", times=1)
-    tp, processor = provider(otlp_receiver, protocol)
+def test_permanent_error_drops_the_batch_once(otelkit_otlp_receiver: OtlpReceiver, protocol: str) -> None:
+    otelkit_otlp_receiver.fail(400, "INVALID_ARGUMENT", times=1)
+    tp, processor = provider(otelkit_otlp_receiver, protocol)
     emit(tp, 5)
     processor.force_flush(10_000)
     emit(tp, 5, prefix="after")
-    otlp_receiver.wait_for_spans(5)
+    otelkit_otlp_receiver.wait_for_spans(5)
     tp.shutdown()
-    assert len(otlp_receiver.attempts) == 2
-    assert {s.name for s in otlp_receiver.spans()} == {f"after{i}" for i in range(5)}
+    assert len(otelkit_otlp_receiver.attempts) == 2
+    assert {s.name for s in otelkit_otlp_receiver.spans()} == {f"after{i}" for i in range(5)}
     assert STATS.dropped_for("traces") == {_stats.EXPORT_FAILED: 5}
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_queue_full_drops_newest_counts_and_warns_once(
-        otlp_receiver: OtlpReceiver, protocol: str, caplog: pytest.LogCaptureFixture) -> None:
-    otlp_receiver.fail(503, "UNAVAILABLE")  # collector down: everything stays queued
-    tp, processor = provider(otlp_receiver, protocol, max_queue_size=100, max_export_batch_size=50)
+        otelkit_otlp_receiver: OtlpReceiver, protocol: str, caplog: pytest.LogCaptureFixture) -> None:
+    otelkit_otlp_receiver.fail(503, "UNAVAILABLE")  # collector down: everything stays queued
+    tp, processor = provider(otelkit_otlp_receiver, protocol, max_queue_size=100, max_export_batch_size=50)
     with caplog.at_level(logging.WARNING, logger="otelkit"):
         emit(tp, 1000)
-        otlp_receiver.wait_for(lambda: len(otlp_receiver.attempts) >= 1)
-        otlp_receiver.heal()
-        spans = otlp_receiver.wait_for_spans(100, timeout=15)
+        otelkit_otlp_receiver.wait_for(lambda: len(otelkit_otlp_receiver.attempts) >= 1)
+        otelkit_otlp_receiver.heal()
+        spans = otelkit_otlp_receiver.wait_for_spans(100, timeout=15)
         tp.shutdown()
     # The oldest 100 (those that fitted) survive; the 900 that came later were refused and counted.
     assert sorted(s.attributes["seq"] for s in spans) == list(range(100))
@@ -185,9 +186,10 @@ def test_queue_full_drops_newest_counts_and_warns_once(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_hung_collector_flush_and_shutdown_respect_their_deadline(otlp_receiver: OtlpReceiver, protocol: str) -> None:
-    otlp_receiver.hang()
-    tp, processor = provider(otlp_receiver, protocol, export_timeout=30.0)
+def test_hung_collector_flush_and_shutdown_respect_their_deadline(otelkit_otlp_receiver: OtlpReceiver,
+                                                                  protocol: str) -> None:
+    otelkit_otlp_receiver.hang()
+    tp, processor = provider(otelkit_otlp_receiver, protocol, export_timeout=30.0)
     emit(tp, 20)
     assert processor.force_flush(500) is False
     assert processor.pipeline.shutdown(timeout_millis=500) is not None
@@ -196,13 +198,13 @@ def test_hung_collector_flush_and_shutdown_respect_their_deadline(otlp_receiver:
     assert STATS.unanswered_counts()["traces"] == 20
     assert STATS.dropped_for("traces") == {}
     assert "no answer" in STATS.causes_for("traces")["unanswered"]
-    otlp_receiver.heal()
+    otelkit_otlp_receiver.heal()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_logs_pipeline_retries_and_counts(otlp_receiver: OtlpReceiver, protocol: str) -> None:
-    otlp_receiver.fail(503, "UNAVAILABLE", times=1)
-    processor = make_log_processor(sender(otlp_receiver, protocol, "logs"), schedule_delay=0.05)
+def test_logs_pipeline_retries_and_counts(otelkit_otlp_receiver: OtlpReceiver, protocol: str) -> None:
+    otelkit_otlp_receiver.fail(503, "UNAVAILABLE", times=1)
+    processor = make_log_processor(sender(otelkit_otlp_receiver, protocol, "logs"), schedule_delay=0.05)
     lp = LoggerProvider(shutdown_on_exit=False)
     lp.add_log_record_processor(processor)
     otel_logger = lp.get_logger("faults")
@@ -210,78 +212,81 @@ def test_logs_pipeline_retries_and_counts(otlp_receiver: OtlpReceiver, protocol:
 
     for i in range(30):
         otel_logger.emit(LogRecord(body=f"line {i}", severity_text="INFO"))
-    records = otlp_receiver.wait_for_logs(30, timeout=10)
+    records = otelkit_otlp_receiver.wait_for_logs(30, timeout=10)
     assert sorted(r.body for r in records) == sorted(f"line {i}" for i in range(30))
     lp.shutdown()
     assert STATS.exported_counts()["logs"] == 30
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_metrics_backlog_is_sent_after_an_outage(otlp_receiver: OtlpReceiver, protocol: str) -> None:
-    exporter = OtlpMetricExporter(sender(otlp_receiver, protocol, "metrics"), timeout=2)
+def test_metrics_backlog_is_sent_after_an_outage(otelkit_otlp_receiver: OtlpReceiver, protocol: str) -> None:
+    exporter = OtlpMetricExporter(sender(otelkit_otlp_receiver, protocol, "metrics"), timeout=2)
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
     mp = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
     counter = mp.get_meter("faults").create_counter("faults.count")
-    otlp_receiver.fail(503, "UNAVAILABLE")
+    otelkit_otlp_receiver.fail(503, "UNAVAILABLE")
     counter.add(1)
     reader.force_flush(5_000)  # collection 1 fails and is kept (the SDK's reader returns True regardless)
     counter.add(2)
     reader.force_flush(5_000)  # collection 2 fails and is kept
-    assert {a.outcome for a in otlp_receiver.attempts} == {"status:503" if protocol == "http" else "grpc:UNAVAILABLE"}
-    otlp_receiver.heal()
+    expected = "status:503" if protocol == "http" else "grpc:UNAVAILABLE"
+    assert {a.outcome for a in otelkit_otlp_receiver.attempts} == {expected}
+    otelkit_otlp_receiver.heal()
     counter.add(4)
     reader.force_flush(5_000)  # backlog (1, then 3) then 7, in order
-    values = [p.value for p in otlp_receiver.metrics("faults.count")]
+    values = [p.value for p in otelkit_otlp_receiver.metrics("faults.count")]
     assert values == [1, 3, 7]
     mp.shutdown()
     assert STATS.dropped_for("metrics") == {}
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_slow_collector_within_the_timeout_gets_everything_once(otlp_receiver: OtlpReceiver, protocol: str) -> None:
-    otlp_receiver.delay(0.3)
-    tp, processor = provider(otlp_receiver, protocol, max_export_batch_size=20)
+def test_slow_collector_within_the_timeout_gets_everything_once(otelkit_otlp_receiver: OtlpReceiver,
+                                                                protocol: str) -> None:
+    otelkit_otlp_receiver.delay(0.3)
+    tp, processor = provider(otelkit_otlp_receiver, protocol, max_export_batch_size=20)
     emit(tp, 60)
     assert processor.force_flush(10_000)
-    assert sorted(s.attributes["seq"] for s in otlp_receiver.spans()) == list(range(60))
+    assert sorted(s.attributes["seq"] for s in otelkit_otlp_receiver.spans()) == list(range(60))
     tp.shutdown()
     assert STATS.dropped_for("traces") == {}
 
 
-def test_oversized_http_response_is_not_read_whole(otlp_receiver: OtlpReceiver) -> None:
+def test_oversized_http_response_is_not_read_whole(otelkit_otlp_receiver: OtlpReceiver) -> None:
     # OTLP: clients MUST cap the response they read (4 MiB suggested); upstream reads it all.
-    otlp_receiver.oversized_response(16 * 1024 * 1024, times=1)
-    tp, processor = provider(otlp_receiver, "http")
+    otelkit_otlp_receiver.oversized_response(16 * 1024 * 1024, times=1)
+    tp, processor = provider(otelkit_otlp_receiver, "http")
     emit(tp, 5)
     assert processor.force_flush(10_000)
     emit(tp, 5, prefix="next")
     assert processor.force_flush(10_000)  # the connection was dropped and re-opened, not left half-read
-    assert len(otlp_receiver.spans()) == 10 and [a.outcome for a in otlp_receiver.attempts] == ["bigresp", "ok"]
+    assert len(otelkit_otlp_receiver.spans()) == 10
+    assert [a.outcome for a in otelkit_otlp_receiver.attempts] == ["bigresp", "ok"]
     tp.shutdown()
     assert STATS.exported_counts()["traces"] == 10
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_a_request_never_answered_does_not_block_the_queue_forever(otlp_receiver: OtlpReceiver,
+def test_a_request_never_answered_does_not_block_the_queue_forever(otelkit_otlp_receiver: OtlpReceiver,
                                                                     protocol: str) -> None:
     # The first batch is never answered, three times in a row: it is given up (reported as sent without an
     # answer, not as dropped), and the batches behind it are delivered.
-    otlp_receiver.hang(times=3)
-    tp, processor = provider(otlp_receiver, protocol, export_timeout=0.3, max_export_batch_size=10)
+    otelkit_otlp_receiver.hang(times=3)
+    tp, processor = provider(otelkit_otlp_receiver, protocol, export_timeout=0.3, max_export_batch_size=10)
     emit(tp, 10, prefix="first")
-    otlp_receiver.wait_for(lambda: len(otlp_receiver.attempts) >= 3, timeout=30)
+    otelkit_otlp_receiver.wait_for(lambda: len(otelkit_otlp_receiver.attempts) >= 3, timeout=30)
     emit(tp, 10, prefix="later")
-    spans = otlp_receiver.wait_for_spans(10, timeout=30)
+    spans = otelkit_otlp_receiver.wait_for_spans(10, timeout=30)
     assert {s.name for s in spans} == {f"later{i}" for i in range(10)}
     tp.shutdown()
-    assert [a.outcome for a in otlp_receiver.attempts[:3]] == ["hang"] * 3
+    assert [a.outcome for a in otelkit_otlp_receiver.attempts[:3]] == ["hang"] * 3
     assert STATS.unanswered_counts()["traces"] == 10
     assert STATS.resent_counts()["traces"] == 20  # attempts 2 and 3 of the first batch: possible duplicates
     assert STATS.dropped_for("traces") == {}
     assert STATS.exported_counts()["traces"] == 10
 
 
-def test_grpc_size_text_splits_and_load_refusal_does_not(otlp_receiver: OtlpReceiver) -> None:
+def test_grpc_size_text_splits_and_load_refusal_does_not(otelkit_otlp_receiver: OtlpReceiver) -> None:
     # Unit-level view of the classification on a real gRPC server: its own size limit is a size refusal
     # (split), an application's RESOURCE_EXHAUSTED is a load refusal (back off, same batch, never split).
     from otelkit._export import LOAD, RETRY, TOO_LARGE
@@ -289,11 +294,11 @@ def test_grpc_size_text_splits_and_load_refusal_does_not(otlp_receiver: OtlpRece
     with OtlpReceiver(grpc_max_message_bytes=1000) as small:
         result = GrpcSender("traces", small.grpc_endpoint).send(b"\x0a\xff\x0f" + b"x" * 2047, 5)
         assert result.kind == TOO_LARGE and "larger than max" in result.detail
-    otlp_receiver.fail(429, "RESOURCE_EXHAUSTED", times=1)
-    result = GrpcSender("traces", otlp_receiver.grpc_endpoint).send(b"", 5)
+    otelkit_otlp_receiver.fail(429, "RESOURCE_EXHAUSTED", times=1)
+    result = GrpcSender("traces", otelkit_otlp_receiver.grpc_endpoint).send(b"", 5)
     assert (result.kind, result.cause) == (RETRY, LOAD)
-    http = HttpSender("traces", f"{otlp_receiver.http_endpoint}/v1/traces")
-    otlp_receiver.fail(503, "UNAVAILABLE", times=1)
+    http = HttpSender("traces", f"{otelkit_otlp_receiver.http_endpoint}/v1/traces")
+    otelkit_otlp_receiver.fail(503, "UNAVAILABLE", times=1)
     assert (http.send(b"", 5).cause) == LOAD
-    otlp_receiver.fail(413, "UNAVAILABLE", times=1)
+    otelkit_otlp_receiver.fail(413, "UNAVAILABLE", times=1)
     assert http.send(b"", 5).kind == TOO_LARGE

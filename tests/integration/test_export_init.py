@@ -24,9 +24,10 @@ def _configure(monkeypatch: pytest.MonkeyPatch, endpoint: str, protocol: str) ->
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_init_exports_all_signals_through_rotel(collector: RotelCollector, monkeypatch: pytest.MonkeyPatch,
+def test_init_exports_all_signals_through_rotel(otelkit_collector: RotelCollector, monkeypatch: pytest.MonkeyPatch,
                                                  protocol: str) -> None:
-    _configure(monkeypatch, collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint, protocol)
+    _configure(monkeypatch,
+               otelkit_collector.grpc_endpoint if protocol == "grpc" else otelkit_collector.http_endpoint, protocol)
     otelkit.init()
     tracer = trace.get_tracer("export-init")
     log = logging.getLogger("export_init_app")
@@ -37,7 +38,7 @@ def test_init_exports_all_signals_through_rotel(collector: RotelCollector, monke
     metrics.get_meter("export-init").create_counter("export_init.items").add(5)
     report = otelkit.shutdown()
 
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     spans = {s.name: s for s in receiver.wait_for_spans(2)}
     assert spans["inner"].parent_span_id == spans["outer"].span_id
     assert spans["outer"].resource["service.name"] == "export-init-test"
@@ -53,15 +54,17 @@ def test_init_exports_all_signals_through_rotel(collector: RotelCollector, monke
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_exporter_failures_never_become_exported_logs(otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch,
+def test_exporter_failures_never_become_exported_logs(otelkit_otlp_receiver: OtlpReceiver,
+                                                      monkeypatch: pytest.MonkeyPatch,
                                                        protocol: str) -> None:
     # The collector fails the first requests: otelkit, the SDK, grpc/urllib3 all log about it. None of
     # those records may reach the log pipeline (reliability.md B12: upstream re-exports 5 of 6).
-    _configure(monkeypatch, otlp_receiver.grpc_endpoint if protocol == "grpc" else otlp_receiver.http_endpoint,
+    _configure(monkeypatch,
+               otelkit_otlp_receiver.grpc_endpoint if protocol == "grpc" else otelkit_otlp_receiver.http_endpoint,
                protocol)
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
-    otlp_receiver.fail(503, "UNAVAILABLE", times=3)
+    otelkit_otlp_receiver.fail(503, "UNAVAILABLE", times=3)
     otelkit.init()
     logging.getLogger("otelkit").setLevel(logging.DEBUG)  # as chatty as it gets
     for name in ("opentelemetry", "grpc", "urllib3"):
@@ -70,10 +73,10 @@ def test_exporter_failures_never_become_exported_logs(otlp_receiver: OtlpReceive
     app.setLevel(logging.INFO)
     try:
         app.warning("the only application line")
-        otlp_receiver.wait_for(lambda: otlp_receiver.logs(), timeout=30)
+        otelkit_otlp_receiver.wait_for(lambda: otelkit_otlp_receiver.logs(), timeout=30)
         otelkit.shutdown()
     finally:
         for name in ("otelkit", "opentelemetry", "grpc", "urllib3"):
             logging.getLogger(name).setLevel(logging.NOTSET)
-    assert [r.body for r in otlp_receiver.logs()] == ["the only application line"]
-    assert len([a for a in otlp_receiver.attempts if a.outcome != "ok"]) == 3
+    assert [r.body for r in otelkit_otlp_receiver.logs()] == ["the only application line"]
+    assert len([a for a in otelkit_otlp_receiver.attempts if a.outcome != "ok"]) == 3

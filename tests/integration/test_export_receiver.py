@@ -33,8 +33,8 @@ def _span_exporter(protocol: str, endpoint: str) -> GrpcSpanExporter | HttpSpanE
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_spans_travel_sdk_to_rotel_to_receiver(collector: RotelCollector, protocol: str) -> None:
-    endpoint = collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint
+def test_spans_travel_sdk_to_rotel_to_receiver(otelkit_collector: RotelCollector, protocol: str) -> None:
+    endpoint = otelkit_collector.grpc_endpoint if protocol == "grpc" else otelkit_collector.http_endpoint
     provider = TracerProvider(resource=Resource.create({"service.name": f"harness-{protocol}"}))
     provider.add_span_processor(SimpleSpanProcessor(_span_exporter(protocol, endpoint)))
     tracer = provider.get_tracer("harness")
@@ -43,7 +43,7 @@ def test_spans_travel_sdk_to_rotel_to_receiver(collector: RotelCollector, protoc
             child.add_event("tick", {"k": "v"})
     provider.shutdown()
 
-    spans = {s.name: s for s in collector.receiver.wait_for_spans(2)}
+    spans = {s.name: s for s in otelkit_collector.receiver.wait_for_spans(2)}
     assert set(spans) == {"parent", "child"}
     assert spans["child"].parent_span_id == spans["parent"].span_id
     assert spans["child"].trace_id == spans["parent"].trace_id == format(parent.get_span_context().trace_id, "032x")
@@ -55,15 +55,15 @@ def test_spans_travel_sdk_to_rotel_to_receiver(collector: RotelCollector, protoc
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_logs_and_metrics_travel_through_rotel(collector: RotelCollector, protocol: str) -> None:
+def test_logs_and_metrics_travel_through_rotel(otelkit_collector: RotelCollector, protocol: str) -> None:
     if protocol == "grpc":
         log_exporter: GrpcLogExporter | HttpLogExporter = GrpcLogExporter(
-            endpoint=collector.grpc_endpoint, insecure=True, timeout=5)
+            endpoint=otelkit_collector.grpc_endpoint, insecure=True, timeout=5)
         metric_exporter: GrpcMetricExporter | HttpMetricExporter = GrpcMetricExporter(
-            endpoint=collector.grpc_endpoint, insecure=True, timeout=5)
+            endpoint=otelkit_collector.grpc_endpoint, insecure=True, timeout=5)
     else:
-        log_exporter = HttpLogExporter(endpoint=collector.http_endpoint + "/v1/logs", timeout=5)
-        metric_exporter = HttpMetricExporter(endpoint=collector.http_endpoint + "/v1/metrics", timeout=5)
+        log_exporter = HttpLogExporter(endpoint=otelkit_collector.http_endpoint + "/v1/logs", timeout=5)
+        metric_exporter = HttpMetricExporter(endpoint=otelkit_collector.http_endpoint + "/v1/metrics", timeout=5)
     tracer_provider = TracerProvider()
     logger_provider = LoggerProvider()
     logger_provider.add_log_record_processor(SimpleLogRecordProcessor(log_exporter))
@@ -85,7 +85,7 @@ def test_logs_and_metrics_travel_through_rotel(collector: RotelCollector, protoc
         meter_provider.shutdown()
         tracer_provider.shutdown()
 
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     (record,) = receiver.wait_for(lambda: receiver.logs(f"hello {protocol}"))
     assert record.severity_text == "WARN"
     assert record.trace_id == format(span.get_span_context().trace_id, "032x")
@@ -94,18 +94,18 @@ def test_logs_and_metrics_travel_through_rotel(collector: RotelCollector, protoc
     assert points[-1].value == 3 and points[-1].attributes == {"p": protocol} and points[-1].is_monotonic
 
 
-def test_collector_restarts_on_the_same_ports(collector: RotelCollector) -> None:
-    ports = (collector.grpc_port, collector.http_port)
-    collector.stop()
-    exporter = GrpcSpanExporter(endpoint=collector.grpc_endpoint, insecure=True, timeout=1)
+def test_collector_restarts_on_the_same_ports(otelkit_collector: RotelCollector) -> None:
+    ports = (otelkit_collector.grpc_port, otelkit_collector.http_port)
+    otelkit_collector.stop()
+    exporter = GrpcSpanExporter(endpoint=otelkit_collector.grpc_endpoint, insecure=True, timeout=1)
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    collector.start()
-    assert (collector.grpc_port, collector.http_port) == ports
+    otelkit_collector.start()
+    assert (otelkit_collector.grpc_port, otelkit_collector.http_port) == ports
     with provider.get_tracer("h").start_as_current_span("after-restart"):
         pass
     provider.shutdown()
-    collector.receiver.wait_for_spans(1, name="after-restart")
+    otelkit_collector.receiver.wait_for_spans(1, name="after-restart")
 
 
 def _raw_grpc_export(receiver: OtlpReceiver, timeout: float = 5) -> grpc.StatusCode:
@@ -123,34 +123,34 @@ def _raw_http_export(receiver: OtlpReceiver, timeout: float = 5) -> requests.Res
                          headers={"Content-Type": "application/x-protobuf"}, timeout=timeout)
 
 
-def test_receiver_faults_are_applied_then_healed(otlp_receiver: OtlpReceiver) -> None:
-    otlp_receiver.fail(503, "UNAVAILABLE", retry_after=2, times=2)
-    response = _raw_http_export(otlp_receiver)
+def test_receiver_faults_are_applied_then_healed(otelkit_otlp_receiver: OtlpReceiver) -> None:
+    otelkit_otlp_receiver.fail(503, "UNAVAILABLE", retry_after=2, times=2)
+    response = _raw_http_export(otelkit_otlp_receiver)
     assert response.status_code == 503 and response.headers["Retry-After"] == "2"
-    assert _raw_grpc_export(otlp_receiver) == grpc.StatusCode.UNAVAILABLE
-    assert _raw_http_export(otlp_receiver).status_code == 200  # times=2 used up
+    assert _raw_grpc_export(otelkit_otlp_receiver) == grpc.StatusCode.UNAVAILABLE
+    assert _raw_http_export(otelkit_otlp_receiver).status_code == 200  # times=2 used up
 
-    otlp_receiver.fail(429, "RESOURCE_EXHAUSTED")
-    assert _raw_grpc_export(otlp_receiver) == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert _raw_http_export(otlp_receiver).status_code == 429
-    otlp_receiver.heal()
-    assert _raw_grpc_export(otlp_receiver) == grpc.StatusCode.OK
+    otelkit_otlp_receiver.fail(429, "RESOURCE_EXHAUSTED")
+    assert _raw_grpc_export(otelkit_otlp_receiver) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _raw_http_export(otelkit_otlp_receiver).status_code == 429
+    otelkit_otlp_receiver.heal()
+    assert _raw_grpc_export(otelkit_otlp_receiver) == grpc.StatusCode.OK
 
-    otlp_receiver.hang()
+    otelkit_otlp_receiver.hang()
     with pytest.raises(requests.exceptions.ReadTimeout):
-        _raw_http_export(otlp_receiver, timeout=0.5)
-    assert _raw_grpc_export(otlp_receiver, timeout=0.5) == grpc.StatusCode.DEADLINE_EXCEEDED
-    otlp_receiver.heal()
+        _raw_http_export(otelkit_otlp_receiver, timeout=0.5)
+    assert _raw_grpc_export(otelkit_otlp_receiver, timeout=0.5) == grpc.StatusCode.DEADLINE_EXCEEDED
+    otelkit_otlp_receiver.heal()
 
-    outcomes = [a.outcome for a in otlp_receiver.attempts]
+    outcomes = [a.outcome for a in otelkit_otlp_receiver.attempts]
     assert outcomes == ["status:503", "grpc:UNAVAILABLE", "ok", "grpc:RESOURCE_EXHAUSTED", "status:429", "ok",
                         "hang", "hang"]
-    assert len(otlp_receiver.requests) == 2
+    assert len(otelkit_otlp_receiver.requests) == 2
 
 
-def test_partial_success_is_returned(otlp_receiver: OtlpReceiver) -> None:
-    otlp_receiver.reject_partially(3, "too old")
-    with grpc.insecure_channel(f"127.0.0.1:{otlp_receiver.grpc_port}") as channel:
+def test_partial_success_is_returned(otelkit_otlp_receiver: OtlpReceiver) -> None:
+    otelkit_otlp_receiver.reject_partially(3, "too old")
+    with grpc.insecure_channel(f"127.0.0.1:{otelkit_otlp_receiver.grpc_port}") as channel:
         reply = trace_service_pb2_grpc.TraceServiceStub(channel).Export(
             trace_service_pb2.ExportTraceServiceRequest(), timeout=5)
     assert reply.partial_success.rejected_spans == 3 and reply.partial_success.error_message == "too old"

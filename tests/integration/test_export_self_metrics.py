@@ -19,11 +19,11 @@ from otelkit.testing._receiver import RotelCollector, refused_endpoint
 pytestmark = pytest.mark.usefixtures("fresh_otelkit_and_stats")
 
 
-def test_drop_metric_reaches_the_collector(collector: RotelCollector, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_drop_metric_reaches_the_collector(otelkit_collector: RotelCollector, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_SERVICE_NAME", "self-metrics-test")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://{refused_endpoint()}/v1/traces")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", f"{collector.http_endpoint}/v1/metrics")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", f"{otelkit_collector.http_endpoint}/v1/metrics")
     monkeypatch.setenv("OTEL_LOGS_EXPORTER", "none")
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "300")
@@ -33,7 +33,7 @@ def test_drop_metric_reaches_the_collector(collector: RotelCollector, monkeypatc
     for i in range(1000):
         with tracer.start_as_current_span("burst", attributes={"seq": i}):
             pass
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
 
     def queue_full_points() -> list[object]:
         return [p for p in receiver.metrics(_names.TELEMETRY_DROPPED.name)

@@ -48,11 +48,11 @@ print("FAILED", failed)
 
 
 @pytest.mark.timeout(300)  # FORKS forks, each child exporting on its own: slow on a loaded machine
-def test_forking_while_a_grpc_export_is_in_flight(otlp_receiver: OtlpReceiver) -> None:
+def test_forking_while_a_grpc_export_is_in_flight(otelkit_otlp_receiver: OtlpReceiver) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_", "GRPC_"))}
     env.update({
         "OTEL_SERVICE_NAME": "fork-grpc",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otelkit_otlp_receiver.grpc_endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
         "OTEL_BSP_SCHEDULE_DELAY": "1",
         "OTEL_METRICS_EXPORTER": "none",
@@ -67,8 +67,8 @@ def test_forking_while_a_grpc_export_is_in_flight(otlp_receiver: OtlpReceiver) -
     # gRPC's own account of the race: its fork handlers were skipped because a thread was inside gRPC.
     assert "skipping fork() handlers" not in done.stderr, done.stderr
     # Every child's span arrived, once (children flush before exiting, so all were sent when the loop ended).
-    children = otlp_receiver.wait_for(
-        lambda: (s if len(s := otlp_receiver.spans("child")) >= FORKS else []), timeout=30,
+    children = otelkit_otlp_receiver.wait_for(
+        lambda: (s if len(s := otelkit_otlp_receiver.spans("child")) >= FORKS else []), timeout=30,
         message=f"{FORKS} child spans; stderr:\n{done.stderr}")
     assert sorted(s.attributes["i"] for s in children) == list(range(FORKS))
 
@@ -97,14 +97,14 @@ print("RESENT", STATS.resent_counts()["traces"], flush=True)
 
 
 @pytest.mark.timeout(200)
-def test_a_request_hung_at_fork_is_cancelled_and_sent_again(otlp_receiver: OtlpReceiver) -> None:
+def test_a_request_hung_at_fork_is_cancelled_and_sent_again(otelkit_otlp_receiver: OtlpReceiver) -> None:
     # The collector never answers the first request and the export timeout is ten minutes: a fork waiting
     # for that request would wait ten minutes. The request is cancelled instead, and its span sent again.
-    otlp_receiver.hang(times=1)
+    otelkit_otlp_receiver.hang(times=1)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_", "GRPC_"))}
     env.update({
         "OTEL_SERVICE_NAME": "fork-hung",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otelkit_otlp_receiver.grpc_endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
         "OTEL_EXPORTER_OTLP_TIMEOUT": "600000",
         "OTEL_BSP_EXPORT_TIMEOUT": "600000",
@@ -118,14 +118,16 @@ def test_a_request_hung_at_fork_is_cancelled_and_sent_again(otlp_receiver: OtlpR
     try:
         assert proc.stdout is not None and proc.stdin is not None
         assert proc.stdout.readline().strip() == "READY"
-        otlp_receiver.wait_for(lambda: [a for a in otlp_receiver.attempts if a.outcome == "hang"], timeout=60)
+        otelkit_otlp_receiver.wait_for(lambda: [a for a in otelkit_otlp_receiver.attempts if a.outcome == "hang"],
+                                       timeout=60)
         proc.stdin.write("fork\n")
         proc.stdin.flush()
         assert proc.stdout.readline().strip() == "FORKED"
         # While the app runs on (no shutdown aborts anything): the hung span is sent again, then the next one.
         # Hang detectors, not speed checks: waiting out the hung request would take ten minutes.
-        otlp_receiver.wait_for(lambda: otlp_receiver.spans("hung") and otlp_receiver.spans("after"), timeout=60,
-                               message="the hung span sent again, and the next one")
+        otelkit_otlp_receiver.wait_for(lambda: otelkit_otlp_receiver.spans("hung")
+                                       and otelkit_otlp_receiver.spans("after"), timeout=60,
+                                       message="the hung span sent again, and the next one")
         proc.stdin.write("exit\n")
         proc.stdin.flush()
         stdout, stderr = proc.communicate(timeout=120)

@@ -43,54 +43,57 @@ def names(receiver: OtlpReceiver) -> Counter[str]:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_multiprocessing_fork_children_report_once(otlp_receiver: OtlpReceiver, protocol: str) -> None:
+def test_multiprocessing_fork_children_report_once(otelkit_otlp_receiver: OtlpReceiver, protocol: str) -> None:
     result = subprocess.run([sys.executable, str(APPS / "fork_app.py"), "multiprocessing"],
-                            env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=60)
+                            env=app_env(otelkit_otlp_receiver, protocol), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1, timeout=30)
-    tasks = otlp_receiver.wait_for_spans(6, name="child-task", timeout=30)
-    counts = names(otlp_receiver)
+    otelkit_otlp_receiver.wait_for(lambda: names(otelkit_otlp_receiver)["parent-after"] >= 1, timeout=30)
+    tasks = otelkit_otlp_receiver.wait_for_spans(6, name="child-task", timeout=30)
+    counts = names(otelkit_otlp_receiver)
     # Every child's span arrived once, though children leave through os._exit (no atexit).
     assert sorted(s.attributes["task"] for s in tasks) == list(range(6))
     # The parent's open span and its queued spans were not re-exported by any child.
     assert counts["parent-open"] == 1 and counts["parent-queued"] == 5 and counts["parent-after"] == 1
-    span_ids = [s.span_id for s in otlp_receiver.spans()]
+    span_ids = [s.span_id for s in otelkit_otlp_receiver.spans()]
     assert len(span_ids) == len(set(span_ids))
     child_pids = {int(p) for p in result.stdout.split("PIDS", 1)[1].split()}
     assert {s.attributes["pid"] for s in tasks} == child_pids and len(child_pids) >= 2
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_os_fork_child_does_not_reexport_the_parents_open_span(otlp_receiver: OtlpReceiver, protocol: str) -> None:
+def test_os_fork_child_does_not_reexport_the_parents_open_span(otelkit_otlp_receiver: OtlpReceiver,
+                                                               protocol: str) -> None:
     result = subprocess.run([sys.executable, str(APPS / "fork_app.py"), "osfork"],
-                            env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=60)
+                            env=app_env(otelkit_otlp_receiver, protocol), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1, timeout=30)
-    otlp_receiver.wait_for_spans(3, name="child-task", timeout=30)
-    counts = names(otlp_receiver)
+    otelkit_otlp_receiver.wait_for(lambda: names(otelkit_otlp_receiver)["parent-after"] >= 1, timeout=30)
+    otelkit_otlp_receiver.wait_for_spans(3, name="child-task", timeout=30)
+    counts = names(otelkit_otlp_receiver)
     assert counts == Counter({"parent-open": 1, "parent-queued": 5, "child-task": 3, "parent-after": 1})
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_fork_without_python_hooks_is_detected(otlp_receiver: OtlpReceiver, protocol: str) -> None:
+def test_fork_without_python_hooks_is_detected(otelkit_otlp_receiver: OtlpReceiver, protocol: str) -> None:
     # uWSGI forks from C: no os.register_at_fork hook runs. The first span in the child notices the new pid.
     result = subprocess.run([sys.executable, str(APPS / "fork_app.py"), "cfork"],
-                            env=app_env(otlp_receiver, protocol), capture_output=True, text=True, timeout=90)
+                            env=app_env(otelkit_otlp_receiver, protocol), capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr
-    otlp_receiver.wait_for(lambda: names(otlp_receiver)["parent-after"] >= 1, timeout=30)
-    otlp_receiver.wait_for(lambda: len(otlp_receiver.spans("child-task")) >= 3, timeout=30,
+    otelkit_otlp_receiver.wait_for(lambda: names(otelkit_otlp_receiver)["parent-after"] >= 1, timeout=30)
+    otelkit_otlp_receiver.wait_for(lambda: len(otelkit_otlp_receiver.spans("child-task")) >= 3, timeout=30,
                            message=f"3 child-task spans; the app's stderr:\n{result.stderr}")
-    assert names(otlp_receiver) == Counter({"parent-queued": 5, "child-task": 3, "parent-after": 1})
+    assert names(otelkit_otlp_receiver) == Counter({"parent-queued": 5, "child-task": 3, "parent-after": 1})
 
 
 @pytest.mark.timeout(300)  # every wait below is bounded; together they may exceed the default on a loaded machine
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_gunicorn_preload_workers_each_report_every_request_once(otlp_receiver: OtlpReceiver, protocol: str) -> None:
+def test_gunicorn_preload_workers_each_report_every_request_once(otelkit_otlp_receiver: OtlpReceiver,
+                                                                 protocol: str) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--preload", "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout",
          "60", "gunicorn_app:app"],
-        env=app_env(otlp_receiver, protocol), cwd=APPS, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=app_env(otelkit_otlp_receiver,
+                    protocol), cwd=APPS, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     served_by: list[int] = []
     try:
         deadline = time.monotonic() + 60
@@ -112,14 +115,15 @@ def test_gunicorn_preload_workers_each_report_every_request_once(otlp_receiver: 
             _, stderr = proc.communicate()
     assert proc.returncode == 0, stderr
     # The workers flushed at exit, so everything was sent; the wait only covers the receiver's own work.
-    requests_seen = otlp_receiver.wait_for(lambda: (s if len(s := otlp_receiver.spans("request")) >= 40 else []),
-                                           timeout=30, message=f"40 request spans; gunicorn's stderr:\n{stderr}")
+    requests_seen = otelkit_otlp_receiver.wait_for(
+        lambda: (s if len(s := otelkit_otlp_receiver.spans("request")) >= 40 else []),
+        timeout=30, message=f"40 request spans; gunicorn's stderr:\n{stderr}")
     assert len(requests_seen) == 40, stderr
     assert Counter(s.attributes["pid"] for s in requests_seen) == Counter(served_by)
     # Each worker reports with its own process identity.
     assert {s.resource.get("process.pid") for s in requests_seen} == set(served_by)
-    assert names(otlp_receiver)["preload"] == 1
-    span_ids = [s.span_id for s in otlp_receiver.spans()]
+    assert names(otelkit_otlp_receiver)["preload"] == 1
+    span_ids = [s.span_id for s in otelkit_otlp_receiver.spans()]
     assert len(span_ids) == len(set(span_ids))
 
 
@@ -150,8 +154,9 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def test_fork_while_a_thread_holds_otelkit_lock(otlp_receiver: OtlpReceiver) -> None:
-    result = subprocess.run([sys.executable, "-c", LOCK_HELD_AT_FORK], env=app_env(otlp_receiver, "http/protobuf"),
+def test_fork_while_a_thread_holds_otelkit_lock(otelkit_otlp_receiver: OtlpReceiver) -> None:
+    result = subprocess.run([sys.executable, "-c", LOCK_HELD_AT_FORK], env=app_env(otelkit_otlp_receiver,
+                                                                                   "http/protobuf"),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    otlp_receiver.wait_for_spans(1, name="child-after-locked-fork", timeout=30)
+    otelkit_otlp_receiver.wait_for_spans(1, name="child-after-locked-fork", timeout=30)

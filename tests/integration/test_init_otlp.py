@@ -20,9 +20,9 @@ pytestmark = pytest.mark.usefixtures("fresh_otelkit")
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_init_exports_traces_metrics_logs_through_rotel(collector: RotelCollector, protocol: str,
+def test_init_exports_traces_metrics_logs_through_rotel(otelkit_collector: RotelCollector, protocol: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    endpoint = collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint
+    endpoint = otelkit_collector.grpc_endpoint if protocol == "grpc" else otelkit_collector.http_endpoint
     run = uuid.uuid4().hex[:8]
     # configuration through the environment, as a deployment would do it
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
@@ -46,7 +46,7 @@ def test_init_exports_traces_metrics_logs_through_rotel(collector: RotelCollecto
     report = otelkit.shutdown(timeout=5)
     assert report is not None
 
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     spans = {s.name: s for s in receiver.wait_for_spans(2) if s.resource.get("run.id") == run}
     assert set(spans) == {"parent", "child"}
     assert spans["child"].parent_span_id == spans["parent"].span_id == format(parent_ctx.span_id, "016x")

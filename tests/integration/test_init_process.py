@@ -18,7 +18,7 @@ def _run(script: str, env: dict[str, str], timeout: float = 60) -> subprocess.Co
                           timeout=timeout, env=full_env)
 
 
-def test_spans_are_delivered_at_interpreter_exit_without_calling_shutdown(otlp_receiver: OtlpReceiver) -> None:
+def test_spans_are_delivered_at_interpreter_exit_without_calling_shutdown(otelkit_otlp_receiver: OtlpReceiver) -> None:
     run = uuid.uuid4().hex[:8]
     proc = _run(
         """
@@ -29,15 +29,15 @@ def test_spans_are_delivered_at_interpreter_exit_without_calling_shutdown(otlp_r
             pass
         # no otelkit.shutdown(): the atexit hook must flush
         """,
-        {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint, "OTEL_SERVICE_NAME": f"exit-{run}",
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": otelkit_otlp_receiver.http_endpoint, "OTEL_SERVICE_NAME": f"exit-{run}",
          "OTEL_BSP_SCHEDULE_DELAY": "60000"},  # nothing is sent before exit unless shutdown flushes
     )
     assert proc.returncode == 0, proc.stderr
-    spans = [s for s in otlp_receiver.wait_for_spans(1) if s.resource.get("service.name") == f"exit-{run}"]
+    spans = [s for s in otelkit_otlp_receiver.wait_for_spans(1) if s.resource.get("service.name") == f"exit-{run}"]
     assert [s.name for s in spans] == ["last-words"]
 
 
-def test_forked_child_gets_fresh_providers_and_its_own_instance_id(otlp_receiver: OtlpReceiver) -> None:
+def test_forked_child_gets_fresh_providers_and_its_own_instance_id(otelkit_otlp_receiver: OtlpReceiver) -> None:
     run = uuid.uuid4().hex[:8]
     proc = _run(
         """
@@ -58,23 +58,23 @@ def test_forked_child_gets_fresh_providers_and_its_own_instance_id(otlp_receiver
         print("child", pid, status, flush=True)
         otelkit.shutdown(timeout=5)
         """,
-        {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint, "OTEL_SERVICE_NAME": f"fork-{run}"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": otelkit_otlp_receiver.http_endpoint, "OTEL_SERVICE_NAME": f"fork-{run}"},
     )
     assert proc.returncode == 0, proc.stderr
     child_line = [line for line in proc.stdout.splitlines() if line.startswith("child ")]
     assert child_line and child_line[0].endswith(" 0"), proc.stdout
     child_pid = int(child_line[0].split()[1])
-    otlp_receiver.wait_for(lambda: len([s for s in otlp_receiver.spans()
+    otelkit_otlp_receiver.wait_for(lambda: len([s for s in otelkit_otlp_receiver.spans()
                                         if s.resource.get("service.name") == f"fork-{run}"]) >= 2, timeout=30)
-    spans = {s.name: s for s in otlp_receiver.spans() if s.resource.get("service.name") == f"fork-{run}"}
-    mine = [s for s in otlp_receiver.spans() if s.resource.get("service.name") == f"fork-{run}"]
+    spans = {s.name: s for s in otelkit_otlp_receiver.spans() if s.resource.get("service.name") == f"fork-{run}"}
+    mine = [s for s in otelkit_otlp_receiver.spans() if s.resource.get("service.name") == f"fork-{run}"]
     assert sorted(s.name for s in mine) == ["child-work", "parent-work"]  # each exactly once
     assert spans["child-work"].resource["process.pid"] == child_pid
     assert spans["parent-work"].resource["process.pid"] != child_pid
     assert spans["child-work"].resource["service.instance.id"] != spans["parent-work"].resource["service.instance.id"]
 
 
-def test_under_opentelemetry_instrument_nothing_is_sent_twice(otlp_receiver: OtlpReceiver) -> None:
+def test_under_opentelemetry_instrument_nothing_is_sent_twice(otelkit_otlp_receiver: OtlpReceiver) -> None:
     """The agent configured SDK providers from OTEL_* first; otelkit.init() uses them instead of fighting."""
     run = uuid.uuid4().hex[:8]
     script = textwrap.dedent(
@@ -93,7 +93,7 @@ def test_under_opentelemetry_instrument_nothing_is_sent_twice(otlp_receiver: Otl
         """
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
-    env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint,
+    env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": otelkit_otlp_receiver.http_endpoint,
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_SERVICE_NAME": f"agent-{run}",
                 "OTEL_METRICS_EXPORTER": "none", "OTEL_BSP_SCHEDULE_DELAY": "100"})
     agent = os.path.join(os.path.dirname(sys.executable), "opentelemetry-instrument")
@@ -105,10 +105,12 @@ def test_under_opentelemetry_instrument_nothing_is_sent_twice(otlp_receiver: Otl
     assert len(explained) == 1, proc.stderr
     assert "nothing is sent twice" in explained[0]
 
-    spans = otlp_receiver.wait_for_spans(1, name="under-agent")
+    spans = otelkit_otlp_receiver.wait_for_spans(1, name="under-agent")
     # let anything that would be a duplicate arrive: the agent's shutdown at exit has run when the process ended
-    assert len([s for s in otlp_receiver.spans("under-agent") if s.resource["service.name"] == f"agent-{run}"]) == 1
+    assert len([s for s in otelkit_otlp_receiver.spans("under-agent")
+                if s.resource["service.name"] == f"agent-{run}"]) == 1
     assert "telemetry.auto.version" in spans[0].resource  # exported by the agent's pipeline, not a second one
-    logs = otlp_receiver.wait_for(lambda: [r for r in otlp_receiver.logs() if r.body == "logged under the agent"])
+    logs = otelkit_otlp_receiver.wait_for(
+        lambda: [r for r in otelkit_otlp_receiver.logs() if r.body == "logged under the agent"])
     assert len(logs) == 1
     assert logs[0].trace_id == spans[0].trace_id

@@ -93,23 +93,23 @@ def _redis_args(redis_url: str) -> dict[str, Any]:
     return {"host": kwargs.get("host", "127.0.0.1"), "port": kwargs.get("port", 6379)}
 
 
-def test_node_producer_to_python_consumer(node_app: Path, collector: RotelCollector, redis_url: str,
+def test_node_producer_to_python_consumer(node_app: Path, otelkit_collector: RotelCollector, redis_url: str,
                                           queue: str) -> None:
     tag = uuid.uuid4().hex[:6]
     cid = f"node-{tag}"
     produced = node(node_app, "produce", {"redis": _redis_args(redis_url), "queue": queue, "correlation_id": cid},
-                    collector, f"node-producer-{tag}")
-    consumed = python("bullmq_consumer", {"redis_url": redis_url, "queue": queue, "count": 1}, collector,
+                    otelkit_collector, f"node-producer-{tag}")
+    consumed = python("bullmq_consumer", {"redis_url": redis_url, "queue": queue, "count": 1}, otelkit_collector,
                       f"py-consumer-{tag}")
     (job,) = consumed["jobs"]
     assert job["job_id"] == produced["job_id"]
     assert job["correlation_id"] == cid  # adopted from the Node producer's baggage
 
-    receiver = collector.receiver
-    receiver.wait_for(lambda: spans(collector, f"py-consumer-{tag}", f"process {queue}")
-                      and spans(collector, f"node-producer-{tag}", f"add {queue}.enrich"), timeout=60)
-    (add,) = spans(collector, f"node-producer-{tag}", f"add {queue}.enrich")
-    (process,) = spans(collector, f"py-consumer-{tag}", f"process {queue}")
+    receiver = otelkit_collector.receiver
+    receiver.wait_for(lambda: spans(otelkit_collector, f"py-consumer-{tag}", f"process {queue}")
+                      and spans(otelkit_collector, f"node-producer-{tag}", f"add {queue}.enrich"), timeout=60)
+    (add,) = spans(otelkit_collector, f"node-producer-{tag}", f"add {queue}.enrich")
+    (process,) = spans(otelkit_collector, f"py-consumer-{tag}", f"process {queue}")
     assert add.trace_id == produced["trace_id"]
     assert [(link.trace_id, link.span_id) for link in process.links] == [(add.trace_id, add.span_id)]
     assert (process.trace_id, process.span_id) == (job["trace_id"], job["span_id"])
@@ -133,21 +133,22 @@ def test_node_producer_to_python_consumer(node_app: Path, collector: RotelCollec
                 and s.name != f"process {queue}"]
 
 
-def test_python_producer_to_node_consumer(node_app: Path, collector: RotelCollector, redis_url: str,
+def test_python_producer_to_node_consumer(node_app: Path, otelkit_collector: RotelCollector, redis_url: str,
                                           queue: str) -> None:
     tag = uuid.uuid4().hex[:6]
-    produced = python("bullmq_producer", {"redis_url": redis_url, "queue": queue}, collector, f"py-producer-{tag}")
+    produced = python("bullmq_producer", {"redis_url": redis_url, "queue": queue}, otelkit_collector,
+                      f"py-producer-{tag}")
     consumed = node(node_app, "consume", {"redis": _redis_args(redis_url), "queue": queue, "count": 1},
-                    collector, f"node-consumer-{tag}")
+                    otelkit_collector, f"node-consumer-{tag}")
     (job,) = consumed["jobs"]
     assert job["job_id"] == produced["job_id"]
     assert job["correlation_id"] == produced["correlation_id"]  # otelkit's baggage reached the Node worker
 
-    receiver = collector.receiver
-    receiver.wait_for(lambda: spans(collector, f"node-consumer-{tag}", f"process {queue}")
-                      and spans(collector, f"py-producer-{tag}", f"send {queue}"), timeout=60)
-    (send,) = spans(collector, f"py-producer-{tag}", f"send {queue}")
-    (process,) = spans(collector, f"node-consumer-{tag}", f"process {queue}")
+    receiver = otelkit_collector.receiver
+    receiver.wait_for(lambda: spans(otelkit_collector, f"node-consumer-{tag}", f"process {queue}")
+                      and spans(otelkit_collector, f"py-producer-{tag}", f"send {queue}"), timeout=60)
+    (send,) = spans(otelkit_collector, f"py-producer-{tag}", f"send {queue}")
+    (process,) = spans(otelkit_collector, f"node-consumer-{tag}", f"process {queue}")
     assert send.kind == "PRODUCER"
     assert send.attributes["messaging.message.id"] == produced["job_id"]
     assert send.attributes["server.port"] == _redis_args(redis_url)["port"]
@@ -160,19 +161,21 @@ def test_python_producer_to_node_consumer(node_app: Path, collector: RotelCollec
                 and s.attributes.get("db.system.name") == "redis"]
 
 
-def test_python_to_python_retry_outcomes(collector: RotelCollector, redis_url: str, queue: str) -> None:
+def test_python_to_python_retry_outcomes(otelkit_collector: RotelCollector, redis_url: str, queue: str) -> None:
     tag = uuid.uuid4().hex[:6]
-    produced = python("bullmq_producer", {"redis_url": redis_url, "queue": queue}, collector, f"py-producer-{tag}")
+    produced = python("bullmq_producer", {"redis_url": redis_url, "queue": queue}, otelkit_collector,
+                      f"py-producer-{tag}")
     consumed = python("bullmq_consumer", {"redis_url": redis_url, "queue": queue, "count": 2, "fail_first": True},
-                      collector, f"py-consumer-{tag}")
+                      otelkit_collector, f"py-consumer-{tag}")
     assert [j["correlation_id"] for j in consumed["jobs"]] == [produced["correlation_id"]] * 2
 
-    receiver = collector.receiver
-    receiver.wait_for(lambda: len(spans(collector, f"py-consumer-{tag}", f"process {queue}")) == 2, timeout=60)
-    process = sorted(spans(collector, f"py-consumer-{tag}", f"process {queue}"), key=lambda s: s.start_time_unix_nano)
+    receiver = otelkit_collector.receiver
+    receiver.wait_for(lambda: len(spans(otelkit_collector, f"py-consumer-{tag}", f"process {queue}")) == 2, timeout=60)
+    process = sorted(spans(otelkit_collector, f"py-consumer-{tag}", f"process {queue}"),
+                     key=lambda s: s.start_time_unix_nano)
     assert [s.attributes["otelkit.message.attempt"] for s in process] == [1, 2]
     assert [s.attributes["otelkit.outcome"] for s in process] == ["retry", "ack"]
-    (send,) = spans(collector, f"py-producer-{tag}", f"send {queue}")
+    (send,) = spans(otelkit_collector, f"py-producer-{tag}", f"send {queue}")
     for span in process:
         assert [(link.trace_id, link.span_id) for link in span.links] == [(send.trace_id, send.span_id)]
     settled = receiver.wait_for(lambda: [p for p in receiver.metrics("otelkit.messaging.settled.messages")

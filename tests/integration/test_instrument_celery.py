@@ -219,51 +219,53 @@ def check_otelkit_flow(collector: RotelCollector, ids: list[str], queue: str, sy
     assert totals(collector, MESSAGING_SENT.name, "celery-worker", dest) == Counter({queue: 3})  # the retries
 
 
-def test_celery_redis_solo(collector: RotelCollector, redis_url: str, queue: str) -> None:
-    ids, output = run_flow(collector, redis_url, queue, "solo", housekeeping=True)
-    check_otelkit_flow(collector, ids, queue, "redis")
+def test_celery_redis_solo(otelkit_collector: RotelCollector, redis_url: str, queue: str) -> None:
+    ids, output = run_flow(otelkit_collector, redis_url, queue, "solo", housekeeping=True)
+    check_otelkit_flow(otelkit_collector, ids, queue, "redis")
 
 
-def test_celery_redis_prefork(collector: RotelCollector, redis_url: str, queue: str) -> None:
-    ids, output = run_flow(collector, redis_url, queue, "prefork", concurrency=2, housekeeping=True)
-    check_otelkit_flow(collector, ids, queue, "redis")
+def test_celery_redis_prefork(otelkit_collector: RotelCollector, redis_url: str, queue: str) -> None:
+    ids, output = run_flow(otelkit_collector, redis_url, queue, "prefork", concurrency=2, housekeeping=True)
+    check_otelkit_flow(otelkit_collector, ids, queue, "redis")
 
 
-def test_celery_rabbitmq_solo(collector: RotelCollector, rabbitmq_url: str, queue: str) -> None:
-    ids, output = run_flow(collector, rabbitmq_url, queue, "solo")
-    check_otelkit_flow(collector, ids, queue, "rabbitmq")
+def test_celery_rabbitmq_solo(otelkit_collector: RotelCollector, rabbitmq_url: str, queue: str) -> None:
+    ids, output = run_flow(otelkit_collector, rabbitmq_url, queue, "solo")
+    check_otelkit_flow(otelkit_collector, ids, queue, "rabbitmq")
 
 
 @pytest.mark.slow  # prefork: test_celery_redis_prefork; RabbitMQ: test_celery_rabbitmq_solo
-def test_celery_rabbitmq_prefork(collector: RotelCollector, rabbitmq_url: str, queue: str) -> None:
-    ids, output = run_flow(collector, rabbitmq_url, queue, "prefork", concurrency=2)
-    check_otelkit_flow(collector, ids, queue, "rabbitmq")
+def test_celery_rabbitmq_prefork(otelkit_collector: RotelCollector, rabbitmq_url: str, queue: str) -> None:
+    ids, output = run_flow(otelkit_collector, rabbitmq_url, queue, "prefork", concurrency=2)
+    check_otelkit_flow(otelkit_collector, ids, queue, "rabbitmq")
 
 
 @pytest.mark.slow  # the "before" of the silence; disabling by name: tests/unit/test_instrument_celery_units.py
-def test_celery_disabled_by_name_leaves_housekeeping_roots(collector: RotelCollector, redis_url: str,
+def test_celery_disabled_by_name_leaves_housekeeping_roots(otelkit_collector: RotelCollector, redis_url: str,
                                                           queue: str) -> None:
     """The 'before' side of the silence: without the celery integration the worker's polling is traced."""
     tasks = [["ok", [f"tok-{i}"]] for i in range(3)]
-    worker = Worker(_env(collector, "celery-worker", redis_url, queue, "otelkit",
+    worker = Worker(_env(otelkit_collector, "celery-worker", redis_url, queue, "otelkit",
                          {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "celery"}), "solo", housekeeping=True)
     try:
-        produce(_env(collector, "celery-producer", redis_url, queue, "otelkit",
+        produce(_env(otelkit_collector, "celery-producer", redis_url, queue, "otelkit",
                      {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "celery"}), tasks)
-        collector.receiver.wait_for(
-            lambda: len([r for r in collector.receiver.logs() if str(r.body).startswith("processing")]) >= 3 or None,
+        otelkit_collector.receiver.wait_for(
+            lambda: len([r for r in otelkit_collector.receiver.logs()
+                         if str(r.body).startswith("processing")]) >= 3 or None,
             timeout=DEADLINE, message="3 task logs")
     finally:
         worker.stop()
         _delete_queue(redis_url, queue)
-    worker_spans = spans_of(collector, "celery-worker")
+    worker_spans = spans_of(otelkit_collector, "celery-worker")
     assert not [s for s in worker_spans if s.kind in ("CONSUMER", "PRODUCER")]
     roots = [s for s in worker_spans if s.parent_span_id is None]
     assert len(roots) >= 3, Counter(s.name for s in roots)  # BRPOP / unacked bookkeeping, per task
 
 
 @pytest.mark.parametrize("broker_fixture,system", [("redis_url", "redis"), ("rabbitmq_url", "rabbitmq")])
-def test_celery_queue_depth(collector: RotelCollector, redis_url: str, queue: str, broker_fixture: str, system: str,
+def test_celery_queue_depth(otelkit_collector: RotelCollector, redis_url: str, queue: str, broker_fixture: str,
+                            system: str,
                             request: pytest.FixtureRequest) -> None:
     """Depth of the worker's queue while a task holds the only worker: 4 waiting, then 0 once drained."""
     import redis
@@ -271,32 +273,32 @@ def test_celery_queue_depth(collector: RotelCollector, redis_url: str, queue: st
     broker = str(request.getfixturevalue(broker_fixture))
     key = f"otelkit-test:celery-release:{uuid.uuid4().hex[:12]}"
     client = redis.Redis.from_url(redis_url)
-    worker = Worker(_env(collector, "celery-worker", broker, queue, "otelkit",
+    worker = Worker(_env(otelkit_collector, "celery-worker", broker, queue, "otelkit",
                          {"OTEL_METRIC_EXPORT_INTERVAL": "500"}), "solo")
     try:
-        produce(_env(collector, "celery-producer", broker, queue, "otelkit"),
+        produce(_env(otelkit_collector, "celery-producer", broker, queue, "otelkit"),
                 [["block", [key, redis_url]]] + [["ok", [f"tok-{i}"]] for i in range(4)])
 
         def depth() -> float | None:
-            values = [p.value for p in collector.receiver.metrics(QUEUE_LENGTH.name)
+            values = [p.value for p in otelkit_collector.receiver.metrics(QUEUE_LENGTH.name)
                       if p.attributes.get("messaging.destination.name") == queue]
             return 4 if 4 in values else None
 
-        collector.receiver.wait_for(depth, timeout=DEADLINE, message="queue length 4 while the worker is held")
+        otelkit_collector.receiver.wait_for(depth, timeout=DEADLINE, message="queue length 4 while the worker is held")
         client.set(key, "1", ex=120)
-        wait_consumer_spans(collector, "celery-worker", 5)
+        wait_consumer_spans(otelkit_collector, "celery-worker", 5)
         released = time.time_ns()
 
         def drained() -> bool | None:
-            return any(p.value == 0 and p.time_unix_nano > released for p in collector.receiver.metrics(
+            return any(p.value == 0 and p.time_unix_nano > released for p in otelkit_collector.receiver.metrics(
                 QUEUE_LENGTH.name) if p.attributes.get("messaging.destination.name") == queue) or None
 
-        collector.receiver.wait_for(drained, timeout=DEADLINE, message="queue length 0 once drained")
+        otelkit_collector.receiver.wait_for(drained, timeout=DEADLINE, message="queue length 0 once drained")
     finally:
         client.delete(key)
         worker.stop()
         _delete_queue(broker, queue)
-    points = [p for p in collector.receiver.metrics(QUEUE_LENGTH.name)
+    points = [p for p in otelkit_collector.receiver.metrics(QUEUE_LENGTH.name)
               if p.attributes.get("messaging.destination.name") == queue]
     assert {p.attributes["messaging.system"] for p in points} == {system}
     assert {p.attributes["otelkit.messaging.queue.state"] for p in points} == {"ready"}
@@ -312,7 +314,7 @@ BROKERS = [pytest.param("redis_url", id="redis"),
     "correlation_id header",
     pytest.param("messaging.conversation_id header", marks=pytest.mark.slow),  # the header path above, another key
     "correlation_id property"])
-def test_celery_contrib_producer_to_otelkit_worker(collector: RotelCollector, queue: str, broker_fixture: str,
+def test_celery_contrib_producer_to_otelkit_worker(otelkit_collector: RotelCollector, queue: str, broker_fixture: str,
                                                    carried: str, request: pytest.FixtureRequest) -> None:
     """A plain-OTel producer (contrib instrumentation) feeding an otelkit worker: linked, and its ID adopted."""
     if carried != "correlation_id header" and broker_fixture != "redis_url":
@@ -323,28 +325,29 @@ def test_celery_contrib_producer_to_otelkit_worker(collector: RotelCollector, qu
     key = carried.split()[0]
     headers = {key: foreign} if carried.endswith("header") else None
     options = {key: foreign} if carried.endswith("property") else None
-    ids, _ = run_flow(collector, broker, queue, "solo", producer_mode="contrib", headers=headers, options=options,
+    ids, _ = run_flow(otelkit_collector, broker, queue, "solo", producer_mode="contrib", headers=headers,
+                      options=options,
                       tasks=tasks, consumer_spans=3)
-    sends = [s for s in spans_of(collector, "celery-producer") if s.kind == "PRODUCER"]
-    consumers = [s for s in spans_of(collector, "celery-worker") if s.kind == "CONSUMER"]
+    sends = [s for s in spans_of(otelkit_collector, "celery-producer") if s.kind == "PRODUCER"]
+    consumers = [s for s in spans_of(otelkit_collector, "celery-worker") if s.kind == "CONSUMER"]
     assert len(sends) == 3 and len(consumers) == 3
     send_ids = {s.span_id for s in sends}
     for span in consumers:
         assert len(span.links) == 1 and span.links[0].span_id in send_ids
         assert span.attributes[CONVERSATION] == foreign
-    logs = [r for r in collector.receiver.logs() if str(r.body).startswith("processing")]
+    logs = [r for r in otelkit_collector.receiver.logs() if str(r.body).startswith("processing")]
     assert len(logs) == 3 and all(r.attributes.get(CORRELATION_ATTRIBUTE) == foreign for r in logs)
 
 
 @pytest.mark.parametrize("broker_fixture", BROKERS)
-def test_celery_otelkit_producer_to_contrib_worker(collector: RotelCollector, queue: str, broker_fixture: str,
+def test_celery_otelkit_producer_to_contrib_worker(otelkit_collector: RotelCollector, queue: str, broker_fixture: str,
                                                    request: pytest.FixtureRequest) -> None:
     """otelkit's send carries the W3C context contrib's worker reads: its run span is the send's child."""
     broker = str(request.getfixturevalue(broker_fixture))
     tasks = [["ok", [f"tok-{i}"]] for i in range(3)]
-    ids, _ = run_flow(collector, broker, queue, "solo", worker_mode="contrib", tasks=tasks, consumer_spans=3)
-    sends = {s.span_id: s for s in spans_of(collector, "celery-producer") if s.kind == "PRODUCER"}
-    runs = [s for s in spans_of(collector, "celery-worker") if s.kind == "CONSUMER"]
+    ids, _ = run_flow(otelkit_collector, broker, queue, "solo", worker_mode="contrib", tasks=tasks, consumer_spans=3)
+    sends = {s.span_id: s for s in spans_of(otelkit_collector, "celery-producer") if s.kind == "PRODUCER"}
+    runs = [s for s in spans_of(otelkit_collector, "celery-worker") if s.kind == "CONSUMER"]
     assert len(sends) == 3 and len(runs) == 3
     assert sorted(s.parent_span_id or "" for s in runs) == sorted(sends)
     assert all(s.trace_id == sends[s.parent_span_id or ""].trace_id for s in runs)

@@ -101,10 +101,10 @@ CAPTURE = {"OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": "authoriz
 
 
 @pytest.mark.timeout(300)
-def test_fastapi_app_built_before_init_under_uvicorn(collector: RotelCollector) -> None:
+def test_fastapi_app_built_before_init_under_uvicorn(otelkit_collector: RotelCollector) -> None:
     port = free_port()
     with http_server() as (downstream, seen):
-        env = web_env(collector, WEB_BEFORE_INIT="1", WEB_DOWNSTREAM=downstream + "/down", **CAPTURE)
+        env = web_env(otelkit_collector, WEB_BEFORE_INIT="1", WEB_DOWNSTREAM=downstream + "/down", **CAPTURE)
         with serving([sys.executable, "-m", "uvicorn", "--port", str(port), "web_asgi:app"], env, port) as srv:
             base = srv["base"]
             r = requests.get(base + "/items/42?page=2&token=QS-SECRET-1", timeout=30,
@@ -122,7 +122,7 @@ def test_fastapi_app_built_before_init_under_uvicorn(collector: RotelCollector) 
             for _ in range(3):
                 assert requests.get(base + "/health", timeout=30).status_code == 200
         assert srv["returncode"] in (0, -signal.SIGTERM), srv["stderr"]
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     receiver.wait_for(lambda: len(server_spans(receiver)) >= 5 and receiver.metrics(DURATION)
                       and receiver.logs(), timeout=60, message=f"server spans; stderr:\n{srv['stderr']}")
     spans = server_spans(receiver)
@@ -163,9 +163,9 @@ def test_fastapi_app_built_before_init_under_uvicorn(collector: RotelCollector) 
 
 
 @pytest.mark.timeout(300)
-def test_flask_and_starlette_and_django_routes_and_correlation(collector: RotelCollector) -> None:
+def test_flask_and_starlette_and_django_routes_and_correlation(otelkit_collector: RotelCollector) -> None:
     """Flask (built before init), Django (built after) under gunicorn, Django ASGI and Starlette under uvicorn."""
-    env = web_env(collector, WEB_BEFORE_INIT="1", **CAPTURE)
+    env = web_env(otelkit_collector, WEB_BEFORE_INIT="1", **CAPTURE)
     port = free_port()
     with serving([sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "web_wsgi:flask_app"],
                  env, port) as srv:
@@ -174,7 +174,7 @@ def test_flask_and_starlette_and_django_routes_and_correlation(collector: RotelC
         assert r.headers["X-Correlation-ID"] == "flask-5"
         assert HEX32.fullmatch(requests.get(srv["base"] + "/items/6", timeout=30).headers["X-Correlation-ID"])
     assert srv["returncode"] in (0, -signal.SIGTERM), srv["stderr"]
-    env = web_env(collector, OTELKIT_CORRELATION_HEADER="X-Request-ID")
+    env = web_env(otelkit_collector, OTELKIT_CORRELATION_HEADER="X-Request-ID")
     port = free_port()
     with serving([sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "web_wsgi:django_app"],
                  env, port) as srv:
@@ -187,13 +187,14 @@ def test_flask_and_starlette_and_django_routes_and_correlation(collector: RotelC
         assert r.status_code == 200 and r.headers["X-Correlation-ID"] == "django-asgi-12"
     assert srv["returncode"] in (0, -signal.SIGTERM), srv["stderr"]
     port = free_port()
-    with serving([sys.executable, "-m", "uvicorn", "--port", str(port), "web_asgi:starlette_app"], web_env(collector),
+    with serving([sys.executable, "-m", "uvicorn", "--port", str(port), "web_asgi:starlette_app"],
+                 web_env(otelkit_collector),
                  port) as srv:
         r = requests.get(srv["base"] + "/hello/ann", timeout=30, headers={"X-Correlation-ID": "star-1"})
         assert r.headers["X-Correlation-ID"] == "star-1"
     assert srv["returncode"] in (0, -signal.SIGTERM), srv["stderr"]
 
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     receiver.wait_for(lambda: len(server_spans(receiver)) >= 5, timeout=60, message="5 server spans")
     spans = server_spans(receiver)
     (flask,) = by_correlation(spans, "flask-5")
@@ -218,10 +219,10 @@ def test_flask_and_starlette_and_django_routes_and_correlation(collector: RotelC
     assert "star-1" in str(logs["starlette hello ann"].attributes)
 
 
-def test_django_built_before_init_warns_once_with_the_fix(collector: RotelCollector) -> None:
+def test_django_built_before_init_warns_once_with_the_fix(otelkit_collector: RotelCollector) -> None:
     port = free_port()
     with serving([sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "web_wsgi:django_app"],
-                 web_env(collector, WEB_BEFORE_INIT="1"), port) as srv:
+                 web_env(otelkit_collector, WEB_BEFORE_INIT="1"), port) as srv:
         for i in range(3):
             r = requests.get(srv["base"] + f"/items/{i}", timeout=30, headers={"X-Correlation-ID": f"early-{i}"})
             assert r.headers["X-Correlation-ID"] == f"early-{i}"  # the edge still works

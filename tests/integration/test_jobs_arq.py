@@ -33,7 +33,7 @@ EXECUTIONS = {"ok": ["ack"], "flaky": ["retry", "retry", "ack"], "doomed": ["ret
 EXTRA = 2
 
 
-def test_arq_jobs_across_processes(collector, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_arq_jobs_across_processes(otelkit_collector, redis_url: str) -> None:  # type: ignore[no-untyped-def]
     import redis
 
     queue = f"otelkit-test-arq-{uuid.uuid4().hex[:12]}"
@@ -41,9 +41,9 @@ def test_arq_jobs_across_processes(collector, redis_url: str) -> None:  # type: 
     client = redis.Redis.from_url(redis_url)
     produced: dict[str, dict[str, str]] = {}
     try:
-        produced = produce("arq_producer", {"extra": EXTRA}, app_env(collector, "arq-producer", env_extra))
+        produced = produce("arq_producer", {"extra": EXTRA}, app_env(otelkit_collector, "arq-producer", env_extra))
         worker = subprocess.run([console_script("arq"), "job_apps.ArqSettings", "--burst"],
-                                env=app_env(collector, "arq-worker", env_extra), capture_output=True, text=True,
+                                env=app_env(otelkit_collector, "arq-worker", env_extra), capture_output=True, text=True,
                                 timeout=PROCESS_TIMEOUT, cwd=str(HERE))
         assert worker.returncode == 0, worker.stderr[-3000:]
     finally:
@@ -55,17 +55,18 @@ def test_arq_jobs_across_processes(collector, redis_url: str) -> None:  # type: 
 
     total = sum(len(v) for v in EXECUTIONS.values()) + EXTRA
     sent = len(EXECUTIONS) + EXTRA
-    receiver = collector.receiver
-    receiver.wait_for(lambda: len([s for s in spans_of(collector, "arq-worker") if s.kind == "CONSUMER"]) >= total
-                      and metric_total(collector, "otelkit.messaging.settled.messages", "arq-worker") >= total
-                      and len(spans_of(collector, "arq-producer")) >= sent, timeout=60)
-    sends = [s for s in spans_of(collector, "arq-producer") if s.name == f"send {queue}"]
-    processes = [s for s in spans_of(collector, "arq-worker") if s.name == f"process {queue}"]
+    receiver = otelkit_collector.receiver
+    receiver.wait_for(lambda: len([s for s in spans_of(otelkit_collector,
+                                                       "arq-worker") if s.kind == "CONSUMER"]) >= total
+                      and metric_total(otelkit_collector, "otelkit.messaging.settled.messages", "arq-worker") >= total
+                      and len(spans_of(otelkit_collector, "arq-producer")) >= sent, timeout=60)
+    sends = [s for s in spans_of(otelkit_collector, "arq-producer") if s.name == f"send {queue}"]
+    processes = [s for s in spans_of(otelkit_collector, "arq-worker") if s.name == f"process {queue}"]
     assert len(sends) == sent and len(processes) == total
     # The producer traced its sends and its own 4 GETs (reading the payloads back): arq's PING, WATCH, EXISTS,
     # MULTI, PSETEX, ZADD are no spans of their own.
-    assert sorted(s.name for s in spans_of(collector, "arq-producer") if s.kind == "CLIENT") == ["GET"] * 4
-    assert len(spans_of(collector, "arq-producer")) == sent + 4
+    assert sorted(s.name for s in spans_of(otelkit_collector, "arq-producer") if s.kind == "CLIENT") == ["GET"] * 4
+    assert len(spans_of(otelkit_collector, "arq-producer")) == sent + 4
 
     send_by_id = {s.attributes["messaging.message.id"]: s for s in sends}
     for name, info in produced.items():
@@ -84,7 +85,7 @@ def test_arq_jobs_across_processes(collector, redis_url: str) -> None:  # type: 
     assert "otelkit.message.attempt" not in doomed[-1].attributes  # failed at pick-up, never ran
     assert doomed[0].status_code != "ERROR"  # arq.Retry is a request, not a failure
 
-    worker_spans = spans_of(collector, "arq-worker")
+    worker_spans = spans_of(otelkit_collector, "arq-worker")
     job_traces = {s.trace_id for s in processes}
     assert [s.name for s in worker_spans if s.trace_id not in job_traces] == []  # no poll/health/finish noise
     by_id = {s.span_id: s for s in processes}
@@ -104,12 +105,12 @@ def test_arq_jobs_across_processes(collector, redis_url: str) -> None:  # type: 
 
     outcomes = Counter(o for runs in EXECUTIONS.values() for o in runs) + Counter(ack=EXTRA)
     for outcome, count in outcomes.items():
-        assert metric_total(collector, "otelkit.messaging.settled.messages", "arq-worker",
+        assert metric_total(otelkit_collector, "otelkit.messaging.settled.messages", "arq-worker",
                             **{"otelkit.outcome": outcome, "messaging.destination.name": queue}) == count, outcome
-    assert metric_total(collector, "otelkit.messaging.message.end_to_end.duration", "arq-worker") == total
-    assert metric_total(collector, "otelkit.messaging.message.time_in_queue", "arq-worker") == total
-    assert metric_total(collector, "messaging.client.sent.messages", "arq-producer") == sent
+    assert metric_total(otelkit_collector, "otelkit.messaging.message.end_to_end.duration", "arq-worker") == total
+    assert metric_total(otelkit_collector, "otelkit.messaging.message.time_in_queue", "arq-worker") == total
+    assert metric_total(otelkit_collector, "messaging.client.sent.messages", "arq-producer") == sent
 
-    assert gauge_values(collector, "arq-producer", queue, "ready") == [sent]
-    receiver.wait_for(lambda: gauge_values(collector, "arq-worker", queue, "ready"), timeout=60)
-    assert gauge_values(collector, "arq-worker", queue, "ready")[-1] == 0
+    assert gauge_values(otelkit_collector, "arq-producer", queue, "ready") == [sent]
+    receiver.wait_for(lambda: gauge_values(otelkit_collector, "arq-worker", queue, "ready"), timeout=60)
+    assert gauge_values(otelkit_collector, "arq-worker", queue, "ready")[-1] == 0

@@ -71,17 +71,18 @@ def broker(request: pytest.FixtureRequest, redis_url: str) -> Iterator[dict[str,
         _cleanup_rabbit(url, queue)
 
 
-def test_dramatiq_messages_across_processes(collector, broker: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+def test_dramatiq_messages_across_processes(otelkit_collector, broker: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
     queue, producer, consumer = broker["queue"], f"dq-producer-{broker['kind']}", f"dq-worker-{broker['kind']}"
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     total = sum(len(v) for v in EXECUTIONS.values()) + EXTRA
     produced = produce("dramatiq_producer", {"counter": broker["counter"], "extra": EXTRA},
-                       app_env(collector, producer, broker["env"]))
+                       app_env(otelkit_collector, producer, broker["env"]))
     worker = subprocess.Popen([console_script("dramatiq"), "job_apps", "--processes", "1", "--threads", "2"],
-                              env=app_env(collector, consumer, broker["env"]), cwd=str(HERE),
+                              env=app_env(otelkit_collector, consumer, broker["env"]), cwd=str(HERE),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        receiver.wait_for(lambda: len([s for s in spans_of(collector, consumer) if s.kind == "CONSUMER"]) >= total,
+        receiver.wait_for(lambda: len([s for s in spans_of(otelkit_collector,
+                                                           consumer) if s.kind == "CONSUMER"]) >= total,
                           timeout=PROCESS_TIMEOUT)
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -92,16 +93,16 @@ def test_dramatiq_messages_across_processes(collector, broker: dict[str, Any]) -
             _out, err = worker.communicate()
     assert worker.returncode == 0, err[-3000:]
     # The worker process flushed its metrics on its way out (os._exit): outcomes of every execution.
-    receiver.wait_for(lambda: metric_total(collector, "otelkit.messaging.settled.messages", consumer) >= total
-                      and gauge_values(collector, consumer, queue, "dead_letter"), timeout=60)
+    receiver.wait_for(lambda: metric_total(otelkit_collector, "otelkit.messaging.settled.messages", consumer) >= total
+                      and gauge_values(otelkit_collector, consumer, queue, "dead_letter"), timeout=60)
 
-    sends = [s for s in spans_of(collector, producer) if s.name == f"send {queue}"]
-    processes = [s for s in spans_of(collector, consumer) if s.name == f"process {queue}"]
+    sends = [s for s in spans_of(otelkit_collector, producer) if s.name == f"send {queue}"]
+    processes = [s for s in spans_of(otelkit_collector, consumer) if s.name == f"process {queue}"]
     # One PRODUCER span per message sent (a retry is the same message re-queued), one CONSUMER per execution.
     assert len(sends) == 3 + EXTRA and all(s.kind == "PRODUCER" for s in sends)
     assert len(processes) == total
     # The producer traced only its sends: the broker's enqueue script is not a redis span of its own.
-    assert len(spans_of(collector, producer)) == 3 + EXTRA
+    assert len(spans_of(otelkit_collector, producer)) == 3 + EXTRA
 
     send_by_id = {s.attributes["messaging.message.id"]: s for s in sends}
     for name, info in produced.items():
@@ -121,7 +122,7 @@ def test_dramatiq_messages_across_processes(collector, broker: dict[str, Any]) -
     assert doomed[-1].attributes["otelkit.outcome.reason"] == f"dead-letter queue {queue}.XQ"
 
     # Every worker span belongs to a message's trace: fetch/ack/nack scripts and heartbeats add no root span.
-    worker_spans = spans_of(collector, consumer)
+    worker_spans = spans_of(otelkit_collector, consumer)
     job_traces = {s.trace_id for s in processes}
     assert [s.name for s in worker_spans if s.trace_id not in job_traces] == []
     assert {s.name for s in worker_spans if s.kind == "CLIENT"} == {"GET", "INCRBY", "EXPIRE"}
@@ -147,13 +148,13 @@ def test_dramatiq_messages_across_processes(collector, broker: dict[str, Any]) -
 
     outcomes = Counter(o for runs in EXECUTIONS.values() for o in runs) + Counter(ack=EXTRA)
     for outcome, count in outcomes.items():
-        assert metric_total(collector, "otelkit.messaging.settled.messages", consumer,
+        assert metric_total(otelkit_collector, "otelkit.messaging.settled.messages", consumer,
                             **{"otelkit.outcome": outcome, "messaging.destination.name": queue}) == count, outcome
-    assert metric_total(collector, "otelkit.messaging.message.end_to_end.duration", consumer) == total
-    assert metric_total(collector, "otelkit.messaging.message.time_in_queue", consumer) == total
-    assert metric_total(collector, "messaging.client.sent.messages", producer) == 3 + EXTRA
+    assert metric_total(otelkit_collector, "otelkit.messaging.message.end_to_end.duration", consumer) == total
+    assert metric_total(otelkit_collector, "otelkit.messaging.message.time_in_queue", consumer) == total
+    assert metric_total(otelkit_collector, "messaging.client.sent.messages", producer) == 3 + EXTRA
 
     # Queue depth: the producer saw its 5 messages waiting; the worker left the queue empty, one dead letter.
-    assert gauge_values(collector, producer, queue, "ready") == [3 + EXTRA]
-    assert gauge_values(collector, consumer, queue, "ready")[-1] == 0
-    assert gauge_values(collector, consumer, queue, "dead_letter")[-1] == 1
+    assert gauge_values(otelkit_collector, producer, queue, "ready") == [3 + EXTRA]
+    assert gauge_values(otelkit_collector, consumer, queue, "ready")[-1] == 0
+    assert gauge_values(otelkit_collector, consumer, queue, "dead_letter")[-1] == 1

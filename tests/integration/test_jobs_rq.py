@@ -38,7 +38,7 @@ def _summary(collector) -> str:  # type: ignore[no-untyped-def]
     return f"spans: {dict(spans)}\npoints: {dict(points)}"
 
 
-def test_rq_jobs_across_processes(collector, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_rq_jobs_across_processes(otelkit_collector, redis_url: str) -> None:  # type: ignore[no-untyped-def]
     import redis
 
     suffix = uuid.uuid4().hex[:12]
@@ -48,11 +48,12 @@ def test_rq_jobs_across_processes(collector, redis_url: str) -> None:  # type: i
     env_extra = {"JOB_APPS_REDIS_URL": redis_url}
     try:
         produced = produce("rq_producer", {"queue": queue, "counter": counter, "extra": EXTRA},
-                           app_env(collector, "rq-producer", env_extra))
+                           app_env(otelkit_collector, "rq-producer", env_extra))
         worker = subprocess.run(
             [console_script("rq"), "worker", "--burst", "--url", redis_url, "-c", "job_apps", "--name",
              f"otelkit-{suffix}", queue],
-            env=app_env(collector, "rq-worker", env_extra), capture_output=True, text=True, timeout=PROCESS_TIMEOUT,
+            env=app_env(otelkit_collector, "rq-worker",
+                        env_extra), capture_output=True, text=True, timeout=PROCESS_TIMEOUT,
             cwd=str(HERE))
         assert worker.returncode == 0, worker.stderr
         failed_left = client.zcard(f"rq:failed:{queue}")
@@ -65,21 +66,24 @@ def test_rq_jobs_across_processes(collector, redis_url: str) -> None:  # type: i
     assert failed_left == 1
 
     total = sum(len(v) for v in EXECUTIONS.values()) + EXTRA
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     try:
-        receiver.wait_for(lambda: len([s for s in spans_of(collector, "rq-worker") if s.kind == "CONSUMER"]) >= total
-                          and len([s for s in spans_of(collector, "rq-producer") if s.kind == "PRODUCER"]) >= 3 + EXTRA
-                          and metric_total(collector, "otelkit.messaging.settled.messages", "rq-worker") >= total,
+        receiver.wait_for(lambda: len([s for s in spans_of(otelkit_collector,
+                                                           "rq-worker") if s.kind == "CONSUMER"]) >= total
+                          and len([s for s in spans_of(otelkit_collector,
+                                                       "rq-producer") if s.kind == "PRODUCER"]) >= 3 + EXTRA
+                          and metric_total(otelkit_collector, "otelkit.messaging.settled.messages",
+                                           "rq-worker") >= total,
                           timeout=60)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{_summary(collector)}\nworker: {worker.stderr[-3000:]}") from None
-    sends = [s for s in spans_of(collector, "rq-producer") if s.name == f"send {queue}"]
-    processes = [s for s in spans_of(collector, "rq-worker") if s.name == f"process {queue}"]
+        raise AssertionError(f"{exc}\n{_summary(otelkit_collector)}\nworker: {worker.stderr[-3000:]}") from None
+    sends = [s for s in spans_of(otelkit_collector, "rq-producer") if s.name == f"send {queue}"]
+    processes = [s for s in spans_of(otelkit_collector, "rq-worker") if s.name == f"process {queue}"]
     # One PRODUCER span per enqueued job (a retry is the same job re-queued: no new send), one CONSUMER per run.
     assert len(sends) == 3 + EXTRA and all(s.kind == "PRODUCER" for s in sends)
     assert len(processes) == total and all(s.kind == "CONSUMER" for s in processes)
     # The producer traced nothing but its sends: RQ's enqueue pipeline is no redis span of its own.
-    assert len(spans_of(collector, "rq-producer")) == 3 + EXTRA
+    assert len(spans_of(otelkit_collector, "rq-producer")) == 3 + EXTRA
 
     send_by_job = {s.attributes["messaging.message.id"]: s for s in sends}
     for name, info in produced.items():
@@ -99,7 +103,7 @@ def test_rq_jobs_across_processes(collector, redis_url: str) -> None:  # type: i
             assert runs[0].status_code == "ERROR"
 
     # Every worker span belongs to a job's trace: the work loop (BLMOVE, heartbeats, registries) adds no root span.
-    worker_spans = spans_of(collector, "rq-worker")
+    worker_spans = spans_of(otelkit_collector, "rq-worker")
     job_traces = {s.trace_id for s in processes}
     strays = [s.name for s in worker_spans if s.trace_id not in job_traces]
     assert strays == ["EXISTS"]  # the rq CLI's check that the worker name is free: once per worker, not per job
@@ -125,14 +129,14 @@ def test_rq_jobs_across_processes(collector, redis_url: str) -> None:  # type: i
     # Outcome counts, end-to-end latency and time in queue per execution.
     outcomes = Counter(o for runs in EXECUTIONS.values() for o in runs) + Counter(ack=EXTRA)
     for outcome, count in outcomes.items():
-        assert metric_total(collector, "otelkit.messaging.settled.messages", "rq-worker",
+        assert metric_total(otelkit_collector, "otelkit.messaging.settled.messages", "rq-worker",
                             **{"otelkit.outcome": outcome, "messaging.destination.name": queue}) == count, outcome
-    assert metric_total(collector, "otelkit.messaging.message.end_to_end.duration", "rq-worker") == total
-    assert metric_total(collector, "otelkit.messaging.message.time_in_queue", "rq-worker") == total
-    assert metric_total(collector, "messaging.client.sent.messages", "rq-producer") == 3 + EXTRA
+    assert metric_total(otelkit_collector, "otelkit.messaging.message.end_to_end.duration", "rq-worker") == total
+    assert metric_total(otelkit_collector, "otelkit.messaging.message.time_in_queue", "rq-worker") == total
+    assert metric_total(otelkit_collector, "messaging.client.sent.messages", "rq-producer") == 3 + EXTRA
 
     # Queue depth: the producer saw its 5 jobs waiting; the worker left an empty queue and one failed job.
-    receiver.wait_for(lambda: gauge_values(collector, "rq-worker", queue, "dead_letter"), timeout=60)
-    assert gauge_values(collector, "rq-producer", queue, "ready") == [3 + EXTRA]
-    assert gauge_values(collector, "rq-worker", queue, "ready")[-1] == 0
-    assert gauge_values(collector, "rq-worker", queue, "dead_letter")[-1] == 1
+    receiver.wait_for(lambda: gauge_values(otelkit_collector, "rq-worker", queue, "dead_letter"), timeout=60)
+    assert gauge_values(otelkit_collector, "rq-producer", queue, "ready") == [3 + EXTRA]
+    assert gauge_values(otelkit_collector, "rq-worker", queue, "ready")[-1] == 0
+    assert gauge_values(otelkit_collector, "rq-worker", queue, "dead_letter")[-1] == 1

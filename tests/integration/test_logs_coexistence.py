@@ -29,13 +29,13 @@ def _app_lines(stdout: str) -> list[str]:
 
 
 @pytest.mark.parametrize("order", ["before", "after", "force", "dictconfig"])
-def test_every_order_keeps_the_console_and_exports(collector: RotelCollector, order: str) -> None:
+def test_every_order_keeps_the_console_and_exports(otelkit_collector: RotelCollector, order: str) -> None:
     token = uuid.uuid4().hex[:8]
-    proc = _run(order, "INFO", token, OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_endpoint,
+    proc = _run(order, "INFO", token, OTEL_EXPORTER_OTLP_ENDPOINT=otelkit_collector.http_endpoint,
                 OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
     # The console shows exactly what the application configured: its format, its level.
     assert _app_lines(proc.stdout) == [f"APP INFO info {token}", f"APP WARNING warning {token}"], proc.stdout
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     receiver.wait_for(lambda: receiver.logs(body=f"warning {token}") and receiver.logs(body=f"info {token}"),
                       timeout=30, message=f"records of the {order!r} app never arrived")
     assert receiver.logs(body=f"debug {token}") == []
@@ -46,26 +46,27 @@ def test_every_order_keeps_the_console_and_exports(collector: RotelCollector, or
 
 
 @pytest.mark.parametrize("order", ["before", "after"])
-def test_a_warning_console_stays_at_warning_while_info_is_exported(collector: RotelCollector, order: str) -> None:
+def test_a_warning_console_stays_at_warning_while_info_is_exported(otelkit_collector: RotelCollector,
+                                                                   order: str) -> None:
     # The app's console handler shows WARNING and above; otelkit lowers the root logger to export INFO,
     # but the records that exist only for that reach no handler of the application.
     token = uuid.uuid4().hex[:8]
-    proc = _run(order, "WARNING", token, OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_endpoint,
+    proc = _run(order, "WARNING", token, OTEL_EXPORTER_OTLP_ENDPOINT=otelkit_collector.http_endpoint,
                 OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
     assert _app_lines(proc.stdout) == [f"APP WARNING warning {token}"], proc.stdout
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     receiver.wait_for(lambda: receiver.logs(body=f"warning {token}") and receiver.logs(body=f"info {token}"),
                       timeout=30, message="the INFO record was not exported")
 
 
-def test_an_app_without_logging_config_still_prints_warnings_as_python_does(collector: RotelCollector) -> None:
+def test_an_app_without_logging_config_still_prints_warnings_as_python_does(otelkit_collector: RotelCollector) -> None:
     token = uuid.uuid4().hex[:8]
-    proc = _run("none", "INFO", token, OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_endpoint,
+    proc = _run("none", "INFO", token, OTEL_EXPORTER_OTLP_ENDPOINT=otelkit_collector.http_endpoint,
                 OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
     # Python's last-resort handler: the bare message of WARNING and above on stderr, as without otelkit.
     assert f"warning {token}" in proc.stderr.splitlines(), proc.stderr
     assert f"info {token}" not in proc.stderr
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     receiver.wait_for(lambda: receiver.logs(body=f"warning {token}") and receiver.logs(body=f"info {token}"),
                       timeout=30)
 

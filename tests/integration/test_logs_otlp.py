@@ -23,9 +23,9 @@ def reset_after() -> Iterator[None]:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_log_records_arrive_with_trace_context_and_without_internal_records(
-    collector: RotelCollector, protocol: str, reset_after: None
+    otelkit_collector: RotelCollector, protocol: str, reset_after: None
 ) -> None:
-    endpoint = collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint
+    endpoint = otelkit_collector.grpc_endpoint if protocol == "grpc" else otelkit_collector.http_endpoint
     otelkit.init(service_name="logs-it", endpoint=endpoint, protocol=protocol, metrics_exporter="none",
                  instrument=(), system_metrics=False)
     json_out = io.StringIO()
@@ -42,7 +42,7 @@ def test_log_records_arrive_with_trace_context_and_without_internal_records(
     finally:
         app.removeHandler(json_handler)
 
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     received = receiver.wait_for(lambda: receiver.logs(body="sentinel") and receiver.logs(body="charging card"),
                                  timeout=30)
     assert received

@@ -22,19 +22,20 @@ def reset_after() -> Iterator[None]:
     _init.reset()
 
 
-def test_structlog_and_loguru_records_arrive_correlated(collector: RotelCollector, reset_after: None) -> None:
-    otelkit.init(service_name="logs-3p", endpoint=collector.grpc_endpoint, protocol="grpc", metrics_exporter="none",
+def test_structlog_and_loguru_records_arrive_correlated(otelkit_collector: RotelCollector, reset_after: None) -> None:
+    otelkit.init(service_name="logs-3p", endpoint=otelkit_collector.grpc_endpoint, protocol="grpc",
+                 metrics_exporter="none",
                  instrument=(), system_metrics=False)
-    handler_id = logger.add(**otelkit.loguru_handler())
+    handler_id = logger.add(**otelkit.LoguruExporter())
     native = structlog.wrap_logger(
         structlog.ReturnLogger(),
-        processors=[structlog.processors.add_log_level, otelkit.StructlogProcessor(),
+        processors=[structlog.processors.add_log_level, otelkit.StructlogFields(), otelkit.StructlogExporter(),
                     structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    # The same library routed through stdlib logging: otelkit's root handler exports it, the processor must not.
+    # The same library routed through stdlib logging: otelkit's root handler exports it, the exporter must not.
     via_stdlib = structlog.wrap_logger(
         logging.getLogger("app.via_stdlib"),
-        processors=[structlog.stdlib.add_log_level, otelkit.StructlogProcessor(),
+        processors=[structlog.stdlib.add_log_level, otelkit.StructlogFields(), otelkit.StructlogExporter(),
                     structlog.stdlib.render_to_log_kwargs],
         wrapper_class=structlog.stdlib.BoundLogger)
     try:
@@ -46,7 +47,7 @@ def test_structlog_and_loguru_records_arrive_correlated(collector: RotelCollecto
     finally:
         logger.remove(handler_id)
 
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     receiver.wait_for(lambda: all(receiver.logs(body=b) for b in ("sentinel", "structlog event", "routed event")),
                       timeout=30, message="the records")
     context = span.get_span_context()

@@ -34,16 +34,16 @@ print(otelkit.shutdown(), flush=True)
 """
 
 
-def test_the_overflow_series_reaches_the_collector(collector: RotelCollector) -> None:
+def test_the_overflow_series_reaches_the_collector(otelkit_collector: RotelCollector) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
-    env.update({"OTEL_SERVICE_NAME": "cardinality", "OTEL_EXPORTER_OTLP_ENDPOINT": collector.http_endpoint,
+    env.update({"OTEL_SERVICE_NAME": "cardinality", "OTEL_EXPORTER_OTLP_ENDPOINT": otelkit_collector.http_endpoint,
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTELKIT_SYSTEM_METRICS": "false",
                 "OTELKIT_METRIC_CARDINALITY_LIMIT": "10", "OTEL_METRIC_EXPORT_INTERVAL": "60000"})
     proc = subprocess.run([sys.executable, "-c", APP], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "41 measurements over the cardinality limit in 1 stream(s) (shop.orders)" in proc.stdout, proc.stdout
     assert "reached its cardinality limit" in proc.stderr  # one warning naming the setting
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     points = receiver.wait_for(lambda: receiver.metrics("shop.orders"), timeout=60)
     assert len(points) == 10
     overflow = [p for p in points if p.attributes == {"otel.metric.overflow": True}]

@@ -30,11 +30,11 @@ APPS = str(Path(__file__).with_name("pipeline_apps.py"))
 PROCESS_TIMEOUT = 60
 
 
-def run_app(role: str, args: dict[str, Any], collector: RotelCollector, service: str) -> dict[str, Any]:
+def run_app(role: str, args: dict[str, Any], otelkit_collector: RotelCollector, service: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
     env.update({
         "OTEL_SERVICE_NAME": service,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.http_endpoint,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otelkit_collector.http_endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_METRIC_EXPORT_INTERVAL": "60000",  # metrics go out once, at shutdown
         "OTELKIT_SYSTEM_METRICS": "false",
@@ -45,9 +45,10 @@ def run_app(role: str, args: dict[str, Any], collector: RotelCollector, service:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def start_app(role: str, args: dict[str, Any], collector: RotelCollector, service: str) -> subprocess.Popen[str]:
+def start_app(role: str, args: dict[str, Any], otelkit_collector: RotelCollector,
+              service: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
-    env.update({"OTEL_SERVICE_NAME": service, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.http_endpoint,
+    env.update({"OTEL_SERVICE_NAME": service, "OTEL_EXPORTER_OTLP_ENDPOINT": otelkit_collector.http_endpoint,
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTELKIT_SYSTEM_METRICS": "false"})
     return subprocess.Popen([sys.executable, APPS, role, json.dumps(args)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -91,11 +92,11 @@ def price_api() -> Iterator[PriceApi]:
     api.close()
 
 
-def spans_of(collector: RotelCollector, service: str) -> list[ReceivedSpan]:
-    return [s for s in collector.receiver.spans() if s.resource.get("service.name") == service]
+def spans_of(otelkit_collector: RotelCollector, service: str) -> list[ReceivedSpan]:
+    return [s for s in otelkit_collector.receiver.spans() if s.resource.get("service.name") == service]
 
 
-def test_redis_stream_and_list_across_processes(collector: RotelCollector, redis_url: str, postgres_dsn: str,
+def test_redis_stream_and_list_across_processes(otelkit_collector: RotelCollector, redis_url: str, postgres_dsn: str,
                                                 price_api: PriceApi) -> None:
     import psycopg2
     import redis
@@ -110,8 +111,8 @@ def test_redis_stream_and_list_across_processes(collector: RotelCollector, redis
     with conn.cursor() as cur:
         cur.execute(f"CREATE TABLE {args['table']} (token text, price float, correlation_id text)")
     try:
-        produced = run_app("redis_producer", args, collector, "pipeline-producer")
-        consumed = run_app("redis_consumer", args, collector, "pipeline-consumer")
+        produced = run_app("redis_producer", args, otelkit_collector, "pipeline-producer")
+        consumed = run_app("redis_consumer", args, otelkit_collector, "pipeline-consumer")
         with conn.cursor() as cur:
             cur.execute(f"SELECT token, correlation_id FROM {args['table']} ORDER BY token")
             rows = cur.fetchall()
@@ -122,7 +123,7 @@ def test_redis_stream_and_list_across_processes(collector: RotelCollector, redis
         client.delete(args["stream"], args["list"])
         client.close()
 
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     for kind in ("stream", "list"):
         cid = produced[kind]["correlation_id"]
         # The correlation ID crossed the broker, the process boundary and the database write.
@@ -138,8 +139,8 @@ def test_redis_stream_and_list_across_processes(collector: RotelCollector, redis
                       and len(receiver.metrics(MESSAGE_END_TO_END.name)) >= 2, timeout=30)
     receiver.wait_for(lambda: len([r for r in receiver.logs() if r.scope == "pipeline.app"]) >= 6, timeout=30)
 
-    producer_spans = spans_of(collector, "pipeline-producer")
-    consumer_spans = spans_of(collector, "pipeline-consumer")
+    producer_spans = spans_of(otelkit_collector, "pipeline-producer")
+    consumer_spans = spans_of(otelkit_collector, "pipeline-consumer")
     for kind, destination in (("stream", args["stream"]), ("list", args["list"])):
         cid = produced[kind]["correlation_id"]
         send = next(s for s in producer_spans if s.name == f"send {destination}")
@@ -193,13 +194,14 @@ def test_redis_stream_and_list_across_processes(collector: RotelCollector, redis
     assert consumed_points and consumed_points[0].attributes["messaging.consumer.group.name"] == "enrichers"
 
 
-def _assert_linked(collector: RotelCollector, destination: str, produced: dict[str, Any],
+def _assert_linked(otelkit_collector: RotelCollector, destination: str, produced: dict[str, Any],
                    consumed: dict[str, Any], producer: str, consumer: str) -> None:
-    receiver = collector.receiver
-    receiver.wait_for(lambda: [s for s in spans_of(collector, consumer) if s.name == f"process {destination}"]
-                      and [s for s in spans_of(collector, producer) if s.name == f"send {destination}"], timeout=30)
-    send = next(s for s in spans_of(collector, producer) if s.name == f"send {destination}")
-    process = next(s for s in spans_of(collector, consumer) if s.name == f"process {destination}")
+    receiver = otelkit_collector.receiver
+    receiver.wait_for(lambda: [s for s in spans_of(otelkit_collector, consumer) if s.name == f"process {destination}"]
+                      and [s for s in spans_of(otelkit_collector,
+                                               producer) if s.name == f"send {destination}"], timeout=30)
+    send = next(s for s in spans_of(otelkit_collector, producer) if s.name == f"send {destination}")
+    process = next(s for s in spans_of(otelkit_collector, consumer) if s.name == f"process {destination}")
     assert consumed["correlation_id"] == produced["correlation_id"]
     assert [(link.trace_id, link.span_id) for link in process.links] == [(send.trace_id, send.span_id)]
     assert process.trace_id == consumed["trace_id"]
@@ -209,25 +211,25 @@ def _assert_linked(collector: RotelCollector, destination: str, produced: dict[s
     assert log.attributes[CORRELATION_ATTRIBUTE] == produced["correlation_id"]
 
 
-def test_rabbitmq_headers_across_processes(collector: RotelCollector, rabbitmq_url: str) -> None:
+def test_rabbitmq_headers_across_processes(otelkit_collector: RotelCollector, rabbitmq_url: str) -> None:
     args = {"rabbitmq_url": rabbitmq_url, "queue": f"otelkit-test-{uuid.uuid4().hex[:12]}"}
-    produced = run_app("rabbit_producer", args, collector, "rmq-producer")
-    consumed = run_app("rabbit_consumer", args, collector, "rmq-consumer")
-    _assert_linked(collector, args["queue"], produced, consumed, "rmq-producer", "rmq-consumer")
-    process = next(s for s in spans_of(collector, "rmq-consumer") if s.name == f"process {args['queue']}")
+    produced = run_app("rabbit_producer", args, otelkit_collector, "rmq-producer")
+    consumed = run_app("rabbit_consumer", args, otelkit_collector, "rmq-consumer")
+    _assert_linked(otelkit_collector, args["queue"], produced, consumed, "rmq-producer", "rmq-consumer")
+    process = next(s for s in spans_of(otelkit_collector, "rmq-consumer") if s.name == f"process {args['queue']}")
     assert process.attributes["messaging.system"] == "rabbitmq"
     assert process.attributes["messaging.message.id"] == "rmq-1"
     assert process.attributes["otelkit.message.attempt"] == 1
 
 
-def test_nats_async_consumer_across_processes(collector: RotelCollector, nats_url: str) -> None:
+def test_nats_async_consumer_across_processes(otelkit_collector: RotelCollector, nats_url: str) -> None:
     args = {"nats_url": nats_url, "subject": f"otelkit.test.{uuid.uuid4().hex[:12]}"}
-    consumer = start_app("nats_consumer", args, collector, "nats-consumer")
+    consumer = start_app("nats_consumer", args, otelkit_collector, "nats-consumer")
     try:
         assert consumer.stdout is not None
         ready = consumer.stdout.readline()  # the consumer prints READY once subscribed (bounded by its deadline)
         assert ready.strip() == "READY", consumer.stderr.read() if consumer.stderr else ready
-        produced = run_app("nats_producer", args, collector, "nats-producer")
+        produced = run_app("nats_producer", args, otelkit_collector, "nats-producer")
         out, err = consumer.communicate(timeout=PROCESS_TIMEOUT)
         assert consumer.returncode == 0, err
     finally:
@@ -235,4 +237,4 @@ def test_nats_async_consumer_across_processes(collector: RotelCollector, nats_ur
             consumer.kill()
             consumer.wait(timeout=10)
     consumed = json.loads(out.strip().splitlines()[-1])
-    _assert_linked(collector, args["subject"], produced, consumed, "nats-producer", "nats-consumer")
+    _assert_linked(otelkit_collector, args["subject"], produced, consumed, "nats-producer", "nats-consumer")

@@ -54,7 +54,7 @@ def queue(rabbitmq_url: str) -> Iterator[str]:
 
 
 def test_foreign_amqp_correlation_id_adopted_and_kept_across_a_retry(
-        collector: RotelCollector, rabbitmq_url: str, queue: str) -> None:
+        otelkit_collector: RotelCollector, rabbitmq_url: str, queue: str) -> None:
     cid = f"order-{uuid.uuid4().hex[:8]}"
     sent = int(time.time()) - 600  # the AMQP timestamp property: seconds; sent ten minutes ago
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
@@ -64,7 +64,7 @@ def test_foreign_amqp_correlation_id_adopted_and_kept_across_a_retry(
                                         headers={"traceparent": f"00-{FOREIGN_TRACE}-{FOREIGN_SPAN}-01"}))
     connection.close()
 
-    result = run_app("rabbit_retrying_consumer", {"rabbitmq_url": rabbitmq_url, "queue": queue}, collector,
+    result = run_app("rabbit_retrying_consumer", {"rabbitmq_url": rabbitmq_url, "queue": queue}, otelkit_collector,
                      "interop-consumer")
     first, second = result["attempts"]
     assert first["correlation_id"] == second["correlation_id"] == cid
@@ -72,7 +72,7 @@ def test_foreign_amqp_correlation_id_adopted_and_kept_across_a_retry(
     assert (second["attempt"], second["outcome"]) == (2, "ack")
     assert first["message_id"] == "foreign-1"  # the AMQP message_id property
 
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     name = f"process {queue}"
     receiver.wait_for(lambda: len([s for s in receiver.spans(name)]) == 2 and receiver.spans(f"send {queue}"),
                       timeout=60)
@@ -114,13 +114,13 @@ def test_foreign_amqp_correlation_id_adopted_and_kept_across_a_retry(
     assert sum(p.sum or 0.0 for p in in_queue) < 2 * 600
 
 
-def test_emit_message_id_reaches_the_consumer_span(collector: RotelCollector, redis_url: str) -> None:
+def test_emit_message_id_reaches_the_consumer_span(otelkit_collector: RotelCollector, redis_url: str) -> None:
     args = {"redis_url": redis_url, "list": f"otelkit-msgid-{uuid.uuid4().hex[:12]}",
             "message_id": f"evt-{uuid.uuid4().hex[:8]}"}
-    produced = run_app("list_producer", args, collector, "msgid-producer")
-    consumed = run_app("list_consumer", args, collector, "msgid-consumer")
+    produced = run_app("list_producer", args, otelkit_collector, "msgid-producer")
+    consumed = run_app("list_consumer", args, otelkit_collector, "msgid-consumer")
     assert consumed["message_id"] == args["message_id"]
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     name = f"process {args['list']}"
     (process,) = receiver.wait_for(lambda: receiver.spans(name), timeout=60)
     (send,) = receiver.wait_for(lambda: receiver.spans(f"send {args['list']}"), timeout=60)

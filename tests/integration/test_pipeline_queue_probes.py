@@ -22,10 +22,10 @@ pytestmark = pytest.mark.usefixtures("fresh_otelkit_and_stats")
 
 
 def test_hung_redis_probe_does_not_stall_other_metrics_or_shutdown(
-        otlp_receiver: OtlpReceiver, redis_url: str, monkeypatch: pytest.MonkeyPatch,
+        otelkit_otlp_receiver: OtlpReceiver, redis_url: str, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("OTEL_SERVICE_NAME", "queue-probe-test")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.http_endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otelkit_otlp_receiver.http_endpoint)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
     monkeypatch.setenv("OTELKIT_SYSTEM_METRICS", "false")
@@ -43,13 +43,14 @@ def test_hung_redis_probe_does_not_stall_other_metrics_or_shutdown(
                                          system="redis")
         try:
             # Several collections after the probe hung: the reader thread keeps exporting.
-            otlp_receiver.wait_for(lambda: len(otlp_receiver.metrics("probe_test.ticks")) >= 3, timeout=30)
-            lengths = otlp_receiver.wait_for(lambda: [
-                p for p in otlp_receiver.metrics(_names.QUEUE_LENGTH.name)
+            otelkit_otlp_receiver.wait_for(lambda: len(otelkit_otlp_receiver.metrics("probe_test.ticks")) >= 3,
+                                           timeout=30)
+            lengths = otelkit_otlp_receiver.wait_for(lambda: [
+                p for p in otelkit_otlp_receiver.metrics(_names.QUEUE_LENGTH.name)
                 if p.attributes[_names.MESSAGING_DESTINATION] == "healthy-queue"], timeout=30)
             assert lengths[-1].value == 3
             destinations = {p.attributes[_names.MESSAGING_DESTINATION]
-                            for p in otlp_receiver.metrics(_names.QUEUE_LENGTH.name)}
+                            for p in otelkit_otlp_receiver.metrics(_names.QUEUE_LENGTH.name)}
             assert "hung-queue" not in destinations  # no stale or made-up value for the hung queue
             report = otelkit.shutdown()
         finally:

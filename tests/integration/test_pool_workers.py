@@ -84,29 +84,29 @@ def assert_exactly_once(receiver: OtlpReceiver, idioms: list[str], *, parent_don
 
 
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
-def test_every_pool_idiom_delivers_every_span_once(otlp_receiver: OtlpReceiver, method: str) -> None:
+def test_every_pool_idiom_delivers_every_span_once(otelkit_otlp_receiver: OtlpReceiver, method: str) -> None:
     idioms = idioms_for(method)
-    result = run_app(otlp_receiver.http_endpoint, "http/protobuf", method, idioms)
-    assert_exactly_once(otlp_receiver, idioms, stderr=result.stderr)
+    result = run_app(otelkit_otlp_receiver.http_endpoint, "http/protobuf", method, idioms)
+    assert_exactly_once(otelkit_otlp_receiver, idioms, stderr=result.stderr)
     # Spawn/forkserver children are initialised with the parent's settings, under their own identity.
-    pids = {s.resource.get("process.pid") for s in otlp_receiver.spans("pool-task")}
-    assert len(pids) >= 2 and {s.resource.get("service.name") for s in otlp_receiver.spans()} == {"pool-test"}
+    pids = {s.resource.get("process.pid") for s in otelkit_otlp_receiver.spans("pool-task")}
+    assert len(pids) >= 2 and {s.resource.get("service.name") for s in otelkit_otlp_receiver.spans()} == {"pool-test"}
 
 
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
-def test_pools_through_the_real_collector_over_grpc(collector: RotelCollector, method: str) -> None:
+def test_pools_through_the_real_collector_over_grpc(otelkit_collector: RotelCollector, method: str) -> None:
     idioms = ["with-pool", "executor"]
-    run_app(collector.grpc_endpoint, "grpc", method, idioms)
-    assert_exactly_once(collector.receiver, idioms)
+    run_app(otelkit_collector.grpc_endpoint, "grpc", method, idioms)
+    assert_exactly_once(otelkit_collector.receiver, idioms)
 
 
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
-def test_init_in_the_pool_initializer_only(otlp_receiver: OtlpReceiver, method: str) -> None:
+def test_init_in_the_pool_initializer_only(otelkit_otlp_receiver: OtlpReceiver, method: str) -> None:
     # The parent never calls init(); each worker does (initializer=otelkit.init). The SIGTERM guard is put on
     # the running worker's queues by init() itself, so `with Pool()` loses nothing either.
     idioms = ["with-pool", "close-join", "maxtasks", "executor"]
-    run_app(otlp_receiver.http_endpoint, "http/protobuf", method, idioms, "--init-in-children")
-    assert_exactly_once(otlp_receiver, idioms, parent_done=False)
+    run_app(otelkit_otlp_receiver.http_endpoint, "http/protobuf", method, idioms, "--init-in-children")
+    assert_exactly_once(otelkit_otlp_receiver, idioms, parent_done=False)
 
 
 BUSY_WORKER = r"""
@@ -134,13 +134,13 @@ if __name__ == "__main__":
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_terminate_still_kills_a_worker_busy_in_c_code(otlp_receiver: OtlpReceiver, method: str,
+def test_terminate_still_kills_a_worker_busy_in_c_code(otelkit_otlp_receiver: OtlpReceiver, method: str,
                                                        tmp_path: Path) -> None:
     # The flush-on-SIGTERM handler is only on while a worker is idle: during a task SIGTERM keeps its default
     # action, because terminate() joins its workers without a timeout and a Python handler would wait for the
     # C call to return (here: hours).
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
-    env.update({"OTEL_SERVICE_NAME": "pool-test", "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint,
+    env.update({"OTEL_SERVICE_NAME": "pool-test", "OTEL_EXPORTER_OTLP_ENDPOINT": otelkit_otlp_receiver.http_endpoint,
                 "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none", "OTELKIT_SYSTEM_METRICS": "false"})
     script = tmp_path / "busy_worker.py"  # a file: spawn children import the main module by path
     script.write_text(BUSY_WORKER)

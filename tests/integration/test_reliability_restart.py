@@ -22,26 +22,27 @@ from otelkit.testing._receiver import RotelCollector
 pytestmark = pytest.mark.usefixtures("fresh_stats")
 
 
-def _sender(collector: RotelCollector, protocol: str, signal: str) -> Sender:
+def _sender(otelkit_collector: RotelCollector, protocol: str, signal: str) -> Sender:
     if protocol == "grpc":
-        return GrpcSender(signal, collector.grpc_endpoint)
-    return HttpSender(signal, f"{collector.http_endpoint}/v1/{signal}")
+        return GrpcSender(signal, otelkit_collector.grpc_endpoint)
+    return HttpSender(signal, f"{otelkit_collector.http_endpoint}/v1/{signal}")
 
 
-def run_outage(collector: RotelCollector, protocol: str, outage: float) -> None:
+def run_outage(otelkit_collector: RotelCollector, protocol: str, outage: float) -> None:
     tp = TracerProvider(shutdown_on_exit=False)
-    tp.add_span_processor(make_span_processor(_sender(collector, protocol, "traces"), schedule_delay=0.1,
+    tp.add_span_processor(make_span_processor(_sender(otelkit_collector, protocol, "traces"), schedule_delay=0.1,
                                               export_timeout=2.0))
     lp = LoggerProvider(shutdown_on_exit=False)
-    lp.add_log_record_processor(make_log_processor(_sender(collector, protocol, "logs"), schedule_delay=0.1,
+    lp.add_log_record_processor(make_log_processor(_sender(otelkit_collector, protocol, "logs"), schedule_delay=0.1,
                                                    export_timeout=2.0))
-    reader = PeriodicExportingMetricReader(OtlpMetricExporter(_sender(collector, protocol, "metrics"), timeout=2.0),
+    reader = PeriodicExportingMetricReader(OtlpMetricExporter(_sender(otelkit_collector, protocol, "metrics"),
+                                                              timeout=2.0),
                                            export_interval_millis=250)
     mp = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
     tracer = tp.get_tracer("restart")
     otel_logger = lp.get_logger("restart")
     counter = mp.get_meter("restart").create_counter("restart.items")
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     seq = 0
 
     def produce(count: int, phase: str) -> None:
@@ -57,7 +58,7 @@ def run_outage(collector: RotelCollector, protocol: str, outage: float) -> None:
         receiver.wait_for_spans(100, timeout=30)
         receiver.wait_for_logs(100, timeout=30)
 
-        collector.stop()
+        otelkit_collector.stop()
         # Produce steadily through the outage (a paced workload, not a synchronisation).
         pace = threading.Event()
         outage_end = time.monotonic() + outage
@@ -65,7 +66,7 @@ def run_outage(collector: RotelCollector, protocol: str, outage: float) -> None:
             produce(20, "during")
             pace.wait(0.1)
         produced = seq
-        collector.start()
+        otelkit_collector.start()
 
         spans = receiver.wait_for_spans(produced, timeout=outage + 20)
         logs = receiver.wait_for_logs(produced, timeout=30)
@@ -84,11 +85,11 @@ def run_outage(collector: RotelCollector, protocol: str, outage: float) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_outage_of_3s_is_redelivered(collector: RotelCollector, protocol: str) -> None:
-    run_outage(collector, protocol, outage=3.0)
+def test_outage_of_3s_is_redelivered(otelkit_collector: RotelCollector, protocol: str) -> None:
+    run_outage(otelkit_collector, protocol, outage=3.0)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_outage_of_10s_is_redelivered(collector: RotelCollector, protocol: str) -> None:
-    run_outage(collector, protocol, outage=10.0)
+def test_outage_of_10s_is_redelivered(otelkit_collector: RotelCollector, protocol: str) -> None:
+    run_outage(otelkit_collector, protocol, outage=10.0)

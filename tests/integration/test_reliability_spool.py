@@ -43,10 +43,10 @@ pytestmark = pytest.mark.usefixtures("fresh_stats")
 QUEUE = 64
 
 
-def _sender(collector: RotelCollector, protocol: str, signal: str) -> Sender:
+def _sender(otelkit_collector: RotelCollector, protocol: str, signal: str) -> Sender:
     if protocol == "grpc":
-        return GrpcSender(signal, collector.grpc_endpoint)
-    return HttpSender(signal, f"{collector.http_endpoint}/v1/{signal}")
+        return GrpcSender(signal, otelkit_collector.grpc_endpoint)
+    return HttpSender(signal, f"{otelkit_collector.http_endpoint}/v1/{signal}")
 
 
 def _files(directory: Path) -> list[str]:
@@ -55,20 +55,20 @@ def _files(directory: Path) -> list[str]:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_outage_longer_than_the_queue_is_delivered_once_from_the_spool(
-        collector: RotelCollector, protocol: str, tmp_path: Path) -> None:
+        otelkit_collector: RotelCollector, protocol: str, tmp_path: Path) -> None:
     batch = {"max_queue_size": QUEUE, "max_export_batch_size": 16, "schedule_delay": 0.05, "export_timeout": 1.0}
     tp = TracerProvider(shutdown_on_exit=False)
-    tp.add_span_processor(make_span_processor(_sender(collector, protocol, "traces"),
+    tp.add_span_processor(make_span_processor(_sender(otelkit_collector, protocol, "traces"),
                                               spool=SpoolStore(str(tmp_path), "traces", 8 * 1024 * 1024), **batch))
     lp = LoggerProvider(shutdown_on_exit=False)
-    lp.add_log_record_processor(make_log_processor(_sender(collector, protocol, "logs"),
+    lp.add_log_record_processor(make_log_processor(_sender(otelkit_collector, protocol, "logs"),
                                                    spool=SpoolStore(str(tmp_path), "logs", 8 * 1024 * 1024), **batch))
     tracer = tp.get_tracer("spool")
     otel_logger = lp.get_logger("spool")
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     produced = 0
     try:
-        collector.stop()
+        otelkit_collector.stop()
         # A paced workload through the outage, ten times what the queue holds.
         pace = threading.Event()
         outage_end = time.monotonic() + 3.0
@@ -79,7 +79,7 @@ def test_outage_longer_than_the_queue_is_delivered_once_from_the_spool(
                 produced += 1
             pace.wait(0.02)
         assert _files(tmp_path / "traces") and _files(tmp_path / "logs"), "the outage went to disk"
-        collector.start()
+        otelkit_collector.start()
         spans = receiver.wait_for_spans(produced, timeout=30)
         logs = receiver.wait_for_logs(produced, timeout=30)
         receiver.wait_for(lambda: not _files(tmp_path / "traces") and not _files(tmp_path / "logs"), timeout=30,
@@ -93,13 +93,13 @@ def test_outage_longer_than_the_queue_is_delivered_once_from_the_spool(
     assert STATS.exported_counts()["traces"] == produced
 
 
-def test_spool_full_is_counted(collector: RotelCollector, tmp_path: Path) -> None:
+def test_spool_full_is_counted(otelkit_collector: RotelCollector, tmp_path: Path) -> None:
     tp = TracerProvider(shutdown_on_exit=False)
     tp.add_span_processor(make_span_processor(
-        _sender(collector, "grpc", "traces"), spool=SpoolStore(str(tmp_path), "traces", 4096),
+        _sender(otelkit_collector, "grpc", "traces"), spool=SpoolStore(str(tmp_path), "traces", 4096),
         max_queue_size=QUEUE, max_export_batch_size=16, schedule_delay=0.05, export_timeout=1.0))
     tracer = tp.get_tracer("spool")
-    collector.stop()
+    otelkit_collector.stop()
     pace = threading.Event()
     try:
         for seq in range(40 * QUEUE):
@@ -150,7 +150,7 @@ def _run(mode: str, endpoint: str, spool: Path, app: Path) -> tuple[float, subpr
     return run_timed_exit([sys.executable, str(app), mode], env, marker="EMITTED" if mode == "first" else None)
 
 
-def test_a_restarted_process_delivers_what_the_previous_one_spooled(collector: RotelCollector,
+def test_a_restarted_process_delivers_what_the_previous_one_spooled(otelkit_collector: RotelCollector,
                                                                     tmp_path: Path) -> None:
     app = tmp_path / "app.py"
     app.write_text(APP)
@@ -158,8 +158,8 @@ def test_a_restarted_process_delivers_what_the_previous_one_spooled(collector: R
     with OtlpReceiver() as healthy:  # the reference: the same program with nothing to wait for
         reference, ref_run = _run("first", healthy.grpc_endpoint, tmp_path / "reference-spool", app)
         assert ref_run.returncode == 0 and "REPORT exported=50 spooled=0" in ref_run.stdout, ref_run.stdout
-    collector.stop()
-    exit_time, first = _run("first", collector.grpc_endpoint, spool, app)
+    otelkit_collector.stop()
+    exit_time, first = _run("first", otelkit_collector.grpc_endpoint, spool, app)
     assert first.returncode == 0, first.stderr
     assert_within_deadline(exit_time, 2.0, reference, "the exit with the collector down", first.stderr)
     ids = next(line for line in first.stdout.splitlines() if line.startswith("IDS ")).split()[1:]
@@ -167,11 +167,11 @@ def test_a_restarted_process_delivers_what_the_previous_one_spooled(collector: R
     assert _files(spool / "traces"), f"nothing was spooled:\n{first.stderr}"
     assert "dropped" not in first.stderr, first.stderr
     assert "REPORT exported=0 spooled=50 dropped=0" in first.stdout, first.stdout  # the shutdown report says where
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
     assert receiver.spans() == []
 
-    collector.start()
-    _, second = _run("second", collector.grpc_endpoint, spool, app)
+    otelkit_collector.start()
+    _, second = _run("second", otelkit_collector.grpc_endpoint, spool, app)
     assert second.returncode == 0 and "DRAINED" in second.stdout.splitlines(), second.stdout + second.stderr
     spans = receiver.wait_for(lambda: (s if len(s := receiver.spans()) >= 50 else []), timeout=30,
                               message="the first process's spans")
@@ -181,7 +181,7 @@ def test_a_restarted_process_delivers_what_the_previous_one_spooled(collector: R
     assert _files(spool / "traces") == []
 
 
-def test_replay_deletes_and_counts_permanent_rejections_and_corrupt_files(otlp_receiver: OtlpReceiver,
+def test_replay_deletes_and_counts_permanent_rejections_and_corrupt_files(otelkit_otlp_receiver: OtlpReceiver,
                                                                           tmp_path: Path) -> None:
     store = SpoolStore(str(tmp_path), "traces")
     store.write(_request_of(5), 5)
@@ -189,12 +189,12 @@ def test_replay_deletes_and_counts_permanent_rejections_and_corrupt_files(otlp_r
     (oldest, corrupt) = store.pending()
     path = tmp_path / "traces" / corrupt
     path.write_bytes(path.read_bytes()[:-1] + b"\xff")
-    otlp_receiver.fail(400, "INVALID_ARGUMENT")
+    otelkit_otlp_receiver.fail(400, "INVALID_ARGUMENT")
     tp = TracerProvider(shutdown_on_exit=False)
-    tp.add_span_processor(make_span_processor(GrpcSender("traces", otlp_receiver.grpc_endpoint), spool=store,
+    tp.add_span_processor(make_span_processor(GrpcSender("traces", otelkit_otlp_receiver.grpc_endpoint), spool=store,
                                               schedule_delay=0.05))
     try:
-        otlp_receiver.wait_for(lambda: not _files(tmp_path / "traces"), timeout=30, message="the spool emptied")
+        otelkit_otlp_receiver.wait_for(lambda: not _files(tmp_path / "traces"), timeout=30, message="the spool emptied")
     finally:
         tp.shutdown()
     # The rejected file's 5 spans are counted from its content; the corrupt file's count is unknown (a name
@@ -202,7 +202,7 @@ def test_replay_deletes_and_counts_permanent_rejections_and_corrupt_files(otlp_r
     assert STATS.dropped_for("traces") == {"export_failed": 5}
     assert STATS.bad_file_counts()["traces"] == 1
     assert "corrupt spool file" in STATS.causes_for("traces")["spool_bad_file"]
-    assert len(otlp_receiver.attempts) == 1, "the corrupt file was never sent"
+    assert len(otelkit_otlp_receiver.attempts) == 1, "the corrupt file was never sent"
 
 
 def _request_of(spans: int) -> bytes:
@@ -307,23 +307,24 @@ def test_a_fast_producer_drains_into_the_spool_while_the_sender_is_stuck(tmp_pat
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_a_spooled_request_resent_after_no_answer_is_counted(otlp_receiver: OtlpReceiver, protocol: str,
+def test_a_spooled_request_resent_after_no_answer_is_counted(otelkit_otlp_receiver: OtlpReceiver, protocol: str,
                                                              tmp_path: Path) -> None:
     # The collector stores the replayed request at once and answers too late: the file stays, is sent again
     # (at least once), and that resend is reported as possible duplicates, exactly as many as arrived twice.
     store = SpoolStore(str(tmp_path), "traces")
     store.write(_request_of(4), 4)
-    otlp_receiver.answer_late(1.5, times=1)
-    sender = (GrpcSender("traces", otlp_receiver.grpc_endpoint) if protocol == "grpc"
-              else HttpSender("traces", f"{otlp_receiver.http_endpoint}/v1/traces"))
+    otelkit_otlp_receiver.answer_late(1.5, times=1)
+    sender = (GrpcSender("traces", otelkit_otlp_receiver.grpc_endpoint) if protocol == "grpc"
+              else HttpSender("traces", f"{otelkit_otlp_receiver.http_endpoint}/v1/traces"))
     tp = TracerProvider(shutdown_on_exit=False)
     tp.add_span_processor(make_span_processor(sender, spool=store, schedule_delay=0.05, export_timeout=0.5))
     try:
-        otlp_receiver.wait_for(lambda: not _files(tmp_path / "traces") and len(otlp_receiver.spans()) >= 8,
-                               timeout=20, message="the spooled request delivered")
+        otelkit_otlp_receiver.wait_for(
+            lambda: not _files(tmp_path / "traces") and len(otelkit_otlp_receiver.spans()) >= 8,
+            timeout=20, message="the spooled request delivered")
     finally:
         tp.shutdown()
-    spans = otlp_receiver.spans()
+    spans = otelkit_otlp_receiver.spans()
     duplicates = len(spans) - len({s.span_id for s in spans})
     assert duplicates == 4 and STATS.resent_counts()["traces"] == 4
     assert STATS.exported_counts()["traces"] == 4 and STATS.dropped_for("traces") == {}

@@ -56,20 +56,21 @@ WORK = """
 """
 
 
-def test_a_python_module_gets_telemetry_without_code(collector: RotelCollector, tmp_path: Path) -> None:
+def test_a_python_module_gets_telemetry_without_code(otelkit_collector: RotelCollector, tmp_path: Path) -> None:
     pkg = tmp_path / "zcmod"
     pkg.mkdir()
     _write(pkg, "__init__.py", "")
     _write(pkg, "__main__.py", WORK)
     proc = subprocess.run(_otelkit_run(sys.executable, "-m", "zcmod", "zc-module-work"),
-                          env=_env(collector, "zc-module", tmp_path), capture_output=True, text=True, timeout=TIMEOUT)
+                          env=_env(otelkit_collector, "zc-module",
+                                   tmp_path), capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     assert "program ran" in proc.stdout
-    spans = collector.receiver.wait_for(lambda: _spans(collector, "zc-module-work"), timeout=60)
+    spans = otelkit_collector.receiver.wait_for(lambda: _spans(otelkit_collector, "zc-module-work"), timeout=60)
     assert len(spans) == 1 and spans[0].resource["service.name"] == "zc-module"
 
 
-def test_the_programs_own_init_wins_with_one_pipeline(collector: RotelCollector, tmp_path: Path) -> None:
+def test_the_programs_own_init_wins_with_one_pipeline(otelkit_collector: RotelCollector, tmp_path: Path) -> None:
     _write(tmp_path, "app.py", """
         import otelkit
         otelkit.init(service_name="from-the-program")
@@ -79,19 +80,19 @@ def test_the_programs_own_init_wins_with_one_pipeline(collector: RotelCollector,
         print(otelkit.get_settings().service_name, flush=True)
     """)
     proc = subprocess.run(_otelkit_run(sys.executable, str(tmp_path / "app.py")),
-                          env=_env(collector, "from-the-environment", tmp_path), capture_output=True, text=True,
+                          env=_env(otelkit_collector, "from-the-environment", tmp_path), capture_output=True, text=True,
                           timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "from-the-program"
-    spans = collector.receiver.wait_for(lambda: _spans(collector, "zc-own-init"), timeout=60)
+    spans = otelkit_collector.receiver.wait_for(lambda: _spans(otelkit_collector, "zc-own-init"), timeout=60)
     # Flushed at exit: every span is in by now. Exactly one copy, under the program's own name.
-    assert [s.resource["service.name"] for s in _spans(collector, "zc-own-init")] == ["from-the-program"]
+    assert [s.resource["service.name"] for s in _spans(otelkit_collector, "zc-own-init")] == ["from-the-program"]
     assert len(spans) == 1
 
 
-def test_broken_telemetry_never_stops_the_program(tmp_path: Path, collector: RotelCollector) -> None:
+def test_broken_telemetry_never_stops_the_program(tmp_path: Path, otelkit_collector: RotelCollector) -> None:
     _write(tmp_path, "app.py", WORK)
-    env = _env(collector, "zc-broken", tmp_path, OTEL_TRACES_SAMPLER="no-such-sampler")
+    env = _env(otelkit_collector, "zc-broken", tmp_path, OTEL_TRACES_SAMPLER="no-such-sampler")
     proc = subprocess.run(_otelkit_run(sys.executable, str(tmp_path / "app.py")), env=env, capture_output=True,
                           text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr
@@ -100,16 +101,17 @@ def test_broken_telemetry_never_stops_the_program(tmp_path: Path, collector: Rot
     assert len(warnings) == 1 and "OTEL_TRACES_SAMPLER" in warnings[0], proc.stderr
 
 
-def test_the_applications_own_sitecustomize_still_runs(collector: RotelCollector, tmp_path: Path) -> None:
+def test_the_applications_own_sitecustomize_still_runs(otelkit_collector: RotelCollector, tmp_path: Path) -> None:
     # The launcher itself also starts with the user's PYTHONPATH: print only in the program's process.
     _write(tmp_path, "sitecustomize.py",
            "import sys\nif sys.argv[0].endswith('app.py'):\n    print('own sitecustomize', flush=True)\n")
     _write(tmp_path, "app.py", WORK)
     proc = subprocess.run(_otelkit_run(sys.executable, str(tmp_path / "app.py"), "zc-chained"),
-                          env=_env(collector, "zc-chain", tmp_path), capture_output=True, text=True, timeout=TIMEOUT)
+                          env=_env(otelkit_collector, "zc-chain",
+                                   tmp_path), capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[:2] == ["own sitecustomize", "program ran"]
-    collector.receiver.wait_for(lambda: _spans(collector, "zc-chained"), timeout=60)
+    otelkit_collector.receiver.wait_for(lambda: _spans(otelkit_collector, "zc-chained"), timeout=60)
 
 
 def test_usage_and_exit_codes() -> None:
@@ -190,27 +192,29 @@ def _serve(command: list[str], env: dict[str, str], port: int, requests: int,
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["fork", "preload"])
-def test_gunicorn_workers_export_each_request_once(collector: RotelCollector, tmp_path: Path, preload: bool,
+def test_gunicorn_workers_export_each_request_once(otelkit_collector: RotelCollector, tmp_path: Path, preload: bool,
                                                    stop_at_end: list[subprocess.Popen[str]]) -> None:
     _write(tmp_path, "wsgiapp.py", WSGI)
     port = free_port()
     command = [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "--chdir", str(tmp_path),
                *(["--preload"] if preload else []), "wsgiapp:app"]
-    _serve(command, _env(collector, "zc-gunicorn", tmp_path), port, 20, stop_at_end)
-    spans = collector.receiver.wait_for(lambda: s if len(s := _spans(collector, "zc-request")) >= 20 else [],
+    _serve(command, _env(otelkit_collector, "zc-gunicorn", tmp_path), port, 20, stop_at_end)
+    spans = otelkit_collector.receiver.wait_for(lambda: s if len(s := _spans(otelkit_collector,
+                                                                             "zc-request")) >= 20 else [],
                                         timeout=60)
     assert len(spans) == 20  # each request once: no worker lost, none doubled
     assert {s.resource["service.name"] for s in spans} == {"zc-gunicorn"}
 
 
-def test_uvicorn_workers_export_each_request_once(collector: RotelCollector, tmp_path: Path,
+def test_uvicorn_workers_export_each_request_once(otelkit_collector: RotelCollector, tmp_path: Path,
                                                   stop_at_end: list[subprocess.Popen[str]]) -> None:
     _write(tmp_path, "asgiapp.py", ASGI)
     port = free_port()
     command = [str(BIN / "uvicorn"), "--workers", "2", "--host", "127.0.0.1", "--port", str(port), "--app-dir",
                str(tmp_path), "--log-level", "warning", "asgiapp:app"]
-    _serve(command, _env(collector, "zc-uvicorn", tmp_path), port, 20, stop_at_end)
-    spans = collector.receiver.wait_for(lambda: s if len(s := _spans(collector, "zc-request")) >= 20 else [],
+    _serve(command, _env(otelkit_collector, "zc-uvicorn", tmp_path), port, 20, stop_at_end)
+    spans = otelkit_collector.receiver.wait_for(lambda: s if len(s := _spans(otelkit_collector,
+                                                                             "zc-request")) >= 20 else [],
                                         timeout=60)
     assert len(spans) == 20
 
@@ -231,13 +235,14 @@ TASKS = """
 
 
 @pytest.mark.parametrize("pool", ["solo", "prefork"])
-def test_celery_worker_exports_each_task_once(collector: RotelCollector, tmp_path: Path, redis_url: str, pool: str,
+def test_celery_worker_exports_each_task_once(otelkit_collector: RotelCollector, tmp_path: Path, redis_url: str,
+                                              pool: str,
                                               stop_at_end: list[subprocess.Popen[str]]) -> None:
     from celery import Celery
 
     _write(tmp_path, "zctasks.py", TASKS)
     queue = f"otelkit-test-zc-{uuid.uuid4().hex[:10]}"
-    env = _env(collector, "zc-celery", tmp_path, ZC_BROKER=redis_url)
+    env = _env(otelkit_collector, "zc-celery", tmp_path, ZC_BROKER=redis_url)
     worker = subprocess.Popen(_otelkit_run(str(BIN / "celery"), "-A", "zctasks", "worker", "-P", pool, "-c", "2",
                                            "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat",
                                            "-l", "warning"),
@@ -248,7 +253,7 @@ def test_celery_worker_exports_each_task_once(collector: RotelCollector, tmp_pat
     try:
         for n in range(10):
             client.send_task("zc.work", args=[n], queue=queue)
-        collector.receiver.wait_for(lambda: len(_spans(collector, "zc-task")) >= 10, timeout=90)
+        otelkit_collector.receiver.wait_for(lambda: len(_spans(otelkit_collector, "zc-task")) >= 10, timeout=90)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.communicate(timeout=TIMEOUT)
@@ -257,7 +262,7 @@ def test_celery_worker_exports_each_task_once(collector: RotelCollector, tmp_pat
         r = redis.Redis.from_url(redis_url)
         r.delete(queue)
         r.close()
-    spans = _spans(collector, "zc-task")
+    spans = _spans(otelkit_collector, "zc-task")
     assert sorted(s.attributes["zc.n"] for s in spans) == list(range(10))
 
 
@@ -271,7 +276,7 @@ JOBS = """
 """
 
 
-def test_rq_worker_exports_each_job_once(collector: RotelCollector, tmp_path: Path, redis_url: str) -> None:
+def test_rq_worker_exports_each_job_once(otelkit_collector: RotelCollector, tmp_path: Path, redis_url: str) -> None:
     import redis
     from rq import Queue
 
@@ -285,10 +290,12 @@ def test_rq_worker_exports_each_job_once(collector: RotelCollector, tmp_path: Pa
             queue.enqueue("zcjobs.work", n)
         # rq forks a work horse per job: each job's span comes from a child that exits right after it.
         proc = subprocess.run(_otelkit_run(str(BIN / "rq"), "worker", "--burst", "--url", redis_url, name),
-                              cwd=tmp_path, env=_env(collector, "zc-rq", tmp_path), capture_output=True, text=True,
+                              cwd=tmp_path, env=_env(otelkit_collector, "zc-rq",
+                                                     tmp_path), capture_output=True, text=True,
                               timeout=TIMEOUT)
         assert proc.returncode == 0, proc.stderr
-        spans = collector.receiver.wait_for(lambda: s if len(s := _spans(collector, "zc-job")) >= 5 else [],
+        spans = otelkit_collector.receiver.wait_for(lambda: s if len(s := _spans(otelkit_collector,
+                                                                                 "zc-job")) >= 5 else [],
                                             timeout=60)
         assert sorted(s.attributes["zc.n"] for s in spans) == list(range(5))
     finally:

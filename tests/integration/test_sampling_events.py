@@ -45,7 +45,7 @@ def _finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("ratio", [0.1, 0.5])
-def test_events_are_kept_or_dropped_whole(collector: RotelCollector, redis_url: str, ratio: float) -> None:
+def test_events_are_kept_or_dropped_whole(otelkit_collector: RotelCollector, redis_url: str, ratio: float) -> None:
     import redis
 
     suffix = uuid.uuid4().hex[:12]
@@ -53,8 +53,8 @@ def test_events_are_kept_or_dropped_whole(collector: RotelCollector, redis_url: 
             "retry_queue": f"otelkit-test:sample-retry:{suffix}"}
     client = redis.Redis.from_url(redis_url)
     try:
-        consumer = _run("consumer", args, collector, ratio)
-        produced = _finish(_run("producer", args, collector, ratio))
+        consumer = _run("consumer", args, otelkit_collector, ratio)
+        produced = _finish(_run("producer", args, otelkit_collector, ratio))
         consumed = _finish(consumer)
     finally:
         client.delete(args["queue"], args["retry_queue"])
@@ -66,7 +66,7 @@ def test_events_are_kept_or_dropped_whole(collector: RotelCollector, redis_url: 
     retried = {c for i, c in enumerate(cids) if i % 4 == 0}
     expected = {("send", c) for c in kept} | {("process", c) for c in kept} | \
                {("send-retry", c) for c in kept & retried} | {("process-retry", c) for c in kept & retried}
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
 
     def seen() -> set[tuple[str, str]]:
         out = set()

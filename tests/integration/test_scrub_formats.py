@@ -76,14 +76,14 @@ def test_every_format_is_redacted_by_the_text_rules() -> None:
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
-def test_no_format_leaves_the_process_on_any_path(otlp_receiver: OtlpReceiver, protocol: str) -> None:
+def test_no_format_leaves_the_process_on_any_path(otelkit_otlp_receiver: OtlpReceiver, protocol: str) -> None:
     table = formats()
     with SentrySink() as sink:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
         env.update({
             "OTEL_SERVICE_NAME": "secrets-test",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": (otlp_receiver.grpc_endpoint if protocol == "grpc"
-                                            else otlp_receiver.http_endpoint),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": (otelkit_otlp_receiver.grpc_endpoint if protocol == "grpc"
+                                            else otelkit_otlp_receiver.http_endpoint),
             "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
             "OTEL_TRACES_EXPORTER": "otlp,console",
             "OTEL_LOGS_EXPORTER": "otlp,console",
@@ -97,9 +97,9 @@ def test_no_format_leaves_the_process_on_any_path(otlp_receiver: OtlpReceiver, p
         assert result.returncode == 0, result.stderr[-3000:]
         # Everything arrived (the app flushed at exit): two Sentry events per format, every span and record.
         sink.wait_for_events(2 * len(table), timeout=30)
-        otlp_receiver.wait_for_spans(3 * len(table), timeout=30)
-        otlp_receiver.wait_for(lambda: len(otlp_receiver.logs()) >= 2 * len(table), timeout=30)
-        raw_otlp = b"".join(request.SerializeToString() for _, request in otlp_receiver.requests)
+        otelkit_otlp_receiver.wait_for_spans(3 * len(table), timeout=30)
+        otelkit_otlp_receiver.wait_for(lambda: len(otelkit_otlp_receiver.logs()) >= 2 * len(table), timeout=30)
+        raw_otlp = b"".join(request.SerializeToString() for _, request in otelkit_otlp_receiver.requests)
         console = result.stdout + result.stderr
         sentry_raw = sink.raw()
     assert all(f"attr-{name}" in console for name in table), "the console exporter printed the spans"
@@ -108,6 +108,6 @@ def test_no_format_leaves_the_process_on_any_path(otlp_receiver: OtlpReceiver, p
              for name, (_, secret) in table.items()}
     assert {name: where for name, where in leaks.items() if where} == {}
     # Scrubbed, not dropped: the surrounding text is still there.
-    note = {s.name: s.attributes["note"] for s in otlp_receiver.spans() if s.name.startswith("attr-")}
+    note = {s.name: s.attributes["note"] for s in otelkit_otlp_receiver.spans() if s.name.startswith("attr-")}
     assert note["attr-jsessionid"] == "value https://shop.test/cart;jsessionid=[REDACTED]?item=1 end"
     assert note["attr-slack-webhook"] == "value https://hooks.slack.com/services/[REDACTED] end"

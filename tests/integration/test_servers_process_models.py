@@ -33,12 +33,12 @@ SLOW = {"gunicorn-sync", "gunicorn-uvicorn-workers", "gunicorn-sync-preload"}
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW else m for m in MODELS])
-def test_every_worker_reports_each_request_once(collector: RotelCollector, model: str) -> None:
+def test_every_worker_reports_each_request_once(otelkit_collector: RotelCollector, model: str) -> None:
     command, target, route = MODELS[model]
     port = free_port()
     bind = ["--port", str(port)] if "uvicorn" in command[2] else ["-b", f"127.0.0.1:{port}"]
     served_by: dict[str, int] = {}
-    with serving([*command, *bind, target], web_env(collector), port) as srv:
+    with serving([*command, *bind, target], web_env(otelkit_collector), port) as srv:
         for i in range(REQUESTS):
             cid = f"{model}-{i}"
             # A new connection each time, so both workers get requests.
@@ -47,7 +47,7 @@ def test_every_worker_reports_each_request_once(collector: RotelCollector, model
             assert r.status_code == 200 and r.headers["X-Correlation-ID"] == cid
             served_by[cid] = r.json()["pid"]
     assert srv["returncode"] in (0, -15), srv["stderr"]
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
 
     def complete() -> bool:
         counts = last_counts(receiver, route)

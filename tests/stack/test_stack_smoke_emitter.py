@@ -16,15 +16,15 @@ from typing import Any
 from _stacklib import SMOKE_EMITTER
 
 
-def test_smoke_emitter_sends_a_trace_a_log_and_metrics(collector: Any) -> None:
+def test_smoke_emitter_sends_a_trace_a_log_and_metrics(otelkit_collector: Any) -> None:
     service = f"otelkit-smoke-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.run([sys.executable, "-c", SMOKE_EMITTER, service, collector.grpc_endpoint],
+    proc = subprocess.run([sys.executable, "-c", SMOKE_EMITTER, service, otelkit_collector.grpc_endpoint],
                           capture_output=True, text=True, timeout=120, check=False,
                           env={"PATH": "/usr/bin:/bin", "OTEL_METRIC_EXPORT_INTERVAL": "1000",
                                "OTEL_BSP_SCHEDULE_DELAY": "200"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     trace_id = json.loads(proc.stdout.strip().splitlines()[-1])["trace_id"]
-    receiver = collector.receiver
+    receiver = otelkit_collector.receiver
 
     spans = receiver.wait_for(lambda: [s for s in receiver.spans() if s.trace_id == trace_id and
                                        s.resource.get("service.name") == service], timeout=30)

@@ -380,12 +380,12 @@ print(sorted(set(sys.modules) - before), results)
 """
 
 
-def test_the_first_grpc_send_imports_nothing(otlp_receiver: Any) -> None:
+def test_the_first_grpc_send_imports_nothing(otelkit_otlp_receiver: Any) -> None:
     # As for HTTP: grpc._channel and the response types were imported by the first request, which may be the
     # flush at exit; and a child forked while the export thread imported got a half-initialised grpc._channel.
     import subprocess
 
-    done = subprocess.run([sys.executable, "-c", _FIRST_GRPC_SEND, otlp_receiver.grpc_endpoint],
+    done = subprocess.run([sys.executable, "-c", _FIRST_GRPC_SEND, otelkit_otlp_receiver.grpc_endpoint],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[] ['ok', 'retry']", done.stdout

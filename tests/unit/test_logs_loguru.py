@@ -1,4 +1,4 @@
-"""otelkit.loguru_handler() and otelkit.loguru_patcher: loguru records over OTLP, correlation fields in extra."""
+"""otelkit.LoguruExporter() and otelkit.LoguruFields(): loguru records over OTLP, correlation fields in extra."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def handler_ids() -> Iterator[list[int]]:
 
 @pytest.fixture
 def otlp(handler_ids: list[int]) -> None:
-    handler_ids.append(logger.add(**otelkit.loguru_handler()))
+    handler_ids.append(logger.add(**otelkit.LoguruExporter()))
 
 
 def _ids(span: Any) -> tuple[str, str]:
@@ -75,7 +75,7 @@ def test_levels_map_to_severity_and_follow_log_level(otelkit_capture: CapturedTe
 
 
 def test_explicit_level(otelkit_capture: CapturedTelemetry, handler_ids: list[int]) -> None:
-    handler_ids.append(logger.add(**otelkit.loguru_handler(level="DEBUG")))
+    handler_ids.append(logger.add(**otelkit.LoguruExporter(level="DEBUG")))
     logger.trace("t")
     logger.debug("d")
     assert [(r.body, r.level) for r in otelkit_capture.logs] == [("d", "DEBUG")]
@@ -94,7 +94,7 @@ def test_exception_is_recorded(otelkit_capture: CapturedTelemetry, otlp: None) -
 
 
 def test_configure_handlers_spec(otelkit_capture: CapturedTelemetry) -> None:
-    spec = otelkit.loguru_handler()
+    spec = otelkit.LoguruExporter()
     assert spec["format"] == "{message}"
     ids = logger.configure(handlers=[spec])
     try:
@@ -109,7 +109,7 @@ def test_configure_handlers_spec(otelkit_capture: CapturedTelemetry) -> None:
 def test_patcher_fields_for_format_strings(otelkit_capture: CapturedTelemetry, handler_ids: list[int]) -> None:
     out = io.StringIO()
     handler_ids.append(logger.add(out, format=FORMAT))
-    patched = logger.patch(otelkit.loguru_patcher)
+    patched = logger.patch(otelkit.LoguruFields())
     patched.info("outside")
     with correlate("c-9"), otelkit.span("s") as span:
         patched.info("inside")
@@ -121,8 +121,8 @@ def test_patcher_fields_for_format_strings(otelkit_capture: CapturedTelemetry, h
 
 def test_enqueued_records_keep_their_trace_context(otelkit_capture: CapturedTelemetry,
                                                    handler_ids: list[int]) -> None:
-    handler_ids.append(logger.add(**otelkit.loguru_handler(), enqueue=True))
-    patched = logger.patch(otelkit.loguru_patcher)
+    handler_ids.append(logger.add(**otelkit.LoguruExporter(), enqueue=True))
+    patched = logger.patch(otelkit.LoguruFields())
     with correlate("q-1"), otelkit.span("s") as span:
         patched.warning("queued")
     logger.complete()
@@ -164,18 +164,19 @@ def test_bad_values_never_raise_and_keep_the_record(otelkit_capture: CapturedTel
 
 
 def test_patcher_survives_a_broken_record() -> None:
-    otelkit.loguru_patcher({"no extra": True})
-    otelkit.loguru_patcher(None)
+    fields = otelkit.LoguruFields()
+    fields({"no extra": True})
+    fields(None)
 
 
 def test_telemetry_off(monkeypatch: pytest.MonkeyPatch, handler_ids: list[int]) -> None:
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     out = io.StringIO()
     with capture_telemetry() as captured:
-        handler_ids.append(logger.add(**otelkit.loguru_handler()))
+        handler_ids.append(logger.add(**otelkit.LoguruExporter()))
         handler_ids.append(logger.add(out, format=FORMAT))
         with correlate("c"), otelkit.span("s"):
-            logger.patch(otelkit.loguru_patcher).error("off")
+            logger.patch(otelkit.LoguruFields()).error("off")
         assert captured.logs == []
     assert out.getvalue() == "|||off\n"
 
@@ -183,7 +184,9 @@ def test_telemetry_off(monkeypatch: pytest.MonkeyPatch, handler_ids: list[int]) 
 def test_clear_import_error_without_loguru(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "loguru", None)
     with pytest.raises(ImportError, match=r"pip install loguru"):
-        otelkit.loguru_handler()
+        otelkit.LoguruExporter()
+    with pytest.raises(ImportError, match=r"pip install loguru"):
+        otelkit.LoguruFields()
 
 
 class _InterceptHandler(logging.Handler):

@@ -1,4 +1,5 @@
-"""otelkit.StructlogProcessor: correlation fields in the event dict, export to the OTLP log pipeline."""
+"""otelkit.StructlogFields (correlation fields in the event dict) and otelkit.StructlogExporter (export to the OTLP
+log pipeline): two processors, one job each."""
 
 from __future__ import annotations
 
@@ -31,10 +32,10 @@ class Recorder:
 
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:
-    """structlog configured natively (no stdlib): [add_log_level, StructlogProcessor(), Recorder]."""
+    """structlog configured natively (no stdlib): [add_log_level, StructlogFields(), StructlogExporter(), Recorder]."""
     rec = Recorder()
     structlog.configure(
-        processors=[structlog.processors.add_log_level, otelkit.StructlogProcessor(), rec],
+        processors=[structlog.processors.add_log_level, otelkit.StructlogFields(), otelkit.StructlogExporter(), rec],
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.ReturnLoggerFactory(),
         cache_logger_on_first_use=False,
@@ -130,7 +131,7 @@ def test_exception_is_recorded(otelkit_capture: CapturedTelemetry, recorder: Rec
 
 def test_exception_already_rendered_by_format_exc_info(otelkit_capture: CapturedTelemetry) -> None:
     structlog.configure(
-        processors=[structlog.processors.format_exc_info, otelkit.StructlogProcessor(),
+        processors=[structlog.processors.format_exc_info, otelkit.StructlogExporter(),
                     structlog.processors.JSONRenderer()],
         logger_factory=structlog.ReturnLoggerFactory(), cache_logger_on_first_use=False)
     try:
@@ -212,9 +213,10 @@ def stdlib_output() -> Iterator[io.StringIO]:
     structlog.reset_defaults()
 
 
-def _configure_stdlib_route(processor: otelkit.StructlogProcessor) -> None:
+def _configure_stdlib_route(exporter: otelkit.StructlogExporter) -> None:
     structlog.configure(
-        processors=[structlog.stdlib.add_log_level, processor, structlog.stdlib.render_to_log_kwargs],
+        processors=[structlog.stdlib.add_log_level, otelkit.StructlogFields(), exporter,
+                    structlog.stdlib.render_to_log_kwargs],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
@@ -223,7 +225,7 @@ def _configure_stdlib_route(processor: otelkit.StructlogProcessor) -> None:
 
 def test_routed_through_stdlib_is_exported_once(otelkit_capture: CapturedTelemetry,
                                                 stdlib_output: io.StringIO) -> None:
-    _configure_stdlib_route(otelkit.StructlogProcessor())
+    _configure_stdlib_route(otelkit.StructlogExporter())
     with correlate("c-1"), otelkit.span("s") as span:
         structlog.get_logger("app.structlog").warning("via stdlib", order=7)
     trace_id, span_id = _ids(span)
@@ -236,14 +238,15 @@ def test_routed_through_stdlib_is_exported_once(otelkit_capture: CapturedTelemet
     assert stdlib_output.getvalue() == f"{trace_id} via stdlib\n"
 
 
-def test_export_true_forces_a_second_record(otelkit_capture: CapturedTelemetry, stdlib_output: io.StringIO) -> None:
-    _configure_stdlib_route(otelkit.StructlogProcessor(export=True))
+def test_export_stdlib_routed_forces_a_second_record(otelkit_capture: CapturedTelemetry,
+                                                     stdlib_output: io.StringIO) -> None:
+    _configure_stdlib_route(otelkit.StructlogExporter(export_stdlib_routed=True))
     structlog.get_logger("app.structlog").warning("twice")
     assert [r.body for r in otelkit_capture.logs] == ["twice", "twice"]
 
 
-def test_export_false_only_adds_fields(otelkit_capture: CapturedTelemetry, recorder: Recorder) -> None:
-    structlog.configure(processors=[otelkit.StructlogProcessor(export=False), recorder],
+def test_fields_alone_only_adds_fields(otelkit_capture: CapturedTelemetry, recorder: Recorder) -> None:
+    structlog.configure(processors=[otelkit.StructlogFields(), recorder],
                         logger_factory=structlog.ReturnLoggerFactory(), cache_logger_on_first_use=False)
     with otelkit.span("s") as span:
         structlog.get_logger().warning("fields only")
@@ -251,18 +254,34 @@ def test_export_false_only_adds_fields(otelkit_capture: CapturedTelemetry, recor
     assert recorder.events[0]["trace_id"] == _ids(span)[0]
 
 
+def test_exporter_alone_exports_and_leaves_the_event_as_it_was(otelkit_capture: CapturedTelemetry,
+                                                               recorder: Recorder) -> None:
+    structlog.configure(processors=[otelkit.StructlogExporter(), recorder],
+                        logger_factory=structlog.ReturnLoggerFactory(), cache_logger_on_first_use=False)
+    with correlate("order-7"), otelkit.span("s") as span:
+        structlog.get_logger().warning("export only", amount=3)
+    (event,) = recorder.events
+    assert event == {"event": "export only", "amount": 3}
+    (record,) = otelkit_capture.logs
+    assert (record.body, record.attributes["amount"]) == ("export only", 3)
+    assert (record.trace_id, record.span_id) == _ids(span)
+    assert record.attributes["otelkit.correlation_id"] == "order-7"
+
+
 def test_processor_formatter_is_exported_once(otelkit_capture: CapturedTelemetry) -> None:
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         # also in the formatter chain (and foreign_pre_chain): adds the fields to the JSON line, exports nothing
-        foreign_pre_chain=[otelkit.StructlogProcessor()],
-        processors=[otelkit.StructlogProcessor(), structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        foreign_pre_chain=[otelkit.StructlogFields(), otelkit.StructlogExporter()],
+        processors=[otelkit.StructlogFields(), otelkit.StructlogExporter(),
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     structlog.processors.JSONRenderer()]))
     app = logging.getLogger("app.formatter")
     app.addHandler(handler)
     structlog.configure(
-        processors=[otelkit.StructlogProcessor(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[otelkit.StructlogFields(), otelkit.StructlogExporter(),
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
@@ -289,7 +308,7 @@ def test_processor_formatter_is_exported_once(otelkit_capture: CapturedTelemetry
 def test_telemetry_off_adds_nothing_exports_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     rec = Recorder()
-    structlog.configure(processors=[otelkit.StructlogProcessor(), rec],
+    structlog.configure(processors=[otelkit.StructlogFields(), otelkit.StructlogExporter(), rec],
                         logger_factory=structlog.ReturnLoggerFactory(), cache_logger_on_first_use=False)
     try:
         with capture_telemetry() as captured:
@@ -305,7 +324,7 @@ def test_telemetry_off_adds_nothing_exports_nothing(monkeypatch: pytest.MonkeyPa
 
 def test_before_init_nothing_raises(fresh_otelkit: None) -> None:
     rec = Recorder()
-    structlog.configure(processors=[otelkit.StructlogProcessor(), rec],
+    structlog.configure(processors=[otelkit.StructlogFields(), otelkit.StructlogExporter(), rec],
                         logger_factory=structlog.ReturnLoggerFactory(), cache_logger_on_first_use=False)
     try:
         assert structlog.get_logger().info("early") == "rendered"
@@ -317,4 +336,6 @@ def test_before_init_nothing_raises(fresh_otelkit: None) -> None:
 def test_clear_import_error_without_structlog(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "structlog", None)
     with pytest.raises(ImportError, match=r"pip install structlog"):
-        otelkit.StructlogProcessor()
+        otelkit.StructlogFields()
+    with pytest.raises(ImportError, match=r"pip install structlog"):
+        otelkit.StructlogExporter()
