@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from otelkit._export.stats import ShutdownReport
     from otelkit._init import get_settings, init, shutdown
     from otelkit._instrument import IntegrationStatus, integration_status
+    from otelkit._instrument.faststream import faststream_middleware
     from otelkit._logs import JsonFormatter
     from otelkit._logs_third_party import StructlogProcessor, loguru_handler, loguru_patcher
     from otelkit._span import span
@@ -33,6 +34,7 @@ _LAZY = {
     "ShutdownReport": "otelkit._export.stats",
     "StructlogProcessor": "otelkit._logs_third_party",
     "correlation_id": "otelkit._correlation",
+    "faststream_middleware": "otelkit._instrument.faststream",
     "get_settings": "otelkit._init",
     "init": "otelkit._init",
     "integration_status": "otelkit._instrument",
@@ -51,6 +53,7 @@ __all__ = [
     "StructlogProcessor",
     "__version__",
     "correlation_id",
+    "faststream_middleware",
     "get_settings",
     "init",
     "integration_status",

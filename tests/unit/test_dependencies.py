@@ -19,7 +19,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 TESTING_ONLY = {"pytest", "rotel"}
 # Imported under a guard that reports "not installed" (optional integrations and extras).
 GUARDED = {"redis", "psycopg2-binary", "httpx", "uwsgi", "structlog", "loguru", "sentry-sdk",
-           "opentelemetry-exporter-prometheus", "prometheus-client"}
+           "opentelemetry-exporter-prometheus", "prometheus-client", "faststream", "pika", "aio-pika", "nats-py"}
 
 
 def _name(requirement: str) -> str:
