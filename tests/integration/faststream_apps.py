@@ -150,5 +150,31 @@ def consumer(args: dict[str, Any]) -> None:
     print(json.dumps({"seen": seen}), flush=True)
 
 
+def plain_consumer(args: dict[str, Any]) -> None:
+    """otelkit without FastStream: BRPOP + ``pipeline.receive(queue, raw)`` reads FastStream's binary frame."""
+    import time
+
+    import redis
+
+    import otelkit
+    from otelkit import pipeline
+
+    otelkit.init()
+    client = redis.Redis.from_url(args["redis_url"])
+    print("READY", flush=True)
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + DEADLINE
+    while len(seen) < args["deliveries"] and time.monotonic() < deadline:
+        popped = client.brpop([args["destination"]], timeout=1)
+        if popped is None:
+            continue
+        with pipeline.receive(args["destination"], popped[1], system="redis") as msg:
+            body = json.loads(msg.payload)
+            log.info("handling %d", body["i"])
+            seen.append({"i": body["i"], "correlation_id": msg.correlation_id})
+    otelkit.shutdown()
+    print(json.dumps({"seen": seen}), flush=True)
+
+
 if __name__ == "__main__":
-    {"producer": producer, "consumer": consumer}[sys.argv[1]](json.loads(sys.argv[2]))
+    {"producer": producer, "consumer": consumer, "plain_consumer": plain_consumer}[sys.argv[1]](json.loads(sys.argv[2]))

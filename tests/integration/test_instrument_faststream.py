@@ -38,9 +38,9 @@ def _env(collector: RotelCollector, service: str) -> dict[str, str]:
 
 
 def run_pair(collector: RotelCollector, args: dict[str, Any], producer_mode: str, consumer_mode: str,
-             service: str) -> dict[str, Any]:
+             service: str, consumer_role: str = "consumer") -> dict[str, Any]:
     """Start the consumer, wait for READY, run the producer, return the consumer's report."""
-    consumer = subprocess.Popen([sys.executable, APPS, "consumer", json.dumps({**args, "mode": consumer_mode})],
+    consumer = subprocess.Popen([sys.executable, APPS, consumer_role, json.dumps({**args, "mode": consumer_mode})],
                                 env=_env(collector, f"{service}-consumer"), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
     try:
@@ -202,3 +202,28 @@ def test_redis_interop_with_faststream_telemetry(producer_mode: str, consumer_mo
         assert producer.trace_id == (process.links[0].trace_id if consumer_mode == "otelkit" else process.trace_id)
     if consumer_mode == "otelkit":
         assert {s["correlation_id"] for s in consumed["seen"]} == {f"fs-cid-{i}" for i in range(count)}
+
+
+def test_redis_faststream_telemetry_producer_to_plain_otelkit_consumer(collector: RotelCollector, redis_url: str,
+                                                                      rabbitmq_url: str, nats_url: str) -> None:
+    """No FastStream on the consumer: ``pipeline.receive`` reads the headers inside FastStream's binary frame."""
+    count = 3
+    args = _args("redis", redis_url, rabbitmq_url, nats_url, count=count, deliveries=count)
+    try:
+        consumed = run_pair(collector, args, "fs-otel", "otelkit", "fs-plain", consumer_role="plain_consumer")
+    finally:
+        _cleanup(args)
+    assert sorted(s["i"] for s in consumed["seen"]) == list(range(count))
+    assert {s["correlation_id"] for s in consumed["seen"]} == {f"fs-cid-{i}" for i in range(count)}
+    destination = args["destination"]
+    receiver = collector.receiver
+    receiver.wait_for(lambda: len([s for s in _spans(collector, "fs-plain-consumer")
+                                   if s.name == f"process {destination}"]) >= count
+                      and len([s for s in _spans(collector, "fs-plain-producer") if s.kind == "PRODUCER"]) >= count,
+                      timeout=60)
+    producers = {s.span_id: s for s in _spans(collector, "fs-plain-producer") if s.kind == "PRODUCER"}
+    processes = [s for s in _spans(collector, "fs-plain-consumer") if s.name == f"process {destination}"]
+    assert len(processes) == count
+    for process in processes:
+        assert len(process.links) == 1 and process.links[0].span_id in producers
+        assert process.links[0].trace_id == producers[process.links[0].span_id].trace_id

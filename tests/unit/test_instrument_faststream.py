@@ -1,0 +1,92 @@
+"""The FastStream integration without a broker: lazy import, status, one layer, FastStream's Redis frame."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from otelkit._pipeline import carriers
+
+pytest.importorskip("faststream")
+
+_PROBE = r"""
+import json, sys
+import otelkit
+otelkit.init(service_name="x", traces_exporter="none", metrics_exporter="none", logs_exporter="none",
+             system_metrics=False)
+before = "faststream" in sys.modules
+otelkit.init(service_name="x", traces_exporter="none", metrics_exporter="none", logs_exporter="none",
+             system_metrics=False)  # re-init: idempotent
+from faststream.redis import RedisBroker
+from faststream.redis.opentelemetry import RedisTelemetryMiddleware
+
+def names(broker):
+    return [type(m).__name__ for m in broker.middlewares]
+
+status = {s.name: [s.state, s.reason] for s in otelkit.integration_status()}
+print(json.dumps({
+    "imported_by_init": before,
+    "status": status.get("faststream"),
+    "auto": names(RedisBroker("redis://127.0.0.1:1")),
+    "explicit": names(RedisBroker("redis://127.0.0.1:1", middlewares=[otelkit.faststream_middleware()])),
+    "faststream_own": names(RedisBroker("redis://127.0.0.1:1", middlewares=[RedisTelemetryMiddleware()])),
+}))
+"""
+
+
+def _probe(**env: str) -> dict[str, object]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_"))}
+    proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120,
+                          env={**clean, **env})
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def test_init_does_not_import_faststream_and_patches_brokers_made_later() -> None:
+    result = _probe()
+    assert result["imported_by_init"] is False
+    assert result["status"][0] == "enabled" and "when the application imports it" in result["status"][1]
+    assert result["auto"].count("FastStreamMiddleware") == 1  # once, after two init() calls
+    assert result["explicit"].count("FastStreamMiddleware") == 1  # given by hand: not added twice
+    # FastStream's own OpenTelemetry middleware already traces this broker: otelkit adds no second layer.
+    assert "FastStreamMiddleware" not in result["faststream_own"]
+
+
+def test_disabled_by_name() -> None:
+    result = _probe(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="faststream")
+    assert result["status"][0] == "disabled"
+    assert "FastStreamMiddleware" not in result["auto"]
+    result = _probe(OTELKIT_INSTRUMENT="redis")
+    assert result["status"][0] == "disabled" and "FastStreamMiddleware" not in result["auto"]
+
+
+def _frame(headers: dict[str, str], body: object) -> bytes:
+    from faststream.redis.parser.binary import BinaryMessageFormatV1
+
+    return asyncio.run(BinaryMessageFormatV1.encode(message=body, reply_to=None, headers=headers,
+                                                    correlation_id="fs-cid-1"))
+
+
+def test_plain_unwrap_reads_faststream_redis_frames() -> None:
+    traceparent = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    payload, headers = carriers.unwrap(_frame({"traceparent": traceparent}, {"a": 1}))
+    assert json.loads(payload) == {"a": 1}
+    assert headers["traceparent"] == traceparent
+    assert headers["otelkit-correlation-id"] == "fs-cid-1"  # FastStream's correlation_id, adopted
+
+
+@pytest.mark.parametrize("cut", [8, 10, 19, 25, 40])
+def test_truncated_faststream_frames_come_back_raw(cut: int) -> None:
+    raw = _frame({"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}, {"a": 1})[:cut]
+    assert carriers.unwrap(raw) == (raw, {})
+
+
+def test_frame_with_lying_offsets_comes_back_raw() -> None:
+    raw = bytearray(_frame({"k": "v"}, {"a": 1}))
+    raw[14:18] = (10_000).to_bytes(4, "big")  # data offset beyond the end
+    assert carriers.unwrap(bytes(raw)) == (bytes(raw), {})
