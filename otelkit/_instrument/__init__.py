@@ -38,6 +38,7 @@ from otelkit._instrument import aio_pika as _aio_pika
 from otelkit._instrument import faststream as _faststream
 from otelkit._instrument import httpx as _httpx
 from otelkit._instrument import logging as _logging
+from otelkit._instrument import nats as _nats
 from otelkit._instrument import pika as _pika
 from otelkit._instrument import psycopg2 as _psycopg2
 from otelkit._instrument import redis as _redis
@@ -55,10 +56,10 @@ if TYPE_CHECKING:
 __all__ = ["IntegrationStatus", "instrument_all", "integration_status", "plan", "uninstrument_all"]
 
 LIBRARIES: tuple[ModuleType, ...] = (_redis, _psycopg2, _httpx, _threading,
-                                     _faststream, _pika, _aio_pika)
+                                     _faststream, _pika, _aio_pika, _nats)
 """Integrations selected by ``instrument=`` (plus entry points)."""
 BUILTIN_NAMES = ("logging", "redis", "psycopg2", "httpx", "threading", "system_metrics",
-                 "faststream", "pika", "aio-pika")
+                 "faststream", "pika", "aio-pika", "nats")
 
 SEMCONV_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
 DEFAULT_SEMCONV = "http,database"
