@@ -85,7 +85,7 @@ def sync_main() -> None:
                 json.loads(item[1])
     extra: dict[str, object] = {}
     if MODE == "otelkit":
-        report = otelkit.shutdown(30)
+        report = otelkit.shutdown(timeout=30)
         extra = {"spans": report["traces"].exported, "metric_points": report["metrics"].exported,
                  "logs": report["logs"].exported}
     _done(cpu0, main0, extra)
