@@ -27,6 +27,7 @@ the frame's binary header block, so a Redis command wrapper cannot read or write
 
 from __future__ import annotations
 
+import contextvars
 import sys
 from types import ModuleType
 from typing import Any
@@ -68,6 +69,11 @@ def _suppressed() -> bool:
     return bool(otel_context.get_value(SUPPRESS_INSTRUMENTATION_KEY))
 
 
+# Set in FastStream's Redis polling tasks, which run suppressed: a publish from there (a handler's reply,
+# an @publisher) is still the application's message and is traced.
+_polling: contextvars.ContextVar[bool] = contextvars.ContextVar("otelkit_faststream_polling", default=False)
+
+
 # --- publish ----------------------------------------------------------------------------------------
 
 _publish_attrs: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -88,7 +94,7 @@ def _publish_attributes(system: str, destination: str, exchange: str) -> dict[st
 
 
 async def _publish(call_next: Any, cmd: Any) -> Any:
-    if not _enabled or _suppressed():
+    if not _enabled or (_suppressed() and not _polling.get()):
         return await call_next(cmd)
     system = _system(cmd)
     destination = str(getattr(cmd, "destination", "") or "")
@@ -298,9 +304,11 @@ def _add_task(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
         return wrapped(*args, **kwargs)
     # The task copies this context: its polling commands are not traced (the handler unsuppresses).
     token = otel_context.attach(otel_context.set_value(SUPPRESS_INSTRUMENTATION_KEY, True))
+    polling = _polling.set(True)
     try:
         return wrapped(*args, **kwargs)
     finally:
+        _polling.reset(polling)
         otel_context.detach(token)
 
 

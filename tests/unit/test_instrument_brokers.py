@@ -1,4 +1,4 @@
-"""The FastStream integration without a broker: lazy import, status, one layer, FastStream's Redis frame."""
+"""The broker integrations without a broker: lazy import, status, one layer, FastStream's Redis frame."""
 
 from __future__ import annotations
 
@@ -61,8 +61,6 @@ def test_disabled_by_name() -> None:
     result = _probe(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="faststream")
     assert result["status"][0] == "disabled"
     assert "FastStreamMiddleware" not in result["auto"]
-    result = _probe(OTELKIT_INSTRUMENT="redis")
-    assert result["status"][0] == "disabled" and "FastStreamMiddleware" not in result["auto"]
 
 
 def _frame(headers: dict[str, str], body: object) -> bytes:
@@ -90,3 +88,54 @@ def test_frame_with_lying_offsets_comes_back_raw() -> None:
     raw = bytearray(_frame({"k": "v"}, {"a": 1}))
     raw[14:18] = (10_000).to_bytes(4, "big")  # data offset beyond the end
     assert carriers.unwrap(bytes(raw)) == (bytes(raw), {})
+
+
+_LIBS_PROBE = r"""
+import json, sys
+import otelkit
+if "contrib" in sys.argv:
+    from opentelemetry.instrumentation.pika import PikaInstrumentor
+    from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
+    PikaInstrumentor().instrument()
+    AioPikaInstrumentor().instrument()
+otelkit.init(service_name="x", traces_exporter="none", metrics_exporter="none", logs_exporter="none",
+             system_metrics=False)
+imported = sorted(m for m in ("pika", "aio_pika", "nats", "faststream") if m in sys.modules)
+status = {s.name: [s.state, s.reason] for s in otelkit.integration_status()}
+import pika.channel, aio_pika.exchange, nats.aio.client
+def ours(owner, name):
+    return bool(getattr(vars(owner).get(name), "_self_otelkit", False))
+print(json.dumps({"imported": imported, "status": status,
+                  "wrapped": {"pika": ours(pika.channel.Channel, "basic_publish"),
+                              "aio-pika": ours(aio_pika.exchange.Exchange, "publish"),
+                              "nats": ours(nats.aio.client.Client, "publish")}}))
+"""
+
+
+def _libs_probe(*argv: str) -> dict[str, object]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_"))}
+    proc = subprocess.run([sys.executable, "-c", _LIBS_PROBE, *argv], capture_output=True, text=True, timeout=120,
+                          env=clean)
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def test_rabbitmq_and_nats_libraries_are_patched_on_import_not_by_init() -> None:
+    pytest.importorskip("aio_pika")
+    result = _libs_probe()
+    assert result["imported"] == []
+    status = result["status"]
+    assert isinstance(status, dict)
+    for name in ("pika", "aio-pika", "nats"):
+        assert status[name][0] == "enabled" and "when the application imports it" in status[name][1], status[name]
+    assert result["wrapped"] == {"pika": True, "aio-pika": True, "nats": True}
+
+
+def test_contrib_pika_instrumentors_enabled_by_the_app_mean_no_second_layer() -> None:
+    pytest.importorskip("opentelemetry.instrumentation.aio_pika")
+    result = _libs_probe("contrib")
+    status = result["status"]
+    assert isinstance(status, dict)
+    assert status["pika"][0] == "disabled" and "PikaInstrumentor" in status["pika"][1]
+    assert status["aio-pika"][0] == "disabled" and "AioPikaInstrumentor" in status["aio-pika"][1]
+    assert result["wrapped"] == {"pika": False, "aio-pika": False, "nats": True}
