@@ -23,6 +23,29 @@ log = logging.getLogger("amqpapp")
 DEADLINE = 40.0
 
 
+def _init(args: dict[str, Any]) -> Any:
+    """otelkit.init(), or (``"peer": "contrib"``) the contrib instrumentation on an SDK provider; returns shutdown."""
+    if args.get("peer") != "contrib":
+        otelkit.init()
+        return otelkit.shutdown
+    import os
+
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": os.environ["OTEL_SERVICE_NAME"]}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(
+        endpoint=os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces")))
+    trace.set_tracer_provider(provider)
+    from opentelemetry.instrumentation.pika import PikaInstrumentor
+
+    PikaInstrumentor().instrument(tracer_provider=provider)
+    return provider.shutdown
+
+
 def _behaviour(args: dict[str, Any], i: int) -> str | None:
     value = args.get("behaviour", {}).get(str(i))
     return str(value) if value is not None else None
@@ -31,7 +54,7 @@ def _behaviour(args: dict[str, Any], i: int) -> str | None:
 def pika_producer(args: dict[str, Any]) -> None:
     import pika
 
-    otelkit.init()
+    shutdown = _init(args)
     connection = pika.BlockingConnection(pika.URLParameters(args["rabbitmq_url"]))
     channel = connection.channel()
     for i in range(args["count"]):
@@ -39,14 +62,14 @@ def pika_producer(args: dict[str, Any]) -> None:
         channel.basic_publish(exchange="", routing_key=args["queue"], body=json.dumps({"i": i}).encode(),
                               properties=pika.BasicProperties(correlation_id=f"amqp-cid-{i}", message_id=f"m-{i}"))
     connection.close()
-    otelkit.shutdown()
+    shutdown()
     print(json.dumps({"sent": args["count"]}), flush=True)
 
 
 def pika_consumer(args: dict[str, Any]) -> None:
     import pika
 
-    otelkit.init()
+    shutdown = _init(args)
     connection = pika.BlockingConnection(pika.URLParameters(args["rabbitmq_url"]))
     channel = connection.channel()
     channel.queue_declare(queue=args["queue"], durable=False)
@@ -72,7 +95,7 @@ def pika_consumer(args: dict[str, Any]) -> None:
     connection.call_later(DEADLINE, channel.stop_consuming)
     channel.start_consuming()
     channel.close()  # prefetched, unacknowledged messages return to the queue
-    otelkit.shutdown()  # the last metric collection samples the queue depth
+    shutdown()  # the last metric collection samples the queue depth
     connection.close()
     print(json.dumps({"seen": seen}), flush=True)
 

@@ -32,16 +32,20 @@ def _env(collector: RotelCollector, service: str) -> dict[str, str]:
     return env
 
 
-def _run_pair(collector: RotelCollector, library: str, args: dict[str, Any]) -> dict[str, Any]:
+def _run_pair(collector: RotelCollector, library: str, args: dict[str, Any],
+              consumer_args: dict[str, Any] | None = None,
+              producer_args: dict[str, Any] | None = None) -> dict[str, Any]:
     prefix = "pika" if library == "pika" else "aio"
-    consumer = subprocess.Popen([sys.executable, APPS, f"{prefix}_consumer", json.dumps(args)],
+    consumer = subprocess.Popen([sys.executable, APPS, f"{prefix}_consumer",
+                                 json.dumps({**args, **(consumer_args or {})})],
                                 env=_env(collector, f"{library}-consumer"), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
     try:
         assert consumer.stdout is not None and consumer.stderr is not None
         ready = consumer.stdout.readline()
         assert ready.strip() == "READY", f"consumer did not start: {ready!r} {consumer.stderr.read()[-3000:]}"
-        produced = subprocess.run([sys.executable, APPS, f"{prefix}_producer", json.dumps(args)],
+        produced = subprocess.run([sys.executable, APPS, f"{prefix}_producer",
+                                   json.dumps({**args, **(producer_args or {})})],
                                   env=_env(collector, f"{library}-producer"), capture_output=True, text=True,
                                   timeout=TIMEOUT)
         assert produced.returncode == 0, produced.stderr[-3000:]
@@ -130,3 +134,39 @@ def test_rabbitmq_library_end_to_end(library: str, collector: RotelCollector, ra
         if record.scope == "amqpapp" and record.resource.get("service.name") == f"{library}-consumer":
             i = int(str(record.body).split()[-1])
             assert record.attributes.get(CORRELATION_ATTRIBUTE) == f"amqp-cid-{i}"
+
+
+@pytest.mark.parametrize("contrib_side", ["producer", "consumer"])
+def test_pika_interop_with_the_contrib_instrumentation(contrib_side: str, collector: RotelCollector,
+                                                       rabbitmq_url: str) -> None:
+    """A plain-OTel peer (opentelemetry-instrumentation-pika) on one side: the trace continues both ways."""
+    import pika
+
+    queue = f"otelkit-test-pika-interop-{uuid.uuid4().hex[:10]}"
+    args = {"rabbitmq_url": rabbitmq_url, "queue": queue, "count": 3, "deliveries": 3}
+    contrib = {"peer": "contrib"}
+    try:
+        consumed = _run_pair(collector, "pika", args, consumer_args=contrib if contrib_side == "consumer" else None,
+                             producer_args=contrib if contrib_side == "producer" else None)
+    finally:
+        connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+        connection.channel().queue_delete(queue=queue)
+        connection.close()
+    assert len(consumed["seen"]) == 3
+    receiver = collector.receiver
+    receiver.wait_for(lambda: len([s for s in _spans(collector, "pika-consumer") if s.kind == "CONSUMER"]) >= 3
+                      and len([s for s in _spans(collector, "pika-producer") if s.kind == "PRODUCER"]) >= 3,
+                      timeout=60)
+    producers = {s.span_id: s for s in _spans(collector, "pika-producer") if s.kind == "PRODUCER"}
+    consumers = [s for s in _spans(collector, "pika-consumer") if s.kind == "CONSUMER"]
+    # opentelemetry-instrumentation-pika makes two nested PRODUCER spans per BlockingChannel.basic_publish (it
+    # wraps the BlockingChannel and its pika.channel.Channel); otelkit makes one.
+    assert len(producers) == (6 if contrib_side == "producer" else 3) and len(consumers) == 3
+    for span in consumers:
+        if contrib_side == "producer":  # otelkit consumes: linked to the contrib producer span, its ID adopted
+            assert span.parent_span_id is None and len(span.links) == 1
+            assert span.links[0].trace_id == producers[span.links[0].span_id].trace_id
+        else:  # the contrib consumer parents its span to otelkit's send span
+            assert span.trace_id == producers[span.parent_span_id].trace_id
+    if contrib_side == "producer":
+        assert all(s["correlation_id"] == f"amqp-cid-{s['i']}" for s in consumed["seen"])
