@@ -84,7 +84,7 @@ def _cleanup(args: dict[str, Any]) -> None:
             connection.close()
 
 
-@pytest.mark.parametrize("kind", ["redis", "rabbit", "nats"])
+@pytest.mark.parametrize("kind", ["redis", pytest.param("rabbit", marks=pytest.mark.slow), "nats"])
 def test_otelkit_on_both_sides(kind: str, collector: RotelCollector, redis_url: str, rabbitmq_url: str,
                                nats_url: str) -> None:
     count = 3
@@ -167,12 +167,20 @@ def test_rabbit_outcomes_nack_and_reject(collector: RotelCollector, redis_url: s
     assert settled == {"ack": 2, "retry": 1, "dead_letter": 2}
 
 
-@pytest.mark.parametrize(("producer_mode", "consumer_mode"), [("fs-otel", "otelkit"), ("otelkit", "fs-otel")])
-def test_redis_interop_with_faststream_telemetry(producer_mode: str, consumer_mode: str, collector: RotelCollector,
-                                                 redis_url: str, rabbitmq_url: str, nats_url: str) -> None:
+_SLOW = pytest.mark.slow  # RabbitMQ and NATS: the same middleware path as Redis, other carriers
+
+
+@pytest.mark.parametrize(("kind", "producer_mode", "consumer_mode"), [
+    ("redis", "fs-otel", "otelkit"), ("redis", "otelkit", "fs-otel"),
+    pytest.param("rabbit", "fs-otel", "otelkit", marks=_SLOW),
+    pytest.param("rabbit", "otelkit", "fs-otel", marks=_SLOW),
+    pytest.param("nats", "fs-otel", "otelkit", marks=_SLOW), pytest.param("nats", "otelkit", "fs-otel", marks=_SLOW)])
+def test_interop_with_faststream_telemetry(kind: str, producer_mode: str, consumer_mode: str,
+                                           collector: RotelCollector, redis_url: str, rabbitmq_url: str,
+                                           nats_url: str) -> None:
     count = 3
-    args = _args("redis", redis_url, rabbitmq_url, nats_url, count=count, deliveries=count)
-    service = f"fs-interop-{producer_mode}"
+    args = _args(kind, redis_url, rabbitmq_url, nats_url, count=count, deliveries=count)
+    service = f"fs-interop-{kind}-{producer_mode}"
     try:
         consumed = run_pair(collector, args, producer_mode, consumer_mode, service)
     finally:

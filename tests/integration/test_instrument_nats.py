@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from otelkit._names import CORRELATION_ATTRIBUTE, MESSAGES_SETTLED, QUEUE_LENGTH
 from otelkit.testing._receiver import ReceivedSpan, RotelCollector
 
@@ -93,6 +95,7 @@ def _check_links(collector: RotelCollector, service: str, subject: str, sends: i
     return send_spans, process_spans
 
 
+@pytest.mark.slow  # the JetStream test covers the same subscribe callback path (and more)
 def test_core_nats_publish_subscribe(collector: RotelCollector, nats_url: str) -> None:
     subject = f"otelkit-test.core.{uuid.uuid4().hex[:10]}"
     args = {"nats_url": nats_url, "subject": subject, "mode": "core", "count": 3, "deliveries": 3}
