@@ -42,7 +42,8 @@ _state: dict[str, Any] = {}
 def _server(channel: Any) -> tuple[str, int]:
     connection = getattr(channel, "_connection", None) or getattr(channel, "connection", None)
     url = getattr(connection, "url", None)
-    return str(getattr(url, "host", "") or ""), int(getattr(url, "port", 0) or 0)
+    port = getattr(url, "port", 0)
+    return str(getattr(url, "host", "") or ""), port if type(port) is int else 0
 
 
 def _publish_args(message: Any, routing_key: str, *args: Any, **kwargs: Any) -> tuple[Any, str]:
@@ -59,12 +60,16 @@ async def _publish(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
         return await wrapped(*args, **kwargs)
     from otelkit._pipeline.scopes import Emission
 
-    exchange = str(getattr(instance, "name", "") or "")
-    host, port = _server(getattr(instance, "channel", None))
-    emission = Emission(_amqp.destination(exchange, routing_key), headers, system=_amqp.SYSTEM,
-                        message_id=getattr(message, "message_id", None),
-                        correlation_id=_amqp.adopted_correlation_id(getattr(message, "correlation_id", None)),
-                        attributes=_amqp.attributes(routing_key, exchange, host, port))
+    try:
+        exchange = str(getattr(instance, "name", "") or "")
+        routing_key = str(routing_key or "")
+        host, port = _server(getattr(instance, "channel", None))
+        emission = Emission(_amqp.destination(exchange, routing_key), headers, system=_amqp.SYSTEM,
+                            message_id=getattr(message, "message_id", None),
+                            correlation_id=_amqp.adopted_correlation_id(getattr(message, "correlation_id", None)),
+                            attributes=_amqp.attributes(routing_key, exchange, host, port))
+    except Exception:
+        return await wrapped(*args, **kwargs)
     with emission:
         return await wrapped(*args, **kwargs)
 
@@ -77,16 +82,19 @@ def _traced(callback: Callable[[Any], Awaitable[Any]], channel: Any) -> Callable
             return await callback(message)
         from otelkit._pipeline.scopes import Reception
 
-        routing_key = str(getattr(message, "routing_key", "") or "")
-        exchange = str(getattr(message, "exchange", "") or "")
-        tag = int(getattr(message, "delivery_tag", 0) or 0)
-        headers = getattr(message, "headers", None)
-        attributes = {**_amqp.attributes(routing_key, exchange, host, port), _amqp.DELIVERY_TAG: tag}
-        scope = Reception(_amqp.destination(exchange, routing_key),
-                          _amqp.carrier(headers, getattr(message, "correlation_id", None)), system=_amqp.SYSTEM,
-                          message_id=getattr(message, "message_id", None),
-                          attempt=_amqp.attempt(headers, bool(getattr(message, "redelivered", False))),
-                          attributes=attributes)
+        try:
+            routing_key = str(getattr(message, "routing_key", "") or "")
+            exchange = str(getattr(message, "exchange", "") or "")
+            tag = int(getattr(message, "delivery_tag", 0) or 0)
+            headers = getattr(message, "headers", None)
+            attributes = {**_amqp.attributes(routing_key, exchange, host, port), _amqp.DELIVERY_TAG: tag}
+            scope = Reception(_amqp.destination(exchange, routing_key),
+                              _amqp.carrier(headers, getattr(message, "correlation_id", None)), system=_amqp.SYSTEM,
+                              message_id=getattr(message, "message_id", None),
+                              attempt=_amqp.attempt(headers, bool(getattr(message, "redelivered", False))),
+                              attributes=attributes)
+        except Exception:  # an odd delivery: handled untraced, never an error from telemetry
+            return await callback(message)
         with scope:
             token = _amqp.current.set((scope, tag, id(message)))
             try:

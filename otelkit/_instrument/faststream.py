@@ -96,14 +96,17 @@ def _publish_attributes(system: str, destination: str, exchange: str) -> dict[st
 async def _publish(call_next: Any, cmd: Any) -> Any:
     if not _enabled or (_suppressed() and not _polling.get()):
         return await call_next(cmd)
-    system = _system(cmd)
-    destination = str(getattr(cmd, "destination", "") or "")
-    exchange = ""
-    if system == "rabbitmq":
-        exchange = str(getattr(getattr(cmd, "exchange", None), "name", "") or "")
-    headers = cmd.headers
-    if type(headers) is not dict:
-        headers = cmd.headers = dict(headers or {})
+    try:
+        system = _system(cmd)
+        destination = str(getattr(cmd, "destination", "") or "")
+        exchange = ""
+        if system == "rabbitmq":
+            exchange = str(getattr(getattr(cmd, "exchange", None), "name", "") or "")
+        headers = cmd.headers
+        if type(headers) is not dict:
+            headers = cmd.headers = dict(headers or {})
+    except Exception:  # an odd command: published untraced
+        return await call_next(cmd)
     # FastStream's own correlation_id (a fresh uuid per publish unless given) becomes otelkit's when no
     # correlation is current: FastStream's logs and otelkit's spans then show the same ID.
     from otelkit._correlation import get_correlation_id, is_valid_correlation_id
@@ -179,23 +182,30 @@ def _carrier(msg: Any) -> Any:
 async def _consume(middleware: Any, call_next: Any, msg: Any) -> Any:
     if not _enabled:
         return await call_next(msg)
-    system = _system(msg)
-    raw = msg.raw_message
-    destination = _destination(system, raw)
+    try:
+        system = _system(msg)
+        raw = msg.raw_message
+        destination = _destination(system, raw)
+    except Exception:
+        return await call_next(msg)
     # FastStream's Redis polling task runs suppressed (see the module docstring); the handler does not.
     unsuppress = otel_context.attach(otel_context.set_value(SUPPRESS_INSTRUMENTATION_KEY, False)) \
         if _suppressed() else None
     try:
         scope: Reception | BatchReception
-        batch = getattr(msg, "batch_headers", None)
-        if batch:
-            scope = BatchReception(destination, list(batch), system=system)
-        else:
-            attributes = None
-            if system == "rabbitmq":
-                attributes = {ROUTING_KEY: destination, DELIVERY_TAG: getattr(raw, "delivery_tag", 0) or 0}
-            scope = Reception(destination, _carrier(msg), system=system, message_id=msg.message_id,
-                              attempt=_attempt(system, raw), attributes=attributes)
+        try:
+            batch = getattr(msg, "batch_headers", None)
+            if batch:
+                scope = BatchReception(destination, list(batch), system=system)
+            else:
+                attributes = None
+                if system == "rabbitmq":
+                    tag = getattr(raw, "delivery_tag", 0)
+                    attributes = {ROUTING_KEY: destination, DELIVERY_TAG: tag if type(tag) is int else 0}
+                scope = Reception(destination, _carrier(msg), system=system, message_id=msg.message_id,
+                                  attempt=_attempt(system, raw), attributes=attributes)
+        except Exception:  # an odd message: handled untraced, never an error from telemetry
+            return await call_next(msg)
         scope.__enter__()
         try:
             result = await call_next(msg)

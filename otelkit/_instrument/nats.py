@@ -83,7 +83,10 @@ async def _publish(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
         return await wrapped(*args, **kwargs)
     from otelkit._pipeline.scopes import Emission
 
-    headers = dict(headers or {})
+    try:
+        headers = dict(headers or {})
+    except Exception:  # odd headers: sent untraced
+        return await wrapped(*args, **kwargs)
     with Emission(subject, headers, system=SYSTEM, attributes=_attributes(instance)):
         return await wrapped(subject, payload, reply=reply, headers=headers)
 
@@ -101,12 +104,15 @@ async def _js_publish(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
         return await wrapped(*args, **kwargs)
     from otelkit._pipeline.scopes import Emission
 
-    if len(args) >= 5:  # headers given by position: subject, payload, timeout, stream, headers
-        headers = dict(args[4] or {})
-        args = (*args[:4], headers, *args[5:])
-    else:
-        headers = dict(kwargs.get("headers") or {})
-        kwargs = {**kwargs, "headers": headers}
+    try:
+        if len(args) >= 5:  # headers given by position: subject, payload, timeout, stream, headers
+            headers = dict(args[4] or {})
+            args = (*args[:4], headers, *args[5:])
+        else:
+            headers = dict(kwargs.get("headers") or {})
+            kwargs = {**kwargs, "headers": headers}
+    except Exception:  # odd headers: sent untraced
+        return await wrapped(*args, **kwargs)
     with Emission(str(subject), headers, system=SYSTEM, attributes=_attributes(getattr(instance, "_nc", None))) as msg:
         # The request carrying the message is this operation: the core publish below is not traced again.
         token = otel_context.attach(otel_context.set_value(SUPPRESS_INSTRUMENTATION_KEY, True))
@@ -136,16 +142,19 @@ def _traced(callback: Callable[[Any], Awaitable[Any]], client: Any) -> Callable[
             return await callback(msg)
         from otelkit._pipeline.scopes import Reception
 
-        meta = _metadata(msg)
-        attempt = message_id = None
-        group = None
-        if meta is not None:
-            attempt = getattr(meta, "num_delivered", None)
-            message_id = getattr(getattr(meta, "sequence", None), "stream", None)
-            group = getattr(meta, "consumer", None)
-            _watch_depth(client, meta)
-        scope = Reception(str(getattr(msg, "subject", "") or ""), getattr(msg, "headers", None), system=SYSTEM,
-                          message_id=message_id, attempt=attempt, group=group, attributes=_attributes(client))
+        try:
+            meta = _metadata(msg)
+            attempt = message_id = None
+            group = None
+            if meta is not None:
+                attempt = getattr(meta, "num_delivered", None)
+                message_id = getattr(getattr(meta, "sequence", None), "stream", None)
+                group = getattr(meta, "consumer", None)
+                _watch_depth(client, meta)
+            scope = Reception(str(getattr(msg, "subject", "") or ""), getattr(msg, "headers", None), system=SYSTEM,
+                              message_id=message_id, attempt=attempt, group=group, attributes=_attributes(client))
+        except Exception:  # an odd message: handled untraced, never an error from telemetry
+            return await callback(msg)
         with scope:
             token = _amqp.current.set((scope, 0, id(msg)))
             try:

@@ -43,7 +43,8 @@ _state: dict[str, Any] = {}
 
 def _server(channel: Any) -> tuple[str, int]:
     params = getattr(getattr(channel, "connection", None), "params", None)
-    return str(getattr(params, "host", "") or ""), int(getattr(params, "port", 0) or 0)
+    port = getattr(params, "port", 0)
+    return str(getattr(params, "host", "") or ""), port if type(port) is int else 0
 
 
 def _publish(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -57,14 +58,17 @@ def _publish(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
 
     from otelkit._pipeline.scopes import Emission
 
-    if properties is None:
-        properties = pika.BasicProperties()
-    properties.headers = dict(properties.headers or {})  # the caller's dict is left as it was
-    host, port = _server(instance)
-    emission = Emission(_amqp.destination(exchange, routing_key), properties.headers, system=_amqp.SYSTEM,
-                        message_id=properties.message_id,
-                        correlation_id=_amqp.adopted_correlation_id(properties.correlation_id),
-                        attributes=_amqp.attributes(routing_key, exchange, host, port))
+    try:
+        if properties is None:
+            properties = pika.BasicProperties()
+        properties.headers = dict(properties.headers or {})  # the caller's dict is left as it was
+        host, port = _server(instance)
+        emission = Emission(_amqp.destination(str(exchange or ""), str(routing_key or "")), properties.headers,
+                            system=_amqp.SYSTEM, message_id=properties.message_id,
+                            correlation_id=_amqp.adopted_correlation_id(properties.correlation_id),
+                            attributes=_amqp.attributes(str(routing_key or ""), str(exchange or ""), host, port))
+    except Exception:  # odd properties: the message goes out untraced, never an error from telemetry
+        return wrapped(*args, **kwargs)
     with emission:
         return wrapped(exchange, routing_key, body, properties, mandatory)
 
@@ -84,18 +88,21 @@ def _traced_callback(callback: Callable[..., Any], queue: str) -> Callable[..., 
             return callback(channel, method, properties, body)
         from otelkit._pipeline.scopes import Reception
 
-        routing_key = str(getattr(method, "routing_key", "") or "")
-        exchange = str(getattr(method, "exchange", "") or "")
-        tag = int(getattr(method, "delivery_tag", 0) or 0)
-        impl = getattr(channel, "_impl", channel)
-        host, port = _server(impl)
-        attributes = {**_amqp.attributes(routing_key, exchange, host, port), _amqp.DELIVERY_TAG: tag}
-        headers = getattr(properties, "headers", None)
-        scope = Reception(_amqp.destination(exchange, routing_key),
-                          _amqp.carrier(headers, getattr(properties, "correlation_id", None)),
-                          system=_amqp.SYSTEM, message_id=getattr(properties, "message_id", None),
-                          attempt=_amqp.attempt(headers, bool(getattr(method, "redelivered", False))),
-                          attributes=attributes)
+        try:
+            routing_key = str(getattr(method, "routing_key", "") or "")
+            exchange = str(getattr(method, "exchange", "") or "")
+            tag = int(getattr(method, "delivery_tag", 0) or 0)
+            impl = getattr(channel, "_impl", channel)
+            host, port = _server(impl)
+            attributes = {**_amqp.attributes(routing_key, exchange, host, port), _amqp.DELIVERY_TAG: tag}
+            headers = getattr(properties, "headers", None)
+            scope = Reception(_amqp.destination(exchange, routing_key),
+                              _amqp.carrier(headers, getattr(properties, "correlation_id", None)),
+                              system=_amqp.SYSTEM, message_id=getattr(properties, "message_id", None),
+                              attempt=_amqp.attempt(headers, bool(getattr(method, "redelivered", False))),
+                              attributes=attributes)
+        except Exception:  # an odd delivery: handled untraced, never an error from telemetry
+            return callback(channel, method, properties, body)
         with scope:
             token = _amqp.current.set((scope, tag, id(impl)))
             try:

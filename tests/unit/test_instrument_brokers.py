@@ -139,3 +139,42 @@ def test_contrib_pika_instrumentors_enabled_by_the_app_mean_no_second_layer() ->
     assert status["pika"][0] == "disabled" and "PikaInstrumentor" in status["pika"][1]
     assert status["aio-pika"][0] == "disabled" and "AioPikaInstrumentor" in status["aio-pika"][1]
     assert result["wrapped"] == {"pika": False, "aio-pika": False, "nats": True}
+
+
+class _Odd:
+    """A delivery whose every attribute is hostile: telemetry must still hand it to the application."""
+
+    def __getattr__(self, name: str) -> object:
+        raise RuntimeError(f"no {name}")
+
+    def __str__(self) -> str:
+        raise RuntimeError("unprintable")
+
+
+def test_odd_deliveries_reach_the_handler_untraced_never_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otelkit._instrument import nats as nats_integration
+    from otelkit._instrument import pika as pika_integration
+
+    monkeypatch.setattr(pika_integration, "_enabled", True)
+    monkeypatch.setattr(nats_integration, "_enabled", True)
+    got: list[object] = []
+    traced = pika_integration._traced_callback(lambda *args: got.append(args) or "done", "q")
+    assert traced(_Odd(), _Odd(), _Odd(), b"body") == "done" and len(got) == 1
+
+    class Headers:
+        """Properties whose headers are garbage and whose correlation_id is not a str."""
+
+        headers = {"traceparent": "00-zz-not-a-trace-01", "baggage": "%%%", "x-delivery-count": "many"}
+        correlation_id = b"\xff\xfe"
+        message_id = 12
+
+    class Method:
+        routing_key, exchange, delivery_tag, redelivered = "q", "", 7, True
+
+    assert traced(_Odd(), Method(), Headers(), b"body") == "done" and len(got) == 2
+
+    async def handler(msg: object) -> str:
+        got.append(msg)
+        return "handled"
+
+    assert asyncio.run(nats_integration._traced(handler, _Odd())(_Odd())) == "handled"
