@@ -223,10 +223,37 @@ async def _consume(middleware: Any, call_next: Any, msg: Any) -> Any:
         _settle(scope, _OUTCOME_BY_STATUS.get(status) if status else None, f"message.{status.lower()}"
                 if status and status != "ACKED" else None)
         scope.__exit__(None, None, None)
-        return result
     finally:
         if unsuppress is not None:
             otel_context.detach(unsuppress)
+    _keep_context(middleware, scope)  # after the detach above: contexts are detached in reverse order
+    return result
+
+
+def _keep_context(middleware: Any, scope: Reception | BatchReception) -> None:
+    """After the handler, FastStream publishes its return value (``@publisher``, reply-to) outside consume_scope:
+    the message's span and correlation ID stay current until the middleware exits, so that send is its child."""
+    try:
+        if scope.correlation_id is None or not scope.span.get_span_context().is_valid:
+            return
+        from opentelemetry import trace
+
+        from otelkit._correlation import with_correlation_id
+
+        ctx = trace.set_span_in_context(scope.span, with_correlation_id(scope.correlation_id))
+        middleware._otelkit_token = otel_context.attach(ctx)
+    except Exception:
+        pass
+
+
+def _release_context(middleware: Any) -> None:
+    token = getattr(middleware, "_otelkit_token", None)
+    if token is not None:
+        middleware._otelkit_token = None
+        try:
+            otel_context.detach(token)
+        except Exception:
+            pass
 
 
 def _policy_outcome(middleware: Any) -> str | None:
@@ -252,11 +279,17 @@ def _make_class() -> Any:
     class OtelkitMiddleware(BaseMiddleware):
         """One message through otelkit's pipeline spans and metrics (see otelkit._instrument.faststream)."""
 
+        _otelkit_token: Any = None
+
         async def consume_scope(self, call_next: Any, msg: Any) -> Any:
             return await _consume(self, call_next, msg)
 
         async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
             return await _publish(call_next, cmd)
+
+        async def after_processed(self, exc_type: Any = None, exc_val: Any = None, exc_tb: Any = None) -> bool:
+            _release_context(self)
+            return False
 
     _middleware_class = OtelkitMiddleware
     return OtelkitMiddleware

@@ -117,8 +117,12 @@ def consumer(args: dict[str, Any]) -> None:
     if args["kind"] == "rabbit":
         kwargs["ack_policy"] = AckPolicy.REJECT_ON_ERROR
 
+    def reply(handler: Any) -> Any:  # with "reply": the handler's return value is published to that list
+        return broker.publisher(list=args["reply"])(handler) if args.get("reply") else handler
+
     @broker.subscriber(**kwargs)
-    async def handle(body: dict[str, Any], message: Any = Context("message")) -> None:  # noqa: B008
+    @reply
+    async def handle(body: dict[str, Any], message: Any = Context("message")) -> dict[str, Any]:  # noqa: B008
         import otelkit
 
         i = body["i"]
@@ -135,6 +139,7 @@ def consumer(args: dict[str, Any]) -> None:
             raise RejectMessage()
         if behaviour == "fail":
             raise ValueError("permanent failure")
+        return {"done": i}
 
     async def main() -> None:
         async with broker:

@@ -89,11 +89,17 @@ def test_otelkit_on_both_sides(kind: str, collector: RotelCollector, redis_url: 
                                nats_url: str) -> None:
     count = 3
     args = _args(kind, redis_url, rabbitmq_url, nats_url, count=count, deliveries=count)
+    if kind == "redis":  # the handler's return value is published to a reply list, from FastStream's polling task
+        args["reply"] = args["destination"] + "-reply"
     service = f"fs-{kind}"
     try:
         consumed = run_pair(collector, args, "otelkit", "otelkit", service)
     finally:
         _cleanup(args)
+        if kind == "redis":
+            import redis
+
+            redis.Redis.from_url(redis_url).delete(args["reply"])
     destination = args["destination"]
     assert sorted(s["i"] for s in consumed["seen"]) == list(range(count))
     # FastStream's correlation_id (fs-cid-N here) is adopted: the handler runs under it.
@@ -122,6 +128,14 @@ def test_otelkit_on_both_sides(kind: str, collector: RotelCollector, redis_url: 
     others = [s.name for s in consumer_spans + list(_spans(collector, f"{service}-producer"))
               if not s.name.startswith(("send ", "process "))]
     assert others == [], others
+    if kind == "redis":  # each reply: a send span inside its process span, under the message's correlation ID
+        by_span = {s.span_id: s for s in processes}
+        replies = [s for s in consumer_spans if s.name == f"send {args['reply']}"]
+        assert len(replies) == count
+        for span in replies:
+            assert span.kind == "PRODUCER" and span.parent_span_id in by_span
+            assert span.attributes[CORRELATION_ATTRIBUTE] == by_span[span.parent_span_id].attributes[
+                CORRELATION_ATTRIBUTE]
     # Every handler log record carries its message's correlation ID.
     receiver.wait_for(lambda: len([r for r in receiver.logs() if r.scope == "fsapp"
                                    and r.resource.get("service.name") == f"{service}-consumer"]) >= count,
