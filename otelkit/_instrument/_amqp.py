@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -95,3 +96,21 @@ def settle(channel_key: int, delivery_tag: int, multiple: bool, outcome: str, re
             scope.dead_letter(reason)
     except Exception:  # telemetry never breaks the settle
         pass
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def depth_enabled(variable: str) -> bool:
+    """Whether the queue-depth probes are on (``variable`` unset: on); a bad value is said once and means on."""
+    raw = os.environ.get(variable)
+    if raw is None or not raw.strip():
+        return True
+    value = raw.strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    from otelkit._internal_log import warn_once
+
+    warn_once(f"depth-{variable}", "otelkit: %s=%r is not valid: expected true or false (also 1/0, yes/no, on/off);"
+              " the queue-depth probes stay on", variable, raw[:40])
+    return True

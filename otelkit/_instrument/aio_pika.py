@@ -23,7 +23,6 @@ handling; use ``pipeline.receive`` there).
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -192,7 +191,7 @@ class _Depth:
 
 def _watch_depth(queue: Any) -> None:
     name = str(getattr(queue, "name", "") or "")
-    if not name or os.environ.get("OTELKIT_PIKA_QUEUE_DEPTH", "true").strip().lower() in ("false", "0", "no"):
+    if not name or not _amqp.depth_enabled("OTELKIT_PIKA_QUEUE_DEPTH"):
         return
     try:
         channel = queue.channel

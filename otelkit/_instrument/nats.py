@@ -21,7 +21,6 @@ use ``pipeline.receive`` around it; the attempt and sequence are in ``msg.metada
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -214,7 +213,7 @@ def _watch_depth(client: Any, meta: Any) -> None:
         return
     watched: dict[Any, Any] = _state.setdefault("watched", {})
     key = (id(client), stream, consumer)
-    if key in watched or os.environ.get("OTELKIT_NATS_QUEUE_DEPTH", "true").strip().lower() in ("false", "0", "no"):
+    if key in watched or not _amqp.depth_enabled("OTELKIT_NATS_QUEUE_DEPTH"):
         return
     watched[key] = None
     try:

@@ -25,7 +25,6 @@ handling of a message there; use ``pipeline.receive`` around it).
 from __future__ import annotations
 
 import copy
-import os
 import sys
 import threading
 from collections.abc import Callable
@@ -204,7 +203,7 @@ class _DepthProbes:
 
 
 def _watch_depth(channel: Any, queue: str) -> None:
-    if not queue or os.environ.get("OTELKIT_PIKA_QUEUE_DEPTH", "true").strip().lower() in ("false", "0", "no"):
+    if not queue or not _amqp.depth_enabled("OTELKIT_PIKA_QUEUE_DEPTH"):
         return
     try:
         impl = getattr(channel, "_impl", channel)

@@ -178,3 +178,16 @@ def test_odd_deliveries_reach_the_handler_untraced_never_an_error(monkeypatch: p
         return "handled"
 
     assert asyncio.run(nats_integration._traced(handler, _Odd())(_Odd())) == "handled"
+
+
+def test_queue_depth_switch_accepts_booleans_and_says_what_is_wrong(monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from otelkit._instrument import _amqp
+
+    for value, expected in (("false", False), ("0", False), ("NO", False), ("true", True), ("", True)):
+        monkeypatch.setenv("OTELKIT_PIKA_QUEUE_DEPTH", value)
+        assert _amqp.depth_enabled("OTELKIT_PIKA_QUEUE_DEPTH") is expected
+    monkeypatch.setenv("OTELKIT_NATS_QUEUE_DEPTH", "sometimes")
+    with caplog.at_level("WARNING", logger="otelkit"):
+        assert _amqp.depth_enabled("OTELKIT_NATS_QUEUE_DEPTH") is True
+    assert "OTELKIT_NATS_QUEUE_DEPTH='sometimes' is not valid: expected true or false" in caplog.text
