@@ -166,10 +166,32 @@ def _settle(scope: Any, outcome: str | None, reason: str | None) -> None:
         scope.dead_letter(reason)
 
 
-def _carrier(msg: Any) -> Any:
+def _unwrap_envelope(msg: Any) -> dict[str, Any] | None:
+    """A plain otelkit producer's message (``LPUSH msg.wrap(payload)``): the handler gets the payload, and the
+    envelope's headers carry the context. None for anything else (FastStream's own frames included)."""
+    body = getattr(msg, "body", None)
+    if not isinstance(body, (bytes, bytearray)) or not carriers.is_envelope(body):
+        return None
+    payload, headers = carriers.unwrap(body)
+    if not headers:
+        return None
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    elif not isinstance(payload, (bytes, bytearray)):
+        import json
+
+        payload = json.dumps(payload).encode("utf-8")
+    msg.body = bytes(payload)
+    msg.clear_cache()  # FastStream's documented step after changing the body
+    return headers
+
+
+def _carrier(msg: Any, extra: dict[str, Any] | None = None) -> Any:
     headers = msg.headers
     if not isinstance(headers, dict):
         headers = {}
+    if extra:
+        headers = {**headers, **extra}
     if carriers.get_raw(headers, CORRELATION_HEADER) is None and "baggage" not in headers:
         from otelkit._correlation import is_valid_correlation_id
 
@@ -202,7 +224,8 @@ async def _consume(middleware: Any, call_next: Any, msg: Any) -> Any:
                 if system == "rabbitmq":
                     tag = getattr(raw, "delivery_tag", 0)
                     attributes = {ROUTING_KEY: destination, DELIVERY_TAG: tag if type(tag) is int else 0}
-                scope = Reception(destination, _carrier(msg), system=system, message_id=msg.message_id,
+                envelope = _unwrap_envelope(msg) if system == "redis" else None
+                scope = Reception(destination, _carrier(msg, envelope), system=system, message_id=msg.message_id,
                                   attempt=_attempt(system, raw), attributes=attributes)
         except Exception:  # an odd message: handled untraced, never an error from telemetry
             return await call_next(msg)

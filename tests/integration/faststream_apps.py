@@ -155,6 +155,22 @@ def consumer(args: dict[str, Any]) -> None:
     print(json.dumps({"seen": seen}), flush=True)
 
 
+def plain_producer(args: dict[str, Any]) -> None:
+    """otelkit without FastStream: ``pipeline.emit`` + LPUSH of ``msg.wrap(payload)``."""
+    import redis
+
+    import otelkit
+    from otelkit import pipeline
+
+    otelkit.init()
+    client = redis.Redis.from_url(args["redis_url"])
+    for i in range(args["count"]):
+        with pipeline.emit(args["destination"], system="redis", correlation_id=f"fs-cid-{i}") as msg:
+            client.lpush(args["destination"], msg.wrap(json.dumps({"i": i})))
+    otelkit.shutdown()
+    print(json.dumps({"sent": args["count"]}), flush=True)
+
+
 def plain_consumer(args: dict[str, Any]) -> None:
     """otelkit without FastStream: BRPOP + ``pipeline.receive(queue, raw)`` reads FastStream's binary frame."""
     import time
@@ -182,4 +198,5 @@ def plain_consumer(args: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    {"producer": producer, "consumer": consumer, "plain_consumer": plain_consumer}[sys.argv[1]](json.loads(sys.argv[2]))
+    {"producer": producer, "consumer": consumer, "plain_consumer": plain_consumer,
+     "plain_producer": plain_producer}[sys.argv[1]](json.loads(sys.argv[2]))

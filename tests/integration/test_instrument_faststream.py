@@ -38,7 +38,7 @@ def _env(collector: RotelCollector, service: str) -> dict[str, str]:
 
 
 def run_pair(collector: RotelCollector, args: dict[str, Any], producer_mode: str, consumer_mode: str,
-             service: str, consumer_role: str = "consumer") -> dict[str, Any]:
+             service: str, consumer_role: str = "consumer", producer_role: str = "producer") -> dict[str, Any]:
     """Start the consumer, wait for READY, run the producer, return the consumer's report."""
     consumer = subprocess.Popen([sys.executable, APPS, consumer_role, json.dumps({**args, "mode": consumer_mode})],
                                 env=_env(collector, f"{service}-consumer"), stdout=subprocess.PIPE,
@@ -47,7 +47,7 @@ def run_pair(collector: RotelCollector, args: dict[str, Any], producer_mode: str
         assert consumer.stdout is not None
         ready = consumer.stdout.readline()
         assert ready.strip() == "READY", f"consumer did not start: {ready!r} {consumer.stderr.read()[-3000:]}"  # type: ignore[union-attr]
-        produced = subprocess.run([sys.executable, APPS, "producer", json.dumps({**args, "mode": producer_mode})],
+        produced = subprocess.run([sys.executable, APPS, producer_role, json.dumps({**args, "mode": producer_mode})],
                                   env=_env(collector, f"{service}-producer"), capture_output=True, text=True,
                                   timeout=TIMEOUT)
         assert produced.returncode == 0, produced.stderr[-3000:]
@@ -249,3 +249,30 @@ def test_redis_faststream_telemetry_producer_to_plain_otelkit_consumer(collector
     for process in processes:
         assert len(process.links) == 1 and process.links[0].span_id in producers
         assert process.links[0].trace_id == producers[process.links[0].span_id].trace_id
+
+
+def test_redis_plain_otelkit_producer_to_faststream_consumer(collector: RotelCollector, redis_url: str,
+                                                             rabbitmq_url: str, nats_url: str) -> None:
+    """``pipeline.emit`` + ``LPUSH msg.wrap(payload)`` into a FastStream list subscriber: the handler gets the
+    payload, the process span links to the send span, the correlation ID crosses over."""
+    count = 3
+    args = _args("redis", redis_url, rabbitmq_url, nats_url, count=count, deliveries=count)
+    try:
+        consumed = run_pair(collector, args, "otelkit", "otelkit", "fs-envelope", producer_role="plain_producer")
+    finally:
+        _cleanup(args)
+    assert sorted(s["i"] for s in consumed["seen"]) == list(range(count))  # the payload, not the envelope
+    assert {s["correlation_id"] for s in consumed["seen"]} == {f"fs-cid-{i}" for i in range(count)}
+    destination = args["destination"]
+    receiver = collector.receiver
+    receiver.wait_for(lambda: len([s for s in _spans(collector, "fs-envelope-consumer")
+                                   if s.name == f"process {destination}"]) >= count
+                      and len([s for s in _spans(collector, "fs-envelope-producer")
+                               if s.name == f"send {destination}"]) >= count, timeout=60)
+    sends = {s.span_id: s for s in _spans(collector, "fs-envelope-producer") if s.name == f"send {destination}"}
+    processes = [s for s in _spans(collector, "fs-envelope-consumer") if s.name == f"process {destination}"]
+    assert len(sends) == count and len(processes) == count
+    for process in processes:
+        assert len(process.links) == 1 and process.links[0].span_id in sends
+        assert process.attributes[CORRELATION_ATTRIBUTE] == sends[process.links[0].span_id].attributes[
+            CORRELATION_ATTRIBUTE]
