@@ -32,7 +32,23 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("OTELKIT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-MODES = ("plain", "otelkit", "faststream", "faststream-otel")
+MODES = ("plain", "otelkit", "faststream", "faststream-otel", "faststream-otelkit")
+RABBIT_MODES = ("pika", "pika-otelkit", "pika-otelkit-traces", "pika-contrib",
+                "aio-pika", "aio-pika-otelkit", "aio-pika-otelkit-traces", "aio-pika-contrib")
+RABBITMQ_URL = os.environ.get("OTELKIT_BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def _rabbit_available() -> bool:
+    try:
+        import aio_pika  # noqa: F401
+        import opentelemetry.instrumentation.aio_pika
+        import opentelemetry.instrumentation.pika  # noqa: F401
+        import pika
+
+        pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL)).close()
+    except Exception:
+        return False
+    return True
 
 
 def _faststream_available() -> bool:
@@ -79,9 +95,16 @@ def _run(mode: str, endpoint: str, count: int) -> dict[str, dict[str, Any]]:
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
-        import redis
+        if mode in RABBIT_MODES:
+            import pika
 
-        redis.Redis.from_url(REDIS_URL).delete(queue)
+            connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+            connection.channel().queue_delete(queue=queue)
+            connection.close()
+        else:
+            import redis
+
+            redis.Redis.from_url(REDIS_URL).delete(queue)
 
 
 def measure(fast: bool) -> dict[str, list[dict[str, dict[str, Any]]]]:
@@ -91,6 +114,8 @@ def measure(fast: bool) -> dict[str, list[dict[str, dict[str, Any]]]]:
     count = 1000 if fast else 3000
     rounds = 1 if fast else 3
     modes = MODES if _faststream_available() else MODES[:2]
+    if _rabbit_available():
+        modes = (*modes, *RABBIT_MODES)
     results: dict[str, list[dict[str, dict[str, Any]]]] = {m: [] for m in modes}
     collector = _rotel().start()
     try:
@@ -134,6 +159,36 @@ def custom(fast: bool) -> list[dict[str, Any]]:
     note += (f". Exported by the last otelkit run (producer/consumer): {counts}. "
              f"Load average at the start: {load:.2f}")
     rows[-1]["note"] = note
+    pairs = (
+        ("faststream-otelkit", "faststream", "faststream-otel", "faststream",
+         "CPU per message added by telemetry, FastStream RedisBroker list: otelkit's middleware (init() defaults: "
+         "spans, metrics, logs) vs FastStream's OpenTelemetry middleware (spans + its metrics)"),
+        ("pika-otelkit", "pika", "pika-contrib", "pika",
+         "CPU per message added by telemetry, pika BlockingConnection via RabbitMQ: otelkit (init() defaults: spans, "
+         "pipeline metrics, logs) vs opentelemetry-instrumentation-pika (spans only)"),
+        ("pika-otelkit-traces", "pika", "pika-contrib", "pika",
+         "CPU per message added by telemetry, pika via RabbitMQ, same telemetry (spans only): otelkit with metrics "
+         "and logs off vs opentelemetry-instrumentation-pika"),
+        ("aio-pika-otelkit", "aio-pika", "aio-pika-contrib", "aio-pika",
+         "CPU per message added by telemetry, aio-pika via RabbitMQ: otelkit (init() defaults: spans, pipeline "
+         "metrics, logs) vs opentelemetry-instrumentation-aio-pika (spans only)"),
+        ("aio-pika-otelkit-traces", "aio-pika", "aio-pika-contrib", "aio-pika",
+         "CPU per message added by telemetry, aio-pika via RabbitMQ, same telemetry (spans only): otelkit with "
+         "metrics and logs off vs opentelemetry-instrumentation-aio-pika"),
+    )
+    for ours_mode, ours_base, theirs_mode, theirs_base, label in pairs:
+        if ours_mode not in cpu or theirs_mode not in cpu:
+            continue
+        added = [a - b for a, b in zip(cpu[ours_mode], cpu[ours_base], strict=True)]
+        peer = [a - b for a, b in zip(cpu[theirs_mode], cpu[theirs_base], strict=True)]
+        last_run = results[ours_mode][-1]
+        exported = {role: {k: last_run[role].get(k) for k in ("spans", "metric_points", "logs")} for role in last_run}
+        rows.append({"label": label, "unit": "µs/msg", "otelkit": added, "raw": peer, "target": 1.0,
+                     "note": (f"whole-process CPU per message (µs, median): {ours_base} "
+                              f"{statistics.median(cpu[ours_base]):.0f}, +otelkit "
+                              f"{statistics.median(cpu[ours_mode]):.0f}, {theirs_mode} "
+                              f"{statistics.median(cpu[theirs_mode]):.0f}; exported by the last otelkit run: "
+                              f"{exported}. Load average at the start: {load:.2f}")})
     return rows
 
 

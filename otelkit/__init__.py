@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from otelkit._export.stats import ShutdownReport
     from otelkit._init import get_settings, init, shutdown
     from otelkit._instrument import IntegrationStatus, integration_status
+    from otelkit._instrument.faststream import faststream_middleware
     from otelkit._logs import JsonFormatter
     from otelkit._logs_third_party import LoguruExporter, LoguruFields, StructlogExporter, StructlogFields
     from otelkit._span import span
@@ -36,6 +37,7 @@ _LAZY = {
     "StructlogExporter": "otelkit._logs_third_party",
     "StructlogFields": "otelkit._logs_third_party",
     "correlation_id": "otelkit._correlation",
+    "faststream_middleware": "otelkit._instrument.faststream",
     "get_settings": "otelkit._init",
     "init": "otelkit._init",
     "integration_status": "otelkit._instrument",
@@ -55,6 +57,7 @@ __all__ = [
     "StructlogFields",
     "__version__",
     "correlation_id",
+    "faststream_middleware",
     "get_settings",
     "init",
     "integration_status",

@@ -255,6 +255,8 @@ class Settings:
     system_metrics: bool = True
     system_metrics_excluded: tuple[str, ...] = ()
     excluded_urls: str | None = None
+    pika_queue_depth: bool = True
+    nats_queue_depth: bool = True
     fastapi_excluded_urls: str | None = None
     starlette_excluded_urls: str | None = None
     flask_excluded_urls: str | None = None
@@ -1070,6 +1072,10 @@ PARAMS: tuple[Param, ...] = (
        arg="system_metrics"),
     _p("system_metrics_excluded", "OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS", _str_list, (),
        "System metrics to leave out: comma list of names or globs (`process.cpu.*`).", default_doc="none"),
+    _p("pika_queue_depth", "OTELKIT_PIKA_QUEUE_DEPTH", _bool, True,
+       "pika / aio-pika: report consumed queues' depth (a passive declare at each metric collection)."),
+    _p("nats_queue_depth", "OTELKIT_NATS_QUEUE_DEPTH", _bool, True,
+       "nats-py: report JetStream consumers' pending count at each metric collection."),
     _p("excluded_urls", "OTEL_PYTHON_EXCLUDED_URLS", _str, None,
        "Web frameworks: comma list of URL regexes not traced (health and metrics endpoints by default).",
        default_doc="health/metrics paths"),
@@ -1271,6 +1277,7 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
     for name in ("disabled", "debug", "sampler", "propagators", "metric_export_interval", "metric_export_timeout",
                  "exemplar_filter", "metric_cardinality_limit", "prometheus_host", "prometheus_port",
                  "prometheus_sd_dir", "instrument_entry_points", "semconv_opt_in", "excluded_urls",
+                 "pika_queue_depth", "nats_queue_depth",
                  "fastapi_excluded_urls", "starlette_excluded_urls", "flask_excluded_urls", "django_excluded_urls",
                  "system_metrics", "log_level", "log_correlation", "correlation_header",
                  "shutdown_timeout", "child_exit_timeout",

@@ -33,15 +33,19 @@ from typing import TYPE_CHECKING
 
 from otelkit import _compat, _sentry
 from otelkit._instrument import _common, entry_points
+from otelkit._instrument import aio_pika as _aio_pika
 from otelkit._instrument import arq as _arq
 from otelkit._instrument import bullmq as _bullmq
 from otelkit._instrument import celery as _celery
 from otelkit._instrument import django as _django
 from otelkit._instrument import dramatiq as _dramatiq
 from otelkit._instrument import fastapi as _fastapi
+from otelkit._instrument import faststream as _faststream
 from otelkit._instrument import flask as _flask
 from otelkit._instrument import httpx as _httpx
 from otelkit._instrument import logging as _logging
+from otelkit._instrument import nats as _nats
+from otelkit._instrument import pika as _pika
 from otelkit._instrument import psycopg2 as _psycopg2
 from otelkit._instrument import redis as _redis
 from otelkit._instrument import rq as _rq
@@ -63,12 +67,14 @@ LIBRARIES: tuple[ModuleType, ...] = (
     _redis, _psycopg2, _httpx, _threading,
     _bullmq, _celery, _rq, _dramatiq, _arq,
     _fastapi, _starlette, _flask, _django,
+    _faststream, _pika, _aio_pika, _nats,
 )
 """Integrations selected by ``instrument=`` (plus entry points)."""
 BUILTIN_NAMES = (
     "logging", "redis", "psycopg2", "httpx", "threading", "system_metrics",
     "bullmq", "celery", "rq", "dramatiq", "arq",
     "fastapi", "starlette", "flask", "django",
+    "faststream", "pika", "aio-pika", "nats",
 )
 
 

@@ -19,7 +19,8 @@ from otelkit._status import IntegrationStatus
 
 GROUP = "opentelemetry_instrumentor"
 HANDLED = frozenset({"redis", "psycopg2", "httpx", "httpx2", "logging", "threading", "system_metrics", "celery",
-                     "fastapi", "starlette", "flask", "django", "asgi", "wsgi"})
+                     "fastapi", "starlette", "flask", "django", "asgi", "wsgi",
+                     "pika", "aio-pika", "faststream", "nats"})  # the last four: otelkit's own, replacing contrib
 """Entry points otelkit drives through its own modules (never loaded from here)."""
 
 _enabled: dict[str, Any] = {}

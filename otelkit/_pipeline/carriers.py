@@ -22,7 +22,7 @@ from typing import Any
 from opentelemetry.propagators.textmap import Getter, Setter
 
 from otelkit._internal_log import logger
-from otelkit._names import ENVELOPE_MARKER
+from otelkit._names import CORRELATION_HEADER, ENVELOPE_MARKER
 
 MAX_VALUE_BYTES = 8192
 """Longest header value read (the W3C baggage limit); longer values read as absent."""
@@ -221,6 +221,8 @@ def unwrap(raw: Any) -> tuple[Any, dict[str, Any]]:
     starts a fresh trace.
     """
     if not is_envelope(raw):
+        if isinstance(raw, _BYTES_TYPES) and bytes(raw[:8]) == FASTSTREAM_FRAME:
+            return _faststream_frame(bytes(raw))
         return raw, {}
     try:
         envelope = json.loads(bytes(raw) if isinstance(raw, (bytearray, memoryview)) else raw)
@@ -234,4 +236,42 @@ def unwrap(raw: Any) -> tuple[Any, dict[str, Any]]:
         return payload, headers if isinstance(headers, dict) else {}
     except Exception as exc:  # malformed envelope: hand back the raw message, never raise
         logger.debug("otelkit: malformed pipeline envelope (%s); treating it as a legacy payload", type(exc).__name__)
+        return raw, {}
+
+
+# --- FastStream's Redis frame ---------------------------------------------------------------------
+
+FASTSTREAM_FRAME = b"\x89BIN\r\n\x1a\n"
+"""First bytes of FastStream's binary Redis message (``BinaryMessageFormatV1``): headers live inside it."""
+
+
+def _faststream_frame(raw: bytes) -> tuple[Any, dict[str, Any]]:
+    """``(payload bytes, headers)`` of a FastStream binary frame; the raw bytes and no headers when malformed.
+
+    Layout (version 1): magic (8), version (u16), headers offset (u32), data offset (u32), header count
+    (u16), then per header a u16-length key and value, then the payload. Read so that a plain otelkit
+    consumer (``pipeline.receive(queue, raw)``) continues the trace of a FastStream producer.
+    """
+    try:
+        version, headers_at, data_at = int.from_bytes(raw[8:10], "big"), int.from_bytes(raw[10:14], "big"), \
+            int.from_bytes(raw[14:18], "big")
+        if version != 1 or not 18 <= headers_at <= data_at <= len(raw):
+            return raw, {}
+        count = int.from_bytes(raw[headers_at:headers_at + 2], "big")
+        offset = headers_at + 2
+        headers: dict[str, Any] = {}
+        for _ in range(count):
+            parts = []
+            for _part in range(2):
+                size = int.from_bytes(raw[offset:offset + 2], "big")
+                parts.append(raw[offset + 2:offset + 2 + size].decode("utf-8"))
+                offset += 2 + size
+            if offset > data_at:
+                return raw, {}
+            headers[parts[0]] = parts[1]
+        if CORRELATION_HEADER not in headers and "correlation_id" in headers:
+            headers[CORRELATION_HEADER] = headers["correlation_id"]  # FastStream's ID, adopted (validated later)
+        return raw[data_at:], headers
+    except Exception as exc:  # a malformed frame: a legacy payload, never an error
+        logger.debug("otelkit: malformed FastStream frame (%s)", type(exc).__name__)
         return raw, {}

@@ -18,14 +18,13 @@ raises: a hostile carrier or property object reads as absent.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 
-from otelkit import _names
+from otelkit import _active, _names
 from otelkit._config import DEFAULT_CORRELATION_HEADERS
 from otelkit._correlation import MAX_CORRELATION_ID_LENGTH, get_correlation_id, is_valid_correlation_id
 from otelkit._internal_log import logger
@@ -41,13 +40,8 @@ _headers: tuple[str, ...] = DEFAULT_CORRELATION_HEADERS
 def correlation_headers() -> tuple[str, ...]:
     """The header names of ``OTELKIT_CORRELATION_HEADERS`` of the current ``init()`` (the default before it)."""
     global _settings_seen, _headers
-    # Looked up, not imported: otelkit._init (re)imports the integrations that import this module, and
-    # before any init() there are no settings to read anyway.
-    init_module = sys.modules.get("otelkit._init")
-    try:
-        settings = init_module.get_settings() if init_module is not None else None
-    except Exception:  # pragma: no cover - a half-imported otelkit: the default list
-        return DEFAULT_CORRELATION_HEADERS
+    # Through the registry, not otelkit._init, which (re)imports the integrations that import this module.
+    settings = _active.settings()
     if settings is _settings_seen:
         return _headers
     headers = DEFAULT_CORRELATION_HEADERS if settings is None else settings.correlation_headers

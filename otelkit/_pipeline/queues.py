@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -293,10 +292,11 @@ def redis_probe(client: Any, key: str, kind: RedisKind, *, group: str | None = N
 
         message = (f"otelkit.pipeline.redis_probe: kind={kind!r:.60} is not valid: expected one of "
                    f"{', '.join(sorted(_REDIS_COMMANDS))}")
-        # Looked up, not imported: init() cannot have run unless otelkit._init is loaded, and an import here
-        # would close an import cycle (otelkit._init -> integrations -> queue probes -> otelkit._init).
-        init_module = sys.modules.get("otelkit._init")
-        settings = init_module.get_settings() if init_module is not None else None
+        # Through the registry, not otelkit._init: that import would close a cycle (otelkit._init ->
+        # integrations -> queue probes -> otelkit._init).
+        from otelkit import _active
+
+        settings = _active.settings()
         if settings is None or settings.strict:
             raise ConfigError(message)
         warn_once(f"redis_probe-kind-{kind!r:.60}", "%s; this probe reports nothing", message)

@@ -24,7 +24,8 @@ GUARDED = {"redis", "psycopg2-binary", "httpx", "uwsgi", "structlog", "loguru", 
            # the web-framework extras (fastapi, starlette, flask, django)
            "django", "opentelemetry-instrumentation-asgi", "opentelemetry-instrumentation-fastapi",
            "opentelemetry-instrumentation-starlette", "opentelemetry-instrumentation-flask",
-           "opentelemetry-instrumentation-django"}
+           "opentelemetry-instrumentation-django",
+           "faststream", "aio-pika", "nats-py"}
 
 
 def _name(requirement: str) -> str:

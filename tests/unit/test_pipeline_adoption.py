@@ -13,7 +13,7 @@ import pytest
 from _pipeline_support import Telemetry, in_memory_providers
 from opentelemetry.trace import SpanKind
 
-from otelkit import _init, pipeline
+from otelkit import _active, pipeline
 from otelkit._config import DEFAULT_CORRELATION_HEADERS, ConfigError, resolve
 from otelkit._names import ATTEMPT_HEADER, ATTR_ATTEMPT, CORRELATION_ATTRIBUTE, SENT_AT_HEADER
 from otelkit._pipeline.correlation import carried_correlation_id, correlation_headers, foreign_correlation_id
@@ -125,13 +125,13 @@ def test_baggage_only_carrier_is_read_without_an_extracted_context() -> None:
 def test_correlation_headers_setting(monkeypatch: pytest.MonkeyPatch, otel: Telemetry) -> None:
     settings = resolve(environ={"OTELKIT_CORRELATION_HEADERS": "X-Trace-Ref, req_id"})
     assert settings.correlation_headers == ("X-Trace-Ref", "req_id")
-    monkeypatch.setattr(_init, "get_settings", lambda: settings)
+    monkeypatch.setattr(_active, "settings", lambda: settings)
     assert correlation_headers() == ("X-Trace-Ref", "req_id")
     assert consumer_cid({"req_id": "r-1"}) == "r-1"
     assert len(consumer_cid({"x-correlation-id": "not-listed"})) == 32
     off = resolve(environ={"OTELKIT_CORRELATION_HEADERS": "none"})
     assert off.correlation_headers == ()
-    monkeypatch.setattr(_init, "get_settings", lambda: off)
+    monkeypatch.setattr(_active, "settings", lambda: off)
     assert consumer_cid({"correlation_id": "c"}, properties=AmqpProperties("amqp")) == "amqp"  # property still read
     assert len(consumer_cid({"correlation_id": "c"})) == 32
 

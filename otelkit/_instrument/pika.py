@@ -1,0 +1,295 @@
+"""pika (RabbitMQ, AMQP 0-9-1): publish and consume as otelkit pipeline spans and metrics.
+
+Replaces ``opentelemetry-instrumentation-pika`` rather than building on it: the contrib package
+parents the consumer span to the producer, carries no correlation ID, records no metric and writes
+the older attribute names; it also wraps every channel object at creation. otelkit wraps four
+methods of ``pika.channel.Channel`` (which ``BlockingChannel`` calls too) and ``basic_consume``:
+
+* ``basic_publish``: a PRODUCER span ``send {routing key}`` (``pipeline.emit``), context and
+  correlation ID written into ``properties.headers``; a ``correlation_id`` property becomes the
+  correlation ID when none is current;
+* ``basic_consume`` callbacks (BlockingConnection, SelectConnection and the other adapters): a
+  CONSUMER span ``process {routing key}`` (``pipeline.receive``, linked to the producer) around the
+  callback, with the correlation ID (otelkit's header, else the AMQP ``correlation_id``) current for
+  its duration. Attempt: ``x-delivery-count`` + 1 (quorum queues), else 2 when ``redelivered``;
+* ``basic_ack`` / ``basic_nack`` / ``basic_reject`` inside the callback settle its span: ack; nack or
+  reject with ``requeue=True`` → retry; ``requeue=False`` → dead letter;
+* queue depth: each consumed queue is reported as ``otelkit.messaging.queue.length`` from a passive
+  ``queue_declare`` (``message_count``: ready messages) on a connection of otelkit's own, sampled at
+  each metric collection (``OTELKIT_PIKA_QUEUE_DEPTH=false`` turns it off).
+
+Not traced: ``basic_get`` and the ``BlockingChannel.consume()`` generator (no callback bounds the
+handling of a message there; use ``pipeline.receive`` around it).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import threading
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from otelkit._instrument import _amqp, _common, _onimport
+from otelkit._status import IntegrationStatus
+
+NAME = "pika"
+MIN_VERSION = (1, 2)
+_enabled = False
+_state: dict[str, Any] = {}
+
+
+def _server(channel: Any) -> tuple[str, int]:
+    params = getattr(getattr(channel, "connection", None), "params", None)
+    port = getattr(params, "port", 0)
+    return str(getattr(params, "host", "") or ""), port if type(port) is int else 0
+
+
+def _publish(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not _enabled or not _common.instrumentation_enabled():
+        return wrapped(*args, **kwargs)
+    try:
+        exchange, routing_key, body, properties, mandatory = _publish_args(*args, **kwargs)
+    except TypeError:
+        return wrapped(*args, **kwargs)
+    import pika
+
+    from otelkit._pipeline.scopes import Emission
+
+    try:
+        if properties is None:
+            properties = pika.BasicProperties()
+        properties.headers = dict(properties.headers or {})  # the caller's dict is left as it was
+        host, port = _server(instance)
+        emission = Emission(_amqp.destination(str(exchange or ""), str(routing_key or "")), properties.headers,
+                            system=_amqp.SYSTEM, message_id=properties.message_id,
+                            correlation_id=_amqp.adopted_correlation_id(properties.correlation_id),
+                            attributes=_amqp.attributes(str(routing_key or ""), str(exchange or ""), host, port))
+    except Exception:  # odd properties: the message goes out untraced, never an error from telemetry
+        return wrapped(*args, **kwargs)
+    with emission:
+        return wrapped(exchange, routing_key, body, properties, mandatory)
+
+
+def _publish_args(exchange: str, routing_key: str, body: Any, properties: Any = None,
+                  mandatory: bool = False) -> tuple[str, str, Any, Any, bool]:
+    return exchange, routing_key, body, properties, mandatory
+
+
+def _consume_args(queue: str, on_message_callback: Any, *args: Any, **kwargs: Any) -> tuple[str, Any]:
+    return queue, on_message_callback
+
+
+def _traced_callback(callback: Callable[..., Any], queue: str) -> Callable[..., Any]:
+    def on_message(channel: Any, method: Any, properties: Any, body: Any) -> Any:
+        if not _enabled or not _common.instrumentation_enabled():
+            return callback(channel, method, properties, body)
+        from otelkit._pipeline.scopes import Reception
+
+        try:
+            routing_key = str(getattr(method, "routing_key", "") or "")
+            exchange = str(getattr(method, "exchange", "") or "")
+            tag = int(getattr(method, "delivery_tag", 0) or 0)
+            impl = getattr(channel, "_impl", channel)
+            host, port = _server(impl)
+            attributes = {**_amqp.attributes(routing_key, exchange, host, port), _amqp.DELIVERY_TAG: tag}
+            headers = getattr(properties, "headers", None)
+            scope = Reception(_amqp.destination(exchange, routing_key),
+                              _amqp.carrier(headers, getattr(properties, "correlation_id", None)),
+                              system=_amqp.SYSTEM, message_id=getattr(properties, "message_id", None),
+                              attempt=_amqp.attempt(headers, bool(getattr(method, "redelivered", False))),
+                              attributes=attributes)
+        except Exception:  # an odd delivery: handled untraced, never an error from telemetry
+            return callback(channel, method, properties, body)
+        with scope:
+            token = _amqp.current.set((scope, tag, id(impl)))
+            try:
+                return callback(channel, method, properties, body)
+            finally:
+                _amqp.current.reset(token)
+
+    on_message.__wrapped__ = callback  # type: ignore[attr-defined]
+    return on_message
+
+
+def _consume(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not _enabled:
+        return wrapped(*args, **kwargs)
+    try:
+        queue, callback = _consume_args(*args, **kwargs)
+    except TypeError:
+        return wrapped(*args, **kwargs)
+    owner = getattr(callback, "__self__", None)
+    if callback is None or (owner is not None and type(owner).__name__ == "BlockingChannel"):
+        # BlockingChannel hands pika.channel.Channel its own dispatcher: the user's callback is wrapped there.
+        return wrapped(*args, **kwargs)
+    traced = _traced_callback(callback, str(queue))
+    if "on_message_callback" in kwargs:
+        kwargs = {**kwargs, "on_message_callback": traced}
+    else:
+        args = (args[0], traced, *args[2:])
+    result = wrapped(*args, **kwargs)
+    _watch_depth(instance, str(queue))
+    return result
+
+
+def _ack_args(delivery_tag: int = 0, multiple: bool = False) -> tuple[int, bool, bool]:
+    return delivery_tag, multiple, True
+
+
+def _nack_args(delivery_tag: int = 0, multiple: bool = False, requeue: bool = True) -> tuple[int, bool, bool]:
+    return delivery_tag, multiple, requeue
+
+
+def _reject_args(delivery_tag: int = 0, requeue: bool = True) -> tuple[int, bool, bool]:
+    return delivery_tag, False, requeue
+
+
+_SETTLE_ARGS = {"basic_ack": _ack_args, "basic_nack": _nack_args, "basic_reject": _reject_args}
+
+
+def _settler(name: str) -> Any:
+    parse = _SETTLE_ARGS[name]
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _enabled and _amqp.current.get() is not None:
+            try:
+                tag, multiple, requeue = parse(*args, **kwargs)
+                outcome = "ack" if name == "basic_ack" else ("retry" if requeue else "dead_letter")
+                _amqp.settle(id(instance), int(tag), bool(multiple), outcome, f"{name}(requeue={bool(requeue)})")
+            except Exception:  # odd arguments: pika raises its own error below
+                pass
+        return wrapped(*args, **kwargs)
+
+    return wrapper
+
+
+# --- queue depth ------------------------------------------------------------------------------------
+
+class _DepthProbes:
+    """Passive declares on one connection of otelkit's own per server (a BlockingConnection is not thread-safe)."""
+
+    def __init__(self, params: Any) -> None:
+        self.params = params
+        self.lock = threading.Lock()
+        self.connection: Any = None
+        self.channel: Any = None
+
+    def count(self, queue: str) -> int | None:
+        import pika
+
+        with self.lock:
+            try:
+                if self.connection is None or not self.connection.is_open:
+                    self.connection = pika.BlockingConnection(self.params)
+                    self.channel = None
+                if self.channel is None or not self.channel.is_open:
+                    self.channel = self.connection.channel()
+                frame = self.channel.queue_declare(queue=queue, passive=True)
+                return int(frame.method.message_count)
+            except Exception:  # a deleted queue closes the channel: reopened at the next sample
+                self.channel = None
+                return None
+
+    def close(self) -> None:
+        with self.lock:
+            connection, self.connection = self.connection, None
+            try:
+                if connection is not None and connection.is_open:
+                    connection.close()
+            except Exception:
+                pass
+
+
+def _watch_depth(channel: Any, queue: str) -> None:
+    if not queue or not _amqp.depth_enabled("pika"):
+        return
+    try:
+        impl = getattr(channel, "_impl", channel)
+        params = impl.connection.params
+        key = (params.host, params.port, params.virtual_host, queue)
+        watched: dict[Any, Any] = _state.setdefault("watched", {})
+        if key in watched:
+            return
+        server = (params.host, params.port, params.virtual_host)
+        probes: dict[Any, _DepthProbes] = _state.setdefault("probes", {})
+        prober = probes.get(server)
+        if prober is None:
+            own = copy.deepcopy(params)
+            own.heartbeat = 0  # sampled once per collection: no heartbeat to miss between samples
+            prober = probes[server] = _DepthProbes(own)
+            # Connect now, off the application's thread: a sample must fit the collection's probe budget.
+            threading.Thread(target=prober.count, args=(queue,), daemon=True, name="otelkit-pika-depth").start()
+        from otelkit._pipeline.queues import observe_queue
+
+        def probe() -> int | None:
+            return prober.count(queue)
+
+        probe.__qualname__ = f"pika passive queue_declare {queue}"
+        watched[key] = observe_queue(queue, probe, system=_amqp.SYSTEM, state="ready")
+    except Exception:
+        from otelkit._internal_log import logger
+
+        logger.debug("otelkit: no queue depth for %s", queue, exc_info=True)
+
+
+# --- wiring ---------------------------------------------------------------------------------------
+
+def _patch(_module: ModuleType) -> None:
+    import pika.adapters.blocking_connection as blocking
+    import pika.channel
+
+    targets: list[tuple[Any, str, Any]] = [
+        (pika.channel.Channel, "basic_publish", _publish),
+        (pika.channel.Channel, "basic_consume", _consume),
+        (blocking.BlockingChannel, "basic_consume", _consume),
+        (pika.channel.Channel, "basic_ack", _settler("basic_ack")),
+        (pika.channel.Channel, "basic_nack", _settler("basic_nack")),
+        (pika.channel.Channel, "basic_reject", _settler("basic_reject")),
+    ]
+    for owner, attribute, wrapper in targets:
+        _common.wrap(owner, attribute, wrapper)
+    _state["targets"] = targets
+
+
+def _contrib_active() -> bool:
+    module = sys.modules.get("opentelemetry.instrumentation.pika")
+    instrumentor = getattr(module, "PikaInstrumentor", None) if module is not None else None
+    try:
+        return bool(instrumentor is not None and instrumentor().is_instrumented_by_opentelemetry)
+    except Exception:
+        return False
+
+
+def plan() -> IntegrationStatus:
+    """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
+    return _common.plan_library(NAME, ("pika",), MIN_VERSION, "1.2", "pika", None)
+
+
+def instrument(ctx: _common.Context) -> IntegrationStatus:
+    global _enabled
+    found = _common.supported_dist(NAME, ("pika",), MIN_VERSION, "1.2", "pika")
+    if isinstance(found, IntegrationStatus):
+        return found
+    _dist, version = found
+    if _contrib_active():
+        return IntegrationStatus(NAME, "disabled", "the application enabled opentelemetry-instrumentation-pika "
+                                 "(PikaInstrumentor): otelkit does not add a second layer", version=version)
+    _enabled = True
+    note = "" if "pika" in sys.modules else " (patched when the application imports it)"
+    _onimport.when_imported("pika", _patch)
+    return IntegrationStatus(NAME, "enabled", f"pika {version}{note}", version=version)
+
+
+def uninstrument() -> None:
+    global _enabled
+    _enabled = False
+    _onimport.cancel("pika")
+    for owner, attribute, _wrapper in _state.pop("targets", []):
+        _common.unwrap(owner, attribute)
+    for observation in _state.pop("watched", {}).values():
+        observation.close()
+    for prober in _state.pop("probes", {}).values():
+        prober.close()
+

@@ -1,0 +1,106 @@
+"""nats-py producer/consumer programs for test_instrument_nats.py (run as subprocesses).
+
+    python nats_apps.py ROLE '{"json": "arguments"}'
+
+Each calls ``otelkit.init()`` only. ``js`` mode: JetStream publish / durable push subscription with
+manual acks and ``max_ack_pending=1`` (behaviours: ``nak-once`` naks the first delivery, ``term``
+terminates); after ``deliveries`` messages the consumer unsubscribes before settling the last one,
+so the messages left stay undelivered for the depth sample taken at shutdown. ``core`` mode: plain
+publish / subscribe. Prints ``READY`` once subscribed, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+import otelkit
+
+log = logging.getLogger("natsapp")
+DEADLINE = 40.0
+
+
+def producer(args: dict[str, Any]) -> None:
+    import nats
+
+    otelkit.init()
+    sequences: list[int] = []
+
+    async def main() -> None:
+        nc = await nats.connect(args["nats_url"])
+        js = nc.jetstream()
+        for i in range(args["count"]):
+            log.info("publishing %d", i)
+            body = json.dumps({"i": i}).encode()
+            if args["mode"] == "js":
+                ack = await js.publish(args["subject"], body)
+                sequences.append(ack.seq)
+            else:
+                await nc.publish(args["subject"], body)
+        await nc.flush()
+        await nc.close()
+
+    asyncio.run(main())
+    otelkit.shutdown()
+    print(json.dumps({"sequences": sequences}), flush=True)
+
+
+def consumer(args: dict[str, Any]) -> None:
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    otelkit.init()
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        nc = await nats.connect(args["nats_url"])
+        done = asyncio.Event()
+        subs: list[Any] = []
+
+        async def on_message(msg: Any) -> None:
+            i = json.loads(msg.data)["i"]
+            delivered = msg.metadata.num_delivered if args["mode"] == "js" else 1
+            seen.append({"i": i, "delivered": delivered, "correlation_id": otelkit.correlation_id()})
+            log.info("handling %d", i)
+            last = len(seen) >= args["deliveries"]
+            if last:
+                await subs[0].unsubscribe()  # before settling: nothing else is pushed to this process
+                done.set()
+            if args["mode"] != "js":
+                return
+            behaviour = args.get("behaviour", {}).get(str(i))
+            if behaviour == "nak-once" and delivered == 1:
+                await msg.nak()
+            elif behaviour == "term":
+                await msg.term()
+            else:
+                await msg.ack()
+
+        if args["mode"] == "js":
+            js = nc.jetstream()
+            await js.add_stream(name=args["stream"], subjects=[args["subject"]])
+            subs.append(await js.subscribe(args["subject"], durable=args["durable"], cb=on_message, manual_ack=True,
+                                           config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1,
+                                                                 ack_wait=30)))
+        else:
+            subs.append(await nc.subscribe(args["subject"], cb=on_message))
+        await nc.flush()
+        print("READY", flush=True)
+        try:
+            await asyncio.wait_for(done.wait(), DEADLINE)
+        except asyncio.TimeoutError:
+            pass
+        await nc.flush()
+        # The last metric collection asks JetStream for the consumer's pending count on this loop.
+        await asyncio.get_running_loop().run_in_executor(None, otelkit.shutdown)
+        await nc.close()
+
+    asyncio.run(main())
+    print(json.dumps({"seen": seen}), flush=True)
+
+
+if __name__ == "__main__":
+    {"producer": producer, "consumer": consumer}[sys.argv[1]](json.loads(sys.argv[2]))

@@ -1,0 +1,145 @@
+"""nats-py through otelkit's integration, core NATS and JetStream, producer and consumer in two processes.
+
+Neither program calls ``otelkit.pipeline``. Checked at the real rotel collector: spans, links, the
+correlation ID on consumer spans and log records, JetStream's stream sequence as message ID on both sides,
+delivery count as attempt, ack/nak/term as ack/retry/dead_letter, and the consumer's pending count as depth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otelkit._names import CORRELATION_ATTRIBUTE, MESSAGES_SETTLED, QUEUE_LENGTH
+from otelkit.testing._receiver import ReceivedSpan, RotelCollector
+
+APPS = str(Path(__file__).with_name("nats_apps.py"))
+TIMEOUT = 90
+
+
+def _env(collector: RotelCollector, service: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELKIT_", "SENTRY_"))}
+    env.update({"OTEL_SERVICE_NAME": service, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.http_endpoint,
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_METRIC_EXPORT_INTERVAL": "60000",
+                "OTELKIT_SYSTEM_METRICS": "false"})
+    return env
+
+
+def _run_pair(collector: RotelCollector, args: dict[str, Any], service: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    consumer = subprocess.Popen([sys.executable, APPS, "consumer", json.dumps(args)],
+                                env=_env(collector, f"{service}-consumer"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        assert consumer.stdout is not None and consumer.stderr is not None
+        ready = consumer.stdout.readline()
+        assert ready.strip() == "READY", f"consumer did not start: {ready!r} {consumer.stderr.read()[-3000:]}"
+        produced = subprocess.run([sys.executable, APPS, "producer", json.dumps(args)],
+                                  env=_env(collector, f"{service}-producer"), capture_output=True, text=True,
+                                  timeout=TIMEOUT)
+        assert produced.returncode == 0, produced.stderr[-3000:]
+        stdout, stderr = consumer.communicate(timeout=TIMEOUT)
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+            consumer.communicate()
+    assert consumer.returncode == 0, stderr[-3000:]
+    return json.loads(produced.stdout.strip().splitlines()[-1]), json.loads(stdout.strip().splitlines()[-1])
+
+
+def _spans(collector: RotelCollector, service: str) -> list[ReceivedSpan]:
+    return [s for s in collector.receiver.spans() if s.resource.get("service.name") == service]
+
+
+def _delete_stream(nats_url: str, stream: str) -> None:
+    import nats
+
+    async def main() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().delete_stream(stream)
+        except Exception:  # never created (the consumer failed first)
+            pass
+        await nc.close()
+
+    asyncio.run(main())
+
+
+def _check_links(collector: RotelCollector, service: str, subject: str, sends: int, processes: int,
+                 ) -> tuple[dict[str, ReceivedSpan], list[ReceivedSpan]]:
+    receiver = collector.receiver
+    receiver.wait_for(lambda: len([s for s in _spans(collector, f"{service}-consumer")
+                                   if s.name == f"process {subject}"]) >= processes
+                      and len([s for s in _spans(collector, f"{service}-producer")
+                               if s.name == f"send {subject}"]) >= sends, timeout=60)
+    send_spans = {s.span_id: s for s in _spans(collector, f"{service}-producer") if s.name == f"send {subject}"}
+    consumer_spans = _spans(collector, f"{service}-consumer")
+    process_spans = [s for s in consumer_spans if s.name == f"process {subject}"]
+    assert len(send_spans) == sends and len(process_spans) == processes
+    for process in process_spans:
+        assert process.kind == "CONSUMER" and process.parent_span_id is None and len(process.links) == 1
+        send = send_spans[process.links[0].span_id]
+        assert process.attributes[CORRELATION_ATTRIBUTE] == send.attributes[CORRELATION_ATTRIBUTE]
+        assert process.attributes["messaging.system"] == "nats"
+    # One layer: the JetStream API requests, acks and replies are not traced as messages.
+    others = [s.name for s in consumer_spans + _spans(collector, f"{service}-producer")
+              if not s.name.startswith(("send ", "process "))]
+    assert others == [], others
+    return send_spans, process_spans
+
+
+@pytest.mark.slow  # the JetStream test covers the same subscribe callback path (and more)
+def test_core_nats_publish_subscribe(otelkit_collector: RotelCollector, nats_url: str) -> None:
+    subject = f"otelkit-test.core.{uuid.uuid4().hex[:10]}"
+    args = {"nats_url": nats_url, "subject": subject, "mode": "core", "count": 3, "deliveries": 3}
+    _produced, consumed = _run_pair(otelkit_collector, args, "nats-core")
+    assert sorted(s["i"] for s in consumed["seen"]) == [0, 1, 2]
+    _sends, processes = _check_links(otelkit_collector, "nats-core", subject, 3, 3)
+    # Each message got its own correlation ID at emission, current in the consumer's callback.
+    assert len({s["correlation_id"] for s in consumed["seen"]}) == 3
+    assert {s["correlation_id"] for s in consumed["seen"]} == {p.attributes[CORRELATION_ATTRIBUTE] for p in processes}
+
+
+def test_jetstream_attempts_outcomes_and_depth(otelkit_collector: RotelCollector, nats_url: str) -> None:
+    suffix = uuid.uuid4().hex[:10]
+    stream, subject = f"OTELKIT_TEST_{suffix}", f"otelkit-test.js.{suffix}"
+    # 6 messages; 1 is nak'd once (redelivered, then acked), 2 is terminated; the consumer stops after
+    # 5 deliveries, unsubscribing before it settles the 5th: 2 messages stay pending for the depth sample.
+    args = {"nats_url": nats_url, "subject": subject, "stream": stream, "durable": f"otelkit-{suffix}", "mode": "js",
+            "count": 6, "deliveries": 5, "behaviour": {"1": "nak-once", "2": "term"}}
+    try:
+        produced, consumed = _run_pair(otelkit_collector, args, "nats-js")
+    finally:
+        _delete_stream(nats_url, stream)
+    seen = consumed["seen"]
+    assert len(seen) == 5 and (1, 2) in {(s["i"], s["delivered"]) for s in seen}
+    sends, processes = _check_links(otelkit_collector, "nats-js", subject, 6, 5)
+    # The stream sequence of the PubAck is the send span's message ID, and the consumer's.
+    assert sorted(s.attributes["messaging.message.id"] for s in sends.values()) == sorted(
+        str(n) for n in produced["sequences"])
+    for process in processes:
+        assert process.attributes["messaging.message.id"] == sends[process.links[0].span_id].attributes[
+            "messaging.message.id"]
+    attempts = sorted((p.attributes["messaging.message.id"], p.attributes["otelkit.message.attempt"])
+                      for p in processes)
+    assert sorted(a for _id, a in attempts) == [1, 1, 1, 1, 2]
+    outcomes: dict[str, int] = {}
+    for process in processes:
+        outcomes[process.attributes["otelkit.outcome"]] = outcomes.get(process.attributes["otelkit.outcome"], 0) + 1
+    # 5 deliveries: 0 acked, 1 nak'd then acked, 2 terminated, and the last one acked after unsubscribing.
+    expected = {"ack": 3, "retry": 1, "dead_letter": 1}
+    assert outcomes == expected
+    receiver = otelkit_collector.receiver
+    receiver.wait_for(lambda: {p.attributes["otelkit.outcome"]: p.value for p in receiver.metrics(MESSAGES_SETTLED.name)
+                               if p.attributes.get("messaging.destination.name") == subject} == expected, timeout=60)
+    depth = receiver.wait_for(lambda: [p for p in receiver.metrics(QUEUE_LENGTH.name)
+                                       if p.attributes.get("messaging.destination.name") == stream], timeout=60)
+    assert [p.value for p in depth] == [2]
+    assert depth[0].attributes["messaging.consumer.group.name"] == args["durable"]
