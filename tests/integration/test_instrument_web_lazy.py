@@ -57,16 +57,15 @@ def test_valid_header_is_kept(raw: object) -> None:
 
 
 def test_asgi_header_lookup_is_case_insensitive_and_configurable() -> None:
-    class S:
-        correlation_header = "X-Request-ID"
+    from otelkit._config import resolve
 
     try:
-        _web.configure(S())
+        _web.configure(resolve(environ={"OTELKIT_CORRELATION_HEADER": "X-Request-ID"}))
         assert _web.from_asgi_headers([(b"X-Request-Id", b"req-1")]) == ["req-1", True]
         assert _web.from_asgi_headers([(b"x-correlation-id", b"other")])[1] is False
         assert _web.edge().wsgi_key == "HTTP_X_REQUEST_ID"
     finally:
-        _web.configure(None)
+        _web.configure(resolve(environ={}))
     assert _web.edge().header == "X-Correlation-ID"
 
 
