@@ -24,7 +24,9 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY
+from otelkit._instrument import _common
 from otelkit._internal_log import logger
+from otelkit._status import IntegrationStatus
 
 CARRIER_KEY = "otelkit"
 """Where the carrier dict lives in a job's metadata (RQ meta, Dramatiq options, arq job field)."""
@@ -118,3 +120,26 @@ def stop_observing(system: str) -> None:
                 handle.close()
             except Exception:
                 pass
+
+
+def enable(name: str, dist: str, min_version: tuple[int, ...], min_text: str, state: dict[str, Any],
+           patches: Callable[[], None]) -> IntegrationStatus:
+    """The shared ``instrument()`` of the job-queue integrations: check the installed version, mark the
+    integration wanted, let ``patches()`` register its import hooks (:func:`when_imported`), and report."""
+    found = _common.supported_dist(name, (dist,), min_version, min_text, dist)
+    if isinstance(found, IntegrationStatus):
+        return found
+    _dist, version = found
+    state["wanted"] = True
+    patches()
+    when = "" if state["patched"] else f" (patched when {dist} is imported)"
+    return IntegrationStatus(name, "enabled", f"{dist} {version}{when}", version=version)
+
+
+def unpatch(state: dict[str, Any], system: str) -> None:
+    """The shared ``uninstrument()``: undo every ``(owner, attribute, ...)`` patch and stop the depth probes."""
+    state["wanted"] = False
+    for owner, attribute, *_rest in state["patched"]:
+        _common.unwrap(owner, attribute)
+    state["patched"] = []
+    stop_observing(system)

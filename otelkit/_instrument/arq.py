@@ -312,19 +312,8 @@ def plan() -> IntegrationStatus:
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
-    found = _common.supported_dist(NAME, ("arq",), MIN_VERSION, "0.25", "arq")
-    if isinstance(found, IntegrationStatus):
-        return found
-    _dist, version = found
-    _state["wanted"] = True
-    _jobs.when_imported("arq", _patch)
-    when = "" if _state["patched"] else " (patched when arq is imported)"
-    return IntegrationStatus(NAME, "enabled", f"arq {version}{when}", version=version)
+    return _jobs.enable(NAME, "arq", MIN_VERSION, "0.25", _state, lambda: _jobs.when_imported("arq", _patch))
 
 
 def uninstrument() -> None:
-    _state["wanted"] = False
-    for owner, attribute, _wrapper in _state["patched"]:
-        _common.unwrap(owner, attribute)
-    _state["patched"] = []
-    _jobs.stop_observing(SYSTEM)
+    _jobs.unpatch(_state, SYSTEM)

@@ -305,23 +305,15 @@ def plan() -> IntegrationStatus:
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
-    found = _common.supported_dist(NAME, ("dramatiq",), MIN_VERSION, "1.15", "dramatiq")
-    if isinstance(found, IntegrationStatus):
-        return found
-    _dist, version = found
-    already = bool(_state["patched"])
-    _state["wanted"] = True
-    if not already:
+    def patches() -> None:
+        if _state["patched"]:
+            return
         _jobs.when_imported("dramatiq.broker", _patch_core)
         for module_name, class_name in _BROKER_MODULES:
             _jobs.when_imported(module_name, _patch_broker(module_name, class_name))
-    when = "" if _state["patched"] else " (patched when dramatiq is imported)"
-    return IntegrationStatus(NAME, "enabled", f"dramatiq {version}{when}", version=version)
+
+    return _jobs.enable(NAME, "dramatiq", MIN_VERSION, "1.15", _state, patches)
 
 
 def uninstrument() -> None:
-    _state["wanted"] = False
-    for owner, attribute in _state["patched"]:
-        _common.unwrap(owner, attribute)
-    _state["patched"] = []
-    _jobs.stop_observing(SYSTEM)
+    _jobs.unpatch(_state, SYSTEM)

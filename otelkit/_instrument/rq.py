@@ -236,19 +236,8 @@ def plan() -> IntegrationStatus:
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
-    found = _common.supported_dist(NAME, ("rq",), MIN_VERSION, "1.15", "rq")
-    if isinstance(found, IntegrationStatus):
-        return found
-    _dist, version = found
-    _state["wanted"] = True
-    _jobs.when_imported("rq", _patch)
-    when = "" if _state["patched"] else " (patched when rq is imported)"
-    return IntegrationStatus(NAME, "enabled", f"rq {version}{when}", version=version)
+    return _jobs.enable(NAME, "rq", MIN_VERSION, "1.15", _state, lambda: _jobs.when_imported("rq", _patch))
 
 
 def uninstrument() -> None:
-    _state["wanted"] = False
-    for owner, attribute, _wrapper in _state["patched"]:
-        _common.unwrap(owner, attribute)
-    _state["patched"] = []
-    _jobs.stop_observing(SYSTEM)
+    _jobs.unpatch(_state, SYSTEM)
