@@ -38,8 +38,10 @@ from otelkit._instrument import httpx as _httpx
 from otelkit._instrument import logging as _logging
 from otelkit._instrument import psycopg2 as _psycopg2
 from otelkit._instrument import redis as _redis
+from otelkit._instrument import requests as _requests
 from otelkit._instrument import system_metrics as _system_metrics
 from otelkit._instrument import threads as _threading
+from otelkit._instrument import urllib3 as _urllib3
 from otelkit._internal_log import logger
 from otelkit._status import IntegrationStatus
 
@@ -51,9 +53,11 @@ if TYPE_CHECKING:
 
 __all__ = ["IntegrationStatus", "instrument_all", "integration_status", "plan", "uninstrument_all"]
 
-LIBRARIES: tuple[ModuleType, ...] = (_redis, _psycopg2, _httpx, _threading)
+LIBRARIES: tuple[ModuleType, ...] = (_redis, _psycopg2, _httpx, _threading,
+                                     _requests, _urllib3)
 """Integrations selected by ``instrument=`` (plus entry points)."""
-BUILTIN_NAMES = ("logging", "redis", "psycopg2", "httpx", "threading", "system_metrics")
+BUILTIN_NAMES = ("logging", "redis", "psycopg2", "httpx", "threading", "system_metrics",
+                 "requests", "urllib3")
 
 SEMCONV_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
 DEFAULT_SEMCONV = "http,database"
