@@ -1,0 +1,116 @@
+"""psycopg 3 (``Connection`` and ``AsyncConnection``) through ``opentelemetry-instrumentation-psycopg``.
+
+Upstream patches ``psycopg.connect``, ``Connection.connect`` and ``AsyncConnection.connect`` and gives
+each new connection a traced cursor factory: one CLIENT span per ``execute``/``executemany``/
+``callproc`` named by the operation (``SELECT``), with ``db.system.name``, ``db.namespace``,
+``db.query.text``, ``server.address``/``server.port`` (stable database conventions: otelkit's default
+opt-in). otelkit changes, on upstream's cursor tracer class (one layer, no extra wrapper per call):
+
+* ``db.query.text`` is scrubbed at the source: literals become ``?``, comments are removed
+  (``sql.Composed`` statements are rendered first), cached by statement.
+* ``db.client.operation.duration`` and ``db.client.response.returned_rows`` are recorded by otelkit
+  inside the span, whatever ``OTEL_SEMCONV_STABILITY_OPT_IN`` says, on an attribute set built once
+  per connection and operation (upstream rebuilds it per statement).
+* ``psycopg_pool`` pools (``ConnectionPool``, ``AsyncConnectionPool``) report
+  ``db.client.connection.count`` (state ``idle``/``used``), ``db.client.connection.max`` and
+  ``db.client.connection.pending_requests``, read from ``pool.get_stats()`` at each collection; a pool
+  is reported from its first ``getconn``/``connection()`` after ``init()``.
+
+Limit, reported in the status line: a connection opened before ``init()`` keeps its untraced cursor
+factory (instrument it with ``PsycopgInstrumentor.instrument_connection(conn)``); a pool's connections
+opened before ``init()`` likewise, until the pool replaces them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otelkit import _compat
+from otelkit._instrument import _common, _db_pools
+from otelkit._instrument import psycopg2 as _dbapi_helpers
+from otelkit._status import IntegrationStatus
+
+NAME = "psycopg"
+SCOPE = "opentelemetry.instrumentation.psycopg"
+MIN_VERSION = (3, 1)
+CONTRIB = "opentelemetry.instrumentation.psycopg"
+PRE_INIT_NOTE = "connections opened before init() are not traced: PsycopgInstrumentor.instrument_connection(conn)"
+
+_state: dict[str, Any] = {}
+
+
+def _pool_measures(pool: Any) -> tuple[str, int, int, int | None, int | None] | None:
+    if getattr(pool, "closed", False):
+        return None
+    stats = pool.get_stats()
+    size, available = int(stats.get("pool_size", 0)), int(stats.get("pool_available", 0))
+    return (str(pool.name), available, max(size - available, 0), stats.get("pool_max"),
+            stats.get("requests_waiting", 0))
+
+
+def _register_pool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    _db_pools.register(NAME, instance, _pool_measures)
+    return wrapped(*args, **kwargs)
+
+
+def _wrap_pools() -> None:
+    try:
+        import psycopg_pool
+    except ImportError:
+        return
+    for klass in (psycopg_pool.ConnectionPool, psycopg_pool.AsyncConnectionPool):
+        _common.wrap(klass, "getconn", _register_pool)
+    _state["pools"] = True
+
+
+def plan() -> IntegrationStatus:
+    """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
+    return _common.plan_library(NAME, ("psycopg",), MIN_VERSION, "3.1", "otelkit[psycopg]", CONTRIB)
+
+
+def instrument(ctx: _common.Context) -> IntegrationStatus:
+    found = _common.supported_dist(NAME, ("psycopg",), MIN_VERSION, "3.1", "otelkit[psycopg]")
+    if isinstance(found, IntegrationStatus):
+        return found
+    _dist, version = found
+    try:
+        import opentelemetry.instrumentation.psycopg as contrib
+    except ImportError as exc:
+        return IntegrationStatus(NAME, "skipped",
+                                 f"{CONTRIB} is not installed ({exc}; pip install otelkit[psycopg])", version=version)
+
+    instrumentor = contrib.PsycopgInstrumentor()
+    note = ""
+    if instrumentor.is_instrumented_by_opentelemetry:
+        note = " (was already instrumented by the application; its provider is kept)"
+    else:
+        instrumentor.instrument(tracer_provider=ctx.tracer_provider, skip_dep_check=True)
+        _state["owned"] = True
+    tracer_class = contrib.CursorTracer
+    if _compat.has_record_metrics(tracer_class) and "record_metrics" not in _state:
+        _state["record_metrics"] = _compat.own_record_metrics(tracer_class)
+        _compat.set_record_metrics(tracer_class, _dbapi_helpers._record_metrics)
+    _common.wrap(tracer_class, "get_statement", _dbapi_helpers._get_statement)
+    _wrap_pools()
+    _db_pools.activate(NAME)
+    return IntegrationStatus(NAME, "enabled", f"psycopg {version}{note}; {PRE_INIT_NOTE}", version=version)
+
+
+def uninstrument() -> None:
+    _db_pools.deactivate(NAME)
+    try:
+        import opentelemetry.instrumentation.psycopg as contrib
+    except ImportError:
+        _state.clear()
+        return
+    if _state.pop("pools", False):
+        import psycopg_pool
+
+        for klass in (psycopg_pool.ConnectionPool, psycopg_pool.AsyncConnectionPool):
+            _common.unwrap(klass, "getconn")
+    tracer_class = contrib.CursorTracer
+    _common.unwrap(tracer_class, "get_statement")
+    if "record_metrics" in _state:
+        _compat.set_record_metrics(tracer_class, _state.pop("record_metrics"))
+    if _state.pop("owned", False):
+        contrib.PsycopgInstrumentor().uninstrument()
