@@ -34,12 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 from otelkit import _compat, _scrub, _sentry
 from otelkit._instrument import _common, entry_points
+from otelkit._instrument import asyncpg as _asyncpg
 from otelkit._instrument import httpx as _httpx
 from otelkit._instrument import logging as _logging
 from otelkit._instrument import psycopg as _psycopg
 from otelkit._instrument import psycopg2 as _psycopg2
 from otelkit._instrument import redis as _redis
 from otelkit._instrument import requests as _requests
+from otelkit._instrument import sqlalchemy as _sqlalchemy
 from otelkit._instrument import system_metrics as _system_metrics
 from otelkit._instrument import threads as _threading
 from otelkit._instrument import urllib3 as _urllib3
@@ -55,10 +57,10 @@ if TYPE_CHECKING:
 __all__ = ["IntegrationStatus", "instrument_all", "integration_status", "plan", "uninstrument_all"]
 
 LIBRARIES: tuple[ModuleType, ...] = (_redis, _psycopg2, _httpx, _threading,
-                                     _requests, _urllib3, _psycopg)
+                                     _requests, _urllib3, _psycopg, _asyncpg, _sqlalchemy)
 """Integrations selected by ``instrument=`` (plus entry points)."""
 BUILTIN_NAMES = ("logging", "redis", "psycopg2", "httpx", "threading", "system_metrics",
-                 "requests", "urllib3", "psycopg")
+                 "requests", "urllib3", "psycopg", "asyncpg", "sqlalchemy")
 
 SEMCONV_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
 DEFAULT_SEMCONV = "http,database"

@@ -25,6 +25,7 @@ Reader = Callable[[Any], "tuple[str, int, int, int | None, int | None] | None"]
 
 _lock = threading.Lock()
 _pools: dict[str, weakref.WeakKeyDictionary[Any, Reader]] = {}
+_strong: dict[str, dict[int, tuple[Any, Reader]]] = {}  # pools without weak references (asyncpg), until closed
 _meters: weakref.WeakSet[Any] = weakref.WeakSet()  # providers that have the instruments
 _active: set[str] = set()
 
@@ -35,11 +36,13 @@ def register(kind: str, pool: Any, reader: Reader) -> None:
     if pools is None:
         with _lock:
             pools = _pools.setdefault(kind, weakref.WeakKeyDictionary())
-    if pool not in pools:
-        try:
+    try:
+        if pool not in pools:
             pools[pool] = reader
-        except TypeError:  # not weak-referenceable: not reported
-            pass
+    except TypeError:  # no weak references (__slots__): held until its reader says it is closed
+        strong = _strong.setdefault(kind, {})
+        if id(pool) not in strong:
+            strong[id(pool)] = (pool, reader)
 
 
 def activate(kind: str) -> None:
@@ -70,7 +73,9 @@ def deactivate(kind: str) -> None:
 
 def _measures() -> Iterator[tuple[str, int, int, int | None, int | None]]:
     for kind in list(_active):
-        for pool, reader in list(_pools.get(kind, {}).items()):
+        strong = _strong.get(kind, {})
+        pairs = [*_pools.get(kind, {}).items(), *strong.values()]
+        for pool, reader in pairs:
             try:
                 measured = reader(pool)
             except Exception:
@@ -78,6 +83,8 @@ def _measures() -> Iterator[tuple[str, int, int, int | None, int | None]]:
                 continue
             if measured is not None:
                 yield measured
+            else:
+                strong.pop(id(pool), None)  # closed: let it go
 
 
 def _count(_options: CallbackOptions) -> Iterable[Observation]:

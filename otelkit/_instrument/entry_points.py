@@ -18,7 +18,8 @@ from otelkit._instrument import _common
 from otelkit._status import IntegrationStatus
 
 GROUP = "opentelemetry_instrumentor"
-HANDLED = frozenset({"redis", "psycopg2", "httpx", "httpx2", "logging", "threading", "system_metrics"})
+HANDLED = frozenset({"redis", "psycopg2", "httpx", "httpx2", "logging", "threading", "system_metrics",
+                     "requests", "urllib3", "psycopg", "asyncpg", "sqlalchemy", "aiohttp-client"})
 """Entry points otelkit drives through its own modules (never loaded from here)."""
 
 _enabled: dict[str, Any] = {}
