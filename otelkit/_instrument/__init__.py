@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from otelkit import _compat, _scrub, _sentry
 from otelkit._instrument import _common, entry_points
+from otelkit._instrument import aiohttp_client as _aiohttp_client
 from otelkit._instrument import asyncpg as _asyncpg
 from otelkit._instrument import httpx as _httpx
 from otelkit._instrument import logging as _logging
@@ -57,10 +58,11 @@ if TYPE_CHECKING:
 __all__ = ["IntegrationStatus", "instrument_all", "integration_status", "plan", "uninstrument_all"]
 
 LIBRARIES: tuple[ModuleType, ...] = (_redis, _psycopg2, _httpx, _threading,
-                                     _requests, _urllib3, _psycopg, _asyncpg, _sqlalchemy)
+                                     _requests, _urllib3, _psycopg, _asyncpg, _sqlalchemy, _aiohttp_client)
 """Integrations selected by ``instrument=`` (plus entry points)."""
 BUILTIN_NAMES = ("logging", "redis", "psycopg2", "httpx", "threading", "system_metrics",
-                 "requests", "urllib3", "psycopg", "asyncpg", "sqlalchemy")
+                 "requests", "urllib3", "psycopg", "asyncpg", "sqlalchemy",
+                 "aiohttp-client")
 
 SEMCONV_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
 DEFAULT_SEMCONV = "http,database"

@@ -92,3 +92,30 @@ def test_disabled_and_uninstrumented_leave_no_spans() -> None:
         with instrumented(instrument=["httpx"]) as t:  # requests uninstrumented again
             requests.get(base + "/c", timeout=5)
             assert _client_spans(t) == []
+
+
+def test_aiohttp_client_span_metric_scrubbing_and_correlation() -> None:
+    import asyncio
+
+    import aiohttp
+
+    async def main(base: str) -> None:
+        async with aiohttp.ClientSession() as session:
+            with correlate("aio-1"):
+                async with session.get(base + "/ok?access_token=OTK-CANARY-AIO") as response:
+                    assert response.status == 200
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await session.get(f"http://127.0.0.1:{free_port()}/x")
+
+    with http_server() as (base, seen), instrumented(instrument=["aiohttp-client", *CLIENTS]) as t:
+        assert "before init()" in t.status("aiohttp-client").reason
+        asyncio.run(main(base))
+        ok, refused = _client_spans(t)
+        assert ok.instrumentation_scope.name == "opentelemetry.instrumentation.aiohttp_client"
+        assert "OTK-CANARY-AIO" not in ok.attributes["url.full"]
+        assert ok.attributes["http.response.status_code"] == 200
+        assert refused.status.status_code is StatusCode.ERROR
+        assert "correlation_id=aio-1" in seen[0]["baggage"]
+        assert seen[0]["traceparent"].split("-")[2] == format(ok.context.span_id, "016x")
+        points = {a.get("error.type"): p.count for a, p, _u in _points(t)}
+        assert points[None] == 1 and sum(points.values()) == 2  # the refused request is recorded too
