@@ -27,7 +27,8 @@ from typing import Any
 
 from otelkit import _compat
 from otelkit._instrument import _common, _db_pools
-from otelkit._instrument import psycopg2 as _dbapi_helpers
+from otelkit._instrument.psycopg2 import _get_statement as _scrubbed_statement
+from otelkit._instrument.psycopg2 import _record_metrics as _otelkit_record_metrics
 from otelkit._status import IntegrationStatus
 
 NAME = "psycopg"
@@ -89,8 +90,8 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
     tracer_class = contrib.CursorTracer
     if _compat.has_record_metrics(tracer_class) and "record_metrics" not in _state:
         _state["record_metrics"] = _compat.own_record_metrics(tracer_class)
-        _compat.set_record_metrics(tracer_class, _dbapi_helpers._record_metrics)
-    _common.wrap(tracer_class, "get_statement", _dbapi_helpers._get_statement)
+        _compat.set_record_metrics(tracer_class, _otelkit_record_metrics)
+    _common.wrap(tracer_class, "get_statement", _scrubbed_statement)
     _wrap_pools()
     _db_pools.activate(NAME)
     return IntegrationStatus(NAME, "enabled", f"psycopg {version}{note}; {PRE_INIT_NOTE}", version=version)

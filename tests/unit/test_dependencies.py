@@ -19,7 +19,10 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 TESTING_ONLY = {"pytest", "rotel"}
 # Imported under a guard that reports "not installed" (optional integrations and extras).
 GUARDED = {"redis", "psycopg2-binary", "httpx", "uwsgi", "structlog", "loguru", "sentry-sdk",
-           "opentelemetry-exporter-prometheus", "prometheus-client"}
+           "opentelemetry-exporter-prometheus", "prometheus-client",
+           # the client and database integrations' extras (urllib3, aiohttp, psycopg, asyncpg, sqlalchemy)
+           "opentelemetry-instrumentation-urllib3", "opentelemetry-instrumentation-aiohttp-client",
+           "opentelemetry-instrumentation-psycopg", "psycopg-pool", "asyncpg", "sqlalchemy"}
 
 
 def _name(requirement: str) -> str:
