@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from otelkit._instrument import _common, _http_clients
+from otelkit._instrument import _common, _http_clients, _lazy
 from otelkit._status import IntegrationStatus
 
 NAME = "aiohttp-client"
@@ -38,6 +38,16 @@ def plan() -> IntegrationStatus:
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
+    """Instrument now when aiohttp is imported, else when the application imports it (see ``_lazy``)."""
+    found = _common.supported_dist(NAME, ("aiohttp",), MIN_VERSION, "3.8", "otelkit[aiohttp]")
+    if isinstance(found, IntegrationStatus):
+        return found
+    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "aiohttp", found[1],
+                                                                lambda: _instrument_now(ctx))
+    return deferred if deferred is not None else _instrument_now(ctx)
+
+
+def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
     found = _common.supported_dist(NAME, ("aiohttp",), MIN_VERSION, "3.8", "otelkit[aiohttp]")
     if isinstance(found, IntegrationStatus):
         return found
@@ -64,6 +74,9 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
 
 
 def uninstrument() -> None:
+    _lazy.cancel(NAME)
+    if not _state:  # never instrumented: importing contrib here would import the library
+        return
     try:
         import opentelemetry.instrumentation.aiohttp_client as contrib
     except ImportError:

@@ -27,7 +27,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otelkit import _scrub
-from otelkit._instrument import _common, _db_pools
+from otelkit._instrument import _common, _db_pools, _lazy
 from otelkit._status import IntegrationStatus
 
 NAME = "asyncpg"
@@ -160,6 +160,16 @@ def plan() -> IntegrationStatus:
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
+    """Instrument now when asyncpg is imported, else when the application imports it (see ``_lazy``)."""
+    found = _common.supported_dist(NAME, ("asyncpg",), MIN_VERSION, "0.27", "asyncpg")
+    if isinstance(found, IntegrationStatus):
+        return found
+    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "asyncpg", found[1],
+                                                                lambda: _instrument_now(ctx))
+    return deferred if deferred is not None else _instrument_now(ctx)
+
+
+def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
     found = _common.supported_dist(NAME, ("asyncpg",), MIN_VERSION, "0.27", "asyncpg")
     if isinstance(found, IntegrationStatus):
         return found
@@ -183,6 +193,7 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
 
 
 def uninstrument() -> None:
+    _lazy.cancel(NAME)
     _db_pools.deactivate(NAME)
     if not _state.pop("wrapped", False):
         return

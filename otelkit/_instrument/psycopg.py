@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from otelkit import _compat
-from otelkit._instrument import _common, _db_pools
+from otelkit._instrument import _common, _db_pools, _lazy
 from otelkit._instrument.psycopg2 import _get_statement as _scrubbed_statement
 from otelkit._instrument.psycopg2 import _record_metrics as _otelkit_record_metrics
 from otelkit._status import IntegrationStatus
@@ -70,6 +70,16 @@ def plan() -> IntegrationStatus:
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
+    """Instrument now when psycopg is imported, else when the application imports it (see ``_lazy``)."""
+    found = _common.supported_dist(NAME, ("psycopg",), MIN_VERSION, "3.1", "otelkit[psycopg]")
+    if isinstance(found, IntegrationStatus):
+        return found
+    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "psycopg", found[1],
+                                                                lambda: _instrument_now(ctx))
+    return deferred if deferred is not None else _instrument_now(ctx)
+
+
+def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
     found = _common.supported_dist(NAME, ("psycopg",), MIN_VERSION, "3.1", "otelkit[psycopg]")
     if isinstance(found, IntegrationStatus):
         return found
@@ -92,12 +102,16 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
         _state["record_metrics"] = _compat.own_record_metrics(tracer_class)
         _compat.set_record_metrics(tracer_class, _otelkit_record_metrics)
     _common.wrap(tracer_class, "get_statement", _scrubbed_statement)
-    _wrap_pools()
+    _lazy.defer("psycopg.pool", "psycopg_pool", _wrap_pools)  # psycopg_pool: when the app imports it
     _db_pools.activate(NAME)
     return IntegrationStatus(NAME, "enabled", f"psycopg {version}{note}; {PRE_INIT_NOTE}", version=version)
 
 
 def uninstrument() -> None:
+    _lazy.cancel(NAME)
+    _lazy.cancel("psycopg.pool")
+    if not _state:  # never instrumented: importing contrib here would import the library
+        return
     _db_pools.deactivate(NAME)
     try:
         import opentelemetry.instrumentation.psycopg as contrib

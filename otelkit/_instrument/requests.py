@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from otelkit._instrument import _common, _http_clients
+from otelkit._instrument import _common, _http_clients, _lazy
 from otelkit._status import IntegrationStatus
 
 NAME = "requests"
@@ -45,6 +45,16 @@ def plan() -> IntegrationStatus:
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
+    """Instrument now when requests is imported, else when the application imports it (see ``_lazy``)."""
+    found = _common.supported_dist(NAME, ("requests",), MIN_VERSION, "2.7", "requests")
+    if isinstance(found, IntegrationStatus):
+        return found
+    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "requests", found[1],
+                                                                lambda: _instrument_now(ctx))
+    return deferred if deferred is not None else _instrument_now(ctx)
+
+
+def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
     found = _common.supported_dist(NAME, ("requests",), MIN_VERSION, "2.7", "requests")
     if isinstance(found, IntegrationStatus):
         return found
@@ -70,6 +80,9 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
 
 
 def uninstrument() -> None:
+    _lazy.cancel(NAME)
+    if not _state:  # never instrumented: importing contrib here would import the library
+        return
     try:
         import opentelemetry.instrumentation.requests as contrib
     except ImportError:

@@ -28,7 +28,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otelkit import _scrub
-from otelkit._instrument import _common, _db_pools
+from otelkit._instrument import _common, _db_pools, _lazy
 from otelkit._status import IntegrationStatus
 
 NAME = "sqlalchemy"
@@ -168,6 +168,16 @@ def plan() -> IntegrationStatus:
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
+    """Instrument now when sqlalchemy is imported, else when the application imports it (see ``_lazy``)."""
+    found = _common.supported_dist(NAME, ("sqlalchemy", "SQLAlchemy"), MIN_VERSION, "1.4", "sqlalchemy")
+    if isinstance(found, IntegrationStatus):
+        return found
+    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "sqlalchemy", found[1],
+                                                                lambda: _instrument_now(ctx))
+    return deferred if deferred is not None else _instrument_now(ctx)
+
+
+def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
     found = _common.supported_dist(NAME, ("sqlalchemy", "SQLAlchemy"), MIN_VERSION, "1.4", "sqlalchemy")
     if isinstance(found, IntegrationStatus):
         return found
@@ -188,6 +198,7 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
 
 
 def uninstrument() -> None:
+    _lazy.cancel(NAME)
     _db_pools.deactivate(NAME)
     if not _state.pop("listening", False):
         return
