@@ -10,6 +10,7 @@ pool usage gauges.
 from __future__ import annotations
 
 import asyncio
+import http.server
 import uuid
 
 import aiohttp
@@ -24,7 +25,22 @@ from psycopg_pool import ConnectionPool
 import otelkit
 from otelkit._correlation import correlate
 from otelkit.testing._receiver import RotelCollector
-from tests.integration.instrument_support import http_server
+from tests.integration.instrument_support import serve_http
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """200 "ok"; records each request's baggage, all of its headers joined (Sentry's stdlib integration,
+    when some earlier code initialised sentry-sdk in this process, adds a second ``baggage`` header)."""
+
+    def do_GET(self) -> None:
+        self.server.seen.append({"baggage": ",".join(self.headers.get_all("baggage") or [])})  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
 
 pytestmark = pytest.mark.usefixtures("fresh_otelkit")
 SECRET = f"OTK-CANARY-CDB-{uuid.uuid4().hex[:6]}"
@@ -35,7 +51,7 @@ def test_clients_and_databases_through_rotel(collector: RotelCollector, postgres
     parts = dict(p.split("=", 1) for p in postgres_dsn.split())
     pg_url = f"{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}"
     pool_name = f"cdb-{uuid.uuid4().hex[:8]}"
-    with http_server() as (base, seen):
+    with serve_http(_Handler) as (base, seen):
         otelkit.init(service_name="clients-db", endpoint=collector.grpc_endpoint, protocol="grpc",
                      traces_exporter="otlp", metrics_exporter="otlp", logs_exporter="none",
                      instrument=INTEGRATIONS, system_metrics=False)

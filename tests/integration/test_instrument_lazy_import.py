@@ -27,7 +27,8 @@ after_init = [m for m in LIBS if m in sys.modules]
 import sqlalchemy as sa  # the application imports it now: instrumented at this import
 with sa.create_engine("sqlite://").connect() as conn:
     conn.execute(sa.text("SELECT 'OTK-CANARY-LAZY'"))
-spans = [(s.name, s.instrumentation_scope.name, s.attributes.get("db.query.text")) for s in exporter.get_finished_spans()]
+spans = [(s.name, s.instrumentation_scope.name, s.attributes.get("db.query.text"))
+         for s in exporter.get_finished_spans()]
 _instrument.uninstrument_all()
 print(json.dumps({"after_init": after_init, "spans": spans,
                   "status": {s.name: [s.state, s.reason] for s in statuses}}))
