@@ -2,7 +2,9 @@
 
 ``instrument_all(settings, tracer_provider, meter_provider)`` is called by every ``init()``:
 
-* **Which.** redis, psycopg2 and httpx are instrumented whenever importable, and ``threading``
+* **Which.** redis, psycopg2 and httpx are instrumented whenever importable; requests, urllib3,
+  aiohttp-client, psycopg, asyncpg and sqlalchemy when installed, at the application's import of
+  the library (``_lazy``: init() never imports them); ``threading``
   carries the trace context into threads and thread pools; ``logging`` reports
   that ``otelkit._logs`` does log correlation; ``system_metrics`` is on unless
   ``OTELKIT_SYSTEM_METRICS=false``. ``init(instrument=[...])`` / ``OTELKIT_INSTRUMENT`` limits the
