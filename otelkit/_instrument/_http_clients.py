@@ -13,14 +13,37 @@ from typing import Any
 
 from otelkit import _scrub
 
+# Scrubbed URLs by URL, valid while _scrub's URL cache object is the same one (a new scrub configuration
+# replaces it): one dict lookup per request instead of three calls into _scrub.
+_cache_owner: Any = None
+_cache: dict[str, str] = {}
+_CACHE_SIZE = 1024
+
+
+def _scrubbed(url: str) -> str:
+    global _cache_owner, _cache
+    owner = _scrub.cache_owner()
+    if owner is not _cache_owner:
+        _cache_owner, _cache = owner, {}
+    if not _scrub.is_enabled():
+        return url
+    found = _scrub.scrub_url(url)
+    if len(_cache) < _CACHE_SIZE:
+        _cache[url] = found
+    return found
+
 
 def make_redact(original: Any) -> Any:
     """A ``redact_url`` replacement: otelkit's full rules while scrubbing is on, upstream's otherwise."""
 
     def redact_url(url: str) -> str:
+        if _cache_owner is _scrub.cache_owner():
+            found = _cache.get(url)
+            if found is not None:
+                return found
         if _scrub.is_enabled():
-            return _scrub.scrub_url(str(url))
-        return original(url) if original is not None else url
+            return _scrubbed(str(url))
+        return original(url) if original is not None else url  # scrubbing off: upstream's rules
 
     redact_url._otelkit = True  # type: ignore[attr-defined]
     return redact_url
@@ -46,9 +69,11 @@ def restore_redact(contrib: ModuleType, state: dict[str, Any]) -> None:
 
 def url_filter(url: Any) -> Any:
     """urllib3's ``url_filter``: otelkit's URL rules (cached per URL), the URL unchanged when scrubbing is off."""
-    if _scrub.is_enabled() and isinstance(url, str):
-        return _scrub.scrub_url(url)
-    return url
+    if _cache_owner is _scrub.cache_owner():
+        found = _cache.get(url)
+        if found is not None:
+            return found
+    return _scrubbed(url) if isinstance(url, str) else url
 
 
 def scrub_header_attributes(span: Any) -> None:

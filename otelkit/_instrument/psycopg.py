@@ -25,9 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from otelkit import _compat
+from otelkit import _compat, _scrub
 from otelkit._instrument import _common, _db_pools, _lazy
-from otelkit._instrument.psycopg2 import _get_statement as _scrubbed_statement
 from otelkit._instrument.psycopg2 import _record_metrics as _otelkit_record_metrics
 from otelkit._status import IntegrationStatus
 
@@ -38,6 +37,43 @@ CONTRIB = "opentelemetry.instrumentation.psycopg"
 PRE_INIT_NOTE = "connections opened before init() are not traced: PsycopgInstrumentor.instrument_connection(conn)"
 
 _state: dict[str, Any] = {}
+_statements: dict[str, str] = {}  # statement -> scrubbed text, valid for _statements_owner's rules
+_statements_owner: Any = None
+_operations: dict[str, str] = {}  # statement -> operation name (a pure function of the text)
+_CACHE_SIZE = 2048  # bounded: statements are mostly program constants
+
+
+def _get_statement(self: Any, cursor: Any, args: Any) -> Any:
+    """Replaces upstream's ``CursorTracer.get_statement``: the scrubbed text, cached by statement."""
+    global _statements_owner, _statements
+    query = args[0] if args else None
+    if type(query) is str:
+        owner = _scrub.cache_owner()
+        if owner is _statements_owner:
+            found = _statements.get(query)
+            if found is not None:
+                return found
+        else:
+            _statements_owner, _statements = owner, {}
+        found = _scrub.scrub_sql(query) if _scrub.is_enabled() else query
+        if len(_statements) < _CACHE_SIZE:
+            _statements[query] = found
+        return found
+    statement = _state["get_statement"](self, cursor, args)  # sql.Composed, bytes: upstream renders it
+    return _scrub.scrub_sql(statement) if isinstance(statement, str) and _scrub.is_enabled() else statement
+
+
+def _get_operation_name(self: Any, cursor: Any, args: Any) -> Any:
+    """Replaces upstream's ``CursorTracer.get_operation_name``: cached by statement text."""
+    query = args[0] if args else None
+    if type(query) is str:
+        name = _operations.get(query)
+        if name is None:
+            name = _state["get_operation_name"](self, cursor, args)
+            if len(_operations) < _CACHE_SIZE:
+                _operations[query] = name
+        return name
+    return _state["get_operation_name"](self, cursor, args)
 
 
 def _pool_measures(pool: Any) -> tuple[str, int, int, int | None, int | None] | None:
@@ -101,7 +137,10 @@ def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
     if _compat.has_record_metrics(tracer_class) and "record_metrics" not in _state:
         _state["record_metrics"] = _compat.own_record_metrics(tracer_class)
         _compat.set_record_metrics(tracer_class, _otelkit_record_metrics)
-    _common.wrap(tracer_class, "get_statement", _scrubbed_statement)
+    for method, replacement in (("get_statement", _get_statement), ("get_operation_name", _get_operation_name)):
+        if method not in _state:  # plain functions on upstream's class: no wrapper layer per statement
+            _state[method] = vars(tracer_class)[method]
+            setattr(tracer_class, method, replacement)
     _lazy.defer("psycopg.pool", "psycopg_pool", _wrap_pools)  # psycopg_pool: when the app imports it
     _db_pools.activate(NAME)
     return IntegrationStatus(NAME, "enabled", f"psycopg {version}{note}; {PRE_INIT_NOTE}", version=version)
@@ -124,7 +163,9 @@ def uninstrument() -> None:
         for klass in (psycopg_pool.ConnectionPool, psycopg_pool.AsyncConnectionPool):
             _common.unwrap(klass, "getconn")
     tracer_class = contrib.CursorTracer
-    _common.unwrap(tracer_class, "get_statement")
+    for method in ("get_statement", "get_operation_name"):
+        if method in _state:
+            setattr(tracer_class, method, _state.pop(method))
     if "record_metrics" in _state:
         _compat.set_record_metrics(tracer_class, _state.pop("record_metrics"))
     if _state.pop("owned", False):
