@@ -139,7 +139,8 @@ def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
         _compat.set_record_metrics(tracer_class, _otelkit_record_metrics)
     for method, replacement in (("get_statement", _get_statement), ("get_operation_name", _get_operation_name)):
         if method not in _state:  # plain functions on upstream's class: no wrapper layer per statement
-            _state[method] = vars(tracer_class)[method]
+            _state[method] = getattr(tracer_class, method)  # what the replacement calls through to
+            _state[f"own_{method}"] = method in vars(tracer_class)  # else inherited from dbapi's tracer
             setattr(tracer_class, method, replacement)
     _lazy.defer("psycopg.pool", "psycopg_pool", _wrap_pools)  # psycopg_pool: when the app imports it
     _db_pools.activate(NAME)
@@ -165,7 +166,11 @@ def uninstrument() -> None:
     tracer_class = contrib.CursorTracer
     for method in ("get_statement", "get_operation_name"):
         if method in _state:
-            setattr(tracer_class, method, _state.pop(method))
+            original = _state.pop(method)
+            if _state.pop(f"own_{method}", True):
+                setattr(tracer_class, method, original)
+            else:
+                delattr(tracer_class, method)
     if "record_metrics" in _state:
         _compat.set_record_metrics(tracer_class, _state.pop("record_metrics"))
     if _state.pop("owned", False):

@@ -112,3 +112,15 @@ def test_async_pool_usage(postgres_dsn: str) -> None:
     with instrumented(instrument=["psycopg"]) as t:
         asyncio.run(main(t))
         assert [s.name for s in _spans(t)] == ["SELECT"]  # the pool's connection opened after init: traced
+
+
+def test_uninstrument_restores_upstream_and_stops_tracing(postgres_dsn: str) -> None:
+    import opentelemetry.instrumentation.psycopg as contrib
+
+    before = (contrib.CursorTracer.get_statement, contrib.CursorTracer.get_operation_name)
+    with instrumented(instrument=["psycopg"]):
+        assert contrib.CursorTracer.get_statement is not before[0]
+    assert (contrib.CursorTracer.get_statement, contrib.CursorTracer.get_operation_name) == before
+    with instrumented(instrument=["redis"]) as t, psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("SELECT 1")
+        assert _spans(t) == []
