@@ -6,6 +6,9 @@ One span per request when requests runs over urllib3 (the outermost client wins)
 
 from __future__ import annotations
 
+import http.server
+from contextlib import AbstractContextManager
+
 import pytest
 import requests
 import urllib3
@@ -14,7 +17,28 @@ from opentelemetry.trace import SpanKind, StatusCode
 from otelkit import _names
 from otelkit._correlation import correlate
 from otelkit.testing._receiver import free_port
-from tests.integration.instrument_support import Telemetry, http_server, instrumented
+from tests.integration.instrument_support import Telemetry, instrumented, serve_http
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """``/fail`` answers 500, anything else 200; records ``traceparent`` and every ``baggage`` header joined
+    (sentry-sdk's stdlib integration, once some code in this process initialised it, adds its own)."""
+
+    def do_GET(self) -> None:
+        self.server.seen.append({"traceparent": self.headers.get("traceparent", ""),  # type: ignore[attr-defined]
+                                 "baggage": ",".join(self.headers.get_all("baggage") or [])})
+        status = 500 if "/fail" in self.path else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def http_server() -> AbstractContextManager[tuple[str, list[dict[str, str]]]]:
+    return serve_http(_Handler)
 
 CLIENTS = ["requests", "urllib3"]
 
