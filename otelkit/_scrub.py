@@ -463,6 +463,11 @@ def _new_caches() -> None:
     _cached_db_message = functools.lru_cache(maxsize=_VALUE_CACHE_SIZE)(_scrub_db_message)
 
 
+def cache_owner() -> object:
+    """An object that changes whenever the scrubbing rules do (callers key their own caches on it)."""
+    return _cached_url
+
+
 def cache_info() -> dict[str, Any]:
     """Size and hit counts of the scrubbing caches (``functools`` ``CacheInfo`` per cache), for tests and tuning."""
     return {

@@ -2,7 +2,9 @@
 
 ``instrument_all(settings, tracer_provider, meter_provider)`` is called by every ``init()``:
 
-* **Which.** redis, psycopg2 and httpx are instrumented whenever importable, and ``threading``
+* **Which.** redis, psycopg2 and httpx are instrumented whenever importable; requests, urllib3,
+  aiohttp-client, psycopg, asyncpg and sqlalchemy when installed, at the application's import of
+  the library (``_lazy``: init() never imports them); ``threading``
   carries the trace context into threads and thread pools; ``logging`` reports
   that ``otelkit._logs`` does log correlation; ``system_metrics`` is on unless
   ``OTELKIT_SYSTEM_METRICS=false``. ``init(instrument=[...])`` / ``OTELKIT_INSTRUMENT`` limits the
@@ -34,7 +36,9 @@ from typing import TYPE_CHECKING
 from otelkit import _compat, _sentry
 from otelkit._instrument import _common, entry_points
 from otelkit._instrument import aio_pika as _aio_pika
+from otelkit._instrument import aiohttp_client as _aiohttp_client
 from otelkit._instrument import arq as _arq
+from otelkit._instrument import asyncpg as _asyncpg
 from otelkit._instrument import bullmq as _bullmq
 from otelkit._instrument import celery as _celery
 from otelkit._instrument import django as _django
@@ -46,12 +50,16 @@ from otelkit._instrument import httpx as _httpx
 from otelkit._instrument import logging as _logging
 from otelkit._instrument import nats as _nats
 from otelkit._instrument import pika as _pika
+from otelkit._instrument import psycopg as _psycopg
 from otelkit._instrument import psycopg2 as _psycopg2
 from otelkit._instrument import redis as _redis
+from otelkit._instrument import requests as _requests
 from otelkit._instrument import rq as _rq
+from otelkit._instrument import sqlalchemy as _sqlalchemy
 from otelkit._instrument import starlette as _starlette
 from otelkit._instrument import system_metrics as _system_metrics
 from otelkit._instrument import threads as _threading
+from otelkit._instrument import urllib3 as _urllib3
 from otelkit._internal_log import logger
 from otelkit._status import IntegrationStatus
 
@@ -65,6 +73,7 @@ __all__ = ["IntegrationStatus", "instrument_all", "integration_status", "plan", 
 
 LIBRARIES: tuple[ModuleType, ...] = (
     _redis, _psycopg2, _httpx, _threading,
+    _requests, _urllib3, _aiohttp_client, _psycopg, _asyncpg, _sqlalchemy,
     _bullmq, _celery, _rq, _dramatiq, _arq,
     _fastapi, _starlette, _flask, _django,
     _faststream, _pika, _aio_pika, _nats,
@@ -72,6 +81,7 @@ LIBRARIES: tuple[ModuleType, ...] = (
 """Integrations selected by ``instrument=`` (plus entry points)."""
 BUILTIN_NAMES = (
     "logging", "redis", "psycopg2", "httpx", "threading", "system_metrics",
+    "requests", "urllib3", "aiohttp-client", "psycopg", "asyncpg", "sqlalchemy",
     "bullmq", "celery", "rq", "dramatiq", "arq",
     "fastapi", "starlette", "flask", "django",
     "faststream", "pika", "aio-pika", "nats",

@@ -20,6 +20,7 @@ from otelkit._status import IntegrationStatus
 GROUP = "opentelemetry_instrumentor"
 HANDLED = frozenset({"redis", "psycopg2", "httpx", "httpx2", "logging", "threading", "system_metrics", "celery",
                      "fastapi", "starlette", "flask", "django", "asgi", "wsgi",
+                     "requests", "urllib3", "psycopg", "asyncpg", "sqlalchemy", "aiohttp-client",
                      "pika", "aio-pika", "faststream", "nats"})  # the last four: otelkit's own, replacing contrib
 """Entry points otelkit drives through its own modules (never loaded from here)."""
 

@@ -25,7 +25,10 @@ GUARDED = {"redis", "psycopg2-binary", "httpx", "uwsgi", "structlog", "loguru", 
            "django", "opentelemetry-instrumentation-asgi", "opentelemetry-instrumentation-fastapi",
            "opentelemetry-instrumentation-starlette", "opentelemetry-instrumentation-flask",
            "opentelemetry-instrumentation-django",
-           "faststream", "aio-pika", "nats-py"}
+           "faststream", "aio-pika", "nats-py",
+           # the client and database integrations' extras (urllib3, aiohttp, psycopg, asyncpg, sqlalchemy)
+           "opentelemetry-instrumentation-urllib3", "opentelemetry-instrumentation-aiohttp-client",
+           "opentelemetry-instrumentation-psycopg", "psycopg-pool", "asyncpg", "sqlalchemy"}
 
 
 def _name(requirement: str) -> str:

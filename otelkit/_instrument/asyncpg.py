@@ -1,0 +1,208 @@
+"""asyncpg: statement spans and ``db.client.operation.duration`` in one wrapper per call, plus pool usage.
+
+otelkit's own integration (it replaces ``opentelemetry-instrumentation-asyncpg``, which records no
+metric and puts the raw SQL, literals included, in ``db.statement``). ``Connection.execute``,
+``executemany``, ``fetch``, ``fetchval``, ``fetchrow``, ``fetchmany`` and the same methods of
+``PreparedStatement`` are wrapped on the classes, so connections and pools opened before ``init()``
+are traced too. Each call is one CLIENT span named by the operation (``SELECT``) with
+``db.system.name=postgresql``, ``db.namespace``, ``server.address``/``server.port``,
+``db.operation.name`` and ``db.query.text`` with literals scrubbed (cached by statement), and one
+``db.client.operation.duration`` point on an attribute set cached per connection and operation.
+``Pool.execute``/``fetch``... run through a connection, so they are traced there, once.
+
+Pools (``asyncpg.Pool``) report ``db.client.connection.count`` (``idle``/``used``) and
+``db.client.connection.max`` from ``get_idle_size()``/``get_size()``/``get_max_size()``, from their
+first ``acquire()`` after ``init()``. A pool's release housekeeping (``Connection.reset``) is not
+traced. Not traced: server-side cursors (``conn.cursor()``), ``copy_*``.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace as trace_api
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otelkit import _scrub
+from otelkit._instrument import _common, _db_pools, _lazy
+from otelkit._status import IntegrationStatus
+
+NAME = "asyncpg"
+SCOPE = "otelkit.instrument.asyncpg"
+MIN_VERSION = (0, 27)
+_CONNECTION_METHODS = ("execute", "executemany", "fetch", "fetchval", "fetchrow", "fetchmany")
+_PREPARED_METHODS = ("executemany", "fetch", "fetchval", "fetchrow", "fetchmany")
+
+_state: dict[str, Any] = {}
+_tracer = _common.FOLLOWING_TRACER_PROVIDER.get_tracer(SCOPE)
+_statements: dict[str, tuple[str, str]] = {}  # query -> (operation, scrubbed text)
+_connections: weakref.WeakKeyDictionary[Any, tuple[dict[str, Any], dict[Any, dict[str, Any]]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def is_on() -> bool:
+    """Whether this integration traces asyncpg now (SQLAlchemy then leaves asyncpg statements to it)."""
+    return bool(_state.get("wrapped"))
+
+
+def _connection_info(conn: Any) -> tuple[dict[str, Any], dict[Any, dict[str, Any]]]:
+    info = _connections.get(conn)
+    if info is None:
+        attributes: dict[str, Any] = {"db.system.name": "postgresql"}
+        database = getattr(getattr(conn, "_params", None), "database", None)
+        if database:
+            attributes["db.namespace"] = str(database)
+        addr = getattr(conn, "_addr", None)
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            attributes["server.address"] = str(addr[0])
+            attributes["server.port"] = int(addr[1])
+        elif isinstance(addr, str):
+            attributes["server.address"] = addr
+        info = (attributes, {})
+        try:
+            _connections[conn] = info
+        except TypeError:
+            pass
+    return info
+
+
+def _statement(query: Any) -> tuple[str, str]:
+    if not isinstance(query, str):
+        return "", ""
+    found = _statements.get(query)
+    if found is None:
+        words = query.lstrip().split(None, 1)
+        found = (words[0].upper()[:64] if words else "", _scrub.scrub_sql(query) if _scrub.is_enabled() else query)
+        if len(_statements) < 2048:  # bounded: statements are mostly program constants
+            _statements[query] = found
+    return found
+
+
+async def _traced(conn: Any, query: Any, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    info = _connection_info(conn)
+    operation, text = _statement(query)
+    attributes = dict(info[0])
+    attributes["db.query.text"] = text
+    if operation:
+        attributes["db.operation.name"] = operation
+    span = _tracer.start_span(operation or "postgresql", kind=SpanKind.CLIENT, attributes=attributes)
+    token = otel_context.attach(trace_api.set_span_in_context(span))
+    start = time.perf_counter()
+    error: BaseException | None = None
+    try:
+        return await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        error = exc
+        if span.is_recording() and isinstance(exc, Exception):
+            span.set_attribute("error.type", _common.error_type(exc))
+            span.set_status(Status(StatusCode.ERROR, _scrub.scrub_db_message(f"{type(exc).__name__}: {exc}")))
+        raise
+    finally:
+        try:
+            key = (operation, None if error is None else _common.error_type(error))
+            metric = info[1].get(key)
+            if metric is None:
+                metric = dict(info[0])
+                if operation:
+                    metric["db.operation.name"] = operation
+                if error is not None:
+                    metric["error.type"] = key[1]
+                if len(info[1]) < 256:
+                    info[1][key] = metric
+            _common.instruments().db_duration.record(time.perf_counter() - start, metric)
+        except Exception:
+            pass
+        otel_context.detach(token)
+        span.end()
+
+
+def _connection_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not _common.instrumentation_enabled():
+        return wrapped(*args, **kwargs)
+    query = args[0] if args else kwargs.get("query")
+    return _traced(instance, query, wrapped, args, kwargs)
+
+
+def _prepared_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not _common.instrumentation_enabled():
+        return wrapped(*args, **kwargs)
+    return _traced(getattr(instance, "_connection", None), instance.get_query(), wrapped, args, kwargs)
+
+
+async def _quiet(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    with _common.suppressed():
+        return await wrapped(*args, **kwargs)
+
+
+def _reset_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``Connection.reset`` (a pool's release housekeeping: ``SELECT pg_advisory_unlock_all()`` ...): not traced."""
+    return _quiet(wrapped, args, kwargs)
+
+
+def _pool_measures(pool: Any) -> tuple[str, int, int, int | None, int | None] | None:
+    if pool.is_closing():
+        return None
+    size, idle = int(pool.get_size()), int(pool.get_idle_size())
+    return f"asyncpg-{id(pool):x}", idle, max(size - idle, 0), int(pool.get_max_size()), None
+
+
+def _acquire_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    _db_pools.register(NAME, instance, _pool_measures)  # a dict lookup once registered
+    return wrapped(*args, **kwargs)
+
+
+def plan() -> IntegrationStatus:
+    """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
+    return _common.plan_library(NAME, ("asyncpg",), MIN_VERSION, "0.27", "asyncpg", None)
+
+
+def instrument(ctx: _common.Context) -> IntegrationStatus:
+    """Instrument now when asyncpg is imported, else when the application imports it (see ``_lazy``)."""
+    found = _common.supported_dist(NAME, ("asyncpg",), MIN_VERSION, "0.27", "asyncpg")
+    if isinstance(found, IntegrationStatus):
+        return found
+    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "asyncpg", found[1],
+                                                                lambda: _instrument_now(ctx))
+    return deferred if deferred is not None else _instrument_now(ctx)
+
+
+def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
+    found = _common.supported_dist(NAME, ("asyncpg",), MIN_VERSION, "0.27", "asyncpg")
+    if isinstance(found, IntegrationStatus):
+        return found
+    _dist, version = found
+    try:
+        import asyncpg
+        from asyncpg import prepared_stmt
+    except ImportError as exc:
+        return IntegrationStatus(NAME, "skipped", f"not importable ({exc})", version=version)
+    for method in _CONNECTION_METHODS:
+        if hasattr(asyncpg.Connection, method):
+            _common.wrap(asyncpg.Connection, method, _connection_wrapper)
+    for method in _PREPARED_METHODS:
+        if hasattr(prepared_stmt.PreparedStatement, method):
+            _common.wrap(prepared_stmt.PreparedStatement, method, _prepared_wrapper)
+    _common.wrap(asyncpg.Pool, "acquire", _acquire_wrapper)
+    _common.wrap(asyncpg.Connection, "reset", _reset_wrapper)
+    _state["wrapped"] = True
+    _db_pools.activate(NAME)
+    return IntegrationStatus(NAME, "enabled", f"asyncpg {version}", version=version)
+
+
+def uninstrument() -> None:
+    _lazy.cancel(NAME)
+    _db_pools.deactivate(NAME)
+    if not _state.pop("wrapped", False):
+        return
+    import asyncpg
+    from asyncpg import prepared_stmt
+
+    for method in _CONNECTION_METHODS:
+        _common.unwrap(asyncpg.Connection, method)
+    for method in _PREPARED_METHODS:
+        _common.unwrap(prepared_stmt.PreparedStatement, method)
+    _common.unwrap(asyncpg.Pool, "acquire")
+    _common.unwrap(asyncpg.Connection, "reset")

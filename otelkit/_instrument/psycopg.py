@@ -1,0 +1,177 @@
+"""psycopg 3 (``Connection`` and ``AsyncConnection``) through ``opentelemetry-instrumentation-psycopg``.
+
+Upstream patches ``psycopg.connect``, ``Connection.connect`` and ``AsyncConnection.connect`` and gives
+each new connection a traced cursor factory: one CLIENT span per ``execute``/``executemany``/
+``callproc`` named by the operation (``SELECT``), with ``db.system.name``, ``db.namespace``,
+``db.query.text``, ``server.address``/``server.port`` (stable database conventions: otelkit's default
+opt-in). otelkit changes, on upstream's cursor tracer class (one layer, no extra wrapper per call):
+
+* ``db.query.text`` is scrubbed at the source: literals become ``?``, comments are removed
+  (``sql.Composed`` statements are rendered first), cached by statement.
+* ``db.client.operation.duration`` and ``db.client.response.returned_rows`` are recorded by otelkit
+  inside the span, whatever ``OTEL_SEMCONV_STABILITY_OPT_IN`` says, on an attribute set built once
+  per connection and operation (upstream rebuilds it per statement).
+* ``psycopg_pool`` pools (``ConnectionPool``, ``AsyncConnectionPool``) report
+  ``db.client.connection.count`` (state ``idle``/``used``), ``db.client.connection.max`` and
+  ``db.client.connection.pending_requests``, read from ``pool.get_stats()`` at each collection; a pool
+  is reported from its first ``getconn``/``connection()`` after ``init()``.
+
+Limit, reported in the status line: a connection opened before ``init()`` keeps its untraced cursor
+factory (instrument it with ``PsycopgInstrumentor.instrument_connection(conn)``); a pool's connections
+opened before ``init()`` likewise, until the pool replaces them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otelkit import _compat, _scrub
+from otelkit._instrument import _common, _db_pools, _lazy
+from otelkit._instrument.psycopg2 import _record_metrics as _otelkit_record_metrics
+from otelkit._status import IntegrationStatus
+
+NAME = "psycopg"
+SCOPE = "opentelemetry.instrumentation.psycopg"
+MIN_VERSION = (3, 1)
+CONTRIB = "opentelemetry.instrumentation.psycopg"
+PRE_INIT_NOTE = "connections opened before init() are not traced: PsycopgInstrumentor.instrument_connection(conn)"
+
+_state: dict[str, Any] = {}
+_statements: dict[str, str] = {}  # statement -> scrubbed text, valid for _statements_owner's rules
+_statements_owner: Any = None
+_operations: dict[str, str] = {}  # statement -> operation name (a pure function of the text)
+_CACHE_SIZE = 2048  # bounded: statements are mostly program constants
+
+
+def _get_statement(self: Any, cursor: Any, args: Any) -> Any:
+    """Replaces upstream's ``CursorTracer.get_statement``: the scrubbed text, cached by statement."""
+    global _statements_owner, _statements
+    query = args[0] if args else None
+    if type(query) is str:
+        owner = _scrub.cache_owner()
+        if owner is _statements_owner:
+            found = _statements.get(query)
+            if found is not None:
+                return found
+        else:
+            _statements_owner, _statements = owner, {}
+        found = _scrub.scrub_sql(query) if _scrub.is_enabled() else query
+        if len(_statements) < _CACHE_SIZE:
+            _statements[query] = found
+        return found
+    statement = _state["get_statement"](self, cursor, args)  # sql.Composed, bytes: upstream renders it
+    return _scrub.scrub_sql(statement) if isinstance(statement, str) and _scrub.is_enabled() else statement
+
+
+def _get_operation_name(self: Any, cursor: Any, args: Any) -> Any:
+    """Replaces upstream's ``CursorTracer.get_operation_name``: cached by statement text."""
+    query = args[0] if args else None
+    if type(query) is str:
+        name = _operations.get(query)
+        if name is None:
+            name = _state["get_operation_name"](self, cursor, args)
+            if len(_operations) < _CACHE_SIZE:
+                _operations[query] = name
+        return name
+    return _state["get_operation_name"](self, cursor, args)
+
+
+def _pool_measures(pool: Any) -> tuple[str, int, int, int | None, int | None] | None:
+    if getattr(pool, "closed", False):
+        return None
+    stats = pool.get_stats()
+    size, available = int(stats.get("pool_size", 0)), int(stats.get("pool_available", 0))
+    return (str(pool.name), available, max(size - available, 0), stats.get("pool_max"),
+            stats.get("requests_waiting", 0))
+
+
+def _register_pool(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    _db_pools.register(NAME, instance, _pool_measures)
+    return wrapped(*args, **kwargs)
+
+
+def _wrap_pools() -> None:
+    try:
+        import psycopg_pool
+    except ImportError:
+        return
+    for klass in (psycopg_pool.ConnectionPool, psycopg_pool.AsyncConnectionPool):
+        _common.wrap(klass, "getconn", _register_pool)
+    _state["pools"] = True
+
+
+def plan() -> IntegrationStatus:
+    """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
+    return _common.plan_library(NAME, ("psycopg",), MIN_VERSION, "3.1", "otelkit[psycopg]", CONTRIB)
+
+
+def instrument(ctx: _common.Context) -> IntegrationStatus:
+    """Instrument now when psycopg is imported, else when the application imports it (see ``_lazy``)."""
+    found = _common.supported_dist(NAME, ("psycopg",), MIN_VERSION, "3.1", "otelkit[psycopg]")
+    if isinstance(found, IntegrationStatus):
+        return found
+    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "psycopg", found[1],
+                                                                lambda: _instrument_now(ctx))
+    return deferred if deferred is not None else _instrument_now(ctx)
+
+
+def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
+    found = _common.supported_dist(NAME, ("psycopg",), MIN_VERSION, "3.1", "otelkit[psycopg]")
+    if isinstance(found, IntegrationStatus):
+        return found
+    _dist, version = found
+    try:
+        import opentelemetry.instrumentation.psycopg as contrib
+    except ImportError as exc:
+        return IntegrationStatus(NAME, "skipped",
+                                 f"{CONTRIB} is not installed ({exc}; pip install otelkit[psycopg])", version=version)
+
+    instrumentor = contrib.PsycopgInstrumentor()
+    note = ""
+    if instrumentor.is_instrumented_by_opentelemetry:
+        note = " (was already instrumented by the application; its provider is kept)"
+    else:
+        instrumentor.instrument(tracer_provider=ctx.tracer_provider, skip_dep_check=True)
+        _state["owned"] = True
+    tracer_class = contrib.CursorTracer
+    if _compat.has_record_metrics(tracer_class) and "record_metrics" not in _state:
+        _state["record_metrics"] = _compat.own_record_metrics(tracer_class)
+        _compat.set_record_metrics(tracer_class, _otelkit_record_metrics)
+    for method, replacement in (("get_statement", _get_statement), ("get_operation_name", _get_operation_name)):
+        if method not in _state:  # plain functions on upstream's class: no wrapper layer per statement
+            _state[method] = getattr(tracer_class, method)  # what the replacement calls through to
+            _state[f"own_{method}"] = method in vars(tracer_class)  # else inherited from dbapi's tracer
+            setattr(tracer_class, method, replacement)
+    _lazy.defer("psycopg.pool", "psycopg_pool", _wrap_pools)  # psycopg_pool: when the app imports it
+    _db_pools.activate(NAME)
+    return IntegrationStatus(NAME, "enabled", f"psycopg {version}{note}; {PRE_INIT_NOTE}", version=version)
+
+
+def uninstrument() -> None:
+    _lazy.cancel(NAME)
+    _lazy.cancel("psycopg.pool")
+    if not _state:  # never instrumented: importing contrib here would import the library
+        return
+    _db_pools.deactivate(NAME)
+    try:
+        import opentelemetry.instrumentation.psycopg as contrib
+    except ImportError:
+        _state.clear()
+        return
+    if _state.pop("pools", False):
+        import psycopg_pool
+
+        for klass in (psycopg_pool.ConnectionPool, psycopg_pool.AsyncConnectionPool):
+            _common.unwrap(klass, "getconn")
+    tracer_class = contrib.CursorTracer
+    for method in ("get_statement", "get_operation_name"):
+        if method in _state:
+            original = _state.pop(method)
+            if _state.pop(f"own_{method}", True):
+                setattr(tracer_class, method, original)
+            else:
+                delattr(tracer_class, method)
+    if "record_metrics" in _state:
+        _compat.set_record_metrics(tracer_class, _state.pop("record_metrics"))
+    if _state.pop("owned", False):
+        contrib.PsycopgInstrumentor().uninstrument()

@@ -1,0 +1,93 @@
+"""requests through ``opentelemetry-instrumentation-requests``, with otelkit's URL rules at the source.
+
+Upstream replaces ``requests.Session.send`` on the class, so sessions created before ``init()`` are
+traced too. It records one CLIENT span per request (``url.full``, ``http.request.method``,
+``server.address``/``server.port``, ``http.response.status_code``, ``error.type``), the
+``http.client.request.duration`` histogram (also for requests that fail without a response, with
+``error.type``), and injects the W3C ``traceparent`` and ``baggage`` headers, so the correlation ID
+(baggage ``correlation_id``) travels with every request. otelkit adds:
+
+* Redaction at the source: upstream's ``redact_url`` is replaced by otelkit's rules (every sensitive
+  query key, user:password in the authority), cached per URL; captured ``http.request.header.*`` /
+  ``http.response.header.*`` values of secret-bearing headers are replaced (hooks installed only when
+  header capture is configured).
+* One span per request: requests runs over urllib3. Upstream's send wrapper suppresses HTTP
+  instrumentation while urllib3 works, so otelkit's urllib3 integration (and any other client
+  instrumented below requests) records nothing for that request. Rule: **the outermost client wins**.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otelkit._instrument import _common, _http_clients, _lazy
+from otelkit._status import IntegrationStatus
+
+NAME = "requests"
+SCOPE = "opentelemetry.instrumentation.requests"
+MIN_VERSION = (2, 7)
+CONTRIB = "opentelemetry.instrumentation.requests"
+
+_state: dict[str, Any] = {}
+
+
+def _request_hook(span: Any, _request: Any) -> None:
+    _http_clients.scrub_header_attributes(span)
+
+
+def _response_hook(span: Any, _request: Any, _response: Any) -> None:
+    _http_clients.scrub_header_attributes(span)
+
+
+def plan() -> IntegrationStatus:
+    """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
+    return _common.plan_library(NAME, ("requests",), MIN_VERSION, "2.7", "requests", CONTRIB)
+
+
+def instrument(ctx: _common.Context) -> IntegrationStatus:
+    """Instrument now when requests is imported, else when the application imports it (see ``_lazy``)."""
+    found = _common.supported_dist(NAME, ("requests",), MIN_VERSION, "2.7", "requests")
+    if isinstance(found, IntegrationStatus):
+        return found
+    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "requests", found[1],
+                                                                lambda: _instrument_now(ctx))
+    return deferred if deferred is not None else _instrument_now(ctx)
+
+
+def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
+    found = _common.supported_dist(NAME, ("requests",), MIN_VERSION, "2.7", "requests")
+    if isinstance(found, IntegrationStatus):
+        return found
+    _dist, version = found
+    try:
+        import opentelemetry.instrumentation.requests as contrib
+    except ImportError as exc:
+        return IntegrationStatus(NAME, "skipped", f"not importable ({exc})", version=version)
+
+    _http_clients.replace_redact(contrib, _state)
+    instrumentor = contrib.RequestsInstrumentor()
+    note = ""
+    if instrumentor.is_instrumented_by_opentelemetry:
+        note = " (was already instrumented by the application; its providers and hooks are kept)"
+    else:
+        hooks: dict[str, Any] = {}
+        if _http_clients.captures_headers():  # no per-request hook call when no header is captured
+            hooks = {"request_hook": _request_hook, "response_hook": _response_hook}
+        instrumentor.instrument(tracer_provider=ctx.tracer_provider, meter_provider=ctx.meter_provider,
+                                skip_dep_check=True, **hooks)
+        _state["owned"] = True
+    return IntegrationStatus(NAME, "enabled", f"requests {version}{note}", version=version)
+
+
+def uninstrument() -> None:
+    _lazy.cancel(NAME)
+    if not _state:  # never instrumented: importing contrib here would import the library
+        return
+    try:
+        import opentelemetry.instrumentation.requests as contrib
+    except ImportError:
+        _state.clear()
+        return
+    _http_clients.restore_redact(contrib, _state)
+    if _state.pop("owned", False):
+        contrib.RequestsInstrumentor().uninstrument()

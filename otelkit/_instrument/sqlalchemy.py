@@ -1,0 +1,210 @@
+"""SQLAlchemy (sync ``Engine`` and ``AsyncEngine``): statement spans, duration metric and pool usage.
+
+otelkit's own integration (it replaces ``opentelemetry-instrumentation-sqlalchemy``, which patches
+``create_engine`` and so misses engines created before ``init()``): event listeners on the ``Engine``
+and ``Pool`` *classes*, so every engine is covered, whenever it was created.
+
+**One span per statement: the driver's span wins.** When the DBAPI cursor SQLAlchemy executes on is
+already traced by otelkit's driver integration (psycopg2 and psycopg: a traced cursor; asyncpg: the
+asyncpg integration is on, it traces asyncpg's classes), SQLAlchemy records nothing for that
+statement: the driver's span is the statement as sent, with the same scrubbing and the duration
+metric. Otherwise (sqlite, mysql drivers, a connection the pool opened before ``init()``, a
+server-side cursor) SQLAlchemy's span is the one: a CLIENT span named by the operation, with
+``db.system.name``, ``db.namespace``, ``server.address``/``server.port``, ``db.operation.name`` and
+the scrubbed ``db.query.text``, and ``db.client.operation.duration`` on attributes cached per engine
+and operation.
+
+Pool usage: ``db.client.connection.count`` (``idle``/``used``) read from ``pool.checkedin()`` /
+``pool.checkedout()`` at each collection, named by the engine URL without its password; a pool is
+reported from its first statement after ``init()``.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from typing import Any
+
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otelkit import _scrub
+from otelkit._instrument import _common, _db_pools, _lazy
+from otelkit._status import IntegrationStatus
+
+NAME = "sqlalchemy"
+SCOPE = "otelkit.instrument.sqlalchemy"
+MIN_VERSION = (1, 4)
+
+_state: dict[str, Any] = {}
+_tracer = _common.FOLLOWING_TRACER_PROVIDER.get_tracer(SCOPE)
+# engine -> (span attributes without the statement, pool name, metric attributes by (operation, error))
+_engines: weakref.WeakKeyDictionary[Any, tuple[dict[str, Any], dict[tuple[str, str | None], dict[str, Any]]]] = (
+    weakref.WeakKeyDictionary())
+_traced_types: dict[type, bool] = {}
+_operations: dict[str, tuple[str, str]] = {}  # statement -> (operation name, scrubbed text)
+
+_SYSTEMS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite",
+            "mssql": "microsoft.sql_server", "oracle": "oracle.db"}
+
+
+def _driver_traces(engine: Any, cursor: Any) -> bool:
+    """Whether otelkit's driver integration already traces this statement (then the driver's span wins)."""
+    driver = engine.dialect.driver
+    if driver == "asyncpg":
+        from otelkit._instrument import asyncpg as _asyncpg
+
+        return _asyncpg.is_on()
+    if driver not in ("psycopg2", "psycopg", "psycopg_async"):
+        return False
+    klass = type(getattr(cursor, "_cursor", None) or cursor)
+    traced = _traced_types.get(klass)
+    if traced is None:  # contrib's traced cursor factories are named TracedCursor*
+        traced = _traced_types[klass] = klass.__name__.startswith("Traced")
+    return traced
+
+
+def _pool_measures(pool: Any) -> tuple[str, int, int, int | None, int | None] | None:
+    name = _state.get("pool_names", {}).get(pool)
+    if name is None:
+        return None
+    return name, int(pool.checkedin()), max(int(pool.checkedout()), 0), None, None
+
+
+def _engine_info(engine: Any) -> tuple[dict[str, Any], dict[tuple[str, str | None], dict[str, Any]]]:
+    info = _engines.get(engine)
+    if info is None:
+        url = engine.url
+        attributes: dict[str, Any] = {"db.system.name": _SYSTEMS.get(engine.dialect.name, engine.dialect.name)}
+        if url.database:
+            attributes["db.namespace"] = str(url.database)
+        if url.host:
+            attributes["server.address"] = str(url.host)
+        if url.port:
+            attributes["server.port"] = int(url.port)
+        info = (attributes, {})
+        _engines[engine] = info
+    pool = engine.pool
+    names = _state.setdefault("pool_names", weakref.WeakKeyDictionary())
+    if pool not in names:
+        names[pool] = engine.url.render_as_string(hide_password=True)
+        _db_pools.register(NAME, pool, _pool_measures)
+    return info
+
+
+def _statement(statement: str) -> tuple[str, str]:
+    found = _operations.get(statement)
+    if found is None:
+        words = statement.lstrip().split(None, 1)
+        operation = words[0].upper()[:64] if words else ""
+        text = _scrub.scrub_sql(statement) if _scrub.is_enabled() else statement
+        found = (operation, text)
+        if len(_operations) < 2048:  # bounded: statements are mostly program constants
+            _operations[statement] = found
+    return found
+
+
+def _before(conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool) -> None:
+    try:
+        if context is None or not _common.instrumentation_enabled():
+            return
+        engine = conn.engine
+        info = _engine_info(engine)
+        if _driver_traces(engine, cursor):
+            return
+        operation, text = _statement(statement if isinstance(statement, str) else str(statement))
+        attributes = dict(info[0])
+        attributes["db.query.text"] = text
+        if operation:
+            attributes["db.operation.name"] = operation
+        span = _tracer.start_span(operation or attributes["db.system.name"], kind=SpanKind.CLIENT,
+                                  attributes=attributes)
+        context._otelkit = (span, time.perf_counter(), info, operation)
+    except Exception:
+        pass
+
+
+def _finish(context: Any, error: BaseException | None) -> None:
+    started = getattr(context, "_otelkit", None)
+    if started is None:
+        return
+    context._otelkit = None
+    span, start, info, operation = started
+    try:
+        elapsed = time.perf_counter() - start
+        error_type = None if error is None else _common.error_type(error)
+        key = (operation, error_type)
+        attributes = info[1].get(key)
+        if attributes is None:
+            attributes = {k: v for k, v in info[0].items()}
+            if operation:
+                attributes["db.operation.name"] = operation
+            if error_type is not None:
+                attributes["error.type"] = error_type
+            if len(info[1]) < 256:
+                info[1][key] = attributes
+        _common.instruments().db_duration.record(elapsed, attributes)
+        if error is not None and span.is_recording():
+            span.set_attribute("error.type", error_type)
+            span.set_status(Status(StatusCode.ERROR, _scrub.scrub_db_message(f"{type(error).__name__}: {error}")))
+    except Exception:
+        pass
+    finally:
+        span.end()
+
+
+def _after(conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool) -> None:
+    _finish(context, None)
+
+
+def _error(exception_context: Any) -> None:
+    context = getattr(exception_context, "execution_context", None)
+    if context is not None:
+        _finish(context, exception_context.original_exception)
+
+
+def plan() -> IntegrationStatus:
+    """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
+    return _common.plan_library(NAME, ("sqlalchemy", "SQLAlchemy"), MIN_VERSION, "1.4", "sqlalchemy", None)
+
+
+def instrument(ctx: _common.Context) -> IntegrationStatus:
+    """Instrument now when sqlalchemy is imported, else when the application imports it (see ``_lazy``)."""
+    found = _common.supported_dist(NAME, ("sqlalchemy", "SQLAlchemy"), MIN_VERSION, "1.4", "sqlalchemy")
+    if isinstance(found, IntegrationStatus):
+        return found
+    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "sqlalchemy", found[1],
+                                                                lambda: _instrument_now(ctx))
+    return deferred if deferred is not None else _instrument_now(ctx)
+
+
+def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
+    found = _common.supported_dist(NAME, ("sqlalchemy", "SQLAlchemy"), MIN_VERSION, "1.4", "sqlalchemy")
+    if isinstance(found, IntegrationStatus):
+        return found
+    _dist, version = found
+    try:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+    except ImportError as exc:
+        return IntegrationStatus(NAME, "skipped", f"not importable ({exc})", version=version)
+    if not _state.get("listening"):
+        event.listen(Engine, "before_cursor_execute", _before)
+        event.listen(Engine, "after_cursor_execute", _after)
+        event.listen(Engine, "handle_error", _error)
+        _state["listening"] = True
+    _db_pools.activate(NAME)
+    return IntegrationStatus(NAME, "enabled", f"sqlalchemy {version} (the driver's span wins where otelkit traces "
+                                              "the driver: psycopg2, psycopg, asyncpg)", version=version)
+
+
+def uninstrument() -> None:
+    _lazy.cancel(NAME)
+    _db_pools.deactivate(NAME)
+    if not _state.pop("listening", False):
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    for name, fn in (("before_cursor_execute", _before), ("after_cursor_execute", _after), ("handle_error", _error)):
+        if event.contains(Engine, name, fn):
+            event.remove(Engine, name, fn)
