@@ -49,6 +49,24 @@ def register(*, child_reset: Callable[[int | None], None] | None = None,
         _exit_flushes.append(exit_flush)
 
 
+_at_fork_registered: set[Callable[[], None]] = set()
+
+
+def at_fork(*, before: Callable[[], None] | None = None, after_in_parent: Callable[[], None] | None = None,
+            after_in_child: Callable[[], None] | None = None) -> None:
+    """The one place otelkit's modules register process-wide fork handlers (module locks, the gRPC fork
+    guard, the Sentry transport). Each callable is registered with ``os.register_at_fork`` once, in the
+    order of the calls, so the interpreter runs them exactly as if each module had registered its own;
+    where ``os.register_at_fork`` does not exist this does nothing."""
+    if not hasattr(os, "register_at_fork"):
+        return
+    hooks = {"before": before, "after_in_parent": after_in_parent, "after_in_child": after_in_child}
+    fresh = {name: hook for name, hook in hooks.items() if hook is not None and hook not in _at_fork_registered}
+    if fresh:
+        _at_fork_registered.update(fresh.values())
+        os.register_at_fork(**fresh)
+
+
 def install(reinit: Callable[[], None], *, exit_flush_timeout: float | None = None) -> None:
     """Register the fork hooks (once per process; later calls only replace ``reinit``).
 
@@ -61,7 +79,7 @@ def install(reinit: Callable[[], None], *, exit_flush_timeout: float | None = No
     if _installed_pid is not None or not hasattr(os, "register_at_fork"):
         return
     _installed_pid = os.getpid()
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    at_fork(after_in_child=_after_fork_in_child)
 
 
 _child_pid: int | None = None

@@ -20,7 +20,6 @@ otelkit's exporters.
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackT
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from otelkit import _fork
 from otelkit._compat import (
     ProxyCounter,
     ProxyGauge,
@@ -65,9 +65,8 @@ __all__ = [
 ]
 
 _lock = threading.RLock()
-if hasattr(os, "register_at_fork"):
-    # A thread of the parent may hold the lock at fork time; the child must not inherit it locked.
-    os.register_at_fork(after_in_child=_lock._at_fork_reinit)  # type: ignore[attr-defined]
+# A thread of the parent may hold the lock at fork time; the child must not inherit it locked.
+_fork.at_fork(after_in_child=_lock._at_fork_reinit)  # type: ignore[attr-defined]
 
 
 def _freeze(attributes: Any) -> Any:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -54,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, format_span_id, format_trace_id
 
-from otelkit import _errors
+from otelkit import _errors, _fork
 from otelkit._internal_log import logger
 from otelkit._scrub import REDACTED, is_sensitive_key
 from otelkit._status import IntegrationStatus
@@ -281,8 +280,8 @@ def shutdown(timeout: float) -> None:
 
 def _install_fork_hook() -> None:
     global _fork_hook_installed
-    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+    if not _fork_hook_installed:
+        _fork.at_fork(after_in_child=_after_fork_in_child)
         _fork_hook_installed = True
 
 

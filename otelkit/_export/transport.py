@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import socket
 import threading
 import time
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from otelkit import _fork
 from otelkit._internal_log import logger
 
 # Serialized request cap, below the collector's default 4 MiB gRPC receive limit (HTTP allows 20 MiB).
@@ -388,11 +388,11 @@ _grpc_fork_hooks_installed = False  # inherited by children, like the hooks them
 def _install_grpc_fork_hooks() -> None:
     """Register the gRPC fork guard once per process (its children inherit both the hooks and the flag)."""
     global _grpc_fork_hooks_installed
-    if _grpc_fork_hooks_installed or not hasattr(os, "register_at_fork"):
+    if _grpc_fork_hooks_installed:
         return
     _grpc_fork_hooks_installed = True
-    os.register_at_fork(before=_grpc_before_fork, after_in_parent=_grpc_after_fork_in_parent,
-                        after_in_child=_grpc_after_fork_in_child)
+    _fork.at_fork(before=_grpc_before_fork, after_in_parent=_grpc_after_fork_in_parent,
+                  after_in_child=_grpc_after_fork_in_child)
 
 
 def _grpc_before_fork() -> None:

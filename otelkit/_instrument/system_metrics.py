@@ -19,7 +19,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from otelkit import _compat
+from otelkit import _compat, _fork
 from otelkit._instrument import _common
 from otelkit._status import IntegrationStatus
 
@@ -108,8 +108,8 @@ def _after_fork_in_child() -> None:
 
 def _register_fork_hook() -> None:
     global _fork_hook_registered
-    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+    if not _fork_hook_registered:
+        _fork.at_fork(after_in_child=_after_fork_in_child)
         _fork_hook_registered = True
 
 

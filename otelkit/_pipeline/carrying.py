@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import atexit
 import contextvars
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from otelkit import _fork
 
 EMIT_COMMANDS = frozenset({"LPUSH", "RPUSH", "LPUSHX", "RPUSHX", "XADD", "PUBLISH", "SPUBLISH"})
 RECEIVE_COMMANDS = frozenset({"BRPOP", "BLPOP", "RPOP", "LPOP", "BLMOVE", "LMOVE", "BRPOPLPUSH", "RPOPLPUSH"})
@@ -69,7 +70,7 @@ _atexit_registered = False
 _lock = threading.Lock()
 
 # A forked child must not emit its parent's deferred commands (the parent does, or already did).
-os.register_at_fork(after_in_child=_pending.clear)
+_fork.at_fork(after_in_child=_pending.clear)
 
 
 def _command(args: tuple[Any, ...]) -> str:

@@ -27,7 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from otelkit import _names
+from otelkit import _fork, _names
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_INSTRUMENTATION_KEY
 from otelkit._export import stats as _stats
 from otelkit._internal_log import logger, warn_once
@@ -71,8 +71,7 @@ def _reinit_locks_in_child() -> None:
     _done = threading.Condition(_lock)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_locks_in_child)
+_fork.at_fork(after_in_child=_reinit_locks_in_child)
 
 
 def _destination(state: _ProbeState) -> str | None:
