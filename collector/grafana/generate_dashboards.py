@@ -43,6 +43,7 @@ SOURCE = label(N.ATTR_SOURCE)
 OUTCOME = label(N.ATTR_OUTCOME)
 SIGNAL = label(N.ATTR_SIGNAL)
 REASON = label(N.ATTR_REASON)
+METRIC_NAME = label(N.ATTR_METRIC_NAME)
 STATE = label(N.ATTR_QUEUE_STATE)
 VARIANT = label(N.ATTR_VARIANT)
 ERROR_CLASS = label(N.ATTR_ERROR_CLASS)
@@ -345,6 +346,11 @@ def pipeline() -> Dashboard:
              q(f"sum by ({SIGNAL}, {REASON}) (rate({N.TELEMETRY_DROPPED.prometheus}{{{job}}}[{RATE}])) "
                f"or on() vector(0)", f"dropped {{{{{SIGNAL}}}}} ({{{{{REASON}}}}})"),
              q(f"sum by ({SIGNAL}) ({N.TELEMETRY_QUEUE_SIZE.prometheus}{{{job}}})", f"queued {{{{{SIGNAL}}}}}")])
+    d.panel("Metric cardinality overflows", "Measurements sent to a metric's otel.metric.overflow=true series because "
+            "it reached OTELKIT_METRIC_CARDINALITY_LIMIT attribute sets: an attribute carries an unbounded value "
+            "(docs/sampling.md). 0 when nothing overflowed.",
+            [q(f"sum by ({METRIC_NAME}) (increase({N.TELEMETRY_METRIC_OVERFLOWS.prometheus}{{{job}}}[{RATE}])) "
+               f"or on() vector(0)", f"{{{{{METRIC_NAME}}}}}")], w=6)
     return d
 
 
