@@ -144,3 +144,18 @@ def test_per_event_and_wire_bytes_from_saved_telemetry(capacity: ModuleType, tmp
 def test_per_event_refuses_telemetry_without_events(capacity: ModuleType, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="correlation_id"):
         capacity.per_event({"span": [], "log": [], "metric": []})
+
+
+def test_cpu_figures_from_run_py_json(capacity: ModuleType, tmp_path: Path) -> None:
+    rows = [
+        {"module": "export", "label": "export thread CPU per delivered span, grpc", "otelkit": [9.0, 8.0, 7.0]},
+        {"module": "export", "label": "export thread CPU per delivered span, grpc, while 2 CPU-hog processes keep "
+                                    "both cores busy", "otelkit": [99.0]},
+        {"module": "export", "label": "application thread CPU per span created, grpc", "otelkit": [30.0, 34.0]},
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"versions": {}, "fast": False, "rows": rows}))
+    assert capacity.cpu_from_bench_json(str(path)) == {"export_cpu_us_per_span": 8.0, "app_cpu_us_per_span": 32.0}
+    path.write_text(json.dumps({"rows": rows[:1]}))
+    with pytest.raises(KeyError, match="application thread CPU"):
+        capacity.cpu_from_bench_json(str(path))
