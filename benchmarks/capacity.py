@@ -102,7 +102,8 @@ class CapacityRow:
     sdk_cores: float
     network_mb_s: float
     network_mb_s_gzip: float
-    collector_replicas_per_tier: int
+    gateway_replicas: int  # spans + log records (metrics are a few points per process)
+    sampler_replicas: int  # spans only: logs and metrics go from the gateway to Loki / Prometheus
     sampler_traces_in_memory: float
     sampler_memory_gb: float
     tempo_gb_day: float
@@ -122,13 +123,14 @@ def capacity_rows(m: Measured, a: Assumptions, rates: Iterable[int] = RATES) -> 
         kept_spans = spans * a.keep_ratio
         wire = kept_spans * m.span_bytes + logs * m.log_bytes
         wire_gz = kept_spans * m.span_bytes_gzip + logs * m.log_bytes_gzip
-        items = kept_spans + logs
-        replicas = max(1, math.ceil(items / (a.collector_items_per_core * a.collector_cores_per_replica)))
+        per_replica = a.collector_items_per_core * a.collector_cores_per_replica
         traces_buffered = rate * m.traces_per_event * a.keep_ratio * a.decision_wait_s
         sampler_bytes = kept_spans * a.decision_wait_s * m.span_bytes * a.sampler_memory_factor
         rows.append(CapacityRow(
             events_per_s=rate, spans_per_s=spans, logs_per_s=logs, sdk_cores=cpu_us / 1e6,
-            network_mb_s=wire / 1e6, network_mb_s_gzip=wire_gz / 1e6, collector_replicas_per_tier=replicas,
+            network_mb_s=wire / 1e6, network_mb_s_gzip=wire_gz / 1e6,
+            gateway_replicas=max(1, math.ceil((kept_spans + logs) / per_replica)),
+            sampler_replicas=max(1, math.ceil(kept_spans / per_replica)),
             sampler_traces_in_memory=traces_buffered, sampler_memory_gb=sampler_bytes / 1e9,
             tempo_gb_day=kept_spans * m.span_bytes_gzip * a.storage_factor * _DAY / 1e9,
             loki_gb_day=logs * m.log_bytes_gzip * a.storage_factor * _DAY / 1e9,
@@ -147,8 +149,10 @@ def limits(m: Measured, a: Assumptions) -> dict[str, float]:
         "one process's telemetry fills a core (GIL)": 1e6 / (per_event_span_cpu + per_event_log_cpu),
         "one 1 Gbit/s link, uncompressed": a.link_mb_s * 1e6 / wire_per_event,
         "one 1 Gbit/s link, gzip": a.link_mb_s * 1e6 / wire_gz_per_event,
-        "one collector replica per tier": a.collector_items_per_core * a.collector_cores_per_replica
+        "one gateway collector replica": a.collector_items_per_core * a.collector_cores_per_replica
         / (m.spans_per_event * a.keep_ratio + m.logs_per_event),
+        "one tail-sampling collector replica": a.collector_items_per_core * a.collector_cores_per_replica
+        / (m.spans_per_event * a.keep_ratio),
         "tail_sampling num_traces default (50 000) over decision_wait":
             a.num_traces_default / (m.traces_per_event * a.keep_ratio * a.decision_wait_s),
         "Tempo default per-tenant ingestion limit (15 MB/s)":
@@ -315,13 +319,13 @@ def _num(value: float) -> str:
 def render_markdown(m: Measured, a: Assumptions, rows: Sequence[CapacityRow], lim: dict[str, float]) -> str:
     lines = [
         "| events/s | spans/s | log records/s | SDK CPU (cores) | network MB/s (gzip) | "
-        "collector replicas per tier | sampler: traces buffered / memory GB | Tempo GB/day | Loki GB/day |",
+        "collector replicas: gateway / sampler | sampler: traces buffered / memory GB | Tempo GB/day | Loki GB/day |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r.events_per_s:,} | {_num(r.spans_per_s)} | {_num(r.logs_per_s)} | {_num(r.sdk_cores)} | "
-            f"{_num(r.network_mb_s)} ({_num(r.network_mb_s_gzip)}) | {r.collector_replicas_per_tier} | "
+            f"{_num(r.network_mb_s)} ({_num(r.network_mb_s_gzip)}) | {r.gateway_replicas} / {r.sampler_replicas} | "
             f"{_num(r.sampler_traces_in_memory)} / {_num(r.sampler_memory_gb)} | {_num(r.tempo_gb_day)} | "
             f"{_num(r.loki_gb_day)} |")
     lines += ["", "| limit | reached at events/s |", "|---|---|"]
@@ -331,6 +335,28 @@ def render_markdown(m: Measured, a: Assumptions, rows: Sequence[CapacityRow], li
               "(metrics are aggregated in the process and never sampled; series grow with processes, "
               "stages, sources and outcomes, bounded by OTELKIT_METRIC_CARDINALITY_LIMIT per instrument)."]
     return "\n".join(lines)
+
+
+def measure(args: argparse.Namespace) -> Measured:
+    """Run (or read) the demo telemetry and the CPU figures, as the command line says."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.telemetry
+        if path is None:
+            path = os.path.join(tmp, "demo.jsonl")
+            run_demo(path, args.events)
+        items = _load(path)
+        counts = per_event(items)
+        sizes = wire_bytes(items)
+    cpu = cpu_from_bench_json(args.bench_json) if args.bench_json else cpu_measured(args.spans, args.rounds)
+    return Measured(
+        spans_per_event=counts["spans_per_event"], logs_per_event=counts["logs_per_event"],
+        traces_per_event=counts["traces_per_event"], series_per_process=counts["series_per_process"],
+        span_bytes=sizes["span_bytes"], span_bytes_gzip=sizes["span_bytes_gzip"], log_bytes=sizes["log_bytes"],
+        log_bytes_gzip=sizes["log_bytes_gzip"], **cpu,
+        source={"telemetry": args.telemetry or f"otelkit demo --events {args.events} (this run)",
+                "cpu": args.bench_json or f"bench_export producer, otelkit side, gRPC, {args.rounds}x{args.spans}",
+                "events": str(counts["events"]), "processes": str(counts["processes"]),
+                "traces_per_event_as_run": f"{counts['traces_per_event_as_run']:.2f}"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -346,34 +372,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=20, help="application processes (Prometheus series)")
     parser.add_argument("--markdown", action="store_true", help="print the Markdown table of docs/capacity.md")
     parser.add_argument("--json", metavar="PATH", help="also write inputs and rows as JSON")
+    parser.add_argument("--from-json", metavar="PATH", help="re-render from the measured inputs of an earlier --json "
+                        "file (measures nothing)")
     args = parser.parse_args(argv)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = args.telemetry
-        if path is None:
-            path = os.path.join(tmp, "demo.jsonl")
-            run_demo(path, args.events)
-        items = _load(path)
-        counts = per_event(items)
-        sizes = wire_bytes(items)
-    cpu = cpu_from_bench_json(args.bench_json) if args.bench_json else cpu_measured(args.spans, args.rounds)
-    measured = Measured(
-        spans_per_event=counts["spans_per_event"], logs_per_event=counts["logs_per_event"],
-        traces_per_event=counts["traces_per_event"], series_per_process=counts["series_per_process"],
-        span_bytes=sizes["span_bytes"], span_bytes_gzip=sizes["span_bytes_gzip"], log_bytes=sizes["log_bytes"],
-        log_bytes_gzip=sizes["log_bytes_gzip"], **cpu,
-        source={"telemetry": args.telemetry or f"otelkit demo --events {args.events} (this run)",
-                "cpu": args.bench_json or f"bench_export producer, otelkit side, gRPC, {args.rounds}x{args.spans}",
-                "events": str(counts["events"]), "processes": str(counts["processes"]),
-                "traces_per_event_as_run": f"{counts['traces_per_event_as_run']:.2f}"})
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())["measured"]
+        measured = Measured(**saved)
+    else:
+        measured = measure(args)
     assumptions = Assumptions(keep_ratio=args.keep_ratio, processes=args.processes)
+
     rows = capacity_rows(measured, assumptions)
     lim = limits(measured, assumptions)
     print("measured: " + ", ".join(f"{k}={_num(v)}" for k, v in asdict(measured).items() if k != "source"))
     print("from: " + ", ".join(f"{k}={v}" for k, v in measured.source.items()))
     for r in rows:
         print(f"{r.events_per_s:>7,} events/s: {_num(r.sdk_cores)} SDK cores, {_num(r.network_mb_s)} MB/s "
-              f"({_num(r.network_mb_s_gzip)} gzip), {r.collector_replicas_per_tier} collector replica(s) per tier, "
+              f"({_num(r.network_mb_s_gzip)} gzip), {r.gateway_replicas} gateway + {r.sampler_replicas} sampler "
+              f"replica(s), "
               f"Tempo {_num(r.tempo_gb_day)} GB/day, Loki {_num(r.loki_gb_day)} GB/day")
     for name, value in sorted(lim.items(), key=lambda kv: kv[1]):
         print(f"limit: {name}: {_num(value)} events/s")

@@ -46,12 +46,13 @@ def test_rows_on_fixed_inputs(capacity: ModuleType) -> None:
     assert r.sdk_cores == pytest.approx(0.675)
     assert r.network_mb_s == pytest.approx((10_000 * 400 + 5_000 * 300) / 1e6)
     assert r.network_mb_s_gzip == pytest.approx((10_000 * 80 + 5_000 * 60) / 1e6)
-    assert r.collector_replicas_per_tier == 1  # 15k items/s <= 10k/core x 2 cores
+    assert (r.gateway_replicas, r.sampler_replicas) == (1, 1)  # 15k items/s <= 10k/core x 2 cores
     assert r.sampler_traces_in_memory == pytest.approx(1_000 * 2 * 30)
     assert r.sampler_memory_gb == pytest.approx(10_000 * 30 * 400 * 3 / 1e9)
     assert r.tempo_gb_day == pytest.approx(10_000 * 80 * 86_400 / 1e9)
     assert r.loki_gb_day == pytest.approx(5_000 * 60 * 86_400 / 1e9)
-    assert rows[1].collector_replicas_per_tier == 8  # 150k items/s / 20k per replica, rounded up
+    # gateway: 150k items/s / 20k per replica, rounded up; sampler: the 100k spans/s only
+    assert (rows[1].gateway_replicas, rows[1].sampler_replicas) == (8, 5)
     # Everything but the replica count (a ceiling) is linear in the rate.
     assert rows[2].tempo_gb_day == pytest.approx(100 * r.tempo_gb_day)
     assert rows[2].sdk_cores == pytest.approx(100 * r.sdk_cores)
@@ -71,10 +72,11 @@ def test_head_sampling_thins_spans_not_logs(capacity: ModuleType) -> None:
 def test_limits_are_where_the_rows_cross_them(capacity: ModuleType) -> None:
     m, a = _measured(capacity), capacity.Assumptions()
     lim = capacity.limits(m, a)
-    at = lim["one collector replica per tier"]
+    at = lim["one gateway collector replica"]
     assert at == pytest.approx(20_000 / 15)
     below, above = capacity.capacity_rows(m, a, rates=[int(at), int(at) + 1])
-    assert (below.collector_replicas_per_tier, above.collector_replicas_per_tier) == (1, 2)
+    assert (below.gateway_replicas, above.gateway_replicas) == (1, 2)
+    assert lim["one tail-sampling collector replica"] == pytest.approx(20_000 / 10)
     gil = lim["one process's telemetry fills a core (GIL)"]
     assert capacity.capacity_rows(m, a, rates=[int(gil)])[0].sdk_cores <= 1.0
     assert capacity.capacity_rows(m, a, rates=[int(gil) + 2])[0].sdk_cores > 1.0
@@ -159,3 +161,13 @@ def test_cpu_figures_from_run_py_json(capacity: ModuleType, tmp_path: Path) -> N
     path.write_text(json.dumps({"rows": rows[:1]}))
     with pytest.raises(KeyError, match="application thread CPU"):
         capacity.cpu_from_bench_json(str(path))
+
+
+def test_docs_table_is_the_scripts_output_for_the_saved_inputs(capacity: ModuleType) -> None:
+    """docs/capacity.md's tables are benchmarks/capacity.py's rendering of the measured inputs it saved."""
+    root = Path(__file__).resolve().parents[2]
+    saved = json.loads((root / "benchmarks" / "capacity_inputs.json").read_text())["measured"]
+    m, a = capacity.Measured(**saved), capacity.Assumptions()
+    rendered = capacity.render_markdown(m, a, capacity.capacity_rows(m, a), capacity.limits(m, a))
+    tables = rendered.split("\n\nPrometheus:")[0]
+    assert tables in (root / "docs" / "capacity.md").read_text()
