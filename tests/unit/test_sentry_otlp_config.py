@@ -105,3 +105,24 @@ def test_sentry_is_its_own_switch_even_with_exporter_none() -> None:
     settings = resolve(environ={"SENTRY_DSN": DSN, "OTELKIT_SENTRY_OTLP": "traces", "OTEL_TRACES_EXPORTER": "none"})
     (only,) = factory.resolve_exporters(settings, "traces")
     assert only.sentry and only.protocol == "http/protobuf"
+
+
+def test_endpoint_without_sentry_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OTLP path needs no sentry-sdk: without it the endpoint and header are computed."""
+    import sys
+
+    expected = otlp_target(DSN, "logs")
+    monkeypatch.setitem(sys.modules, "sentry_sdk.consts", None)  # makes `from sentry_sdk.consts import` fail
+    assert otlp_target(DSN, "logs") == expected
+
+
+def test_doctor_checks_the_sentry_endpoint_and_names_the_dsn_when_unreachable() -> None:
+    from otelkit._doctor import _unreachable_fix, targets
+
+    settings = resolve(environ={"SENTRY_DSN": "http://k3y@127.0.0.1:1/5", "OTELKIT_SENTRY_OTLP": "traces",
+                                "OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none",
+                                "OTEL_METRICS_EXPORTER": "none"})
+    found, _ = targets(settings, probe=lambda host, port: False)
+    (target,) = found
+    assert target.url == "http://127.0.0.1:1/api/5/integration/otlp/v1/traces"
+    assert "SENTRY_DSN" in _unreachable_fix(target)
