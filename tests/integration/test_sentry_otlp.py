@@ -128,8 +128,13 @@ def test_spans_and_logs_reach_sentry_once_and_the_collector_too(
     assert len(records) == 1 and records[0].trace_id.hex() == trace_id, records
 
 
-def test_traces_only_sends_no_logs_to_sentry(otelkit_collector: RotelCollector, sink: SentrySink) -> None:
+def test_traces_only_sends_no_logs_to_sentry_and_reinit_sends_no_copy(otelkit_collector: RotelCollector,
+                                                                       sink: SentrySink) -> None:
+    # As under `otelkit run` with a program calling init() itself: same settings (no-op), then other settings
+    # (a new pipeline replaces the old one): still one copy of each span at Sentry.
     _init_both(otelkit_collector, sink, sentry_otlp="traces", instrument=[])
+    _init_both(otelkit_collector, sink, sentry_otlp="traces", instrument=[])
+    _init_both(otelkit_collector, sink, sentry_otlp="traces", instrument=[], service_version="2.0")
     logging.getLogger("checkout").warning("not for sentry")
     with otelkit.span("only-traces"):
         pass
