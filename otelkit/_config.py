@@ -196,12 +196,15 @@ class SentrySettings:
     traces_sample_rate: float = 0.0
     trace_url_template: str | None = None
     send_default_pii: bool = False
+    otlp: tuple[str, ...] = ()
+    """Signals also sent to Sentry's OTLP endpoint (``traces``, ``logs``); empty: errors only."""
 
     def __repr__(self) -> str:
         return (
             f"SentrySettings(dsn={mask_url(self.dsn)!r}, environment={self.environment!r}, "
             f"release={self.release!r}, traces_sample_rate={self.traces_sample_rate!r}, "
-            f"trace_url_template={self.trace_url_template!r}, send_default_pii={self.send_default_pii!r})"
+            f"trace_url_template={self.trace_url_template!r}, send_default_pii={self.send_default_pii!r}, "
+            f"otlp={self.otlp!r})"
         )
 
     __str__ = __repr__
@@ -810,6 +813,25 @@ def _dsn(raw: Any) -> str:
     return text
 
 
+SENTRY_OTLP_SIGNALS = ("traces", "logs")
+"""What Sentry's OTLP endpoints accept (it has none for metrics)."""
+
+
+def _sentry_otlp(raw: Any) -> tuple[str, ...]:
+    accepted = "off, traces, logs or traces,logs (Sentry has no OTLP endpoint for metrics)"
+    if isinstance(raw, bool):
+        raise _Invalid(accepted)
+    try:
+        names = [n.lower() for n in _split_list(raw)]
+    except _Invalid:
+        raise _Invalid(accepted) from None
+    if names in (["off"], ["none"], ["false"]):
+        return ()
+    if not names or any(n not in SENTRY_OTLP_SIGNALS for n in names):
+        raise _Invalid(accepted)
+    return tuple(s for s in SENTRY_OTLP_SIGNALS if s in names)
+
+
 SAMPLERS = (
     "always_on",
     "always_off",
@@ -1117,6 +1139,10 @@ PARAMS: tuple[Param, ...] = (
        "Link put on Sentry events, e.g. `http://grafana:3000/explore?...{trace_id}`.", arg="trace_url_template"),
     _p("sentry.send_default_pii", "OTELKIT_SENTRY_SEND_DEFAULT_PII", _bool, False,
        "Let Sentry attach personal data (users, IPs, cookies).", arg="send_default_pii"),
+    _p("sentry.otlp", "OTELKIT_SENTRY_OTLP", _sentry_otlp, (),
+       "Also send these signals to Sentry's OTLP endpoint (from the DSN), next to your own exporters: off, "
+       "traces, logs or traces,logs. Needs a DSN; refuses SENTRY_TRACES_SAMPLE_RATE > 0 with traces (every "
+       "span would reach Sentry twice). See docs/sentry.md.", arg="sentry_otlp", default_doc="off"),
     _p("shutdown_timeout", "OTELKIT_SHUTDOWN_TIMEOUT", _ms, 5.0,
        "Deadline for flushing all signals at shutdown and exit.", arg="shutdown_timeout", duration=True,
        default_doc="5000 ms"),
@@ -1497,9 +1523,24 @@ def _resolve_sentry(r: _Resolver, values: Mapping[str, Any]) -> SentrySettings:
     if release is None and values.get("service_version"):
         release = values["service_version"]
         r.sources["sentry.release"] = "service_version"
+    traces_sample_rate = f("traces_sample_rate")
+    otlp = f("otlp")
+    if "traces" in otlp and traces_sample_rate > 0:
+        # Sentry's own transactions and otelkit's OTLP spans would describe the same operations twice.
+        source = r.sources.get("sentry.otlp", "OTELKIT_SENTRY_OTLP")
+        where = "argument sentry_otlp" if source == "argument" else f"environment variable {source}"
+        rate_source = r.sources.get("sentry.traces_sample_rate")
+        rate_source = "argument sentry_traces_sample_rate" if rate_source == "argument" else rate_source
+        otlp = r.fail(where, ",".join(otlp),
+                      "off or logs while SENTRY_TRACES_SAMPLE_RATE is above 0 "
+                      f"({traces_sample_rate:g}, from {rate_source}): "
+                      "with both, every span would reach Sentry twice; set SENTRY_TRACES_SAMPLE_RATE=0 to send "
+                      "traces over OTLP", secret=False, default=(), default_doc="off")
+        if not otlp:
+            r.sources["sentry.otlp"] = "default"
     return SentrySettings(
-        dsn=f("dsn"), environment=environment, release=release, traces_sample_rate=f("traces_sample_rate"),
-        trace_url_template=f("trace_url_template"), send_default_pii=f("send_default_pii"),
+        dsn=f("dsn"), environment=environment, release=release, traces_sample_rate=traces_sample_rate,
+        trace_url_template=f("trace_url_template"), send_default_pii=f("send_default_pii"), otlp=otlp,
     )
 
 

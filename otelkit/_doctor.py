@@ -369,6 +369,8 @@ def _unreachable_text(reach: str, host: str, port: int) -> str:
 
 
 def _unreachable_fix(target: Target) -> str:
+    if target.destination.sentry:
+        return "check the host of the Sentry DSN (SENTRY_DSN), or set OTELKIT_SENTRY_OTLP=off"
     variable = target.source if target.source.startswith("OTEL_") else "OTEL_EXPORTER_OTLP_ENDPOINT"
     return (f"start the collector, or point {variable} at a running one "
             "(the bundled stack listens on 127.0.0.1:4317 gRPC / 4318 HTTP)")

@@ -101,6 +101,7 @@ def init(
     sentry_traces_sample_rate: float | None = None,
     trace_url_template: str | None = None,
     send_default_pii: bool | None = None,
+    sentry_otlp: str | Sequence[str] | None = None,
     shutdown_timeout: float | None = None,
     spool_dir: str | os.PathLike[str] | None = None,
     spool_max_bytes: int | None = None,
@@ -190,6 +191,8 @@ def init(
         sentry_traces_sample_rate: Defaults to ``SENTRY_TRACES_SAMPLE_RATE``, else 0.
         trace_url_template: Link to a trace on Sentry events. Defaults to ``OTELKIT_TRACE_URL_TEMPLATE``.
         send_default_pii: Defaults to ``OTELKIT_SENTRY_SEND_DEFAULT_PII``, else false.
+        sentry_otlp: Also send ``traces`` and/or ``logs`` to Sentry's OTLP endpoint (from the DSN), next to the
+            other exporters. Defaults to ``OTELKIT_SENTRY_OTLP``, else off (docs/sentry.md says why).
         shutdown_timeout: Seconds allowed for flushing at shutdown/exit. Defaults to ``OTELKIT_SHUTDOWN_TIMEOUT``
             (milliseconds), else 5 s.
         spool_dir: Directory where spans and log records are kept on disk while the collector is unavailable

@@ -34,10 +34,21 @@ configured. Design choices, each answering a measured problem:
   events are not sent twice.
 - **An application's own client is linked, not replaced** when otelkit has no
   DSN but ``sentry_sdk.init()`` already ran.
+- **Sentry over OTLP is one more destination** (``OTELKIT_SENTRY_OTLP``, off by
+  default; ``docs/sentry.md`` compares both paths): :func:`otlp_target` turns
+  the DSN into Sentry's OTLP endpoint and ``X-Sentry-Auth`` header, and the
+  export factory sends spans/log records there through otelkit's own pipeline
+  (sender, retries, scrubbing, counted drops). sentry-sdk's ``OTLPIntegration``
+  is not used even with ``setup_propagator=False``: its linking is the same
+  external-propagation hook registered here, but as an integration it registers
+  it once per process (``setup_once``) while otelkit removes and re-registers it
+  with each client it closes and creates, and it always patches the SDK's
+  ``Span.record_exception`` and needs the SDK's own OTLP/HTTP exporter package.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -131,6 +142,59 @@ _enrichment = _Enrichment(None, None, DEFAULT_TRACE_URL_TEMPLATE, None)
 _pending: ContextVar[_Pending | None] = ContextVar("otelkit_sentry_pending", default=None)
 
 
+# --- Sentry's OTLP endpoints ----------------------------------------------------------------------
+
+_OTLP_PATHS = {"traces": "integration/otlp/v1/traces", "logs": "integration/otlp/v1/logs"}
+
+
+def otlp_target(dsn: str, signal: str) -> tuple[str, dict[str, str]]:
+    """Sentry's OTLP/HTTP endpoint for ``signal`` (``traces``/``logs``) and its auth headers, from ``dsn``.
+
+    Uses sentry-sdk's own helpers (``Dsn.to_auth().get_api_url(EndpointType.OTLP_*)``, ``Auth.to_header()``)
+    where the installed sentry-sdk has them, else computes Sentry's documented
+    ``{scheme}://{host}{path}api/{project_id}/integration/otlp/v1/{signal}``. The trailing ``/`` sentry-sdk's
+    helper adds is dropped: Sentry documents (and its project settings show) the URL without it. The DSN's
+    key travels in the ``X-Sentry-Auth`` header only, never in the URL, so the URL may be printed.
+    """
+    from otelkit._version import __version__
+
+    client = f"otelkit/{__version__}"
+    try:
+        from sentry_sdk.consts import EndpointType
+        from sentry_sdk.utils import Dsn
+    except ImportError:  # the `sentry` extra is not installed: OTLP needs no SDK
+        return _otlp_target_fallback(dsn, signal, client)
+    auth = Dsn(dsn).to_auth(client)
+    endpoint_type = getattr(EndpointType, f"OTLP_{signal.upper()}", None)
+    if endpoint_type is not None:
+        url = auth.get_api_url(endpoint_type)
+    else:  # sentry-sdk 2.76 knows OTLP_TRACES only
+        url = f"{auth.scheme}://{auth.host}{auth.path}api/{auth.project_id}/{_OTLP_PATHS[signal]}"
+    return url.rstrip("/"), {"X-Sentry-Auth": auth.to_header()}
+
+
+def _otlp_target_fallback(dsn: str, signal: str, client: str) -> tuple[str, dict[str, str]]:
+    parts = urllib.parse.urlsplit(dsn)
+    path, _, project_id = parts.path.rstrip("/").rpartition("/")
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    url = f"{parts.scheme}://{host}{path}/api/{project_id}/{_OTLP_PATHS[signal]}"
+    header = f"Sentry sentry_key={urllib.parse.unquote(parts.username or '')}, sentry_version=7, sentry_client={client}"
+    if parts.password:
+        header += f", sentry_secret={urllib.parse.unquote(parts.password)}"
+    return url, {"X-Sentry-Auth": header}
+
+
+def _otlp_note(settings: Settings) -> str:
+    signals = settings.sentry.otlp
+    if not signals:
+        return "traces stay in OpenTelemetry"
+    return f"{' and '.join(signals)} also to Sentry over OTLP"
+
+
 # --- setup / shutdown ------------------------------------------------------------------------------
 
 
@@ -164,13 +228,18 @@ def _setup(settings: Settings) -> IntegrationStatus | None:
     )
     if not dsn:
         _close_owned_client(timeout=1.0)
-        return _link_foreign_client() or IntegrationStatus(
-            "sentry", "disabled", "no DSN: set SENTRY_DSN or init(sentry_dsn=...)")
+        unused = (f"; OTELKIT_SENTRY_OTLP={','.join(sentry_settings.otlp)} does nothing without a DSN"
+                  if sentry_settings.otlp else "")
+        linked = _link_foreign_client()
+        if linked is not None:
+            return dataclasses.replace(linked, reason=linked.reason + unused) if unused else linked
+        return IntegrationStatus("sentry", "disabled", "no DSN: set SENTRY_DSN or init(sentry_dsn=...)" + unused)
     missing = sentry_sdk_problem()
     if missing is not None:
         # A DSN asks for Sentry: say once why it is off instead of raising ImportError in the app.
         logger.warning("otelkit: a Sentry DSN is set but %s; errors are not sent to Sentry", missing)
-        return IntegrationStatus("sentry", "skipped", missing)
+        otlp = f" ({_otlp_note(settings)})" if sentry_settings.otlp else ""
+        return IntegrationStatus("sentry", "skipped", missing + otlp)
     _check_dsn(settings, dsn)
     traces_sample_rate = sentry_settings.traces_sample_rate
     release = sentry_settings.release or settings.service_version
@@ -179,7 +248,8 @@ def _setup(settings: Settings) -> IntegrationStatus | None:
     key = (dsn, _enrichment.environment, release, traces_sample_rate, send_default_pii, shutdown_timeout)
     with _lock:
         try:
-            return _init_sentry(key, dsn, release, traces_sample_rate, send_default_pii, shutdown_timeout)
+            return _init_sentry(key, dsn, release, traces_sample_rate, send_default_pii, shutdown_timeout,
+                                _otlp_note(settings))
         except Exception as exc:
             logger.warning("otelkit: Sentry could not be initialised (%s); errors are not sent to Sentry",
                            type(exc).__name__, exc_info=logger.isEnabledFor(logging.DEBUG))
@@ -210,7 +280,7 @@ def sentry_sdk_problem() -> str | None:
 
 
 def _init_sentry(key: tuple[object, ...], dsn: str, release: str | None, traces_sample_rate: float,
-                 send_default_pii: bool, shutdown_timeout: float) -> IntegrationStatus:
+                 send_default_pii: bool, shutdown_timeout: float, traces_note: str) -> IntegrationStatus:
     global _init_key, _client
     import sentry_sdk
     from sentry_sdk.integrations.logging import ignore_logger
@@ -220,7 +290,7 @@ def _init_sentry(key: tuple[object, ...], dsn: str, release: str | None, traces_
     host = Dsn(dsn).host
     if key == _init_key and _client is not None and _client.is_active():
         _errors.set_sender(_send)
-        return IntegrationStatus("sentry", "enabled", f"errors to {host} (unchanged)")
+        return IntegrationStatus("sentry", "enabled", f"errors to {host}; {traces_note} (unchanged)")
     _close_owned_client(timeout=0.5)
     options: dict[str, Any] = {}
     if send_default_pii:
@@ -240,7 +310,7 @@ def _init_sentry(key: tuple[object, ...], dsn: str, release: str | None, traces_
     _init_key = key
     _install_fork_hook()
     _errors.set_sender(_send)
-    return IntegrationStatus("sentry", "enabled", f"errors to {host}; traces stay in OpenTelemetry")
+    return IntegrationStatus("sentry", "enabled", f"errors to {host}; {traces_note}")
 
 
 def _sentry_init(sentry_sdk: Any, dsn: str, release: str | None, traces_sample_rate: float,

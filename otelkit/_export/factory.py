@@ -88,7 +88,13 @@ def make_sender(signal: str, sig: SignalSettings) -> Sender:
 
 def sender_for(settings: Settings, destination: Destination) -> Sender:
     """The :class:`Sender` of an ``otlp`` :class:`Destination` (its protocol and endpoint, the signal's other
-    settings: headers, TLS, compression)."""
+    settings: headers, TLS, compression). Sentry's endpoint gets only its own auth header: the headers, TLS
+    files and compression of the user's collector are not Sentry's."""
+    if destination.sentry:
+        from otelkit._sentry import otlp_target
+
+        url, headers = otlp_target(settings.sentry.dsn or "", destination.signal)
+        return HttpSender(destination.signal, url, headers=headers, proxy=_proxy_for(url))
     sig: SignalSettings = settings.signal(destination.signal)
     if destination.protocol is not None:
         sig = dataclasses.replace(sig, protocol=destination.protocol, endpoint=destination.endpoint)  # type: ignore[arg-type]
@@ -154,7 +160,8 @@ class Destination:
     """Where one signal goes: ``kind`` otlp | console | prometheus | memory; for otlp, the protocol, the full
     endpoint (HTTP: with ``/v1/<signal>``) and ``source``, where that endpoint came from (a variable name,
     ``argument``, ``default``, or ``auto (collector on 127.0.0.1:<port>)``). ``auto``: chosen by the embedded
-    default (``exporters=auto`` and no endpoint)."""
+    default (``exporters=auto`` and no endpoint). ``sentry``: Sentry's OTLP endpoint (``OTELKIT_SENTRY_OTLP``),
+    one more destination next to the others; its auth header is made from the DSN by :func:`sender_for`."""
 
     signal: str
     kind: str
@@ -162,6 +169,7 @@ class Destination:
     endpoint: str | None = None
     auto: bool = False
     source: str = "default"
+    sentry: bool = False
 
 
 def resolve_exporters(settings: Settings, signal: str, *,
@@ -196,6 +204,13 @@ def resolve_exporters(settings: Settings, signal: str, *,
             out.append(Destination(signal, name))
         else:
             logger.warning("otelkit: unknown %s exporter %r ignored", signal, name)
+    sentry = settings.sentry
+    if sentry.dsn and signal in sentry.otlp:
+        from otelkit._sentry import otlp_target
+
+        # Whatever the signal's exporters say (even none): OTELKIT_SENTRY_OTLP is its own switch.
+        out.append(Destination(signal, "otlp", "http/protobuf", otlp_target(sentry.dsn, signal)[0],
+                               source=str(settings.sources.get("sentry.otlp", "OTELKIT_SENTRY_OTLP")), sentry=True))
     return out
 
 
@@ -234,8 +249,9 @@ def build_span_processors(settings: Settings) -> list[Any]:
     for dest in resolve_exporters(settings, "traces"):
         if dest.kind == "otlp":
             sender = sender_for(settings, dest)
-            processors.append(make_span_processor(sender, scrub=scrub, spool=make_spool(settings, "traces"),
-                                                  **kwargs))
+            # The spool replays to the collector's endpoint: Sentry's pipeline has none (its queue and retries only).
+            spool = None if dest.sentry else make_spool(settings, "traces")
+            processors.append(make_span_processor(sender, scrub=scrub, spool=spool, **kwargs))
         elif dest.kind == "console":
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -254,7 +270,8 @@ def build_log_processors(settings: Settings) -> list[Any]:
     for dest in resolve_exporters(settings, "logs"):
         if dest.kind == "otlp":
             sender = sender_for(settings, dest)
-            processors.append(make_log_processor(sender, scrub=scrub, spool=make_spool(settings, "logs"), **kwargs))
+            spool = None if dest.sentry else make_spool(settings, "logs")
+            processors.append(make_log_processor(sender, scrub=scrub, spool=spool, **kwargs))
         elif dest.kind == "console":
             from otelkit._compat import ConsoleLogRecordExporter, SimpleLogRecordProcessor
 
@@ -374,6 +391,9 @@ def describe_destinations(settings: Settings) -> str:
                 endpoint = mask_url(dest.endpoint or "")
                 if dest.protocol != "grpc":
                     endpoint = endpoint.removesuffix(_PATHS[signal])
+                if dest.sentry:
+                    names.append(f"Sentry OTLP {urlsplit(dest.endpoint or '').netloc}")
+                    continue
                 names.append(f"OTLP/{proto} {endpoint}" + (" (local collector found)" if dest.auto else ""))
             elif dest.kind == "console":
                 names.append("this terminal")

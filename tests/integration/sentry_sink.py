@@ -4,7 +4,10 @@
 part of Sentry's ingest protocol the SDK uses: ``POST /api/<project>/envelope/``
 with an (optionally gzip-compressed) envelope body. It parses envelopes
 (``header\\n(item_header\\npayload\\n)*``) and keeps the raw bytes so tests can
-grep for secrets. ``HungEndpoint`` accepts TCP connections and never answers.
+grep for secrets. It also records OTLP/HTTP requests to Sentry's OTLP endpoints
+(``POST /api/<project>/integration/otlp/v1/{traces,logs}``): path, headers and
+the protobuf body (:class:`OtlpPost`), answered with ``otlp_status``.
+``HungEndpoint`` accepts TCP connections and never answers.
 """
 
 from __future__ import annotations
@@ -28,6 +31,33 @@ class Envelope:
     items: list[tuple[dict[str, Any], Any]]
     raw: bytes
     request_headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class OtlpPost:
+    """One OTLP/HTTP request to Sentry's OTLP endpoint: path, lower-cased headers, decompressed protobuf body."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def signal(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    def spans(self) -> list[Any]:
+        """The spans of a traces request (protobuf ``Span`` messages)."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        request = ExportTraceServiceRequest.FromString(self.body)
+        return [span for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
+
+    def log_records(self) -> list[Any]:
+        """The records of a logs request (protobuf ``LogRecord`` messages)."""
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+        request = ExportLogsServiceRequest.FromString(self.body)
+        return [rec for rl in request.resource_logs for sl in rl.scope_logs for rec in sl.log_records]
 
 
 def parse_envelope(body: bytes) -> tuple[dict[str, Any], list[tuple[dict[str, Any], Any]]]:
@@ -58,8 +88,10 @@ def parse_envelope(body: bytes) -> tuple[dict[str, Any], list[tuple[dict[str, An
 class SentrySink:
     """A local Sentry ingest endpoint; use as a context manager."""
 
-    def __init__(self, project_id: int = 1, public_key: str = "publickey") -> None:
+    def __init__(self, project_id: int = 1, public_key: str = "publickey", otlp_status: int = 200) -> None:
         self.envelopes: list[Envelope] = []
+        self.otlp_posts: list[OtlpPost] = []
+        self.otlp_status = otlp_status
         self._cond = threading.Condition()
         sink = self
 
@@ -69,6 +101,9 @@ class SentrySink:
                 body = self.rfile.read(length)
                 if self.headers.get("Content-Encoding", "").lower() == "gzip":
                     body = gzip.decompress(body)
+                if "/integration/otlp/" in self.path:
+                    self._otlp(body)
+                    return
                 header, items = parse_envelope(body)
                 envelope = Envelope(header, items, body, {k.lower(): v for k, v in self.headers.items()})
                 with sink._cond:
@@ -81,12 +116,24 @@ class SentrySink:
                 self.end_headers()
                 self.wfile.write(reply)
 
+            def _otlp(self, body: bytes) -> None:
+                post = OtlpPost(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                with sink._cond:
+                    sink.otlp_posts.append(post)
+                    sink._cond.notify_all()
+                # An empty Export*ServiceResponse (no partial success) is zero bytes of protobuf.
+                self.send_response(sink.otlp_status)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
+        self.project_id = project_id
         self.dsn = f"http://{public_key}@127.0.0.1:{self.port}/{project_id}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="sentry-sink", daemon=True)
 
@@ -103,6 +150,20 @@ class SentrySink:
         """Every error event received so far (item type ``event``)."""
         with self._cond:
             return [payload for env in self.envelopes for head, payload in env.items if head.get("type") == "event"]
+
+    def posts(self, signal: str | None = None) -> list[OtlpPost]:
+        """OTLP requests received so far (of ``signal`` only, when given)."""
+        with self._cond:
+            return [p for p in self.otlp_posts if signal is None or p.signal == signal]
+
+    def otlp_spans(self) -> list[Any]:
+        """Every span received on the OTLP traces endpoint so far."""
+        return [span for post in self.posts("traces") for span in post.spans()]
+
+    def transactions(self) -> list[Any]:
+        """Transactions sent by sentry-sdk's own tracing (item type ``transaction``)."""
+        with self._cond:
+            return [p for env in self.envelopes for h, p in env.items if h.get("type") == "transaction"]
 
     def raw(self) -> bytes:
         """All received envelope bytes, decompressed, for secret greps."""
