@@ -1289,17 +1289,19 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
 
     # OTEL_CONFIG_FILE first: with a file, the spec says the environment is ignored (it enters only through
     # ${VAR} substitution inside the file), so the file takes the environment's place below the arguments.
+    # How a file that cannot be used fails is decided before it is read: argument strict, else OTELKIT_STRICT.
     pre = _Resolver(kwargs, env, strict=True)
+    pre.strict = bool(pre.field(_BY_FIELD["strict"]))
     config_file = pre.field(_BY_FIELD["config_file"])
     file = None
     if config_file is not None:
         from otelkit import _config_file
 
         try:
-            file = _config_file.load(config_file)
-        except ConfigError as exc:
-            if kwargs.get("strict") is not False:
-                raise
+            file = _config_file.load(config_file, _resource_attrs)
+        except _config_file.FileError as exc:
+            if pre.strict:
+                raise ConfigError(str(exc)) from None
             warnings.warn(f"otelkit: {exc}; ignoring the file (reading the environment instead)", ConfigWarning,
                           stacklevel=caller_stacklevel())
         else:
@@ -1307,7 +1309,7 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
 
     # strict decides how every other value fails, so it is resolved first and always strictly.
     r = _Resolver(kwargs, env, strict=True, file=file)
-    r.sources.update(pre.sources)
+    r.sources["config_file"] = pre.sources["config_file"]
     strict = bool(r.field(_BY_FIELD["strict"]))
     r.strict = strict
     if file is not None:

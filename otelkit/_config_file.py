@@ -16,14 +16,19 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from otelkit._config import ConfigError
+__all__ = ["INSTALL_HINT", "OTELKIT_KEYS", "FileError", "FileSettings", "load"]
 
-__all__ = ["FileSettings", "load", "OTELKIT_KEYS", "INSTALL_HINT"]
+
+class FileError(ValueError):
+    """The file cannot be used; ``otelkit._config`` raises it as ``ConfigError`` (this module sits below it)."""
+
+
+Pairs = Callable[[str], Mapping[str, str]]
 
 INSTALL_HINT = "pip install 'otelkit[config-file]'"
 
@@ -94,20 +99,23 @@ def _dotted(parts: list[str]) -> str:
     return out
 
 
-def load(path: str) -> FileSettings:
-    """Read, validate (upstream) and map the configuration file at ``path``; raise ConfigError when it is bad."""
+def load(path: str, pairs: Pairs) -> FileSettings:
+    """Read, validate (upstream) and map the configuration file at ``path``; raise FileError when it is bad.
+
+    ``pairs`` parses the schema's ``k=v,k2=v2`` strings (``headers_list``, ``attributes_list``) as the
+    environment's variables are parsed; it raises an exception carrying ``accepted`` for a bad one."""
     where = f"OTEL_CONFIG_FILE={path!r}"
     try:
         from opentelemetry.configuration import ConfigurationError, load_config_file
     except ImportError:
-        raise ConfigError(f"{where} needs the package opentelemetry-configuration (OpenTelemetry SDK 1.44 or "
+        raise FileError(f"{where} needs the package opentelemetry-configuration (OpenTelemetry SDK 1.44 or "
                           f"newer), which is not installed: {INSTALL_HINT}") from None
     accepted = ("a readable .yaml/.yml (or .json) file in the OpenTelemetry declarative configuration format "
                 "(file_format: \"1.0\"), see docs/config-file.md")
     if not os.path.isfile(path):
-        raise ConfigError(f"{where} is not valid: no such file; expected {accepted}")
+        raise FileError(f"{where} is not valid: expected {accepted} (there is no such file)")
     if not os.access(path, os.R_OK):
-        raise ConfigError(f"{where} is not valid: the file is not readable; expected {accepted}")
+        raise FileError(f"{where} is not valid: expected {accepted} (the file is not readable)")
     try:
         with _quiet_upstream():
             model = load_config_file(path)
@@ -116,19 +124,27 @@ def load(path: str) -> FileSettings:
         found = _AT.match(text)
         if found:
             key = _dotted(found.group("path").split(" -> "))
-            raise ConfigError(f"{where}: key {key!r} is not valid: {found.group('message')} (the file must match "
-                              "the OpenTelemetry configuration schema; see docs/config-file.md)") from None
-        raise ConfigError(f"{where} is not valid: {text}; expected {accepted}") from None
+            raise FileError(f"{where}: key {key!r} is not valid: expected what the OpenTelemetry configuration "
+                              f"schema accepts there: {found.group('message')} (see docs/config-file.md)") from None
+        raise FileError(f"{where} is not valid: expected {accepted} ({text})") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"{where} cannot be read: {exc}; expected {accepted}") from None
+        raise FileError(f"{where} is not valid: expected {accepted} (reading it failed: {exc})") from None
     out = FileSettings(path=path)
-    _Mapper(out).map(model)
+    _Mapper(out, pairs).map(model)
     return out
 
 
 class _Mapper:
-    def __init__(self, out: FileSettings) -> None:
+    def __init__(self, out: FileSettings, pairs: Pairs) -> None:
         self.out = out
+        self.pairs = pairs
+
+    def parse_pairs(self, key: str, text: str, secret: bool = False) -> Mapping[str, str]:
+        try:
+            return self.pairs(text)
+        except Exception as exc:
+            self.problem(key, "***" if secret else text, str(getattr(exc, "accepted", exc)))
+            return {}
 
     def put(self, name: str, value: Any, key: str) -> None:
         if value is not None:
@@ -166,12 +182,7 @@ class _Mapper:
             return
         attrs: dict[str, str] = {}
         if r.attributes_list:
-            from otelkit._config import _Invalid, _resource_attrs
-
-            try:
-                attrs.update(_resource_attrs(r.attributes_list))
-            except _Invalid as exc:
-                self.problem("resource.attributes_list", r.attributes_list, exc.accepted)
+            attrs.update(self.parse_pairs("resource.attributes_list", r.attributes_list))
         for i, a in enumerate(r.attributes or ()):
             if isinstance(a.value, list):
                 self.problem(f"resource.attributes[{i}].value", a.value, "a string, number or boolean (otelkit "
@@ -209,12 +220,8 @@ class _Mapper:
             self.put(f"{signal}.timeout", o.timeout, f"{k}.timeout")
             headers: dict[str, str] = {}
             if o.headers_list:
-                from otelkit._config import _headers, _Invalid
-
-                try:
-                    headers.update(_headers(o.headers_list))
-                except _Invalid as exc:
-                    self.problem(f"{k}.headers_list", "***", exc.accepted)
+                headers.update({n.lower(): v for n, v in self.parse_pairs(f"{k}.headers_list", o.headers_list,
+                                                                         secret=True).items()})
             for h in o.headers or ():  # the spec: headers win over headers_list
                 headers[h.name.lower()] = h.value or ""
             if headers:
