@@ -180,6 +180,9 @@ def _check_config(report: Report, config_file: str | None = None) -> Any | None:
         report.add(Check("config", "configuration", "ok", f"the configuration file {settings.config_file} is valid"
                          if settings.config_file else "the OTEL_* / OTELKIT_* configuration is valid"))
     report.config = flatten_settings(settings)
+    for row in report.config:
+        if row["name"] == "config_file" and config_file and row["source"] == "argument":
+            row["source"] = "otelkit doctor --config"
     if settings.config_file:
         _check_config_file(report, settings)
     if report.failures:
@@ -188,7 +191,12 @@ def _check_config(report: Report, config_file: str | None = None) -> Any | None:
                 row["source"] = "read leniently by the doctor: invalid values are shown at their defaults"
     sources = settings.sources
     # A set but invalid OTEL_SERVICE_NAME is already a FAIL above; "not set" would be wrong.
-    if str(sources.get("service_name", "")).startswith("derived") and "OTEL_SERVICE_NAME" not in os.environ:
+    if str(sources.get("service_name", "")).startswith("derived") and settings.config_file:
+        report.add(Check("config", "service name", "warn",
+                         f"the configuration file sets no service.name: derived {settings.service_name!r} "
+                         f"({sources['service_name']})",
+                         "add resource.attributes: [{name: service.name, value: ...}] to the file"))
+    elif str(sources.get("service_name", "")).startswith("derived") and "OTEL_SERVICE_NAME" not in os.environ:
         report.add(Check("config", "service name", "warn",
                          f"OTEL_SERVICE_NAME is not set: every program derives its own service.name (here "
                          f"{settings.service_name!r}, {sources['service_name']})",

@@ -388,3 +388,22 @@ def test_doctor_shows_the_files_settings_sources_and_ignored_variables(tmp_path:
     failures = [c.summary for c in report.failures if c.section == "config"]
     assert any("distribution.otelkit.nonsense" in f for f in failures), failures
     assert report.exit_code == 1
+
+
+@needs_upstream
+def test_doctor_cli_config_option_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from otelkit.__main__ import main
+
+    monkeypatch.delenv("OTEL_CONFIG_FILE", raising=False)
+    monkeypatch.delenv("OTELKIT_TEMPO_URL", raising=False)
+    path = _write(tmp_path, 'file_format: "1.0"\npropagator:\n  composite_list: tracecontext\n'
+                  "logger_provider:\n  processors:\n    - simple: {exporter: {console: {}}}\n")
+    code = main(["doctor", "--config", path, "--json", "--no-send", "--timeout", "0.2"])
+    out = json.loads(capsys.readouterr().out)
+    rows = {row["name"]: row for row in out["configuration"]}
+    assert rows["config_file"] == {"name": "config_file", "value": path, "source": "otelkit doctor --config"}
+    assert rows["logs.exporters"]["value"] == "console"
+    assert rows["logs.exporters"]["source"] == f"OTEL_CONFIG_FILE {path}:logger_provider.processors"
+    assert rows["traces.exporters"]["value"] == "none"
+    assert code == out["exit_code"] == 0
