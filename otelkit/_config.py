@@ -8,6 +8,9 @@ Precedence, for every setting (tested as a matrix in ``tests/unit/test_config_pr
 4. the default (sometimes computed: the service name is derived from the program).
 
 An empty environment variable counts as unset, as the OpenTelemetry spec says.
+With ``OTEL_CONFIG_FILE`` (or the argument ``config_file``) the declarative configuration file takes the
+place of steps 2 and 3: the environment is then ignored, as the spec says, except through ``${VAR}``
+substitution inside the file (``otelkit/_config_file.py``, docs/config-file.md).
 For the per-signal OTLP settings (endpoint, protocol, headers, ...) the order is:
 per-signal argument, generic argument, per-signal variable, generic variable, default.
 
@@ -1281,6 +1284,8 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
     the interpreter's program name and, for file settings, checking the file exists.
     Unknown keywords raise ``TypeError``; bad values raise :class:`ConfigError`
     (or warn with ``strict=False``). ``None`` means "not given" for every keyword.
+    A configuration file (``OTEL_CONFIG_FILE`` in ``environ``, or ``config_file=``) replaces ``environ``;
+    its ``${VAR}`` references are substituted from the process environment (upstream's loader).
     """
     unknown = sorted(k for k in kwargs if k not in ARGUMENTS)
     if unknown:
