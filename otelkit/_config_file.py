@@ -105,17 +105,17 @@ def load(path: str, pairs: Pairs) -> FileSettings:
     ``pairs`` parses the schema's ``k=v,k2=v2`` strings (``headers_list``, ``attributes_list``) as the
     environment's variables are parsed; it raises an exception carrying ``accepted`` for a bad one."""
     where = f"OTEL_CONFIG_FILE={path!r}"
-    try:
-        from opentelemetry.configuration import ConfigurationError, load_config_file
-    except ImportError:
-        raise FileError(f"{where} needs the package opentelemetry-configuration (OpenTelemetry SDK 1.44 or "
-                          f"newer), which is not installed: {INSTALL_HINT}") from None
     accepted = ("a readable .yaml/.yml (or .json) file in the OpenTelemetry declarative configuration format "
                 "(file_format: \"1.0\"), see docs/config-file.md")
     if not os.path.isfile(path):
         raise FileError(f"{where} is not valid: expected {accepted} (there is no such file)")
     if not os.access(path, os.R_OK):
         raise FileError(f"{where} is not valid: expected {accepted} (the file is not readable)")
+    try:
+        from opentelemetry.configuration import ConfigurationError, load_config_file
+    except ImportError:
+        raise FileError(f"{where} is not valid here: expected the package opentelemetry-configuration to read it "
+                        f"(OpenTelemetry SDK 1.44 or newer), which is not installed: {INSTALL_HINT}") from None
     try:
         with _quiet_upstream():
             model = load_config_file(path)
