@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--no-send", action="store_true",
                         help="only check TCP reachability; do not send a test span")
     doctor.add_argument("--no-color", action="store_true", help="plain text even on a terminal")
+    doctor.add_argument("--config", metavar="FILE",
+                        help="check this declarative configuration file, as if OTEL_CONFIG_FILE named it "
+                             "(needs otelkit[config-file])")
     return parser
 
 

@@ -8,6 +8,9 @@ Precedence, for every setting (tested as a matrix in ``tests/unit/test_config_pr
 4. the default (sometimes computed: the service name is derived from the program).
 
 An empty environment variable counts as unset, as the OpenTelemetry spec says.
+With ``OTEL_CONFIG_FILE`` (or the argument ``config_file``) the declarative configuration file takes the
+place of steps 2 and 3: the environment is then ignored, as the spec says, except through ``${VAR}``
+substitution inside the file (``otelkit/_config_file.py``, docs/config-file.md).
 For the per-signal OTLP settings (endpoint, protocol, headers, ...) the order is:
 per-signal argument, generic argument, per-signal variable, generic variable, default.
 
@@ -276,6 +279,7 @@ class Settings:
     spool_dir: str | None = None
     spool_max_bytes: int = 256 * 1024 * 1024
     correlation_headers: tuple[str, ...] = DEFAULT_CORRELATION_HEADERS
+    config_file: str | None = None
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
 
     def __hash__(self) -> int:
@@ -796,6 +800,14 @@ def _backtracking_risk(pattern: str) -> str | None:
     return walk(tree, False)
 
 
+def _config_path(raw: Any) -> str:
+    if isinstance(raw, (str, os.PathLike)):
+        path = os.fspath(raw)
+        if isinstance(path, str) and path.strip() and _utf8(path) and "\x00" not in path:
+            return path.strip()
+    raise _Invalid("the path of a declarative configuration file (.yaml, .yml or .json)")
+
+
 def _dsn(raw: Any) -> str:
     accepted = "a Sentry DSN such as https://<public_key>@o0.ingest.sentry.io/<project_id>"
     if not isinstance(raw, str):
@@ -974,6 +986,9 @@ _OTLP = "OTEL_EXPORTER_OTLP_"
 _SIG = "OTEL_EXPORTER_OTLP_{SIGNAL}_"
 
 PARAMS: tuple[Param, ...] = (
+    _p("config_file", "OTEL_CONFIG_FILE", _config_path, None,
+       "Declarative configuration file (YAML, OpenTelemetry file_format 1.x; needs `otelkit[config-file]`). When "
+       "set, the file replaces the environment: see docs/config-file.md.", arg="config_file", default_doc="unset"),
     _p("disabled", "OTEL_SDK_DISABLED", _bool, False, "Turn all telemetry off (no-op providers).", arg="disabled"),
     _p("strict", "OTELKIT_STRICT", _bool, True,
        "Bad configuration raises ConfigError; false: one warning per bad value and the safe default.", arg="strict"),
@@ -1192,8 +1207,10 @@ ARGUMENTS: Mapping[str, tuple[Param, str | None]] = MappingProxyType(_arguments(
 
 
 class _Resolver:
-    def __init__(self, kwargs: Mapping[str, Any], environ: Mapping[str, str], strict: bool) -> None:
+    def __init__(self, kwargs: Mapping[str, Any], environ: Mapping[str, str], strict: bool,
+                 file: Any = None) -> None:
         self.kwargs = kwargs
+        self.file = file  # otelkit._config_file.FileSettings: between the arguments and the environment
         self.environ = environ
         self.strict = strict
         self.sources: dict[str, str] = {}
@@ -1229,6 +1246,11 @@ class _Resolver:
                 out.append(("argument", f"argument {name}", self.kwargs[name]))
         if p.arg and self.kwargs.get(p.arg) is not None:
             out.append(("argument", f"argument {p.arg}", self.kwargs[p.arg]))
+        if self.file is not None:
+            found = self.file.values.get(f"{signal}.{p.field}" if signal is not None and p.per_signal else p.field)
+            if found is not None:
+                raw, key = found
+                out.append((self.file.label(key), f"OTEL_CONFIG_FILE {self.file.path!r}: {key}", raw))
         for var in p.env_for(signal):
             raw = self.env(var)
             if raw is not None:
@@ -1243,7 +1265,7 @@ class _Resolver:
         for source, where, raw in self.candidates(p, signal):
             try:
                 if p.duration:
-                    value = _millis(raw, from_env=source != "argument")
+                    value = _millis(raw, from_env=source != "argument")  # the file's durations are ms too
                     if p.minimum is not None and value < p.minimum:
                         unit = f"{p.minimum:g} seconds" if source == "argument" else f"{p.minimum * 1000:g} ms"
                         raise _Invalid(f"a duration of at least {unit}")
@@ -1288,18 +1310,45 @@ def resolve(*, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Setti
     the interpreter's program name and, for file settings, checking the file exists.
     Unknown keywords raise ``TypeError``; bad values raise :class:`ConfigError`
     (or warn with ``strict=False``). ``None`` means "not given" for every keyword.
+    A configuration file (``OTEL_CONFIG_FILE`` in ``environ``, or ``config_file=``) replaces ``environ``;
+    its ``${VAR}`` references are substituted from the process environment (upstream's loader).
     """
     unknown = sorted(k for k in kwargs if k not in ARGUMENTS)
     if unknown:
         raise TypeError(unknown_arguments_message(unknown, ("span_processors", "metric_readers", "log_processors")))
     env = os.environ if environ is None else environ
 
+    # OTEL_CONFIG_FILE first: with a file, the spec says the environment is ignored (it enters only through
+    # ${VAR} substitution inside the file), so the file takes the environment's place below the arguments.
+    # How a file that cannot be used fails is decided before it is read: argument strict, else OTELKIT_STRICT.
+    pre = _Resolver(kwargs, env, strict=True)
+    pre.strict = bool(pre.field(_BY_FIELD["strict"]))
+    config_file = pre.field(_BY_FIELD["config_file"])
+    file = None
+    if config_file is not None:
+        from otelkit import _config_file
+
+        try:
+            file = _config_file.load(config_file, _resource_attrs)
+        except _config_file.FileError as exc:
+            if pre.strict:
+                raise ConfigError(str(exc)) from None
+            warnings.warn(f"otelkit: {exc}; ignoring the file (reading the environment instead)", ConfigWarning,
+                          stacklevel=caller_stacklevel())
+        else:
+            env = MappingProxyType({})
+
     # strict decides how every other value fails, so it is resolved first and always strictly.
-    r = _Resolver(kwargs, env, strict=True)
+    r = _Resolver(kwargs, env, strict=True, file=file)
+    r.sources["config_file"] = pre.sources["config_file"]
     strict = bool(r.field(_BY_FIELD["strict"]))
     r.strict = strict
+    if file is not None:
+        for key, value, accepted in file.problems:
+            r.fail(f"OTEL_CONFIG_FILE {file.path!r}: {key}", value, accepted, secret=False, default=None,
+                   default_doc="ignored")
 
-    values: dict[str, Any] = {"strict": strict}
+    values: dict[str, Any] = {"strict": strict, "config_file": config_file if file is not None else None}
     for name in ("disabled", "debug", "sampler", "propagators", "metric_export_interval", "metric_export_timeout",
                  "exemplar_filter", "metric_cardinality_limit", "prometheus_host", "prometheus_port",
                  "prometheus_sd_dir", "instrument_entry_points", "semconv_opt_in", "excluded_urls",
@@ -1346,8 +1395,13 @@ def _resolve_sampler_arg(r: _Resolver, values: dict[str, Any]) -> None:
 
 def _resolve_service(r: _Resolver, values: dict[str, Any]) -> None:
     env_attrs: Mapping[str, str] = {}
+    env_label = "OTEL_RESOURCE_ATTRIBUTES"
     raw_env = r.env("OTEL_RESOURCE_ATTRIBUTES")
-    if raw_env is not None:
+    if r.file is not None and "resource_attributes" in r.file.values:
+        # The file's resource takes the variable's place (the environment is ignored with a file).
+        file_attrs, key = r.file.values["resource_attributes"]
+        env_attrs, env_label = MappingProxyType(dict(file_attrs)), r.file.label(key)
+    elif raw_env is not None:
         try:
             env_attrs = _resource_attrs(raw_env)
         except _Invalid as exc:
@@ -1362,8 +1416,8 @@ def _resolve_service(r: _Resolver, values: dict[str, Any]) -> None:
                    default={}, default_doc="{}")
     merged = {**env_attrs, **arg_attrs}
     r.sources["resource_attributes"] = (
-        "argument+OTEL_RESOURCE_ATTRIBUTES" if arg_attrs and env_attrs
-        else "argument" if arg_attrs else "OTEL_RESOURCE_ATTRIBUTES" if env_attrs else "default"
+        f"argument+{env_label}" if arg_attrs and env_attrs
+        else "argument" if arg_attrs else env_label if env_attrs else "default"
     )
 
     def from_attrs(fieldname: str, keys: tuple[str, ...]) -> None:
@@ -1373,7 +1427,7 @@ def _resolve_service(r: _Resolver, values: dict[str, Any]) -> None:
             if merged.get(key, "").strip():
                 values[fieldname] = merged[key].strip()
                 r.sources[fieldname] = "argument resource_attributes" if key in arg_attrs else \
-                    "OTEL_RESOURCE_ATTRIBUTES"
+                    (env_label if env_label == "OTEL_RESOURCE_ATTRIBUTES" else f"{env_label} ({key})")
                 return
 
     values["service_name"] = r.field(_BY_FIELD["service_name"])
@@ -1414,7 +1468,8 @@ def _resolve_signal(r: _Resolver, signal: str) -> SignalSettings:
     # Which endpoint applies: the per-signal one is used as is, a generic one gets /v1/<signal> for HTTP.
     endpoint, endpoint_source = get("endpoint")
     per_signal_endpoint = endpoint_source == f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT" or (
-        endpoint_source == "argument" and r.kwargs.get(f"{signal}_endpoint") is not None)
+        endpoint_source == "argument" and r.kwargs.get(f"{signal}_endpoint") is not None) or (
+        endpoint_source.startswith("OTEL_CONFIG_FILE "))  # the file's endpoints are per signal, used as is
 
     protocol, protocol_source = get("protocol")
     if protocol_source == "default":

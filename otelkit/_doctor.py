@@ -106,7 +106,8 @@ class Report:
 
 def run_doctor(args: argparse.Namespace) -> int:
     """``otelkit doctor``: print the report and return the exit status."""
-    report = diagnose(timeout=args.timeout, tempo_url=args.tempo_url, send=not args.no_send)
+    report = diagnose(timeout=args.timeout, tempo_url=args.tempo_url, send=not args.no_send,
+                      config_file=getattr(args, "config", None))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
@@ -116,11 +117,13 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def diagnose(*, timeout: float = 3.0, tempo_url: str | None = None, send: bool = True,
-             environ: Mapping[str, str] | None = None) -> Report:
-    """Run every check against the current environment and return the report."""
+             environ: Mapping[str, str] | None = None, config_file: str | None = None) -> Report:
+    """Run every check against the current environment and return the report.
+
+    ``config_file``: check this declarative configuration file as if ``OTEL_CONFIG_FILE`` named it."""
     env = os.environ if environ is None else environ
     report = Report()
-    settings = _check_config(report)
+    settings = _check_config(report, config_file)
     trace_id: str | None = None
     accepted_by: str | None = None
     if settings is not None:
@@ -140,7 +143,7 @@ def diagnose(*, timeout: float = 3.0, tempo_url: str | None = None, send: bool =
 
 
 
-def _check_config(report: Report) -> Any | None:
+def _check_config(report: Report, config_file: str | None = None) -> Any | None:
     try:
         from otelkit import _config
     except ImportError as exc:  # only in a broken install
@@ -150,8 +153,9 @@ def _check_config(report: Report) -> Any | None:
     settings: Any
     fix = ("fix the variable named above (see the configuration table in the README); "
            "OTELKIT_STRICT=false makes init() warn and use the default instead of raising")
+    given: dict[str, Any] = {"config_file": config_file} if config_file else {}
     try:
-        settings = _config.resolve()
+        settings = _config.resolve(**given)
     except _config.ConfigError as exc:
         # The strict read stops at the first bad value; the lenient read warns once per bad value,
         # so every bad variable is listed in one run (the user does not fix them one run at a time).
@@ -160,7 +164,7 @@ def _check_config(report: Report) -> Any | None:
         try:
             with _quiet_logging(), warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                settings = _config.resolve(strict=False)
+                settings = _config.resolve(strict=False, **given)
             problems = [_config_problem(w.message) for w in caught
                         if isinstance(w.message, _config.ConfigWarning)]
         except Exception as lenient_exc:
@@ -173,15 +177,26 @@ def _check_config(report: Report) -> Any | None:
         for problem in problems:
             report.add(Check("config", "configuration", "fail", problem, fix))
     else:
-        report.add(Check("config", "configuration", "ok", "the OTEL_* / OTELKIT_* configuration is valid"))
+        report.add(Check("config", "configuration", "ok", f"the configuration file {settings.config_file} is valid"
+                         if settings.config_file else "the OTEL_* / OTELKIT_* configuration is valid"))
     report.config = flatten_settings(settings)
+    for row in report.config:
+        if row["name"] == "config_file" and config_file and row["source"] == "argument":
+            row["source"] = "otelkit doctor --config"
+    if settings.config_file:
+        _check_config_file(report, settings)
     if report.failures:
         for row in report.config:
             if row["name"] == "strict":
                 row["source"] = "read leniently by the doctor: invalid values are shown at their defaults"
     sources = settings.sources
     # A set but invalid OTEL_SERVICE_NAME is already a FAIL above; "not set" would be wrong.
-    if str(sources.get("service_name", "")).startswith("derived") and "OTEL_SERVICE_NAME" not in os.environ:
+    if str(sources.get("service_name", "")).startswith("derived") and settings.config_file:
+        report.add(Check("config", "service name", "warn",
+                         f"the configuration file sets no service.name: derived {settings.service_name!r} "
+                         f"({sources['service_name']})",
+                         "add resource.attributes: [{name: service.name, value: ...}] to the file"))
+    elif str(sources.get("service_name", "")).startswith("derived") and "OTEL_SERVICE_NAME" not in os.environ:
         report.add(Check("config", "service name", "warn",
                          f"OTEL_SERVICE_NAME is not set: every program derives its own service.name (here "
                          f"{settings.service_name!r}, {sources['service_name']})",
@@ -190,6 +205,30 @@ def _check_config(report: Report) -> Any | None:
         report.add(Check("config", "sdk", "warn", "OTEL_SDK_DISABLED=true: otelkit.init() sets up nothing",
                          "unset OTEL_SDK_DISABLED to export telemetry"))
     return settings
+
+
+def _check_config_file(report: Report, settings: Settings) -> None:
+    """With a declarative configuration file: what it set, which variables it made ignored, and no propagator."""
+    from otelkit._config import PARAMS
+
+    prefix = f"OTEL_CONFIG_FILE {settings.config_file}:"
+    from_file = sorted(name for name, source in settings.sources.items() if str(source).startswith(prefix))
+    report.add(Check("config", "configuration file", "info",
+                     f"{len(from_file)} settings come from {settings.config_file} (source column); the rest are "
+                     "otelkit's defaults", details={"file": settings.config_file, "settings": from_file}))
+    ignored = sorted({var for p in PARAMS if p.field != "config_file"
+                      for var in (*p.env, *((p.signal_env.replace("{SIGNAL}", s.upper()) for s in SIGNALS)
+                                            if p.signal_env else ()))
+                      if os.environ.get(var, "").strip()})
+    if ignored:
+        report.add(Check("config", "ignored variables", "warn",
+                         f"OTEL_CONFIG_FILE is used, so these variables are ignored (the spec): {', '.join(ignored)}",
+                         "move them into the file (a value may reference the environment: ${VAR} or "
+                         "${VAR:-default}), or unset them"))
+    if str(settings.sources.get("propagators", "")).startswith(f"{prefix}propagator (omitted"):
+        report.add(Check("config", "propagators", "warn",
+                         "the file has no propagator section: no trace context is propagated (the spec's default)",
+                         "add propagator: {composite: [{tracecontext: }, {baggage: }]} to the file"))
 
 
 def _config_problem(message: Warning) -> str:

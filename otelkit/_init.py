@@ -144,6 +144,7 @@ def init(
     scrub_extra_patterns: str | Sequence[str] | None = None,
     sentry_release: str | None = None,
     console_on_auto: bool | None = None,
+    config_file: str | os.PathLike[str] | None = None,
     span_processors: Sequence[Any] = (),
     metric_readers: Sequence[Any] = (),
     log_processors: Sequence[Any] = (),
@@ -226,6 +227,9 @@ def init(
         sentry_release: Defaults to ``SENTRY_RELEASE``, else ``service_version``.
         console_on_auto: With no collector found, print traces and logs on the terminal. Defaults to
             ``OTELKIT_CONSOLE``, else true.
+        config_file: A declarative configuration file (``OTEL_CONFIG_FILE``; needs ``otelkit[config-file]``).
+            With a file, its values replace the environment's and the other arguments still win
+            (docs/config-file.md).
 
     Every argument is keyword-only: a positional argument raises ``TypeError``, and so does an unknown name
     (naming it and the closest accepted one); mypy reports both (their type is ``NoReturn``).

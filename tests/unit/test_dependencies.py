@@ -28,7 +28,9 @@ GUARDED = {"redis", "psycopg2-binary", "httpx", "uwsgi", "structlog", "loguru", 
            "faststream", "aio-pika", "nats-py",
            # the client and database integrations' extras (urllib3, aiohttp, psycopg, asyncpg, sqlalchemy)
            "opentelemetry-instrumentation-urllib3", "opentelemetry-instrumentation-aiohttp-client",
-           "opentelemetry-instrumentation-psycopg", "psycopg-pool", "asyncpg", "sqlalchemy"}
+           "opentelemetry-instrumentation-psycopg", "psycopg-pool", "asyncpg", "sqlalchemy",
+           # OTEL_CONFIG_FILE (extra config-file): imported only when a file is configured
+           "opentelemetry-configuration"}
 
 
 def _name(requirement: str) -> str:

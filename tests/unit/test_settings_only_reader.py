@@ -116,6 +116,8 @@ OTHER_PROGRAMS_VARIABLES = {
     # `otelkit doctor` diagnosing the raw environment: the mapping it hands to resolve(), whether
     # OTEL_SERVICE_NAME is set at all, and DSN values the settings rejected.
     ("_doctor.py", "*"), ("_doctor.py", "OTEL_SERVICE_NAME"), ("_doctor.py", "variable"),
+    # ... and, with OTEL_CONFIG_FILE, which set variables of the table the file makes ignored.
+    ("_doctor.py", "var"),
     # `otelkit run` hands the whole environment (plus its start-up hook) to the program it starts, and the
     # hook runs only where `otelkit run` set its marker: process plumbing, not configuration.
     ("_run.py", "*"), ("_bootstrap/sitecustomize.py", "OTELKIT_RUN"),
