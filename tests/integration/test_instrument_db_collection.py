@@ -1,4 +1,4 @@
-"""``db.collection.name`` on statement spans and on ``db.client.operation.duration``, per driver, on the real PostgreSQL.
+"""``db.collection.name`` on statement spans and ``db.client.operation.duration``, per driver, real PostgreSQL.
 
 Each test runs the same four statements on its own table (uuid name): an INSERT and a SELECT on that one table
 (named), a statement over two relations (``FROM t, pg_class``: ambiguous, not named) and ``SELECT 1`` (no table).
