@@ -23,6 +23,7 @@ from otelkit._instrument import _common, _web
 from otelkit._internal_log import logger
 
 _SCOPE_KEY = "otelkit.correlation"
+_HEADER = _web.RESPONSE_HEADER.lower().encode("latin-1")
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
 enabled: dict[str, bool] = {"fastapi": False, "starlette": False}
@@ -121,9 +122,10 @@ async def _handle(wrapped: Any, instance: Any, scope: Any, receive: Any, send: A
             on = False
         else:
             on = _first_call(instance)
-    if isinstance(scope, dict) and scope.get("type") == "lifespan":
+    kind = scope.get("type") if isinstance(scope, dict) else None
+    if kind == "lifespan":
         return await wrapped(scope, receive, _flushing_send(send))
-    if not on or not isinstance(scope, dict) or scope.get("type") != "http" or _SCOPE_KEY in scope:
+    if not on or kind != "http" or _SCOPE_KEY in scope:
         # Not ours, not a request (websocket), or an app mounted in an app that already did the edge.
         return await wrapped(scope, receive, send)
     state = _web.from_asgi_headers(scope.get("headers"))
@@ -132,9 +134,13 @@ async def _handle(wrapped: Any, instance: Any, scope: Any, receive: Any, send: A
     async def send_with_id(message: Any) -> None:
         if message.get("type") == "http.response.start":
             try:
-                headers = list(message.get("headers") or ())
-                headers.append((b"x-correlation-id", state[0].encode("ascii")))
-                message = {**message, "headers": headers}
+                # The message is the sender's, made for this one call (as the contrib middleware, which
+                # also adds headers to it): one new header list, no copy of the message.
+                headers = [*(message.get("headers") or ()), (_HEADER, state[0].encode("ascii"))]
+                try:
+                    message["headers"] = headers
+                except TypeError:  # a read-only mapping: a copy, as before
+                    message = {**message, "headers": headers}
             except Exception:
                 pass
         await send(message)

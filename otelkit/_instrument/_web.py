@@ -23,10 +23,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
+from opentelemetry.context.context import Context
 
+from otelkit._compat import BAGGAGE_KEY
 from otelkit._correlation import get_correlation_id, is_valid_correlation_id, with_correlation_id
 from otelkit._internal_log import logger
-from otelkit._names import CORRELATION_ATTRIBUTE
+from otelkit._names import CORRELATION_ATTRIBUTE, CORRELATION_BAGGAGE_KEY
 
 if TYPE_CHECKING:
     from otelkit._config import Settings
@@ -97,9 +99,27 @@ def from_asgi_headers(headers: Any) -> list[Any]:
     return incoming(None)
 
 
+def _with_id(value: str, ctx: Context) -> Context:
+    """``ctx`` with the correlation ID in its baggage: what ``baggage.set_baggage`` returns, in one copy.
+
+    Per request this runs twice (before the contrib middleware, and in its request hook after it replaced
+    the context with the extracted one): the public API's three calls and two dict copies each time were
+    a measurable part of the edge's cost (benchmarks/bench_servers.py).
+    """
+    if BAGGAGE_KEY is None:  # pragma: no cover - an API without the private key: the public path
+        return with_correlation_id(value, ctx)
+    entries: Any = ctx.get(BAGGAGE_KEY)
+    if entries:
+        bag = dict(entries)
+        bag[CORRELATION_BAGGAGE_KEY] = value
+    else:
+        bag = {CORRELATION_BAGGAGE_KEY: value}
+    return Context(ctx, **{BAGGAGE_KEY: bag})
+
+
 def enter(state: list[Any]) -> object:
     """Attach the request's correlation scope; return the token for :func:`leave`."""
-    return otel_context.attach(with_correlation_id(state[0]))
+    return otel_context.attach(_with_id(state[0], otel_context.get_current()))
 
 
 def leave(token: object) -> None:
@@ -114,8 +134,9 @@ def adopt(span: Any, state: list[Any] | None) -> None:
     if state is None:
         return
     try:
+        ctx = otel_context.get_current()
         if not state[1]:
-            upstream = get_correlation_id()  # the context the middleware extracted from traceparent/baggage
+            upstream = get_correlation_id(ctx)  # the context the middleware extracted from traceparent/baggage
             if upstream is not None:
                 state[0] = upstream
                 state[1] = True
@@ -123,7 +144,7 @@ def adopt(span: Any, state: list[Any] | None) -> None:
             span.set_attribute(CORRELATION_ATTRIBUTE, state[0])
         # Not detached here: the middleware's own detach of the extracted context (after the request)
         # restores the context from before it, which drops this one as well.
-        otel_context.attach(with_correlation_id(state[0]))
+        otel_context.attach(_with_id(state[0], ctx))
     except Exception:
         logger.debug("otelkit: correlation at the edge failed", exc_info=True)
 

@@ -27,7 +27,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otelkit import _scrub
-from otelkit._instrument import _common, _db_pools, _lazy
+from otelkit._instrument import _common, _db_pools, _lazy, _sql
 from otelkit._status import IntegrationStatus
 
 NAME = "asyncpg"
@@ -38,7 +38,7 @@ _PREPARED_METHODS = ("executemany", "fetch", "fetchval", "fetchrow", "fetchmany"
 
 _state: dict[str, Any] = {}
 _tracer = _common.FOLLOWING_TRACER_PROVIDER.get_tracer(SCOPE)
-_statements: dict[str, tuple[str, str]] = {}  # query -> (operation, scrubbed text)
+_statements: dict[str, tuple[str, str, str | None]] = {}  # query -> (operation, scrubbed text, collection)
 _connections: weakref.WeakKeyDictionary[Any, tuple[dict[str, Any], dict[Any, dict[str, Any]]]] = (
     weakref.WeakKeyDictionary())
 
@@ -69,13 +69,16 @@ def _connection_info(conn: Any) -> tuple[dict[str, Any], dict[Any, dict[str, Any
     return info
 
 
-def _statement(query: Any) -> tuple[str, str]:
+def _statement(query: Any) -> tuple[str, str, str | None]:
     if not isinstance(query, str):
-        return "", ""
+        return "", "", None
     found = _statements.get(query)
     if found is None:
         words = query.lstrip().split(None, 1)
-        found = (words[0].upper()[:64] if words else "", _scrub.scrub_sql(query) if _scrub.is_enabled() else query)
+        text = _scrub.scrub_sql(query) if _scrub.is_enabled() else query
+        # From the scrubbed shape: a literal ('... FROM x') must not name a table.
+        shape = text if _scrub.is_enabled() else _scrub.scrub_sql(query)
+        found = (words[0].upper()[:64] if words else "", text, _sql.collection_name(shape))
         if len(_statements) < 2048:  # bounded: statements are mostly program constants
             _statements[query] = found
     return found
@@ -83,11 +86,13 @@ def _statement(query: Any) -> tuple[str, str]:
 
 async def _traced(conn: Any, query: Any, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     info = _connection_info(conn)
-    operation, text = _statement(query)
+    operation, text, collection = _statement(query)
     attributes = dict(info[0])
     attributes["db.query.text"] = text
     if operation:
         attributes["db.operation.name"] = operation
+    if collection is not None:
+        attributes["db.collection.name"] = collection
     span = _tracer.start_span(operation or "postgresql", kind=SpanKind.CLIENT, attributes=attributes)
     token = otel_context.attach(trace_api.set_span_in_context(span))
     start = time.perf_counter()
@@ -102,14 +107,17 @@ async def _traced(conn: Any, query: Any, wrapped: Any, args: tuple[Any, ...], kw
         raise
     finally:
         try:
-            key = (operation, None if error is None else _common.error_type(error))
+            key = (operation, collection, None if error is None else _common.error_type(error))
             metric = info[1].get(key)
             if metric is None:
                 metric = dict(info[0])
                 if operation:
                     metric["db.operation.name"] = operation
+                bounded = _sql.for_metric(collection)
+                if bounded is not None:
+                    metric["db.collection.name"] = bounded
                 if error is not None:
-                    metric["error.type"] = key[1]
+                    metric["error.type"] = key[2]
                 if len(info[1]) < 256:
                     info[1][key] = metric
             _common.instruments().db_duration.record(time.perf_counter() - start, metric)

@@ -23,10 +23,13 @@ opened before ``init()`` likewise, until the pool replaces them.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
+from opentelemetry import trace as trace_api
+
 from otelkit import _compat, _scrub
-from otelkit._instrument import _common, _db_pools, _lazy
+from otelkit._instrument import _common, _db_pools, _lazy, _sql
 from otelkit._instrument.psycopg2 import _record_metrics as _otelkit_record_metrics
 from otelkit._status import IntegrationStatus
 
@@ -63,9 +66,33 @@ def _get_statement(self: Any, cursor: Any, args: Any) -> Any:
     return _scrub.scrub_sql(statement) if isinstance(statement, str) and _scrub.is_enabled() else statement
 
 
+# The table of the statement being executed (set with its operation name, read when its metrics are
+# recorded): a context variable, so the async cursors' concurrent tasks on one thread keep theirs.
+_collection: ContextVar[str | None] = ContextVar("otelkit_psycopg_collection", default=None)
+
+
+def _record_metrics(self: Any, cursor: Any, operation_name: str, start_time: float,
+                    error: BaseException | None) -> None:
+    """Upstream's record-metrics hook (inside its span): ``db.collection.name`` on the span, then the metrics."""
+    collection = _collection.get()
+    if collection is not None:
+        try:
+            span = trace_api.get_current_span()
+            if span.is_recording():
+                span.set_attribute("db.collection.name", collection)
+        except Exception:
+            pass
+    _otelkit_record_metrics(self, cursor, operation_name, start_time, error, collection)
+
+
 def _get_operation_name(self: Any, cursor: Any, args: Any) -> Any:
-    """Replaces upstream's ``CursorTracer.get_operation_name``: cached by statement text."""
+    """Replaces upstream's ``CursorTracer.get_operation_name``: cached by statement text.
+
+    Called once per statement before upstream's span starts: also finds the statement's table
+    (``db.collection.name``, from the scrubbed text, cached) for :func:`_record_metrics`.
+    """
     query = args[0] if args else None
+    _collection.set(_sql.collection_name(_get_statement(self, cursor, args)) if type(query) is str else None)
     if type(query) is str:
         name = _operations.get(query)
         if name is None:
@@ -136,7 +163,7 @@ def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
     tracer_class = contrib.CursorTracer
     if _compat.has_record_metrics(tracer_class) and "record_metrics" not in _state:
         _state["record_metrics"] = _compat.own_record_metrics(tracer_class)
-        _compat.set_record_metrics(tracer_class, _otelkit_record_metrics)
+        _compat.set_record_metrics(tracer_class, _record_metrics)
     for method, replacement in (("get_statement", _get_statement), ("get_operation_name", _get_operation_name)):
         if method not in _state:  # plain functions on upstream's class: no wrapper layer per statement
             _state[method] = getattr(tracer_class, method)  # what the replacement calls through to

@@ -33,7 +33,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otelkit import _compat, _names, _scrub
-from otelkit._instrument import _common
+from otelkit._instrument import _common, _sql
 from otelkit._status import IntegrationStatus
 
 NAME = "psycopg2"
@@ -73,7 +73,7 @@ def _traced_execution(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
 
 
 def _record_metrics(self: Any, cursor: Any, operation_name: str, start_time: float,
-                    error: BaseException | None) -> None:
+                    error: BaseException | None, collection: str | None = None) -> None:
     """Replaces upstream's record-metrics hook of ``CursorTracer``: duration and rows, whatever the semconv opt-in.
 
     Called by upstream inside its span (so the histograms get exemplars), with the operation name it
@@ -81,7 +81,7 @@ def _record_metrics(self: Any, cursor: Any, operation_name: str, start_time: flo
     """
     try:
         elapsed = time.perf_counter() - start_time
-        attributes = _metric_attributes(self, operation_name, error)
+        attributes = _metric_attributes(self, operation_name, error, collection)
         inst = _common.instruments()
         inst.db_duration.record(elapsed, attributes)
         if error is None:
@@ -92,24 +92,30 @@ def _record_metrics(self: Any, cursor: Any, operation_name: str, start_time: flo
         pass
 
 
-def _metric_attributes(tracer: Any, operation_name: str, error: BaseException | None) -> dict[str, Any]:
+def _metric_attributes(tracer: Any, operation_name: str, error: BaseException | None,
+                       collection: str | None = None) -> dict[str, Any]:
     integration = _compat.dbapi_integration(tracer)
-    cache: dict[str, dict[str, Any]] | None = getattr(integration, "_otelkit_metric_attributes", None)
+    cache: dict[tuple[str, str | None], dict[str, Any]] | None = getattr(
+        integration, "_otelkit_metric_attributes", None)
     if cache is None:
         cache = {}
         try:
             integration._otelkit_metric_attributes = cache
         except Exception:
             pass
-    attributes = cache.get(operation_name) if error is None else None
+    key = (operation_name, collection)
+    attributes = cache.get(key) if error is None else None
     if attributes is None:
         attributes = _integration_attributes(tracer)
         if operation_name:
             attributes["db.operation.name"] = operation_name.upper()[:64]
+        bounded = _sql.for_metric(collection)
+        if bounded is not None:
+            attributes["db.collection.name"] = bounded
         if error is not None:
             attributes["error.type"] = _common.error_type(error)
-        elif len(cache) < 256:  # bounded: operation names are a small set (SELECT, INSERT...)
-            cache[operation_name] = attributes
+        elif len(cache) < 256:  # bounded: operation names and tables are small sets
+            cache[key] = attributes
     return attributes
 
 
@@ -173,6 +179,9 @@ def _fast_traced_execution(self: Any, cursor: Any, query_method: Any, *args: Any
     statement = self.get_statement(cursor, args)  # otelkit's scrubbing wrapper (cached by statement)
     for key in base[1]:
         attributes[key] = statement
+    collection = _sql.collection_name(statement)  # from the scrubbed text, cached per statement
+    if collection is not None:
+        attributes["db.collection.name"] = collection
     span = _compat.dbapi_tracer(integration).start_span(operation_name or integration.database or integration.name,
                                           kind=SpanKind.CLIENT, attributes=attributes)
     token = otel_context.attach(trace_api.set_span_in_context(span))
@@ -188,7 +197,7 @@ def _fast_traced_execution(self: Any, cursor: Any, query_method: Any, *args: Any
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             raise
         finally:
-            _record_metrics(self, cursor, operation_name, start, error)  # inside the span, as upstream
+            _record_metrics(self, cursor, operation_name, start, error, collection)  # inside the span, as upstream
     finally:
         otel_context.detach(token)
         span.end()

@@ -28,7 +28,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otelkit import _scrub
-from otelkit._instrument import _common, _db_pools, _lazy
+from otelkit._instrument import _common, _db_pools, _lazy, _sql
 from otelkit._status import IntegrationStatus
 
 NAME = "sqlalchemy"
@@ -37,11 +37,13 @@ MIN_VERSION = (1, 4)
 
 _state: dict[str, Any] = {}
 _tracer = _common.FOLLOWING_TRACER_PROVIDER.get_tracer(SCOPE)
-# engine -> (span attributes without the statement, pool name, metric attributes by (operation, error))
-_engines: weakref.WeakKeyDictionary[Any, tuple[dict[str, Any], dict[tuple[str, str | None], dict[str, Any]]]] = (
+# Metric attributes by (operation, collection, error type).
+_MetricSets = dict[tuple[str, str | None, str | None], dict[str, Any]]
+# engine -> (span attributes without the statement, metric attributes)
+_engines: weakref.WeakKeyDictionary[Any, tuple[dict[str, Any], _MetricSets]] = (
     weakref.WeakKeyDictionary())
 _traced_types: dict[type, bool] = {}
-_operations: dict[str, tuple[str, str]] = {}  # statement -> (operation name, scrubbed text)
+_operations: dict[str, tuple[str, str, str | None]] = {}  # statement -> (operation, scrubbed text, collection)
 
 _SYSTEMS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite",
             "mssql": "microsoft.sql_server", "oracle": "oracle.db"}
@@ -70,7 +72,7 @@ def _pool_measures(pool: Any) -> tuple[str, int, int, int | None, int | None] | 
     return name, int(pool.checkedin()), max(int(pool.checkedout()), 0), None, None
 
 
-def _engine_info(engine: Any) -> tuple[dict[str, Any], dict[tuple[str, str | None], dict[str, Any]]]:
+def _engine_info(engine: Any) -> tuple[dict[str, Any], _MetricSets]:
     info = _engines.get(engine)
     if info is None:
         url = engine.url
@@ -91,13 +93,15 @@ def _engine_info(engine: Any) -> tuple[dict[str, Any], dict[tuple[str, str | Non
     return info
 
 
-def _statement(statement: str) -> tuple[str, str]:
+def _statement(statement: str) -> tuple[str, str, str | None]:
     found = _operations.get(statement)
     if found is None:
         words = statement.lstrip().split(None, 1)
         operation = words[0].upper()[:64] if words else ""
         text = _scrub.scrub_sql(statement) if _scrub.is_enabled() else statement
-        found = (operation, text)
+        # From the scrubbed shape: a literal ('... FROM x') must not name a table.
+        shape = text if _scrub.is_enabled() else _scrub.scrub_sql(statement)
+        found = (operation, text, _sql.collection_name(shape))
         if len(_operations) < 2048:  # bounded: statements are mostly program constants
             _operations[statement] = found
     return found
@@ -111,14 +115,16 @@ def _before(conn: Any, cursor: Any, statement: Any, parameters: Any, context: An
         info = _engine_info(engine)
         if _driver_traces(engine, cursor):
             return
-        operation, text = _statement(statement if isinstance(statement, str) else str(statement))
+        operation, text, collection = _statement(statement if isinstance(statement, str) else str(statement))
         attributes = dict(info[0])
         attributes["db.query.text"] = text
         if operation:
             attributes["db.operation.name"] = operation
+        if collection is not None:
+            attributes["db.collection.name"] = collection
         span = _tracer.start_span(operation or attributes["db.system.name"], kind=SpanKind.CLIENT,
                                   attributes=attributes)
-        context._otelkit = (span, time.perf_counter(), info, operation)
+        context._otelkit = (span, time.perf_counter(), info, operation, collection)
     except Exception:
         pass
 
@@ -128,16 +134,19 @@ def _finish(context: Any, error: BaseException | None) -> None:
     if started is None:
         return
     context._otelkit = None
-    span, start, info, operation = started
+    span, start, info, operation, collection = started
     try:
         elapsed = time.perf_counter() - start
         error_type = None if error is None else _common.error_type(error)
-        key = (operation, error_type)
+        key = (operation, collection, error_type)
         attributes = info[1].get(key)
         if attributes is None:
             attributes = {k: v for k, v in info[0].items()}
             if operation:
                 attributes["db.operation.name"] = operation
+            bounded = _sql.for_metric(collection)
+            if bounded is not None:
+                attributes["db.collection.name"] = bounded
             if error_type is not None:
                 attributes["error.type"] = error_type
             if len(info[1]) < 256:
