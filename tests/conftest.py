@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
-from typing import NoReturn
+from collections.abc import Generator, Iterator
+from typing import Any, NoReturn
 
 import pytest
 
@@ -27,6 +27,24 @@ SERVICES = {
 }
 
 _SCRUBBED_PREFIXES = ("OTEL_", "OTELKIT_", "SENTRY_")
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """Reports must be UTF-8: the suite feeds otelkit undecodable bytes on purpose (surrogate-escaped log
+    messages), and pytest-xdist cannot send a captured line holding a lone surrogate to the controller.
+    Such characters are shown escaped (``\\udcff``); every other report is untouched."""
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(title, _utf8(content)) for title, content in report.sections]
+    if report.longrepr is not None:
+        text = str(report.longrepr)
+        if _utf8(text) != text:
+            report.longrepr = _utf8(text)
 
 
 @pytest.fixture(autouse=True)
