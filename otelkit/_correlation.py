@@ -51,7 +51,7 @@ _getrandbits = _rng.getrandbits
 
 def new_correlation_id() -> str:
     """A fresh correlation ID (32 lowercase hex characters)."""
-    return "%032x" % _getrandbits(128)
+    return f"{_getrandbits(128):032x}"
 
 
 def is_valid_correlation_id(value: object) -> bool:

@@ -49,13 +49,22 @@ def correlation_headers() -> tuple[str, ...]:
     return headers
 
 
+_mapping_types: dict[type, bool] = {}
+
+
 def property_value(properties: object, name: str) -> object:
     """``properties[name]`` of a mapping, else ``properties.name``; None when absent or unreadable."""
     if properties is None:
         return None
     try:
-        if isinstance(properties, Mapping):
-            return properties.get(name)
+        cls = type(properties)
+        mapping = _mapping_types.get(cls)
+        if mapping is None:  # the ABC check once per type (pika's BasicProperties, aio-pika's message...)
+            mapping = isinstance(properties, Mapping)
+            if len(_mapping_types) < 64:
+                _mapping_types[cls] = mapping
+        if mapping:
+            return properties.get(name)  # type: ignore[attr-defined]
         return getattr(properties, name, None)
     except Exception:  # a property object whose accessor raises: read as absent
         return None
