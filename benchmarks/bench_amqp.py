@@ -8,6 +8,10 @@ small and a large loop count, so set-up cancels out) of one operation against th
 * ``contrib``: ``opentelemetry-instrumentation-pika`` / ``-aio-pika`` on an SDK ``TracerProvider`` with a
   ``BatchSpanProcessor`` (null exporter): spans only, which is all the contrib packages record;
 * ``otelkit``: otelkit's integration on the same provider, no metric provider: spans only (same telemetry);
+* ``contrib-metrics``: ``contrib`` plus a user's wrappers recording the same metric points as otelkit, on the
+  same instruments (names, units, bucket advice) and attribute sets (built per call, as a user writes them):
+  send: sent count + operation duration around the publish; process: consumed count, process duration and
+  settled outcome inside the callback (so inside the contrib span, like otelkit's: same exemplars);
 * ``otelkit-metrics``: the same plus an SDK ``MeterProvider`` (in-memory reader): otelkit's pipeline metrics
   too (send: 2 points per message; process: 5), which the contrib side does not record.
 
@@ -31,7 +35,7 @@ from typing import Any
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 RABBITMQ_URL = os.environ.get("OTELKIT_BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-SIDES = ("none", "contrib", "otelkit", "otelkit-metrics")
+SIDES = ("none", "contrib", "otelkit", "contrib-metrics", "otelkit-metrics")
 
 
 class NullSpanExporter(SpanExporter):
@@ -51,12 +55,17 @@ def _setup(side: str) -> None:
     tp = TracerProvider()
     tp.add_span_processor(BatchSpanProcessor(NullSpanExporter()))
     trace.set_tracer_provider(tp)
-    if side == "contrib":
+    if side in ("contrib", "contrib-metrics"):
         from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
         from opentelemetry.instrumentation.pika import PikaInstrumentor
 
         PikaInstrumentor().instrument(tracer_provider=tp)
         AioPikaInstrumentor().instrument(tracer_provider=tp)
+        if side == "contrib-metrics":
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+            metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
         return
     mp = None
     if side == "otelkit-metrics":
@@ -70,6 +79,80 @@ def _setup(side: str) -> None:
     from otelkit._config import resolve
 
     _instrument.instrument_all(resolve(instrument=["pika", "aio-pika"], system_metrics=False), tp, mp)
+
+
+@functools.cache
+def _user_instruments() -> Any:
+    """What a user adds beside the contrib instrumentation to get otelkit's metric points (contrib-metrics side)."""
+    from opentelemetry import metrics
+
+    from otelkit import _names
+    from otelkit._pipeline.instruments import MESSAGING_BUCKETS
+
+    meter = metrics.get_meter("app.messaging")
+
+    def hist(name: Any) -> Any:
+        return meter.create_histogram(name.name, unit=name.unit, description=name.description,
+                                      explicit_bucket_boundaries_advisory=list(MESSAGING_BUCKETS))
+
+    def counter(name: Any) -> Any:
+        return meter.create_counter(name.name, unit=name.unit, description=name.description)
+
+    return (counter(_names.MESSAGING_SENT), hist(_names.MESSAGING_OPERATION_DURATION),
+            counter(_names.MESSAGING_CONSUMED), hist(_names.MESSAGING_PROCESS_DURATION),
+            counter(_names.MESSAGES_SETTLED))
+
+
+def _attrs(destination: str, operation: str) -> dict[str, str]:
+    return {"messaging.system": "rabbitmq", "messaging.destination.name": destination,
+            "messaging.operation.name": operation, "messaging.operation.type": operation}
+
+
+def _user_publish(publish: Any, side: str) -> Any:
+    """``publish`` as called by the application: on the contrib-metrics side, with the user's send metrics."""
+    if side != "contrib-metrics":
+        return publish
+    sent, duration = _user_instruments()[:2]
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        result = publish(*args, **kwargs)
+        attrs = _attrs(kwargs.get("routing_key") or args[1], "send")
+        sent.add(1, attrs)
+        duration.record(time.perf_counter() - t0, attrs)
+        return result
+
+    async def recorded_async(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        result = await publish(*args, **kwargs)
+        attrs = _attrs(kwargs.get("routing_key") or args[1], "send")
+        sent.add(1, attrs)
+        duration.record(time.perf_counter() - t0, attrs)
+        return result
+
+    import inspect
+
+    return recorded_async if inspect.iscoroutinefunction(publish) else recorded
+
+
+def _user_process(destination: str, side: str) -> Any:
+    """A context manager around the handler: the user's process metrics on the contrib-metrics side."""
+    import contextlib
+
+    if side != "contrib-metrics":
+        return contextlib.nullcontext
+    _, _, consumed, duration, settled = _user_instruments()
+
+    @contextlib.contextmanager
+    def recorded() -> Any:
+        t0 = time.perf_counter()
+        yield
+        attrs = _attrs(destination, "process")
+        consumed.add(1, attrs)
+        duration.record(time.perf_counter() - t0, attrs)
+        settled.add(1, {**attrs, "otelkit.outcome": "ack"})
+
+    return recorded
 
 
 @functools.cache
@@ -87,9 +170,10 @@ def _pika_publish(loops: int, side: str) -> float:
     _setup(side)
     channel, queue = _pika_channel()
     body = b'{"token": "So11111111111111111111111111111111111111112"}'
+    publish = _user_publish(channel.basic_publish, side)
     t0 = time.perf_counter()
     for _ in range(loops):
-        channel.basic_publish("", queue, body)
+        publish("", queue, body)
     elapsed = time.perf_counter() - t0
     channel.queue_purge(queue)
     return elapsed
@@ -104,10 +188,12 @@ def _pika_consume(loops: int, side: str) -> float:
         for _ in range(loops):
             channel.basic_publish("", queue, b'{"i": 1}')
     seen = 0
+    process = _user_process(queue, side)
 
     def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
         nonlocal seen
-        ch.basic_ack(method.delivery_tag)
+        with process():
+            ch.basic_ack(method.delivery_tag)
         seen += 1
         if seen >= loops:
             ch.stop_consuming()
@@ -136,19 +222,22 @@ def _aio(loops: int, side: str, consume: bool) -> float:
             queue = await channel.declare_queue(f"otelkit-bench-amqp-{uuid.uuid4().hex[:12]}",
                                                 arguments={"x-expires": 60_000})
             if not consume:
+                publish = _user_publish(channel.default_exchange.publish, side)
                 t0 = time.perf_counter()
                 for _ in range(loops):
-                    await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue.name)
+                    await publish(aio_pika.Message(body), routing_key=queue.name)
                 return time.perf_counter() - t0
             with suppress_instrumentation():
                 for _ in range(loops):
                     await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue.name)
             done = asyncio.Event()
             seen = 0
+            process = _user_process(queue.name, side)
 
             async def on_message(message: Any) -> None:
                 nonlocal seen
-                await message.ack()
+                with process():
+                    await message.ack()
                 seen += 1
                 if seen >= loops:
                     done.set()
@@ -206,16 +295,20 @@ def custom(fast: bool) -> list[dict[str, Any]]:
     rows = []
     for label in CALLS:
         counts = {side: results[(label, side)] for side in SIDES}
-        theirs = counts["contrib"] - counts["none"]
-        for side, what in (("otelkit", "same telemetry (spans only)"),
-                           ("otelkit-metrics", "otelkit with its pipeline metrics, contrib spans only")):
+        for side, peer, what in (
+                ("otelkit", "contrib", "same telemetry (spans only)"),
+                ("otelkit-metrics", "contrib-metrics", "same telemetry (spans + the same metric points, contrib's "
+                                                       "from a user's wrappers)"),
+                ("otelkit-metrics", "contrib", "otelkit defaults (spans + metrics) vs contrib alone (spans only)")):
+            theirs = counts[peer] - counts["none"]
             ours = counts[side] - counts["none"]
             rows.append({"label": f"{label}: instructions added per message, otelkit vs contrib, {what} (callgrind)",
                          "unit": "instr", "otelkit": [ours], "raw": [theirs], "ratios": [ours / theirs],
-                         "target": 1.0 if side == "otelkit" else None,
+                         "target": 1.0 if what.startswith("same") else None,
                          "extra": {"per_call": counts},
                          "note": (f"uninstrumented {counts['none']:,.0f}, contrib {counts['contrib']:,.0f}, "
-                                  f"otelkit {counts['otelkit']:,.0f}, otelkit with metrics "
+                                  f"otelkit {counts['otelkit']:,.0f}, contrib + user metrics "
+                                  f"{counts['contrib-metrics']:,.0f}, otelkit with metrics "
                                   f"{counts['otelkit-metrics']:,.0f} instructions per message")})
     return rows
 

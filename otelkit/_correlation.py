@@ -9,8 +9,9 @@ every span started inside a correlation scope; the logs module reads
 
 from __future__ import annotations
 
+import os
+import random
 import re
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -39,9 +40,18 @@ __all__ = [
 ]
 
 
+# A generator of otelkit's own (uuid4 costs a urandom syscall per message): seeded from os.urandom,
+# untouched by an application's random.seed(), and reseeded in a forked child, whose IDs would
+# otherwise repeat the parent's sequence.
+_rng = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_rng.seed)
+_getrandbits = _rng.getrandbits
+
+
 def new_correlation_id() -> str:
     """A fresh correlation ID (32 lowercase hex characters)."""
-    return uuid.uuid4().hex
+    return f"{_getrandbits(128):032x}"
 
 
 def is_valid_correlation_id(value: object) -> bool:

@@ -30,6 +30,7 @@ from types import ModuleType
 from typing import Any
 
 from otelkit._instrument import _amqp, _common, _onimport
+from otelkit._pipeline import carrying
 from otelkit._status import IntegrationStatus
 
 NAME = "aio-pika"  # the contrib instrumentation's name: OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=aio-pika
@@ -50,7 +51,8 @@ def _publish_args(message: Any, routing_key: str, *args: Any, **kwargs: Any) -> 
 
 
 async def _publish(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if not _enabled or not _common.instrumentation_enabled():
+    if not _enabled or not _common.instrumentation_enabled() or carrying.publishing.get() is not None:
+        # inside pipeline.emit(...): this publish carries that emission's message (one send span, not two)
         return await wrapped(*args, **kwargs)
     try:
         message, routing_key = _publish_args(*args, **kwargs)

@@ -32,6 +32,7 @@ from types import ModuleType
 from typing import Any
 
 from otelkit._instrument import _amqp, _common, _onimport
+from otelkit._pipeline import carrying
 from otelkit._status import IntegrationStatus
 
 NAME = "pika"
@@ -47,7 +48,8 @@ def _server(channel: Any) -> tuple[str, int]:
 
 
 def _publish(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if not _enabled or not _common.instrumentation_enabled():
+    if not _enabled or not _common.instrumentation_enabled() or carrying.publishing.get() is not None:
+        # inside pipeline.emit(...): this publish carries that emission's message (one send span, not two)
         return wrapped(*args, **kwargs)
     try:
         exchange, routing_key, body, properties, mandatory = _publish_args(*args, **kwargs)

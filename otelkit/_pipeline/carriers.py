@@ -44,12 +44,23 @@ def _decode(value: object) -> str | None:
     return None
 
 
+# The UTF-8 form of the (few, constant) header names read per message, encoded once.
+_bytes_keys: dict[str, bytes] = {}
+
+
 def get_raw(carrier: Any, key: str) -> object:
     """The value under ``key`` (str or its UTF-8 bytes form) in a mapping or header list, undecoded."""
     if type(carrier) is dict:  # the common case, without the ABC isinstance check below
+        if not carrier:
+            return None
         value = carrier.get(key)
         if value is None:
-            value = carrier.get(key.encode())
+            bkey = _bytes_keys.get(key)
+            if bkey is None:
+                bkey = key.encode()
+                if len(_bytes_keys) < 256:
+                    _bytes_keys[key] = bkey
+            value = carrier.get(bkey)
         return value
     if isinstance(carrier, Mapping):
         value = carrier.get(key)
@@ -110,9 +121,9 @@ def set_header(carrier: Any, key: str, value: str) -> None:
     A mapping that already holds the bytes form of ``key`` (fields read back from
     redis-py and re-sent) keeps one entry, not two.
     """
-    if isinstance(carrier, MutableMapping):
+    if type(carrier) is dict or isinstance(carrier, MutableMapping):  # a dict without the ABC check
         if carrier:  # cheap: only a non-empty mapping can hold the bytes twin
-            bkey = key.encode()
+            bkey = _bytes_keys.get(key) or key.encode()
             if bkey in carrier:
                 del carrier[bkey]
         carrier[key] = value

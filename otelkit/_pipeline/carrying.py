@@ -138,17 +138,22 @@ def fold_emit(command: str, server: dict[str, Any]) -> None:
 
 # --- called by the pipeline scopes ------------------------------------------------------------------
 
-def enter_emit(scope: Any) -> contextvars.Token[list[Any] | None] | None:
+# The emission (any system but redis) whose block is running: a broker integration's publish inside it
+# (pipeline.emit(...) around channel.basic_publish) is that emission's carrying call, not a second send span.
+publishing: contextvars.ContextVar[Any] = contextvars.ContextVar("otelkit_publishing", default=None)
+
+
+def enter_emit(scope: Any) -> contextvars.Token[Any] | None:
     global active
     if scope.system != "redis":
-        return None
+        return publishing.set(scope)
     active = True
     return _emitting.set([scope])
 
 
-def exit_emit(token: contextvars.Token[list[Any] | None] | None) -> None:
+def exit_emit(token: contextvars.Token[Any] | None) -> None:
     if token is not None:
-        _emitting.reset(token)
+        token.var.reset(token)
 
 
 def take_receive(system: str, carrier: object) -> Pending | None:

@@ -49,13 +49,22 @@ def correlation_headers() -> tuple[str, ...]:
     return headers
 
 
+_mapping_types: dict[type, bool] = {}
+
+
 def property_value(properties: object, name: str) -> object:
     """``properties[name]`` of a mapping, else ``properties.name``; None when absent or unreadable."""
     if properties is None:
         return None
     try:
-        if isinstance(properties, Mapping):
-            return properties.get(name)
+        cls = type(properties)
+        mapping = _mapping_types.get(cls)
+        if mapping is None:  # the ABC check once per type (pika's BasicProperties, aio-pika's message...)
+            mapping = isinstance(properties, Mapping)
+            if len(_mapping_types) < 64:
+                _mapping_types[cls] = mapping
+        if mapping:
+            return properties.get(name)  # type: ignore[attr-defined]
         return getattr(properties, name, None)
     except Exception:  # a property object whose accessor raises: read as absent
         return None
@@ -76,6 +85,20 @@ def _adopt(value: object, where: str) -> str | None:
     return None
 
 
+_wanted_cache: tuple[tuple[str, ...], dict[str, int]] | None = None
+
+
+def _wanted(names: tuple[str, ...]) -> dict[str, int]:
+    """{lower-case header name: rank} of ``names``, built once per setting rather than per message."""
+    global _wanted_cache
+    cached = _wanted_cache
+    if cached is not None and cached[0] is names:
+        return cached[1]
+    wanted = {name.lower(): rank for rank, name in enumerate(names)}
+    _wanted_cache = (names, wanted)
+    return wanted
+
+
 def foreign_correlation_id(carrier: Any, properties: object = None) -> str | None:
     """A valid correlation ID set by a non-otelkit producer (steps 2-3 of the module docstring), or None."""
     try:
@@ -83,6 +106,8 @@ def foreign_correlation_id(carrier: Any, properties: object = None) -> str | Non
         if found is not None:
             return found
         if carrier is None or isinstance(carrier, (str, bytes, bytearray, memoryview)):
+            return None
+        if not carrier:  # no headers at all (an empty dict or list): nothing to adopt, nothing to scan
             return None
         names = correlation_headers()
         for name in names:
@@ -94,7 +119,7 @@ def foreign_correlation_id(carrier: Any, properties: object = None) -> str | Non
         if names:
             # Header names are case-insensitive where they come from (HTTP, NATS, AMQP tables written by
             # HTTP-minded code): X-Correlation-Id must match x-correlation-id. Only foreign messages get here.
-            wanted = {name.lower(): rank for rank, name in enumerate(names)}
+            wanted = _wanted(names)
             best: tuple[int, str] | None = None
             for key in carriers.GETTER.keys(carrier):
                 rank = wanted.get(key.lower())

@@ -126,8 +126,8 @@ def _record(span: Span, exc: BaseException) -> None:
 
 def _extract(carrier: Any) -> Context:
     """Extract into a fresh context; any failure (foreign propagator, odd carrier) gives an empty one."""
-    if carrier is None:
-        return Context()
+    if carrier is None or (type(carrier) is dict and not carrier):
+        return Context()  # nothing to extract (a message without headers): skip every propagator's lookups
     try:
         return propagate.extract(carrier, context=Context(), getter=carriers.GETTER)
     except Exception as error:
