@@ -9,7 +9,6 @@ every span started inside a correlation scope; the logs module reads
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 # The API keeps baggage in one context key; reading it directly skips two calls per span.
+from otelkit import _fork
 from otelkit._compat import BAGGAGE_KEY as _KEY
 from otelkit._internal_log import logger
 from otelkit._names import CORRELATION_ATTRIBUTE, CORRELATION_BAGGAGE_KEY
@@ -44,8 +44,7 @@ __all__ = [
 # untouched by an application's random.seed(), and reseeded in a forked child, whose IDs would
 # otherwise repeat the parent's sequence.
 _rng = random.Random()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_rng.seed)
+_fork.at_fork(after_in_child=_rng.seed)
 _getrandbits = _rng.getrandbits
 
 

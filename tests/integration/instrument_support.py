@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otelkit import _instrument
+from otelkit import _instrument, _scrub
 from otelkit._config import resolve
 
 
@@ -64,7 +64,10 @@ def instrumented(**settings: Any) -> Iterator[Telemetry]:
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
     telemetry = Telemetry(tracer_provider, meter_provider, exporter, reader)
-    telemetry.statuses = _instrument.instrument_all(resolve(**settings), tracer_provider, meter_provider)
+    resolved = resolve(**settings)
+    # What init() does before it instruments: scrubbing follows these settings, not a previous test's.
+    _scrub.configure(resolved.scrub.enabled, resolved.scrub.extra_patterns)
+    telemetry.statuses = _instrument.instrument_all(resolved, tracer_provider, meter_provider)
     try:
         yield telemetry
     finally:

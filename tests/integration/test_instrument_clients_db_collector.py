@@ -42,7 +42,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-pytestmark = pytest.mark.usefixtures("fresh_otelkit")
+pytestmark = pytest.mark.usefixtures("fresh_otelkit_and_stats")  # its shutdown report counts this test only
 SECRET = f"OTK-CANARY-CDB-{uuid.uuid4().hex[:6]}"
 INTEGRATIONS = ["requests", "urllib3", "aiohttp-client", "psycopg", "asyncpg", "sqlalchemy"]
 

@@ -138,17 +138,22 @@ WSGI = """
         return [b"ok"]
 """
 
+# A Starlette app: uvicorn re-raises SIGTERM after its graceful shutdown, so a worker never reaches atexit;
+# otelkit flushes at the app's lifespan shutdown instead, which a bare ASGI callable without lifespan
+# support does not have (docs/run.md: its last batch is lost).
 ASGI = """
     import os
     from opentelemetry import trace
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
 
-    async def app(scope, receive, send):
-        if scope["type"] != "http":
-            return
+    async def index(request):
         with trace.get_tracer("zc").start_as_current_span("zc-request") as span:
             span.set_attribute("zc.pid", os.getpid())
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", index)])
 """
 
 
