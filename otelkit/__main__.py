@@ -21,6 +21,11 @@ Redis and PostgreSQL are used when reachable (127.0.0.1:6379 / :5432, or
 --redis / --postgres / REDIS_URL / DATABASE_URL); otherwise in-process
 stand-ins. With no collector configured or listening, the demo collects the
 telemetry itself and prints the trace of one event and a metrics summary.
+
+Exit status: 0 when every token reached a final state (stored or dead-lettered);
+1 when some did not before --timeout; 2 when it cannot start (a bad setting, or the
+requested telemetry destination is not available); 130 when
+interrupted.
 """
 
 _DOCTOR_HELP = """\
