@@ -83,8 +83,8 @@ def _correlation_id(attributes: Attributes, parent_context: Context | None) -> s
             value = attributes.get(key)
             if isinstance(value, str) and is_valid_correlation_id(value):
                 return value
-    value = baggage.get_baggage(_names.CORRELATION_BAGGAGE_KEY, parent_context)
-    return value if isinstance(value, str) and is_valid_correlation_id(value) else None
+    carried: object = baggage.get_baggage(_names.CORRELATION_BAGGAGE_KEY, parent_context)
+    return carried if isinstance(carried, str) and is_valid_correlation_id(carried) else None
 
 
 def _with_ot(state: TraceState | None, ot: str) -> TraceState:
