@@ -95,8 +95,14 @@ def test_resource_exhausted_without_retry_info_backs_off_and_does_not_split(
     emit(tp, 64)
     spans = otelkit_otlp_receiver.wait_for_spans(64)
     assert sorted(s.attributes["seq"] for s in spans) == list(range(64))
-    assert [(a.outcome, a.items) for a in otelkit_otlp_receiver.attempts] == [
-        ("grpc:RESOURCE_EXHAUSTED", 64), ("ok", 64)]
+    attempts = [(a.outcome, a.items) for a in otelkit_otlp_receiver.attempts]
+    # On a loaded machine the batch processor may have sent fewer than 64 in its first request (its delay
+    # expired before all were queued): whatever was refused is retried whole, never split, and nothing twice.
+    refused = attempts[0]
+    assert refused[0] == "grpc:RESOURCE_EXHAUSTED"
+    assert attempts[1] == ("ok", refused[1]), attempts
+    assert [o for o, _n in attempts[2:]] == ["ok"] * (len(attempts) - 2), attempts
+    assert sum(n for o, n in attempts if o == "ok") == 64, attempts
     tp.shutdown()
     assert STATS.dropped_for("traces") == {}
     assert STATS.exported_counts()["traces"] == 64
