@@ -1,6 +1,6 @@
 """Shared machinery of the job-queue integrations (RQ, arq, Dramatiq).
 
-* **Lazy.** :func:`when_imported` patches a library when the application imports it (at once when it
+* **Lazy.** ``_lazy.when_imported`` patches a library when the application imports it (at once when it
   already has): ``init()`` never imports a job library the application does not use.
 * **The queue's own Redis commands are not traced.** A job queue talks to Redis all the time for itself
   (BLPOP/BZPOPMIN in the worker loop, heartbeats, registries, Lua scripts). The enqueue and the job are
@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY
-from otelkit._instrument import _common
+from otelkit._instrument import _common, _lazy
 from otelkit._internal_log import logger
 from otelkit._status import IntegrationStatus
 
@@ -36,23 +35,6 @@ MAX_OBSERVED_QUEUES = 256
 
 _lock = threading.Lock()
 _observed: dict[tuple[str, str, str | None], Any] = {}
-
-
-def when_imported(module: str, patch: Callable[[Any], None]) -> None:
-    """Run ``patch(module)`` now if ``module`` is imported, else right after the application imports it."""
-    loaded = sys.modules.get(module)
-    if loaded is not None:
-        patch(loaded)
-        return
-    import wrapt
-
-    def hook(mod: Any) -> None:
-        try:
-            patch(mod)
-        except Exception as exc:  # an import of the application must never fail because of telemetry
-            logger.warning("otelkit: instrumenting %s failed: %s: %s", module, type(exc).__name__, exc)
-
-    wrapt.register_post_import_hook(hook, module)
 
 
 def quiet() -> object:
@@ -123,14 +105,15 @@ def stop_observing(system: str) -> None:
 
 
 def enable(name: str, dist: str, min_version: tuple[int, ...], min_text: str, state: dict[str, Any],
-           patches: Callable[[], None]) -> IntegrationStatus:
+           patches: Callable[[], object]) -> IntegrationStatus:
     """The shared ``instrument()`` of the job-queue integrations: check the installed version, mark the
-    integration wanted, let ``patches()`` register its import hooks (:func:`when_imported`), and report."""
+    integration wanted, let ``patches()`` register its import hooks (``_lazy.when_imported``), and report."""
     found = _common.supported_dist(name, (dist,), min_version, min_text, dist)
     if isinstance(found, IntegrationStatus):
         return found
     _dist, version = found
     state["wanted"] = True
+    state["name"] = name  # for unpatch(): its import hooks are keyed by the integration's name
     patches()
     when = "" if state["patched"] else f" (patched when {dist} is imported)"
     return IntegrationStatus(name, "enabled", f"{dist} {version}{when}", version=version)
@@ -139,6 +122,7 @@ def enable(name: str, dist: str, min_version: tuple[int, ...], min_text: str, st
 def unpatch(state: dict[str, Any], system: str) -> None:
     """The shared ``uninstrument()``: undo every ``(owner, attribute, ...)`` patch and stop the depth probes."""
     state["wanted"] = False
+    _lazy.cancel(state.get("name", system))
     for owner, attribute, *_rest in state["patched"]:
         _common.unwrap(owner, attribute)
     state["patched"] = []

@@ -162,32 +162,21 @@ def excluded_urls(framework: str) -> str:
 # --- patch when the framework is imported ----------------------------------------------------------
 
 def when_imported(module: str, apply: Callable[[Any], None], state: dict[str, Any]) -> str:
-    """Run ``apply(module)`` now if ``module`` is imported, else when the application imports it.
+    """Run ``apply(module)`` now if ``module`` is imported, else when the application imports it (``_lazy``).
 
     ``init()`` must not import a framework the application does not use (FastAPI and Django take 100s of
     ms). ``state["active"]`` is cleared by ``uninstrument``: a hook registered earlier then does nothing.
     Returns a note for the status line.
     """
-    import sys
+    from otelkit._instrument import _lazy
 
     state["active"] = True
-    loaded = sys.modules.get(module)
-    if loaded is not None:
-        apply(loaded)
-        return ""
-    if not state.get("hooked"):
-        import wrapt
 
-        def hook(mod: Any) -> None:
-            if state.get("active"):
-                try:
-                    apply(mod)
-                except Exception as exc:
-                    logger.warning("otelkit: instrumenting %s failed: %s: %s", module, type(exc).__name__, exc)
+    def hook(mod: Any) -> None:
+        if state.get("active"):
+            apply(mod)
 
-        wrapt.register_post_import_hook(hook, module)
-        state["hooked"] = True
-    return "; instrumented when imported"
+    return "; instrumented when imported" if _lazy.when_imported(f"web:{module}", module, hook) else ""
 
 
 def flush_at_server_shutdown() -> None:

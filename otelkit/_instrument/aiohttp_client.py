@@ -39,25 +39,11 @@ def plan() -> IntegrationStatus:
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     """Instrument now when aiohttp is imported, else when the application imports it (see ``_lazy``)."""
-    found = _common.supported_dist(NAME, ("aiohttp",), MIN_VERSION, "3.8", "otelkit[aiohttp]")
-    if isinstance(found, IntegrationStatus):
-        return found
-    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "aiohttp", found[1],
-                                                                lambda: _instrument_now(ctx))
-    return deferred if deferred is not None else _instrument_now(ctx)
+    return _lazy.instrument_when_imported(NAME, "aiohttp", ("aiohttp",), MIN_VERSION, "3.8", "otelkit[aiohttp]",
+                                          lambda contrib, version: _instrument_now(ctx, contrib, version), CONTRIB)
 
 
-def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
-    found = _common.supported_dist(NAME, ("aiohttp",), MIN_VERSION, "3.8", "otelkit[aiohttp]")
-    if isinstance(found, IntegrationStatus):
-        return found
-    _dist, version = found
-    try:
-        import opentelemetry.instrumentation.aiohttp_client as contrib
-    except ImportError as exc:
-        return IntegrationStatus(NAME, "skipped",
-                                 f"{CONTRIB} is not installed ({exc}; pip install otelkit[aiohttp])", version=version)
-
+def _instrument_now(ctx: _common.Context, contrib: Any, version: str) -> IntegrationStatus:
     _http_clients.replace_redact(contrib, _state)
     instrumentor = contrib.AioHttpClientInstrumentor()
     note = ""

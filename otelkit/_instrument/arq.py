@@ -30,7 +30,7 @@ import pickle
 from typing import Any
 
 from otelkit import _names
-from otelkit._instrument import _common, _jobs
+from otelkit._instrument import _common, _jobs, _lazy
 from otelkit._internal_log import logger
 from otelkit._status import IntegrationStatus
 
@@ -312,7 +312,7 @@ def plan() -> IntegrationStatus:
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
-    return _jobs.enable(NAME, "arq", MIN_VERSION, "0.25", _state, lambda: _jobs.when_imported("arq", _patch))
+    return _jobs.enable(NAME, "arq", MIN_VERSION, "0.25", _state, lambda: _lazy.when_imported(NAME, "arq", _patch))
 
 
 def uninstrument() -> None:

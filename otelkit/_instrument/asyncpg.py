@@ -169,19 +169,11 @@ def plan() -> IntegrationStatus:
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     """Instrument now when asyncpg is imported, else when the application imports it (see ``_lazy``)."""
-    found = _common.supported_dist(NAME, ("asyncpg",), MIN_VERSION, "0.27", "asyncpg")
-    if isinstance(found, IntegrationStatus):
-        return found
-    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "asyncpg", found[1],
-                                                                lambda: _instrument_now(ctx))
-    return deferred if deferred is not None else _instrument_now(ctx)
+    return _lazy.instrument_when_imported(NAME, "asyncpg", ("asyncpg",), MIN_VERSION, "0.27", "asyncpg",
+                                          lambda _contrib, version: _instrument_now(ctx, version))
 
 
-def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
-    found = _common.supported_dist(NAME, ("asyncpg",), MIN_VERSION, "0.27", "asyncpg")
-    if isinstance(found, IntegrationStatus):
-        return found
-    _dist, version = found
+def _instrument_now(ctx: _common.Context, version: str) -> IntegrationStatus:
     try:
         import asyncpg
         from asyncpg import prepared_stmt

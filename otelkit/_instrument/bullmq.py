@@ -28,13 +28,12 @@ Only asyncio ``Queue.add`` and ``Worker`` are instrumented (``addBulk`` and flow
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 from opentelemetry import context as otel_context
 
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS
-from otelkit._instrument import _common
+from otelkit._instrument import _common, _lazy
 from otelkit._internal_log import logger
 from otelkit._names import SENT_AT_HEADER
 from otelkit._pipeline.carriers import MAX_VALUE_BYTES
@@ -241,11 +240,8 @@ def _patch() -> None:
 
 
 def _on_import(_module: Any) -> None:
-    if _active and "targets" not in _state:
-        try:
-            _patch()
-        except Exception as error:  # telemetry never breaks the application's import
-            logger.warning("otelkit: instrumenting bullmq failed: %s: %s", type(error).__name__, error)
+    if _active and "targets" not in _state:  # a failure at the import is logged by _lazy
+        _patch()
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
@@ -256,18 +252,13 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
         return found
     _dist, version = found
     _active = True
-    if "bullmq" in sys.modules:
-        _patch()
-    elif not _state.get("hooked"):
-        import wrapt
-
-        wrapt.register_post_import_hook(_on_import, "bullmq")
-        _state["hooked"] = True
+    _lazy.when_imported(NAME, "bullmq", _on_import)  # now when bullmq is imported
     return IntegrationStatus(NAME, "enabled", f"bullmq {version}", version=version)
 
 
 def uninstrument() -> None:
     global _active
     _active = False  # processors wrapped in existing workers call straight through from now on
+    _lazy.cancel(NAME)
     for owner, attribute, _wrapper in _state.pop("targets", []):
         _common.unwrap(owner, attribute)

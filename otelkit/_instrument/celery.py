@@ -39,7 +39,7 @@ from opentelemetry import context as otel_context
 from otelkit import _names
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY
 from otelkit._correlation import is_valid_correlation_id
-from otelkit._instrument import _common
+from otelkit._instrument import _common, _lazy
 from otelkit._internal_log import logger
 from otelkit._status import IntegrationStatus
 
@@ -422,23 +422,15 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
             note = (" (opentelemetry-instrumentation-celery is instrumenting: its spans are kept and otelkit "
                     "adds none)")
         return IntegrationStatus(NAME, "enabled", f"celery {version}{note}", version=version)
-    if not _state.get("hooked"):
-        import wrapt
-
-        # Importing celery costs ~100 ms: an application that has it installed but does not use it never pays.
-        wrapt.register_post_import_hook(_on_import, "celery")
-        _state["hooked"] = True
+    # Importing celery costs ~100 ms: an application that has it installed but does not use it never pays.
+    _lazy.when_imported(NAME, "celery", _on_import)
     return IntegrationStatus(NAME, "enabled", f"celery {version} (connected when the application imports celery)",
                              version=version)
 
 
 def _on_import(_module: Any) -> None:
-    if _enabled:
-        try:
-            _apply()
-        except Exception:
-            logger.warning("otelkit: instrumenting celery failed (the application continues without it)",
-                           exc_info=True)
+    if _enabled:  # a failure at the import is logged by _lazy
+        _apply()
 
 
 def _apply() -> None:
@@ -453,6 +445,7 @@ def _apply() -> None:
 def uninstrument() -> None:
     global _enabled
     _enabled = False
+    _lazy.cancel(NAME)
     if "celery" not in sys.modules:
         return
     try:

@@ -39,7 +39,7 @@ import threading
 import time
 from typing import Any
 
-from otelkit._instrument import _common, _jobs
+from otelkit._instrument import _common, _jobs, _lazy
 from otelkit._internal_log import logger
 from otelkit._status import IntegrationStatus
 
@@ -308,9 +308,9 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
     def patches() -> None:
         if _state["patched"]:
             return
-        _jobs.when_imported("dramatiq.broker", _patch_core)
+        _lazy.when_imported(NAME, "dramatiq.broker", _patch_core)
         for module_name, class_name in _BROKER_MODULES:
-            _jobs.when_imported(module_name, _patch_broker(module_name, class_name))
+            _lazy.when_imported(NAME, module_name, _patch_broker(module_name, class_name))
 
     return _jobs.enable(NAME, "dramatiq", MIN_VERSION, "1.15", _state, patches)
 

@@ -35,7 +35,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY
-from otelkit._instrument import _common, _onimport
+from otelkit._instrument import _common, _lazy
 from otelkit._names import CORRELATION_HEADER
 from otelkit._pipeline import carriers
 from otelkit._pipeline.scopes import BatchReception, Emission, Reception
@@ -405,8 +405,8 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
     _dist, version = found
     _enabled = True
     imported = _MODULE in sys.modules
-    _onimport.when_imported("faststream", _patch_core)
-    _onimport.when_imported("faststream.redis", _patch_redis)
+    _lazy.when_imported(NAME, "faststream", _patch_core)
+    _lazy.when_imported(NAME, "faststream.redis", _patch_redis)
     note = "" if imported else " (patched when the application imports it)"
     return IntegrationStatus(NAME, "enabled", f"faststream {version}: middleware on new brokers{note}",
                              version=version)
@@ -415,8 +415,7 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
 def uninstrument() -> None:
     global _enabled
     _enabled = False
-    _onimport.cancel("faststream")
-    _onimport.cancel("faststream.redis")
+    _lazy.cancel(NAME)
     for owner, attribute in _state.pop("targets", []):
         _common.unwrap(owner, attribute)
 

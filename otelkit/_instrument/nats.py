@@ -30,7 +30,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY
-from otelkit._instrument import _amqp, _common, _onimport
+from otelkit._instrument import _amqp, _common, _lazy
 from otelkit._status import IntegrationStatus
 
 NAME = "nats"
@@ -279,14 +279,14 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
     _dist, version = found
     _enabled = True
     note = "" if "nats" in sys.modules else " (patched when the application imports it)"
-    _onimport.when_imported("nats", _patch)
+    _lazy.when_imported(NAME, "nats", _patch)
     return IntegrationStatus(NAME, "enabled", f"nats-py {version}{note}", version=version)
 
 
 def uninstrument() -> None:
     global _enabled
     _enabled = False
-    _onimport.cancel("nats")
+    _lazy.cancel(NAME)
     for owner, attribute, _wrapper in _state.pop("targets", []):
         _common.unwrap(owner, attribute)
     for observation in _state.pop("watched", {}).values():

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from otelkit._instrument import _amqp, _common, _onimport
+from otelkit._instrument import _amqp, _common, _lazy
 from otelkit._pipeline import carrying
 from otelkit._status import IntegrationStatus
 
@@ -280,14 +280,14 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
                                  "(PikaInstrumentor): otelkit does not add a second layer", version=version)
     _enabled = True
     note = "" if "pika" in sys.modules else " (patched when the application imports it)"
-    _onimport.when_imported("pika", _patch)
+    _lazy.when_imported(NAME, "pika", _patch)
     return IntegrationStatus(NAME, "enabled", f"pika {version}{note}", version=version)
 
 
 def uninstrument() -> None:
     global _enabled
     _enabled = False
-    _onimport.cancel("pika")
+    _lazy.cancel(NAME)
     for owner, attribute, _wrapper in _state.pop("targets", []):
         _common.unwrap(owner, attribute)
     for observation in _state.pop("watched", {}).values():

@@ -134,25 +134,11 @@ def plan() -> IntegrationStatus:
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     """Instrument now when psycopg is imported, else when the application imports it (see ``_lazy``)."""
-    found = _common.supported_dist(NAME, ("psycopg",), MIN_VERSION, "3.1", "otelkit[psycopg]")
-    if isinstance(found, IntegrationStatus):
-        return found
-    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "psycopg", found[1],
-                                                                lambda: _instrument_now(ctx))
-    return deferred if deferred is not None else _instrument_now(ctx)
+    return _lazy.instrument_when_imported(NAME, "psycopg", ("psycopg",), MIN_VERSION, "3.1", "otelkit[psycopg]",
+                                          lambda contrib, version: _instrument_now(ctx, contrib, version), CONTRIB)
 
 
-def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
-    found = _common.supported_dist(NAME, ("psycopg",), MIN_VERSION, "3.1", "otelkit[psycopg]")
-    if isinstance(found, IntegrationStatus):
-        return found
-    _dist, version = found
-    try:
-        import opentelemetry.instrumentation.psycopg as contrib
-    except ImportError as exc:
-        return IntegrationStatus(NAME, "skipped",
-                                 f"{CONTRIB} is not installed ({exc}; pip install otelkit[psycopg])", version=version)
-
+def _instrument_now(ctx: _common.Context, contrib: Any, version: str) -> IntegrationStatus:
     instrumentor = contrib.PsycopgInstrumentor()
     note = ""
     if instrumentor.is_instrumented_by_opentelemetry:
@@ -169,14 +155,13 @@ def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
             _state[method] = getattr(tracer_class, method)  # what the replacement calls through to
             _state[f"own_{method}"] = method in vars(tracer_class)  # else inherited from dbapi's tracer
             setattr(tracer_class, method, replacement)
-    _lazy.defer("psycopg.pool", "psycopg_pool", _wrap_pools)  # psycopg_pool: when the app imports it
+    _lazy.when_imported(NAME, "psycopg_pool", lambda _module: _wrap_pools())  # when the app imports it
     _db_pools.activate(NAME)
     return IntegrationStatus(NAME, "enabled", f"psycopg {version}{note}; {PRE_INIT_NOTE}", version=version)
 
 
 def uninstrument() -> None:
-    _lazy.cancel(NAME)
-    _lazy.cancel("psycopg.pool")
+    _lazy.cancel(NAME)  # psycopg's hook and psycopg_pool's
     if not _state:  # never instrumented: importing contrib here would import the library
         return
     _db_pools.deactivate(NAME)

@@ -46,24 +46,11 @@ def plan() -> IntegrationStatus:
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     """Instrument now when requests is imported, else when the application imports it (see ``_lazy``)."""
-    found = _common.supported_dist(NAME, ("requests",), MIN_VERSION, "2.7", "requests")
-    if isinstance(found, IntegrationStatus):
-        return found
-    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "requests", found[1],
-                                                                lambda: _instrument_now(ctx))
-    return deferred if deferred is not None else _instrument_now(ctx)
+    return _lazy.instrument_when_imported(NAME, "requests", ("requests",), MIN_VERSION, "2.7", "requests",
+                                          lambda contrib, version: _instrument_now(ctx, contrib, version), CONTRIB)
 
 
-def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
-    found = _common.supported_dist(NAME, ("requests",), MIN_VERSION, "2.7", "requests")
-    if isinstance(found, IntegrationStatus):
-        return found
-    _dist, version = found
-    try:
-        import opentelemetry.instrumentation.requests as contrib
-    except ImportError as exc:
-        return IntegrationStatus(NAME, "skipped", f"not importable ({exc})", version=version)
-
+def _instrument_now(ctx: _common.Context, contrib: Any, version: str) -> IntegrationStatus:
     _http_clients.replace_redact(contrib, _state)
     instrumentor = contrib.RequestsInstrumentor()
     note = ""

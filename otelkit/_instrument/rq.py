@@ -30,7 +30,7 @@ import contextvars
 from typing import Any
 
 from otelkit import _names
-from otelkit._instrument import _common, _jobs
+from otelkit._instrument import _common, _jobs, _lazy
 from otelkit._internal_log import logger
 from otelkit._status import IntegrationStatus
 
@@ -236,7 +236,7 @@ def plan() -> IntegrationStatus:
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
-    return _jobs.enable(NAME, "rq", MIN_VERSION, "1.15", _state, lambda: _jobs.when_imported("rq", _patch))
+    return _jobs.enable(NAME, "rq", MIN_VERSION, "1.15", _state, lambda: _lazy.when_imported(NAME, "rq", _patch))
 
 
 def uninstrument() -> None:

@@ -178,19 +178,12 @@ def plan() -> IntegrationStatus:
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     """Instrument now when sqlalchemy is imported, else when the application imports it (see ``_lazy``)."""
-    found = _common.supported_dist(NAME, ("sqlalchemy", "SQLAlchemy"), MIN_VERSION, "1.4", "sqlalchemy")
-    if isinstance(found, IntegrationStatus):
-        return found
-    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "sqlalchemy", found[1],
-                                                                lambda: _instrument_now(ctx))
-    return deferred if deferred is not None else _instrument_now(ctx)
+    return _lazy.instrument_when_imported(NAME, "sqlalchemy", ("sqlalchemy", "SQLAlchemy"), MIN_VERSION, "1.4",
+                                          "sqlalchemy",
+                                          lambda _contrib, version: _instrument_now(ctx, version))
 
 
-def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
-    found = _common.supported_dist(NAME, ("sqlalchemy", "SQLAlchemy"), MIN_VERSION, "1.4", "sqlalchemy")
-    if isinstance(found, IntegrationStatus):
-        return found
-    _dist, version = found
+def _instrument_now(ctx: _common.Context, version: str) -> IntegrationStatus:
     try:
         from sqlalchemy import event
         from sqlalchemy.engine import Engine

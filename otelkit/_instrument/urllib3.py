@@ -42,25 +42,11 @@ def plan() -> IntegrationStatus:
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     """Instrument now when urllib3 is imported, else when the application imports it (see ``_lazy``)."""
-    found = _common.supported_dist(NAME, ("urllib3",), MIN_VERSION, "1.26", "otelkit[urllib3]")
-    if isinstance(found, IntegrationStatus):
-        return found
-    deferred: IntegrationStatus | None = _lazy.deferred_status(NAME, "urllib3", found[1],
-                                                                lambda: _instrument_now(ctx))
-    return deferred if deferred is not None else _instrument_now(ctx)
+    return _lazy.instrument_when_imported(NAME, "urllib3", ("urllib3",), MIN_VERSION, "1.26", "otelkit[urllib3]",
+                                          lambda contrib, version: _instrument_now(ctx, contrib, version), CONTRIB)
 
 
-def _instrument_now(ctx: _common.Context) -> IntegrationStatus:
-    found = _common.supported_dist(NAME, ("urllib3",), MIN_VERSION, "1.26", "otelkit[urllib3]")
-    if isinstance(found, IntegrationStatus):
-        return found
-    _dist, version = found
-    try:
-        import opentelemetry.instrumentation.urllib3 as contrib
-    except ImportError as exc:
-        return IntegrationStatus(NAME, "skipped",
-                                 f"{CONTRIB} is not installed ({exc}; pip install otelkit[urllib3])", version=version)
-
+def _instrument_now(ctx: _common.Context, contrib: Any, version: str) -> IntegrationStatus:
     instrumentor = contrib.URLLib3Instrumentor()
     note = ""
     if instrumentor.is_instrumented_by_opentelemetry:
