@@ -466,7 +466,7 @@ def test_agent_adds_kubernetes_metadata_in_every_pipeline() -> None:
 
 
 def test_collector_metrics_are_scraped_under_the_job_the_rules_query() -> None:
-    """stack.yaml's alerts and the stack-health dashboard select job="otel-collector"."""
+    """stack.yaml's alerts and the stack-health dashboard select job="otel-collector", "tempo", "loki"."""
     rules_text = (RULES_DIR / "stack.yaml").read_text(encoding="utf-8")
     assert "otel-collector" in rules_text
     for name in K8S_COLLECTORS:
@@ -476,6 +476,11 @@ def test_collector_metrics_are_scraped_under_the_job_the_rules_query() -> None:
         assert monitor["enabled"]
         relabelings = monitor.get("relabelings") or monitor["metricsEndpoints"][0]["relabelings"]
         assert {"targetLabel": "job", "replacement": "otel-collector"} in relabelings
+    # Tempo's and Loki's monitors keep their Service names as the job (tempo, loki), as compose's jobs.
+    assert load_yaml(K8S_VALUES / "tempo.yaml")["serviceMonitor"]["enabled"]
+    loki = load_yaml(K8S_VALUES / "loki.yaml")["monitoring"]["serviceMonitor"]
+    assert loki["enabled"] and loki["jobPrefix"] == ""
+    assert re.search(r'up\{job=~"[^"]*\btempo\b[^"]*\bloki\b', rules_text)
 
 
 def test_prometheus_accepts_what_the_gateway_and_tempo_send() -> None:

@@ -2,7 +2,8 @@
 
 What is checked, and with what:
 
-- Collector configs (collector/otelcol*.yaml): parsed and checked structurally
+- Collector configs (collector/otelcol*.yaml, and the three tiers of the Kubernetes kit as the
+  opentelemetry-collector chart renders them from deploy/kubernetes/values/): parsed and checked structurally
   here (pipelines, memory_limiter first, batch, every component defined and
   used, current component names, endpoints matching compose). `otelcol-contrib
   validate` runs only when an otelcol-contrib binary is on PATH (or in

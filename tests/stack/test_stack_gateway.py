@@ -2,7 +2,9 @@
 
 Checked the same way as the compose collector configs (test_stack_collector.py): parsed and checked
 structurally, every component type against the otelcol-contrib 0.159.0 component list below, and
-`otelcol-contrib validate` only when a binary is available (none can be installed here).
+`otelcol-contrib validate` only when a binary is available (none can be installed here). The Kubernetes
+kit's gateway and sampler tiers (deploy/kubernetes/values/, merged onto the collector chart's defaults as
+Helm merges them) get the same checks.
 
 What the design relies on, checked against otelkit's own names and functions:
 - spans with a correlation ID are routed by it (`routing_key: attributes`), the others by trace ID,
