@@ -44,6 +44,7 @@ from _stacklib import (
     K8S_SCHEMAS,
     K8S_VALUES,
     KUBERNETES,
+    OTELCOL_CHART,
     PROM_DIR,
     RULE_TESTS_DIR,
     RULES_DIR,
@@ -387,13 +388,33 @@ def test_dashboards_reach_the_grafana_sidecar() -> None:
 
 # --- The collector tiers ------------------------------------------------------------------------
 
+def _chart_renames() -> dict[str, dict[str, str]]:
+    """The component renames the chart applies itself (`rewriteDeprecatedComponentNames`, _helpers.tpl)."""
+    helpers = (OTELCOL_CHART / "templates" / "_helpers.tpl").read_text(encoding="utf-8")
+    block = re.search(r'define "opentelemetry-collector\.deprecatedComponentRenames" -\}\}\n(.*?)\{\{- end', helpers,
+                      re.DOTALL)
+    assert block, "the chart's rename table moved: read _helpers.tpl again"
+    renames: dict[str, dict[str, str]] = yaml.safe_load(block.group(1))["components"]
+    return renames
+
+
 @pytest.mark.parametrize("name", K8S_COLLECTORS)
 def test_the_chart_renders_the_values_config_as_is(name: str) -> None:
     """The conditions under which the chart's config is `.Values.config` (kubernetes_collector_config)."""
     values = kubernetes_collector_values(name)
+    config_tpl = (OTELCOL_CHART / "templates" / "_config.tpl").read_text(encoding="utf-8")
+    # baseConfig: alternateConfig replaces the config; internalTelemetryViaOTLP rewrites service.telemetry.
+    assert "{{- if .Values.alternateConfig }}" in config_tpl
+    assert "{{- $config := deepCopy .Values.config }}" in config_tpl
     assert not values["alternateConfig"]
     assert not [p for p, v in values["presets"].items() if v.get("enabled")]
     assert not any(v.get("enabled") for v in values["internalTelemetryViaOTLP"].values() if isinstance(v, dict))
+    # No component under a name the chart would rewrite (it renames old names, e.g. k8sattributes):
+    # then its rewrite changes nothing.
+    config = kubernetes_collector_config(name)
+    for kind, table in _chart_renames().items():
+        old = {c for c in config.get(kind) or {} if c.split("/")[0] in table}
+        assert not old, f"{name}: {kind} {old} are deprecated names: use {[table[c.split('/')[0]] for c in old]}"
     assert values["image"]["repository"] == "otel/opentelemetry-collector-contrib"
     compose_image = load_yaml(COLLECTOR.parent / "compose.yaml")["services"]["otel-collector"]["image"]
     assert f"{values['image']['repository']}:{values['image']['tag']}" == compose_image
@@ -447,13 +468,12 @@ def test_tiers_are_wired_to_each_others_services() -> None:
 def test_agent_adds_kubernetes_metadata_in_every_pipeline() -> None:
     agent = kubernetes_collector_config("otel-agent")
     for name, pipeline in agent["service"]["pipelines"].items():
-        assert pipeline["processors"] == ["memory_limiter", "k8sattributes", "batch"], name
-    k8s = agent["processors"]["k8sattributes"]
-    # The chart sets OTEL_K8S_NODE_NAME from spec.nodeName in every collector pod (its _pod.tpl) and
-    # reads it itself in its default service.telemetry.resource.
+        assert pipeline["processors"] == ["memory_limiter", "k8s_attributes", "batch"], name
+    k8s = agent["processors"]["k8s_attributes"]
+    # The chart sets OTEL_K8S_NODE_NAME from spec.nodeName in every collector pod (its _pod.tpl).
     assert k8s["filter"]["node_from_env_var"] == "OTEL_K8S_NODE_NAME"
-    assert "${env:OTEL_K8S_NODE_NAME}" in kubernetes_collector_config("otel-agent")["service"]["telemetry"][
-        "resource"].values()
+    pod_tpl = (OTELCOL_CHART / "templates" / "_pod.tpl").read_text(encoding="utf-8")
+    assert re.search(r"- name: OTEL_K8S_NODE_NAME\s+valueFrom:\s+fieldRef:\s+fieldPath: spec\.nodeName", pod_tpl)
     # First association: by the names the worker sends through the downward API.
     first = {s["name"] for s in k8s["pod_association"][0]["sources"] if s["from"] == "resource_attribute"}
     assert first == {"k8s.pod.name", "k8s.namespace.name"} <= set(_worker_resource())

@@ -56,7 +56,8 @@ def _config(config_id: str) -> Any:
         return kubernetes_collector_config(config_id.removeprefix("k8s:"))
     return load_yaml(COLLECTOR / config_id)
 # Deprecated aliases (collector #14396): they still work but log a warning on every start.
-DEPRECATED = {"exporters": {"otlp", "otlphttp"}, "processors": {"resourcedetection"}}
+DEPRECATED = {"exporters": {"otlp", "otlphttp"}, "processors": {"resourcedetection", "k8sattributes"},
+              "receivers": {"filelog"}}
 
 
 def _kind(component_id: str) -> str:
@@ -85,7 +86,8 @@ def test_collector_pipelines(config_id: str) -> None:
         unused = set(config.get(section) or {}) - ids
         assert not unused, f"{section} defined but in no pipeline: {unused}"
         stale = {i for i in config.get(section) or {} if _kind(i) in DEPRECATED.get(section, set())}
-        assert not stale, f"deprecated component names {stale}: use otlp_grpc / otlp_http / resource_detection"
+        assert not stale, f"deprecated component names {stale}: use otlp_grpc / otlp_http / resource_detection / " \
+                          "k8s_attributes / file_log"
     assert set(service.get("extensions", [])) == set(config.get("extensions", {}))
     assert "health_check" in config["extensions"]
     assert config["extensions"]["health_check"]["endpoint"] == "0.0.0.0:13133"
