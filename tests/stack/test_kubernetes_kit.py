@@ -368,8 +368,10 @@ def test_dashboards_reach_the_grafana_sidecar() -> None:
         assert m["metadata"]["annotations"][sidecar["dashboards"]["folderAnnotation"]] == "otelkit"
     (datasources,) = _docs(RENDERED / "grafana-datasources.yaml")
     assert datasources["metadata"]["labels"][sidecar["datasources"]["label"]] == sidecar["datasources"]["labelValue"]
-    # The chart's own Prometheus datasource would take the uid "prometheus" the rendered one has.
+    # The chart's own Prometheus and Alertmanager datasources would take the uids the rendered ones have.
     assert sidecar["datasources"]["defaultDatasourceEnabled"] is False
+    assert sidecar["datasources"]["alertmanager"]["enabled"] is False
+    assert not load_yaml(K8S_VALUES / "kube-prometheus-stack.yaml")["grafana"].get("additionalDataSources")
     (text,) = datasources["data"].values()
     model = yaml.safe_load(text)
     uids = {d["uid"] for d in model["datasources"]}
