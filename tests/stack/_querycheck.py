@@ -24,6 +24,8 @@ What answers here, and what does not:
 - Expressions only the real collector, Tempo, Loki or a longer-running stack can
   answer are listed in :data:`STACK_ONLY` with the reason; everything else must
   return at least one series.
+- The Kubernetes kit's KEDA queue-depth query targets the demo's queue (``tokens`` on Redis), so it is
+  checked here exactly as shipped.
 """
 
 from __future__ import annotations
@@ -46,9 +48,11 @@ from pathlib import Path
 from typing import Any
 
 import promql_parser
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _stacklib import (
+    KUBERNETES,
     RULES_DIR,
     RUNBOOKS,
     dashboard_files,
@@ -58,6 +62,8 @@ from _stacklib import (
 )
 
 from otelkit import _names
+
+KUBERNETES_MANIFESTS = KUBERNETES / "manifests"
 
 # --- The table of expressions this check cannot answer ------------------------------------------
 
@@ -292,8 +298,23 @@ def _looks_like_promql(text: str) -> bool:
                                for n in names)
 
 
+def kubernetes_expressions() -> list[Expression]:
+    """The Kubernetes kit's autoscaling queries (KEDA prometheus triggers in deploy/kubernetes/manifests/)."""
+    out = []
+    for path in sorted(KUBERNETES_MANIFESTS.glob("*.yaml")):
+        with path.open(encoding="utf-8") as fh:
+            for doc in yaml.safe_load_all(fh):
+                if not doc or doc.get("kind") != "ScaledObject":
+                    continue
+                for n, trigger in enumerate(doc["spec"]["triggers"]):
+                    if trigger["type"] == "prometheus":
+                        query = trigger["metadata"]["query"]
+                        out.append(Expression(f"{path.name}:{doc['metadata']['name']}:{n}", query, query))
+    return out
+
+
 def all_expressions() -> list[Expression]:
-    exprs = dashboard_expressions() + rule_expressions() + runbook_expressions()
+    exprs = dashboard_expressions() + rule_expressions() + runbook_expressions() + kubernetes_expressions()
     exprs += [Expression(where, query, query) for where, query in datasource_queries()]
     return exprs
 

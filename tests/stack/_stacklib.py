@@ -13,6 +13,7 @@ The catalogue has two parts:
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import subprocess
@@ -36,12 +37,49 @@ DASHBOARDS = GRAFANA / "dashboards"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "datasources.yaml"
 RUNBOOKS = REPO / "docs" / "runbooks"
 COMPOSE = REPO / "compose.yaml"
+KUBERNETES = REPO / "deploy" / "kubernetes"
+K8S_VALUES = KUBERNETES / "values"
+K8S_SCHEMAS = KUBERNETES / "schemas"
+OTELCOL_CHART = K8S_SCHEMAS / "opentelemetry-collector-0.170.0"
+# The collector tiers of the Kubernetes kit: values files of the opentelemetry-collector chart.
+K8S_COLLECTORS = ["otel-agent", "otel-gateway", "otel-sampler"]
 
 
 
 def load_yaml(path: Path) -> Any:
     with path.open(encoding="utf-8") as fh:
         return yaml.safe_load(fh)
+
+
+def helm_coalesce(defaults: Any, overrides: Any) -> Any:
+    """A values file merged onto a chart's defaults as Helm does: maps merge key by key, any other
+    value (lists included) replaces the default, and ``null`` deletes the default key."""
+    if not isinstance(defaults, dict) or not isinstance(overrides, dict):
+        return copy.deepcopy(overrides)
+    out = copy.deepcopy(defaults)
+    for key, value in overrides.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = helm_coalesce(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def kubernetes_collector_values(name: str) -> Any:
+    """The chart's values after Helm merged ``deploy/kubernetes/values/<name>.yaml`` onto its defaults."""
+    return helm_coalesce(load_yaml(OTELCOL_CHART / "values.yaml"), load_yaml(K8S_VALUES / f"{name}.yaml"))
+
+
+def kubernetes_collector_config(name: str) -> Any:
+    """The collector config the opentelemetry-collector chart (0.170.0) renders from a kit values file.
+
+    The chart's ``baseConfig`` template takes ``.Values.config`` (the merge above) as it is when, as in
+    every kit file, ``alternateConfig`` is empty, every ``presets.*`` is off and ``internalTelemetryViaOTLP``
+    is off; tests/stack/test_kubernetes_kit.py asserts those three conditions.
+    """
+    return kubernetes_collector_values(name)["config"]
 
 
 def require_tool(name: str, package: str) -> str:

@@ -2,7 +2,8 @@
 
 What is checked, and with what:
 
-- Collector configs (collector/otelcol*.yaml): parsed and checked structurally
+- Collector configs (collector/otelcol*.yaml, and the three tiers of the Kubernetes kit as the
+  opentelemetry-collector chart renders them from deploy/kubernetes/values/): parsed and checked structurally
   here (pipelines, memory_limiter first, batch, every component defined and
   used, current component names, endpoints matching compose). `otelcol-contrib
   validate` runs only when an otelcol-contrib binary is on PATH (or in
@@ -28,22 +29,44 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _stacklib import COLLECTOR, COMPOSE, PROM_DIR, RULES_DIR, load_yaml, require_tool, run
+import yaml
+from _stacklib import (
+    COLLECTOR,
+    COMPOSE,
+    K8S_COLLECTORS,
+    PROM_DIR,
+    RULES_DIR,
+    kubernetes_collector_config,
+    load_yaml,
+    require_tool,
+    run,
+)
 
 from tests.conftest import cannot_exist_here
 
 COLLECTOR_CONFIGS = [COLLECTOR / "otelcol.yaml", COLLECTOR / "otelcol-demo-agent.yaml"]
+# The same structural checks run on the configs the Kubernetes kit's collector tiers get: the
+# opentelemetry-collector chart's defaults merged with deploy/kubernetes/values/<tier>.yaml as Helm
+# merges them (_stacklib.kubernetes_collector_config).
+ALL_CONFIGS = [p.name for p in COLLECTOR_CONFIGS] + [f"k8s:{name}" for name in K8S_COLLECTORS]
+
+
+def _config(config_id: str) -> Any:
+    if config_id.startswith("k8s:"):
+        return kubernetes_collector_config(config_id.removeprefix("k8s:"))
+    return load_yaml(COLLECTOR / config_id)
 # Deprecated aliases (collector #14396): they still work but log a warning on every start.
-DEPRECATED = {"exporters": {"otlp", "otlphttp"}, "processors": {"resourcedetection"}}
+DEPRECATED = {"exporters": {"otlp", "otlphttp"}, "processors": {"resourcedetection", "k8sattributes"},
+              "receivers": {"filelog"}}
 
 
 def _kind(component_id: str) -> str:
     return component_id.split("/", 1)[0]
 
 
-@pytest.mark.parametrize("path", COLLECTOR_CONFIGS, ids=lambda p: p.name)
-def test_collector_pipelines(path: Path) -> None:
-    config = load_yaml(path)
+@pytest.mark.parametrize("config_id", ALL_CONFIGS)
+def test_collector_pipelines(config_id: str) -> None:
+    config = _config(config_id)
     service = config["service"]
     assert service["pipelines"], "no pipeline"
     used: dict[str, set[str]] = {"receivers": set(), "processors": set(), "exporters": set()}
@@ -63,16 +86,18 @@ def test_collector_pipelines(path: Path) -> None:
         unused = set(config.get(section) or {}) - ids
         assert not unused, f"{section} defined but in no pipeline: {unused}"
         stale = {i for i in config.get(section) or {} if _kind(i) in DEPRECATED.get(section, set())}
-        assert not stale, f"deprecated component names {stale}: use otlp_grpc / otlp_http / resource_detection"
+        assert not stale, f"deprecated component names {stale}: use otlp_grpc / otlp_http / resource_detection / " \
+                          "k8s_attributes / file_log"
     assert set(service.get("extensions", [])) == set(config.get("extensions", {}))
     assert "health_check" in config["extensions"]
     assert config["extensions"]["health_check"]["endpoint"] == "0.0.0.0:13133"
 
 
-@pytest.mark.parametrize("path", COLLECTOR_CONFIGS, ids=lambda p: p.name)
-def test_collector_binds_all_interfaces_inside_the_container(path: Path) -> None:
-    """Since collector 0.104 the default bind is localhost, which published ports cannot reach."""
-    config = load_yaml(path)
+@pytest.mark.parametrize("config_id", ALL_CONFIGS)
+def test_collector_binds_all_interfaces_inside_the_container(config_id: str) -> None:
+    """Since collector 0.104 the default bind is localhost, which published ports (and, in Kubernetes,
+    hostPorts and Services) cannot reach."""
+    config = _config(config_id)
     for name, receiver in config["receivers"].items():
         for proto in (receiver or {}).get("protocols", {}).values():
             assert proto["endpoint"].startswith("0.0.0.0:"), f"{name}: {proto['endpoint']}"
@@ -129,8 +154,14 @@ def test_otelcol_validate(tmp_path: Path) -> None:
         cannot_exist_here("no otelcol-contrib binary: PyPI, npm and Debian ship none with these components, and "
                           "building one needs the Go module proxy, which this machine cannot reach (set "
                           "OTELCOL_CONTRIB_BIN to run `otelcol-contrib validate`); the structure is checked above")
-    env = {**os.environ, "POSTGRES_PASSWORD": "validate-only"}
-    for path in COLLECTOR_CONFIGS:
+    # The chart sets these in every collector pod (its _pod.tpl); the kit's configs read them.
+    env = {**os.environ, "POSTGRES_PASSWORD": "validate-only", "MY_POD_IP": "127.0.0.1",
+           **{f"OTEL_K8S_{n}": "validate-only" for n in ("NAMESPACE", "NODE_NAME", "NODE_IP", "POD_NAME", "POD_IP")}}
+    paths = list(COLLECTOR_CONFIGS)
+    for name in K8S_COLLECTORS:
+        paths.append(tmp_path / f"k8s-{name}.yaml")
+        paths[-1].write_text(yaml.safe_dump(kubernetes_collector_config(name)), encoding="utf-8")
+    for path in paths:
         result = run([binary, "validate", f"--config={path}"], cwd=tmp_path, env=env)
         assert result.returncode == 0, f"{path.name}:\n{result.stdout}{result.stderr}"
 

@@ -2,7 +2,9 @@
 
 Checked the same way as the compose collector configs (test_stack_collector.py): parsed and checked
 structurally, every component type against the otelcol-contrib 0.159.0 component list below, and
-`otelcol-contrib validate` only when a binary is available (none can be installed here).
+`otelcol-contrib validate` only when a binary is available (none can be installed here). The Kubernetes
+kit's gateway and sampler tiers (deploy/kubernetes/values/, merged onto the collector chart's defaults as
+Helm merges them) get the same checks.
 
 What the design relies on, checked against otelkit's own names and functions:
 - spans with a correlation ID are routed by it (`routing_key: attributes`), the others by trace ID,
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _stacklib import COLLECTOR, load_yaml, run
+from _stacklib import COLLECTOR, kubernetes_collector_config, load_yaml, run
 
 from otelkit import _names
 from otelkit._sampling import correlation_randomness, threshold
@@ -31,6 +33,16 @@ from tests.conftest import cannot_exist_here
 GATEWAY = COLLECTOR / "gateway" / "otelcol-gateway.yaml"
 SAMPLER = COLLECTOR / "gateway" / "otelcol-sampler.yaml"
 CONFIGS = [GATEWAY, SAMPLER]
+# The Kubernetes kit's gateway and sampler tiers (deploy/kubernetes/values/otel-{gateway,sampler}.yaml,
+# merged onto the opentelemetry-collector chart's defaults as Helm does) get the same checks.
+GATEWAY_IDS = [GATEWAY.name, "k8s:otel-gateway"]
+SAMPLER_IDS = [SAMPLER.name, "k8s:otel-sampler"]
+
+
+def _config(config_id: str) -> Any:
+    if config_id.startswith("k8s:"):
+        return kubernetes_collector_config(config_id.removeprefix("k8s:"))
+    return load_yaml(COLLECTOR / "gateway" / config_id)
 
 # Component types these configs may use, all in otelcol-contrib 0.159.0 (the distribution's
 # manifest.yaml in opentelemetry-collector-releases: loadbalancing exporter, filter and
@@ -53,9 +65,9 @@ def _kind(component_id: str) -> str:
     return component_id.split("/", 1)[0]
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_pipelines_reference_defined_components(path: Path) -> None:
-    config = load_yaml(path)
+@pytest.mark.parametrize("config_id", GATEWAY_IDS + SAMPLER_IDS)
+def test_pipelines_reference_defined_components(config_id: str) -> None:
+    config = _config(config_id)
     pipelines = config["service"]["pipelines"]
     used: dict[str, set[str]] = {"receivers": set(), "processors": set(), "exporters": set()}
     for name, pipeline in pipelines.items():
@@ -75,16 +87,17 @@ def test_pipelines_reference_defined_components(path: Path) -> None:
         assert not unknown, f"{section} {unknown} are not in otelcol-contrib 0.159.0's list here"
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_listeners_bind_all_interfaces(path: Path) -> None:
-    config = load_yaml(path)
+@pytest.mark.parametrize("config_id", GATEWAY_IDS + SAMPLER_IDS)
+def test_listeners_bind_all_interfaces(config_id: str) -> None:
+    config = _config(config_id)
     for proto in config["receivers"]["otlp"]["protocols"].values():
         assert proto["endpoint"].startswith("0.0.0.0:")
     assert config["extensions"]["health_check"]["endpoint"] == "0.0.0.0:13133"
 
 
-def test_gateway_routes_every_span_of_an_event_to_one_sampler() -> None:
-    gateway = load_yaml(GATEWAY)
+@pytest.mark.parametrize("config_id", GATEWAY_IDS)
+def test_gateway_routes_every_span_of_an_event_to_one_sampler(config_id: str) -> None:
+    gateway = _config(config_id)
     pipelines = gateway["service"]["pipelines"]
     traces = {n: p for n, p in pipelines.items() if n.split("/")[0] == "traces"}
     assert len(traces) == 2
@@ -113,8 +126,9 @@ def _policies(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {p["name"]: p for p in config["processors"]["tail_sampling"]["policies"]}
 
 
-def test_sampler_keeps_errors_retries_dead_letters_and_slow_stages() -> None:
-    sampler = load_yaml(SAMPLER)
+@pytest.mark.parametrize("config_id", SAMPLER_IDS)
+def test_sampler_keeps_errors_retries_dead_letters_and_slow_stages(config_id: str) -> None:
+    sampler = _config(config_id)
     assert sampler["service"]["pipelines"]["traces"]["processors"] == ["memory_limiter", "tail_sampling", "batch"]
     tail = sampler["processors"]["tail_sampling"]
     policies = _policies(sampler)
@@ -143,9 +157,10 @@ def test_sampler_keeps_errors_retries_dead_letters_and_slow_stages() -> None:
     assert tail["decision_cache"]["non_sampled_cache_size"] > 0, "late spans of dropped traces stay dropped"
 
 
-def test_baseline_by_correlation_id_is_the_head_samplers_function() -> None:
+@pytest.mark.parametrize("config_id", SAMPLER_IDS)
+def test_baseline_by_correlation_id_is_the_head_samplers_function(config_id: str) -> None:
     """SHA-256(correlation ID) starting with the configured hex prefix <=> otelkit_correlation_ratio keeps it."""
-    policies = _policies(load_yaml(SAMPLER))
+    policies = _policies(_config(config_id))
     (condition,) = policies["baseline-by-correlation-id"]["ottl_condition"]["span"]
     assert condition.startswith(CORRELATION_NOT_NIL + " and ")
     match = re.search(r'IsMatch\(SHA256\(attributes\["([^"]+)"\]\), "\^([0-9a-f])"\)', condition)
