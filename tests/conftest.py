@@ -56,6 +56,24 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _module_leaves_otelkit_uninitialised() -> Iterator[None]:
+    """No test module hands otelkit's process state to the next one in the same (xdist) worker.
+
+    A module that calls ``init()`` in-process and never resets left every integration enabled with the
+    configuration read then: the next module's ``instrument_all`` only re-points an enabled integration,
+    so e.g. the httpx header-capture test, run first in its module after such a module, saw the capture
+    lists of the earlier ``init()`` (none) instead of its own (tests/integration/test_xdist_order.py).
+    """
+    yield
+    import sys
+
+    if "otelkit._init" in sys.modules:  # a module that never imported otelkit has nothing to reset
+        from otelkit import _init
+
+        _init.reset()
+
+
 # Opt-in resets, requested per module with ``pytestmark = pytest.mark.usefixtures("fresh_otelkit")``:
 # not autouse, because some tests deliberately keep otelkit state across steps. otelkit is imported
 # inside them so that loading this conftest stays cheap and imports nothing of otelkit's.

@@ -66,10 +66,6 @@ def _loaded(module: str) -> ModuleType | None:
     return found
 
 
-def imported(module: str) -> bool:
-    return module in sys.modules
-
-
 def when_imported(owner: str, module: str, hook: Hook) -> bool:
     """Call ``hook(module)`` now when ``module`` is imported (False), else right after its import (True).
 
