@@ -254,3 +254,37 @@ def test_python_add_bulk_and_flow_to_node(node_app: Path, otelkit_collector: Rot
         run = runs[(job["trace_id"], job["span_id"])]
         assert (run.trace_id, run.parent_span_id) == (send.trace_id, send.span_id)
         assert job["correlation_id"] == send.attributes[CORRELATION_ATTRIBUTE]  # otelkit's baggage reached Node
+
+
+def test_node_add_bulk_and_flow_to_python(node_app: Path, otelkit_collector: RotelCollector, redis_url: str,
+                                          queue: str) -> None:
+    """Node's addBulk (one ``addBulk`` span for the batch) and FlowProducer (one ``addNode`` span per node) into
+    an otelkit worker: each run linked to the span whose context its job carries, the Node baggage's ID adopted."""
+    tag = uuid.uuid4().hex[:6]
+    cid = f"node-batch-{tag}"
+    produced = node(node_app, "produce_batch", {"redis": _redis_args(redis_url), "queue": queue, "correlation_id": cid},
+                    otelkit_collector, f"node-producer-{tag}")
+    consumed = python("bullmq_consumer", {"redis_url": redis_url, "queue": queue, "count": 6}, otelkit_collector,
+                      f"py-consumer-{tag}")
+    assert [j["correlation_id"] for j in consumed["jobs"]] == [cid] * 6
+    receiver = otelkit_collector.receiver
+    receiver.wait_for(lambda: len(spans(otelkit_collector, f"py-consumer-{tag}", f"process {queue}")) >= 6
+                      and spans(otelkit_collector, f"node-producer-{tag}", f"addFlow {queue}"), timeout=60)
+    (bulk,) = spans(otelkit_collector, f"node-producer-{tag}", f"addBulk {queue}")
+    nodes = {s.attributes["bullmq.job.id"]: s for s in spans(otelkit_collector, f"node-producer-{tag}",
+                                                            f"addNode {queue}")}
+    assert set(nodes) == set(produced["flow"])
+    runs = spans(otelkit_collector, f"py-consumer-{tag}", f"process {queue}")
+    assert len(runs) == 6
+    for run in runs:
+        job_id = run.attributes["messaging.message.id"]
+        sent = bulk if job_id in produced["bulk"] else nodes[job_id]
+        assert run.parent_span_id is None
+        assert [(link.trace_id, link.span_id) for link in run.links] == [(sent.trace_id, sent.span_id)]
+        assert run.attributes[CORRELATION_ATTRIBUTE] == cid
+    receiver.wait_for(lambda: len([r for r in receiver.logs() if str(r.body).startswith("processing job")]) >= 6,
+                      timeout=60)
+    records = [r for r in receiver.logs() if str(r.body).startswith("processing job")]
+    assert len(records) == 6 and all(r.attributes[CORRELATION_ATTRIBUTE] == cid for r in records)
+    assert not [s for s in receiver.spans() if s.resource.get("service.name") == f"py-consumer-{tag}"
+                and s.name != f"process {queue}"]
