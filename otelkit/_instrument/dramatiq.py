@@ -29,20 +29,16 @@ scopes, so a message gets what ``pipeline.emit``/``pipeline.receive`` give one:
 * A worker process of the ``dramatiq`` CLI leaves through ``os._exit``: otelkit flushes its telemetry
   first (bounded by ``OTELKIT_CHILD_EXIT_TIMEOUT``).
 
-* Async actors (the ``AsyncIO`` middleware) run on Dramatiq's event-loop thread, where the worker thread's
-  context is unknown: ``EventLoopThread.run_coroutine`` runs the actor's coroutine in a copy of the worker
-  thread's context, so its spans are children of the process span and its spans and log records carry the
-  correlation ID, as a synchronous actor's do.
+* Async actors (the ``AsyncIO`` middleware) need nothing more: Dramatiq hands the actor's coroutine to its
+  event-loop thread with ``asyncio.run_coroutine_threadsafe``, whose ``call_soon_threadsafe`` copies the calling
+  worker thread's context, so the actor's spans are children of the process span and its spans and log records
+  carry the correlation ID (tested).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import sys
 import threading
 import time
-from collections.abc import Awaitable
 from typing import Any
 
 from otelkit._instrument import _common, _jobs
@@ -207,37 +203,6 @@ def _finish(message: Any, signal: str, exception: BaseException | None) -> None:
         scope.__exit__(None, None, None)
 
 
-def _run_coroutine(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``EventLoopThread.run_coroutine``: an async actor's coroutine runs in the calling worker thread's context.
-
-    ``asyncio.run_coroutine_threadsafe`` starts the coroutine in a task of the loop thread, whose context is
-    the loop thread's: without this, the actor's spans would be root spans and its log records would lack
-    the correlation ID. Only while otelkit processes a message on this thread; anything else calls through.
-    """
-    if not _state["wanted"] or not _processing():
-        return wrapped(*args, **kwargs)
-    coro = args[0] if args else kwargs.get("coro")
-    if coro is None:
-        return wrapped(*args, **kwargs)
-    return wrapped(_in_context(coro, contextvars.copy_context()))
-
-
-async def _in_context(coro: Awaitable[Any], ctx: contextvars.Context) -> Any:
-    if sys.version_info >= (3, 11):
-        # The whole context (the OpenTelemetry context with the span, baggage and correlation ID, and any
-        # contextvar the application set): a task of its own, awaited, so cancellation reaches it.
-        task: asyncio.Future[Any] = asyncio.get_running_loop().create_task(coro, context=ctx)  # type: ignore[arg-type]
-        return await task
-    from opentelemetry import context as otel_context
-
-    # Python 3.10: no task context argument; the OpenTelemetry context is what the telemetry needs.
-    token = otel_context.attach(ctx.run(otel_context.get_current))
-    try:
-        return await coro
-    finally:
-        _jobs.detach(token)
-
-
 def _worker_boot(broker: Any) -> None:
     try:
         import multiprocessing
@@ -320,15 +285,6 @@ def _patch_core(_module: Any) -> None:
         _state["patched"].append((Broker, attribute))
 
 
-def _patch_asyncio(module: Any) -> None:
-    if not _state["wanted"]:
-        return
-    loop_thread = getattr(module, "EventLoopThread", None)
-    if loop_thread is not None and "run_coroutine" in vars(loop_thread):
-        _common.wrap(loop_thread, "run_coroutine", _run_coroutine)
-        _state["patched"].append((loop_thread, "run_coroutine"))
-
-
 def _patch_broker(module_name: str, class_name: str) -> Any:
     def patch(module: Any) -> None:
         if not _state["wanted"]:
@@ -355,7 +311,6 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
         if _state["patched"]:
             return
         _jobs.when_imported("dramatiq.broker", _patch_core)
-        _jobs.when_imported("dramatiq.asyncio", _patch_asyncio)
         for module_name, class_name in _BROKER_MODULES:
             _jobs.when_imported(module_name, _patch_broker(module_name, class_name))
 
