@@ -22,7 +22,13 @@ otelkit reads and writes that very field:
 * the worker's own polling, lock renewals and stalled checks (``Worker.run`` and what it starts) run
   with instrumentation suppressed: no root redis span per poll; the processor runs with it restored.
 
-Only asyncio ``Queue.add`` and ``Worker`` are instrumented (``addBulk`` and flows are not, yet).
+* ``Queue.addBulk``: one PRODUCER span ``send {queue}`` per job, all siblings under the caller's span, each
+  job with its own ``tm``; each job gets a fresh correlation ID (as ``add`` does) unless one is current.
+* ``FlowProducer.add`` / ``addBulk``: one PRODUCER span ``send {queueName}`` per node of the tree (parent and
+  children), siblings under the caller's span, each node with its own ``tm``. A flow is one business
+  event: all its nodes share the caller's correlation ID, or one fresh ID per flow.
+  The spans of a batch or a flow stay open until BullMQ's single script/transaction has run, so a failed
+  batch marks every one of its sends as failed.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS
+from otelkit._correlation import get_correlation_id, new_correlation_id
 from otelkit._instrument import _common, _lazy
 from otelkit._internal_log import logger
 from otelkit._names import SENT_AT_HEADER
@@ -161,6 +168,158 @@ async def _add(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
     return job
 
 
+class _Sends:
+    """The PRODUCER spans of one batch (``addBulk``, a flow): siblings under the caller's context, strictly
+    nested (each entered on a re-attached base context), closed in reverse order once the batch ran."""
+
+    __slots__ = ("base", "emissions", "server", "tokens")
+
+    def __init__(self, server: tuple[str | None, int | None]) -> None:
+        self.base = otel_context.get_current()
+        self.server = server
+        self.tokens: list[object] = []
+        self.emissions: list[Emission] = []
+
+    def open(self, queue: object, name: object, opts: object, correlation_id: str | None = None) -> Any:
+        """``opts`` with this job's ``tm``; ``opts`` as they are when they carry a context already."""
+        telemetry = opts.get("telemetry") if isinstance(opts, dict) else None
+        if opts is not None and (not isinstance(opts, dict) or TM in opts or (
+                isinstance(telemetry, dict) and (telemetry.get("omitContext") or telemetry.get("metadata")))):
+            return opts
+        headers: dict[str, str] = {}
+        job_id = opts.get("jobId") if isinstance(opts, dict) else None
+        scope = Emission(str(queue or ""), headers, system=SYSTEM, attributes=_attributes(name),
+                         message_id=job_id if isinstance(job_id, str) else None, correlation_id=correlation_id,
+                         server_address=self.server[0], server_port=self.server[1])
+        self.tokens.append(otel_context.attach(self.base))
+        scope.__enter__()
+        self.emissions.append(scope)
+        return {**(opts or {}), TM: json.dumps(headers, separators=(",", ":"))}
+
+    def close(self, error: BaseException | None) -> None:
+        while self.emissions or self.tokens:
+            if len(self.emissions) == len(self.tokens):
+                try:
+                    self.emissions.pop().__exit__(type(error) if error else None, error, None)
+                except Exception:
+                    pass
+            else:
+                otel_context.detach(self.tokens.pop())  # type: ignore[arg-type]
+
+
+def _name_sends(sends: _Sends, jobs: list[Any]) -> None:
+    """The job IDs BullMQ gave the jobs, on their send spans (in the order the sends were opened)."""
+    if len(jobs) != len(sends.emissions):  # a node that carried a context of its own: no safe pairing
+        return
+    for scope, job in zip(sends.emissions, jobs, strict=False):
+        job_id = getattr(job, "id", None)
+        if scope.message_id is None and job_id is not None:
+            scope.message_id = job_id
+
+
+async def _run_batch(sends: _Sends, call: Any, jobs_of: Any) -> Any:
+    token = otel_context.attach(otel_context.set_value(_SUPPRESS, True))  # the batch's script is these sends
+    error: BaseException | None = None
+    try:
+        result = await call()
+        try:
+            _name_sends(sends, jobs_of(result))
+        except Exception:
+            pass
+        return result
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        otel_context.detach(token)
+        sends.close(error)
+
+
+async def _add_bulk(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``Queue.addBulk``: one PRODUCER span per job."""
+    if not _active or not _common.instrumentation_enabled():
+        return await wrapped(*args, **kwargs)
+    sends = _Sends(_server(instance))
+    try:
+        marked: list[Any] = []
+        traced: list[bool] = []  # whether the job got a send of its own (not one that carried a context)
+        for job in list(args[0] if args else kwargs["jobs"]):
+            opts = job.get("opts") if isinstance(job, dict) else None
+            new_opts = sends.open(getattr(instance, "name", ""), job.get("name"), opts) if isinstance(
+                job, dict) else opts
+            traced.append(new_opts is not opts)
+            marked.append({**job, "opts": new_opts} if new_opts is not opts else job)
+    except Exception as error:
+        logger.debug("otelkit: BullMQ addBulk not traced: %r", error)
+        sends.close(None)
+        return await wrapped(*args, **kwargs)
+
+    def jobs_of(result: Any) -> list[Any]:
+        return [job for job, mine in zip(result, traced, strict=False) if mine]
+
+    return await _run_batch(sends, lambda: wrapped(marked), jobs_of)
+
+
+def _mark_tree(sends: _Sends, node: Any, correlation_id: str | None) -> Any:
+    """A copy of a flow node (and its children) with each node's ``tm``, sends opened in pre-order."""
+    if not isinstance(node, dict):
+        return node
+    marked = {**node, "opts": sends.open(node.get("queueName"), node.get("name"), node.get("opts"), correlation_id)}
+    if marked["opts"] is None:
+        del marked["opts"]
+    children = node.get("children")
+    if isinstance(children, list):
+        marked["children"] = [_mark_tree(sends, child, correlation_id) for child in children]
+    return marked
+
+
+def _tree_jobs(tree: Any) -> list[Any]:
+    """The jobs of a flow result tree ``{"job": Job, "children": [...]}`` in pre-order (the sends' order)."""
+    if not isinstance(tree, dict):
+        return []
+    out = [tree.get("job")]
+    for child in tree.get("children") or ():
+        out += _tree_jobs(child)
+    return out
+
+
+async def _flow_add(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``FlowProducer.add``: one PRODUCER span per node; the whole flow shares one correlation ID."""
+    if not _active or not _common.instrumentation_enabled():
+        return await wrapped(*args, **kwargs)
+    sends = _Sends(_server(instance))
+    try:
+        flow = args[0] if args else kwargs["flow"]
+        rest = args[1:] if args else ()
+        options = {k: v for k, v in kwargs.items() if k != "flow"}
+        marked = _mark_tree(sends, flow, get_correlation_id() or new_correlation_id())
+    except Exception as error:
+        logger.debug("otelkit: BullMQ flow not traced: %r", error)
+        sends.close(None)
+        return await wrapped(*args, **kwargs)
+    return await _run_batch(sends, lambda: wrapped(marked, *rest, **options), _tree_jobs)
+
+
+async def _flow_add_bulk(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``FlowProducer.addBulk``: one PRODUCER span per node; each flow one correlation ID."""
+    if not _active or not _common.instrumentation_enabled():
+        return await wrapped(*args, **kwargs)
+    sends = _Sends(_server(instance))
+    try:
+        flows = list(args[0] if args else kwargs["flows"])
+        current = get_correlation_id()
+        marked = [_mark_tree(sends, flow, current or new_correlation_id()) for flow in flows]
+    except Exception as error:
+        logger.debug("otelkit: BullMQ flows not traced: %r", error)
+        sends.close(None)
+        return await wrapped(*args, **kwargs)
+
+    def jobs_of(result: Any) -> list[Any]:
+        return [job for tree in result or () for job in _tree_jobs(tree)]
+
+    return await _run_batch(sends, lambda: wrapped(marked), jobs_of)
+
+
 def _outcome(msg: Reception, job: Any, attempt: int, exc: BaseException) -> None:
     from bullmq import UnrecoverableError  # bullmq is imported: its worker is running this job
 
@@ -234,6 +393,17 @@ def _patch() -> None:
 
     targets = [(bullmq.queue.Queue, "add", _add), (bullmq.worker.Worker, "__init__", _worker_init),
                (bullmq.worker.Worker, "run", _worker_run)]
+    if "addBulk" in vars(bullmq.queue.Queue):
+        targets.append((bullmq.queue.Queue, "addBulk", _add_bulk))
+    try:
+        import bullmq.flow_producer
+
+        flows = bullmq.flow_producer.FlowProducer
+        targets += [(flows, attribute, wrapper) for attribute, wrapper in (("add", _flow_add),
+                                                                           ("addBulk", _flow_add_bulk))
+                    if attribute in vars(flows)]
+    except ImportError:  # an older bullmq without flows
+        pass
     for owner, attribute, wrapper in targets:
         _common.wrap(owner, attribute, wrapper)
     _state["targets"] = targets

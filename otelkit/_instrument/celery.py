@@ -22,6 +22,16 @@ task gets exactly what ``pipeline.emit`` / ``pipeline.receive`` give:
 * **silence**: the worker's own broker traffic outside tasks (BRPOP polling, unacked bookkeeping, pidbox,
   mingle/gossip/heartbeat events) runs with instrumentation suppressed: no root spans of its own.
 
+* **canvas** (chain, group, chord, chunks): a canvas shares one correlation ID, the caller's: a canvas
+  applied with a correlation ID current (``otelkit.correlate()``, a running task) carries that one; otherwise
+  one fresh ID for the whole canvas. Every task of it gets its own PRODUCER span and its own CONSUMER span
+  linked to that send; the sends Celery makes inside a worker (the next step of a chain, a chord's callback
+  once its header is complete) are children of the CONSUMER span of the task that made them;
+* **beat**: each run of a schedule entry is published as a fresh business event: a PRODUCER span with a
+  correlation ID of its own (``celery.beat.entry`` names the entry), continued by the worker like any send;
+* **result backend**: its calls (storing results, chord counters, the caller's result subscription) are
+  Celery's bookkeeping and run suppressed; a message published inside one (a chord's callback) is traced.
+
 When the application instruments Celery with the contrib package itself, otelkit steps aside (its spans are the
 application's choice): one layer, never two spans for one operation.
 """
@@ -38,15 +48,22 @@ from opentelemetry import context as otel_context
 
 from otelkit import _names
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY
-from otelkit._correlation import is_valid_correlation_id
+from otelkit._correlation import (
+    get_correlation_id,
+    is_valid_correlation_id,
+    new_correlation_id,
+    with_correlation_id,
+)
 from otelkit._instrument import _common, _lazy
 from otelkit._internal_log import logger
 from otelkit._status import IntegrationStatus
 
 NAME = "celery"
+_LATE = "celery.late"  # the owner key of the hooks for modules only some processes import
 MIN_VERSION = (5, 0)
 CONTRIB = "opentelemetry.instrumentation.celery"
 ATTR_TASK_NAME = "celery.task_name"
+ATTR_BEAT_ENTRY = "celery.beat.entry"
 FOREIGN_CORRELATION_KEYS = ("correlation_id", "x-correlation-id", "correlation-id",
                             "messaging.message.conversation_id", "messaging.conversation_id")
 """Headers a foreign producer may carry its correlation ID in (adopted when otelkit's own is absent)."""
@@ -55,9 +72,13 @@ _UID = "otelkit-celery"
 
 _state: dict[str, Any] = {}
 _enabled = False
-# Open publishes of this thread/task: (emission, suppression token).
-_publishing: contextvars.ContextVar[tuple[tuple[Any, object], ...]] = contextvars.ContextVar(
+# Open publishes of this thread/task: (emission, suppression token, token lifting a result backend's suppression).
+_publishing: contextvars.ContextVar[tuple[tuple[Any, object, object | None], ...]] = contextvars.ContextVar(
     "otelkit_celery_publishing", default=())
+# Inside a result backend call (run suppressed): a publish there (a chord's callback) is still traced.
+_in_backend: contextvars.ContextVar[bool] = contextvars.ContextVar("otelkit_celery_backend", default=False)
+# The beat schedule entry being applied in this thread (its name goes on the send span).
+_beat_entry: contextvars.ContextVar[str | None] = contextvars.ContextVar("otelkit_celery_beat", default=None)
 # Running tasks by task id: (reception, un-suppression token).
 _running: dict[str, tuple[Any, object | None]] = {}
 _worker_token: list[object] = []
@@ -160,8 +181,13 @@ def _as_int(value: object) -> int | None:
 
 def _before_publish(sender: Any = None, body: Any = None, exchange: Any = None, routing_key: Any = None,
                     headers: Any = None, **_kwargs: Any) -> None:
-    if not _enabled or not isinstance(headers, dict) or _contrib_active() or not _common.instrumentation_enabled():
+    if not _enabled or not isinstance(headers, dict) or _contrib_active():
         return
+    lift: object | None = None
+    if not _common.instrumentation_enabled():
+        if not _in_backend.get():
+            return
+        lift = _suppress(False)  # the result backend is quiet, its publish (a chord's callback) is not
     try:
         from otelkit._pipeline import scopes
 
@@ -171,6 +197,9 @@ def _before_publish(sender: Any = None, body: Any = None, exchange: Any = None, 
         system, server = _broker(_current_app())
         retries = _as_int(headers.get("retries"))
         attrs = _attributes(server, headers.get("task"))
+        entry = _beat_entry.get()
+        if entry is not None:
+            attrs = {**attrs, ATTR_BEAT_ENTRY: entry}
         carrier: dict[str, str] = {}
         # A retry re-publishes from inside the task's run: same correlation ID (baggage is current) and
         # the original emission time, so end-to-end latency counts from the first send.
@@ -186,8 +215,10 @@ def _before_publish(sender: Any = None, body: Any = None, exchange: Any = None, 
         headers.update(carrier)
         # The broker command that carries the message is this operation: not traced twice.
         token = _suppress(True)
-        _publishing.set((*_publishing.get(), (emission, token)))
+        _publishing.set((*_publishing.get(), (emission, token, lift)))
     except Exception:
+        if lift is not None:
+            otel_context.detach(lift)  # type: ignore[arg-type]
         logger.debug("otelkit: celery publish telemetry failed", exc_info=True)
 
 
@@ -195,13 +226,20 @@ def _close_publish(exc: BaseException | None) -> None:
     stack = _publishing.get()
     if not stack:
         return
-    emission, token = stack[-1]
+    emission, token, lift = stack[-1]
     _publishing.set(stack[:-1])
     try:
         otel_context.detach(token)  # type: ignore[arg-type]
     except Exception:
         pass
-    emission.__exit__(type(exc) if exc else None, exc, None)
+    try:
+        emission.__exit__(type(exc) if exc else None, exc, None)
+    finally:
+        if lift is not None:
+            try:
+                otel_context.detach(lift)  # type: ignore[arg-type]
+            except Exception:
+                pass
 
 
 def _after_publish(**_kwargs: Any) -> None:
@@ -223,6 +261,75 @@ def _send_task_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwarg
         except Exception:
             pass
         raise
+
+
+def _canvas_apply(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``apply_async`` of a chain, group or chord: the whole canvas shares the caller's correlation ID.
+
+    With none current, one fresh ID for the canvas (rather than one per task): every send, and every send a
+    worker makes for it later (the next step, a chord's callback), carries it.
+    """
+    if not _enabled or get_correlation_id() is not None or not _common.instrumentation_enabled():
+        return wrapped(*args, **kwargs)
+    token = otel_context.attach(with_correlation_id(new_correlation_id()))
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        otel_context.detach(token)
+
+
+def _beat_service(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``beat.Service.start``: beat's own broker traffic (connecting, its ticks) runs suppressed."""
+    if not _enabled or _contrib_active():
+        return wrapped(*args, **kwargs)
+    token = _suppress(True)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+
+def _beat_apply(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``Scheduler.apply_entry``: each scheduled run is a business event of its own: a fresh correlation ID,
+    traced although the rest of beat's loop is suppressed (:func:`_beat_service`)."""
+    if not _enabled:
+        return wrapped(*args, **kwargs)
+    entry = args[0] if args else kwargs.get("entry")
+    name = getattr(entry, "name", None)
+    marker = _beat_entry.set(name if isinstance(name, str) else None)
+    ctx = with_correlation_id(new_correlation_id())
+    token = otel_context.attach(otel_context.set_value(SUPPRESS_INSTRUMENTATION_KEY, False, ctx))
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        otel_context.detach(token)
+        _beat_entry.reset(marker)
+
+
+def _quiet_backend(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A result backend call: Celery's own bookkeeping (SETEX/PUBLISH of a result, chord counters, the
+    caller's SUBSCRIBE for its results), no span of its own; a publish inside stays traced."""
+    if not _enabled or _in_backend.get():
+        return wrapped(*args, **kwargs)
+    flag = _in_backend.set(True)
+    token = _suppress(True)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception:
+            pass
+        _in_backend.reset(flag)
+
+
+_BACKEND_METHODS = ("mark_as_started", "mark_as_done", "mark_as_failure", "mark_as_retry", "mark_as_revoked",
+                    "on_task_call", "apply_chord", "set_chord_size", "add_to_chord", "on_chord_part_return")
+
+
+def _backend_targets(module: Any, class_name: str) -> list[tuple[Any, str]]:
+    owner = getattr(module, class_name, None)
+    return [(owner, name) for name in _BACKEND_METHODS if owner is not None and name in vars(owner)]
 
 
 # --- run ----------------------------------------------------------------------------------------------
@@ -434,18 +541,46 @@ def _on_import(_module: Any) -> None:
 
 
 def _apply() -> None:
-    from celery import signals
+    from celery import canvas, signals
     from celery.app.base import Celery
+    from celery.backends import base
 
     for name, handler in _HANDLERS.items():
         getattr(signals, name).connect(handler, weak=False, dispatch_uid=f"{_UID}-{name}")
-    _common.wrap(Celery, "send_task", _send_task_wrapper)
+    targets: list[tuple[Any, str, Any]] = [(Celery, "send_task", _send_task_wrapper)]
+    targets += [(getattr(canvas, kind), "apply_async", _canvas_apply) for kind in ("_chain", "group", "_chord")
+                if "apply_async" in vars(getattr(canvas, kind, object))]
+    targets += [(owner, name, _quiet_backend) for owner, name in _backend_targets(base, "Backend")]
+    for owner, name, wrapper in targets:
+        _common.wrap(owner, name, wrapper)
+    _state["patched"] = [(owner, name) for owner, name, _ in targets]
+    # Loaded only by the processes that use them (a Redis result backend, ``celery beat``). Their own
+    # owner key: a hook still waiting for ``celery.beat`` must not read as celery itself waiting.
+    for module, patch in (("celery.backends.redis", _patch_redis_backend), ("celery.beat", _patch_beat)):
+        _lazy.when_imported(_LATE, module, patch)
+
+
+def _patch_late(targets: list[tuple[Any, str, Any]]) -> None:
+    if not _enabled:
+        return
+    for owner, name, wrapper in targets:
+        _common.wrap(owner, name, wrapper)
+        _state.setdefault("patched", []).append((owner, name))
+
+
+def _patch_redis_backend(module: Any) -> None:
+    _patch_late([(owner, name, _quiet_backend) for owner, name in _backend_targets(module, "RedisBackend")])
+
+
+def _patch_beat(module: Any) -> None:
+    _patch_late([(module.Scheduler, "apply_entry", _beat_apply), (module.Service, "start", _beat_service)])
 
 
 def uninstrument() -> None:
     global _enabled
     _enabled = False
     _lazy.cancel(NAME)
+    _lazy.cancel(_LATE)
     if "celery" not in sys.modules:
         return
     try:
@@ -456,4 +591,6 @@ def uninstrument() -> None:
     for name, handler in _HANDLERS.items():
         getattr(signals, name).disconnect(handler, dispatch_uid=f"{_UID}-{name}")
     _common.unwrap(Celery, "send_task")
+    for owner, name in _state.pop("patched", []):
+        _common.unwrap(owner, name)
     _worker_shutdown()

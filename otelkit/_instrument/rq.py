@@ -8,6 +8,12 @@ so a job gets exactly what ``pipeline.emit``/``pipeline.receive`` give a message
   ``messaging.message.id`` = the job ID. The carrier (trace context, baggage with the correlation ID,
   emission time) is a dict in ``job.meta["otelkit"]``: saved with the job, never in its arguments, and
   ignored by a worker without otelkit.
+* ``Queue.enqueue_many`` (a batch of ``Queue.prepare_data`` entries, written in one Redis pipeline): one
+  PRODUCER span ``send {queue}`` per job, all siblings under the caller's span, each job with its own carrier
+  in its ``meta`` (the ``meta`` given to ``prepare_data`` is kept). The spans stay open until the batch's
+  pipeline has run, so a failed batch marks every one of its sends as failed. Each job gets a fresh
+  correlation ID, as ``enqueue`` does, unless a correlation ID is current (``otelkit.correlate()``, or the
+  job being performed): then every job of the batch carries that one.
 * ``Worker.perform_job`` (in the work horse, or in-process for ``SimpleWorker``) runs inside a
   :class:`~otelkit._pipeline.scopes.Reception`: span ``process {queue}`` (CONSUMER), a root span *linked*
   to the producer (otelkit's rule for ``receive``), with the correlation ID current for the whole job:
@@ -92,6 +98,78 @@ def _enqueue(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
             return wrapped(*args, **kwargs)
         finally:
             _jobs.detach(token)
+
+
+def _enqueue_many(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``Queue.enqueue_many``: one PRODUCER span per job, ended when the batch's pipeline has run."""
+    if not _state["wanted"] or _jobs.is_quiet() and not _in_worker.get():
+        return wrapped(*args, **kwargs)
+    from opentelemetry import context as otel_context
+
+    tokens: list[object] = []  # strictly nested: (base context, emission) pairs, undone in reverse order
+    emissions: list[Any] = []
+    try:
+        from otelkit._pipeline.scopes import Emission
+
+        datas = list(args[0] if args else kwargs["job_datas"])  # the caller's iterable may be one-shot
+        base = otel_context.get_current()
+        prepared = []
+        for data in datas:
+            carrier: dict[str, Any] = {}
+            meta = getattr(data, "meta", None)
+            # A copy: the application's meta dict may be shared by several entries.
+            data = data._replace(meta={**(meta if isinstance(meta, dict) else {}), _jobs.CARRIER_KEY: carrier})
+            scope = Emission(instance.name, carrier, system=SYSTEM, message_id=getattr(data, "job_id", None))
+            # Every send a sibling under the caller's span, not the child of the previous one.
+            tokens.append(otel_context.attach(base))
+            scope.__enter__()
+            emissions.append(scope)
+            prepared.append(data)
+        args = (prepared, *args[1:]) if args else args
+        if not args:
+            kwargs = {**kwargs, "job_datas": prepared}
+    except Exception as exc:
+        logger.debug("otelkit: rq enqueue_many not traced: %r", exc)
+        _close_many(emissions, tokens, None)
+        return wrapped(*args, **kwargs)
+    _observe(instance)
+    token = _jobs.quiet() if getattr(instance, "_is_async", True) else None
+    error: BaseException | None = None
+    try:
+        jobs = wrapped(*args, **kwargs)
+        _name_jobs(emissions, jobs)
+        return jobs
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        if token is not None:
+            _jobs.detach(token)
+        _close_many(emissions, tokens, error)
+
+
+def _name_jobs(emissions: list[Any], jobs: Any) -> None:
+    """Give each send span the ID RQ gave its job (an entry without ``job_id`` gets one inside the batch)."""
+    try:
+        by_carrier = {id(scope.headers): scope for scope in emissions}
+        for job in jobs:
+            scope = by_carrier.get(id(_carrier(job)))
+            if scope is not None and scope.message_id is None:
+                scope.message_id = job.id
+    except Exception:
+        pass
+
+
+def _close_many(emissions: list[Any], tokens: list[object], error: BaseException | None) -> None:
+    while emissions or tokens:
+        if len(emissions) == len(tokens):
+            scope = emissions.pop()
+            try:
+                scope.__exit__(type(error) if error else None, error, None)
+            except Exception:
+                pass
+        else:
+            _jobs.detach(tokens.pop())
 
 
 def _work(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -223,6 +301,7 @@ def _patch(_module: Any) -> None:
         return next((c for c in workers if attribute in vars(c)), workers[-1])
 
     targets = [(Queue, "enqueue_job", _enqueue), (Queue, "schedule_job", _enqueue), (owner("work"), "work", _work),
+               (Queue, "enqueue_many", _enqueue_many),
                (owner("__init__"), "__init__", _quietly),
                (owner("perform_job"), "perform_job", _perform_job), (Job, "perform", _perform)]
     for owner, attribute, wrapper in targets:

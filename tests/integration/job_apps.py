@@ -74,6 +74,26 @@ def rq_producer(args: dict[str, Any]) -> dict[str, Any]:
             for name, job in jobs.items()}
 
 
+def rq_batch_producer(args: dict[str, Any]) -> dict[str, Any]:
+    """Two ``enqueue_many`` batches under one span: three jobs on their own IDs, two inside ``correlate()``."""
+    from opentelemetry import trace
+    from rq import Queue, Retry
+
+    from otelkit.pipeline import correlate
+
+    queue = Queue(args["queue"], connection=_redis())
+    with trace.get_tracer("jobs").start_as_current_span("batch"):
+        first = queue.enqueue_many([
+            Queue.prepare_data(rq_ok, ("tok-b1",), meta={"tenant": "t1"}),
+            Queue.prepare_data(rq_flaky, ("tok-b2", args["counter"], 1), retry=Retry(max=2), job_id=args["job_id"]),
+            Queue.prepare_data(rq_doomed, ("tok-b3",)),
+        ])
+        with correlate("order-batch-7"):
+            second = queue.enqueue_many(iter([Queue.prepare_data(rq_ok, (f"tok-c{i}",)) for i in range(2)]))
+    return {"jobs": [{"id": job.id, "correlation_id": job.meta["otelkit"]["otelkit-correlation-id"],
+                      "tenant": job.meta.get("tenant")} for job in first + second]}
+
+
 # --- Dramatiq ---------------------------------------------------------------------------------------
 
 DRAMATIQ_QUEUE = os.environ.get("JOB_APPS_DRAMATIQ_QUEUE")
@@ -103,6 +123,28 @@ if DRAMATIQ_QUEUE:
     def d_doomed(token: str) -> None:
         log.info("dramatiq job %s", token)
         raise ConnectionError(f"{token}: always failing")
+
+
+    if os.environ.get("JOB_APPS_DRAMATIQ_ASYNC") == "1":
+        import asyncio
+
+        from dramatiq.middleware.asyncio import AsyncIO
+        from opentelemetry import trace
+
+        broker.add_middleware(AsyncIO())
+
+        @dramatiq.actor(queue_name=DRAMATIQ_QUEUE, max_retries=3, min_backoff=10, max_backoff=50)
+        async def d_async(token: str, counter: str | None = None, fail: int = 0) -> None:
+            await asyncio.sleep(0)  # a real suspension: the rest runs after the event loop resumed the task
+            with trace.get_tracer("jobs").start_as_current_span("async step"):
+                _work("dramatiq-async", token, counter, fail)
+
+
+def dramatiq_async_producer(args: dict[str, Any]) -> dict[str, Any]:
+    sent = {"ok": d_async.send("tok-ok"), "other": d_async.send("tok-other"),
+            "flaky": d_async.send("tok-flaky", args["counter"], 1)}
+    return {name: {"id": message.message_id, "correlation_id": message.options["otelkit"]["otelkit-correlation-id"]}
+            for name, message in sent.items()}
 
 
 def dramatiq_producer(args: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +222,8 @@ def arq_producer(args: dict[str, Any]) -> dict[str, Any]:
     return asyncio.run(main())
 
 
-ROLES = {"rq_producer": rq_producer, "dramatiq_producer": dramatiq_producer, "arq_producer": arq_producer}
+ROLES = {"rq_producer": rq_producer, "rq_batch_producer": rq_batch_producer, "dramatiq_producer": dramatiq_producer,
+         "dramatiq_async_producer": dramatiq_async_producer, "arq_producer": arq_producer}
 
 def main() -> None:
     """``python -c "import job_apps; job_apps.main()" ROLE JSON`` (job functions must not live in __main__)."""

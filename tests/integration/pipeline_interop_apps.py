@@ -113,6 +113,28 @@ def bullmq_producer(args: dict[str, Any]) -> None:
     _out(asyncio.run(main()))
 
 
+def bullmq_batch_producer(args: dict[str, Any]) -> None:
+    """``Queue.addBulk`` of 3 jobs, then a ``FlowProducer`` flow (a parent and 2 children), under one span."""
+    import asyncio
+
+    from bullmq import FlowProducer, Queue
+    from opentelemetry import trace
+
+    async def main() -> dict[str, Any]:
+        queue = Queue(args["queue"], {"connection": args["redis_url"]})
+        flows = FlowProducer({"connection": args["redis_url"]})
+        with trace.get_tracer("bullmq-app").start_as_current_span("batch"):
+            bulk = await queue.addBulk([{"name": "enrich", "data": {"token": f"tok-b{i}"}} for i in range(3)])
+            tree = await flows.add({"name": "report", "queueName": args["queue"], "data": {"token": "tok-parent"},
+                                    "children": [{"name": "part", "queueName": args["queue"],
+                                                  "data": {"token": f"tok-c{i}"}} for i in range(2)]})
+        await queue.close()
+        await flows.close()
+        return {"bulk": [job.id for job in bulk], "flow": [tree["job"].id] + [c["job"].id for c in tree["children"]]}
+
+    _out(asyncio.run(main()))
+
+
 def bullmq_consumer(args: dict[str, Any]) -> None:
     import asyncio
 
@@ -147,6 +169,7 @@ def bullmq_consumer(args: dict[str, Any]) -> None:
 
 ROLES = {"rabbit_retrying_consumer": rabbit_retrying_consumer, "list_producer": list_producer,
          "list_consumer": list_consumer, "bullmq_producer": bullmq_producer,
+         "bullmq_batch_producer": bullmq_batch_producer,
          "bullmq_consumer": bullmq_consumer}
 
 

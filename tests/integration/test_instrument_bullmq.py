@@ -181,3 +181,110 @@ def test_python_to_python_retry_outcomes(otelkit_collector: RotelCollector, redi
     settled = receiver.wait_for(lambda: [p for p in receiver.metrics("otelkit.messaging.settled.messages")
                                          if p.attributes.get("messaging.destination.name") == queue], timeout=60)
     assert {p.attributes["otelkit.outcome"]: p.value for p in settled} == {"retry": 1, "ack": 1}
+
+
+def _check_batch_sends(collector: RotelCollector, service: str, queue: str,
+                       produced: dict[str, Any]) -> dict[str, ReceivedSpan]:
+    """addBulk and the flow: one send per job, siblings under the caller's span; the flow shares one ID."""
+    everything = [s for s in collector.receiver.spans() if s.resource.get("service.name") == service]
+    sends = [s for s in everything if s.kind == "PRODUCER"]
+    (batch,) = [s for s in everything if s.name == "batch"]
+    assert len(sends) == 6 and len(everything) == 7  # no redis span: the batch's script is these sends
+    assert {s.name for s in sends} == {f"send {queue}"}
+    assert {s.parent_span_id for s in sends} == {batch.span_id}
+    by_job = {s.attributes["messaging.message.id"]: s for s in sends}
+    assert set(by_job) == set(produced["bulk"] + produced["flow"])
+    bulk_cids = {by_job[j].attributes[CORRELATION_ATTRIBUTE] for j in produced["bulk"]}
+    flow_cids = {by_job[j].attributes[CORRELATION_ATTRIBUTE] for j in produced["flow"]}
+    assert len(bulk_cids) == 3 and len(flow_cids) == 1 and not bulk_cids & flow_cids
+    return by_job
+
+
+def test_python_add_bulk_and_flow_to_python(otelkit_collector: RotelCollector, redis_url: str, queue: str) -> None:
+    """Queue.addBulk and FlowProducer.add (PyPI bullmq) into an otelkit worker: 6 sends, 6 linked runs."""
+    tag = uuid.uuid4().hex[:6]
+    produced = python("bullmq_batch_producer", {"redis_url": redis_url, "queue": queue}, otelkit_collector,
+                      f"py-producer-{tag}")
+    consumed = python("bullmq_consumer", {"redis_url": redis_url, "queue": queue, "count": 6}, otelkit_collector,
+                      f"py-consumer-{tag}")
+    assert len(consumed["jobs"]) == 6
+    assert consumed["jobs"][-1]["job_id"] == produced["flow"][0]  # the flow's parent runs after its children
+    receiver = otelkit_collector.receiver
+    receiver.wait_for(lambda: len(spans(otelkit_collector, f"py-consumer-{tag}", f"process {queue}")) >= 6
+                      and len(spans(otelkit_collector, f"py-producer-{tag}", f"send {queue}")) >= 6, timeout=60)
+    by_job = _check_batch_sends(otelkit_collector, f"py-producer-{tag}", queue, produced)
+    runs = spans(otelkit_collector, f"py-consumer-{tag}", f"process {queue}")
+    assert len(runs) == 6
+    for run in runs:
+        send = by_job[run.attributes["messaging.message.id"]]
+        assert run.parent_span_id is None
+        assert [(link.trace_id, link.span_id) for link in run.links] == [(send.trace_id, send.span_id)]
+        assert run.attributes[CORRELATION_ATTRIBUTE] == send.attributes[CORRELATION_ATTRIBUTE]
+        assert run.attributes["otelkit.outcome"] == "ack"
+    assert {j["correlation_id"] for j in consumed["jobs"]} == {s.attributes[CORRELATION_ATTRIBUTE] for s in runs}
+    receiver.wait_for(lambda: len([r for r in receiver.logs() if str(r.body).startswith("processing job")]) >= 6,
+                      timeout=60)
+    run_by_span = {s.span_id: s for s in runs}
+    records = [r for r in receiver.logs() if str(r.body).startswith("processing job")]
+    assert len(records) == 6
+    assert all(r.attributes[CORRELATION_ATTRIBUTE] == run_by_span[r.span_id or ""].attributes[CORRELATION_ATTRIBUTE]
+               for r in records)
+    settled = receiver.wait_for(lambda: [p for p in receiver.metrics("otelkit.messaging.settled.messages")
+                                         if p.attributes.get("messaging.destination.name") == queue], timeout=60)
+    assert {p.attributes["otelkit.outcome"]: p.value for p in settled} == {"ack": 6}
+
+
+def test_python_add_bulk_and_flow_to_node(node_app: Path, otelkit_collector: RotelCollector, redis_url: str,
+                                          queue: str) -> None:
+    """The same batch consumed by a Node worker with bullmq-otel: each process span the child of its send."""
+    tag = uuid.uuid4().hex[:6]
+    produced = python("bullmq_batch_producer", {"redis_url": redis_url, "queue": queue}, otelkit_collector,
+                      f"py-producer-{tag}")
+    consumed = node(node_app, "consume", {"redis": _redis_args(redis_url), "queue": queue, "count": 6},
+                    otelkit_collector, f"node-consumer-{tag}")
+    assert len(consumed["jobs"]) == 6
+    receiver = otelkit_collector.receiver
+    receiver.wait_for(lambda: len(spans(otelkit_collector, f"node-consumer-{tag}", f"process {queue}")) >= 6
+                      and len(spans(otelkit_collector, f"py-producer-{tag}", f"send {queue}")) >= 6, timeout=60)
+    by_job = _check_batch_sends(otelkit_collector, f"py-producer-{tag}", queue, produced)
+    runs = {(s.trace_id, s.span_id): s for s in spans(otelkit_collector, f"node-consumer-{tag}", f"process {queue}")}
+    assert len(runs) == 6
+    for job in consumed["jobs"]:
+        send = by_job[job["job_id"]]
+        run = runs[(job["trace_id"], job["span_id"])]
+        assert (run.trace_id, run.parent_span_id) == (send.trace_id, send.span_id)
+        assert job["correlation_id"] == send.attributes[CORRELATION_ATTRIBUTE]  # otelkit's baggage reached Node
+
+
+def test_node_add_bulk_and_flow_to_python(node_app: Path, otelkit_collector: RotelCollector, redis_url: str,
+                                          queue: str) -> None:
+    """Node's addBulk (one ``addBulk`` span for the batch) and FlowProducer (one ``addNode`` span per node) into
+    an otelkit worker: each run linked to the span whose context its job carries, the Node baggage's ID adopted."""
+    tag = uuid.uuid4().hex[:6]
+    cid = f"node-batch-{tag}"
+    produced = node(node_app, "produce_batch", {"redis": _redis_args(redis_url), "queue": queue, "correlation_id": cid},
+                    otelkit_collector, f"node-producer-{tag}")
+    consumed = python("bullmq_consumer", {"redis_url": redis_url, "queue": queue, "count": 6}, otelkit_collector,
+                      f"py-consumer-{tag}")
+    assert [j["correlation_id"] for j in consumed["jobs"]] == [cid] * 6
+    receiver = otelkit_collector.receiver
+    receiver.wait_for(lambda: len(spans(otelkit_collector, f"py-consumer-{tag}", f"process {queue}")) >= 6
+                      and spans(otelkit_collector, f"node-producer-{tag}", f"addFlow {queue}"), timeout=60)
+    (bulk,) = spans(otelkit_collector, f"node-producer-{tag}", f"addBulk {queue}")
+    nodes = {s.attributes["bullmq.job.id"]: s for s in spans(otelkit_collector, f"node-producer-{tag}",
+                                                            f"addNode {queue}")}
+    assert set(nodes) == set(produced["flow"])
+    runs = spans(otelkit_collector, f"py-consumer-{tag}", f"process {queue}")
+    assert len(runs) == 6
+    for run in runs:
+        job_id = run.attributes["messaging.message.id"]
+        sent = bulk if job_id in produced["bulk"] else nodes[job_id]
+        assert run.parent_span_id is None
+        assert [(link.trace_id, link.span_id) for link in run.links] == [(sent.trace_id, sent.span_id)]
+        assert run.attributes[CORRELATION_ATTRIBUTE] == cid
+    receiver.wait_for(lambda: len([r for r in receiver.logs() if str(r.body).startswith("processing job")]) >= 6,
+                      timeout=60)
+    records = [r for r in receiver.logs() if str(r.body).startswith("processing job")]
+    assert len(records) == 6 and all(r.attributes[CORRELATION_ATTRIBUTE] == cid for r in records)
+    assert not [s for s in receiver.spans() if s.resource.get("service.name") == f"py-consumer-{tag}"
+                and s.name != f"process {queue}"]

@@ -351,3 +351,165 @@ def test_celery_otelkit_producer_to_contrib_worker(otelkit_collector: RotelColle
     assert len(sends) == 3 and len(runs) == 3
     assert sorted(s.parent_span_id or "" for s in runs) == sorted(sends)
     assert all(s.trace_id == sends[s.parent_span_id or ""].trace_id for s in runs)
+
+
+def _task_name(span: ReceivedSpan) -> str:
+    return str(span.attributes.get("celery.task_name", "")).rsplit(".", 1)[-1]
+
+
+def test_celery_canvas(otelkit_collector: RotelCollector, redis_url: str, queue: str) -> None:
+    """chain, group and chord (header + callback) on a real worker with a Redis result backend.
+
+    Every task: one PRODUCER span and one CONSUMER span linked to it, nothing twice. The sends Celery makes
+    in the worker (the chain's next steps, the chord's callback) are children of the CONSUMER span of the task
+    that made them. A canvas shares one correlation ID: the caller's (the group, applied inside
+    ``correlate()``), else one fresh ID for the whole canvas (the chain, the chord).
+    """
+    import json
+
+    import redis
+
+    extra = {"CELERY_TEST_BACKEND": redis_url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    worker = Worker(_env(otelkit_collector, "celery-worker", redis_url, queue, "otelkit", extra), "solo")
+    try:
+        proc = subprocess.run([sys.executable, str(APPS / "celery_app.py"), "canvas"],
+                              env=_env(otelkit_collector, "celery-producer", redis_url, queue, "otelkit", extra),
+                              cwd=str(APPS), capture_output=True, text=True, timeout=DEADLINE)
+        assert proc.returncode == 0, proc.stderr
+        canvases = json.loads(proc.stdout.strip().splitlines()[-1])
+        try:
+            wait_consumer_spans(otelkit_collector, "celery-worker", 3 + 3 + 4)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nworker:\n{worker.stop()[-6000:]}") from None
+    finally:
+        worker.stop()
+        _delete_queue(redis_url, queue)
+    sends = [s for s in otelkit_collector.receiver.spans() if s.kind == "PRODUCER"]
+    consumers = [s for s in spans_of(otelkit_collector, "celery-worker") if s.kind == "CONSUMER"]
+    caller = spans_of(otelkit_collector, "celery-producer")
+    worker_spans = spans_of(otelkit_collector, "celery-worker")
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*[f"celery-task-meta-{s.attributes['messaging.message.id']}" for s in consumers],
+                  *[f"celery-task-meta-{v}" for v in canvases.values()])
+    client.close()
+    # The caller sent the chain's first step, the group's 3 tasks and the chord's 3 header tasks: nothing else
+    # (its result subscription and the chord's bookkeeping in the result backend are no spans).
+    assert len(caller) == 1 + 3 + 3 and all(s.kind == "PRODUCER" for s in caller), Counter(s.name for s in caller)
+    # The worker sent the chain's 2 next steps and the chord's callback; the backend's writes made no span.
+    assert Counter(s.kind for s in worker_spans) == Counter(CONSUMER=10, PRODUCER=3), \
+        Counter((s.kind, s.name) for s in worker_spans)
+    assert len(consumers) == 10 and len(sends) == 10
+    ids = [s.attributes["messaging.message.id"] for s in sends]
+    assert len(set(ids)) == 10 and {s.attributes["messaging.message.id"] for s in consumers} == set(ids)
+    send_of = {s.attributes["messaging.message.id"]: s for s in sends}
+    consumer_by_span = {s.span_id: s for s in consumers}
+    for run in consumers:
+        send = send_of[run.attributes["messaging.message.id"]]
+        assert run.parent_span_id is None and [link.span_id for link in run.links] == [send.span_id]
+        assert run.attributes[CONVERSATION] == send.attributes[CONVERSATION]
+    worker_sends = [s for s in worker_spans if s.kind == "PRODUCER"]
+    for send in worker_sends:  # made inside a task: the child of its CONSUMER span, in its trace
+        parent = consumer_by_span[send.parent_span_id or ""]
+        assert send.trace_id == parent.trace_id
+        assert send.attributes[CONVERSATION] == parent.attributes[CONVERSATION]
+    by_cid: dict[str, list[str]] = {}
+    for run in consumers:
+        by_cid.setdefault(str(run.attributes[CONVERSATION]), []).append(_task_name(run))
+    assert sorted(sorted(v) for v in by_cid.values()) == [["add"] * 3, ["collect", "ok", "ok", "ok"], ["ok"] * 3]
+    assert sorted(by_cid["order-canvas-1"]) == ["ok"] * 3  # the group: the caller's correlate() ID
+    # The chain: each next step is sent by the previous step's run.
+    chain_runs = sorted((s for s in consumers if _task_name(s) == "add"), key=lambda s: s.start_time_unix_nano)
+    for earlier, later in zip(chain_runs, chain_runs[1:], strict=False):
+        assert send_of[later.attributes["messaging.message.id"]].parent_span_id == earlier.span_id
+    assert chain_runs[-1].attributes["messaging.message.id"] == canvases["chain"]
+    # The chord: the callback is sent by one of the 3 header runs (the last to finish), in its correlation.
+    callback = next(s for s in consumers if _task_name(s) == "collect")
+    chord_cid = callback.attributes[CONVERSATION]
+    header = [s for s in consumers if s.attributes[CONVERSATION] == chord_cid and _task_name(s) == "ok"]
+    assert send_of[callback.attributes["messaging.message.id"]].parent_span_id in {s.span_id for s in header}
+    # Every span and log record of the worker carries its canvas's ID.
+    cids = set(by_cid)
+    assert all(s.attributes.get(CORRELATION_ATTRIBUTE) in cids for s in worker_spans)
+    otelkit_collector.receiver.wait_for(
+        lambda: len([r for r in otelkit_collector.receiver.logs() if str(r.body).startswith("processing")]) >= 10
+        or None, timeout=DEADLINE, message="10 task log records")
+    logs = [r for r in otelkit_collector.receiver.logs() if str(r.body).startswith("processing")]
+    assert len(logs) == 10
+    for record in logs:
+        run = consumer_by_span.get(record.span_id or "")
+        assert run is not None and record.attributes.get(CORRELATION_ATTRIBUTE) == run.attributes[CONVERSATION]
+    assert totals(otelkit_collector, MESSAGES_SETTLED.name, "celery-worker", "otelkit.outcome") == Counter(ack=10)
+    assert totals(otelkit_collector, MESSAGE_END_TO_END.name, "celery-worker",
+                  "messaging.destination.name") == Counter({queue: 10})
+
+
+class Beat:
+    """A real ``celery beat`` process (schedule file in ``tmp``); ``stop()`` ends it warmly so it flushes."""
+
+    def __init__(self, env: dict[str, str], schedule: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "celery_app", "beat", "-s", str(schedule),
+                                      "--loglevel", "INFO"], env=env, cwd=str(APPS), stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return out
+
+
+def test_celery_beat(otelkit_collector: RotelCollector, redis_url: str, queue: str, tmp_path: Path) -> None:
+    """``celery beat`` with a 0.2 s schedule: each run a PRODUCER span with a correlation ID of its own, continued
+    by the worker (a linked CONSUMER span, the same ID on its spans and log records); beat sends nothing else."""
+    extra = {"CELERY_TEST_BEAT": "1", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    worker = Worker(_env(otelkit_collector, "celery-worker", redis_url, queue, "otelkit", extra), "solo")
+    beat = Beat(_env(otelkit_collector, "celery-beat", redis_url, queue, "otelkit", extra), tmp_path / "schedule")
+    receiver = otelkit_collector.receiver
+    try:
+        try:
+            wait_consumer_spans(otelkit_collector, "celery-worker", 3)
+        finally:
+            beat_output = beat.stop()
+        assert beat.proc.returncode == 0, beat_output[-3000:]
+        # beat flushed its sends on its way out: the worker must process exactly those (polled, no sleep).
+        receiver.wait_for(lambda: len(spans_of(otelkit_collector, "celery-beat")) >= 3 or None, timeout=DEADLINE,
+                          message="beat's sends")
+        sent = len(spans_of(otelkit_collector, "celery-beat"))
+        try:
+            wait_consumer_spans(otelkit_collector, "celery-worker", sent)
+        except AssertionError as exc:
+            seen = Counter((s.resource.get("service.name"), s.kind, s.name) for s in receiver.spans())
+            raise AssertionError(f"{exc}\nspans: {seen}\nbeat:\n{beat_output[-3000:]}\n"
+                                 f"worker:\n{worker.stop()[-3000:]}") \
+                from None
+    finally:
+        worker.stop()
+        _delete_queue(redis_url, queue)
+    sends = spans_of(otelkit_collector, "celery-beat")
+    assert len(sends) == sent and all(s.kind == "PRODUCER" and s.name == f"send {queue}" for s in sends), \
+        Counter((s.kind, s.name) for s in sends)
+    assert {s.attributes["celery.beat.entry"] for s in sends} == {"tick"}
+    cids = [s.attributes[CONVERSATION] for s in sends]
+    assert len(set(cids)) == len(sends)  # a fresh correlation ID per scheduled run
+    runs = [s for s in spans_of(otelkit_collector, "celery-worker") if s.kind == "CONSUMER"]
+    assert len(runs) == len(sends)
+    send_by_span = {s.span_id: s for s in sends}
+    for run in runs:
+        assert run.parent_span_id is None and len(run.links) == 1
+        send = send_by_span[run.links[0].span_id]
+        assert run.attributes[CONVERSATION] == send.attributes[CONVERSATION]
+        assert run.attributes["messaging.message.id"] == send.attributes["messaging.message.id"]
+    receiver.wait_for(lambda: len([r for r in receiver.logs() if str(r.body) == "processing tick"]) >= len(runs)
+                      or None, timeout=DEADLINE, message="the runs' log records")
+    run_cid = {r.span_id: r.attributes[CONVERSATION] for r in runs}
+    logs = [r for r in receiver.logs() if str(r.body) == "processing tick"]
+    assert len(logs) == len(runs)
+    assert all(r.attributes.get(CORRELATION_ATTRIBUTE) == run_cid[r.span_id or ""] for r in logs)
+    assert totals(otelkit_collector, MESSAGES_SETTLED.name, "celery-worker", "otelkit.outcome") == \
+        Counter(ack=len(runs))
+    assert totals(otelkit_collector, MESSAGING_SENT.name, "celery-beat", "messaging.destination.name") == \
+        Counter({queue: len(sends)})

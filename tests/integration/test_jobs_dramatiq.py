@@ -158,3 +158,83 @@ def test_dramatiq_messages_across_processes(otelkit_collector, broker: dict[str,
     assert gauge_values(otelkit_collector, producer, queue, "ready") == [3 + EXTRA]
     assert gauge_values(otelkit_collector, consumer, queue, "ready")[-1] == 0
     assert gauge_values(otelkit_collector, consumer, queue, "dead_letter")[-1] == 1
+
+
+ASYNC_EXECUTIONS = {"ok": ["ack"], "other": ["ack"], "flaky": ["retry", "ack"]}
+
+
+def test_dramatiq_async_actor(otelkit_collector, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    """An async actor (the AsyncIO middleware): its spans are children of the process span, its spans and log
+    records carry the message's correlation ID, although the coroutine runs on Dramatiq's event-loop thread."""
+    suffix = uuid.uuid4().hex[:12]
+    queue, counter = f"otelkit-test-dqa-{suffix}", f"otelkit-test:dramatiq-async:{suffix}"
+    namespace = f"otelkit-test-dramatiq-{suffix}"
+    env = {"JOB_APPS_REDIS_URL": redis_url, "JOB_APPS_DRAMATIQ_QUEUE": queue, "JOB_APPS_DRAMATIQ_URL": redis_url,
+           "JOB_APPS_DRAMATIQ_NAMESPACE": namespace, "JOB_APPS_DRAMATIQ_ASYNC": "1"}
+    producer, consumer = "dqa-producer", "dqa-worker"
+    receiver = otelkit_collector.receiver
+    total = sum(len(v) for v in ASYNC_EXECUTIONS.values())
+    try:
+        produced = produce("dramatiq_async_producer", {"counter": counter},
+                           app_env(otelkit_collector, producer, env))
+        worker = subprocess.Popen([console_script("dramatiq"), "job_apps", "--processes", "1", "--threads", "2"],
+                                  env=app_env(otelkit_collector, consumer, env), cwd=str(HERE),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            receiver.wait_for(lambda: len([s for s in spans_of(otelkit_collector, consumer)
+                                           if s.kind == "CONSUMER"]) >= total, timeout=PROCESS_TIMEOUT)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                _out, err = worker.communicate(timeout=PROCESS_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                _out, err = worker.communicate()
+        assert worker.returncode == 0, err[-3000:]
+        receiver.wait_for(lambda: metric_total(otelkit_collector, "otelkit.messaging.settled.messages",
+                                               consumer) >= total, timeout=60)
+    finally:
+        _cleanup_redis(redis_url, namespace, counter)
+
+    sends = [s for s in spans_of(otelkit_collector, producer) if s.kind == "PRODUCER"]
+    processes = [s for s in spans_of(otelkit_collector, consumer) if s.kind == "CONSUMER"]
+    assert len(sends) == 3 and len(processes) == total
+    send_by_id = {s.attributes["messaging.message.id"]: s for s in sends}
+    process_by_span = {s.span_id: s for s in processes}
+    worker_spans = spans_of(otelkit_collector, consumer)
+    steps = [s for s in worker_spans if s.name == "async step"]
+    assert len(steps) == total  # one per execution, each the child of its own process span
+    for name, info in produced.items():
+        runs = sorted((s for s in processes if s.attributes["messaging.message.id"] == info["id"]),
+                      key=lambda s: s.start_time_unix_nano)
+        assert [s.attributes["otelkit.outcome"] for s in runs] == ASYNC_EXECUTIONS[name]
+        send = send_by_id[info["id"]]
+        for run in runs:
+            assert run.parent_span_id is None
+            assert [link.span_id for link in run.links] == [send.span_id]
+            assert run.attributes[CORRELATION_ATTRIBUTE] == info["correlation_id"]
+            children = [s for s in steps if s.parent_span_id == run.span_id]
+            assert len(children) == 1 and children[0].trace_id == run.trace_id
+            assert children[0].attributes[CORRELATION_ATTRIBUTE] == info["correlation_id"]
+    # The actor's Redis calls are grandchildren of the process span (children of the step), with the ID.
+    steps_by_span = {s.span_id: s for s in steps}
+    gets = [s for s in worker_spans if s.name == "GET"]
+    assert len(gets) == total
+    for get in gets:
+        step = steps_by_span[get.parent_span_id or ""]
+        assert get.attributes[CORRELATION_ATTRIBUTE] == step.attributes[CORRELATION_ATTRIBUTE]
+    # No root span but the process spans: nothing of the actor escaped to the event loop's own context.
+    assert [s.name for s in worker_spans if s.parent_span_id is None and s.span_id not in process_by_span] == []
+    by_token = {f"tok-{name}": info["correlation_id"] for name, info in produced.items()}
+    receiver.wait_for(lambda: len([r for r in receiver.logs() if r.scope == "jobs"
+                                   and r.resource.get("service.name") == consumer]) >= total, timeout=60)
+    records = [r for r in receiver.logs() if r.resource.get("service.name") == consumer and r.scope == "jobs"]
+    assert len(records) == total
+    for record in records:
+        assert record.attributes[CORRELATION_ATTRIBUTE] == by_token[str(record.body).split()[-1]], record.body
+        assert record.span_id in steps_by_span
+    outcomes = Counter(o for runs in ASYNC_EXECUTIONS.values() for o in runs)
+    for outcome, count in outcomes.items():
+        assert metric_total(otelkit_collector, "otelkit.messaging.settled.messages", consumer,
+                            **{"otelkit.outcome": outcome, "messaging.destination.name": queue}) == count, outcome
+    assert metric_total(otelkit_collector, "otelkit.messaging.message.end_to_end.duration", consumer) == total

@@ -140,3 +140,71 @@ def test_rq_jobs_across_processes(otelkit_collector, redis_url: str) -> None:  #
     assert gauge_values(otelkit_collector, "rq-producer", queue, "ready") == [3 + EXTRA]
     assert gauge_values(otelkit_collector, "rq-worker", queue, "ready")[-1] == 0
     assert gauge_values(otelkit_collector, "rq-worker", queue, "dead_letter")[-1] == 1
+
+
+def test_rq_enqueue_many(otelkit_collector, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    """``Queue.enqueue_many`` of ``prepare_data`` entries: one send span per job, each job its own carrier."""
+    import redis
+
+    suffix = uuid.uuid4().hex[:12]
+    queue = f"otelkit-test-rqm-{suffix}"
+    counter = f"otelkit-test:rqm-flaky:{suffix}"
+    client = redis.Redis.from_url(redis_url)
+    env_extra = {"JOB_APPS_REDIS_URL": redis_url}
+    produced: dict[str, object] = {}
+    try:
+        produced = produce("rq_batch_producer", {"queue": queue, "counter": counter, "job_id": f"given-{suffix}"},
+                           app_env(otelkit_collector, "rqm-producer", env_extra))
+        worker = subprocess.run(
+            [console_script("rq"), "worker", "--burst", "--url", redis_url, "-c", "job_apps", "--name",
+             f"otelkit-{suffix}", queue],
+            env=app_env(otelkit_collector, "rqm-worker", env_extra), capture_output=True, text=True,
+            timeout=PROCESS_TIMEOUT, cwd=str(HERE))
+        assert worker.returncode == 0, worker.stderr
+    finally:
+        keys = [queue, counter] + [f"rq:{kind}:{queue}" for kind in
+                                   ("queue", "failed", "finished", "wip", "scheduled", "deferred")]
+        keys += [f"rq:job:{info['id']}" for info in produced.get("jobs", [])]  # type: ignore[attr-defined]
+        client.delete(*keys)
+        client.close()
+    jobs = produced["jobs"]
+    assert isinstance(jobs, list) and len(jobs) == 5
+    runs = 5 + 1  # the flaky job fails once (Retry(max=2)) and runs again; the doomed one has no Retry
+    receiver = otelkit_collector.receiver
+    receiver.wait_for(lambda: len([s for s in spans_of(otelkit_collector, "rqm-worker") if s.kind == "CONSUMER"])
+                      >= runs and metric_total(otelkit_collector, "otelkit.messaging.settled.messages",
+                                               "rqm-worker") >= runs, timeout=60)
+    producer_spans = spans_of(otelkit_collector, "rqm-producer")
+    sends = [s for s in producer_spans if s.kind == "PRODUCER"]
+    batch = [s for s in producer_spans if s.name == "batch"]
+    # Exactly one send per job, all siblings under the caller's span; nothing else (no pipeline span).
+    assert len(sends) == 5 and len(batch) == 1 and len(producer_spans) == 6
+    assert {s.parent_span_id for s in sends} == {batch[0].span_id}
+    assert sorted(s.attributes["messaging.message.id"] for s in sends) == sorted(j["id"] for j in jobs)
+    assert f"given-{suffix}" in {j["id"] for j in jobs}
+    assert jobs[0]["tenant"] == "t1"  # the application's meta kept beside the carrier
+    # Per-job correlation: three fresh IDs for the first batch; the second shares the correlate() ID.
+    cids = [j["correlation_id"] for j in jobs]
+    assert len(set(cids[:3])) == 3 and cids[3:] == ["order-batch-7", "order-batch-7"]
+    send_by_job = {s.attributes["messaging.message.id"]: s for s in sends}
+    processes = [s for s in spans_of(otelkit_collector, "rqm-worker") if s.kind == "CONSUMER"]
+    assert len(processes) == runs
+    for job in jobs:
+        send = send_by_job[job["id"]]
+        assert send.attributes[CORRELATION_ATTRIBUTE] == job["correlation_id"]
+        mine = [s for s in processes if s.attributes["messaging.message.id"] == job["id"]]
+        assert mine and all([link.span_id for link in s.links] == [send.span_id] and s.parent_span_id is None
+                            and s.attributes[CORRELATION_ATTRIBUTE] == job["correlation_id"] for s in mine)
+    receiver.wait_for(lambda: len([r for r in receiver.logs() if r.scope == "jobs"
+                                   and r.resource.get("service.name") == "rqm-worker"]) >= runs, timeout=60)
+    by_token = {f"tok-{t}": j["correlation_id"] for t, j in zip(["b1", "b2", "b3", "c0", "c1"], jobs, strict=True)}
+    records = [r for r in receiver.logs() if r.scope == "jobs" and r.resource.get("service.name") == "rqm-worker"]
+    assert len(records) == runs
+    assert all(r.attributes[CORRELATION_ATTRIBUTE] == by_token[str(r.body).split()[-1]] for r in records)
+    expected = Counter(ack=4, retry=1, dead_letter=1)
+    for outcome, count in expected.items():
+        assert metric_total(otelkit_collector, "otelkit.messaging.settled.messages", "rqm-worker",
+                            **{"otelkit.outcome": outcome, "messaging.destination.name": queue}) == count, outcome
+    assert metric_total(otelkit_collector, "messaging.client.sent.messages", "rqm-producer") == 5
+    assert metric_total(otelkit_collector, "otelkit.messaging.message.end_to_end.duration", "rqm-worker") == runs
+    assert gauge_values(otelkit_collector, "rqm-producer", queue, "ready") == [5]

@@ -47,10 +47,16 @@ if MODE == "otelkit":
 elif MODE == "contrib":
     _contrib_setup()
 
-app = Celery("celery_app", broker=os.environ.get("CELERY_TEST_BROKER", "redis://127.0.0.1:6379/0"))
-app.conf.update(task_default_queue=QUEUE, worker_prefetch_multiplier=1, task_ignore_result=True,
+BACKEND = os.environ.get("CELERY_TEST_BACKEND")  # a result backend: only where a chord needs one
+app = Celery("celery_app", broker=os.environ.get("CELERY_TEST_BROKER", "redis://127.0.0.1:6379/0"), backend=BACKEND)
+app.conf.update(task_default_queue=QUEUE, worker_prefetch_multiplier=1, task_ignore_result=not BACKEND,
                 broker_connection_retry_on_startup=True,
                 worker_send_task_events=False)
+if os.environ.get("CELERY_TEST_BEAT"):
+    # ``celery beat``: one entry, due every 0.2 s, sent to the test's queue.
+    app.conf.beat_schedule = {"tick": {"task": "celery_app.ok", "schedule": 0.2, "args": ["tick"],
+                                       "options": {"queue": QUEUE}}}
+    app.conf.beat_max_loop_interval = 0.2
 
 
 @signals.worker_process_init.connect
@@ -89,6 +95,32 @@ def block(key: str, redis_url: str) -> None:
         time.sleep(0.05)
 
 
+@app.task
+def add(x: int, y: int) -> int:
+    log.info("processing add %d %d", x, y)
+    return x + y
+
+
+@app.task
+def collect(results: list[str]) -> str:
+    log.info("processing collect %s", ",".join(results))
+    return ",".join(results)
+
+
+def produce_canvas() -> None:
+    """A chain of 3, a group of 3 (inside ``correlate()``), a chord of 3 + callback; prints the canvases' IDs."""
+    from celery import chain, chord, group
+
+    from otelkit.pipeline import correlate
+
+    logging.basicConfig(level=logging.INFO)
+    chained = chain(add.s(1, 2), add.s(3), add.s(4)).apply_async()
+    with correlate("order-canvas-1"):
+        grouped = group(ok.s(f"g{i}") for i in range(3)).apply_async()
+    chorded = chord([ok.s(f"h{i}") for i in range(3)], collect.s()).apply_async()
+    print(json.dumps({"chain": chained.id, "group": grouped.id, "chord": chorded.id}), flush=True)
+
+
 def produce(args: dict[str, Any]) -> None:
     logging.basicConfig(level=logging.INFO)
     sent = []
@@ -102,3 +134,5 @@ def produce(args: dict[str, Any]) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "produce":
         produce(json.loads(sys.argv[2]))
+    elif sys.argv[1] == "canvas":
+        produce_canvas()

@@ -3,6 +3,7 @@
 //
 //   node bullmq_app.js produce '{"redis": {"host": "127.0.0.1", "port": 6379}, "queue": "q", "correlation_id": "c"}'
 //   node bullmq_app.js consume '{"redis": {...}, "queue": "q", "count": 1, "fail_first": false}'
+//   node bullmq_app.js produce_batch '{"redis": {...}, "queue": "q", "correlation_id": "c"}'  (addBulk of 3 + a flow)
 //
 // Prints one JSON line with what it did. Every wait is bounded.
 'use strict';
@@ -10,7 +11,7 @@
 const { NodeSDK } = require('@opentelemetry/sdk-node');
 const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-proto');
 const api = require('@opentelemetry/api');
-const { Queue, Worker } = require('bullmq');
+const { FlowProducer, Queue, Worker } = require('bullmq');
 const { BullMQOtel } = require('bullmq-otel');
 
 const DEADLINE_MS = 30000;
@@ -36,6 +37,26 @@ async function produce(args) {
     return { job_id: job.id, ...ids(span) };
   }));
   await queue.close();
+  return result;
+}
+
+async function produceBatch(args) {
+  const telemetry = new BullMQOtel({ tracerName: 'node-producer' });
+  const queue = new Queue(args.queue, { connection: args.redis, telemetry });
+  const flows = new FlowProducer({ connection: args.redis, telemetry });
+  const tracer = api.trace.getTracer('node-producer-app');
+  const bag = api.propagation.createBaggage({ correlation_id: { value: args.correlation_id } });
+  const ctx = api.propagation.setBaggage(api.context.active(), bag);
+  const result = await api.context.with(ctx, () => tracer.startActiveSpan('node-batch', async (span) => {
+    const bulk = await queue.addBulk([0, 1, 2].map((i) => ({ name: 'enrich', data: { token: `tok-b${i}` } })));
+    // bullmq 6.7.6 writes the trace context only into flow nodes that have `opts`: each node gets some.
+    const tree = await flows.add({ name: 'report', queueName: args.queue, data: { token: 'tok-parent' }, opts: {},
+      children: [0, 1].map((i) => ({ name: 'part', queueName: args.queue, data: { token: `tok-c${i}` }, opts: {} })) });
+    span.end();
+    return { bulk: bulk.map((job) => job.id), flow: [tree.job.id, ...tree.children.map((c) => c.job.id)], ...ids(span) };
+  }));
+  await queue.close();
+  await flows.close();
   return result;
 }
 
@@ -65,7 +86,8 @@ async function consume(args) {
 async function main() {
   const [role, raw] = process.argv.slice(2);
   const args = JSON.parse(raw);
-  const result = role === 'produce' ? await produce(args) : await consume(args);
+  const roles = { produce, produce_batch: produceBatch, consume };
+  const result = await roles[role](args);
   await sdk.shutdown().catch((err) => process.stderr.write('otel shutdown: ' + err + '\n'));
   process.stdout.write(JSON.stringify(result) + '\n');
 }
