@@ -44,7 +44,7 @@ from otelkit._internal_log import logger
 from otelkit._status import IntegrationStatus
 
 NAME = "celery"
-MIN_VERSION = (5, 0)
+MIN_VERSION = (5, 2)  # tested floor: 5.1 loses the correlation_id header (docs/install.md)
 CONTRIB = "opentelemetry.instrumentation.celery"
 ATTR_TASK_NAME = "celery.task_name"
 FOREIGN_CORRELATION_KEYS = ("correlation_id", "x-correlation-id", "correlation-id",
@@ -399,7 +399,7 @@ def _worker_shutdown(**_kwargs: Any) -> None:
 
 def plan() -> IntegrationStatus:
     """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
-    return _common.plan_library(NAME, ("celery",), MIN_VERSION, "5.0", "celery", None)
+    return _common.plan_library(NAME, ("celery",), MIN_VERSION, "5.2", "celery", None)
 
 
 _HANDLERS = {"task_received": _received, "before_task_publish": _before_publish,
@@ -410,7 +410,7 @@ _HANDLERS = {"task_received": _received, "before_task_publish": _before_publish,
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     """Connect to Celery's signals now, or when the application first imports celery (init() never imports it)."""
     global _enabled
-    found = _common.supported_dist(NAME, ("celery",), MIN_VERSION, "5.0", "celery")
+    found = _common.supported_dist(NAME, ("celery",), MIN_VERSION, "5.2", "celery")
     if isinstance(found, IntegrationStatus):
         return found
     _dist, version = found
