@@ -34,7 +34,7 @@ from otelkit._pipeline import carrying
 from otelkit._status import IntegrationStatus
 
 NAME = "aio-pika"  # the contrib instrumentation's name: OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=aio-pika
-MIN_VERSION = (9, 0)
+MIN_VERSION = (9, 4)  # the extra's floor, tested; 9.0 loses the consumer's spans (docs/install.md)
 _enabled = False
 _state: dict[str, Any] = {}
 
@@ -255,12 +255,12 @@ def _contrib_active() -> bool:
 
 def plan() -> IntegrationStatus:
     """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
-    return _common.plan_library(NAME, ("aio-pika",), MIN_VERSION, "9.0", "aio-pika", None)
+    return _common.plan_library(NAME, ("aio-pika",), MIN_VERSION, "9.4", "aio-pika", None)
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     global _enabled
-    found = _common.supported_dist(NAME, ("aio-pika",), MIN_VERSION, "9.0", "aio-pika")
+    found = _common.supported_dist(NAME, ("aio-pika",), MIN_VERSION, "9.4", "aio-pika")
     if isinstance(found, IntegrationStatus):
         return found
     _dist, version = found

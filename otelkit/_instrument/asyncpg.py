@@ -151,7 +151,8 @@ def _reset_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
 
 
 def _pool_measures(pool: Any) -> tuple[str, int, int, int | None, int | None] | None:
-    if pool.is_closing():
+    closing = getattr(pool, "is_closing", None)  # asyncpg 0.28+; on 0.27 a closed pool counts 0 connections
+    if closing is not None and closing():
         return None
     size, idle = int(pool.get_size()), int(pool.get_idle_size())
     return f"asyncpg-{id(pool):x}", idle, max(size - idle, 0), int(pool.get_max_size()), None

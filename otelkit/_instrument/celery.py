@@ -60,7 +60,7 @@ from otelkit._status import IntegrationStatus
 
 NAME = "celery"
 _LATE = "celery.late"  # the owner key of the hooks for modules only some processes import
-MIN_VERSION = (5, 0)
+MIN_VERSION = (5, 2)  # tested floor: 5.1 loses the correlation_id header (docs/install.md)
 CONTRIB = "opentelemetry.instrumentation.celery"
 ATTR_TASK_NAME = "celery.task_name"
 ATTR_BEAT_ENTRY = "celery.beat.entry"
@@ -506,7 +506,7 @@ def _worker_shutdown(**_kwargs: Any) -> None:
 
 def plan() -> IntegrationStatus:
     """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
-    return _common.plan_library(NAME, ("celery",), MIN_VERSION, "5.0", "celery", None)
+    return _common.plan_library(NAME, ("celery",), MIN_VERSION, "5.2", "celery", None)
 
 
 _HANDLERS = {"task_received": _received, "before_task_publish": _before_publish,
@@ -517,7 +517,7 @@ _HANDLERS = {"task_received": _received, "before_task_publish": _before_publish,
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     """Connect to Celery's signals now, or when the application first imports celery (init() never imports it)."""
     global _enabled
-    found = _common.supported_dist(NAME, ("celery",), MIN_VERSION, "5.0", "celery")
+    found = _common.supported_dist(NAME, ("celery",), MIN_VERSION, "5.2", "celery")
     if isinstance(found, IntegrationStatus):
         return found
     _dist, version = found

@@ -208,7 +208,7 @@ def _attempt(carrier: dict[str, Any] | None) -> int:
 
 
 class _Run:
-    """What the Job.perform wrapper tells the perform_job wrapper: the job's exception, if any."""
+    """What the Job._execute wrapper tells the perform_job wrapper: the job's exception, if any."""
 
     __slots__ = ("error",)
 
@@ -273,7 +273,7 @@ def _settle(scope: Any, job: Any, error: BaseException | None) -> None:
 
 
 def _perform(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``Job.perform``: the job's own code is traced again; its exception is noted for the span."""
+    """``Job._execute`` (inside ``Job.perform``): the job's own code is traced again; its exception is noted."""
     run = _performing.get()
     if run is None:
         return wrapped(*args, **kwargs)
@@ -303,7 +303,9 @@ def _patch(_module: Any) -> None:
     targets = [(Queue, "enqueue_job", _enqueue), (Queue, "schedule_job", _enqueue), (owner("work"), "work", _work),
                (Queue, "enqueue_many", _enqueue_many),
                (owner("__init__"), "__init__", _quietly),
-               (owner("perform_job"), "perform_job", _perform_job), (Job, "perform", _perform)]
+               (owner("perform_job"), "perform_job", _perform_job),
+               # _execute, not perform: rq < 3's Job.perform sends RQ's own PERSIST before calling the job
+               (Job, "_execute", _perform)]
     for owner, attribute, wrapper in targets:
         _common.wrap(owner, attribute, wrapper)
     _state["patched"] = targets

@@ -106,7 +106,9 @@ def test_rq_jobs_across_processes(otelkit_collector, redis_url: str) -> None:  #
     worker_spans = spans_of(otelkit_collector, "rq-worker")
     job_traces = {s.trace_id for s in processes}
     strays = [s.name for s in worker_spans if s.trace_id not in job_traces]
-    assert strays == ["EXISTS"]  # the rq CLI's check that the worker name is free: once per worker, not per job
+    # The rq CLI's check that the worker name is free, once per worker, not per job; rq 1.15 (the floor) also
+    # lists the registered workers (SMEMBERS) once at start-up.
+    assert sorted(strays) in (["EXISTS"], ["EXISTS", "SMEMBERS"]), strays
     # Each run's own Redis GET is a child of its process span, with the correlation ID.
     by_id = {s.span_id: s for s in processes}
     gets = [s for s in worker_spans if s.kind == "CLIENT" and s.name == "GET"]
@@ -115,7 +117,8 @@ def test_rq_jobs_across_processes(otelkit_collector, redis_url: str) -> None:  #
         assert get.parent_span_id in by_id
         assert get.attributes[CORRELATION_ATTRIBUTE] == by_id[get.parent_span_id].attributes[CORRELATION_ATTRIBUTE]
     # Only the jobs' commands reached the redis integration (GET, INCR, EXPIRE): nothing of RQ's own.
-    assert {s.name for s in worker_spans if s.kind == "CLIENT"} == {"GET", "INCRBY", "EXPIRE", "EXISTS"}
+    # (rq 1.x's start-up SMEMBERS, checked above to be outside every job's trace, aside.)
+    assert {s.name for s in worker_spans if s.kind == "CLIENT"} - {"SMEMBERS"} == {"GET", "INCRBY", "EXPIRE", "EXISTS"}
 
     # Every log record of a job carries its correlation ID and its process span's trace.
     receiver.wait_for(lambda: len([r for r in receiver.logs() if r.scope == "jobs"]) >= total, timeout=60)

@@ -117,13 +117,31 @@ def test_extras_cover_the_guarded_imports() -> None:
 
 def test_otel_ranges_have_no_cap_below_the_next_major() -> None:
     project = PYPROJECT["project"]
-    for requirement in project["dependencies"] + project["optional-dependencies"]["prometheus"]:
+    for requirement in project["dependencies"] + project["optional-dependencies"]["prometheus-exporter"]:
         if not _name(requirement).startswith("opentelemetry-"):
             continue
         caps = re.findall(r"<\s*([0-9.]+)", requirement)
         assert caps in (["2"], ["1"]), requirement  # SDK packages <2, contrib (0.x betas) <1
         floor = re.search(r">=\s*([0-9.a-z]+)", requirement)
         assert floor and floor.group(1) in ("1.40", "0.61b0"), requirement
+
+
+# Distributions that pin opentelemetry-sdk (~= or ==): pip < 25.1 resolves them wrongly when it pins them before
+# the SDK (pyproject.toml, docs/install.md "pip 23.2.1 and partial contrib releases").
+_PINS_THE_SDK = {"opentelemetry-exporter-prometheus": "prometheus-exporter",
+                 "opentelemetry-configuration": "config-file-loader"}
+
+
+def test_sdk_pinning_packages_sit_one_extra_deeper_than_the_sdk() -> None:
+    """pip's resolver takes shallower requirements first: otelkit[prometheus] -> otelkit[prometheus-exporter] ->
+    the exporter puts the exporter below the core's opentelemetry-sdk, so the SDK is pinned first."""
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    for dist, inner in _PINS_THE_SDK.items():
+        holders = {extra for extra, group in extras.items() for r in group if _name(r) == dist}
+        assert holders == {inner}, (dist, holders)
+        assert all(_name(r) in _PINS_THE_SDK for r in extras[inner]), inner
+        assert any(f"otelkit[{inner}]" in r for group in extras.values() for r in group), inner
+    assert not {_name(r) for r in PYPROJECT["project"]["dependencies"]} & set(_PINS_THE_SDK)
 
 
 def test_lowest_constraints_match_the_floors() -> None:
