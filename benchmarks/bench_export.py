@@ -4,13 +4,19 @@ Set-up per run, each in a fresh subprocess: the real ``rotel`` collector (PyPI `
 ``blackhole`` exporter on free loopback ports; a producer creating spans as fast as it can
 (``start_as_current_span`` with two attributes), then shutting its provider down (which drains).
 
-* **raw**: ``TracerProvider`` + ``BatchSpanProcessor`` with the SDK defaults (queue 2048, batch 512,
-  5 s delay) + the SDK's ``OTLPSpanExporter`` (gRPC or HTTP). Delivered spans are counted by
-  wrapping the exporter's ``export`` (spans of batches that returned ``SUCCESS``); the rest were
+* **raw**: ``TracerProvider`` (the SDK's default resource and sampler, ``service.name=bench`` as on
+  otelkit's side) + ``BatchSpanProcessor`` with the SDK defaults (queue 2048, batch 512, 5 s delay) +
+  the SDK's ``OTLPSpanExporter`` (gRPC or HTTP). Delivered spans are counted by wrapping the
+  exporter's ``export`` (spans of batches the collector acknowledged: ``SUCCESS``); the rest were
   dropped, with at most one "Queue full" log line.
 * **otelkit**: ``otelkit.init(traces only)`` with its defaults (queue 8192, batch 2048, 1 s delay,
   scrubbing on, otelkit's processor and OTLP sender); delivered = ``otelkit.telemetry.exported``
   for traces. A second otelkit row runs with ``OTELKIT_SCRUB=false`` to show what scrubbing costs.
+
+Both sides record the same spans (name ``op``, kind internal, attributes ``i`` and ``k``, scope
+``bench``, no correlation scope so no ``otelkit.correlation_id``); otelkit's resource carries more
+attributes (host, OS, process: more bytes per request, on otelkit's side). Both counts are what the
+collector acknowledged (an OTLP success answer; otelkit also subtracts partial-success rejections).
 
 Figure: delivered spans / wall time from the first span to the end of shutdown. Higher is better;
 target 2x. The note lists spans dropped per side (otelkit's are counted, warned, reported).
@@ -19,16 +25,22 @@ Also (issue 7, item 1): span start+end latency on the application thread, p50 an
 collector refused / hung (TCP accepted, never answered) / answering 503, against the same program
 with a healthy collector (rotel). Here the "raw" column is the healthy run, target <= 1.2x.
 
+``PAIRS``: the producer loop of both sides in one process (gRPC to one blackhole rotel), for the
+application thread's cost per span: paired wall time, and with ``run.py --callgrind`` the instructions
+of the application thread alone.
+
 Run: ``.venv/bin/python benchmarks/run.py --only export`` or ``.venv/bin/python benchmarks/bench_export.py``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
 import subprocess
 import sys
+import time
 from typing import Any
 
 SPANS = 100_000
@@ -54,7 +66,10 @@ if side == "raw":
             delivered[0] += len(spans)
         return result
     exporter.export = export
-    tp = TracerProvider()
+    from opentelemetry.sdk.resources import Resource
+    # The SDK's default resource with the same service.name as otelkit's (otelkit adds host/process/OS
+    # attributes to its resource: more bytes per request on otelkit's side, once per batch).
+    tp = TracerProvider(resource=Resource.create({"service.name": "bench"}))
     tp.add_span_processor(BatchSpanProcessor(exporter))
     tracer = tp.get_tracer("bench")
     start = time.perf_counter()
@@ -207,6 +222,68 @@ def _rotel() -> Any:
 _HOG = "while True: pass"
 
 
+# --- the application thread, per span (callgrind pair) ---------------------------------------------------
+#
+# The producer loop of both sides above, in one process, against one blackhole rotel: run.py times it
+# (paired wall time, both export threads live) and, with --callgrind, counts the instructions of the
+# application thread alone (thread 1), which is what the load on the machine cannot move.
+
+
+@functools.cache
+def _collector_endpoint() -> str:
+    import atexit
+
+    collector = _rotel().start()
+    atexit.register(collector.close)
+    return str(collector.grpc_endpoint)
+
+
+@functools.cache
+def _raw_tracer() -> Any:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    tp = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=_collector_endpoint(), insecure=True)))
+    return tp.get_tracer("bench")
+
+
+@functools.cache
+def _otelkit_tracer() -> Any:
+    from opentelemetry import trace
+
+    import otelkit
+
+    otelkit.init(service_name="bench", endpoint=_collector_endpoint(), protocol="grpc", metrics_exporter="none",
+                 logs_exporter="none", instrument=(), system_metrics=False)
+    return trace.get_tracer("bench")
+
+
+def _producer_loop(tracer: Any, loops: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(loops):
+        with tracer.start_as_current_span("op", attributes={"i": i, "k": "v"}):
+            pass
+    return time.perf_counter() - t0
+
+
+def app_span_otelkit(loops: int) -> float:
+    return _producer_loop(_otelkit_tracer(), loops)
+
+
+def app_span_raw(loops: int) -> float:
+    return _producer_loop(_raw_tracer(), loops)
+
+
+PAIRS = [
+    ("application thread per span of the export producer (start_as_current_span, 2 attributes, gRPC to rotel): "
+     "otelkit.init() defaults vs TracerProvider + BatchSpanProcessor + OTLPSpanExporter defaults",
+     app_span_otelkit, app_span_raw, None),
+]
+
+
 def _run(side: str, protocol: str, count: int, hog: bool = False) -> dict[str, float]:
     collector = _rotel().start()
     # With hog=True, two processes spin on the 2 cores for the whole run (CPU contention).
@@ -276,7 +353,33 @@ def custom(fast: bool) -> list[dict[str, Any]]:
     return rows + latency_rows(fast)
 
 
+def paired_runs(count: int, rounds: int, configs: list[tuple[str, bool]]) -> None:
+    """One JSON line per producer run (sides alternating per round), with the load average around it.
+
+    ``bench_export.py --paired COUNT ROUNDS grpc:0,http:0,grpc:1`` (``:1`` = with the two CPU hogs).
+    """
+    import time as _time
+
+    for protocol, hog in configs:
+        for r in range(rounds):
+            for side in (("otelkit", "raw") if r % 2 == 0 else ("raw", "otelkit")):
+                load0 = os.getloadavg()[0]
+                res: dict[str, Any] = dict(_run(side, protocol, count, hog))
+                res.update(side=side, protocol=protocol, hog=hog, round=r, load_start=load0,
+                           load_end=os.getloadavg()[0], rate=res["exported"] / res["elapsed"],
+                           dropped=res["count"] - res["exported"],
+                           export_us=res["other_cpu"] / max(1, res["exported"]) * 1e6,
+                           app_us=res["main_cpu"] / res["count"] * 1e6,
+                           utc=_time.strftime("%H:%M:%S", _time.gmtime()))
+                print(json.dumps(res), flush=True)
+
+
 if __name__ == "__main__":
+    if "--paired" in sys.argv:
+        at = sys.argv.index("--paired")
+        paired_runs(int(sys.argv[at + 1]), int(sys.argv[at + 2]),
+                    [(c.split(":")[0], c.split(":")[1] == "1") for c in sys.argv[at + 3].split(",")])
+        sys.exit(0)
     fast = "--fast" in sys.argv
     for row in custom(fast):
         print(f"{row['label']}: otelkit {statistics.median(row['otelkit']):,.1f} vs raw "

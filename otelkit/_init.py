@@ -356,14 +356,14 @@ _active.register(get_settings)
 def _sampler(settings: Settings) -> Any:
     from opentelemetry.sdk.trace import sampling
 
-    from otelkit._sampling import CorrelationRatioSampler
+    from otelkit._sampling import CorrelationRatioSampler, ParentBasedAlwaysOn
 
     ratio = settings.sampler_arg if settings.sampler_arg is not None else 1.0
     factories: dict[str, Callable[[], Any]] = {
         "always_on": lambda: sampling.ALWAYS_ON,
         "always_off": lambda: sampling.ALWAYS_OFF,
         "traceidratio": lambda: sampling.TraceIdRatioBased(ratio),
-        "parentbased_always_on": lambda: sampling.ParentBased(sampling.ALWAYS_ON),
+        "parentbased_always_on": ParentBasedAlwaysOn,
         "parentbased_always_off": lambda: sampling.ParentBased(sampling.ALWAYS_OFF),
         "parentbased_traceidratio": lambda: sampling.ParentBasedTraceIdRatio(ratio),
         "otelkit_correlation_ratio": lambda: CorrelationRatioSampler(ratio),

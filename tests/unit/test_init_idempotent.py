@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import warnings
@@ -19,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import otelkit
 from otelkit import _init, _proxy
 from otelkit._config import ConfigWarning
+from otelkit._proxy import CurrentSpan
 
 # Nothing leaves the process in these tests: exporters "none", only the in-memory processors we pass.
 QUIET: dict[str, Any] = {
@@ -163,8 +165,12 @@ def test_tracer_proxy_calls_the_sdk_method_directly() -> None:
     otelkit.init(**QUIET)
     tracer = trace.get_tracer("hot")
     sdk_tracer = sdk_tracer_provider().get_tracer("hot")
-    # the bound method is the SDK's own: no wrapper frame on the hot path
-    assert tracer.start_as_current_span.__func__ is type(sdk_tracer).start_as_current_span  # type: ignore[attr-defined]
+    # start_span is the SDK's own bound method: no wrapper frame on the hot path
+    assert tracer.start_span.__func__ is type(sdk_tracer).start_span  # type: ignore[attr-defined]
+    # start_as_current_span is the SDK's semantics in one class over that same start_span (test_span_path.py)
+    current = tracer.start_as_current_span
+    assert isinstance(current, functools.partial) and current.func is CurrentSpan
+    assert current.args[0].__func__ is type(sdk_tracer).start_span
 
 
 def test_concurrent_init_installs_one_processor_set() -> None:
