@@ -36,10 +36,14 @@ from opentelemetry.instrumentation.asgi import (
     collect_request_attributes,
     get_host_port_url_tuple,
 )
+from opentelemetry.instrumentation.propagators import get_global_response_propagator
+from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.propagate import extract
 from opentelemetry.trace import set_span_in_context
 from opentelemetry.trace.status import Status, StatusCode
+from opentelemetry.util.http import normalise_request_header_name
 
+from otelkit import _compat
 from otelkit._correlation import get_correlation_id
 from otelkit._instrument import _web
 from otelkit._internal_log import logger
@@ -48,15 +52,10 @@ from otelkit._names import CORRELATION_ATTRIBUTE
 SCOPE_KEY = "otelkit.correlation"
 _HEADER = _web.RESPONSE_HEADER.lower().encode("latin-1")
 
-try:  # the contrib's private helpers this layer uses (present from 0.61b0 on); without them: its __call__
-    from opentelemetry.instrumentation._semconv import _StabilityMode
-    from opentelemetry.instrumentation.asgi import _parse_active_request_count_attrs, _parse_duration_attrs
-    from opentelemetry.instrumentation.propagators import get_global_response_propagator
-    from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
-    from opentelemetry.util.http import normalise_request_header_name
-    _HTTP: Any = _StabilityMode.HTTP
-except ImportError:  # pragma: no cover - an older or newer contrib
-    _HTTP = None
+_helpers = _compat.asgi_server_helpers()
+_HTTP: Any = _helpers[0] if _helpers else None
+_parse_active_request_count_attrs: Any = _helpers[1] if _helpers else None
+_parse_duration_attrs: Any = _helpers[2] if _helpers else None
 
 _NEEDS = ("_set_server_span", "duration_histogram_new", "server_response_body_size_histogram",
           "server_request_body_size_histogram", "active_requests_counter", "excluded_urls", "default_span_details",
