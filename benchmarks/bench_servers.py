@@ -11,10 +11,11 @@ process under callgrind:
 * ``contrib_same`` (FastAPI only): the contrib middleware with ``exclude_spans=["receive", "send"]``: exactly
   the spans and metrics otelkit records (the SERVER span, ``http.server.request.duration``,
   ``http.server.active_requests``, the size histograms);
-* ``otelkit``: ``instrument_all(instrument=[...])``: the same contrib middleware and telemetry plus what
-  otelkit adds per request: the class-level entry-point wrapper, the correlation ID (read from
-  ``X-Correlation-ID`` or generated, set on the span, attached to the context for logs and outgoing calls,
-  returned in the response header).
+* ``otelkit``: ``instrument_all(instrument=[...])``: the same spans and metrics plus what otelkit adds per
+  request: the class-level entry-point wrapper, the correlation ID (read from ``X-Correlation-ID`` or
+  generated, set on the span, attached to the context for logs and outgoing calls, returned in the response
+  header). For FastAPI the contrib middleware is otelkit's subclass of it, which does the edge in the same
+  layer (``otelkit/_instrument/_asgi_middleware.py``); for Flask the contrib's request handling plus the edge.
 
 Spans go to a ``BatchSpanProcessor`` with a null exporter, metrics to an ``InMemoryMetricReader``; stable HTTP
 semantic conventions on every side. Requests carry no correlation header (the costlier path: an ID is

@@ -500,3 +500,19 @@ def starlette_span_details() -> Callable[[Any], tuple[str, dict[str, Any]]]:
 
     details: Callable[[Any], tuple[str, dict[str, Any]]] = contrib._get_default_span_details
     return details
+
+
+def asgi_server_helpers() -> tuple[Any, Any, Any] | None:
+    """The contrib ASGI middleware's private pieces otelkit's one-layer middleware uses, or None without them.
+
+    ``(the HTTP stability mode, _parse_active_request_count_attrs, _parse_duration_attrs)`` of
+    ``opentelemetry-instrumentation-asgi`` (:mod:`otelkit._instrument._asgi_middleware`): with them its metric
+    attribute sets are the contrib's own. Without them (another contrib release) that middleware runs the
+    contrib's ``__call__`` instead.
+    """
+    try:
+        from opentelemetry.instrumentation._semconv import _StabilityMode
+        from opentelemetry.instrumentation.asgi import _parse_active_request_count_attrs, _parse_duration_attrs
+    except ImportError:
+        return None
+    return _StabilityMode.HTTP, _parse_active_request_count_attrs, _parse_duration_attrs

@@ -1,11 +1,16 @@
-"""The Starlette-based servers (FastAPI and Starlette apps): one class-level wrapper, contrib middleware per app.
+"""The Starlette-based servers (FastAPI and Starlette apps): one class-level wrapper, one middleware per app.
 
 ``Starlette.__call__`` is wrapped once (when ``starlette.applications`` is imported, so ``init()`` imports
 neither framework). At an app's first call -- before Starlette builds its middleware stack -- the app is
-instrumented with ``FastAPIInstrumentor.instrument_app`` or ``StarletteInstrumentor.instrument_app``: apps
-created before ``init()`` are traced like the others, and the contrib's class swap (``fastapi.FastAPI``
-replaced by a subclass, which misses apps created earlier) is not used. Then, per request, the same wrapper
-does the correlation at the edge (:mod:`otelkit._instrument._web`).
+instrumented with ``FastAPIInstrumentor.instrument_app`` or the middleware ``StarletteInstrumentor.instrument_app``
+adds: apps created before ``init()`` are traced like the others, and the contrib's class swap
+(``fastapi.FastAPI`` replaced by a subclass, which misses apps created earlier) is not used.
+
+The contrib middleware in the app is otelkit's subclass of it (:mod:`otelkit._instrument._asgi_middleware`),
+which also does the correlation at the edge (:mod:`otelkit._instrument._web`) for HTTP requests and websocket
+connections: one layer per request, not the contrib's plus otelkit's; the class-level wrapper then passes
+requests straight through. An app the application instrumented itself keeps its own middleware and choices;
+the wrapper does the edge around it.
 
 What the contrib middleware is given: the provider-following tracer, the global (otelkit) meter provider,
 otelkit's default excluded URLs when no ``OTEL_PYTHON_*EXCLUDED_URLS`` variable is set, the request hook that
@@ -22,8 +27,9 @@ from typing import Any
 from otelkit._instrument import _common, _web
 from otelkit._internal_log import logger
 
-_SCOPE_KEY = "otelkit.correlation"
-_HEADER = _web.RESPONSE_HEADER.lower().encode("latin-1")
+_SCOPE_KEY = "otelkit.correlation"  # = _asgi_middleware.SCOPE_KEY (not imported: it imports the contrib)
+_LAYER = "layer"
+_EDGE = "edge"
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
 enabled: dict[str, bool] = {"fastapi": False, "starlette": False}
@@ -44,10 +50,12 @@ def _request_hook(span: Any, scope: Any) -> None:
     _web.adopt(span, scope.get(_SCOPE_KEY) if isinstance(scope, dict) else None)
 
 
-def _instrument_app(app: Any, kind: str) -> None:
-    """Instrument one app with its contrib instrumentor (called at its first request, under the lock)."""
+def _instrument_app(app: Any, kind: str) -> str:
+    """Instrument one app (called at its first request, under the lock); returns its mode (see ``_call``)."""
     if getattr(app, "_is_instrumented_by_opentelemetry", False):
-        return  # the application did it itself: its choices are kept
+        return _EDGE  # the application did it itself: its choices are kept, the edge wraps them
+    from otelkit._instrument._asgi_middleware import OtelkitMiddleware
+
     kwargs: dict[str, Any] = {
         "tracer_provider": _settings.get("tracer_provider"),
         "meter_provider": _settings.get("meter_provider"),
@@ -61,9 +69,29 @@ def _instrument_app(app: Any, kind: str) -> None:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"], **kwargs)
+        contrib_build = app.build_middleware_stack
+
+        def build_middleware_stack() -> Any:
+            # The contrib builds ServerErrorMiddleware(OpenTelemetryMiddleware(...)): its middleware becomes
+            # the one layer that also does the edge (otelkit._instrument._asgi_middleware).
+            stack = contrib_build()
+            layer, found = stack, False
+            for _ in range(4):
+                layer = getattr(layer, "app", None)
+                if layer is None:
+                    break
+                if OtelkitMiddleware.adopt(layer):
+                    found = True
+                    break
+            if not found:
+                logger.debug("otelkit: no contrib middleware in %r's stack: the edge wraps the app", app)
+                app._otelkit_asgi = _EDGE
+            return stack
+
+        app.build_middleware_stack = build_middleware_stack
     else:
-        # The same middleware StarletteInstrumentor.instrument_app adds, with the options it does not take.
-        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+        # The middleware StarletteInstrumentor.instrument_app adds (as otelkit's one layer), with the options
+        # it does not take.
         from opentelemetry.metrics import get_meter
         from opentelemetry.trace import get_tracer
 
@@ -73,40 +101,52 @@ def _instrument_app(app: Any, kind: str) -> None:
         found = _common.dist_version("opentelemetry-instrumentation-starlette")
         version = found[1] if found else ""
         app.add_middleware(
-            OpenTelemetryMiddleware, excluded_urls=kwargs["excluded_urls"],
+            OtelkitMiddleware, excluded_urls=kwargs["excluded_urls"],
             default_span_details=_compat.starlette_span_details(), server_request_hook=_request_hook,
             tracer=get_tracer(name, version, kwargs["tracer_provider"]),
             meter=get_meter(name, version, kwargs["meter_provider"]), exclude_spans=["receive", "send"])
         app._is_instrumented_by_opentelemetry = True
     _instrumented.add(app)
+    return _LAYER
 
 
-def _first_call(app: Any) -> bool:
-    """Instrument ``app`` if its kind is enabled; True when its requests get the edge."""
+def _first_call(app: Any) -> Any:
+    """Instrument ``app`` if its kind is enabled; its mode (see ``_call``)."""
     with _lock:
         seen = getattr(app, "_otelkit_asgi", None)
         if seen is not None:
-            return bool(seen)
+            return seen
         kind = _kind(app)
-        wanted = enabled.get(kind, False)
-        if wanted:
+        mode: Any = False
+        if enabled.get(kind, False):
+            mode = _EDGE
             try:
-                _instrument_app(app, kind)
+                mode = _instrument_app(app, kind)
             except Exception as exc:
                 logger.warning("otelkit: instrumenting the %s app %r failed: %s: %s (it runs untraced)",
                                kind, app, type(exc).__name__, exc)
         try:
-            app._otelkit_asgi = wanted
+            app._otelkit_asgi = mode
         except Exception:
             return False
-        return wanted
+        return mode
 
 
 def _call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``Starlette.__call__``: an app's ``_otelkit_asgi`` mode says what this wrapper does per connection.
+
+    ``_LAYER``: otelkit's middleware in the app does the edge (nothing here but the lifespan's flush);
+    ``_EDGE``: the app's tracing is not otelkit's (the application instrumented it): the edge is done here;
+    ``False``: not instrumented (its kind not enabled, or mounted in an app that does the edge).
+    """
     # Not a coroutine function itself: called with the wrong arguments it must raise at once, like the
     # original (uvicorn calls the app with none to tell an app from an app factory).
     if not _state.get("active") or len(args) != 3 or kwargs:
         return wrapped(*args, **kwargs)
+    if getattr(instance, "_otelkit_asgi", None) == _LAYER:
+        scope = args[0]
+        if isinstance(scope, dict) and scope.get("type") != "lifespan":
+            return wrapped(*args)
     return _handle(wrapped, instance, *args)
 
 
@@ -125,29 +165,16 @@ async def _handle(wrapped: Any, instance: Any, scope: Any, receive: Any, send: A
     kind = scope.get("type") if isinstance(scope, dict) else None
     if kind == "lifespan":
         return await wrapped(scope, receive, _flushing_send(send))
-    if not on or kind != "http" or _SCOPE_KEY in scope:
-        # Not ours, not a request (websocket), or an app mounted in an app that already did the edge.
+    if on != _EDGE or kind not in ("http", "websocket") or _SCOPE_KEY in scope:
+        # Not ours, not a connection, the app's own layer does the edge, or an app mounted in an app that did it.
         return await wrapped(scope, receive, send)
+    from otelkit._instrument._asgi_middleware import _with_header
+
     state = _web.from_asgi_headers(scope.get("headers"))
     scope[_SCOPE_KEY] = state
-
-    async def send_with_id(message: Any) -> None:
-        if message.get("type") == "http.response.start":
-            try:
-                # The message is the sender's, made for this one call (as the contrib middleware, which
-                # also adds headers to it): one new header list, no copy of the message.
-                headers = [*(message.get("headers") or ()), (_HEADER, state[0].encode("ascii"))]
-                try:
-                    message["headers"] = headers
-                except TypeError:  # a read-only mapping: a copy, as before
-                    message = {**message, "headers": headers}
-            except Exception:
-                pass
-        await send(message)
-
     token = _web.enter(state)
     try:
-        return await wrapped(scope, receive, send_with_id)
+        return await wrapped(scope, receive, _with_header(send, state))
     finally:
         _web.leave(token)
 
@@ -194,9 +221,9 @@ def stop(name: str) -> None:
 
                 FastAPIInstrumentor.uninstrument_app(app)
             else:
-                from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+                from otelkit._instrument._asgi_middleware import OtelkitMiddleware
 
-                app.user_middleware = [m for m in app.user_middleware if m.cls is not OpenTelemetryMiddleware]
+                app.user_middleware = [m for m in app.user_middleware if m.cls is not OtelkitMiddleware]
                 app.middleware_stack = None
                 app._is_instrumented_by_opentelemetry = False
             app.__dict__.pop("_otelkit_asgi", None)

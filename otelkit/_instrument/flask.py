@@ -34,24 +34,54 @@ def _request_hook(span: Any, environ: Any) -> None:
     _web.adopt(span, environ.get(_ENVIRON_KEY) if isinstance(environ, dict) else None)
 
 
+FIX = ("otelkit: the Flask app %r could not be instrumented (%s: %s); its requests get the correlation ID but "
+       "no spans or metrics. Fix: call otelkit.init() before the app serves its first request (e.g. at the top "
+       "of wsgi.py, before app.run() or the server starts)")
+
+
 def _first_call(app: Any) -> None:
     with _lock:
         if app.__dict__.get("_otelkit_flask"):
             return
         try:
             if not getattr(app, "_is_instrumented_by_opentelemetry", False):
-                from opentelemetry.instrumentation.flask import FlaskInstrumentor
-
-                FlaskInstrumentor.instrument_app(
-                    app, request_hook=_request_hook, tracer_provider=_state.get("tracer_provider"),
-                    meter_provider=_state.get("meter_provider"), excluded_urls=_web.excluded_urls("flask"),
-                    # sqlcommenter is the database integrations' business; it would also rewrite SQL text.
-                    enable_commenter=False)
+                _instrument_app(app)
                 _instrumented.add(app)
         except Exception as exc:
-            logger.warning("otelkit: instrumenting the Flask app %r failed: %s: %s (it runs untraced)",
-                           app, type(exc).__name__, exc)
+            logger.warning(FIX, app, type(exc).__name__, exc)
         app._otelkit_flask = True
+
+
+def _instrument_app(app: Any) -> None:
+    """``FlaskInstrumentor.instrument_app``, also for an app that served requests before ``init()``.
+
+    The contrib registers ``before_request``/``teardown_request`` functions, which Flask (2.3+) refuses once
+    the app handled its first request ("The setup method 'before_request' can no longer be called"), to
+    catch set-up code running too late. Here the late registration is deliberate and safe (the functions
+    only trace, under the lock, before this request runs), so the check is stood aside for this one call
+    (an instance attribute shadowing the method, removed after). Should that fail, the contrib's partial
+    work (``wsgi_app`` already wrapped) is undone, and the caller warns once with the fix.
+    """
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    served = bool(getattr(app, "_got_first_request", False))
+    if served:
+        app._check_setup_finished = lambda _name: None
+    try:
+        FlaskInstrumentor.instrument_app(
+            app, request_hook=_request_hook, tracer_provider=_state.get("tracer_provider"),
+            meter_provider=_state.get("meter_provider"), excluded_urls=_web.excluded_urls("flask"),
+            # sqlcommenter is the database integrations' business; it would also rewrite SQL text.
+            enable_commenter=False)
+    except Exception:
+        try:
+            FlaskInstrumentor.uninstrument_app(app)
+        except Exception:
+            logger.debug("otelkit: undoing the Flask app's partial instrumentation failed", exc_info=True)
+        raise
+    finally:
+        if served:
+            app.__dict__.pop("_check_setup_finished", None)
 
 
 def _call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

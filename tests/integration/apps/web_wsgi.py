@@ -2,6 +2,8 @@
 
 ``WEB_BEFORE_INIT=1`` builds the apps before ``otelkit.init()``: the Flask app must be traced all the same;
 the Django handler cannot be (its middleware is loaded), and says how to fix it in one warning.
+``WEB_SERVED_BEFORE_INIT=1`` (with ``WEB_BEFORE_INIT=1``) has the Flask app serve a request (a warm-up call)
+before ``otelkit.init()``: Flask then refuses new request hooks, and the app must be traced all the same.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ django_app = get_wsgi_application()
 django_asgi_app = get_asgi_application()
 
 if BEFORE:
+    if os.environ.get("WEB_SERVED_BEFORE_INIT") == "1":
+        warm = flask_app.test_client().get("/items/0", headers={"X-Correlation-ID": "warm-up"})
+        assert warm.status_code == 200 and flask_app._got_first_request
     import otelkit
 
     otelkit.init()
