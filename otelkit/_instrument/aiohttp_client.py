@@ -8,8 +8,14 @@ correlation ID travels. otelkit replaces upstream's ``redact_url`` with its own 
 query key, credentials in the authority; cached per URL) and replaces captured values of
 secret-bearing headers (hooks only when header capture is configured).
 
-Limit, reported in the status line: a session created before ``init()`` has no trace config and is
-not traced (create sessions after ``init()``, e.g. in the app's start-up hook).
+Sessions created before ``init()`` (upstream adds its trace config in ``ClientSession.__init__``, so
+it misses them) are traced too: ``ClientSession._request`` (every request method goes through it) is
+replaced on the class by a function that, when the session's trace configs lack upstream's, asks
+upstream's own ``__init__`` wrapper for the trace config it would have added (same providers, hooks and
+header capture) and appends it to that session (a new list: a list the application passed is not
+changed). Afterwards the check is one attribute test on the session's last trace config per request.
+If upstream's wrapper cannot be found (another instrumentation wrapped ``__init__`` over it), such
+sessions stay untraced and the status line says so.
 """
 
 from __future__ import annotations
@@ -17,19 +23,76 @@ from __future__ import annotations
 from typing import Any
 
 from otelkit._instrument import _common, _http_clients, _lazy
+from otelkit._internal_log import logger
 from otelkit._status import IntegrationStatus
 
 NAME = "aiohttp-client"
 SCOPE = "opentelemetry.instrumentation.aiohttp_client"
 MIN_VERSION = (3, 8)
 CONTRIB = "opentelemetry.instrumentation.aiohttp_client"
-PRE_INIT_NOTE = "ClientSession objects created before init() are not traced"
+PRE_INIT_NOTE = "ClientSession objects created before init() are traced from their next request"
+_MARK = "_is_instrumented_by_opentelemetry"  # upstream's mark on its trace config
 
 _state: dict[str, Any] = {}
 
 
 def _sync_request_hook(span: Any, _params: Any) -> None:
     _http_clients.scrub_header_attributes(span)
+
+
+def _upstream_trace_config() -> Any:
+    """The trace config upstream's ``ClientSession.__init__`` wrapper would add to a new session, or None."""
+    import aiohttp
+
+    init_wrapper = getattr(vars(aiohttp.ClientSession).get("__init__"), "_self_wrapper", None)
+    if init_wrapper is None or getattr(init_wrapper, "__name__", "") != "instrumented_init":
+        return None
+    made: list[Any] = []
+    init_wrapper(lambda *_a, **kw: made.extend(kw.get("trace_configs") or ()), None, (), {})
+    found = [tc for tc in made if getattr(tc, _MARK, False)]
+    if not found:
+        return None
+    found[-1].freeze()  # as ClientSession.__init__ does: a signal must be frozen to be sent
+    return found[-1]
+
+
+def _adopt(session: Any) -> None:
+    """A session created before ``init()``: append upstream's trace config (once per session); never raises."""
+    try:
+        configs = list(session._trace_configs)
+        if any(getattr(tc, _MARK, False) for tc in configs):
+            return
+        trace_config = _upstream_trace_config()
+        if trace_config is not None:
+            session._trace_configs = [*configs, trace_config]  # a new list: the application's is not changed
+    except Exception:
+        logger.debug("otelkit: adopting an aiohttp ClientSession created before init() failed", exc_info=True)
+
+
+def _request_method(original: Any) -> Any:
+    def _request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        configs = self._trace_configs
+        if not configs or not hasattr(configs[-1], _MARK):  # upstream appends its config last
+            _adopt(self)
+        return original(self, *args, **kwargs)
+
+    _request._otelkit_original = original  # type: ignore[attr-defined]
+    _request.__doc__, _request.__name__, _request.__qualname__ = (original.__doc__, original.__name__,
+                                                                  original.__qualname__)
+    return _request
+
+
+def _patch_sessions() -> bool:
+    """Replace ``ClientSession._request`` (once); False when upstream's ``__init__`` wrapper is not found."""
+    import aiohttp
+
+    current = vars(aiohttp.ClientSession).get("_request")
+    if current is None or _upstream_trace_config() is None:
+        return False
+    if not hasattr(current, "_otelkit_original"):
+        aiohttp.ClientSession._request = _request_method(current)  # type: ignore[method-assign]
+    _state["sessions"] = True
+    return True
 
 
 def plan() -> IntegrationStatus:
@@ -56,7 +119,12 @@ def _instrument_now(ctx: _common.Context, contrib: Any, version: str) -> Integra
         instrumentor.instrument(tracer_provider=ctx.tracer_provider, meter_provider=ctx.meter_provider,
                                 skip_dep_check=True, **hooks)
         _state["owned"] = True
-    return IntegrationStatus(NAME, "enabled", f"aiohttp {version}{note}; {PRE_INIT_NOTE}", version=version)
+    pre_init = PRE_INIT_NOTE
+    if not _state.get("owned"):
+        pre_init = "ClientSession objects created before init() keep the application's instrumentation"
+    elif not _patch_sessions():
+        pre_init = "ClientSession objects created before init() are not traced (upstream's session wrapper not found)"
+    return IntegrationStatus(NAME, "enabled", f"aiohttp {version}{note}; {pre_init}", version=version)
 
 
 def uninstrument() -> None:
@@ -69,5 +137,11 @@ def uninstrument() -> None:
         _state.clear()
         return
     _http_clients.restore_redact(contrib, _state)
+    if _state.pop("sessions", False):
+        import aiohttp
+
+        current = vars(aiohttp.ClientSession).get("_request")
+        if hasattr(current, "_otelkit_original"):
+            aiohttp.ClientSession._request = current._otelkit_original  # type: ignore[method-assign,union-attr]
     if _state.pop("owned", False):
         contrib.AioHttpClientInstrumentor().uninstrument()

@@ -13,7 +13,20 @@ are traced too. Each call is one CLIENT span named by the operation (``SELECT``)
 Pools (``asyncpg.Pool``) report ``db.client.connection.count`` (``idle``/``used``) and
 ``db.client.connection.max`` from ``get_idle_size()``/``get_size()``/``get_max_size()``, from their
 first ``acquire()`` after ``init()``. A pool's release housekeeping (``Connection.reset``) is not
-traced. Not traced: server-side cursors (``conn.cursor()``), ``copy_*``.
+traced.
+
+Server-side cursors (``conn.cursor()`` and ``PreparedStatement.cursor()``): one span per round trip
+to the server, named and scrubbed like the cursor's statement: the bind of the portal (with the first
+``prefetch`` rows when iterated, ``await conn.cursor(...)`` otherwise) and each later batch
+(``async for`` fetching the next ``prefetch`` rows, ``Cursor.fetch(n)``, ``Cursor.fetchrow()``). A row
+served from the prefetched buffer costs nothing. ``Cursor.forward(n)`` (a ``MOVE``) is not traced.
+
+``copy_to_table``, ``copy_records_to_table``, ``copy_from_table`` and ``copy_from_query``: one ``COPY``
+span each, ``db.operation.name=COPY``, ``db.collection.name`` the table (``schema.table`` when a
+schema is given; for ``copy_from_query`` the query's one table, if any) and ``db.query.text``
+``COPY <table> FROM STDIN`` / ``COPY <table> TO STDOUT`` / ``COPY (<scrubbed query>) TO STDOUT``
+(never the mogrified query: asyncpg inlines ``copy_from_query``'s arguments as literals). asyncpg's
+own statements inside a copy (argument and column introspection) are not traced separately.
 """
 
 from __future__ import annotations
@@ -35,6 +48,8 @@ SCOPE = "otelkit.instrument.asyncpg"
 MIN_VERSION = (0, 27)
 _CONNECTION_METHODS = ("execute", "executemany", "fetch", "fetchval", "fetchrow", "fetchmany")
 _PREPARED_METHODS = ("executemany", "fetch", "fetchval", "fetchrow", "fetchmany")
+_CURSOR_METHODS = ("_bind_exec", "_bind", "_exec")  # asyncpg.cursor.BaseCursor: each one round trip
+_COPY_METHODS = ("copy_to_table", "copy_records_to_table", "copy_from_table", "copy_from_query")
 
 _state: dict[str, Any] = {}
 _tracer = _common.FOLLOWING_TRACER_PROVIDER.get_tracer(SCOPE)
@@ -84,9 +99,33 @@ def _statement(query: Any) -> tuple[str, str, str | None]:
     return found
 
 
-async def _traced(conn: Any, query: Any, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+_copies: dict[tuple[str, Any, Any], tuple[str, str, str | None]] = {}  # (method, table or query, schema) -> statement
+
+
+def _copy_statement(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str, str | None]:
+    """The statement of a ``copy_*`` call: operation ``COPY``, the text without data or literals, the table."""
+    first = args[0] if args else kwargs.get("query" if method == "copy_from_query" else "table_name")
+    schema = kwargs.get("schema_name")
+    key = (method, first, schema)
+    found = _copies.get(key)
+    if found is None:
+        if method == "copy_from_query":
+            _operation, text, collection = _statement(first)
+            found = ("COPY", f"COPY ({text}) TO STDOUT", collection)
+        else:
+            table = f"{schema}.{first}" if schema else str(first)
+            direction = "TO STDOUT" if method == "copy_from_table" else "FROM STDIN"
+            found = ("COPY", f"COPY {table} {direction}", table[:128])
+        if len(_copies) < 2048:  # bounded: table names and queries are mostly program constants
+            _copies[key] = found
+    return found
+
+
+async def _traced(conn: Any, query: Any, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                  statement: tuple[str, str, str | None] | None = None, quiet: bool = False) -> Any:
+    """One CLIENT span + one duration point around ``wrapped``; ``quiet``: asyncpg's own statements inside untraced."""
     info = _connection_info(conn)
-    operation, text, collection = _statement(query)
+    operation, text, collection = _statement(query) if statement is None else statement
     attributes = dict(info[0])
     attributes["db.query.text"] = text
     if operation:
@@ -98,6 +137,9 @@ async def _traced(conn: Any, query: Any, wrapped: Any, args: tuple[Any, ...], kw
     start = time.perf_counter()
     error: BaseException | None = None
     try:
+        if quiet:
+            with _common.suppressed():
+                return await wrapped(*args, **kwargs)
         return await wrapped(*args, **kwargs)
     except BaseException as exc:
         error = exc
@@ -140,6 +182,23 @@ def _prepared_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs
     return _traced(getattr(instance, "_connection", None), instance.get_query(), wrapped, args, kwargs)
 
 
+def _cursor_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A cursor's round trip (bind, bind + first batch, next batch): a span named by the cursor's statement."""
+    if not _common.instrumentation_enabled():
+        return wrapped(*args, **kwargs)
+    return _traced(getattr(instance, "_connection", None), getattr(instance, "_query", None), wrapped, args, kwargs)
+
+
+def _copy_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not _common.instrumentation_enabled():
+        return wrapped(*args, **kwargs)
+    try:
+        statement = _copy_statement(wrapped.__name__, args, kwargs)
+    except Exception:  # telemetry never breaks the call
+        return wrapped(*args, **kwargs)
+    return _traced(instance, None, wrapped, args, kwargs, statement, quiet=True)
+
+
 async def _quiet(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     with _common.suppressed():
         return await wrapped(*args, **kwargs)
@@ -177,12 +236,18 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
 def _instrument_now(ctx: _common.Context, version: str) -> IntegrationStatus:
     try:
         import asyncpg
-        from asyncpg import prepared_stmt
+        from asyncpg import cursor, prepared_stmt
     except ImportError as exc:
         return IntegrationStatus(NAME, "skipped", f"not importable ({exc})", version=version)
     for method in _CONNECTION_METHODS:
         if hasattr(asyncpg.Connection, method):
             _common.wrap(asyncpg.Connection, method, _connection_wrapper)
+    for method in _COPY_METHODS:
+        if hasattr(asyncpg.Connection, method):
+            _common.wrap(asyncpg.Connection, method, _copy_wrapper)
+    for method in _CURSOR_METHODS:
+        if hasattr(cursor.BaseCursor, method):
+            _common.wrap(cursor.BaseCursor, method, _cursor_wrapper)
     for method in _PREPARED_METHODS:
         if hasattr(prepared_stmt.PreparedStatement, method):
             _common.wrap(prepared_stmt.PreparedStatement, method, _prepared_wrapper)
@@ -199,10 +264,12 @@ def uninstrument() -> None:
     if not _state.pop("wrapped", False):
         return
     import asyncpg
-    from asyncpg import prepared_stmt
+    from asyncpg import cursor, prepared_stmt
 
-    for method in _CONNECTION_METHODS:
+    for method in (*_CONNECTION_METHODS, *_COPY_METHODS):
         _common.unwrap(asyncpg.Connection, method)
+    for method in _CURSOR_METHODS:
+        _common.unwrap(cursor.BaseCursor, method)
     for method in _PREPARED_METHODS:
         _common.unwrap(prepared_stmt.PreparedStatement, method)
     _common.unwrap(asyncpg.Pool, "acquire")

@@ -16,9 +16,14 @@ opt-in). otelkit changes, on upstream's cursor tracer class (one layer, no extra
   ``db.client.connection.pending_requests``, read from ``pool.get_stats()`` at each collection; a pool
   is reported from its first ``getconn``/``connection()`` after ``init()``.
 
-Limit, reported in the status line: a connection opened before ``init()`` keeps its untraced cursor
-factory (instrument it with ``PsycopgInstrumentor.instrument_connection(conn)``); a pool's connections
-opened before ``init()`` likewise, until the pool replaces them.
+Connections opened before ``init()`` (upstream only reaches connections made through its patched
+``connect``) are traced too: ``Connection.cursor`` and ``AsyncConnection.cursor`` (which
+``conn.execute`` also goes through) are replaced on the classes by a function that, the first time it
+sees a connection whose cursor factory is not upstream's traced one, gives it upstream's traced cursor
+factory built over the connection's own factory (``ClientCursor``, a ``row_factory``... are kept), with
+the connection's attributes read once, as upstream's ``connect`` does. Afterwards the check is one
+attribute read per ``cursor()``. Server-side cursors (``conn.cursor(name=...)``) are not traced, as
+upstream. A pool's connections opened before ``init()`` are adopted the same way at their first cursor.
 """
 
 from __future__ import annotations
@@ -31,13 +36,15 @@ from opentelemetry import trace as trace_api
 from otelkit import _compat, _scrub
 from otelkit._instrument import _common, _db_pools, _lazy, _sql
 from otelkit._instrument.psycopg2 import _record_metrics as _otelkit_record_metrics
+from otelkit._internal_log import logger
 from otelkit._status import IntegrationStatus
 
 NAME = "psycopg"
 SCOPE = "opentelemetry.instrumentation.psycopg"
 MIN_VERSION = (3, 1)
 CONTRIB = "opentelemetry.instrumentation.psycopg"
-PRE_INIT_NOTE = "connections opened before init() are not traced: PsycopgInstrumentor.instrument_connection(conn)"
+PRE_INIT_NOTE = "connections opened before init() are traced from their first cursor"
+_SEEN = "_otelkit_cursor_checked"  # set on a connection once its cursor factory has been checked/adopted
 
 _state: dict[str, Any] = {}
 _statements: dict[str, str] = {}  # statement -> scrubbed text, valid for _statements_owner's rules
@@ -103,6 +110,73 @@ def _get_operation_name(self: Any, cursor: Any, args: Any) -> Any:
     return _state["get_operation_name"](self, cursor, args)
 
 
+def _adopt(conn: Any) -> None:
+    """A connection not opened through upstream's ``connect`` (before ``init()``): upstream's traced cursors, once."""
+    try:
+        setattr(conn, _SEEN, True)
+        factory = conn.cursor_factory
+        if getattr(conn, "_is_instrumented_by_opentelemetry", False) or factory.__name__.startswith("Traced"):
+            return  # upstream's connect (or the application's instrument_connection) gave it traced cursors
+        import psycopg
+        from opentelemetry.instrumentation import psycopg as contrib
+
+        is_async = isinstance(conn, psycopg.AsyncConnection)
+        integration: Any = contrib.DatabaseApiAsyncIntegration if is_async else contrib.DatabaseApiIntegration
+        db_api = integration(contrib.__name__, contrib.PsycopgInstrumentor._DATABASE_SYSTEM,
+                             connection_attributes=contrib.PsycopgInstrumentor._CONNECTION_ATTRIBUTES,
+                             version=getattr(contrib, "__version__", ""), tracer_provider=_state.get("tracer_provider"),
+                             connect_module=psycopg)
+        db_api.get_connection_attributes(conn)  # what upstream's connect reads (db.namespace, server.*)
+        make: Any = contrib._new_cursor_async_factory if is_async else contrib._new_cursor_factory
+        traced = make(db_api=db_api, base_factory=factory)
+        setattr(conn, contrib._OTEL_CURSOR_FACTORY_KEY, factory)  # so uninstrument_connection restores it
+        conn.cursor_factory = traced
+        conn._is_instrumented_by_opentelemetry = True
+    except Exception:  # telemetry never breaks the application's cursor
+        logger.debug("otelkit: adopting a psycopg connection opened before init() failed", exc_info=True)
+
+
+def _cursor_method(original: Any) -> Any:
+    """``Connection.cursor`` / ``AsyncConnection.cursor``: adopt the connection the first time, then call through."""
+
+    def cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not getattr(self, _SEEN, False):
+            _adopt(self)
+        return original(self, *args, **kwargs)
+
+    cursor._otelkit_original = original  # type: ignore[attr-defined]
+    cursor.__doc__, cursor.__name__, cursor.__qualname__ = original.__doc__, original.__name__, original.__qualname__
+    return cursor
+
+
+def _patch_cursors() -> bool:
+    """Replace ``cursor`` on psycopg's connection classes (once); False when their layout is not the expected one."""
+    import psycopg
+    from opentelemetry.instrumentation import psycopg as contrib
+
+    needed = ("DatabaseApiIntegration", "DatabaseApiAsyncIntegration", "_new_cursor_factory",
+              "_new_cursor_async_factory", "_OTEL_CURSOR_FACTORY_KEY", "__version__")
+    if not all(hasattr(contrib, name) for name in needed):
+        return False
+    for klass in (psycopg.Connection, psycopg.AsyncConnection):
+        current = vars(klass).get("cursor")
+        if current is None:
+            return False
+        if not hasattr(current, "_otelkit_original"):
+            klass.cursor = _cursor_method(current)  # type: ignore[method-assign]
+    _state["cursors"] = True
+    return True
+
+
+def _unpatch_cursors() -> None:
+    import psycopg
+
+    for klass in (psycopg.Connection, psycopg.AsyncConnection):
+        current = vars(klass).get("cursor")
+        if hasattr(current, "_otelkit_original"):
+            klass.cursor = current._otelkit_original  # type: ignore[method-assign,union-attr]
+
+
 def _pool_measures(pool: Any) -> tuple[str, int, int, int | None, int | None] | None:
     if getattr(pool, "closed", False):
         return None
@@ -146,6 +220,7 @@ def _instrument_now(ctx: _common.Context, contrib: Any, version: str) -> Integra
     else:
         instrumentor.instrument(tracer_provider=ctx.tracer_provider, skip_dep_check=True)
         _state["owned"] = True
+        _state["tracer_provider"] = ctx.tracer_provider
     tracer_class = contrib.CursorTracer
     if _compat.has_record_metrics(tracer_class) and "record_metrics" not in _state:
         _state["record_metrics"] = _compat.own_record_metrics(tracer_class)
@@ -157,7 +232,13 @@ def _instrument_now(ctx: _common.Context, contrib: Any, version: str) -> Integra
             setattr(tracer_class, method, replacement)
     _lazy.when_imported(NAME, "psycopg_pool", lambda _module: _wrap_pools())  # when the app imports it
     _db_pools.activate(NAME)
-    return IntegrationStatus(NAME, "enabled", f"psycopg {version}{note}; {PRE_INIT_NOTE}", version=version)
+    pre_init = PRE_INIT_NOTE
+    if not _state.get("owned"):
+        pre_init = "connections opened before init() keep the application's instrumentation"
+    elif not _patch_cursors():
+        pre_init = ("connections opened before init() are not traced (this contrib version's internals differ): "
+                    "PsycopgInstrumentor.instrument_connection(conn)")
+    return IntegrationStatus(NAME, "enabled", f"psycopg {version}{note}; {pre_init}", version=version)
 
 
 def uninstrument() -> None:
@@ -170,6 +251,9 @@ def uninstrument() -> None:
     except ImportError:
         _state.clear()
         return
+    if _state.pop("cursors", False):
+        _unpatch_cursors()
+    _state.pop("tracer_provider", None)
     if _state.pop("pools", False):
         import psycopg_pool
 

@@ -8,11 +8,11 @@ and ``Pool`` *classes*, so every engine is covered, whenever it was created.
 already traced by otelkit's driver integration (psycopg2 and psycopg: a traced cursor; asyncpg: the
 asyncpg integration is on, it traces asyncpg's classes), SQLAlchemy records nothing for that
 statement: the driver's span is the statement as sent, with the same scrubbing and the duration
-metric. Otherwise (sqlite, mysql drivers, a connection the pool opened before ``init()``, a
-server-side cursor) SQLAlchemy's span is the one: a CLIENT span named by the operation, with
-``db.system.name``, ``db.namespace``, ``server.address``/``server.port``, ``db.operation.name`` and
-the scrubbed ``db.query.text``, and ``db.client.operation.duration`` on attributes cached per engine
-and operation.
+metric. Otherwise (sqlite, mysql drivers, a psycopg2 connection the pool opened before ``init()``
+(psycopg 3 adopts those at their first cursor), a server-side cursor) SQLAlchemy's span is the one:
+a CLIENT span named by the operation, with ``db.system.name``, ``db.namespace``,
+``server.address``/``server.port``, ``db.operation.name`` and the scrubbed ``db.query.text``, and
+``db.client.operation.duration`` on attributes cached per engine and operation.
 
 Pool usage: ``db.client.connection.count`` (``idle``/``used``) read from ``pool.checkedin()`` /
 ``pool.checkedout()`` at each collection, named by the engine URL without its password; a pool is

@@ -10,10 +10,20 @@ One span per request: when urllib3 runs under requests (or any client whose inst
 suppresses HTTP instrumentation while it sends), the outer client's span is the only one; this
 integration records nothing for that request. Limit (upstream): a request that fails without a
 response (connection refused) gets an error span but no duration point.
+
+Cost: upstream binds every ``urlopen`` call's arguments with ``inspect.Signature.bind`` and
+``apply_defaults`` (about a quarter of the Python calls it adds per request). otelkit gives upstream's
+wrapper a binder made for that one signature (:class:`_UrlopenBinder`, put in place of the
+``inspect.Signature`` upstream's wrapper closes over): the same ``arguments``/``args``/``kwargs``, any
+call it does not handle exactly (too many positional arguments, a name given twice, a missing
+argument) goes to ``inspect.Signature.bind`` as before. When upstream's wrapper does not have that
+shape (another contrib version), nothing is replaced.
 """
 
 from __future__ import annotations
 
+import inspect
+import operator
 from typing import Any
 
 from otelkit._instrument import _common, _http_clients, _lazy
@@ -33,6 +43,97 @@ def _request_hook(span: Any, _pool: Any, _info: Any) -> None:
 
 def _response_hook(span: Any, _pool: Any, _response: Any) -> None:
     _http_clients.scrub_header_attributes(span)
+
+
+class _Bound:
+    """What upstream reads of ``inspect.BoundArguments`` after ``apply_defaults()``: the same values."""
+
+    __slots__ = ("_binder", "arguments")
+
+    def __init__(self, binder: _UrlopenBinder, arguments: dict[str, Any]) -> None:
+        self._binder = binder
+        self.arguments = arguments
+
+    def apply_defaults(self) -> None:  # the defaults are in ``arguments`` already
+        pass
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return self._binder.getter(self.arguments)  # type: ignore[no-any-return]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        extra = self._binder.extra
+        return dict(self.arguments[extra]) if extra is not None else {}
+
+
+class _UrlopenBinder:
+    """``Signature.bind`` + ``apply_defaults`` for one signature of positional-or-keyword parameters and ``**kw``."""
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        self.signature = signature
+        params = list(signature.parameters.values())
+        kinds = {p.kind for p in params}
+        extra = [p.name for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
+        if kinds - {inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_KEYWORD} or len(extra) > 1:
+            raise ValueError(f"unexpected urlopen signature {signature}")
+        self.positional = tuple(p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        self.extra: str | None = extra[0] if extra else None
+        self.defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+        self.required = frozenset(p.name for p in params
+                                  if p.default is inspect.Parameter.empty and p.name != self.extra)
+        self.names = frozenset(self.positional)
+        if len(self.positional) < 3:  # self, method, url at least; itemgetter of 2+ names gives a tuple
+            raise ValueError(f"unexpected urlopen signature {signature}")
+        self.getter = operator.itemgetter(*self.positional)  # arguments -> the positional values, in order
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        positional = self.positional
+        if len(args) > len(positional):
+            return self.signature.bind(*args, **kwargs)
+        arguments = dict(self.defaults)
+        arguments.update(zip(positional, args, strict=False))  # fewer args than names
+        extra: dict[str, Any] = {}
+        if kwargs:
+            bound = positional[:len(args)]
+            for name, value in kwargs.items():
+                if name in self.names:
+                    if name in bound:
+                        return self.signature.bind(*args, **kwargs)  # raises TypeError as before
+                    arguments[name] = value
+                else:
+                    extra[name] = value
+            if extra and self.extra is None:
+                return self.signature.bind(*args, **kwargs)
+        if not self.required.issubset(arguments):
+            return self.signature.bind(*args, **kwargs)
+        if self.extra is not None:
+            arguments[self.extra] = extra
+        return _Bound(self, arguments)
+
+
+def _signature_cell(contrib_urlopen: Any) -> Any:
+    """The closure cell of upstream's ``instrumented_urlopen`` that holds ``urlopen_signature``, or None."""
+    wrapper: Any = getattr(contrib_urlopen, "_self_wrapper", None)
+    code = getattr(wrapper, "__code__", None)
+    closure = getattr(wrapper, "__closure__", None)
+    if code is None or closure is None or "urlopen_signature" not in code.co_freevars:
+        return None
+    cell = closure[code.co_freevars.index("urlopen_signature")]
+    return cell if isinstance(cell.cell_contents, (inspect.Signature, _UrlopenBinder)) else None
+
+
+def _install_binder() -> None:
+    import urllib3.connectionpool
+
+    try:
+        cell = _signature_cell(vars(urllib3.connectionpool.HTTPConnectionPool).get("urlopen"))
+        if cell is not None and isinstance(cell.cell_contents, inspect.Signature):
+            original = cell.cell_contents
+            cell.cell_contents = _UrlopenBinder(original)
+            _state["binder"] = (cell, original)
+    except Exception:  # upstream's own binding stays: slower, same telemetry
+        pass
 
 
 def plan() -> IntegrationStatus:
@@ -58,6 +159,7 @@ def _instrument_now(ctx: _common.Context, contrib: Any, version: str) -> Integra
         instrumentor.instrument(tracer_provider=ctx.tracer_provider, meter_provider=ctx.meter_provider,
                                 url_filter=_http_clients.url_filter, skip_dep_check=True, **hooks)
         _state["owned"] = True
+        _install_binder()
     return IntegrationStatus(NAME, "enabled", f"urllib3 {version}{note}", version=version)
 
 
@@ -70,5 +172,8 @@ def uninstrument() -> None:
     except ImportError:
         _state.clear()
         return
+    binder = _state.pop("binder", None)
+    if binder is not None:
+        binder[0].cell_contents = binder[1]
     if _state.pop("owned", False):
         contrib.URLLib3Instrumentor().uninstrument()

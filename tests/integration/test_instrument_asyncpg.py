@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -80,5 +82,78 @@ def test_pool_usage_and_one_span_per_pool_call(dsn: str) -> None:
                 assert maximum == 4
         finally:
             await pool.close()
+
+    asyncio.run(main())
+
+
+def test_server_side_cursors_one_span_per_round_trip(dsn: str) -> None:
+    """Iteration (prefetch batches) and ``await conn.cursor()`` + fetch/fetchrow: a span per round trip, scrubbed."""
+    async def main() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            with instrumented(instrument=["asyncpg"]) as t:
+                query = f"SELECT g, '{SECRET}' FROM generate_series(1, $1::int) AS g"
+                async with conn.transaction():  # a cursor needs one (its BEGIN/COMMIT are spans too)
+                    rows = [r async for r in conn.cursor(query, 25, prefetch=10)]
+                    assert [r[0] for r in rows] == list(range(1, 26))
+                    cur = await conn.cursor(query, 5)
+                    assert len(await cur.fetch(3)) == 3
+                    assert (await cur.fetchrow())[0] == 4
+                    stmt = await conn.prepare(f"SELECT count(*) FROM pg_class WHERE relname <> '{SECRET}'")
+                    assert [r[0] async for r in stmt.cursor()][0] > 0
+                spans = [s for s in _spans(t) if s.name == "SELECT"]
+                # iteration: bind + 10 rows, 10, 5 (the end); await: bind, fetch(3), fetchrow; prepared: bind + rows
+                assert len(spans) == 3 + 3 + 1
+                for span in spans:
+                    assert SECRET not in span.attributes["db.query.text"]
+                    assert span.attributes["db.operation.name"] == "SELECT"
+                    assert span.attributes["db.namespace"] == "test"
+                points = [p.count for a, p, _u in t.points(_names.DB_CLIENT_DURATION.name)
+                          if a.get("db.operation.name") == "SELECT"]
+                assert sum(points) == 7
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+
+
+def test_copy_methods_one_span_each_no_data_or_literals(dsn: str, tmp_path: Any) -> None:
+    table = f"otelkit_apg_copy_{uuid.uuid4().hex[:12]}"
+
+    async def main() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f"CREATE TABLE {table} (id int, v text)")
+            with instrumented(instrument=["asyncpg"]) as t:
+                await conn.copy_records_to_table(table, records=[(1, SECRET), (2, "b")])
+                await conn.copy_to_table(table, source=io.BytesIO(f"3\t{SECRET}\n".encode()), schema_name="public")
+                out = io.BytesIO()
+                await conn.copy_from_table(table, output=out)
+                assert out.getvalue().count(b"\n") == 3
+                out = io.BytesIO()
+                await conn.copy_from_query(f"SELECT * FROM {table} WHERE v = $1 OR v = '{SECRET}'", SECRET, output=out)
+                assert out.getvalue().count(SECRET.encode()) == 2
+                with pytest.raises(asyncpg.UndefinedTableError):
+                    await conn.copy_from_table("otelkit_no_such_table_apg", output=io.BytesIO())
+                spans = _spans(t)
+                assert [s.name for s in spans] == ["COPY"] * 5  # asyncpg's introspection inside is not traced
+                assert [s.attributes["db.query.text"] for s in spans[:3]] == [
+                    f"COPY {table} FROM STDIN", f"COPY public.{table} FROM STDIN", f"COPY {table} TO STDOUT"]
+                assert spans[3].attributes["db.query.text"].startswith(f"COPY (SELECT * FROM {table} WHERE v = ")
+                assert [s.attributes.get("db.collection.name") for s in spans] == [
+                    table, f"public.{table}", table, table, "otelkit_no_such_table_apg"]
+                for span in spans:
+                    assert SECRET not in str(dict(span.attributes))
+                    assert span.attributes["db.operation.name"] == "COPY"
+                    assert span.attributes["db.system.name"] == "postgresql"
+                assert spans[-1].status.status_code is StatusCode.ERROR
+                points = {(a.get("db.collection.name"), a.get("error.type")): p.count
+                          for a, p, _u in t.points(_names.DB_CLIENT_DURATION.name)
+                          if a.get("db.operation.name") == "COPY"}
+                assert points == {(table, None): 3, (f"public.{table}", None): 1,
+                                  ("otelkit_no_such_table_apg", "UndefinedTableError"): 1}
+        finally:
+            await conn.execute(f"DROP TABLE IF EXISTS {table}")
+            await conn.close()
 
     asyncio.run(main())

@@ -118,3 +118,56 @@ def test_clients_and_databases_through_rotel(otelkit_collector: RotelCollector, 
     counts = [p for p in receiver.wait_for_metric("db.client.connection.count", timeout=60)
               if p.attributes.get("db.client.connection.pool.name") == pool_name]
     assert {p.attributes["db.client.connection.state"] for p in counts} == {"idle", "used"}
+
+
+def test_objects_made_before_init_traced_through_rotel(otelkit_collector: RotelCollector, postgres_dsn: str) -> None:
+    """psycopg connections (sync, async) and an aiohttp session made before ``init()`` are traced after it."""
+    import psycopg
+
+    secret = f"OTK-CANARY-PRE-{uuid.uuid4().hex[:6]}"
+    with serve_http(_Handler) as (base, seen):
+        sync_conn = psycopg.connect(postgres_dsn, autocommit=True)  # before init()
+
+        async def main() -> tuple[str, str]:
+            session = aiohttp.ClientSession()  # before init()
+            async_conn = await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True)  # before init()
+            try:
+                otelkit.init(service_name="clients-db-pre", endpoint=otelkit_collector.grpc_endpoint, protocol="grpc",
+                             traces_exporter="otlp", metrics_exporter="otlp", logs_exporter="none",
+                             instrument=["aiohttp-client", "psycopg"], system_metrics=False)
+                reasons = {s.name: s.reason for s in otelkit.integration_status()}
+                assert "before init() are traced" in reasons["psycopg"], reasons
+                assert "before init() are traced" in reasons["aiohttp-client"], reasons
+                with trace.get_tracer("pre").start_as_current_span("job") as job, correlate() as cid:
+                    async with session.get(f"{base}/pre?token={secret}") as response:
+                        assert response.status == 200
+                    await async_conn.execute(f"SELECT '{secret}' AS a")
+                    sync_conn.execute(f"SELECT '{secret}' AS b")
+                return format(job.get_span_context().trace_id, "032x"), cid
+            finally:
+                await session.close()
+                await async_conn.close()
+
+        trace_id, cid = asyncio.run(main())
+        sync_conn.close()
+        report = otelkit.shutdown()
+        assert report is None or report.dropped == 0
+        assert len(seen) == 1 and f"correlation_id={cid}" in seen[0]["baggage"]
+
+    receiver = otelkit_collector.receiver
+    spans = receiver.wait_for(lambda: [s for s in receiver.spans() if s.trace_id == trace_id and s.kind.endswith(
+        "CLIENT")] if len([s for s in receiver.spans() if s.trace_id == trace_id]) >= 4 else None, timeout=60,
+        message="4 spans of the job")
+    assert sorted(s.scope for s in spans) == ["opentelemetry.instrumentation.aiohttp_client",
+                                              "opentelemetry.instrumentation.psycopg",
+                                              "opentelemetry.instrumentation.psycopg"]
+    for span in spans:
+        assert secret not in repr(span.attributes), span
+        assert span.attributes.get("otelkit.correlation_id") == cid, span
+    assert all(s.attributes.get("db.namespace") == "test" for s in spans if "db.query.text" in s.attributes)
+    http = receiver.wait_for_metric("http.client.request.duration", timeout=60)
+    assert sum(p.count or 0 for p in http) == 1
+    db = receiver.wait_for(lambda: [p for p in receiver.metrics("db.client.operation.duration")
+                                    if p.attributes.get("db.operation.name") == "SELECT"] or None,
+                           timeout=60, message="the SELECT durations")
+    assert sum(p.count or 0 for p in db) == 2

@@ -118,6 +118,40 @@ def test_disabled_and_uninstrumented_leave_no_spans() -> None:
             assert _client_spans(t) == []
 
 
+def test_aiohttp_sessions_created_before_init_are_traced() -> None:
+    """A session made before init() (and one given its own trace config list) gets upstream's trace config once."""
+    import asyncio
+
+    import aiohttp
+
+    async def main(base: str, seen: list[dict[str, str]]) -> None:
+        own_configs = [aiohttp.TraceConfig()]
+        early = aiohttp.ClientSession()
+        early_own = aiohttp.ClientSession(trace_configs=own_configs)
+        try:
+            with instrumented(instrument=["aiohttp-client"]) as t:
+                assert "before init() are traced" in t.status("aiohttp-client").reason
+                with correlate("aio-pre"):
+                    for session in (early, early, early_own):
+                        async with session.get(base + "/pre?access_token=OTK-CANARY-AIOPRE") as response:
+                            assert response.status == 200
+                spans = _client_spans(t)
+                assert len(spans) == 3  # one per request: the second request does not add a second config
+                assert all("OTK-CANARY-AIOPRE" not in s.attributes["url.full"] for s in spans)
+                assert all("correlation_id=aio-pre" in h["baggage"] for h in seen)
+                assert [h["traceparent"].split("-")[2] for h in seen] == [
+                    format(s.context.span_id, "016x") for s in spans]
+                assert sum(p.count for _a, p, _u in _points(t)) == 3
+                assert len(own_configs) == 1  # the application's list is not changed
+            assert not hasattr(aiohttp.ClientSession._request, "_otelkit_original")  # restored
+        finally:
+            await early.close()
+            await early_own.close()
+
+    with http_server() as (base, seen):
+        asyncio.run(main(base, seen))
+
+
 def test_aiohttp_client_span_metric_scrubbing_and_correlation() -> None:
     import asyncio
 

@@ -124,3 +124,36 @@ def test_uninstrument_restores_upstream_and_stops_tracing(postgres_dsn: str) -> 
     with instrumented(instrument=["redis"]) as t, psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute("SELECT 1")
         assert _spans(t) == []
+
+
+def test_connections_opened_before_init_are_traced_keeping_their_cursor_factory(postgres_dsn: str) -> None:
+    """Sync and async connections made before init(): traced from their first cursor, own cursor class kept."""
+    conn = psycopg.connect(postgres_dsn, autocommit=True, cursor_factory=psycopg.ClientCursor)
+
+    async def main(t_holder: list[Telemetry]) -> None:
+        aconn = await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True)
+        try:
+            with instrumented(instrument=["psycopg"]) as t:
+                t_holder.append(t)
+                assert "before init() are traced" in t.status("psycopg").reason
+                cur = conn.execute(f"SELECT '{SECRET}' AS a")
+                assert isinstance(cur, psycopg.ClientCursor) and cur.fetchone() == (SECRET,)
+                with conn.cursor() as cur2:  # the same connection again: adopted once
+                    cur2.execute("SELECT %s::int", (1,))
+                acur = await aconn.execute(f"SELECT '{SECRET}' AS b")
+                assert (await acur.fetchone()) == (SECRET,)
+                spans = _spans(t)
+                assert [s.name for s in spans] == ["SELECT", "SELECT", "SELECT"]
+                for span in spans:
+                    assert SECRET not in span.attributes["db.query.text"]
+                    assert span.attributes["db.namespace"] == "test"
+                    assert span.attributes["server.port"] == 5432
+                assert sum(p.count for _a, p, _u in _durations(t)) == 3
+            # uninstrumented again: the class methods are upstream's, new statements of new connections not traced
+            assert not hasattr(psycopg.Connection.cursor, "_otelkit_original")
+            assert not hasattr(psycopg.AsyncConnection.cursor, "_otelkit_original")
+        finally:
+            await aconn.close()
+            conn.close()
+
+    asyncio.run(main([]))

@@ -29,6 +29,8 @@ GUARDED = {"redis", "psycopg2-binary", "httpx", "uwsgi", "structlog", "loguru", 
            # the client and database integrations' extras (urllib3, aiohttp, psycopg, asyncpg, sqlalchemy)
            "opentelemetry-instrumentation-urllib3", "opentelemetry-instrumentation-aiohttp-client",
            "opentelemetry-instrumentation-psycopg", "psycopg-pool", "asyncpg", "sqlalchemy",
+           # the libraries themselves, patched at class level for objects made before init()
+           "urllib3", "aiohttp", "psycopg",
            # OTEL_CONFIG_FILE (extra config-file): imported only when a file is configured
            "opentelemetry-configuration"}
 
