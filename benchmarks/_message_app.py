@@ -59,7 +59,9 @@ def sync_main() -> None:
         from otelkit import pipeline
 
         otelkit.init()
-    r = redis.Redis.from_url(REDIS_URL)
+    # redis-py 8 reads with a 5 s socket timeout by default: longer than a BRPOP may wait for a producer that is
+    # still starting on a loaded machine (BRPOP's own 30 s timeout ends a consumer without messages).
+    r = redis.Redis.from_url(REDIS_URL, socket_timeout=60)
     r.ping()
     _ready()
     if ROLE == "producer":

@@ -25,6 +25,7 @@ from opentelemetry import _logs as logs_api
 from opentelemetry import trace as _trace_api
 from opentelemetry._logs import LogRecord as ApiLogRecord
 from opentelemetry._logs import NoOpLogger, SeverityNumber
+from opentelemetry.metrics import _internal as _metrics_internal
 from opentelemetry.metrics._internal.instrument import (  # the API's own re-pointable instruments
     _ProxyCounter as ProxyCounter,
 )
@@ -194,6 +195,18 @@ def proxy_logger_delegate(logger: Any) -> Any:
 
 
 # --- providers, processors, readers ---------------------------------------------------------------
+
+
+def set_meter_provider() -> Any:
+    """The meter provider set with ``metrics.set_meter_provider``, or None (one attribute read: the public
+    ``get_meter_provider()`` looks ``OTEL_PYTHON_METER_PROVIDER`` up in ``os.environ`` at every call before)."""
+    return getattr(_metrics_internal, "_METER_PROVIDER", None)
+
+
+def composite_members(propagator: Any) -> tuple[Any, ...] | None:
+    """The propagators inside a ``CompositePropagator`` (its ``_propagators``), or None when not readable."""
+    members = getattr(propagator, "_propagators", None)
+    return tuple(members) if isinstance(members, (list, tuple)) else None
 
 
 def global_providers() -> tuple[Any, Any, Any]:

@@ -15,9 +15,14 @@ carries no correlation ID and records no metric) with wrappers on four methods:
   channel of otelkit's own on the application's connection, run on the application's event loop
   (``OTELKIT_PIKA_QUEUE_DEPTH=false`` turns it off).
 
+* ``Queue.get()`` and ``Queue.iterator()`` (the pull paths): the CONSUMER span of each message returned starts
+  there and is current (with its correlation ID) in the pulling task until the message is settled (ack/nack/
+  reject, also through ``message.process()``); asking the same queue/iterator for the next message detaches
+  the previous one's context (an unsettled message's span ends when it is settled); an iterator's close ends
+  what is left as ``retry`` (requeued), or ``ack`` under ``no_ack``.
+
 FastStream's RabbitBroker runs on aio-pika: its callbacks and publishes are left to the FastStream
-integration (one layer). Not traced: ``Queue.iterator()`` and ``Queue.get()`` (no callback bounds the
-handling; use ``pipeline.receive`` there).
+integration (one layer).
 """
 
 from __future__ import annotations
@@ -75,25 +80,31 @@ async def _publish(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
         return await wrapped(*args, **kwargs)
 
 
+def _reception(message: Any, host: str, port: int) -> tuple[Any, int]:
+    """The ``pipeline.receive`` scope of one delivered message and its delivery tag."""
+    from otelkit._pipeline.scopes import Reception
+
+    routing_key = str(getattr(message, "routing_key", "") or "")
+    exchange = str(getattr(message, "exchange", "") or "")
+    tag = int(getattr(message, "delivery_tag", 0) or 0)
+    headers = getattr(message, "headers", None)
+    attributes = {**_amqp.attributes(routing_key, exchange, host, port), _amqp.DELIVERY_TAG: tag}
+    scope = Reception(_amqp.destination(exchange, routing_key),
+                      _amqp.carrier(headers, getattr(message, "correlation_id", None)), system=_amqp.SYSTEM,
+                      message_id=getattr(message, "message_id", None),
+                      attempt=_amqp.attempt(headers, bool(getattr(message, "redelivered", False))),
+                      attributes=attributes)
+    return scope, tag
+
+
 def _traced(callback: Callable[[Any], Awaitable[Any]], channel: Any) -> Callable[[Any], Awaitable[Any]]:
     host, port = _server(channel)
 
     async def on_message(message: Any) -> Any:
         if not _enabled or not _common.instrumentation_enabled():
             return await callback(message)
-        from otelkit._pipeline.scopes import Reception
-
         try:
-            routing_key = str(getattr(message, "routing_key", "") or "")
-            exchange = str(getattr(message, "exchange", "") or "")
-            tag = int(getattr(message, "delivery_tag", 0) or 0)
-            headers = getattr(message, "headers", None)
-            attributes = {**_amqp.attributes(routing_key, exchange, host, port), _amqp.DELIVERY_TAG: tag}
-            scope = Reception(_amqp.destination(exchange, routing_key),
-                              _amqp.carrier(headers, getattr(message, "correlation_id", None)), system=_amqp.SYSTEM,
-                              message_id=getattr(message, "message_id", None),
-                              attempt=_amqp.attempt(headers, bool(getattr(message, "redelivered", False))),
-                              attributes=attributes)
+            scope, tag = _reception(message, host, port)
         except Exception:  # an odd delivery: handled untraced, never an error from telemetry
             return await callback(message)
         with scope:
@@ -125,7 +136,8 @@ async def _consume(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
         callback = _consume_args(*args, **kwargs)
     except TypeError:
         return await wrapped(*args, **kwargs)
-    if callback is None or _foreign(callback):
+    if callback is None or _foreign(callback) or type(getattr(callback, "__self__", None)).__name__ == "QueueIterator":
+        # FastStream's, or a queue.iterator()'s buffering callback (its messages are traced by __anext__)
         return await wrapped(*args, **kwargs)
     traced = _traced(callback, getattr(instance, "channel", None))
     if "callback" in kwargs:
@@ -139,6 +151,11 @@ async def _consume(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: d
 
 def _settler(name: str) -> Any:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _pulled and id(instance) in _pulled:
+            requeue = (kwargs.get("requeue", args[1] if len(args) > 1 else True) if name == "nack"
+                       else kwargs.get("requeue", args[0] if args else False) if name == "reject" else True)
+            outcome = "ack" if name == "ack" else ("retry" if requeue else "dead_letter")
+            _end_pulled(id(instance), outcome, f"{name}(requeue={bool(requeue)})")
         if _enabled and _amqp.current.get() is not None:
             try:
                 if name == "ack":
@@ -156,6 +173,112 @@ def _settler(name: str) -> Any:
         return wrapped(*args, **kwargs)
 
     return wrapper
+
+
+# --- Queue.get() and Queue.iterator() (the pull paths) -------------------------------------------------
+
+# Pulled messages whose handling is not over: {id(message): (scope, no_ack, owner key, task, message)}. No
+# callback bounds their handling: each scope starts when get()/the iterator returns the message and is current
+# in the task that pulled it until the message is settled (ack/nack/reject, also through message.process()),
+# the same queue/iterator is asked for the next message (its context is detached; an unsettled message's span
+# stays open until it is settled), or the iterator closes.
+_pulled: dict[int, tuple[Any, bool, int, Any, Any]] = {}
+
+
+def _task() -> Any:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def _forget_context(scope: Any, task: Any) -> None:
+    """Detach the scope's context when still in the task that attached it (a token is bound to its context)."""
+    if task is not None and _task() is not task:
+        scope._token = scope._cv_token = None  # another task's context: nothing to detach here
+    else:
+        scope._detach()
+
+
+def _end_pulled(key: int, outcome: str | None, reason: str | None) -> None:
+    entry = _pulled.pop(key, None)
+    if entry is None:
+        return
+    scope, _no_ack, _owner, task, _message = entry
+    try:
+        if outcome == "ack":
+            scope.ack()
+        elif outcome == "retry":
+            scope.retry(reason)
+        elif outcome == "dead_letter":
+            scope.dead_letter(reason)
+        _forget_context(scope, task)
+        scope.__exit__(None, None, None)
+    except Exception:  # telemetry never breaks the application's settle
+        pass
+
+
+def _release(owner: int) -> None:
+    """The application asks ``owner`` (a queue or an iterator) for another message: the previous one's turn is over."""
+    for key, (scope, no_ack, held_by, task, _message) in list(_pulled.items()):
+        if held_by != owner:
+            continue
+        if no_ack:  # settled by the broker on delivery: nothing else will end it
+            _end_pulled(key, "ack", None)
+        else:
+            try:
+                _forget_context(scope, task)
+            except Exception:
+                pass
+
+
+def _pulled_message(message: Any, owner: int, channel: Any, no_ack: bool) -> None:
+    try:
+        host, port = _server(channel)
+        scope, _tag = _reception(message, host, port)
+        scope.__enter__()
+        _pulled[id(message)] = (scope, bool(no_ack), owner, _task(), message)
+    except Exception:  # an odd message: handled untraced, never an error from telemetry
+        from otelkit._internal_log import logger
+
+        logger.debug("otelkit: pulled message not traced", exc_info=True)
+
+
+async def _get(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not _enabled:
+        return await wrapped(*args, **kwargs)
+    if _pulled:
+        _release(id(instance))
+    message = await wrapped(*args, **kwargs)
+    if message is not None and _common.instrumentation_enabled():
+        _watch_depth(instance)
+        _pulled_message(message, id(instance), getattr(instance, "channel", None), bool(kwargs.get("no_ack", False)))
+    return message
+
+
+async def _anext(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not _enabled:
+        return await wrapped(*args, **kwargs)
+    if _pulled:
+        _release(id(instance))
+    message = await wrapped(*args, **kwargs)
+    if _common.instrumentation_enabled():
+        queue = getattr(instance, "_amqp_queue", None)
+        if queue is not None:
+            _watch_depth(queue)
+        no_ack = bool(getattr(instance, "_consume_kwargs", {}).get("no_ack", False))
+        _pulled_message(message, id(instance), getattr(queue, "channel", None), no_ack)
+    return message
+
+
+async def _iterator_close(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if _pulled:  # unsettled messages go back to the queue (retry); no_ack ones were acks
+        owner = id(instance)
+        for key, (_scope, no_ack, held_by, _pulling, _message) in list(_pulled.items()):
+            if held_by == owner:
+                _end_pulled(key, "ack" if no_ack else "retry",
+                            None if no_ack else "iterator closed with the message unsettled (requeued)")
+    return await wrapped(*args, **kwargs)
 
 
 # --- queue depth ------------------------------------------------------------------------------------
@@ -235,6 +358,9 @@ def _patch(_module: ModuleType) -> None:
     targets: list[tuple[Any, str, Any]] = [
         (aio_pika.exchange.Exchange, "publish", _publish),
         (aio_pika.queue.Queue, "consume", _consume),
+        (aio_pika.queue.Queue, "get", _get),
+        (aio_pika.queue.QueueIterator, "__anext__", _anext),
+        (aio_pika.queue.QueueIterator, "close", _iterator_close),
         (aio_pika.message.IncomingMessage, "ack", _settler("ack")),
         (aio_pika.message.IncomingMessage, "nack", _settler("nack")),
         (aio_pika.message.IncomingMessage, "reject", _settler("reject")),
@@ -279,6 +405,8 @@ def uninstrument() -> None:
     _lazy.cancel(NAME)
     for owner, attribute, _wrapper in _state.pop("targets", []):
         _common.unwrap(owner, attribute)
+    for key in list(_pulled):
+        _end_pulled(key, None, None)
     for observation in _state.pop("watched", {}).values():
         observation.close()
     _state.pop("probes", None)

@@ -14,8 +14,14 @@
   ``consumer_info().num_pending`` (messages not yet delivered to it), asked on the application's
   event loop at each metric collection (``OTELKIT_NATS_QUEUE_DEPTH=false`` turns it off).
 
-Not traced: pull subscriptions' ``fetch()`` and ``next_msg()`` (no callback bounds the handling:
-use ``pipeline.receive`` around it; the attempt and sequence are in ``msg.metadata``).
+* JetStream pull consumers (``js.pull_subscribe(...)`` then ``fetch()``): each message fetched gets the same
+  CONSUMER span; the messages of a batch are taken to be handled in order: the first is current (span and
+  correlation ID) when ``fetch()`` returns, and settling it (``ack``/``nak``/``term``) ends its span and makes
+  the next one current. A message settled out of order gets its span at the settle; the next ``fetch()``
+  detaches the context of a message still current (its span ends when it is settled).
+
+Not traced: ``next_msg()`` (no callback bounds the handling: use ``pipeline.receive`` around it; the
+attempt and sequence are in ``msg.metadata``).
 """
 
 from __future__ import annotations
@@ -135,23 +141,28 @@ def _metadata(msg: Any) -> Any:
         return None
 
 
+def _reception(msg: Any, client: Any) -> Any:
+    """The ``pipeline.receive`` scope of one message (JetStream: attempt, stream sequence, consumer, depth)."""
+    from otelkit._pipeline.scopes import Reception
+
+    meta = _metadata(msg)
+    attempt = message_id = None
+    group = None
+    if meta is not None:
+        attempt = getattr(meta, "num_delivered", None)
+        message_id = getattr(getattr(meta, "sequence", None), "stream", None)
+        group = getattr(meta, "consumer", None)
+        _watch_depth(client, meta)
+    return Reception(str(getattr(msg, "subject", "") or ""), getattr(msg, "headers", None), system=SYSTEM,
+                     message_id=message_id, attempt=attempt, group=group, attributes=_attributes(client))
+
+
 def _traced(callback: Callable[[Any], Awaitable[Any]], client: Any) -> Callable[[Any], Awaitable[Any]]:
     async def on_message(msg: Any) -> Any:
         if not _enabled or not _common.instrumentation_enabled():
             return await callback(msg)
-        from otelkit._pipeline.scopes import Reception
-
         try:
-            meta = _metadata(msg)
-            attempt = message_id = None
-            group = None
-            if meta is not None:
-                attempt = getattr(meta, "num_delivered", None)
-                message_id = getattr(getattr(meta, "sequence", None), "stream", None)
-                group = getattr(meta, "consumer", None)
-                _watch_depth(client, meta)
-            scope = Reception(str(getattr(msg, "subject", "") or ""), getattr(msg, "headers", None), system=SYSTEM,
-                              message_id=message_id, attempt=attempt, group=group, attributes=_attributes(client))
+            scope = _reception(msg, client)
         except Exception:  # an odd message: handled untraced, never an error from telemetry
             return await callback(msg)
         with scope:
@@ -198,11 +209,104 @@ async def _subscribe(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
 
 def _settler(outcome: str) -> Any:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _fetched and id(instance) in _fetched:
+            _settle_fetched(instance, outcome, f"msg.{wrapped.__name__}()")
         if _enabled and _amqp.current.get() is not None:
             _amqp.settle(id(instance), 0, False, outcome, f"msg.{wrapped.__name__}()")
         return wrapped(*args, **kwargs)
 
     return wrapper
+
+
+# --- JetStream pull consumers: fetch() ----------------------------------------------------------------
+
+# Messages returned by PullSubscription.fetch() whose handling is not over: {id(msg): [msg, subscription key,
+# scope or None, task]}, in the order fetch returned them. No callback bounds their handling; the messages of a
+# batch are taken to be handled in order: the first one's scope is current (with its correlation ID) when
+# fetch() returns, and settling it (ack/nak/term) ends its span and makes the next one current. A message
+# settled out of order gets its span at the settle. The next fetch() on the subscription detaches the context of
+# a message still current; unsettled messages' spans end when they are settled.
+_fetched: dict[int, list[Any]] = {}
+
+
+def _task() -> Any:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def _start_fetched(entry: list[Any]) -> None:
+    msg, owner, _scope, _task_ = entry
+    scope = _reception(msg, owner[1])
+    scope.__enter__()
+    entry[2], entry[3] = scope, _task()
+
+
+def _forget_context(entry: list[Any]) -> None:
+    scope, task = entry[2], entry[3]
+    if scope is None:
+        return
+    if task is not None and _task() is not task:
+        scope._token = scope._cv_token = None  # attached in another task's context: nothing to detach here
+    else:
+        scope._detach()
+
+
+def _activate_next(owner_key: int) -> None:
+    for entry in _fetched.values():  # insertion order: the order fetch() returned them
+        if entry[1][0] == owner_key and entry[2] is None:
+            _start_fetched(entry)
+            return
+
+
+def _settle_fetched(msg: Any, outcome: str, reason: str) -> None:
+    entry = _fetched.pop(id(msg), None)
+    if entry is None:
+        return
+    try:
+        was_current = entry[2] is not None and entry[2]._token is not None
+        if entry[2] is None:  # settled before its turn: its span covers the settle
+            _start_fetched(entry)
+            was_current = False
+        scope = entry[2]
+        if outcome == "ack":
+            scope.ack()
+        elif outcome == "retry":
+            scope.retry(reason)
+        else:
+            scope.dead_letter(reason)
+        _forget_context(entry)
+        scope.__exit__(None, None, None)
+        if was_current:
+            _activate_next(entry[1][0])
+    except Exception:  # telemetry never breaks the application's settle
+        from otelkit._internal_log import logger
+
+        logger.debug("otelkit: fetched message settle not recorded", exc_info=True)
+
+
+async def _fetch(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not _enabled:
+        return await wrapped(*args, **kwargs)
+    key = id(instance)
+    if _fetched:
+        for entry in list(_fetched.values()):
+            if entry[1][0] == key:
+                _forget_context(entry)
+    msgs = await wrapped(*args, **kwargs)
+    if not _common.instrumentation_enabled():
+        return msgs
+    try:
+        owner = (key, getattr(instance, "_nc", None))
+        for msg in msgs or ():
+            _fetched[id(msg)] = [msg, owner, None, None]
+        _activate_next(key)
+    except Exception:
+        from otelkit._internal_log import logger
+
+        logger.debug("otelkit: fetched messages not traced", exc_info=True)
+    return msgs
 
 
 # --- depth ----------------------------------------------------------------------------------------
@@ -256,6 +360,7 @@ def _patch(_module: ModuleType) -> None:
         (nats.aio.client.Client, "publish", _publish),
         (nats.aio.client.Client, "subscribe", _subscribe),
         (nats.js.client.JetStreamContext, "publish", _js_publish),
+        (nats.js.client.JetStreamContext.PullSubscription, "fetch", _fetch),
         (nats.aio.msg.Msg, "ack", _settler("ack")),
         (nats.aio.msg.Msg, "ack_sync", _settler("ack")),
         (nats.aio.msg.Msg, "nak", _settler("retry")),
@@ -289,6 +394,7 @@ def uninstrument() -> None:
     _lazy.cancel(NAME)
     for owner, attribute, _wrapper in _state.pop("targets", []):
         _common.unwrap(owner, attribute)
+    _fetched.clear()
     for observation in _state.pop("watched", {}).values():
         if observation is not None:
             observation.close()

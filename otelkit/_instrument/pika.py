@@ -18,8 +18,16 @@ methods of ``pika.channel.Channel`` (which ``BlockingChannel`` calls too) and ``
   ``queue_declare`` (``message_count``: ready messages) on a connection of otelkit's own, sampled at
   each metric collection (``OTELKIT_PIKA_QUEUE_DEPTH=false`` turns it off).
 
-Not traced: ``basic_get`` and the ``BlockingChannel.consume()`` generator (no callback bounds the
-handling of a message there; use ``pipeline.receive`` around it).
+* ``basic_get`` (the pull path): ``BlockingChannel.basic_get`` starts the CONSUMER span of the message it
+  returns and makes it (and its correlation ID) current until the application settles that message with
+  ``basic_ack``/``basic_nack``/``basic_reject`` (outcome as above); calling ``basic_get`` again first detaches
+  the previous message's context (an unsettled message's span then ends when it is settled), and closing the
+  channel ends what is left: ``retry`` for unsettled messages (RabbitMQ requeues them), ``ack`` under
+  ``auto_ack=True``. The callback form of ``Channel.basic_get`` (asynchronous adapters) runs the callback
+  inside the span, as ``basic_consume`` does.
+
+Not traced: the ``BlockingChannel.consume()`` generator (no callback bounds the handling of a message there;
+use ``pipeline.receive`` around it).
 """
 
 from __future__ import annotations
@@ -83,25 +91,31 @@ def _consume_args(queue: str, on_message_callback: Any, *args: Any, **kwargs: An
     return queue, on_message_callback
 
 
+def _reception(impl: Any, method: Any, properties: Any) -> tuple[Any, int]:
+    """The ``pipeline.receive`` scope of one delivery (``Basic.Deliver`` or ``Basic.GetOk``) and its tag."""
+    from otelkit._pipeline.scopes import Reception
+
+    routing_key = str(getattr(method, "routing_key", "") or "")
+    exchange = str(getattr(method, "exchange", "") or "")
+    tag = int(getattr(method, "delivery_tag", 0) or 0)
+    host, port = _server(impl)
+    attributes = {**_amqp.attributes(routing_key, exchange, host, port), _amqp.DELIVERY_TAG: tag}
+    headers = getattr(properties, "headers", None)
+    scope = Reception(_amqp.destination(exchange, routing_key),
+                      _amqp.carrier(headers, getattr(properties, "correlation_id", None)),
+                      system=_amqp.SYSTEM, message_id=getattr(properties, "message_id", None),
+                      attempt=_amqp.attempt(headers, bool(getattr(method, "redelivered", False))),
+                      attributes=attributes)
+    return scope, tag
+
+
 def _traced_callback(callback: Callable[..., Any], queue: str) -> Callable[..., Any]:
     def on_message(channel: Any, method: Any, properties: Any, body: Any) -> Any:
         if not _enabled or not _common.instrumentation_enabled():
             return callback(channel, method, properties, body)
-        from otelkit._pipeline.scopes import Reception
-
         try:
-            routing_key = str(getattr(method, "routing_key", "") or "")
-            exchange = str(getattr(method, "exchange", "") or "")
-            tag = int(getattr(method, "delivery_tag", 0) or 0)
             impl = getattr(channel, "_impl", channel)
-            host, port = _server(impl)
-            attributes = {**_amqp.attributes(routing_key, exchange, host, port), _amqp.DELIVERY_TAG: tag}
-            headers = getattr(properties, "headers", None)
-            scope = Reception(_amqp.destination(exchange, routing_key),
-                              _amqp.carrier(headers, getattr(properties, "correlation_id", None)),
-                              system=_amqp.SYSTEM, message_id=getattr(properties, "message_id", None),
-                              attempt=_amqp.attempt(headers, bool(getattr(method, "redelivered", False))),
-                              attributes=attributes)
+            scope, tag = _reception(impl, method, properties)
         except Exception:  # an odd delivery: handled untraced, never an error from telemetry
             return callback(channel, method, properties, body)
         with scope:
@@ -155,16 +169,132 @@ def _settler(name: str) -> Any:
     parse = _SETTLE_ARGS[name]
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if _enabled and _amqp.current.get() is not None:
+        if _enabled and (_amqp.current.get() is not None or _pulled):
             try:
                 tag, multiple, requeue = parse(*args, **kwargs)
                 outcome = "ack" if name == "basic_ack" else ("retry" if requeue else "dead_letter")
-                _amqp.settle(id(instance), int(tag), bool(multiple), outcome, f"{name}(requeue={bool(requeue)})")
+                reason = f"{name}(requeue={bool(requeue)})"
+                _amqp.settle(id(instance), int(tag), bool(multiple), outcome, reason)
+                if _pulled:
+                    _settle_pulled(id(instance), int(tag), bool(multiple), outcome, reason)
             except Exception:  # odd arguments: pika raises its own error below
                 pass
         return wrapped(*args, **kwargs)
 
     return wrapper
+
+
+# --- basic_get (the pull path) ------------------------------------------------------------------------
+
+# Messages taken with BlockingChannel.basic_get and not yet over, per channel (id of pika.channel.Channel):
+# {delivery tag: (scope, auto_ack)}. No callback bounds their handling: each scope starts when basic_get returns
+# and is current until the application settles the message (basic_ack/nack/reject on that channel), asks for
+# the next one (basic_get again: the previous one's context is detached, its span stays open until settled or
+# the channel closes), or closes the channel.
+_pulled: dict[int, dict[int, tuple[Any, bool]]] = {}
+
+
+def _end_pulled(scope: Any, outcome: str | None, reason: str | None) -> None:
+    try:
+        if outcome == "ack":
+            scope.ack()
+        elif outcome == "retry":
+            scope.retry(reason)
+        elif outcome == "dead_letter":
+            scope.dead_letter(reason)
+        scope.__exit__(None, None, None)
+    except Exception:  # telemetry never breaks the application's settle or close
+        pass
+
+
+def _settle_pulled(key: int, tag: int, multiple: bool, outcome: str, reason: str) -> None:
+    held = _pulled.get(key)
+    if not held:
+        return
+    tags = [t for t in held if t == tag or (multiple and (tag == 0 or t <= tag))]
+    for t in sorted(tags, reverse=True):  # the newest first: the one whose context is current
+        scope, _auto_ack = held.pop(t)
+        _end_pulled(scope, outcome, reason)
+    if not held:
+        _pulled.pop(key, None)
+
+
+def _release_current(key: int) -> None:
+    """The application asks for another message: the previous pulled message's handling is over."""
+    held = _pulled.get(key)
+    if not held:
+        return
+    for tag in sorted(held, reverse=True):
+        scope, auto_ack = held[tag]
+        if auto_ack:  # settled by the broker on delivery: nothing else will end it
+            del held[tag]
+            _end_pulled(scope, "ack", None)
+        else:  # still unsettled: its span waits for basic_ack/nack/reject, its context is no longer current
+            scope._detach()
+    if not held:
+        _pulled.pop(key, None)
+
+
+def _close_pulled(key: int) -> None:
+    """The channel closes: unsettled messages go back to the queue (retry); auto-acked ones were acks."""
+    held = _pulled.pop(key, None) or {}
+    for tag in sorted(held, reverse=True):
+        scope, auto_ack = held[tag]
+        _end_pulled(scope, "ack" if auto_ack else "retry",
+                    None if auto_ack else "channel closed with the message unsettled (requeued)")
+
+
+def _get_args(queue: str, auto_ack: bool = False) -> tuple[str, bool]:
+    return queue, auto_ack
+
+
+def _basic_get(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``BlockingChannel.basic_get``: a CONSUMER span for the message returned, current until it is settled."""
+    if not _enabled:
+        return wrapped(*args, **kwargs)
+    impl = getattr(instance, "_impl", instance)
+    key = id(impl)
+    if _pulled:
+        _release_current(key)
+    result = wrapped(*args, **kwargs)
+    if not _common.instrumentation_enabled():
+        return result
+    try:
+        method, properties, _body = result
+        if method is None:
+            return result
+        queue, auto_ack = _get_args(*args, **kwargs)
+        _watch_depth(instance, str(queue))
+        scope, tag = _reception(impl, method, properties)
+        scope.__enter__()
+        _pulled.setdefault(key, {})[tag] = (scope, bool(auto_ack))
+    except Exception:  # an odd result: the message is handled untraced, never an error from telemetry
+        from otelkit._internal_log import logger
+
+        logger.debug("otelkit: basic_get result not traced", exc_info=True)
+    return result
+
+
+def _channel_get(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``Channel.basic_get(queue, callback)`` of the callback adapters: the callback runs inside the span."""
+    if not _enabled:
+        return wrapped(*args, **kwargs)
+    callback = kwargs.get("callback", args[1] if len(args) > 1 else None)
+    owner = getattr(callback, "__self__", None)
+    if callback is None or (owner is not None and type(owner).__module__ == "pika.adapters.blocking_connection"):
+        return wrapped(*args, **kwargs)  # BlockingChannel.basic_get's own callback: traced by _basic_get
+    traced = _traced_callback(callback, str(kwargs.get("queue", args[0] if args else "")))
+    if "callback" in kwargs:
+        kwargs = {**kwargs, "callback": traced}
+    else:
+        args = (args[0], traced, *args[2:])
+    return wrapped(*args, **kwargs)
+
+
+def _channel_close(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if _pulled:
+        _close_pulled(id(getattr(instance, "_impl", instance)))
+    return wrapped(*args, **kwargs)
 
 
 # --- queue depth ------------------------------------------------------------------------------------
@@ -249,6 +379,9 @@ def _patch(_module: ModuleType) -> None:
         (pika.channel.Channel, "basic_ack", _settler("basic_ack")),
         (pika.channel.Channel, "basic_nack", _settler("basic_nack")),
         (pika.channel.Channel, "basic_reject", _settler("basic_reject")),
+        (pika.channel.Channel, "basic_get", _channel_get),
+        (blocking.BlockingChannel, "basic_get", _basic_get),
+        (blocking.BlockingChannel, "close", _channel_close),
     ]
     for owner, attribute, wrapper in targets:
         _common.wrap(owner, attribute, wrapper)
@@ -290,6 +423,8 @@ def uninstrument() -> None:
     _lazy.cancel(NAME)
     for owner, attribute, _wrapper in _state.pop("targets", []):
         _common.unwrap(owner, attribute)
+    for key in list(_pulled):
+        _close_pulled(key)
     for observation in _state.pop("watched", {}).values():
         observation.close()
     for prober in _state.pop("probes", {}).values():

@@ -13,7 +13,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Counter, Histogram, Meter
 
-from otelkit import _names
+from otelkit import _compat, _names
 from otelkit._version import __version__
 
 SCOPE = "otelkit.pipeline"
@@ -76,10 +76,13 @@ def tracer() -> trace.Tracer:
 def instruments() -> Instruments:
     """The pipeline instruments of the current global meter provider."""
     global _instrument_cache
-    provider = metrics.get_meter_provider()
+    # Keyed on the provider set with metrics.set_meter_provider (None before): the public getter reads
+    # os.environ on every call until a provider is set, once per message for nothing.
+    key = _compat.set_meter_provider()
     cached = _instrument_cache
-    if cached is not None and cached[0] is provider:
+    if cached is not None and cached[0] is key:
         return cached[1]
+    provider = metrics.get_meter_provider()  # the proxy (re-pointed when one is set), or OTEL_PYTHON_METER_PROVIDER's
     new = Instruments(provider.get_meter(SCOPE, __version__, schema_url=SCHEMA_URL))
-    _instrument_cache = (provider, new)
+    _instrument_cache = (_compat.set_meter_provider(), new)
     return new

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Mutable
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from opentelemetry import baggage, propagate, trace
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
@@ -34,7 +34,7 @@ from otelkit._compat import BAGGAGE_KEY as _BAGGAGE_KEY
 from otelkit._correlation import get_correlation_id, is_valid_correlation_id, new_correlation_id
 from otelkit._errors import exception_text, record_unprintable
 from otelkit._internal_log import logger, warn_once
-from otelkit._pipeline import carriers, carrying
+from otelkit._pipeline import carriers, carrying, propagation
 from otelkit._pipeline.correlation import carried_correlation_id, property_value
 from otelkit._pipeline.failures import classify_failure
 from otelkit._pipeline.instruments import Instruments, instruments, tracer
@@ -129,7 +129,7 @@ def _extract(carrier: Any) -> Context:
     if carrier is None or (type(carrier) is dict and not carrier):
         return Context()  # nothing to extract (a message without headers): skip every propagator's lookups
     try:
-        return propagate.extract(carrier, context=Context(), getter=carriers.GETTER)
+        return propagation.extract(carrier)
     except Exception as error:
         logger.debug("otelkit: could not extract trace context (%s); starting a fresh trace",
                      type(error).__name__)
@@ -262,7 +262,7 @@ def _message_context(extracted: Context, carrier: Any,
     span_context = trace.get_current_span(extracted).get_span_context()
     remote = span_context if span_context.is_valid else None
     cid = get_correlation_id(extracted)  # only ever a valid ID or None
-    if cid is None and (carrier is not None or properties is not None):
+    if cid is None and (properties is not None or not (carrier is None or (type(carrier) is dict and not carrier))):
         cid = carried_correlation_id(carrier, properties)
     return remote, cid
 
@@ -329,6 +329,16 @@ def _with_baggage(base: Context, extracted: Context, correlation_id: str) -> Con
     for key, value in baggage.get_all(extracted).items():
         ctx = baggage.set_baggage(key, value, ctx)
     return baggage.set_baggage(_names.CORRELATION_BAGGAGE_KEY, correlation_id, ctx)
+
+
+def _set_correlation_id(base: Context, correlation_id: str) -> Context:
+    """``base`` with the correlation ID in its baggage: ``baggage.set_baggage`` in one dict and one context copy."""
+    if _BAGGAGE_KEY is None:  # pragma: no cover - an API without the private key
+        return baggage.set_baggage(_names.CORRELATION_BAGGAGE_KEY, correlation_id, base)
+    ambient: Any = base.get(_BAGGAGE_KEY)
+    entries = dict(ambient) if ambient else {}
+    entries[_names.CORRELATION_BAGGAGE_KEY] = correlation_id
+    return otel_context.set_value(_BAGGAGE_KEY, entries, base)
 
 
 # --- decorator support ----------------------------------------------------------------------------
@@ -502,9 +512,9 @@ class Emission(_Scope):
         ctx = parent
         if cid is None:
             cid = new_correlation_id()
-            ctx = baggage.set_baggage(_names.CORRELATION_BAGGAGE_KEY, cid, parent)
+            ctx = _set_correlation_id(parent, cid)
         elif cid != get_correlation_id(parent):
-            ctx = baggage.set_baggage(_names.CORRELATION_BAGGAGE_KEY, cid, parent)
+            ctx = _set_correlation_id(parent, cid)
         self.correlation_id = cid
         attrs: dict[str, Any] = {
             _names.MESSAGING_SYSTEM: self.system,
@@ -535,7 +545,7 @@ class Emission(_Scope):
             headers = self.headers = {}
         self._t0 = time.perf_counter()
         try:
-            propagate.inject(headers, context=ctx, setter=carriers.SETTER)
+            propagation.inject(headers, ctx)
         except Exception as error:  # a broken propagator: the message goes out without trace context
             logger.debug("otelkit: could not inject trace context: %r", error)
         now_ms = f"{time.time() * 1000.0:.3f}"
@@ -785,6 +795,8 @@ class Reception(_Consumption):
             self.payload, carrier = carriers.unwrap(carrier)
         message_id = self.message_id
         properties = self._properties
+        if type(carrier) is dict and not carrier:
+            carrier = None  # a message without headers: no header look-ups below
         if message_id is None:
             # the producer's emit(message_id=...), else the AMQP message_id property
             message_id = carriers.get_str(carrier, MESSAGE_ID_HEADER) if carrier is not None else None

@@ -3,7 +3,9 @@
     python amqp_apps.py ROLE '{"json": "arguments"}'
 
 Each calls ``otelkit.init()`` only: no pipeline call, the integration does the rest. The consumer
-declares the queue, prints ``READY``, handles ``deliveries`` messages (message behaviours:
+declares the queue, prints ``READY``, handles ``deliveries`` messages (``"mode": "get"``: pulled with
+``basic_get`` / aio-pika ``queue.get()`` in a loop, or ``"mode": "iterator"``: aio-pika ``queue.iterator()``,
+instead of pushed to a ``basic_consume`` / ``queue.consume`` callback) (message behaviours:
 ``nack-once`` requeues the first delivery, ``reject`` rejects without requeue), then stops
 consuming and closes its channel (unacknowledged prefetched messages go back to the queue), so the
 queue-depth sample taken at shutdown sees the messages left. Prints one JSON line.
@@ -15,6 +17,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 import otelkit
@@ -87,17 +90,34 @@ def pika_consumer(args: dict[str, Any]) -> None:
             ch.basic_reject(method.delivery_tag, requeue=False)
         else:
             ch.basic_ack(method.delivery_tag)
-        if len(seen) >= args["deliveries"]:
+        if len(seen) >= args["deliveries"] and args.get("mode") != "get":
             ch.stop_consuming()
 
-    channel.basic_consume(args["queue"], on_message)
-    print("READY", flush=True)
-    connection.call_later(DEADLINE, channel.stop_consuming)
-    channel.start_consuming()
+    if args.get("mode") == "get":  # the pull path: basic_get until enough deliveries or the deadline
+        print("READY", flush=True)
+        deadline = time.monotonic() + DEADLINE
+        while len(seen) < args["deliveries"] and time.monotonic() < deadline:
+            method, properties, body = channel.basic_get(args["queue"])
+            if method is None:
+                connection.process_data_events(time_limit=0.05)  # the queue is empty for now: ask again shortly
+                continue
+            on_message(channel, method, properties, body)
+            _settled_context_is_over()
+    else:
+        channel.basic_consume(args["queue"], on_message)
+        print("READY", flush=True)
+        connection.call_later(DEADLINE, channel.stop_consuming)
+        channel.start_consuming()
     channel.close()  # prefetched, unacknowledged messages return to the queue
     shutdown()  # the last metric collection samples the queue depth
     connection.close()
     print(json.dumps({"seen": seen}), flush=True)
+
+
+def _settled_context_is_over() -> None:
+    """A pulled message's context ends with its settle: nothing of it may leak into what runs next."""
+    if otelkit.correlation_id() is not None:
+        raise AssertionError(f"correlation ID {otelkit.correlation_id()} still current after the settle")
 
 
 def aio_producer(args: dict[str, Any]) -> None:
@@ -139,7 +159,7 @@ def aio_consumer(args: dict[str, Any]) -> None:
             seen.append({"i": i, "redelivered": bool(message.redelivered),
                          "correlation_id": otelkit.correlation_id()})
             log.info("handling %d", i)
-            if len(seen) >= args["deliveries"]:
+            if len(seen) >= args["deliveries"] and tags:
                 await queue.cancel(tags[0])  # before settling: with prefetch 1 nothing else gets delivered
             behaviour = _behaviour(args, i)
             if behaviour == "nack-once" and not message.redelivered:
@@ -151,14 +171,35 @@ def aio_consumer(args: dict[str, Any]) -> None:
             if len(seen) >= args["deliveries"]:
                 done.set()
 
-        tags.append(await queue.consume(on_message))
-        print("READY", flush=True)
-        try:
-            await asyncio.wait_for(done.wait(), DEADLINE)
-        except asyncio.TimeoutError:
-            pass
-        if len(seen) < args["deliveries"]:
-            await queue.cancel(tags[0])
+        mode = args.get("mode", "consume")
+        if mode == "get":  # the pull path: queue.get() until enough deliveries or the deadline
+            print("READY", flush=True)
+            deadline = time.monotonic() + DEADLINE
+            while len(seen) < args["deliveries"] and time.monotonic() < deadline:
+                message = await queue.get(fail=False, timeout=5)
+                if message is None:
+                    await asyncio.sleep(0.05)  # the queue is empty for now: ask again shortly (polled, deadline)
+                    continue
+                await on_message(message)
+                _settled_context_is_over()
+        elif mode == "iterator":  # queue.iterator(): each message settled inside message.process()
+            async with queue.iterator(timeout=DEADLINE) as messages:
+                print("READY", flush=True)
+                async for message in messages:
+                    async with message.process(requeue=True, ignore_processed=True):
+                        await on_message(message)
+                    _settled_context_is_over()
+                    if len(seen) >= args["deliveries"]:
+                        break
+        else:
+            tags.append(await queue.consume(on_message))
+            print("READY", flush=True)
+            try:
+                await asyncio.wait_for(done.wait(), DEADLINE)
+            except asyncio.TimeoutError:
+                pass
+            if len(seen) < args["deliveries"]:
+                await queue.cancel(tags[0])
         await channel.close()  # prefetched, unacknowledged messages return to the queue
         # The last metric collection samples the queue depth on this loop: shut down from a thread.
         await asyncio.get_running_loop().run_in_executor(None, otelkit.shutdown)

@@ -6,7 +6,8 @@ Each calls ``otelkit.init()`` only. ``js`` mode: JetStream publish / durable pus
 manual acks and ``max_ack_pending=1`` (behaviours: ``nak-once`` naks the first delivery, ``term``
 terminates); after ``deliveries`` messages the consumer unsubscribes before settling the last one,
 so the messages left stay undelivered for the depth sample taken at shutdown. ``core`` mode: plain
-publish / subscribe. Prints ``READY`` once subscribed, then one JSON line.
+publish / subscribe. ``js-pull`` mode: the same JetStream behaviours through a pull consumer
+(``pull_subscribe`` + ``fetch()`` batches of up to 2). Prints ``READY`` once subscribed, then one JSON line.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 import otelkit
@@ -35,7 +37,7 @@ def producer(args: dict[str, Any]) -> None:
         for i in range(args["count"]):
             log.info("publishing %d", i)
             body = json.dumps({"i": i}).encode()
-            if args["mode"] == "js":
+            if args["mode"] != "core":
                 ack = await js.publish(args["subject"], body)
                 sequences.append(ack.seq)
             else:
@@ -50,6 +52,7 @@ def producer(args: dict[str, Any]) -> None:
 
 def consumer(args: dict[str, Any]) -> None:
     import nats
+    from nats.errors import TimeoutError as NatsTimeout
     from nats.js.api import AckPolicy, ConsumerConfig
 
     otelkit.init()
@@ -62,14 +65,15 @@ def consumer(args: dict[str, Any]) -> None:
 
         async def on_message(msg: Any) -> None:
             i = json.loads(msg.data)["i"]
-            delivered = msg.metadata.num_delivered if args["mode"] == "js" else 1
+            delivered = msg.metadata.num_delivered if args["mode"] != "core" else 1
             seen.append({"i": i, "delivered": delivered, "correlation_id": otelkit.correlation_id()})
             log.info("handling %d", i)
             last = len(seen) >= args["deliveries"]
-            if last:
+            if last and subs:
                 await subs[0].unsubscribe()  # before settling: nothing else is pushed to this process
+            if last:
                 done.set()
-            if args["mode"] != "js":
+            if args["mode"] == "core":
                 return
             behaviour = args.get("behaviour", {}).get(str(i))
             if behaviour == "nak-once" and delivered == 1:
@@ -79,7 +83,24 @@ def consumer(args: dict[str, Any]) -> None:
             else:
                 await msg.ack()
 
-        if args["mode"] == "js":
+        if args["mode"] == "js-pull":  # a pull consumer: fetch() batches of up to 2 until enough deliveries
+            js = nc.jetstream()
+            await js.add_stream(name=args["stream"], subjects=[args["subject"]])
+            pull = await js.pull_subscribe(args["subject"], durable=args["durable"],
+                                           config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30,
+                                                                 max_ack_pending=1))  # the nak'd one comes back next
+            print("READY", flush=True)
+            deadline = time.monotonic() + DEADLINE
+            while len(seen) < args["deliveries"] and time.monotonic() < deadline:
+                try:  # never more than the deliveries left: nothing is fetched and left unsettled
+                    msgs = await pull.fetch(batch=min(2, args["deliveries"] - len(seen)), timeout=1)
+                except (NatsTimeout, asyncio.TimeoutError):
+                    continue  # nothing published yet: fetch again (polled, with the deadline above)
+                for msg in msgs:
+                    await on_message(msg)
+                    if otelkit.correlation_id() is not None and msg is msgs[-1]:
+                        raise AssertionError("the last fetched message's context is still current after its settle")
+        elif args["mode"] == "js":
             js = nc.jetstream()
             await js.add_stream(name=args["stream"], subjects=[args["subject"]])
             subs.append(await js.subscribe(args["subject"], durable=args["durable"], cb=on_message, manual_ack=True,
@@ -87,12 +108,13 @@ def consumer(args: dict[str, Any]) -> None:
                                                                  ack_wait=30)))
         else:
             subs.append(await nc.subscribe(args["subject"], cb=on_message))
-        await nc.flush()
-        print("READY", flush=True)
-        try:
-            await asyncio.wait_for(done.wait(), DEADLINE)
-        except asyncio.TimeoutError:
-            pass
+        if args["mode"] != "js-pull":
+            await nc.flush()
+            print("READY", flush=True)
+            try:
+                await asyncio.wait_for(done.wait(), DEADLINE)
+            except asyncio.TimeoutError:
+                pass
         await nc.flush()
         # The last metric collection asks JetStream for the consumer's pending count on this loop.
         await asyncio.get_running_loop().run_in_executor(None, otelkit.shutdown)

@@ -1,6 +1,8 @@
 """pika and aio-pika through otelkit's integrations, on the real RabbitMQ, producer and consumer in two processes.
 
-Neither program calls ``otelkit.pipeline``: ``init()`` alone gives the spans, links, correlation IDs (the AMQP
+The consumers run pushed (``basic_consume`` / ``queue.consume``) and pulled (pika ``basic_get``, aio-pika
+``queue.get()`` and ``queue.iterator()``). Neither program
+calls ``otelkit.pipeline``: ``init()`` alone gives the spans, links, correlation IDs (the AMQP
 ``correlation_id`` property adopted), outcomes (nack with requeue → retry, reject without → dead letter),
 attempts (``redelivered``) and the queue depth (passive declare) checked here at the real rotel collector.
 """
@@ -62,17 +64,21 @@ def _spans(collector: RotelCollector, service: str) -> list[ReceivedSpan]:
     return [s for s in collector.receiver.spans() if s.resource.get("service.name") == service]
 
 
-@pytest.mark.parametrize("library", ["pika", "aio-pika"])
-def test_rabbitmq_library_end_to_end(library: str, otelkit_collector: RotelCollector, rabbitmq_url: str) -> None:
+@pytest.mark.parametrize(("library", "mode"), [("pika", "consume"), ("pika", "get"), ("aio-pika", "consume"),
+                                               ("aio-pika", "get"), ("aio-pika", "iterator")])
+def test_rabbitmq_library_end_to_end(library: str, mode: str, otelkit_collector: RotelCollector,
+                                     rabbitmq_url: str) -> None:
+    """Push (``basic_consume`` / ``queue.consume`` callbacks) and pull (pika ``basic_get``, aio-pika
+    ``queue.get()`` and ``queue.iterator()``) consumers."""
     import pika
 
-    queue = f"otelkit-test-{library}-{uuid.uuid4().hex[:10]}"
+    queue = f"otelkit-test-{library}-{mode}-{uuid.uuid4().hex[:10]}"
     # 6 messages: 1 is nacked with requeue once (then acked), 2 is rejected without requeue; the consumer
     # stops after 5 deliveries, so 2 messages stay in the queue for the depth sample.
     args = {"rabbitmq_url": rabbitmq_url, "queue": queue, "count": 6, "deliveries": 5,
             "behaviour": {"1": "nack-once", "2": "reject"}}
     try:
-        consumed = _run_pair(otelkit_collector, library, args)
+        consumed = _run_pair(otelkit_collector, library, args, consumer_args={"mode": mode})
     finally:
         connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
         connection.channel().queue_delete(queue=queue)

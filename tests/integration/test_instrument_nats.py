@@ -107,20 +107,35 @@ def test_core_nats_publish_subscribe(otelkit_collector: RotelCollector, nats_url
     assert {s["correlation_id"] for s in consumed["seen"]} == {p.attributes[CORRELATION_ATTRIBUTE] for p in processes}
 
 
-def test_jetstream_attempts_outcomes_and_depth(otelkit_collector: RotelCollector, nats_url: str) -> None:
+@pytest.mark.parametrize("mode", ["js", "js-pull"])
+def test_jetstream_attempts_outcomes_and_depth(mode: str, otelkit_collector: RotelCollector, nats_url: str) -> None:
+    """A push subscription (callback) and a pull consumer (``pull_subscribe`` + ``fetch()`` batches)."""
     suffix = uuid.uuid4().hex[:10]
     stream, subject = f"OTELKIT_TEST_{suffix}", f"otelkit-test.js.{suffix}"
     # 6 messages; 1 is nak'd once (redelivered, then acked), 2 is terminated; the consumer stops after
     # 5 deliveries, unsubscribing before it settles the 5th: 2 messages stay pending for the depth sample.
-    args = {"nats_url": nats_url, "subject": subject, "stream": stream, "durable": f"otelkit-{suffix}", "mode": "js",
+    args = {"nats_url": nats_url, "subject": subject, "stream": stream, "durable": f"otelkit-{suffix}", "mode": mode,
             "count": 6, "deliveries": 5, "behaviour": {"1": "nak-once", "2": "term"}}
     try:
-        produced, consumed = _run_pair(otelkit_collector, args, "nats-js")
+        produced, consumed = _run_pair(otelkit_collector, args, mode)
     finally:
         _delete_stream(nats_url, stream)
     seen = consumed["seen"]
     assert len(seen) == 5 and (1, 2) in {(s["i"], s["delivered"]) for s in seen}
-    sends, processes = _check_links(otelkit_collector, "nats-js", subject, 6, 5)
+    sends, processes = _check_links(otelkit_collector, mode, subject, 6, 5)
+    # The handler's code ran under its message's correlation ID (the producer's), on its log records too.
+    by_cid = {p.attributes[CORRELATION_ATTRIBUTE] for p in processes}
+    assert {s["correlation_id"] for s in seen} == by_cid and None not in by_cid
+    receiver = otelkit_collector.receiver
+
+    def handling_records() -> list[Any] | None:
+        records = [r for r in receiver.logs() if r.scope == "natsapp" and str(r.body).startswith("handling")
+                   and r.resource.get("service.name") == f"{mode}-consumer"]
+        return records if len(records) >= 5 else None
+
+    handled = receiver.wait_for(handling_records, timeout=60)
+    cid_of = {(s["i"], s["delivered"]): s["correlation_id"] for s in seen}
+    assert sorted(r.attributes.get(CORRELATION_ATTRIBUTE) for r in handled) == sorted(cid_of.values())
     # The stream sequence of the PubAck is the send span's message ID, and the consumer's.
     assert sorted(s.attributes["messaging.message.id"] for s in sends.values()) == sorted(
         str(n) for n in produced["sequences"])
@@ -136,7 +151,6 @@ def test_jetstream_attempts_outcomes_and_depth(otelkit_collector: RotelCollector
     # 5 deliveries: 0 acked, 1 nak'd then acked, 2 terminated, and the last one acked after unsubscribing.
     expected = {"ack": 3, "retry": 1, "dead_letter": 1}
     assert outcomes == expected
-    receiver = otelkit_collector.receiver
     receiver.wait_for(lambda: {p.attributes["otelkit.outcome"]: p.value for p in receiver.metrics(MESSAGES_SETTLED.name)
                                if p.attributes.get("messaging.destination.name") == subject} == expected, timeout=60)
     depth = receiver.wait_for(lambda: [p for p in receiver.metrics(QUEUE_LENGTH.name)
