@@ -232,11 +232,21 @@ def _release(owner: int) -> None:
                 pass
 
 
+def _release_adopted(scope: Any, exc: BaseException | None) -> None:
+    """The application's own ``pipeline.receive`` of a pulled message ended first: settle it with its outcome."""
+    for key, entry in list(_pulled.items()):
+        if entry[0] is scope:
+            _pulled.pop(key, None)
+            _forget_context(scope, entry[3])
+    scope.__exit__(type(exc) if exc is not None else None, exc, exc.__traceback__ if exc is not None else None)
+
+
 def _pulled_message(message: Any, owner: int, channel: Any, no_ack: bool) -> None:
     try:
         host, port = _server(channel)
         scope, _tag = _reception(message, host, port)
         scope.__enter__()
+        scope._release = _release_adopted
         _pulled[id(message)] = (scope, bool(no_ack), owner, _task(), message)
     except Exception:  # an odd message: handled untraced, never an error from telemetry
         from otelkit._internal_log import logger

@@ -240,7 +240,21 @@ def _start_fetched(entry: list[Any]) -> None:
     msg, owner, _scope, _task_ = entry
     scope = _reception(msg, owner[1])
     scope.__enter__()
+    scope._release = _release_adopted
     entry[2], entry[3] = scope, _task()
+
+
+def _release_adopted(scope: Any, exc: BaseException | None) -> None:
+    """The application's own ``pipeline.receive`` of a fetched message ended first: settle it with its outcome."""
+    exc_info = (type(exc) if exc is not None else None, exc, exc.__traceback__ if exc is not None else None)
+    for key, entry in list(_fetched.items()):
+        if entry[2] is scope:
+            _fetched.pop(key, None)
+            _forget_context(entry)
+            scope.__exit__(*exc_info)
+            _activate_next(entry[1][0])
+            return
+    scope.__exit__(*exc_info)
 
 
 def _forget_context(entry: list[Any]) -> None:

@@ -244,6 +244,17 @@ def _close_pulled(key: int) -> None:
                     None if auto_ack else "channel closed with the message unsettled (requeued)")
 
 
+def _release_adopted(scope: Any, exc: BaseException | None) -> None:
+    """The application's own ``pipeline.receive`` of a pulled message ended first: settle it with its outcome."""
+    for key, held in list(_pulled.items()):
+        for tag, (pulled, _auto_ack) in list(held.items()):
+            if pulled is scope:
+                del held[tag]
+        if not held:
+            _pulled.pop(key, None)
+    scope.__exit__(type(exc) if exc is not None else None, exc, exc.__traceback__ if exc is not None else None)
+
+
 def _get_args(queue: str, auto_ack: bool = False) -> tuple[str, bool]:
     return queue, auto_ack
 
@@ -267,6 +278,7 @@ def _basic_get(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
         _watch_depth(instance, str(queue))
         scope, tag = _reception(impl, method, properties)
         scope.__enter__()
+        scope._release = _release_adopted
         _pulled.setdefault(key, {})[tag] = (scope, bool(auto_ack))
     except Exception:  # an odd result: the message is handled untraced, never an error from telemetry
         from otelkit._internal_log import logger

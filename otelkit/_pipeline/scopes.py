@@ -758,8 +758,9 @@ class Reception(_Consumption):
       or on an exception retry/dead_letter by the failure classifier and ``max_attempts``).
     """
 
-    __slots__ = ("_attributes", "_carrier", "_explicit_cid", "_extra", "_instruments", "_parent", "_properties",
-                 "_queued_at", "enqueued_at", "message_id", "payload", "producer", "sent_at")
+    __slots__ = ("_adopted", "_attributes", "_carrier", "_explicit_cid", "_extra", "_instruments", "_parent",
+                 "_properties", "_queued_at", "_release", "enqueued_at", "message_id", "payload", "producer",
+                 "sent_at")
 
     def __init__(self, destination: str, carrier: Any = None, *, system: str, message_id: object = None,
                  attempt: int | None = None, group: str | None = None, parent: Parent = "none",
@@ -787,8 +788,18 @@ class Reception(_Consumption):
         self.enqueued_at: float | None = None
         self.producer: trace.SpanContext | None = None
         self._instruments: Instruments | None = None
+        # Set by an integration on a message it pulled (pika basic_get, aio-pika get/iterator, NATS fetch):
+        # the scope stays current until the application settles the message, and a pipeline.receive()
+        # of the application inside it adopts it (see _adopt) instead of making a second span.
+        self._release: Callable[[Reception, BaseException | None], None] | None = None
+        self._adopted: Reception | None = None
 
     def _start(self) -> None:
+        outer = _current.get()
+        if (outer is not None and type(outer) is Reception and outer._release is not None
+                and outer.system == self.system and outer._cv_token is not None):
+            self._adopt(outer)
+            return
         tr = tracer()
         carrier = self._carrier
         if isinstance(carrier, (str, bytes, bytearray, memoryview)):
@@ -875,7 +886,67 @@ class Reception(_Consumption):
             ins.time_in_queue.record(wait if wait > 0.0 else 0.0, metric_attrs)
         self._t0 = time.perf_counter()
 
+    def _adopt(self, outer: Reception) -> None:
+        """One message, one span: the application's receive() of a message an integration pulled.
+
+        The integration's scope is this message's operation (its span, link, correlation ID and metrics); this
+        scope shares them and, when it ends first, settles it with the application's outcome. Nothing is
+        attached here: the pulled message's context is already current, and it is detached when it is settled.
+        """
+        self._adopted = outer
+        self.span = outer.span
+        self.correlation_id = outer.correlation_id
+        self.producer = outer.producer
+        self.sent_at, self.enqueued_at = outer.sent_at, outer.enqueued_at
+        if self.message_id is None:
+            self.message_id = outer.message_id
+        carrier = self._carrier
+        if isinstance(carrier, (str, bytes, bytearray, memoryview)):
+            self.payload, carrier = carriers.unwrap(carrier)
+        if self.attempt is None:
+            self.attempt = _header_attempt(carrier)
+        elif type(self.attempt) is not int:
+            self.attempt = _count(self.attempt, "attempt")
+        if self.attempt is not None and self.attempt != outer.attempt:
+            # the application knows better (its own attempt header across a re-publication)
+            outer.attempt = self.attempt
+            outer.span.set_attribute(_names.ATTR_ATTEMPT, self.attempt)
+        if self.max_attempts is not None:
+            outer.max_attempts = self.max_attempts
+        if outer.sent_at is None:  # what the application passed may date the message (AMQP timestamp property)
+            sent_at = _sent_at(carrier, self.message_id, self.system) if carrier is not None else None
+            if sent_at is None and self._properties is not None:
+                sent_at = _property_time(self._properties)
+            if sent_at is not None:
+                outer.sent_at = self.sent_at = sent_at
+                if outer.enqueued_at is None:
+                    enqueued = (self._queued_at or (_sent_at(carrier, None, self.system, ENQUEUED_AT_HEADER)
+                                                    if carrier is not None else None) or sent_at)
+                    outer.enqueued_at = self.enqueued_at = enqueued
+                    wait = time.time() - enqueued
+                    (outer._instruments or instruments()).time_in_queue.record(wait if wait > 0.0 else 0.0,
+                                                                               outer._base)
+        if self._attributes:
+            outer.span.set_attributes(self._attributes)
+
+    def _finish_adopted(self, outer: Reception, exc: BaseException | None) -> None:
+        if self._outcome is None:
+            if exc is None:
+                self._outcome = "ack"
+            else:
+                self._outcome = self._default_outcome(
+                    classify_failure(exc) if isinstance(exc, Exception) else "transient")
+        release = outer._release
+        if release is None or outer._cv_token is None:
+            return  # the application settled the message inside the block: that outcome stands
+        outer._outcome, outer._reason = self._outcome, self._reason
+        release(outer, exc)
+
     def _finish(self, exc: BaseException | None) -> None:
+        outer = self._adopted
+        if outer is not None:
+            self._finish_adopted(outer, exc)
+            return
         if self.span is INVALID_SPAN:
             # Not started, or the no-op tracer before init(): the baggage attached on entry
             # must still be detached, or the correlation ID leaks into whatever runs next.

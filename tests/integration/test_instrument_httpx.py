@@ -13,6 +13,23 @@ from otelkit.testing._receiver import free_port
 from tests.integration.instrument_support import Telemetry, http_server, instrumented
 
 
+@pytest.fixture(autouse=True)
+def _httpx_starts_uninstrumented() -> None:
+    """Each case's premise is that otelkit instruments httpx itself, reading the environment it sets.
+
+    Under pytest-xdist an earlier module in the same worker once left the contrib instrumentation on (so
+    otelkit kept it, as it keeps an application's own, with that earlier environment's header lists); the
+    culprit was not found. Start from the state the cases assume instead of depending on module order.
+    """
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    from otelkit._instrument import httpx as otelkit_httpx
+
+    otelkit_httpx.uninstrument()
+    if HTTPXClientInstrumentor().is_instrumented_by_opentelemetry:
+        HTTPXClientInstrumentor().uninstrument()
+
+
 def _http_spans(t: Telemetry) -> list:
     return t.spans("httpx")
 
