@@ -88,12 +88,7 @@ def settle(channel_key: int, delivery_tag: int, multiple: bool, outcome: str, re
     if key != channel_key or not (tag == delivery_tag or (multiple and (delivery_tag == 0 or tag <= delivery_tag))):
         return
     try:
-        if outcome == "ack":
-            scope.ack()
-        elif outcome == "retry":
-            scope.retry(reason)
-        else:
-            scope.dead_letter(reason)
+        scope._set_outcome(outcome, reason)
     except Exception:  # telemetry never breaks the settle
         pass
 

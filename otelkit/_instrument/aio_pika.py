@@ -206,12 +206,7 @@ def _end_pulled(key: int, outcome: str | None, reason: str | None) -> None:
         return
     scope, _no_ack, _owner, task, _message = entry
     try:
-        if outcome == "ack":
-            scope.ack()
-        elif outcome == "retry":
-            scope.retry(reason)
-        elif outcome == "dead_letter":
-            scope.dead_letter(reason)
+        scope._set_outcome(outcome, reason)
         _forget_context(scope, task)
         scope.__exit__(None, None, None)
     except Exception:  # telemetry never breaks the application's settle

@@ -158,12 +158,7 @@ _OUTCOME_BY_POLICY = {"REJECT_ON_ERROR": "dead_letter", "NACK_ON_ERROR": "retry"
 
 
 def _settle(scope: Any, outcome: str | None, reason: str | None) -> None:
-    if outcome == "ack":
-        scope.ack()
-    elif outcome == "retry":
-        scope.retry(reason)
-    elif outcome == "dead_letter":
-        scope.dead_letter(reason)
+    scope._set_outcome(outcome, reason)
 
 
 def _unwrap_envelope(msg: Any) -> dict[str, Any] | None:

@@ -284,12 +284,7 @@ def _settle_fetched(msg: Any, outcome: str, reason: str) -> None:
             _start_fetched(entry)
             was_current = False
         scope = entry[2]
-        if outcome == "ack":
-            scope.ack()
-        elif outcome == "retry":
-            scope.retry(reason)
-        else:
-            scope.dead_letter(reason)
+        scope._set_outcome(outcome, reason)
         _forget_context(entry)
         scope.__exit__(None, None, None)
         if was_current:

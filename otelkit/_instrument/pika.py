@@ -196,12 +196,7 @@ _pulled: dict[int, dict[int, tuple[Any, bool]]] = {}
 
 def _end_pulled(scope: Any, outcome: str | None, reason: str | None) -> None:
     try:
-        if outcome == "ack":
-            scope.ack()
-        elif outcome == "retry":
-            scope.retry(reason)
-        elif outcome == "dead_letter":
-            scope.dead_letter(reason)
+        scope._set_outcome(outcome, reason)
         scope.__exit__(None, None, None)
     except Exception:  # telemetry never breaks the application's settle or close
         pass

@@ -689,6 +689,15 @@ class _Consumption(_Scope):
         """Record that the message is discarded on purpose (a duplicate, filtered out): not an error."""
         self._outcome, self._reason = "drop", _reason_text(reason)
 
+    def _set_outcome(self, outcome: str | None, reason: str | None = None) -> None:
+        """An integration's settle: ``ack``, ``retry`` or ``dead_letter`` (None keeps the default)."""
+        if outcome == "ack":
+            self.ack()
+        elif outcome == "retry":
+            self.retry(reason)
+        elif outcome == "dead_letter":
+            self.dead_letter(reason)
+
     @property
     def outcome(self) -> Outcome | None:
         """The outcome recorded so far (None until set or until the block ends)."""
