@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -143,3 +144,22 @@ def span_attr(attributes: Any, name: str) -> Any:
     if name in attributes or name not in _OLD_SPAN_NAMES:
         return attributes[name]
     return attributes[_OLD_SPAN_NAMES[name]]
+
+
+@contextmanager
+def pg_table(dsn: str, prefix: str, columns: str) -> Iterator[str]:
+    """A fresh PostgreSQL table ``<prefix><random>`` with ``columns`` (made with psycopg2, uninstrumented
+    connection of its own), dropped afterwards: unique per test, so parallel workers never share one."""
+    import psycopg2
+
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE TABLE {name} ({columns})")
+        yield name
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {name}")
+    finally:
+        conn.close()

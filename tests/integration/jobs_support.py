@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,21 @@ def gauge_values(collector: RotelCollector, service: str, destination: str, stat
 def console_script(name: str) -> str:
     """The path of a console script installed beside this interpreter (``rq``, ``dramatiq``, ``arq``)."""
     return str(Path(sys.executable).with_name(name))
+
+
+def run_worker_until(args: Sequence[str], env: Mapping[str, str], done: Callable[[], bool],
+                     receiver: Any) -> None:
+    """Run a real worker (``args`` in this folder) until ``receiver.wait_for(done)`` holds, then SIGTERM it;
+    asserts it exited 0 (its stderr in the message). A worker that does not stop is killed."""
+    worker = subprocess.Popen(list(args), env=dict(env), cwd=str(HERE),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        receiver.wait_for(done, timeout=PROCESS_TIMEOUT)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            _out, err = worker.communicate(timeout=PROCESS_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            _out, err = worker.communicate()
+    assert worker.returncode == 0, err[-3000:]

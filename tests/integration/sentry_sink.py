@@ -7,7 +7,8 @@ with an (optionally gzip-compressed) envelope body. It parses envelopes
 grep for secrets. It also records OTLP/HTTP requests to Sentry's OTLP endpoints
 (``POST /api/<project>/integration/otlp/v1/{traces,logs}``): path, headers and
 the protobuf body (:class:`OtlpPost`), answered with ``otlp_status``.
-``HungEndpoint`` accepts TCP connections and never answers.
+``HungEndpoint`` accepts TCP connections and never answers. :func:`header_recorder` is the upstream an
+instrumented client calls: it keeps the lower-cased headers of each request it answers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -231,3 +233,36 @@ def iter_strings(value: Any) -> Iterator[str]:
     elif isinstance(value, list | tuple):
         for v in value:
             yield from iter_strings(v)
+
+
+@dataclass
+class HeaderRecorder:
+    """A local upstream at ``url``; ``requests`` holds the lower-cased headers of each request, in order."""
+
+    url: str
+    requests: list[dict[str, str]]
+
+
+class _RecordHeaders(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.server.requests.append({k.lower(): v for k, v in self.headers.items()})  # type: ignore[attr-defined]
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@contextmanager
+def header_recorder() -> Iterator[HeaderRecorder]:
+    """A :class:`HeaderRecorder` served by a thread on a free 127.0.0.1 port for the ``with`` block."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RecordHeaders)
+    server.requests = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield HeaderRecorder(f"http://127.0.0.1:{server.server_address[1]}/", server.requests)  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

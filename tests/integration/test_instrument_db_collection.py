@@ -7,14 +7,13 @@ Each test runs the same four statements on its own table (uuid name): an INSERT 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from opentelemetry.trace import SpanKind
 
 from otelkit import _names
-from tests.integration.instrument_support import Telemetry, instrumented
+from tests.integration.instrument_support import Telemetry, instrumented, pg_table
 
 SECRET = "OTK-CANARY-COLLECTION"
 
@@ -39,17 +38,8 @@ def _check(t: Telemetry, table: str) -> None:
 
 @pytest.fixture
 def table(postgres_dsn: str) -> Iterator[str]:
-    import psycopg2
-
-    name = f"otelkit_coll_{uuid.uuid4().hex[:12]}"
-    conn = psycopg2.connect(postgres_dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE TABLE {name} (id int, v text)")
-    yield name
-    with conn.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS {name}")
-    conn.close()
+    with pg_table(postgres_dsn, "otelkit_coll_", "id int, v text") as name:
+        yield name
 
 
 def _url(postgres_dsn: str, scheme: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from importlib import metadata
 
@@ -12,7 +11,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from psycopg2 import sql
 
 from otelkit import _names
-from tests.integration.instrument_support import Telemetry, instrumented, span_attr
+from tests.integration.instrument_support import Telemetry, instrumented, pg_table, span_attr
 
 SECRETS = ("OTK-CANARY-SQL-INLINE", "OTK-CANARY-SQL-LITERAL", "OTK-CANARY-SQL-DOLLAR", "OTK-CANARY-SQL-PARAM",
            "31337")
@@ -20,15 +19,8 @@ SECRETS = ("OTK-CANARY-SQL-INLINE", "OTK-CANARY-SQL-LITERAL", "OTK-CANARY-SQL-DO
 
 @pytest.fixture
 def table(postgres_dsn: str) -> Iterator[str]:
-    name = f"otelkit_t_{uuid.uuid4().hex[:12]}"
-    conn = psycopg2.connect(postgres_dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE TABLE {name} (id int primary key, v text)")
-    yield name
-    with conn.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS {name}")
-    conn.close()
+    with pg_table(postgres_dsn, "otelkit_t_", "id int primary key, v text") as name:
+        yield name
 
 
 def _pg_spans(t: Telemetry) -> list:

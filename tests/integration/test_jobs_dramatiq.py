@@ -8,8 +8,6 @@ for queue depth. The CLI has no burst mode: the test stops it (SIGTERM) once eve
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -19,17 +17,17 @@ import pytest
 
 from otelkit._names import CORRELATION_ATTRIBUTE
 from tests.integration.jobs_support import (
-    HERE,
-    PROCESS_TIMEOUT,
     app_env,
     console_script,
     gauge_values,
     metric_total,
     produce,
+    run_worker_until,
     spans_of,
 )
 
 pytest.importorskip("dramatiq")
+DRAMATIQ_WORKER = (console_script("dramatiq"), "job_apps", "--processes", "1", "--threads", "2")
 
 EXECUTIONS = {"ok": ["ack"], "flaky": ["retry", "retry", "ack"], "doomed": ["retry", "dead_letter"]}
 EXTRA = 2
@@ -77,21 +75,9 @@ def test_dramatiq_messages_across_processes(otelkit_collector, broker: dict[str,
     total = sum(len(v) for v in EXECUTIONS.values()) + EXTRA
     produced = produce("dramatiq_producer", {"counter": broker["counter"], "extra": EXTRA},
                        app_env(otelkit_collector, producer, broker["env"]))
-    worker = subprocess.Popen([console_script("dramatiq"), "job_apps", "--processes", "1", "--threads", "2"],
-                              env=app_env(otelkit_collector, consumer, broker["env"]), cwd=str(HERE),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        receiver.wait_for(lambda: len([s for s in spans_of(otelkit_collector,
-                                                           consumer) if s.kind == "CONSUMER"]) >= total,
-                          timeout=PROCESS_TIMEOUT)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            _out, err = worker.communicate(timeout=PROCESS_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            _out, err = worker.communicate()
-    assert worker.returncode == 0, err[-3000:]
+    run_worker_until(DRAMATIQ_WORKER, app_env(otelkit_collector, consumer, broker["env"]),
+                     lambda: len([s for s in spans_of(otelkit_collector, consumer) if s.kind == "CONSUMER"]) >= total,
+                     receiver)
     # The worker process flushed its metrics on its way out (os._exit): outcomes of every execution.
     receiver.wait_for(lambda: metric_total(otelkit_collector, "otelkit.messaging.settled.messages", consumer) >= total
                       and gauge_values(otelkit_collector, consumer, queue, "dead_letter"), timeout=60)
@@ -177,20 +163,9 @@ def test_dramatiq_async_actor(otelkit_collector, redis_url: str) -> None:  # typ
     try:
         produced = produce("dramatiq_async_producer", {"counter": counter},
                            app_env(otelkit_collector, producer, env))
-        worker = subprocess.Popen([console_script("dramatiq"), "job_apps", "--processes", "1", "--threads", "2"],
-                                  env=app_env(otelkit_collector, consumer, env), cwd=str(HERE),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            receiver.wait_for(lambda: len([s for s in spans_of(otelkit_collector, consumer)
-                                           if s.kind == "CONSUMER"]) >= total, timeout=PROCESS_TIMEOUT)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                _out, err = worker.communicate(timeout=PROCESS_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                _out, err = worker.communicate()
-        assert worker.returncode == 0, err[-3000:]
+        run_worker_until(DRAMATIQ_WORKER, app_env(otelkit_collector, consumer, env),
+                         lambda: len([s for s in spans_of(otelkit_collector, consumer)
+                                      if s.kind == "CONSUMER"]) >= total, receiver)
         receiver.wait_for(lambda: metric_total(otelkit_collector, "otelkit.messaging.settled.messages",
                                                consumer) >= total, timeout=60)
     finally:

@@ -31,6 +31,15 @@ EXECUTIONS = {"ok": ["ack"], "flaky": ["retry", "retry", "ack"], "doomed": ["ret
 EXTRA = 2
 
 
+def _burst_worker(redis_url: str, name: str, queue: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A real ``rq worker --burst`` on ``queue``: runs what is queued, exits; asserts it exited 0."""
+    worker = subprocess.run([console_script("rq"), "worker", "--burst", "--url", redis_url, "-c", "job_apps",
+                             "--name", name, queue],
+                            env=env, capture_output=True, text=True, timeout=PROCESS_TIMEOUT, cwd=str(HERE))
+    assert worker.returncode == 0, worker.stderr
+    return worker
+
+
 def _summary(collector) -> str:  # type: ignore[no-untyped-def]
     spans = Counter((s.resource.get("service.name"), s.kind, s.name) for s in collector.receiver.spans())
     points = Counter((p.resource.get("service.name"), p.name, p.attributes.get("otelkit.outcome"), p.value or p.count)
@@ -49,13 +58,8 @@ def test_rq_jobs_across_processes(otelkit_collector, redis_url: str) -> None:  #
     try:
         produced = produce("rq_producer", {"queue": queue, "counter": counter, "extra": EXTRA},
                            app_env(otelkit_collector, "rq-producer", env_extra))
-        worker = subprocess.run(
-            [console_script("rq"), "worker", "--burst", "--url", redis_url, "-c", "job_apps", "--name",
-             f"otelkit-{suffix}", queue],
-            env=app_env(otelkit_collector, "rq-worker",
-                        env_extra), capture_output=True, text=True, timeout=PROCESS_TIMEOUT,
-            cwd=str(HERE))
-        assert worker.returncode == 0, worker.stderr
+        worker = _burst_worker(redis_url, f"otelkit-{suffix}", queue,
+                               app_env(otelkit_collector, "rq-worker", env_extra))
         failed_left = client.zcard(f"rq:failed:{queue}")
     finally:
         keys = [queue, counter, f"rq:queue:{queue}", f"rq:failed:{queue}", f"rq:finished:{queue}",
@@ -158,12 +162,7 @@ def test_rq_enqueue_many(otelkit_collector, redis_url: str) -> None:  # type: ig
     try:
         produced = produce("rq_batch_producer", {"queue": queue, "counter": counter, "job_id": f"given-{suffix}"},
                            app_env(otelkit_collector, "rqm-producer", env_extra))
-        worker = subprocess.run(
-            [console_script("rq"), "worker", "--burst", "--url", redis_url, "-c", "job_apps", "--name",
-             f"otelkit-{suffix}", queue],
-            env=app_env(otelkit_collector, "rqm-worker", env_extra), capture_output=True, text=True,
-            timeout=PROCESS_TIMEOUT, cwd=str(HERE))
-        assert worker.returncode == 0, worker.stderr
+        _burst_worker(redis_url, f"otelkit-{suffix}", queue, app_env(otelkit_collector, "rqm-worker", env_extra))
     finally:
         keys = [queue, counter] + [f"rq:{kind}:{queue}" for kind in
                                    ("queue", "failed", "finished", "wip", "scheduled", "deferred")]

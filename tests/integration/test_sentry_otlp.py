@@ -9,15 +9,13 @@ headers of an instrumented httpx call. Nothing is mocked: otelkit's own export p
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
-from sentry_sink import SentrySink
+from sentry_sink import HeaderRecorder, SentrySink, header_recorder
 
 import otelkit
 from otelkit._export import stats
@@ -28,35 +26,10 @@ pytestmark = pytest.mark.usefixtures("fresh_otelkit")
 SECRET = "sk_live_" + "9f8e7d6c5b4a3210"
 
 
-class _HeaderRecorder:
-    def __init__(self) -> None:
-        self.requests: list[dict[str, str]] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                recorder.requests.append({k.lower(): v for k, v in self.headers.items()})
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-
 @pytest.fixture
-def recorder() -> Iterator[_HeaderRecorder]:
-    r = _HeaderRecorder()
-    r.thread.start()
-    try:
+def recorder() -> Iterator[HeaderRecorder]:
+    with header_recorder() as r:
         yield r
-    finally:
-        r.server.shutdown()
-        r.server.server_close()
-        r.thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -75,7 +48,7 @@ def _init_both(collector: RotelCollector, sink: SentrySink, **kwargs: Any) -> No
 
 
 def test_spans_and_logs_reach_sentry_once_and_the_collector_too(
-        otelkit_collector: RotelCollector, sink: SentrySink, recorder: _HeaderRecorder) -> None:
+        otelkit_collector: RotelCollector, sink: SentrySink, recorder: HeaderRecorder) -> None:
     _init_both(otelkit_collector, sink)
     status = {s.name: s for s in otelkit.integration_status()}["sentry"]
     assert status.state == "enabled" and "traces and logs also to Sentry over OTLP" in status.reason, status

@@ -8,54 +8,26 @@ HTTP server that records request headers shows what went on the wire.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 import pytest
 from opentelemetry import propagate
 from opentelemetry.trace import format_span_id, format_trace_id
-from sentry_sink import SentrySink
+from sentry_sink import HeaderRecorder, SentrySink, header_recorder
 
 import otelkit
 from otelkit import pipeline
 from otelkit.testing import capture_telemetry
 
 
-class _HeaderRecorder:
-    def __init__(self) -> None:
-        self.requests: list[dict[str, str]] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                recorder.requests.append({k.lower(): v for k, v in self.headers.items()})
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-
 @pytest.fixture
-def recorder() -> Iterator[_HeaderRecorder]:
-    r = _HeaderRecorder()
-    r.thread.start()
-    try:
+def recorder() -> Iterator[HeaderRecorder]:
+    with header_recorder() as r:
         yield r
-    finally:
-        r.server.shutdown()
-        r.server.server_close()
-        r.thread.join(timeout=5)
 
 
-def test_httpx_calls_carry_traceparent_and_baggage_with_sentry_on(recorder: _HeaderRecorder) -> None:
+def test_httpx_calls_carry_traceparent_and_baggage_with_sentry_on(recorder: HeaderRecorder) -> None:
     with SentrySink() as sink, capture_telemetry(service_name="api", sentry_dsn=sink.dsn, instrument=["httpx"]):
         import sentry_sdk
 
@@ -76,7 +48,7 @@ def test_httpx_calls_carry_traceparent_and_baggage_with_sentry_on(recorder: _Hea
     assert "sentry-trace" not in headers
 
 
-def test_sentry_event_inside_the_call_links_the_same_trace(recorder: _HeaderRecorder) -> None:
+def test_sentry_event_inside_the_call_links_the_same_trace(recorder: HeaderRecorder) -> None:
     with SentrySink() as sink:
         with capture_telemetry(service_name="api", sentry_dsn=sink.dsn, instrument=["httpx"]):
             with pytest.raises(RuntimeError), otelkit.span("call-upstream") as span:
