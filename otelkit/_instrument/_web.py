@@ -179,16 +179,17 @@ def when_imported(module: str, apply: Callable[[Any], None], state: dict[str, An
     return "; instrumented when imported" if _lazy.when_imported(f"web:{module}", module, hook) else ""
 
 
-def flush_at_server_shutdown() -> None:
+def flush_at_server_shutdown(timeout: float | None = None) -> None:
     """Flush every signal when the ASGI server shuts the app down (its lifespan "shutdown" completed).
 
     uvicorn re-raises the SIGTERM it handled once its graceful shutdown is over, with the default
     handler back: the process dies without running ``atexit``, where otelkit would flush. A flush, not
-    a shutdown: test clients run the lifespan many times in one process. Never raises.
+    a shutdown: test clients run the lifespan many times in one process. ``timeout`` (seconds) bounds
+    each signal's flush; default the ``shutdown_timeout`` of the web integrations' init. Never raises.
     """
     from otelkit import _proxy
 
-    millis = int(max(0.0, _flush_seconds) * 1000)
+    millis = int(max(0.0, _flush_seconds if timeout is None else timeout) * 1000)
     for provider in (_proxy.tracer_provider(), _proxy.meter_provider(), _proxy.logger_provider()):
         try:
             provider.force_flush(millis)

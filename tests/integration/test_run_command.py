@@ -139,8 +139,7 @@ WSGI = """
 """
 
 # A Starlette app: uvicorn re-raises SIGTERM after its graceful shutdown, so a worker never reaches atexit;
-# otelkit flushes at the app's lifespan shutdown instead, which a bare ASGI callable without lifespan
-# support does not have (docs/run.md: its last batch is lost).
+# otelkit flushes when uvicorn's shutdown finishes (and at the app's lifespan shutdown): docs/run.md.
 ASGI = """
     import os
     from opentelemetry import trace
@@ -222,6 +221,55 @@ def test_uvicorn_workers_export_each_request_once(otelkit_collector: RotelCollec
                                                                              "zc-request")) >= 20 else [],
                                         timeout=60)
     assert len(spans) == 20
+
+
+# A bare ASGI callable: no lifespan support (uvicorn logs that and serves on), so nothing of the app's tells
+# otelkit the server stops. otelkit flushes when uvicorn's own shutdown finishes (it then re-raises SIGTERM with
+# the default handler: no atexit). The export delay is longer than the run, so only that flush delivers.
+BARE_ASGI = """
+    import os
+    from opentelemetry import trace
+    {init}
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            raise RuntimeError("this app has no lifespan")
+        with trace.get_tracer("zc").start_as_current_span("zc-request") as span:
+            span.set_attribute("zc.pid", os.getpid())
+        await send({{"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}})
+        await send({{"type": "http.response.body", "body": b"ok"}})
+"""
+
+
+@pytest.mark.parametrize("how", ["run-workers", "init-in-app"])
+def test_uvicorn_bare_asgi_app_delivers_its_last_batch(otelkit_collector: RotelCollector, tmp_path: Path, how: str,
+                                                       stop_at_end: list[subprocess.Popen[str]]) -> None:
+    """``otelkit run -- uvicorn --workers 2`` (init before uvicorn is imported), and a plain ``uvicorn`` whose
+    app module calls ``otelkit.init()`` (init while uvicorn already serves): every span reaches the collector."""
+    in_app = how == "init-in-app"
+    _write(tmp_path, "bareapp.py", BARE_ASGI.format(init="import otelkit; otelkit.init()" if in_app else ""))
+    port = free_port()
+    command = [str(BIN / "uvicorn"), *([] if in_app else ["--workers", "2"]), "--host", "127.0.0.1", "--port",
+               str(port), "--app-dir", str(tmp_path), "--log-level", "warning", "bareapp:app"]
+    env = _env(otelkit_collector, f"zc-bare-{how}", tmp_path, OTEL_BSP_SCHEDULE_DELAY="600000",
+               OTELKIT_INSTRUMENT="none")
+    if in_app:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        stop_at_end.append(proc)
+        deadline = time.monotonic() + 90
+        for _ in range(10):
+            _get(f"http://127.0.0.1:{port}/", deadline)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode in (0, -signal.SIGTERM), err
+    else:
+        _serve(command, env, port, 10, stop_at_end)
+    spans = otelkit_collector.receiver.wait_for(lambda: s if len(s := _spans(otelkit_collector,
+                                                                             "zc-request")) >= 10 else [],
+                                                timeout=60)
+    assert len(spans) == 10
+    assert {s.resource["service.name"] for s in spans} == {f"zc-bare-{how}"}
 
 
 TASKS = """
