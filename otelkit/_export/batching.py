@@ -172,7 +172,13 @@ class _BatchPipeline(Generic[Item]):
         # shutdown thread when the export thread is stuck in a request. Never both.
         self._drain_lock = threading.Lock()
         self._drained = False
-        self._count_lock = threading.Lock()
+        # Re-entrant: the shutdown's snapshot of an abandoned spool writer (``_abandon_writer``) counts under it.
+        self._count_lock = threading.RLock()
+        # Items a spool writer (the spiller, or the export thread spilling at shutdown) has taken out of the
+        # queue or the in-flight batch and not yet accounted for: what a shutdown that gives up on a writer
+        # still holding the drain lock at the deadline must count itself. Raised under ``_take_lock``,
+        # lowered under ``_count_lock`` (the snapshot holds both).
+        self._in_hand = 0
         # With a spool: the queue drains to disk when it nears full, whatever the sender is doing (a request
         # to a hung collector can block the export thread for its whole timeout). Started on first need.
         self._spill_at = max(1, self._max_queue * 3 // 4)
@@ -236,12 +242,15 @@ class _BatchPipeline(Generic[Item]):
                     with self._drain_lock:  # never while the shutdown accounts for what is in memory
                         if self._abandoned or self._drained:
                             break
-                        items = self._take_batch()
+                        items = self._take_batch(hold=True)
                         if not items:
                             break
-                        left = self._spool_items(items)
+                        left = self._spool_items(items, held=True)
                         if left:  # the disk failed: back at the head of the queue, memory only for a while
-                            self._queue.extendleft(reversed(left))
+                            with self._take_lock, self._count_lock:
+                                if not self._abandoned:  # else the shutdown counted them already
+                                    self._in_hand -= len(left)
+                                    self._queue.extendleft(reversed(left))
                             break
         except Exception:  # never let the thread die with an exception on the console
             logger.debug("otelkit %s spool writer error", self.signal, exc_info=True)
@@ -297,24 +306,44 @@ class _BatchPipeline(Generic[Item]):
         with self._idle:
             self._idle.notify_all()
 
-    def _take_batch(self) -> list[Item]:
+    def _take_batch(self, *, hold: bool = False, force: bool = False) -> list[Item]:
+        """The next batch from the queue, scrubbed. ``hold``: a spool writer takes it (counted in ``_in_hand``
+        until accounted for with ``held=True``), unless the shutdown gave up on the writers (``force``: the
+        shutdown thread itself)."""
         queue = self._queue
-        batch = []
+        batch: list[Item] = []
         with self._take_lock:
+            if hold and self._abandoned and not force:
+                return batch
             try:
                 for _ in range(min(self._batch_size, len(queue))):
                     batch.append(queue.popleft())
             except IndexError:  # the shutdown took the queue over meanwhile
                 pass
+            if hold:
+                self._in_hand += len(batch)
         if batch and self._scrub is not None:
             try:
                 batch = list(self._scrub(batch))
             except Exception:
                 logger.debug("otelkit scrubbing failed; exporting %s unscrubbed is not allowed, dropping",
                              self.signal, exc_info=True)
-                self._finish(len(batch), _stats.EXPORT_FAILED, "scrubbing failed")
+                self._finish(len(batch), _stats.EXPORT_FAILED, "scrubbing failed", held=hold)
                 return []
         return batch
+
+    def _hold_inflight_or_batch(self, *, force: bool = False) -> list[Item]:
+        """For a spool writer: the in-flight batch (already scrubbed), else the next batch; held (see
+        :meth:`_take_batch`)."""
+        with self._take_lock:
+            if self._abandoned and not force:
+                return []
+            items = self._inflight
+            if items:
+                self._set_inflight([])
+                self._in_hand += len(items)
+                return items
+        return self._take_batch(hold=True, force=force)
 
     def _export_available(self, flushing: bool, deadline: float | None) -> bool:
         """Export at least one batch, continuing while a full batch is queued (or all, when flushing).
@@ -362,18 +391,25 @@ class _BatchPipeline(Generic[Item]):
         self._failures = 0
         self._circuit_open = False
 
-    def _finish(self, count: int, reason: str | None, detail: str = "", *, force: bool = False) -> None:
+    def _finish(self, count: int, reason: str | None, detail: str = "", *, force: bool = False,
+                held: bool = False) -> None:
         """Count ``count`` items as exported (``reason`` None) or dropped. ``force``: the shutdown's own
-        accounting after it took the pipeline over from a stuck export thread (whose reports are ignored)."""
-        if (self._abandoned and not force) or count <= 0:
+        accounting after it took the pipeline over from a stuck export thread (whose reports are ignored).
+        ``held``: items a spool writer took (``_in_hand``); deciding and counting under ``_count_lock`` makes
+        each of them counted exactly once, here or by the shutdown's snapshot (``_abandon_writer``)."""
+        if count <= 0:
             return
-        if reason is None:
-            STATS.exported(self.signal, count)
-        elif reason == UNANSWERED:
-            STATS.unanswered(self.signal, count, detail)
-        else:
-            STATS.dropped(self.signal, reason, count, detail, warn=False)
         with self._count_lock:
+            if self._abandoned and not force:
+                return
+            if held:
+                self._in_hand -= count
+            if reason is None:
+                STATS.exported(self.signal, count)
+            elif reason == UNANSWERED:
+                STATS.unanswered(self.signal, count, detail)
+            else:
+                STATS.dropped(self.signal, reason, count, detail, warn=False)
             if reason is not None:
                 self._failed += count
             self._done += count
@@ -403,14 +439,15 @@ class _BatchPipeline(Generic[Item]):
         else:  # gave up before the deadline: the collector is down (circuit open), not slow
             self._finish(count, _stats.EXPORT_FAILED, _failure_cause(self.target, self._last_error), force=force)
 
-    def _encode_or_drop(self, items: list[Item], *, force: bool = False) -> bytes | None:
+    def _encode_or_drop(self, items: list[Item], *, force: bool = False, held: bool = False) -> bytes | None:
         """The OTLP request for ``items``; None (the items counted as dropped) if encoding failed."""
         assert self._encode is not None
         try:
             return self._encode(items)
         except Exception as exc:
             logger.debug("otelkit could not encode %s", self.signal, exc_info=True)
-            self._finish(len(items), _stats.EXPORT_FAILED, f"encoding failed: {type(exc).__name__}", force=force)
+            self._finish(len(items), _stats.EXPORT_FAILED, f"encoding failed: {type(exc).__name__}", force=force,
+                         held=held)
             return None
 
     def _send(self, items: list[Item], deadline: float | None) -> list[Item]:
@@ -582,38 +619,45 @@ class _BatchPipeline(Generic[Item]):
 
     # -- disk spool (export thread only) -------------------------------------------------------
 
-    def _spooled(self, count: int, *, force: bool = False) -> None:
-        """``count`` items left memory for the spool: finished here, not delivered (a flush reports False)."""
-        if (self._abandoned and not force) or count <= 0:
+    def _spooled(self, count: int, *, force: bool = False, held: bool = False) -> None:
+        """``count`` items left memory for the spool: finished here, not delivered (a flush reports False).
+        ``held`` as for :meth:`_finish`."""
+        if count <= 0:
             return
-        _stats.STATS.spooled(self.signal, count)
         with self._count_lock:
+            if self._abandoned and not force:
+                return
+            if held:
+                self._in_hand -= count
+            _stats.STATS.spooled(self.signal, count)
             self._done += count
             self._failed += count
 
-    def _spool_items(self, items: list[Item], *, force: bool = False) -> list[Item]:
+    def _spool_items(self, items: list[Item], *, force: bool = False, held: bool = False) -> list[Item]:
         """Write ``items`` to the spool (split to the request cap); returns those a write error left over.
 
-        A full spool refuses them: counted as ``spool_full``."""
+        A full spool refuses them: counted as ``spool_full``. ``held``: they are a spool writer's
+        (``_in_hand``); what is counted here leaves it, what is returned is the caller's to account for."""
         assert self._spool is not None and self._encode is not None
-        payload = self._encode_or_drop(items, force=force)
+        payload = self._encode_or_drop(items, force=force, held=held)
         if payload is None:
             return []
         if len(payload) > self._max_bytes:
             if len(items) == 1:
                 self._finish(1, _stats.TOO_LARGE, f"request of {len(payload)} bytes over the {self._max_bytes} cap",
-                             force=force)
+                             force=force, held=held)
                 return []
             half = len(items) // 2
-            return self._spool_items(items[:half], force=force) + self._spool_items(items[half:], force=force)
+            return (self._spool_items(items[:half], force=force, held=held)
+                    + self._spool_items(items[half:], force=force, held=held))
         outcome = self._spool.write(payload, len(items))
         if outcome == _spool.WRITTEN:
-            self._spooled(len(items), force=force)
+            self._spooled(len(items), force=force, held=held)
             self._spool_pending = True
             return []
         if outcome == _spool.FULL:
             self._finish(len(items), _stats.SPOOL_FULL,
-                         f"spool {self._spool.path} holds {self._spool.max_bytes} bytes", force=force)
+                         f"spool {self._spool.path} holds {self._spool.max_bytes} bytes", force=force, held=held)
             self._spool_full_until = time.monotonic() + 5.0
             return []
         self._spool_paused_until = time.monotonic() + 30.0
@@ -631,15 +675,18 @@ class _BatchPipeline(Generic[Item]):
         if not held or not (near_full or spill_all):
             return
         keep = 0 if spill_all else self._max_queue // 2
-        while len(self._queue) + self._inflight_n > keep:
-            items = self._inflight or self._take_batch()
+        while len(self._queue) + self._inflight_n > keep and not self._abandoned:
+            items = self._hold_inflight_or_batch()
             if not items:
                 if not self._queue:
                     return
                 continue
-            left = self._spool_items(items)
-            self._set_inflight(left)  # a write error keeps them (oldest) at the head, in memory
-            if left:
+            left = self._spool_items(items, held=True)
+            if left:  # a write error keeps them (oldest) at the head, in memory
+                with self._take_lock, self._count_lock:
+                    if not self._abandoned:  # else the shutdown counted them already
+                        self._in_hand -= len(left)
+                        self._set_inflight(left)
                 return
 
     def _spill_at_shutdown(self, deadline: float, *, force: bool = False) -> None:
@@ -648,15 +695,14 @@ class _BatchPipeline(Generic[Item]):
         while self._inflight or self._queue:
             if time.monotonic() >= deadline or (self._abandoned and not force):
                 return  # the caller counts the rest as shutdown_timeout
-            items = self._inflight or self._take_batch()
-            self._set_inflight([])
+            items = self._hold_inflight_or_batch(force=force)
             self._inflight_unanswered = 0
             if not items:
                 continue
-            left = self._spool_items(items, force=force)
+            left = self._spool_items(items, force=force, held=True)
             if left:
                 self._finish(len(left), _stats.EXPORT_FAILED, "spool write failed; "
-                             + _failure_cause(self.target, self._last_error), force=force)
+                             + _failure_cause(self.target, self._last_error), force=force, held=True)
 
     def _replay(self, budget: float = 2.0, deadline: float | None = None) -> None:
         """Send spooled requests, oldest first, while the collector takes them (also the probe when all
@@ -796,7 +842,7 @@ class _BatchPipeline(Generic[Item]):
             finally:
                 self._drain_lock.release()
         elif not finished:
-            self._abandoned = True  # still writing to the spool at the deadline: its reports are ignored
+            self._abandon_writer()  # still writing to the spool at the deadline: its reports are ignored
         if not finished:
             if self._sender is not None:  # last: the stuck request returns now, its outcome is ignored
                 try:
@@ -818,11 +864,35 @@ class _BatchPipeline(Generic[Item]):
     _stopped_early = threading.Event()
     _retry_after: float | None = None
 
+    def _abandon_writer(self) -> None:
+        """A spool writer holds the drain lock past the deadline: from now on its reports are ignored, and
+        this thread counts what it holds (the batch being encoded or written: delivery unknown, it may reach
+        the spool) and what is left in memory (shutdown_timeout, or unanswered for a request in flight).
+        Under both locks, so that each item is counted once: by the writer before this, or here."""
+        cause = self._cause_text()
+        in_hand = self._abandon()  # from here on no writer takes items: what is left in memory stays there
+        self._count_in_hand(in_hand)
+        self._count_leftovers(deadline_passed=True, force=True, cause=cause)
+
+    def _abandon(self) -> int:
+        """Ignore the export thread's and the spool writer's reports from now on; returns the items a spool
+        writer holds, which the caller must count (``force``)."""
+        with self._take_lock, self._count_lock:
+            self._abandoned = True
+            in_hand, self._in_hand = self._in_hand, 0
+        return max(0, in_hand)
+
+    def _count_in_hand(self, in_hand: int) -> None:
+        if in_hand > 0:
+            path = self._spool.path if self._spool is not None else "the spool"
+            self._finish(in_hand, UNANSWERED, f"being written to {path} at the shutdown deadline (a later run "
+                         "delivers them if the write completed)", force=True)
+
     def _take_over(self, deadline: float) -> None:
         """The export thread is stuck in a request that outlives the deadline: from now on whatever it
         reports is ignored (the process is about to exit); this thread spools or counts what it holds."""
         self._stopped_early.set()
-        self._abandoned = True
+        in_hand = self._abandon()
         sent = self._sender is None or self._sender.request_may_have_arrived()
         in_flight = (self._sending_since is not None and sent) or self._inflight_unanswered > 0
         cause = self._cause_text()
@@ -832,6 +902,7 @@ class _BatchPipeline(Generic[Item]):
             except Exception:
                 logger.debug("otelkit %s spooling at shutdown failed", self.signal, exc_info=True)
         self._count_leftovers(deadline_passed=True, force=True, in_flight=in_flight, cause=cause)
+        self._count_in_hand(in_hand)
 
     def _after_fork_in_child(self, forked_at: int) -> None:
         """Child side of fork: forget the parent's queue and in-flight batch, reconnect, restart lazily."""

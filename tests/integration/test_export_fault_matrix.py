@@ -102,10 +102,13 @@ def test_retry_hints_are_honoured_and_everything_arrives_once(fault: str, protoc
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_size_refusal_splits_until_it_fits(protocol: str) -> None:
     # 2000 spans of ~1.1 KiB against a 256 KiB limit: about 9 requests' worth. The refused size is learned,
-    # so later requests are cut before sending instead of being refused one by one.
+    # so later requests are cut before sending instead of being refused one by one: a full batch of 512
+    # (~560 KiB) is refused, its halves (~280 KiB) once more, then every request fits. Refusals are counted,
+    # not requests: on a loaded machine the batch timer sends smaller batches, so more requests (27 seen at
+    # load 30), none of them refused.
     o = _run("size_refusal", protocol)
     assert (o.spans, o.span_duplicates) == (2000, 0)
-    assert o.span_requests is not None and o.span_requests <= 2 * 9 + 4, o.span_requests
+    assert o.span_refused is not None and o.span_refused <= 3, (o.span_refused, o.span_requests)
     s = o.signal("traces")
     assert (s["exported"], s["dropped"]) == (2000, {}), s
 
@@ -160,14 +163,14 @@ def test_spool_with_a_hung_collector_keeps_everything_for_the_next_run(protocol:
 
 
 def test_a_fast_producer_into_a_spool_is_accounted_for_item_by_item() -> None:
-    # 22,000 spans/s for 1.5 s into a hung collector: the queue drains to disk on its own thread (how much
+    # 22,000 spans in 0.5 s (scaled) into a hung collector: the queue drains to disk on its own thread (how much
     # fits depends on the machine's speed, so only the accounting is asserted here; the drain itself is
     # test_reliability_spool.py::test_a_fast_producer_drains_into_the_spool_while_the_sender_is_stuck).
     o = _run("spool_fast_producer", "http")
     s = o.signal("traces")
     assert s["exported"] == 0 and s["spooled"] > 0, s
     assert set(s["dropped"]) <= {"queue_full", "shutdown_timeout", "spool_full"}, s
-    _nothing_unexplained(o, "traces", 66_000)
+    _nothing_unexplained(o, "traces", 22_000)
     assert o.backlog_spans <= s["spooled"]
 
 
