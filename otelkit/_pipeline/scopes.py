@@ -939,15 +939,21 @@ class Reception(_Consumption):
             outer.span.set_attributes(self._attributes)
 
     def _finish_adopted(self, outer: Reception, exc: BaseException | None) -> None:
+        release = outer._release
+        settled = release is None or outer._cv_token is None
+        if settled and outer._outcome is not None:
+            # The application settled the message inside the block (the integration saw its ack/nack/reject):
+            # that outcome stands, and it is the one this scope reports (not the block's own default).
+            self._outcome, self._reason = outer._outcome, outer._reason
+            return
         if self._outcome is None:
             if exc is None:
                 self._outcome = "ack"
             else:
                 self._outcome = self._default_outcome(
                     classify_failure(exc) if isinstance(exc, Exception) else "transient")
-        release = outer._release
-        if release is None or outer._cv_token is None:
-            return  # the application settled the message inside the block: that outcome stands
+        if release is None or settled:
+            return
         outer._outcome, outer._reason = self._outcome, self._reason
         release(outer, exc)
 

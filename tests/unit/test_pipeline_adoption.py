@@ -164,6 +164,48 @@ def test_batch_adopts_explicit_shared_foreign_or_enclosing_ids(otel: Telemetry) 
             assert [m.correlation_id for m in batch.messages] == ["a", "b"]
 
 
+def _pulled(release_calls: list[Any]) -> Any:
+    """A scope as an integration leaves a pulled message (pika basic_get, aio-pika get, NATS fetch): current."""
+    from otelkit._pipeline.scopes import Reception
+
+    outer = Reception("q", {"x-correlation-id": "pulled-1"}, system="rabbitmq")
+    outer.__enter__()
+
+    def release(scope: Any, exc: BaseException | None) -> None:
+        release_calls.append(exc)
+        scope._detach()
+        scope.__exit__(type(exc) if exc is not None else None, exc, None)
+
+    outer._release = release
+    return outer
+
+
+def test_an_adopted_message_settled_inside_the_block_reports_that_outcome(otel: Telemetry) -> None:
+    calls: list[Any] = []
+    outer = _pulled(calls)
+    with pipeline.receive("q", {}, system="rabbitmq") as msg:
+        assert msg.correlation_id == "pulled-1"
+        # the application rejects it (the integration's settle: the outcome, the context detached, the span ended)
+        outer._set_outcome("dead_letter", "reject(requeue=False)")
+        outer._detach()
+        outer.__exit__(None, None, None)
+    assert calls == [] and msg.outcome == outer.outcome == "dead_letter"
+    (span,) = otel.spans("process q")
+    assert span.attributes is not None and span.attributes["otelkit.outcome"] == "dead_letter"
+    assert pipeline.correlation_id() is None
+
+
+def test_an_adopted_message_left_unsettled_takes_the_blocks_outcome(otel: Telemetry) -> None:
+    calls: list[Any] = []
+    outer = _pulled(calls)
+    with pytest.raises(TimeoutError), pipeline.receive("q", {}, system="rabbitmq", attempt=2, max_attempts=2) as msg:
+        raise TimeoutError("slow")
+    assert len(calls) == 1 and msg.outcome == outer.outcome == "dead_letter"
+    (span,) = otel.spans("process q")
+    assert span.attributes is not None and span.attributes["otelkit.message.attempt"] == 2
+    assert pipeline.correlation_id() is None
+
+
 # --- retries re-emitted after receive exits -------------------------------------------------------
 
 def test_retry_of_keeps_id_attempt_and_first_send_time(otel: Telemetry) -> None:
