@@ -240,8 +240,9 @@ def _pulled_message(message: Any, owner: int, channel: Any, no_ack: bool) -> Non
     try:
         host, port = _server(channel)
         scope, _tag = _reception(message, host, port)
-        scope.__enter__()
+        # set before entering: a scope of the integration's own never adopts the one current (see Reception._start)
         scope._release = _release_adopted
+        scope.__enter__()
         _pulled[id(message)] = (scope, bool(no_ack), owner, _task(), message)
     except Exception:  # an odd message: handled untraced, never an error from telemetry
         from otelkit._internal_log import logger

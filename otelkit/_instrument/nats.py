@@ -239,8 +239,9 @@ def _task() -> Any:
 def _start_fetched(entry: list[Any]) -> None:
     msg, owner, _scope, _task_ = entry
     scope = _reception(msg, owner[1])
-    scope.__enter__()
+    # set before entering: a scope of the integration's own never adopts the one current (see Reception._start)
     scope._release = _release_adopted
+    scope.__enter__()
     entry[2], entry[3] = scope, _task()
 
 

@@ -805,7 +805,10 @@ class Reception(_Consumption):
 
     def _start(self) -> None:
         outer = _current.get()
-        if (outer is not None and type(outer) is Reception and outer._release is not None
+        # Only the application's receive adopts: a pulled message's own scope (its _release set before entering)
+        # started while another pulled message is current (a batch settled out of order, a get() on a second
+        # queue) is that message's operation, not the current one's.
+        if (outer is not None and self._release is None and type(outer) is Reception and outer._release is not None
                 and outer.system == self.system and outer._cv_token is not None):
             self._adopt(outer)
             return

@@ -206,6 +206,28 @@ def test_an_adopted_message_left_unsettled_takes_the_blocks_outcome(otel: Teleme
     assert pipeline.correlation_id() is None
 
 
+def test_a_pulled_messages_own_scope_never_adopts_the_current_one(otel: Telemetry) -> None:
+    """A batch settled out of order: the next message's scope starts while this one is current."""
+    from otelkit._pipeline.scopes import Reception
+
+    calls: list[Any] = []
+    first = _pulled(calls)
+    second = Reception("q", {"x-correlation-id": "pulled-2"}, system="rabbitmq")
+    second._release = first._release  # what an integration sets before entering
+    second.__enter__()
+    assert pipeline.correlation_id() == "pulled-2"
+    second._set_outcome("dead_letter", "msg.term()")
+    second._detach()
+    second.__exit__(None, None, None)
+    assert pipeline.correlation_id() == "pulled-1" and calls == []
+    first._set_outcome("ack")
+    first._detach()
+    first.__exit__(None, None, None)
+    spans = {s.attributes["otelkit.correlation_id"]: s.attributes["otelkit.outcome"] for s in otel.spans("process q")
+             if s.attributes is not None}
+    assert spans == {"pulled-1": "ack", "pulled-2": "dead_letter"}
+
+
 # --- retries re-emitted after receive exits -------------------------------------------------------
 
 def test_retry_of_keeps_id_attempt_and_first_send_time(otel: Telemetry) -> None:
