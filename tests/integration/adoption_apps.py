@@ -127,6 +127,36 @@ def aio_iterator(args: dict[str, Any]) -> None:
     print(json.dumps({"seen": seen}), flush=True)
 
 
+def aio_two_queues(args: dict[str, Any]) -> None:
+    """No application receive: a message pulled from a second queue while the first one's is current."""
+    import aio_pika
+
+    out: dict[str, Any] = {}
+
+    async def main() -> None:
+        connection = await aio_pika.connect(args["rabbitmq_url"])
+        channel = await connection.channel()
+        first = await channel.declare_queue(args["queues"][0], passive=True)
+        second = await channel.declare_queue(args["queues"][1], passive=True)
+        print("READY", flush=True)
+        a = await first.get(timeout=10)
+        out["in_a"] = otelkit.correlation_id()
+        b = await second.get(timeout=10)
+        out["in_b"] = otelkit.correlation_id()
+        log.info("handling %s", "b")
+        await b.reject(requeue=False)
+        out["after_b"] = otelkit.correlation_id()
+        log.info("handling %s", "a")
+        await a.ack()
+        out["after_a"] = otelkit.correlation_id()
+        await channel.close()
+        await asyncio.get_running_loop().run_in_executor(None, otelkit.shutdown)
+        await connection.close()
+
+    asyncio.run(main())
+    print(json.dumps(out), flush=True)
+
+
 def nats_fetch(args: dict[str, Any]) -> None:
     import nats
     from nats.errors import TimeoutError as NatsTimeout
@@ -183,4 +213,5 @@ if __name__ == "__main__":
     role, raw = sys.argv[1], json.loads(sys.argv[2])
     otelkit.init()
     logging.getLogger().setLevel(logging.INFO)
-    {"aio_get": aio_get, "aio_iterator": aio_iterator, "nats_fetch": nats_fetch}[role](raw)
+    {"aio_get": aio_get, "aio_iterator": aio_iterator, "aio_two_queues": aio_two_queues,
+     "nats_fetch": nats_fetch}[role](raw)

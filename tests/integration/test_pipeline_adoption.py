@@ -8,6 +8,8 @@ code written for earlier releases does (adoption_apps.py). Checked at the real r
 delivery, nothing else; the application's outcome (an exception → retry, then dead letter at ``max_attempts``;
 a reject/term inside the block stands); its attempt; the emission time from ``properties=`` (the AMQP
 ``timestamp`` / JetStream's store time): end-to-end latency and time in queue recorded once per delivery.
+The converse: a message the integration pulls while another pulled message is current (a second queue) is its
+own operation, never adopted into the current one.
 """
 
 from __future__ import annotations
@@ -179,3 +181,37 @@ def test_nats_fetched_message_adopted(otelkit_collector: RotelCollector, nats_ur
     processes = otelkit_collector.receiver.spans(f"process {subject}")
     assert sorted(s.attributes["messaging.message.id"] for s in processes) == sorted(
         str(n) for n in (*sequences, sequences[1]))
+
+
+def test_aio_pika_second_queue_message_is_its_own(otelkit_collector: RotelCollector, rabbitmq_url: str) -> None:
+    """Integration only: a ``get()`` on a second queue while the first queue's message is current makes that
+    message's own span (it does not adopt the current one); settling it gives the first one's context back."""
+    import pika
+
+    queues = [f"otelkit-adopt-two-{n}-{uuid.uuid4().hex[:10]}" for n in ("a", "b")]
+    cids = [f"order-{uuid.uuid4().hex[:8]}" for _ in queues]
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    channel = connection.channel()
+    try:
+        for queue, cid in zip(queues, cids, strict=True):
+            channel.queue_declare(queue=queue)
+            channel.basic_publish(exchange="", routing_key=queue, body=b"{}",
+                                  properties=pika.BasicProperties(correlation_id=cid))
+        result = _run_consumer(otelkit_collector, "aio_two_queues", {"rabbitmq_url": rabbitmq_url,
+                                                                     "queues": queues}, "adopt-two")
+    finally:
+        for queue in queues:
+            channel.queue_delete(queue=queue)
+        connection.close()
+    assert result == {"in_a": cids[0], "in_b": cids[1], "after_b": cids[0], "after_a": None}
+    receiver = otelkit_collector.receiver
+    receiver.wait_for(lambda: all(receiver.spans(f"process {q}") for q in queues), timeout=60)
+    (a,), (b,) = (receiver.spans(f"process {q}") for q in queues)
+    assert (a.attributes[CORRELATION_ATTRIBUTE], a.attributes["otelkit.outcome"]) == (cids[0], "ack")
+    assert (b.attributes[CORRELATION_ATTRIBUTE], b.attributes["otelkit.outcome"]) == (cids[1], "dead_letter")
+    assert a.span_id != b.span_id and a.trace_id != b.trace_id
+    records = receiver.wait_for(lambda: (r if len(r := [x for x in receiver.logs() if x.scope == "adoptionapp" and
+                                                        x.resource.get("service.name") == "adopt-two"]) >= 2
+                                         else None), timeout=60)
+    assert {str(r.body): (r.attributes.get(CORRELATION_ATTRIBUTE), r.span_id) for r in records} == {
+        "handling b": (cids[1], b.span_id), "handling a": (cids[0], a.span_id)}
