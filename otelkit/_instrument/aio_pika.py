@@ -240,9 +240,8 @@ def _pulled_message(message: Any, owner: int, channel: Any, no_ack: bool) -> Non
     try:
         host, port = _server(channel)
         scope, _tag = _reception(message, host, port)
-        # set before entering: a scope of the integration's own never adopts the one current (see Reception._start)
-        scope._release = _release_adopted
         scope.__enter__()
+        scope._release = _release_adopted
         _pulled[id(message)] = (scope, bool(no_ack), owner, _task(), message)
     except Exception:  # an odd message: handled untraced, never an error from telemetry
         from otelkit._internal_log import logger

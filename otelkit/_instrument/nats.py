@@ -239,9 +239,8 @@ def _task() -> Any:
 def _start_fetched(entry: list[Any]) -> None:
     msg, owner, _scope, _task_ = entry
     scope = _reception(msg, owner[1])
-    # set before entering: a scope of the integration's own never adopts the one current (see Reception._start)
-    scope._release = _release_adopted
     scope.__enter__()
+    scope._release = _release_adopted
     entry[2], entry[3] = scope, _task()
 
 

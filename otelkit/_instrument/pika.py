@@ -272,9 +272,8 @@ def _basic_get(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
         queue, auto_ack = _get_args(*args, **kwargs)
         _watch_depth(instance, str(queue))
         scope, tag = _reception(impl, method, properties)
-        # set before entering: a scope of the integration's own never adopts the one current (see Reception._start)
-        scope._release = _release_adopted
         scope.__enter__()
+        scope._release = _release_adopted
         _pulled.setdefault(key, {})[tag] = (scope, bool(auto_ack))
     except Exception:  # an odd result: the message is handled untraced, never an error from telemetry
         from otelkit._internal_log import logger

@@ -767,9 +767,9 @@ class Reception(_Consumption):
       or on an exception retry/dead_letter by the failure classifier and ``max_attempts``).
     """
 
-    __slots__ = ("_adopted", "_attributes", "_carrier", "_explicit_cid", "_extra", "_instruments", "_parent",
-                 "_properties", "_queued_at", "_release", "enqueued_at", "message_id", "payload", "producer",
-                 "sent_at")
+    __slots__ = ("_adopted", "_adoptive", "_attributes", "_carrier", "_explicit_cid", "_extra", "_instruments",
+                 "_parent", "_properties", "_queued_at", "_release", "enqueued_at", "message_id", "payload",
+                 "producer", "sent_at")
 
     def __init__(self, destination: str, carrier: Any = None, *, system: str, message_id: object = None,
                  attempt: int | None = None, group: str | None = None, parent: Parent = "none",
@@ -802,13 +802,14 @@ class Reception(_Consumption):
         # of the application inside it adopts it (see _adopt) instead of making a second span.
         self._release: Callable[[Reception, BaseException | None], None] | None = None
         self._adopted: Reception | None = None
+        # Only the application's receive() adopts (pipeline.receive sets it): a scope an integration makes (a
+        # message pulled while another is current: a second queue, a batch settled out of order; a callback or a
+        # job run while a pulled message is current) is that message's own operation.
+        self._adoptive = False
 
     def _start(self) -> None:
         outer = _current.get()
-        # Only the application's receive adopts: a pulled message's own scope (its _release set before entering)
-        # started while another pulled message is current (a batch settled out of order, a get() on a second
-        # queue) is that message's operation, not the current one's.
-        if (outer is not None and self._release is None and type(outer) is Reception and outer._release is not None
+        if (outer is not None and self._adoptive and type(outer) is Reception and outer._release is not None
                 and outer.system == self.system and outer._cv_token is not None):
             self._adopt(outer)
             return
@@ -998,14 +999,17 @@ class Reception(_Consumption):
             self.destination, self.system, self.group, self._parent, self.max_attempts, self._attributes)
         static_attempt = None if attempt_spec else self.attempt
         cid, extra = self._explicit_cid, self._extra or (None, None, None, None)
+        adoptive = self._adoptive
 
         def make(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Reception:
-            return Reception(destination, carrier_spec(args, kwargs) if carrier_spec else None, system=system,
-                             message_id=message_id_spec(args, kwargs) if message_id_spec else None,
-                             attempt=attempt_spec(args, kwargs) if attempt_spec else static_attempt,
-                             group=group, parent=parent, max_attempts=max_attempts, attributes=attributes,
-                             correlation_id=cid, server_address=extra[0], server_port=extra[1],
-                             routing_key=extra[2], delivery_tag=extra[3])
+            scope = Reception(destination, carrier_spec(args, kwargs) if carrier_spec else None, system=system,
+                              message_id=message_id_spec(args, kwargs) if message_id_spec else None,
+                              attempt=attempt_spec(args, kwargs) if attempt_spec else static_attempt,
+                              group=group, parent=parent, max_attempts=max_attempts, attributes=attributes,
+                              correlation_id=cid, server_address=extra[0], server_port=extra[1],
+                              routing_key=extra[2], delivery_tag=extra[3])
+            scope._adoptive = adoptive
+            return scope
 
         return _decorate(fn, make)
 

@@ -157,6 +157,41 @@ def aio_two_queues(args: dict[str, Any]) -> None:
     print(json.dumps(out), flush=True)
 
 
+def pika_get_then_consume(args: dict[str, Any]) -> None:
+    """No application receive: a ``basic_consume`` callback runs while a ``basic_get`` message is current."""
+    import pika
+
+    out: dict[str, Any] = {}
+    connection = pika.BlockingConnection(pika.URLParameters(args["rabbitmq_url"]))
+    channel = connection.channel()
+    print("READY", flush=True)
+    method = None
+    deadline = time.monotonic() + DEADLINE
+    while method is None and time.monotonic() < deadline:
+        method, _properties, _body = channel.basic_get(args["queues"][0])
+        if method is None:
+            connection.process_data_events(time_limit=0.05)  # not there yet: ask again (bounded by the deadline)
+    assert method is not None, "the first queue's message never came"
+    out["in_a"] = otelkit.correlation_id()
+
+    def on_message(ch: Any, delivery: Any, _props: Any, _body: bytes) -> None:
+        out["in_b"] = otelkit.correlation_id()
+        log.info("handling %s", "b")
+        ch.basic_reject(delivery.delivery_tag, requeue=False)
+
+    channel.basic_consume(args["queues"][1], on_message)
+    while "in_b" not in out and time.monotonic() < deadline:
+        connection.process_data_events(time_limit=0.1)  # the callback runs in here, in this thread's context
+    out["after_b"] = otelkit.correlation_id()
+    log.info("handling %s", "a")
+    channel.basic_ack(method.delivery_tag)
+    out["after_a"] = otelkit.correlation_id()
+    channel.close()
+    otelkit.shutdown()
+    connection.close()
+    print(json.dumps(out), flush=True)
+
+
 def nats_fetch(args: dict[str, Any]) -> None:
     import nats
     from nats.errors import TimeoutError as NatsTimeout
@@ -214,4 +249,4 @@ if __name__ == "__main__":
     otelkit.init()
     logging.getLogger().setLevel(logging.INFO)
     {"aio_get": aio_get, "aio_iterator": aio_iterator, "aio_two_queues": aio_two_queues,
-     "nats_fetch": nats_fetch}[role](raw)
+     "pika_get_then_consume": pika_get_then_consume, "nats_fetch": nats_fetch}[role](raw)

@@ -183,9 +183,12 @@ def test_nats_fetched_message_adopted(otelkit_collector: RotelCollector, nats_ur
         str(n) for n in (*sequences, sequences[1]))
 
 
-def test_aio_pika_second_queue_message_is_its_own(otelkit_collector: RotelCollector, rabbitmq_url: str) -> None:
-    """Integration only: a ``get()`` on a second queue while the first queue's message is current makes that
-    message's own span (it does not adopt the current one); settling it gives the first one's context back."""
+@pytest.mark.parametrize("role", ["aio_two_queues", "pika_get_then_consume"])
+def test_a_second_message_while_a_pulled_one_is_current_is_its_own(role: str, otelkit_collector: RotelCollector,
+                                                                    rabbitmq_url: str) -> None:
+    """Integration only: an aio-pika ``get()`` on a second queue, or a pika ``basic_consume`` callback, while the
+    first queue's pulled message is current makes the second message's own span (it does not adopt the current
+    one); settling it gives the first one's context back."""
     import pika
 
     queues = [f"otelkit-adopt-two-{n}-{uuid.uuid4().hex[:10]}" for n in ("a", "b")]
@@ -197,8 +200,8 @@ def test_aio_pika_second_queue_message_is_its_own(otelkit_collector: RotelCollec
             channel.queue_declare(queue=queue)
             channel.basic_publish(exchange="", routing_key=queue, body=b"{}",
                                   properties=pika.BasicProperties(correlation_id=cid))
-        result = _run_consumer(otelkit_collector, "aio_two_queues", {"rabbitmq_url": rabbitmq_url,
-                                                                     "queues": queues}, "adopt-two")
+        result = _run_consumer(otelkit_collector, role, {"rabbitmq_url": rabbitmq_url, "queues": queues},
+                               f"adopt-{role}")
     finally:
         for queue in queues:
             channel.queue_delete(queue=queue)
@@ -211,7 +214,7 @@ def test_aio_pika_second_queue_message_is_its_own(otelkit_collector: RotelCollec
     assert (b.attributes[CORRELATION_ATTRIBUTE], b.attributes["otelkit.outcome"]) == (cids[1], "dead_letter")
     assert a.span_id != b.span_id and a.trace_id != b.trace_id
     records = receiver.wait_for(lambda: (r if len(r := [x for x in receiver.logs() if x.scope == "adoptionapp" and
-                                                        x.resource.get("service.name") == "adopt-two"]) >= 2
+                                                        x.resource.get("service.name") == f"adopt-{role}"]) >= 2
                                          else None), timeout=60)
     assert {str(r.body): (r.attributes.get(CORRELATION_ATTRIBUTE), r.span_id) for r in records} == {
         "handling b": (cids[1], b.span_id), "handling a": (cids[0], a.span_id)}

@@ -206,14 +206,30 @@ def test_an_adopted_message_left_unsettled_takes_the_blocks_outcome(otel: Teleme
     assert pipeline.correlation_id() is None
 
 
-def test_a_pulled_messages_own_scope_never_adopts_the_current_one(otel: Telemetry) -> None:
-    """A batch settled out of order: the next message's scope starts while this one is current."""
+def test_a_decorated_receive_adopts_like_the_block(otel: Telemetry) -> None:
+    calls: list[Any] = []
+    outer = _pulled(calls)
+
+    @pipeline.receive("q", carrier=lambda m: m, system="rabbitmq", max_attempts=3)
+    def handle(message: dict[str, str]) -> str | None:
+        return pipeline.correlation_id()
+
+    assert handle({}) == "pulled-1"
+    assert len(calls) == 1 and outer.outcome == "ack" and outer.max_attempts == 3
+    assert len(otel.spans("process q")) == 1 and pipeline.correlation_id() is None
+
+
+@pytest.mark.parametrize("pulled", [True, False], ids=["pulled", "callback"])
+def test_an_integrations_own_scope_never_adopts_the_current_one(otel: Telemetry, pulled: bool) -> None:
+    """A batch settled out of order (the next message's scope starts while this one is current), or a consumer
+    callback / job run of an integration while a pulled message is current: that message's own span and ID."""
     from otelkit._pipeline.scopes import Reception
 
     calls: list[Any] = []
     first = _pulled(calls)
     second = Reception("q", {"x-correlation-id": "pulled-2"}, system="rabbitmq")
-    second._release = first._release  # what an integration sets before entering
+    if pulled:
+        second._release = first._release
     second.__enter__()
     assert pipeline.correlation_id() == "pulled-2"
     second._set_outcome("dead_letter", "msg.term()")
