@@ -169,10 +169,12 @@ def receive(destination: str, carrier: Any = None, *, system: str, message_id: o
     An exception is recorded on the span, classified transient/permanent, reported once to
     ``otelkit._errors.report_exception`` and re-raised.
     """
-    return Reception(destination, carrier, system=system, message_id=message_id, attempt=attempt, group=group,
-                     parent=parent, max_attempts=max_attempts, attributes=attributes, correlation_id=correlation_id,
-                     properties=properties, server_address=server_address, server_port=server_port,
-                     routing_key=routing_key, delivery_tag=delivery_tag)
+    scope = Reception(destination, carrier, system=system, message_id=message_id, attempt=attempt, group=group,
+                      parent=parent, max_attempts=max_attempts, attributes=attributes, correlation_id=correlation_id,
+                      properties=properties, server_address=server_address, server_port=server_port,
+                      routing_key=routing_key, delivery_tag=delivery_tag)
+    scope._adoptive = True  # the application's receive: adopts a pulled message's scope (Reception._adopt)
+    return scope
 
 
 def receive_batch(destination: str, carriers: Iterable[Any], *, system: str,

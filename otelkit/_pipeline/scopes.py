@@ -767,9 +767,9 @@ class Reception(_Consumption):
       or on an exception retry/dead_letter by the failure classifier and ``max_attempts``).
     """
 
-    __slots__ = ("_adopted", "_attributes", "_carrier", "_explicit_cid", "_extra", "_instruments", "_parent",
-                 "_properties", "_queued_at", "_release", "enqueued_at", "message_id", "payload", "producer",
-                 "sent_at")
+    __slots__ = ("_adopted", "_adoptive", "_attributes", "_carrier", "_explicit_cid", "_extra", "_instruments",
+                 "_parent", "_properties", "_queued_at", "_release", "enqueued_at", "message_id", "payload",
+                 "producer", "sent_at")
 
     def __init__(self, destination: str, carrier: Any = None, *, system: str, message_id: object = None,
                  attempt: int | None = None, group: str | None = None, parent: Parent = "none",
@@ -802,10 +802,14 @@ class Reception(_Consumption):
         # of the application inside it adopts it (see _adopt) instead of making a second span.
         self._release: Callable[[Reception, BaseException | None], None] | None = None
         self._adopted: Reception | None = None
+        # Only the application's receive() adopts (pipeline.receive sets it): a scope an integration makes (a
+        # message pulled while another is current: a second queue, a batch settled out of order; a callback or a
+        # job run while a pulled message is current) is that message's own operation.
+        self._adoptive = False
 
     def _start(self) -> None:
         outer = _current.get()
-        if (outer is not None and type(outer) is Reception and outer._release is not None
+        if (outer is not None and self._adoptive and type(outer) is Reception and outer._release is not None
                 and outer.system == self.system and outer._cv_token is not None):
             self._adopt(outer)
             return
@@ -939,15 +943,21 @@ class Reception(_Consumption):
             outer.span.set_attributes(self._attributes)
 
     def _finish_adopted(self, outer: Reception, exc: BaseException | None) -> None:
+        release = outer._release
+        settled = release is None or outer._cv_token is None
+        if settled and outer._outcome is not None:
+            # The application settled the message inside the block (the integration saw its ack/nack/reject):
+            # that outcome stands, and it is the one this scope reports (not the block's own default).
+            self._outcome, self._reason = outer._outcome, outer._reason
+            return
         if self._outcome is None:
             if exc is None:
                 self._outcome = "ack"
             else:
                 self._outcome = self._default_outcome(
                     classify_failure(exc) if isinstance(exc, Exception) else "transient")
-        release = outer._release
-        if release is None or outer._cv_token is None:
-            return  # the application settled the message inside the block: that outcome stands
+        if release is None or settled:
+            return
         outer._outcome, outer._reason = self._outcome, self._reason
         release(outer, exc)
 
@@ -989,14 +999,17 @@ class Reception(_Consumption):
             self.destination, self.system, self.group, self._parent, self.max_attempts, self._attributes)
         static_attempt = None if attempt_spec else self.attempt
         cid, extra = self._explicit_cid, self._extra or (None, None, None, None)
+        adoptive = self._adoptive
 
         def make(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Reception:
-            return Reception(destination, carrier_spec(args, kwargs) if carrier_spec else None, system=system,
-                             message_id=message_id_spec(args, kwargs) if message_id_spec else None,
-                             attempt=attempt_spec(args, kwargs) if attempt_spec else static_attempt,
-                             group=group, parent=parent, max_attempts=max_attempts, attributes=attributes,
-                             correlation_id=cid, server_address=extra[0], server_port=extra[1],
-                             routing_key=extra[2], delivery_tag=extra[3])
+            scope = Reception(destination, carrier_spec(args, kwargs) if carrier_spec else None, system=system,
+                              message_id=message_id_spec(args, kwargs) if message_id_spec else None,
+                              attempt=attempt_spec(args, kwargs) if attempt_spec else static_attempt,
+                              group=group, parent=parent, max_attempts=max_attempts, attributes=attributes,
+                              correlation_id=cid, server_address=extra[0], server_port=extra[1],
+                              routing_key=extra[2], delivery_tag=extra[3])
+            scope._adoptive = adoptive
+            return scope
 
         return _decorate(fn, make)
 

@@ -7,7 +7,8 @@ manual acks and ``max_ack_pending=1`` (behaviours: ``nak-once`` naks the first d
 terminates); after ``deliveries`` messages the consumer unsubscribes before settling the last one,
 so the messages left stay undelivered for the depth sample taken at shutdown. ``core`` mode: plain
 publish / subscribe. ``js-pull`` mode: the same JetStream behaviours through a pull consumer
-(``pull_subscribe`` + ``fetch()`` batches of up to 2). Prints ``READY`` once subscribed, then one JSON line.
+(``pull_subscribe`` + ``fetch()`` batches of up to 2). ``js-batch`` mode: one ``fetch()`` of the whole batch,
+settled partly out of order (``_batch``). Prints ``READY`` once subscribed, then one JSON line.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def consumer(args: dict[str, Any]) -> None:
                     await on_message(msg)
                     if otelkit.correlation_id() is not None and msg is msgs[-1]:
                         raise AssertionError("the last fetched message's context is still current after its settle")
+        elif args["mode"] == "js-batch":
+            await _batch(nc, args, seen)
         elif args["mode"] == "js":
             js = nc.jetstream()
             await js.add_stream(name=args["stream"], subjects=[args["subject"]])
@@ -108,7 +111,7 @@ def consumer(args: dict[str, Any]) -> None:
                                                                  ack_wait=30)))
         else:
             subs.append(await nc.subscribe(args["subject"], cb=on_message))
-        if args["mode"] != "js-pull":
+        if args["mode"] not in ("js-pull", "js-batch"):
             await nc.flush()
             print("READY", flush=True)
             try:
@@ -122,6 +125,54 @@ def consumer(args: dict[str, Any]) -> None:
 
     asyncio.run(main())
     print(json.dumps({"seen": seen}), flush=True)
+
+
+async def _batch(nc: Any, args: dict[str, Any], seen: list[dict[str, Any]]) -> None:
+    """``js-batch``: one ``fetch(batch=4)`` of the 4 messages, handled in order: 0 acked, 1 nak'd, 3 term'd out of
+    order while 2 is being handled, then 2 acked; the nak'd 1 comes back in a later fetch and is acked."""
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    js = nc.jetstream()
+    await js.add_stream(name=args["stream"], subjects=[args["subject"]])
+    pull = await js.pull_subscribe(args["subject"], durable=args["durable"],
+                                   config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30))
+    print("READY", flush=True)
+    deadline = time.monotonic() + DEADLINE
+    # All 4 stored before the first fetch, so it returns them as one batch (polled, bounded by the deadline).
+    while (await js.consumer_info(args["stream"], args["durable"])).num_pending < args["count"]:
+        if time.monotonic() > deadline:
+            raise AssertionError("the producer's messages never reached the stream")
+        await asyncio.sleep(0.05)
+    settled_early: set[tuple[int, int]] = set()
+    while sum("i" in e for e in seen) < args["deliveries"] and time.monotonic() < deadline:
+        try:
+            msgs = await pull.fetch(batch=args["count"], timeout=1)
+        except (NatsTimeout, asyncio.TimeoutError):
+            continue  # the nak'd message is not back yet: fetch again
+        seen.append({"batch": len(msgs)})
+        by_i = {json.loads(m.data)["i"]: m for m in msgs}
+        for msg in msgs:
+            i = json.loads(msg.data)["i"]
+            delivered = msg.metadata.num_delivered
+            if (i, delivered) in settled_early:
+                continue
+            entry: dict[str, Any] = {"i": i, "delivered": delivered, "correlation_id": otelkit.correlation_id()}
+            seen.append(entry)
+            log.info("handling %d", i)
+            if i == 1 and delivered == 1:
+                await msg.nak()
+            elif i == 2 and 3 in by_i:
+                early = by_i[3]
+                await early.term()  # out of order: the message after this one
+                settled_early.add((3, early.metadata.num_delivered))
+                seen.append({"i": 3, "delivered": early.metadata.num_delivered, "correlation_id": None,
+                             "out_of_order": True})
+                entry["after_early_settle"] = otelkit.correlation_id()
+                await msg.ack()
+            else:
+                await msg.ack()
+        seen[-1]["after_batch"] = otelkit.correlation_id()
 
 
 if __name__ == "__main__":

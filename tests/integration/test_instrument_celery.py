@@ -357,7 +357,40 @@ def _task_name(span: ReceivedSpan) -> str:
     return str(span.attributes.get("celery.task_name", "")).rsplit(".", 1)[-1]
 
 
-def test_celery_canvas(otelkit_collector: RotelCollector, redis_url: str, queue: str) -> None:
+def _run_canvas(collector: RotelCollector, role: str, broker: str, redis_url: str, queue: str, pool: str,
+                concurrency: int, runs: int) -> dict[str, Any]:
+    """A worker (``pool`` × ``concurrency``) on ``broker`` with a Redis result backend; ``celery_app.py ROLE``
+    applies the canvases; returns what it printed once the worker has made ``runs`` CONSUMER spans."""
+    import json
+
+    extra = {"CELERY_TEST_BACKEND": redis_url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    worker = Worker(_env(collector, "celery-worker", broker, queue, "otelkit", extra), pool, concurrency)
+    try:
+        proc = subprocess.run([sys.executable, str(APPS / "celery_app.py"), role],
+                              env=_env(collector, "celery-producer", broker, queue, "otelkit", extra),
+                              cwd=str(APPS), capture_output=True, text=True, timeout=DEADLINE)
+        assert proc.returncode == 0, proc.stderr
+        canvases: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        canvases["worker_pid"] = worker.proc.pid
+        try:
+            wait_consumer_spans(collector, "celery-worker", runs)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nworker:\n{worker.stop()[-6000:]}") from None
+    finally:
+        worker.stop()
+        _delete_queue(broker, queue)
+    return canvases
+
+
+# Redis broker with the solo pool; RabbitMQ (amqp://) with a prefork pool of 2 (the tasks run in child processes,
+# forked after init()). The result backend is Redis in both: a chord needs one.
+CANVAS_WORKERS = [pytest.param("redis_url", "solo", 1, id="redis-solo"),
+                  pytest.param("rabbitmq_url", "prefork", 2, id="rabbitmq-prefork")]
+
+
+@pytest.mark.parametrize(("broker_fixture", "pool", "concurrency"), CANVAS_WORKERS)
+def test_celery_canvas(otelkit_collector: RotelCollector, redis_url: str, queue: str, broker_fixture: str,
+                       pool: str, concurrency: int, request: pytest.FixtureRequest) -> None:
     """chain, group and chord (header + callback) on a real worker with a Redis result backend.
 
     Every task: one PRODUCER span and one CONSUMER span linked to it, nothing twice. The sends Celery makes
@@ -365,25 +398,10 @@ def test_celery_canvas(otelkit_collector: RotelCollector, redis_url: str, queue:
     that made them. A canvas shares one correlation ID: the caller's (the group, applied inside
     ``correlate()``), else one fresh ID for the whole canvas (the chain, the chord).
     """
-    import json
-
     import redis
 
-    extra = {"CELERY_TEST_BACKEND": redis_url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
-    worker = Worker(_env(otelkit_collector, "celery-worker", redis_url, queue, "otelkit", extra), "solo")
-    try:
-        proc = subprocess.run([sys.executable, str(APPS / "celery_app.py"), "canvas"],
-                              env=_env(otelkit_collector, "celery-producer", redis_url, queue, "otelkit", extra),
-                              cwd=str(APPS), capture_output=True, text=True, timeout=DEADLINE)
-        assert proc.returncode == 0, proc.stderr
-        canvases = json.loads(proc.stdout.strip().splitlines()[-1])
-        try:
-            wait_consumer_spans(otelkit_collector, "celery-worker", 3 + 3 + 4)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\nworker:\n{worker.stop()[-6000:]}") from None
-    finally:
-        worker.stop()
-        _delete_queue(redis_url, queue)
+    broker = str(request.getfixturevalue(broker_fixture))
+    canvases = _run_canvas(otelkit_collector, "canvas", broker, redis_url, queue, pool, concurrency, 3 + 3 + 4)
     sends = [s for s in otelkit_collector.receiver.spans() if s.kind == "PRODUCER"]
     consumers = [s for s in spans_of(otelkit_collector, "celery-worker") if s.kind == "CONSUMER"]
     caller = spans_of(otelkit_collector, "celery-producer")
@@ -399,6 +417,8 @@ def test_celery_canvas(otelkit_collector: RotelCollector, redis_url: str, queue:
     assert Counter(s.kind for s in worker_spans) == Counter(CONSUMER=10, PRODUCER=3), \
         Counter((s.kind, s.name) for s in worker_spans)
     assert len(consumers) == 10 and len(sends) == 10
+    in_children = {s.resource.get("process.pid") != canvases["worker_pid"] for s in worker_spans}
+    assert in_children == {pool == "prefork"}  # prefork: every span made in a child process
     ids = [s.attributes["messaging.message.id"] for s in sends]
     assert len(set(ids)) == 10 and {s.attributes["messaging.message.id"] for s in consumers} == set(ids)
     send_of = {s.attributes["messaging.message.id"]: s for s in sends}
@@ -441,6 +461,63 @@ def test_celery_canvas(otelkit_collector: RotelCollector, redis_url: str, queue:
     assert totals(otelkit_collector, MESSAGES_SETTLED.name, "celery-worker", "otelkit.outcome") == Counter(ack=10)
     assert totals(otelkit_collector, MESSAGE_END_TO_END.name, "celery-worker",
                   "messaging.destination.name") == Counter({queue: 10})
+
+
+def test_celery_chunks_map_starmap_rabbitmq_prefork(otelkit_collector: RotelCollector, redis_url: str, queue: str,
+                                                    rabbitmq_url: str) -> None:
+    """``chunks``, ``map`` and ``starmap`` on RabbitMQ with a prefork pool of 2.
+
+    ``add.chunks(6 pairs, 2)`` is a group of 3 ``celery.starmap`` messages: 3 sends, 3 runs, one correlation ID
+    shared by the 3 (fresh: none was current). ``map``/``starmap`` are one message each whose calls run inside
+    that message's run: 1 send, 1 run, and the calls' log records in that run's span and correlation ID; the
+    ``starmap`` was applied inside ``correlate()``: the caller's ID.
+    """
+    import redis
+
+    applied = _run_canvas(otelkit_collector, "chunks", rabbitmq_url, redis_url, queue, "prefork", 2, 3 + 1 + 1)
+    caller = spans_of(otelkit_collector, "celery-producer")
+    worker_spans = spans_of(otelkit_collector, "celery-worker")
+    consumers = [s for s in worker_spans if s.kind == "CONSUMER"]
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*[f"celery-task-meta-{s.attributes['messaging.message.id']}" for s in consumers])
+    client.close()
+    # 5 messages: 5 sends by the caller, 5 runs in the worker, nothing else on either side (the in-process calls
+    # of add/ok inside a starmap/map run are no messages, so no spans).
+    assert Counter(s.kind for s in caller) == Counter(PRODUCER=5), Counter((s.kind, s.name) for s in caller)
+    assert Counter(s.kind for s in worker_spans) == Counter(CONSUMER=5), \
+        Counter((s.kind, s.name) for s in worker_spans)
+    send_of = {s.attributes["messaging.message.id"]: s for s in caller}
+    run_of = {s.attributes["messaging.message.id"]: s for s in consumers}
+    assert set(send_of) == set(run_of) == {*applied["chunks"], applied["map"], applied["starmap"]}
+    assert len(run_of) == 5
+    for task_id, run in run_of.items():
+        send = send_of[task_id]
+        assert run.parent_span_id is None and [link.span_id for link in run.links] == [send.span_id]
+        assert run.attributes[CONVERSATION] == send.attributes[CONVERSATION]
+        assert run.attributes[CORRELATION_ATTRIBUTE] == send.attributes[CORRELATION_ATTRIBUTE]
+    assert Counter(_task_name(s) for s in consumers) == Counter(starmap=4, map=1)
+    assert all(s.resource.get("process.pid") != applied["worker_pid"] for s in consumers)  # the prefork children
+    chunk_cids = {run_of[t].attributes[CONVERSATION] for t in applied["chunks"]}
+    assert len(chunk_cids) == 1  # the 3 chunks: one canvas, one ID
+    map_cid = run_of[applied["map"]].attributes[CONVERSATION]
+    assert run_of[applied["starmap"]].attributes[CONVERSATION] == "order-starmap-1"
+    assert len(chunk_cids | {map_cid, "order-starmap-1"}) == 3
+    # Every call's log record: in its message's run (span and correlation ID), 6 + 3 + 2 of them.
+    otelkit_collector.receiver.wait_for(
+        lambda: len([r for r in otelkit_collector.receiver.logs() if str(r.body).startswith("processing")]) >= 11
+        or None, timeout=DEADLINE, message="11 call log records")
+    logs = [r for r in otelkit_collector.receiver.logs() if str(r.body).startswith("processing")]
+    assert len(logs) == 11
+    by_span = {s.span_id: s for s in consumers}
+    calls: Counter[str] = Counter()
+    for record in logs:
+        run = by_span[record.span_id or ""]
+        assert record.attributes.get(CORRELATION_ATTRIBUTE) == run.attributes[CONVERSATION]
+        calls[str(run.attributes["messaging.message.id"])] += 1
+    assert calls == Counter({**{t: 2 for t in applied["chunks"]}, applied["map"]: 3, applied["starmap"]: 2})
+    assert totals(otelkit_collector, MESSAGES_SETTLED.name, "celery-worker", "otelkit.outcome") == Counter(ack=5)
+    assert totals(otelkit_collector, MESSAGE_END_TO_END.name, "celery-worker",
+                  "messaging.destination.name") == Counter({queue: 5})
 
 
 class Beat:

@@ -157,3 +157,55 @@ def test_jetstream_attempts_outcomes_and_depth(mode: str, otelkit_collector: Rot
                                        if p.attributes.get("messaging.destination.name") == stream], timeout=60)
     assert [p.value for p in depth] == [2]
     assert depth[0].attributes["messaging.consumer.group.name"] == args["durable"]
+
+
+def test_jetstream_fetch_batch_hand_over(otelkit_collector: RotelCollector, nats_url: str) -> None:
+    """One ``fetch(batch=4)`` returns 4 messages: each gets its own CONSUMER span, outcome and correlation ID.
+
+    Handled in order: 0 acked, 1 nak'd, then while 2 is current 3 is term'd (out of order) and 2 acked; the
+    nak'd 1 comes back in a later fetch and is acked. Integration only: the consumer never calls the pipeline.
+    """
+    suffix = uuid.uuid4().hex[:10]
+    stream, subject = f"OTELKIT_BATCH_{suffix}", f"otelkit-test.batch.{suffix}"
+    args = {"nats_url": nats_url, "subject": subject, "stream": stream, "durable": f"otelkit-{suffix}",
+            "mode": "js-batch", "count": 4, "deliveries": 5}
+    try:
+        produced, consumed = _run_pair(otelkit_collector, args, "js-batch")
+    finally:
+        _delete_stream(nats_url, stream)
+    batches = [e["batch"] for e in consumed["seen"] if "batch" in e]
+    deliveries = [e for e in consumed["seen"] if "i" in e]
+    assert batches[0] == 4 and sum(batches) == 5, batches  # the 4 came in one batch; the nak'd one alone
+    assert [(e["i"], e["delivered"]) for e in deliveries] == [(0, 1), (1, 1), (2, 1), (3, 1), (1, 2)]
+    sends, processes = _check_links(otelkit_collector, "js-batch", subject, 4, 5)
+    cid_of_seq = {s.attributes["messaging.message.id"]: s.attributes[CORRELATION_ATTRIBUTE] for s in sends.values()}
+    seq_of = {i: str(seq) for i, seq in enumerate(produced["sequences"])}
+    # 4 messages, 4 correlation IDs (the producer's, one per publish); each handled under its own.
+    assert len(set(cid_of_seq.values())) == 4
+    for entry in deliveries:
+        if not entry.get("out_of_order"):
+            assert entry["correlation_id"] == cid_of_seq[seq_of[entry["i"]]], entry
+    # 3 settled out of order did not disturb the hand-over: 2 was still current after it; nothing after the batch.
+    assert deliveries[2]["after_early_settle"] == cid_of_seq[seq_of[2]]
+    assert [e.get("after_batch") for e in consumed["seen"] if "after_batch" in e] == [None, None]
+    by_seq: dict[str, list[ReceivedSpan]] = {}
+    for process in processes:
+        by_seq.setdefault(process.attributes["messaging.message.id"], []).append(process)
+    outcome_of = {seq: sorted((p.attributes["otelkit.message.attempt"], p.attributes["otelkit.outcome"]) for p in spans)
+                  for seq, spans in by_seq.items()}
+    assert outcome_of == {seq_of[0]: [(1, "ack")], seq_of[1]: [(1, "retry"), (2, "ack")],
+                          seq_of[2]: [(1, "ack")], seq_of[3]: [(1, "dead_letter")]}
+    for seq, spans in by_seq.items():  # every span carries its own message's ID (the out-of-order one too)
+        assert {p.attributes[CORRELATION_ATTRIBUTE] for p in spans} == {cid_of_seq[seq]}
+    receiver = otelkit_collector.receiver
+    expected = {"ack": 3, "retry": 1, "dead_letter": 1}
+    receiver.wait_for(lambda: {p.attributes["otelkit.outcome"]: p.value for p in receiver.metrics(MESSAGES_SETTLED.name)
+                               if p.attributes.get("messaging.destination.name") == subject} == expected, timeout=60)
+    handled = receiver.wait_for(
+        lambda: (r if len(r := [x for x in receiver.logs() if x.scope == "natsapp" and str(x.body).startswith(
+            "handling") and x.resource.get("service.name") == "js-batch-consumer"]) >= 4 else None), timeout=60)
+    assert len(handled) == 4  # 0, 1, 2 and the redelivered 1 (3 was settled unhandled)
+    for record in handled:
+        i = int(str(record.body).split()[-1])
+        assert record.attributes.get(CORRELATION_ATTRIBUTE) == cid_of_seq[seq_of[i]]
+        assert record.span_id in {p.span_id for p in by_seq[seq_of[i]]}

@@ -164,6 +164,86 @@ def test_batch_adopts_explicit_shared_foreign_or_enclosing_ids(otel: Telemetry) 
             assert [m.correlation_id for m in batch.messages] == ["a", "b"]
 
 
+def _pulled(release_calls: list[Any]) -> Any:
+    """A scope as an integration leaves a pulled message (pika basic_get, aio-pika get, NATS fetch): current."""
+    from otelkit._pipeline.scopes import Reception
+
+    outer = Reception("q", {"x-correlation-id": "pulled-1"}, system="rabbitmq")
+    outer.__enter__()
+
+    def release(scope: Any, exc: BaseException | None) -> None:
+        release_calls.append(exc)
+        scope._detach()
+        scope.__exit__(type(exc) if exc is not None else None, exc, None)
+
+    outer._release = release
+    return outer
+
+
+def test_an_adopted_message_settled_inside_the_block_reports_that_outcome(otel: Telemetry) -> None:
+    calls: list[Any] = []
+    outer = _pulled(calls)
+    with pipeline.receive("q", {}, system="rabbitmq") as msg:
+        assert msg.correlation_id == "pulled-1"
+        # the application rejects it (the integration's settle: the outcome, the context detached, the span ended)
+        outer._set_outcome("dead_letter", "reject(requeue=False)")
+        outer._detach()
+        outer.__exit__(None, None, None)
+    assert calls == [] and msg.outcome == outer.outcome == "dead_letter"
+    (span,) = otel.spans("process q")
+    assert span.attributes is not None and span.attributes["otelkit.outcome"] == "dead_letter"
+    assert pipeline.correlation_id() is None
+
+
+def test_an_adopted_message_left_unsettled_takes_the_blocks_outcome(otel: Telemetry) -> None:
+    calls: list[Any] = []
+    outer = _pulled(calls)
+    with pytest.raises(TimeoutError), pipeline.receive("q", {}, system="rabbitmq", attempt=2, max_attempts=2) as msg:
+        raise TimeoutError("slow")
+    assert len(calls) == 1 and msg.outcome == outer.outcome == "dead_letter"
+    (span,) = otel.spans("process q")
+    assert span.attributes is not None and span.attributes["otelkit.message.attempt"] == 2
+    assert pipeline.correlation_id() is None
+
+
+def test_a_decorated_receive_adopts_like_the_block(otel: Telemetry) -> None:
+    calls: list[Any] = []
+    outer = _pulled(calls)
+
+    @pipeline.receive("q", carrier=lambda m: m, system="rabbitmq", max_attempts=3)
+    def handle(message: dict[str, str]) -> str | None:
+        return pipeline.correlation_id()
+
+    assert handle({}) == "pulled-1"
+    assert len(calls) == 1 and outer.outcome == "ack" and outer.max_attempts == 3
+    assert len(otel.spans("process q")) == 1 and pipeline.correlation_id() is None
+
+
+@pytest.mark.parametrize("pulled", [True, False], ids=["pulled", "callback"])
+def test_an_integrations_own_scope_never_adopts_the_current_one(otel: Telemetry, pulled: bool) -> None:
+    """A batch settled out of order (the next message's scope starts while this one is current), or a consumer
+    callback / job run of an integration while a pulled message is current: that message's own span and ID."""
+    from otelkit._pipeline.scopes import Reception
+
+    calls: list[Any] = []
+    first = _pulled(calls)
+    second = Reception("q", {"x-correlation-id": "pulled-2"}, system="rabbitmq")
+    if pulled:
+        second._release = first._release
+    second.__enter__()
+    assert pipeline.correlation_id() == "pulled-2"
+    second._set_outcome("dead_letter", "msg.term()")
+    second._detach()
+    second.__exit__(None, None, None)
+    assert pipeline.correlation_id() == "pulled-1" and calls == []
+    first._set_outcome("ack")
+    first._detach()
+    first.__exit__(None, None, None)
+    spans = {s.attributes["otelkit.correlation_id"]: s.attributes["otelkit.outcome"] for s in otel.spans("process q")
+             if s.attributes is not None}
+    assert spans == {"pulled-1": "ack", "pulled-2": "dead_letter"}
+
+
 # --- retries re-emitted after receive exits -------------------------------------------------------
 
 def test_retry_of_keeps_id_attempt_and_first_send_time(otel: Telemetry) -> None:

@@ -121,6 +121,20 @@ def produce_canvas() -> None:
     print(json.dumps({"chain": chained.id, "group": grouped.id, "chord": chorded.id}), flush=True)
 
 
+def produce_chunks() -> None:
+    """``chunks`` (6 calls of ``add`` in 3 messages), ``map`` (3 calls of ``ok`` in one message) and ``starmap``
+    (2 calls of ``add`` in one message, applied inside ``correlate()``); prints their task IDs."""
+    from otelkit.pipeline import correlate
+
+    logging.basicConfig(level=logging.INFO)
+    chunked = add.chunks([(i, i) for i in range(6)], 2).apply_async()
+    mapped = ok.map([f"m{i}" for i in range(3)]).apply_async()
+    with correlate("order-starmap-1"):
+        starmapped = add.starmap([(10, 1), (10, 2)]).apply_async()
+    print(json.dumps({"chunks": [r.id for r in chunked.results], "map": mapped.id, "starmap": starmapped.id}),
+          flush=True)
+
+
 def produce(args: dict[str, Any]) -> None:
     logging.basicConfig(level=logging.INFO)
     sent = []
@@ -136,3 +150,5 @@ if __name__ == "__main__":
         produce(json.loads(sys.argv[2]))
     elif sys.argv[1] == "canvas":
         produce_canvas()
+    elif sys.argv[1] == "chunks":
+        produce_chunks()
