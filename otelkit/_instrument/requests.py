@@ -25,7 +25,7 @@ from otelkit._status import IntegrationStatus
 
 NAME = "requests"
 SCOPE = "opentelemetry.instrumentation.requests"
-MIN_VERSION = (2, 7)
+MIN_VERSION = (2, 25)  # the tested floor; requests 2.7 cannot import on Python 3.10+ (docs/install.md)
 CONTRIB = "opentelemetry.instrumentation.requests"
 
 _state: dict[str, Any] = {}
@@ -41,12 +41,12 @@ def _response_hook(span: Any, _request: Any, _response: Any) -> None:
 
 def plan() -> IntegrationStatus:
     """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
-    return _common.plan_library(NAME, ("requests",), MIN_VERSION, "2.7", "requests", CONTRIB)
+    return _common.plan_library(NAME, ("requests",), MIN_VERSION, "2.25", "requests", CONTRIB)
 
 
 def instrument(ctx: _common.Context) -> IntegrationStatus:
     """Instrument now when requests is imported, else when the application imports it (see ``_lazy``)."""
-    return _lazy.instrument_when_imported(NAME, "requests", ("requests",), MIN_VERSION, "2.7", "requests",
+    return _lazy.instrument_when_imported(NAME, "requests", ("requests",), MIN_VERSION, "2.25", "requests",
                                           lambda contrib, version: _instrument_now(ctx, contrib, version), CONTRIB)
 
 

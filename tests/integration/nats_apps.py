@@ -58,6 +58,7 @@ def consumer(args: dict[str, Any]) -> None:
 
     otelkit.init()
     seen: list[dict[str, Any]] = []
+    server: dict[str, int] = {}  # js-pull: the consumer's counts once no pull request waits
 
     async def main() -> None:
         nc = await nats.connect(args["nats_url"])
@@ -81,6 +82,8 @@ def consumer(args: dict[str, Any]) -> None:
                 await msg.nak()
             elif behaviour == "term":
                 await msg.term()
+            elif args["mode"] == "js-pull":  # the server has counted the last ack before the depth check below
+                await msg.ack_sync()
             else:
                 await msg.ack()
 
@@ -101,6 +104,16 @@ def consumer(args: dict[str, Any]) -> None:
                     await on_message(msg)
                     if otelkit.correlation_id() is not None and msg is msgs[-1]:
                         raise AssertionError("the last fetched message's context is still current after its settle")
+            # A fetch() batch the server could not fill at once (max_ack_pending=1) leaves its pull request
+            # waiting until it expires (< 1 s); a message it takes after this loop counts as delivered, not
+            # pending (nats-py's own comments call it an orphaned pull request). Wait until no request waits,
+            # then report the server's counts: the depth sampled at shutdown must be its num_pending.
+            deadline = time.monotonic() + DEADLINE
+            while (info := await js.consumer_info(args["stream"], args["durable"])).num_waiting:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"pull requests still waiting: {info}")
+                await asyncio.sleep(0.05)  # polled with the deadline above
+            server.update(pending=info.num_pending, ack_pending=info.num_ack_pending)
         elif args["mode"] == "js-batch":
             await _batch(nc, args, seen)
         elif args["mode"] == "js":
@@ -124,7 +137,7 @@ def consumer(args: dict[str, Any]) -> None:
         await nc.close()
 
     asyncio.run(main())
-    print(json.dumps({"seen": seen}), flush=True)
+    print(json.dumps({"seen": seen, "server": server}), flush=True)
 
 
 async def _batch(nc: Any, args: dict[str, Any], seen: list[dict[str, Any]]) -> None:
