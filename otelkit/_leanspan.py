@@ -98,14 +98,6 @@ def _bounded_attributes(attributes: Any, maxlen: int | None, max_value_len: int 
     return bounded
 
 
-def _bounded_list(maxlen: int | None) -> BoundedList:
-    bounded = _new(BoundedList)
-    bounded.dropped = 0
-    bounded._dq = deque(maxlen=maxlen)
-    bounded._lock = _Lock()
-    return bounded
-
-
 def _build(tracer: Any, name: str, span_context: SpanContext, parent: SpanContext | None, attributes: Any,
            kind: trace_api.SpanKind, links: Sequence[trace_api.Link], record_exception: bool,
            set_status_on_exception: bool, record_end_metrics: Any, status: Any) -> Span:
@@ -121,7 +113,12 @@ def _build(tracer: Any, name: str, span_context: SpanContext, parent: SpanContex
     span._start_time = None
     span._end_time = None
     span._attributes = _bounded_attributes(attributes, limits.max_span_attributes, limits.max_span_attribute_length)
-    span._events = _bounded_list(limits.max_events)
+    # BoundedList(limits.max_events), what Span._new_events makes: its three attributes, in its order.
+    events: Any = _new(BoundedList)
+    events.dropped = 0
+    events._dq = deque(maxlen=limits.max_events)
+    events._lock = _Lock()
+    span._events = events
     span._links = ()
     span._resource = tracer.resource
     span._status = status
@@ -133,7 +130,14 @@ def _build(tracer: Any, name: str, span_context: SpanContext, parent: SpanContex
     span._limits = limits
     span._lock = _Lock()
     # Links with content take the SDK's own validation (the limits are already on the span).
-    span._links = span._new_links(links) if links else _bounded_list(limits.max_links)
+    if links:
+        span._links = span._new_links(links)
+    else:  # BoundedList(limits.max_links), as Span._new_links makes it for no links
+        empty: Any = _new(BoundedList)
+        empty.dropped = 0
+        empty._dq = deque(maxlen=limits.max_links)
+        empty._lock = _Lock()
+        span._links = empty
     span._record_end_metrics = record_end_metrics
     return span  # type: ignore[no-any-return]
 
@@ -141,19 +145,20 @@ def _build(tracer: Any, name: str, span_context: SpanContext, parent: SpanContex
 def _make(tracer: Any, status: Any) -> Callable[..., trace_api.Span]:
     getrandbits = random.getrandbits
     sdk_trace = _sdk_trace
+    span_key = str(SPAN_KEY)  # not None: lean_start_span checked it
 
     def start_span(name: str, context: Context | None = None, kind: trace_api.SpanKind = _INTERNAL,
                    attributes: Attributes = None, links: Sequence[trace_api.Link] | None = (),
                    start_time: int | None = None, record_exception: bool = True,
                    set_status_on_exception: bool = True) -> trace_api.Span:
         links = links or ()
-        current = (context if context is not None else get_current()).get(SPAN_KEY)
+        current = (context if context is not None else get_current()).get(span_key)
         parent: SpanContext | None = (
             current if isinstance(current, trace_api.Span) else INVALID_SPAN).get_span_context()
         if parent is not None and not isinstance(parent, SpanContext):
             raise TypeError("parent_span_context must be a SpanContext or None.")
         if not tracer._tracer_config.is_enabled:
-            return NonRecordingSpan(context=parent)
+            return NonRecordingSpan(context=parent)  # type: ignore[arg-type]  # the SDK passes None on too
         if parent is None or not parent.is_valid:
             parent = None
             trace_id = getrandbits(128)
@@ -221,7 +226,7 @@ def _same_layout() -> Any:
 
     tracer = _Tracer()
     context = SpanContext(1, 2, False, _FLAGS[True, True])
-    attributes = {"k": "v", "n": 1}
+    attributes: dict[str, Any] = {"k": "v", "n": 1}
     reference = _Span(name="n", context=context, parent=None, sampler=tracer.sampler, resource=tracer.resource,
                       attributes=attributes, span_processor=tracer.span_processor, kind=_INTERNAL, links=(),
                       instrumentation_info=None, record_exception=True, set_status_on_exception=False,
