@@ -46,12 +46,12 @@ from otelkit._compat import (
     ProxyObservableGauge,
     ProxyObservableUpDownCounter,
     ProxyUpDownCounter,
+    lean_start_span,
     logger_enabled,
     logs_api,
     on_ending,
 )
 from otelkit._internal_log import logger
-from otelkit._leanspan import lean_start_span
 
 __all__ = [
     "CurrentSpan",
