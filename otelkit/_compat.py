@@ -542,7 +542,7 @@ VERIFIED_SDK = ("1.45.",)
 _lean_for: Any = None  # the checked builder, once made; False if it could not be
 
 
-def lean_start_span(tracer: Any) -> Callable[..., Any] | None:
+def lean_start_span(tracer: Any, inline_sampler: type | None = None) -> Callable[..., Any] | None:
     """A leaner ``tracer.start_span`` building the SDK's own ``_Span``, or None when the SDK's must be used.
 
     The SDK's ``start_span`` spends most of a span's application-thread cost in Python frames around
@@ -553,7 +553,8 @@ def lean_start_span(tracer: Any) -> Callable[..., Any] | None:
 
     The function returned does exactly what ``Tracer.start_span`` does, in the same
     order, for the SDK's own ``Tracer`` with the default ``RandomIdGenerator``: the sampler is asked as
-    the SDK asks it (otelkit's :class:`~otelkit._sampling.ParentBasedAlwaysOn` is decided inline: same
+    the SDK asks it (a sampler of type ``inline_sampler``, otelkit's
+    :class:`~otelkit._sampling.ParentBasedAlwaysOn` passed by ``_proxy``, is decided inline: same
     decisions), the tracer's resource, limits, processors, configuration and span metrics are read per
     call, and the result is the SDK's ``_Span`` with the same instance attributes (same names, same
     order, same values), started, ``on_start`` called. Processors and exporters of other libraries get
@@ -571,10 +572,10 @@ def lean_start_span(tracer: Any) -> Callable[..., Any] | None:
             _lean_for = _lean_factory()
         except Exception:  # an SDK this code does not know: its own start_span, as before
             _lean_for = False
-    return _lean_for(tracer) if _lean_for else None
+    return _lean_for(tracer, inline_sampler) if _lean_for else None
 
 
-def _lean_factory() -> Callable[[Any], Any]:
+def _lean_factory() -> Callable[[Any, type | None], Any]:
     """Imports the SDK's trace internals only when the first tracer is bound (``_compat`` is imported at exit)."""
     import random
     import threading
@@ -596,7 +597,6 @@ def _lean_factory() -> Callable[[Any], Any]:
     from opentelemetry.util.types import Attributes
 
     from otelkit._internal_log import logger
-    from otelkit._sampling import ParentBasedAlwaysOn
 
     _INTERNAL = trace_api.SpanKind.INTERNAL
     _RECORD_AND_SAMPLE = Decision.RECORD_AND_SAMPLE
@@ -686,7 +686,7 @@ def _lean_factory() -> Callable[[Any], Any]:
         return span  # type: ignore[no-any-return]
 
 
-    def _make(tracer: Any, status: Any) -> Callable[..., trace_api.Span]:
+    def _make(tracer: Any, status: Any, inline_sampler: type | None) -> Callable[..., trace_api.Span]:
         getrandbits = random.getrandbits
         sdk_trace = sdk_trace_module
         span_key = str(SPAN_KEY)  # not None: lean_start_span checked it
@@ -711,8 +711,9 @@ def _lean_factory() -> Callable[[Any], Any]:
             else:
                 trace_id = parent.trace_id
             sampler = tracer.sampler
-            if type(sampler) is ParentBasedAlwaysOn:
-                # ParentBasedAlwaysOn.should_sample, inline (the parent is already looked up).
+            if type(sampler) is inline_sampler:
+                # ParentBasedAlwaysOn.should_sample (ParentBased(ALWAYS_ON)'s decisions), inline: the parent is
+                # already looked up.
                 if parent is None:
                     decision, span_attributes, trace_state = _RECORD_AND_SAMPLE, attributes, None
                 elif parent.trace_flags.sampled:
@@ -798,7 +799,7 @@ def _lean_factory() -> Callable[[Any], Any]:
         return value
 
 
-    def for_tracer(tracer: trace_api.Tracer) -> Callable[..., trace_api.Span] | None:
+    def for_tracer(tracer: trace_api.Tracer, inline_sampler: type | None) -> Callable[..., trace_api.Span] | None:
         """The lean ``start_span`` for ``tracer``, or None when the SDK's own must be used (see the module doc)."""
         nonlocal checked, found_status, sdk_trace_module
         if type(tracer) is not SdkTracer or SPAN_KEY is None or not sdk_version.startswith(VERIFIED_SDK):
@@ -827,6 +828,6 @@ def _lean_factory() -> Callable[[Any], Any]:
                 logger.debug("otelkit: this SDK's spans differ from the lean path's; using Tracer.start_span")
         if found_status is None:
             return None
-        return _make(tracer, found_status)
+        return _make(tracer, found_status, inline_sampler)
 
     return for_tracer

@@ -52,6 +52,7 @@ from otelkit._compat import (
     on_ending,
 )
 from otelkit._internal_log import logger
+from otelkit._sampling import ParentBasedAlwaysOn
 
 __all__ = [
     "CurrentSpan",
@@ -221,7 +222,7 @@ class ProxyTracer(trace_api.Tracer):
         # Instance attributes shadow the class methods below: no wrapper frame on the hot path.
         self.__dict__["_delegate"] = delegate
         # The SDK's own tracer with its default ID generator: the same _Span, built with fewer frames.
-        start_span = lean_start_span(delegate) or delegate.start_span
+        start_span = lean_start_span(delegate, ParentBasedAlwaysOn) or delegate.start_span
         self.__dict__["start_span"] = start_span
         if type(delegate) is SdkTracer:
             # The SDK's own tracer (not a subclass that may override it): the same semantics, cheaper.

@@ -246,7 +246,7 @@ def test_lean_start_span_builds_the_sdks_span(kwargs: dict[str, Any], limits: An
     provider = TracerProvider(sampler=sampler, span_limits=limits)
     provider.add_span_processor(recorder)
     tracer = provider.get_tracer("t", "1.0")
-    lean = lean_start_span(tracer)
+    lean = lean_start_span(tracer, ParentBasedAlwaysOn)
     if lean is None:
         assert not sdk_version.startswith(VERIFIED_SDK), "the lean path is off on an SDK it was checked against"
         pytest.skip(f"SDK {sdk_version}: the lean path is off, the SDK's own start_span is used")
@@ -263,12 +263,12 @@ def test_lean_start_span_builds_the_sdks_span(kwargs: dict[str, Any], limits: An
 def test_lean_start_span_of_a_disabled_tracer_and_of_other_tracers() -> None:
     provider = TracerProvider()
     tracer = provider.get_tracer("t")
-    assert lean_start_span(trace.NoOpTracer()) is None
+    assert lean_start_span(trace.NoOpTracer(), ParentBasedAlwaysOn) is None
     if not sdk_version.startswith(VERIFIED_SDK):
-        assert lean_start_span(tracer) is None
+        assert lean_start_span(tracer, ParentBasedAlwaysOn) is None
         return
     tracer._set_tracer_config(_TracerConfig(is_enabled=False))
-    lean = lean_start_span(tracer)
+    lean = lean_start_span(tracer, ParentBasedAlwaysOn)
     assert lean is not None
     parent = trace.set_span_in_context(NonRecordingSpan(SpanContext(5, 6, is_remote=True)))
     got, expected = lean("x", context=parent), tracer.start_span("x", context=parent)
@@ -278,7 +278,7 @@ def test_lean_start_span_of_a_disabled_tracer_and_of_other_tracers() -> None:
     class Sequential(RandomIdGenerator):
         pass
 
-    assert lean_start_span(TracerProvider(id_generator=Sequential()).get_tracer("t")) is None
+    assert lean_start_span(TracerProvider(id_generator=Sequential()).get_tracer("t"), ParentBasedAlwaysOn) is None
 
 
 def test_the_proxy_uses_the_lean_path_for_sdk_tracers() -> None:
