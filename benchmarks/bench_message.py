@@ -107,14 +107,16 @@ def _run(mode: str, endpoint: str, count: int) -> dict[str, dict[str, Any]]:
             redis.Redis.from_url(REDIS_URL).delete(queue)
 
 
-def measure(fast: bool) -> dict[str, list[dict[str, dict[str, Any]]]]:
+def measure(fast: bool, redis_list_only: bool = False) -> dict[str, list[dict[str, dict[str, Any]]]]:
     sys.path.insert(0, str(HERE))
     from bench_export import _rotel
 
     count = 1000 if fast else 3000
     rounds = 1 if fast else 3
     modes = MODES if _faststream_available() else MODES[:2]
-    if _rabbit_available():
+    if redis_list_only:  # the issue's row alone: plain, otelkit, FastStream with and without its middleware
+        modes = modes[:4]
+    elif _rabbit_available():
         modes = (*modes, *RABBIT_MODES)
     results: dict[str, list[dict[str, dict[str, Any]]]] = {m: [] for m in modes}
     collector = _rotel().start()
@@ -131,9 +133,9 @@ def _per_message_us(run: dict[str, dict[str, Any]], key: str = "cpu") -> float:
     return (run["producer"][key] + run["consumer"][key]) / run["producer"]["count"] * 1e6
 
 
-def custom(fast: bool) -> list[dict[str, Any]]:
+def custom(fast: bool, redis_list_only: bool = False) -> list[dict[str, Any]]:
     load = os.getloadavg()[0]
-    results = measure(fast)
+    results = measure(fast, redis_list_only)
     cpu = {m: [_per_message_us(r) for r in runs] for m, runs in results.items()}
     main = {m: [_per_message_us(r, "main") for r in runs] for m, runs in results.items()}
     ours = [a - b for a, b in zip(cpu["otelkit"], cpu["plain"], strict=True)]
@@ -193,5 +195,8 @@ def custom(fast: bool) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    for row in custom("--fast" in sys.argv):
+    # --redis-list: only the Redis-list row (issue 17 part 2), with each round's figures.
+    for row in custom("--fast" in sys.argv, "--redis-list" in sys.argv):
         print(row["label"], statistics.median(row["otelkit"]), statistics.median(row["raw"]), row.get("note"))
+        print("  per round: otelkit", [round(v) for v in row["otelkit"]], "peer", [round(v) for v in row["raw"]],
+              "| load average now", os.getloadavg())

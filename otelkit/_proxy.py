@@ -46,11 +46,13 @@ from otelkit._compat import (
     ProxyObservableGauge,
     ProxyObservableUpDownCounter,
     ProxyUpDownCounter,
+    lean_start_span,
     logger_enabled,
     logs_api,
     on_ending,
 )
 from otelkit._internal_log import logger
+from otelkit._sampling import ParentBasedAlwaysOn
 
 __all__ = [
     "CurrentSpan",
@@ -219,10 +221,12 @@ class ProxyTracer(trace_api.Tracer):
     def _bind(self, delegate: trace_api.Tracer) -> None:
         # Instance attributes shadow the class methods below: no wrapper frame on the hot path.
         self.__dict__["_delegate"] = delegate
-        self.__dict__["start_span"] = delegate.start_span
+        # The SDK's own tracer with its default ID generator: the same _Span, built with fewer frames.
+        start_span = lean_start_span(delegate, ParentBasedAlwaysOn) or delegate.start_span
+        self.__dict__["start_span"] = start_span
         if type(delegate) is SdkTracer:
             # The SDK's own tracer (not a subclass that may override it): the same semantics, cheaper.
-            self.__dict__["start_as_current_span"] = functools.partial(CurrentSpan, delegate.start_span)
+            self.__dict__["start_as_current_span"] = functools.partial(CurrentSpan, start_span)
         else:
             self.__dict__["start_as_current_span"] = delegate.start_as_current_span
 

@@ -8,19 +8,26 @@ below runs through both and compares what is recorded.
 from __future__ import annotations
 
 import asyncio
+import random
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from opentelemetry import context, trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider, _TracerConfig
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.sdk.version import __version__ as sdk_version
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.span import TraceState
 
+from otelkit._compat import VERIFIED_SDK, lean_start_span
 from otelkit._proxy import CurrentSpan, ProxyTracer
 from otelkit._sampling import ParentBasedAlwaysOn
 
@@ -139,3 +146,143 @@ def test_parent_based_always_on_decides_as_the_sdks(parent: Context | None, attr
     assert got.trace_state == expected.trace_state
     assert ours.get_description() == sdk.get_description()
     assert isinstance(ours, ParentBased)
+
+
+# --- the lean start_span (``_compat.lean_start_span``): the SDK's own _Span, attribute for attribute ------------------
+
+
+class _Recorder(SpanProcessor):
+    """Keeps what a processor gets: the started span and the ReadableSpan of end()."""
+
+    def __init__(self) -> None:
+        self.started: list[Any] = []
+        self.ended: list[ReadableSpan] = []
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        self.started.append((span, parent_context))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
+
+
+def _deep(value: Any) -> Any:
+    """Everything an object holds, recursively; locks by type and state, other objects by identity or ==."""
+    if isinstance(value, NonRecordingSpan):
+        return "non-recording", _deep(value.get_span_context())
+    if isinstance(value, (ReadableSpan, BoundedAttributes, BoundedList, Event)):
+        return type(value), {key: _deep(item) for key, item in vars(value).items()}
+    if isinstance(value, tuple) and type(value) is not tuple:  # SpanContext, Link-free named tuples
+        return type(value), tuple(_deep(v) for v in value)
+    if isinstance(value, (list, tuple, deque)):
+        return type(value), [_deep(v) for v in value], getattr(value, "maxlen", None)
+    if isinstance(value, dict):
+        return {key: _deep(item) for key, item in value.items()}
+    if isinstance(value, trace.Link):
+        return "link", _deep(value.context), _deep(value.attributes)
+    if type(value).__name__ == "lock":
+        return "lock", value.locked()
+    if isinstance(value, (int, float, str, bytes, bool, type(None))):
+        return value
+    if isinstance(value, TraceState):
+        return "tracestate", list(value.items())
+    if isinstance(value, trace.Status):
+        return "status", value.status_code, value.description
+    return "object", id(value)
+
+
+def _lean_cases() -> list[tuple[str, dict[str, Any], Any]]:
+    sampled = trace.set_span_in_context(NonRecordingSpan(SpanContext(
+        0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("vendor", "x")]))))
+    unsampled = trace.set_span_in_context(NonRecordingSpan(SpanContext(
+        0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))))
+    random_flag = trace.set_span_in_context(NonRecordingSpan(SpanContext(
+        0x99, 0x77, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID))))
+    link = trace.Link(SpanContext(0x42, 0x43, is_remote=True), {"l": 1})
+
+    class Color(str):
+        pass
+
+    return [
+        ("root", {"attributes": {"i": 1, "k": "v", "f": 1.5, "b": True, "y": b"x", "n": None}}, None),
+        ("no attributes", {}, None),
+        ("kind and start time", {"kind": trace.SpanKind.SERVER, "start_time": 7}, None),
+        ("sampled remote parent", {"context": sampled, "attributes": {"a": 1}}, None),
+        ("unsampled parent: dropped", {"context": unsampled, "attributes": {"a": 1}}, None),
+        ("parent with the random flag", {"context": random_flag}, None),
+        ("values the SDK cleans", {"attributes": {"seq": [1, 2], "s": Color("c"), "o": object(), 3: "x", "": 1}},
+         None),
+        ("long string, limits", {"attributes": {"s": "x" * 50, "t": "y"}},
+         SpanLimits(max_span_attribute_length=10, max_span_attributes=5)),
+        ("more attributes than the limit", {"attributes": {f"k{i}": i for i in range(5)}},
+         SpanLimits(max_span_attributes=3)),
+        ("links", {"links": [link, None]}, None),
+        ("explicit empty context", {"context": Context()}, None),
+    ]
+
+
+def _run_lean_case(start: Callable[..., Any], recorder: _Recorder, kwargs: dict[str, Any], seed: int) -> Any:
+    random.seed(seed)
+    span = start("op", **kwargs)
+    if span.is_recording():
+        span.set_attribute("late", 1)
+        span.add_event("e", {"x": 1}, timestamp=9)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, "bad"))
+    started = _deep(span)
+    span.end(end_time=11)
+    return started, [_deep(s) for s in recorder.ended], [(_deep(s), c) for s, c in recorder.started]
+
+
+@pytest.mark.parametrize(("kwargs", "limits"), [(kw, lim) for _, kw, lim in _lean_cases()],
+                         ids=[name for name, _, _ in _lean_cases()])
+@pytest.mark.parametrize("sampler", [ParentBasedAlwaysOn(), ParentBased(ALWAYS_ON), TraceIdRatioBased(0.5)],
+                         ids=["otelkit-default", "sdk-default", "ratio"])
+def test_lean_start_span_builds_the_sdks_span(kwargs: dict[str, Any], limits: Any, sampler: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import opentelemetry.sdk.trace as sdk_trace
+
+    monkeypatch.setattr(sdk_trace, "time_ns", lambda: 3)  # both paths read the clock the SDK's module holds
+    recorder = _Recorder()
+    provider = TracerProvider(sampler=sampler, span_limits=limits)
+    provider.add_span_processor(recorder)
+    tracer = provider.get_tracer("t", "1.0")
+    lean = lean_start_span(tracer, ParentBasedAlwaysOn)
+    if lean is None:
+        assert not sdk_version.startswith(VERIFIED_SDK), "the lean path is off on an SDK it was checked against"
+        pytest.skip(f"SDK {sdk_version}: the lean path is off, the SDK's own start_span is used")
+    for seed in (1, 2, 3):
+        expected = _run_lean_case(tracer.start_span, recorder, kwargs, seed)
+        recorder.started.clear()
+        recorder.ended.clear()
+        got = _run_lean_case(lean, recorder, kwargs, seed)
+        recorder.started.clear()
+        recorder.ended.clear()
+        assert got == expected
+
+
+def test_lean_start_span_of_a_disabled_tracer_and_of_other_tracers() -> None:
+    provider = TracerProvider()
+    tracer = provider.get_tracer("t")
+    assert lean_start_span(trace.NoOpTracer(), ParentBasedAlwaysOn) is None
+    if not sdk_version.startswith(VERIFIED_SDK):
+        assert lean_start_span(tracer, ParentBasedAlwaysOn) is None
+        return
+    tracer._set_tracer_config(_TracerConfig(is_enabled=False))
+    lean = lean_start_span(tracer, ParentBasedAlwaysOn)
+    assert lean is not None
+    parent = trace.set_span_in_context(NonRecordingSpan(SpanContext(5, 6, is_remote=True)))
+    got, expected = lean("x", context=parent), tracer.start_span("x", context=parent)
+    assert type(got) is type(expected) is NonRecordingSpan
+    assert got.get_span_context() == expected.get_span_context()
+
+    class Sequential(RandomIdGenerator):
+        pass
+
+    assert lean_start_span(TracerProvider(id_generator=Sequential()).get_tracer("t"), ParentBasedAlwaysOn) is None
+
+
+def test_the_proxy_uses_the_lean_path_for_sdk_tracers() -> None:
+    tracer = ProxyTracer(TracerProvider().get_tracer("t"))
+    assert ("._make.<locals>.start_span" in tracer.start_span.__qualname__) == sdk_version.startswith(VERIFIED_SDK)
+    with tracer.start_as_current_span("x") as span:
+        assert type(span).__name__ == "_Span"
