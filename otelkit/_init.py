@@ -10,7 +10,6 @@ logged on the ``otelkit`` logger and the rest carries on.
 from __future__ import annotations
 
 import atexit
-import inspect
 import math
 import os
 import sys
@@ -862,12 +861,6 @@ def _install_process_hooks(settings: Settings) -> None:
         _fork.set_exit_flush_timeout(settings.child_exit_timeout)
     except Exception:
         logger.exception("otelkit: setting the child exit flush deadline failed")
-    try:
-        from otelkit._instrument import _lazy
-
-        _lazy.when_imported("otelkit.exit", "uvicorn.server", _flush_after_uvicorn_shutdown)
-    except Exception:
-        logger.exception("otelkit: installing the uvicorn shutdown flush failed")
     if not _fork_installed:
         _fork_installed = True
         try:
@@ -882,34 +875,6 @@ def _install_process_hooks(settings: Settings) -> None:
             _pools.install(init_in_child)
         except Exception:
             logger.exception("otelkit: installing the multiprocessing hooks failed")
-
-
-def _flush_after_uvicorn_shutdown(module: Any) -> None:
-    """Make ``uvicorn.server.Server.shutdown`` flush every signal once it has finished.
-
-    uvicorn (0.29+) re-raises the SIGTERM it handled once its graceful shutdown is over, with the default
-    handler back: the process dies without running ``atexit``, so otelkit's exit flush never runs. The
-    frameworks' lifespan shutdown flushes (``_asgi``), but a bare ASGI callable has no lifespan, and a
-    worker's telemetry of its last second was lost. ``shutdown`` (not ``serve``): uvicorn looks it up when
-    it stops, so this holds when ``init()`` runs inside the app's import, i.e. during ``serve``.
-    """
-    server = getattr(module, "Server", None)
-    if server is None or not inspect.iscoroutinefunction(getattr(server, "shutdown", None)):
-        return
-
-    async def shutdown_then_flush(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        try:
-            return await wrapped(*args, **kwargs)
-        finally:
-            state = _state
-            if state is not None:  # on the loop, blocking: the server no longer serves, the process ends next
-                from otelkit._instrument import _web
-
-                _web.flush_at_server_shutdown(state.settings.shutdown_timeout)
-
-    from otelkit._instrument import _common
-
-    _common.wrap(server, "shutdown", shutdown_then_flush)
 
 
 def _reinit_after_fork() -> None:

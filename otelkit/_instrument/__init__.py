@@ -60,6 +60,7 @@ from otelkit._instrument import starlette as _starlette
 from otelkit._instrument import system_metrics as _system_metrics
 from otelkit._instrument import threads as _threading
 from otelkit._instrument import urllib3 as _urllib3
+from otelkit._instrument import uvicorn as _uvicorn
 from otelkit._internal_log import logger
 from otelkit._status import IntegrationStatus
 
@@ -75,7 +76,7 @@ LIBRARIES: tuple[ModuleType, ...] = (
     _redis, _psycopg2, _httpx, _threading,
     _requests, _urllib3, _aiohttp_client, _psycopg, _asyncpg, _sqlalchemy,
     _bullmq, _celery, _rq, _dramatiq, _arq,
-    _fastapi, _starlette, _flask, _django,
+    _fastapi, _starlette, _flask, _django, _uvicorn,
     _faststream, _pika, _aio_pika, _nats,
 )
 """Integrations selected by ``instrument=`` (plus entry points)."""
@@ -83,7 +84,7 @@ BUILTIN_NAMES = (
     "logging", "redis", "psycopg2", "httpx", "threading", "system_metrics",
     "requests", "urllib3", "aiohttp-client", "psycopg", "asyncpg", "sqlalchemy",
     "bullmq", "celery", "rq", "dramatiq", "arq",
-    "fastapi", "starlette", "flask", "django",
+    "fastapi", "starlette", "flask", "django", "uvicorn",
     "faststream", "pika", "aio-pika", "nats",
 )
 

@@ -251,8 +251,7 @@ def test_uvicorn_bare_asgi_app_delivers_its_last_batch(otelkit_collector: RotelC
     port = free_port()
     command = [str(BIN / "uvicorn"), *([] if in_app else ["--workers", "2"]), "--host", "127.0.0.1", "--port",
                str(port), "--app-dir", str(tmp_path), "--log-level", "warning", "bareapp:app"]
-    env = _env(otelkit_collector, f"zc-bare-{how}", tmp_path, OTEL_BSP_SCHEDULE_DELAY="600000",
-               OTELKIT_INSTRUMENT="none")
+    env = _env(otelkit_collector, f"zc-bare-{how}", tmp_path, OTEL_BSP_SCHEDULE_DELAY="600000")
     if in_app:
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)

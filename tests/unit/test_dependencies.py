@@ -26,6 +26,8 @@ GUARDED = {"redis", "psycopg2-binary", "httpx", "uwsgi", "structlog", "loguru", 
            "opentelemetry-instrumentation-starlette", "opentelemetry-instrumentation-flask",
            "opentelemetry-instrumentation-django",
            "faststream", "aio-pika", "nats-py",
+           # the uvicorn integration (a flush at its shutdown): imported only when the application imports uvicorn
+           "uvicorn",
            # the client and database integrations' extras (urllib3, aiohttp, psycopg, asyncpg, sqlalchemy)
            "opentelemetry-instrumentation-urllib3", "opentelemetry-instrumentation-aiohttp-client",
            "opentelemetry-instrumentation-psycopg", "psycopg-pool", "asyncpg", "sqlalchemy",
