@@ -51,7 +51,8 @@ _SEEN = "_otelkit_cursor_checked"  # set on a connection once its cursor factory
 _state: dict[str, Any] = {}
 _statements: dict[str, str] = {}  # statement -> scrubbed text, valid for _statements_owner's rules
 _statements_owner: Any = None
-_operations: dict[str, str] = {}  # statement -> operation name (a pure function of the text)
+_operations: dict[str, tuple[Any, str | None]] = {}  # statement -> (operation name, table), for _operations_owner
+_operations_owner: Any = None
 _CACHE_SIZE = 2048  # bounded: statements are mostly program constants
 
 
@@ -98,20 +99,27 @@ def _get_operation_name(self: Any, cursor: Any, args: Any) -> Any:
     """Replaces upstream's ``CursorTracer.get_operation_name``: cached by statement text.
 
     Called once per statement before upstream's span starts: also finds the statement's table
-    (``db.collection.name``, from the scrubbed text, cached) for :func:`_record_metrics`.
+    (``db.collection.name``, from the scrubbed text) for :func:`_record_metrics`. Both are cached together
+    per statement, for the scrubbing rules in force (the table is read from the scrubbed text).
     """
+    global _operations_owner, _operations
     query = args[0] if args else None
-    collection = _sql.collection_name(_get_statement(self, cursor, args)) if type(query) is str else None
-    if _collection.get() is not collection:  # a set (new context mapping and token) only when it changes
-        _collection.set(collection)
-    if type(query) is str:
-        name = _operations.get(query)
-        if name is None:
-            name = _state["get_operation_name"](self, cursor, args)
-            if len(_operations) < _CACHE_SIZE:
-                _operations[query] = name
-        return name
-    return _state["get_operation_name"](self, cursor, args)
+    if type(query) is not str:  # sql.Composed, bytes: upstream's, no table
+        if _collection.get() is not None:
+            _collection.set(None)
+        return _state["get_operation_name"](self, cursor, args)
+    owner = _scrub.cache_owner()
+    if owner is not _operations_owner:
+        _operations_owner, _operations = owner, {}
+    entry = _operations.get(query)
+    if entry is None:
+        entry = (_state["get_operation_name"](self, cursor, args),
+                 _sql.collection_name(_get_statement(self, cursor, args)))
+        if len(_operations) < _CACHE_SIZE:
+            _operations[query] = entry
+    if _collection.get() is not entry[1]:  # a set (new context mapping and token) only when it changes
+        _collection.set(entry[1])
+    return entry[0]
 
 
 def _adopt(conn: Any) -> None:
