@@ -229,3 +229,38 @@ def test_flask_one_layer_keeps_spans_metrics_errors_exclusions_and_correlation()
     # uninstrumented again: the app's own wsgi_app and before_request functions
     assert "_otelkit_flask" not in app.__dict__ and not hasattr(app.wsgi_app, "_otelkit_layer")
     assert app.before_request_funcs[None] == [remember]
+
+
+def test_fastapi_own_telemetry_stands_aside_from_the_first_request_without_lifespan() -> None:
+    """FastAPI's own telemetry (0.12x+) traces a request unless the app's stack holds the contrib middleware.
+
+    Its ``__call__`` builds the stack at the first request, before ``Starlette.__call__`` (where otelkit
+    instrumented the app): without a lifespan first (httpx's ASGITransport, a test client outside ``with``),
+    that request was traced twice (FastAPI's SERVER span and ``fastapi.*`` spans, otelkit's span inside).
+    """
+    import fastapi.applications
+    from fastapi import Depends, FastAPI
+    from opentelemetry.trace import SpanKind
+    from starlette.testclient import TestClient
+
+    from tests.integration.instrument_support import instrumented
+
+    if not hasattr(fastapi.applications, "_legacy_otel"):
+        pytest.skip("this FastAPI has no telemetry of its own")
+
+    def dep() -> int:
+        return 1
+
+    with instrumented(instrument=["fastapi"]) as t:
+        app = FastAPI(telemetry={"tracer_provider": t.tracer_provider})  # type: ignore[call-arg,unused-ignore]
+
+        @app.get("/items/{item_id}")
+        def item(item_id: int, x: int = Depends(dep)) -> dict[str, int]:
+            return {"item": item_id + x}
+
+        client = TestClient(app)  # not entered: no lifespan before the first request
+        assert client.get("/items/1").status_code == 200
+        assert client.get("/items/2").status_code == 200
+        spans = t.spans()
+        assert [(s.name, s.kind, s.instrumentation_scope.name) for s in spans] == [
+            ("GET /items/{item_id}", SpanKind.SERVER, "opentelemetry.instrumentation.fastapi")] * 2
