@@ -28,17 +28,15 @@ from time import time_ns
 from timeit import default_timer
 from typing import Any
 
-import flask
 import opentelemetry.instrumentation.flask as contrib
-import opentelemetry.instrumentation.wsgi as otel_wsgi
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.instrumentation._semconv import _StabilityMode
 from opentelemetry.instrumentation.propagators import get_global_response_propagator
 from opentelemetry.propagate import extract
 from opentelemetry.trace import set_span_in_context
 from opentelemetry.trace.status import Status, StatusCode
 
+from otelkit import _compat
 from otelkit._correlation import get_correlation_id
 from otelkit._instrument import _web
 from otelkit._internal_log import logger
@@ -46,7 +44,10 @@ from otelkit._names import CORRELATION_ATTRIBUTE
 
 ENVIRON_KEY = "otelkit.correlation"
 _EDGE_TOKEN = "otelkit.edge_token"  # the edge's own attach, for a request the span does not cover (excluded)
-_HTTP = _StabilityMode.HTTP
+# The contrib's own module objects (flask, its WSGI helpers), so this module names no further distribution.
+flask: Any = getattr(contrib, "flask")  # noqa: B009 - not re-exported by the contrib module
+otel_wsgi: Any = getattr(contrib, "otel_wsgi")  # noqa: B009 - as above
+_HTTP = _compat.http_stability_mode()
 _NEEDS = ("_ENVIRON_STARTTIME_KEY", "_ENVIRON_SPAN_KEY", "_ENVIRON_ACTIVATION_KEY", "_ENVIRON_REQCTX_REF_KEY",
           "_ENVIRON_TOKEN", "_request_ctx_ref", "get_default_span_name")
 _APP_CELLS = ("wsgi_app", "active_requests_counter", "duration_histogram_old", "duration_histogram_new",
@@ -135,15 +136,15 @@ def _wsgi_app_for(wsgi_app: Any, active_requests_counter: Any, duration_histogra
     def should_trace() -> bool:
         return bool(flask.request and (excluded_urls is None or not excluded_urls.url_disabled(flask.request.url)))
 
-    def otelkit_wsgi_app(environ: Any, start_response: Any) -> Any:
-        environ[start_key] = time_ns()
+    def otelkit_wsgi_app(env: Any, start_response: Any) -> Any:
+        env[start_key] = time_ns()
         start = default_timer()
-        state = environ.get(ENVIRON_KEY)
+        state = env.get(ENVIRON_KEY)
         own = state is None  # else an app dispatched to by another Flask app: the outer one did the edge
         if own:
-            state = _web.incoming(environ.get(_web.edge().wsgi_key))
-            environ[ENVIRON_KEY] = state
-        attributes = collect(environ, _HTTP)
+            state = _web.incoming(env.get(_web.edge().wsgi_key))
+            env[ENVIRON_KEY] = state
+        attributes = collect(env, _HTTP)
         active_attributes = active_attrs_of(attributes, _HTTP)
         active_requests_counter.add(1, active_attributes)
         traced = True
@@ -174,10 +175,10 @@ def _wsgi_app_for(wsgi_app: Any, active_requests_counter: Any, duration_histogra
             return start_response(status, response_headers, *args, **kwargs)
 
         try:
-            result = wsgi_app(environ, _start_response)
+            result = wsgi_app(env, _start_response)
             if traced:
                 duration_s = default_timer() - start
-                span = environ.get(span_key)
+                span = env.get(span_key)
                 duration_attributes = duration_attrs_of(attributes, _HTTP)
                 if route:
                     duration_attributes["http.route"] = str(route)
@@ -186,7 +187,7 @@ def _wsgi_app_for(wsgi_app: Any, active_requests_counter: Any, duration_histogra
             return result
         finally:
             active_requests_counter.add(-1, active_attributes)
-            token = environ.pop(_EDGE_TOKEN, None)
+            token = env.pop(_EDGE_TOKEN, None)
             if token is not None:
                 _web.leave(token)
 
@@ -207,19 +208,19 @@ def _before_request_for(tracer: Any, excluded_urls: Any) -> Any:
     def _before_request() -> None:
         try:
             request = flask.request
-            environ = request.environ
-            state = environ.get(ENVIRON_KEY)
+            env = request.environ
+            state = env.get(ENVIRON_KEY)
             if excluded_urls and excluded_urls.url_disabled(request.url):
-                if state is not None and _EDGE_TOKEN not in environ:  # no span: the edge's scope alone
-                    environ[_EDGE_TOKEN] = otel_context.attach(_web._with_id(state[0], otel_context.get_current()))
+                if state is not None and _EDGE_TOKEN not in env:  # no span: the edge's scope alone
+                    env[_EDGE_TOKEN] = otel_context.attach(_web._with_id(state[0], otel_context.get_current()))
                 return
-            attributes = collect(environ, sem_conv_opt_in_mode=_HTTP)
+            attributes = collect(env, sem_conv_opt_in_mode=_HTTP)
             rule = request.url_rule
             if rule:  # none for a 404 that matched no route
                 attributes["http.route"] = rule.rule
             current = otel_context.get_current()
             if trace.get_current_span(current) is invalid:
-                parent = extract(environ, getter=getter)
+                parent = extract(env, getter=getter)
                 kind = server
             else:  # inside a span already (the contrib's rule): a child, in the context it is in
                 parent = current
@@ -231,19 +232,19 @@ def _before_request_for(tracer: Any, excluded_urls: Any) -> Any:
                         state[0] = upstream
                         state[1] = True
                 parent = _web._with_id(state[0], parent)
-            span = tracer.start_span(span_name_of(), parent, kind=kind, start_time=environ.get(start_key),
+            span = tracer.start_span(span_name_of(), parent, kind=kind, start_time=env.get(start_key),
                                      attributes=attributes)
             if span.is_recording():
                 if state is not None:
                     span.set_attribute(CORRELATION_ATTRIBUTE, state[0])
                 if kind is server:
-                    custom = custom_request(environ)
+                    custom = custom_request(env)
                     if custom:
                         span.set_attributes(custom)
-            environ[token_key] = otel_context.attach(set_span_in_context(span, parent))
-            environ[activation_key] = _Activation(span)
-            environ[reqctx_key] = request_ctx_ref()
-            environ[span_key] = span
+            env[token_key] = otel_context.attach(set_span_in_context(span, parent))
+            env[activation_key] = _Activation(span)
+            env[reqctx_key] = request_ctx_ref()
+            env[span_key] = span
         except Exception:  # telemetry never fails the request: it runs untraced
             logger.debug("otelkit: starting the Flask request's span failed", exc_info=True)
 
