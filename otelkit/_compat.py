@@ -517,6 +517,15 @@ def starlette_span_details() -> Callable[[Any], tuple[str, dict[str, Any]]]:
     return details
 
 
+def http_stability_mode() -> Any:
+    """The contrib's "stable HTTP conventions" mode (``OTEL_SEMCONV_STABILITY_OPT_IN=http``), None if unknown."""
+    try:
+        from opentelemetry.instrumentation._semconv import _StabilityMode
+    except ImportError:
+        return None
+    return _StabilityMode.HTTP
+
+
 def asgi_server_helpers() -> tuple[Any, Any, Any] | None:
     """The contrib ASGI middleware's private pieces otelkit's one-layer middleware uses, or None without them.
 

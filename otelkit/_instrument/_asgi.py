@@ -191,8 +191,30 @@ def _flushing_send(send: Any) -> Any:
     return flushing_send
 
 
+def _fastapi_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``FastAPI.__call__`` (FastAPI with its own telemetry): the app is instrumented before its first request.
+
+    FastAPI's ``__call__`` runs before ``Starlette.__call__``: at an app's first request it builds the middleware
+    stack and starts its own telemetry (a SERVER span, ``fastapi.*`` operation spans, its own duration metric)
+    unless the stack holds the contrib middleware. Instrumenting only in ``Starlette.__call__`` came too late for
+    that first request, which was traced twice (FastAPI's spans and otelkit's). Afterwards one attribute test.
+    """
+    if getattr(instance, "_otelkit_asgi", None) is None and _state.get("active") and len(args) == 3:
+        scope = args[0]
+        if (isinstance(scope, dict) and scope.get("type") in ("http", "websocket") and _SCOPE_KEY not in scope
+                and "fastapi.telemetry" not in scope):  # not an app mounted in one that handles the request
+            _first_call(instance)
+    return wrapped(*args, **kwargs)
+
+
 def _apply(module: Any) -> None:
     _common.wrap(module.Starlette, "__call__", _call)
+
+
+def _apply_fastapi(module: Any) -> None:
+    if hasattr(module, "_legacy_otel"):  # FastAPI with its own telemetry (it checks the stack for contrib's)
+        _common.wrap(module.FastAPI, "__call__", _fastapi_call)
+        _state["fastapi_call"] = True
 
 
 def start(name: str, ctx: _common.Context) -> str:
@@ -201,6 +223,8 @@ def start(name: str, ctx: _common.Context) -> str:
     _settings["meter_provider"] = ctx.meter_provider
     _web.configure(ctx.settings)
     enabled[name] = True
+    if name == "fastapi":
+        _web.when_imported("fastapi.applications", _apply_fastapi, _state)
     return _web.when_imported("starlette.applications", _apply, _state)
 
 
@@ -214,6 +238,9 @@ def stop(name: str) -> None:
     module = sys.modules.get("starlette.applications")
     if module is not None:
         _common.unwrap(module.Starlette, "__call__")
+    fastapi_module = sys.modules.get("fastapi.applications")
+    if _state.pop("fastapi_call", False) and fastapi_module is not None:
+        _common.unwrap(fastapi_module.FastAPI, "__call__")
     for app in list(_instrumented):
         try:
             if _kind(app) == "fastapi":

@@ -6,6 +6,10 @@ apps created before ``init()`` are traced too and the contrib's class swap (``fl
 subclass, which misses apps created earlier) is not used. Per request the wrapper does the correlation at the
 edge (:mod:`otelkit._instrument._web`) and adds ``X-Correlation-ID`` to the response.
 
+Under stable HTTP conventions (otelkit's default) the app's contrib pieces are then replaced by one layer
+doing both the contrib's work and the edge (:mod:`otelkit._instrument._flask_layer`), and the class-level
+wrapper passes its requests straight through.
+
 SERVER spans named ``GET /items/<int:item_id>`` with ``http.route`` (the URL rule), ``http.request.method``,
 ``http.response.status_code``; ``http.server.request.duration`` by route, method and status.
 """
@@ -23,7 +27,8 @@ from otelkit._status import IntegrationStatus
 NAME = "flask"
 MIN_VERSION = (2, 2)
 CONTRIB = "opentelemetry.instrumentation.flask"
-_ENVIRON_KEY = "otelkit.correlation"
+_ENVIRON_KEY = "otelkit.correlation"  # also _flask_layer.ENVIRON_KEY
+LEAN = "one layer"  # an app's _otelkit_flask flag when _flask_layer replaced its contrib pieces
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
@@ -43,13 +48,27 @@ def _first_call(app: Any) -> None:
     with _lock:
         if app.__dict__.get("_otelkit_flask"):
             return
+        flag: Any = True
         try:
             if not getattr(app, "_is_instrumented_by_opentelemetry", False):
                 _instrument_app(app)
                 _instrumented.add(app)
+                flag = _one_layer(app)
         except Exception as exc:
             logger.warning(FIX, app, type(exc).__name__, exc)
-        app._otelkit_flask = True
+        app._otelkit_flask = flag
+
+
+def _one_layer(app: Any) -> Any:
+    """``LEAN`` if the app's contrib pieces were replaced by the one-layer ones (:mod:`._flask_layer`), else True."""
+    try:
+        from otelkit._instrument import _flask_layer
+
+        if _flask_layer.install(app, _request_hook):
+            return LEAN
+    except Exception:  # the contrib's pieces stay, with the edge in this module's wrapper around them
+        logger.debug("otelkit: the one-layer Flask request path could not be set up", exc_info=True)
+    return True
 
 
 def _instrument_app(app: Any) -> None:
@@ -85,10 +104,15 @@ def _instrument_app(app: Any) -> None:
 
 
 def _call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    flag = instance.__dict__.get("_otelkit_flask")
+    if flag is LEAN:  # the app's own wsgi_app layer does the edge and the telemetry
+        return wrapped(*args, **kwargs)
     if not _state.get("active") or len(args) != 2:
         return wrapped(*args, **kwargs)
-    if not instance.__dict__.get("_otelkit_flask"):
+    if not flag:
         _first_call(instance)
+        if instance.__dict__.get("_otelkit_flask") is LEAN:
+            return wrapped(*args, **kwargs)
     wsgi_environ, start_response = args
     if _ENVIRON_KEY in wsgi_environ:  # an app dispatched to by another Flask app: the outer one did the edge
         return wrapped(*args, **kwargs)

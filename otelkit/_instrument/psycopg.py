@@ -21,8 +21,10 @@ Connections opened before ``init()`` (upstream only reaches connections made thr
 ``conn.execute`` also goes through) are replaced on the classes by a function that, the first time it
 sees a connection whose cursor factory is not upstream's traced one, gives it upstream's traced cursor
 factory built over the connection's own factory (``ClientCursor``, a ``row_factory``... are kept), with
-the connection's attributes read once, as upstream's ``connect`` does. Afterwards the check is one
-attribute read per ``cursor()``. Server-side cursors (``conn.cursor(name=...)``) are not traced, as
+the connection's attributes read once, as upstream's ``connect`` does. The connection is then moved to a
+subclass of its class (same name) whose ``cursor`` is psycopg's own, so its later ``cursor()`` calls run no
+otelkit code (a class whose own ``cursor`` override calls ``super()`` keeps a one-attribute test per call).
+Server-side cursors (``conn.cursor(name=...)``) are not traced, as
 upstream. A pool's connections opened before ``init()`` are adopted the same way at their first cursor.
 """
 
@@ -49,7 +51,8 @@ _SEEN = "_otelkit_cursor_checked"  # set on a connection once its cursor factory
 _state: dict[str, Any] = {}
 _statements: dict[str, str] = {}  # statement -> scrubbed text, valid for _statements_owner's rules
 _statements_owner: Any = None
-_operations: dict[str, str] = {}  # statement -> operation name (a pure function of the text)
+_operations: dict[str, tuple[Any, str | None]] = {}  # statement -> (operation name, table), for _operations_owner
+_operations_owner: Any = None
 _CACHE_SIZE = 2048  # bounded: statements are mostly program constants
 
 
@@ -96,18 +99,27 @@ def _get_operation_name(self: Any, cursor: Any, args: Any) -> Any:
     """Replaces upstream's ``CursorTracer.get_operation_name``: cached by statement text.
 
     Called once per statement before upstream's span starts: also finds the statement's table
-    (``db.collection.name``, from the scrubbed text, cached) for :func:`_record_metrics`.
+    (``db.collection.name``, from the scrubbed text) for :func:`_record_metrics`. Both are cached together
+    per statement, for the scrubbing rules in force (the table is read from the scrubbed text).
     """
+    global _operations_owner, _operations
     query = args[0] if args else None
-    _collection.set(_sql.collection_name(_get_statement(self, cursor, args)) if type(query) is str else None)
-    if type(query) is str:
-        name = _operations.get(query)
-        if name is None:
-            name = _state["get_operation_name"](self, cursor, args)
-            if len(_operations) < _CACHE_SIZE:
-                _operations[query] = name
-        return name
-    return _state["get_operation_name"](self, cursor, args)
+    if type(query) is not str:  # sql.Composed, bytes: upstream's, no table
+        if _collection.get() is not None:
+            _collection.set(None)
+        return _state["get_operation_name"](self, cursor, args)
+    owner = _scrub.cache_owner()
+    if owner is not _operations_owner:
+        _operations_owner, _operations = owner, {}
+    entry = _operations.get(query)
+    if entry is None:
+        entry = (_state["get_operation_name"](self, cursor, args),
+                 _sql.collection_name(_get_statement(self, cursor, args)))
+        if len(_operations) < _CACHE_SIZE:
+            _operations[query] = entry
+    if _collection.get() is not entry[1]:  # a set (new context mapping and token) only when it changes
+        _collection.set(entry[1])
+    return entry[0]
 
 
 def _adopt(conn: Any) -> None:
@@ -136,12 +148,45 @@ def _adopt(conn: Any) -> None:
         logger.debug("otelkit: adopting a psycopg connection opened before init() failed", exc_info=True)
 
 
+# Per connection class, a subclass whose ``cursor`` is psycopg's own: a connection is moved to it (``__class__``
+# assignment) once checked, so its later ``cursor()`` calls run no otelkit frame at all. Not an instance
+# attribute holding a bound method: that would be a reference cycle (connection -> method -> connection) and a
+# connection the application forgot to close would then wait for the cyclic collector to be closed.
+_checked_classes: dict[type, type] = {}
+
+
+def _checked_class(klass: type, original: Any) -> type | None:
+    """The subclass of ``klass`` with psycopg's ``cursor`` back, same name (``repr``); None if it cannot be made."""
+    found = _checked_classes.get(klass)
+    if found is None:
+        try:
+            found = type(klass.__name__, (klass,), {"cursor": original, "__module__": klass.__module__,
+                                                    "__qualname__": klass.__qualname__, "_otelkit_checked": True})
+        except Exception:
+            return None
+        _checked_classes[klass] = found
+    return found
+
+
 def _cursor_method(original: Any) -> Any:
-    """``Connection.cursor`` / ``AsyncConnection.cursor``: adopt the connection the first time, then call through."""
+    """``Connection.cursor`` / ``AsyncConnection.cursor``: adopt the connection the first time, then call through.
+
+    After the first call the connection is moved to a subclass whose ``cursor`` is ``original`` (see
+    :func:`_checked_class`), unless its class overrides ``cursor`` (its override reaches this function through
+    ``super()``, and keeps the one attribute test per call).
+    """
 
     def cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not getattr(self, _SEEN, False):
             _adopt(self)
+            klass = type(self)
+            if getattr(klass, "cursor", None) is cursor and not getattr(klass, "_otelkit_checked", False):
+                checked = _checked_class(klass, original)
+                if checked is not None:
+                    try:
+                        self.__class__ = checked
+                    except Exception:  # an incompatible layout: the attribute test per call stays
+                        pass
         return original(self, *args, **kwargs)
 
     cursor._otelkit_original = original  # type: ignore[attr-defined]
@@ -163,6 +208,7 @@ def _patch_cursors() -> bool:
         if current is None:
             return False
         if not hasattr(current, "_otelkit_original"):
+            _checked_classes.clear()  # made for an earlier patch's original
             klass.cursor = _cursor_method(current)  # type: ignore[method-assign]
     _state["cursors"] = True
     return True

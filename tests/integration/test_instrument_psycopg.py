@@ -140,6 +140,9 @@ def test_connections_opened_before_init_are_traced_keeping_their_cursor_factory(
                 assert isinstance(cur, psycopg.ClientCursor) and cur.fetchone() == (SECRET,)
                 with conn.cursor() as cur2:  # the same connection again: adopted once
                     cur2.execute("SELECT %s::int", (1,))
+                # once checked, its cursor() is psycopg's own (no otelkit frame per call), repr unchanged
+                assert type(conn).cursor is psycopg.Connection.cursor._otelkit_original  # type: ignore[attr-defined]
+                assert isinstance(conn, psycopg.Connection) and repr(conn).startswith("<psycopg.Connection ")
                 acur = await aconn.execute(f"SELECT '{SECRET}' AS b")
                 assert (await acur.fetchone()) == (SECRET,)
                 spans = _spans(t)
@@ -157,3 +160,29 @@ def test_connections_opened_before_init_are_traced_keeping_their_cursor_factory(
             conn.close()
 
     asyncio.run(main([]))
+
+
+def test_a_checked_connection_left_unclosed_is_freed_without_the_cyclic_collector(postgres_dsn: str) -> None:
+    """The per-connection shortcut adds no reference cycle: a forgotten connection goes (and closes) at once."""
+    import gc
+    import warnings
+    import weakref
+
+    before = psycopg.connect(postgres_dsn, autocommit=True)  # adopted at its first cursor
+    with instrumented(instrument=["psycopg"]) as t:
+        after = psycopg.connect(postgres_dsn, autocommit=True)
+        refs = []
+        for conn in (before, after):
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            assert type(conn) is not psycopg.Connection and isinstance(conn, psycopg.Connection)
+            refs.append(weakref.ref(conn))
+        assert [s.name for s in _spans(t)] == ["SELECT", "SELECT"]
+        gc.disable()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)  # psycopg warns about the unclosed connection
+                del conn, cur, before, after
+            assert [r() for r in refs] == [None, None]
+        finally:
+            gc.enable()

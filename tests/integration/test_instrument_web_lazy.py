@@ -159,3 +159,108 @@ def test_events_emitted_while_handling_a_request_carry_its_correlation_id() -> N
         fresh = client.post("/orders/8")
     assert sent["otelkit-correlation-id"] == "order-7" and "correlation_id=order-7" in sent["baggage"]
     assert fresh.json()["otelkit-correlation-id"] == fresh.headers["X-Correlation-ID"]
+
+
+def test_flask_one_layer_keeps_spans_metrics_errors_exclusions_and_correlation() -> None:
+    """The Flask app's one-layer path (otelkit/_instrument/_flask_layer.py), in process.
+
+    One SERVER span per traced request with the route, status and correlation ID; the application's own
+    ``before_request`` runs inside the span and the correlation scope; an unhandled error is recorded on the
+    span (ERROR, exception event) and in the duration metric's status; an excluded URL has no span but keeps
+    the correlation (scope and response header); an ID from an upstream otelkit service's baggage is adopted.
+    """
+    import flask
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    from otelkit import _correlation
+    from otelkit._instrument import flask as otelkit_flask
+    from tests.integration.instrument_support import instrumented
+
+    app = flask.Flask("one_layer")  # made before the instrumentation below
+    seen: dict[str, object] = {}
+
+    @app.before_request
+    def remember() -> None:
+        from opentelemetry import trace
+
+        seen["before_span"] = trace.get_current_span().get_span_context().is_valid
+        seen["before_id"] = _correlation.get_correlation_id()
+
+    @app.route("/items/<int:item_id>")
+    def item(item_id: int) -> dict[str, object]:
+        return {"item": item_id, "id": _correlation.get_correlation_id()}
+
+    @app.route("/boom")
+    def boom() -> str:
+        raise ValueError("bad")
+
+    @app.route("/healthz")
+    def health() -> dict[str, object]:
+        return {"id": _correlation.get_correlation_id()}
+
+    with instrumented(instrument=["flask"]) as t:
+        client = app.test_client()
+        r = client.get("/items/7?token=QS", headers={"X-Correlation-ID": "flask-one-1"})
+        assert app.__dict__.get("_otelkit_flask") is otelkit_flask.LEAN
+        assert r.status_code == 200 and r.headers["X-Correlation-ID"] == "flask-one-1"
+        assert r.json == {"item": 7, "id": "flask-one-1"}
+        assert seen == {"before_span": True, "before_id": "flask-one-1"}
+        assert client.get("/boom").status_code == 500
+        h = client.get("/healthz")
+        assert h.status_code == 200 and h.headers["X-Correlation-ID"] == h.json["id"]  # excluded: an ID, no span
+        upstream = client.get("/items/8", headers={"baggage": "correlation_id=up-8"})
+        assert upstream.headers["X-Correlation-ID"] == "up-8" and upstream.json["id"] == "up-8"
+        spans = t.spans()
+        assert [(s.name, s.kind) for s in spans] == [("GET /items/<int:item_id>", SpanKind.SERVER),
+                                                     ("GET /boom", SpanKind.SERVER),
+                                                     ("GET /items/<int:item_id>", SpanKind.SERVER)]
+        ok, err, up = spans
+        assert ok.attributes["http.route"] == "/items/<int:item_id>"
+        assert ok.attributes["http.response.status_code"] == 200
+        assert ok.attributes["otelkit.correlation_id"] == "flask-one-1"
+        assert up.attributes["otelkit.correlation_id"] == "up-8"
+        assert err.status.status_code is StatusCode.ERROR and err.attributes["http.response.status_code"] == 500
+        assert [e.name for e in err.events] == ["exception"]
+        points = t.points("http.server.request.duration")
+        by_route = {(p[0].get("http.route"), p[0].get("http.response.status_code")): p[1].count for p in points}
+        assert by_route == {("/items/<int:item_id>", 200): 2, ("/boom", 500): 1}
+        active = t.points("http.server.active_requests")
+        assert active and all(p[1].value == 0 for p in active)
+    # uninstrumented again: the app's own wsgi_app and before_request functions
+    assert "_otelkit_flask" not in app.__dict__ and not hasattr(app.wsgi_app, "_otelkit_layer")
+    assert app.before_request_funcs[None] == [remember]
+
+
+def test_fastapi_own_telemetry_stands_aside_from_the_first_request_without_lifespan() -> None:
+    """FastAPI's own telemetry (0.12x+) traces a request unless the app's stack holds the contrib middleware.
+
+    Its ``__call__`` builds the stack at the first request, before ``Starlette.__call__`` (where otelkit
+    instrumented the app): without a lifespan first (httpx's ASGITransport, a test client outside ``with``),
+    that request was traced twice (FastAPI's SERVER span and ``fastapi.*`` spans, otelkit's span inside).
+    """
+    import fastapi.applications
+    from fastapi import Depends, FastAPI
+    from opentelemetry.trace import SpanKind
+    from starlette.testclient import TestClient
+
+    from tests.integration.instrument_support import instrumented
+
+    if not hasattr(fastapi.applications, "_legacy_otel"):
+        pytest.skip("this FastAPI has no telemetry of its own")
+
+    def dep() -> int:
+        return 1
+
+    with instrumented(instrument=["fastapi"]) as t:
+        app = FastAPI(telemetry={"tracer_provider": t.tracer_provider})  # type: ignore[call-arg,unused-ignore]
+
+        @app.get("/items/{item_id}")
+        def item(item_id: int, x: int = Depends(dep)) -> dict[str, int]:
+            return {"item": item_id + x}
+
+        client = TestClient(app)  # not entered: no lifespan before the first request
+        assert client.get("/items/1").status_code == 200
+        assert client.get("/items/2").status_code == 200
+        spans = t.spans()
+        assert [(s.name, s.kind, s.instrumentation_scope.name) for s in spans] == [
+            ("GET /items/{item_id}", SpanKind.SERVER, "opentelemetry.instrumentation.fastapi")] * 2
