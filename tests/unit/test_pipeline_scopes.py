@@ -595,36 +595,6 @@ def test_latency_histograms_carry_exemplars_of_the_message_trace(otel: Telemetry
         assert [(e.trace_id, e.span_id) for e in exemplars] == [(span.trace_id, span.span_id)], metric
 
 
-def test_no_points_without_a_meter_provider_and_a_provider_set_mid_message_gets_that_message(
-        otel: Telemetry, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without a meter provider the scopes skip their metric calls; one set while a message is handled (or
-    before the next emit) records it: no point is lost to the skip."""
-    from opentelemetry.metrics import _internal as metrics_internal
-
-    from otelkit._pipeline.instruments import instruments
-
-    monkeypatch.delenv("OTEL_PYTHON_METER_PROVIDER", raising=False)
-    provider = metrics_internal._METER_PROVIDER
-    monkeypatch.setattr(metrics_internal, "_METER_PROVIDER", None)
-    headers: dict[str, str] = {}
-    with pipeline.emit("q-live", headers, system="redis"):
-        pass
-    with pipeline.receive("q-live", dict(headers), system="redis"):
-        pass
-    assert instruments().live is False
-    assert otel.points(SENT) == [] and otel.points(CONSUMED) == []
-    with pipeline.receive("q-live", dict(headers), system="redis"):
-        metrics_internal._METER_PROVIDER = provider  # set while this message is being handled
-    with pipeline.emit("q-live", {}, system="redis"):
-        pass
-    assert instruments().live is True
-    assert otel.point(CONSUMED, **{"messaging.destination.name": "q-live"}).value == 1
-    assert otel.point(SETTLED, **{"messaging.destination.name": "q-live"}).value == 1
-    assert otel.point(E2E, **{"messaging.destination.name": "q-live"}).count == 1
-    assert otel.point(SENT, **{"messaging.destination.name": "q-live"}).value == 1
-    assert [s.name for s in otel.spans()].count("process q-live") == 2
-
-
 def test_a_message_without_headers_gets_a_fresh_correlation_id_and_no_producer(otel: Telemetry) -> None:
     with pipeline.receive("q-bare", {}, system="rabbitmq", attempt=1) as msg:
         cid = otelkit.correlation_id()
