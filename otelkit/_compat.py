@@ -205,6 +205,13 @@ def set_meter_provider() -> Any:
     return getattr(_metrics_internal, "_METER_PROVIDER", None)
 
 
+def is_unset_proxy_meter_provider(provider: Any) -> bool:
+    """Whether ``provider`` is the API's placeholder before any ``set_meter_provider``: its instruments drop every
+    point until a provider is set (the type is private to the API, hence read here)."""
+    proxy = getattr(_metrics_internal, "_ProxyMeterProvider", None)
+    return proxy is not None and type(provider) is proxy and set_meter_provider() is None
+
+
 def composite_members(propagator: Any) -> tuple[Any, ...] | None:
     """The propagators inside a ``CompositePropagator`` (its ``_propagators``), or None when not readable."""
     members = getattr(propagator, "_propagators", None)

@@ -61,6 +61,14 @@ def carrier(headers: Any, correlation_id: object) -> Any:
     return headers
 
 
+def delivery(headers: Any, correlation_id: object, redelivered: bool) -> tuple[Any, int]:
+    """(:func:`carrier`, :func:`attempt`) of one delivery; a message without headers or correlation ID (the
+    common plain message: pika's ``None``, aio-pika's ``{}``) gives ``(None, 1 or 2)`` without the look-ups."""
+    if not headers and correlation_id is None:
+        return None, 2 if redelivered else 1
+    return carrier(headers, correlation_id), attempt(headers, redelivered)
+
+
 def adopted_correlation_id(correlation_id: object) -> str | None:
     """For a publish: the message's ``correlation_id`` property when it is valid and no ID is current."""
     if correlation_id is None:

@@ -87,13 +87,11 @@ def _reception(message: Any, host: str, port: int) -> tuple[Any, int]:
     routing_key = str(getattr(message, "routing_key", "") or "")
     exchange = str(getattr(message, "exchange", "") or "")
     tag = int(getattr(message, "delivery_tag", 0) or 0)
-    headers = getattr(message, "headers", None)
     attributes = {**_amqp.attributes(routing_key, exchange, host, port), _amqp.DELIVERY_TAG: tag}
-    scope = Reception(_amqp.destination(exchange, routing_key),
-                      _amqp.carrier(headers, getattr(message, "correlation_id", None)), system=_amqp.SYSTEM,
-                      message_id=getattr(message, "message_id", None),
-                      attempt=_amqp.attempt(headers, bool(getattr(message, "redelivered", False))),
-                      attributes=attributes)
+    carrier, attempt = _amqp.delivery(getattr(message, "headers", None), getattr(message, "correlation_id", None),
+                                      bool(getattr(message, "redelivered", False)))
+    scope = Reception(_amqp.destination(exchange, routing_key), carrier, system=_amqp.SYSTEM,
+                      message_id=getattr(message, "message_id", None), attempt=attempt, attributes=attributes)
     return scope, tag
 
 

@@ -100,12 +100,11 @@ def _reception(impl: Any, method: Any, properties: Any) -> tuple[Any, int]:
     tag = int(getattr(method, "delivery_tag", 0) or 0)
     host, port = _server(impl)
     attributes = {**_amqp.attributes(routing_key, exchange, host, port), _amqp.DELIVERY_TAG: tag}
-    headers = getattr(properties, "headers", None)
-    scope = Reception(_amqp.destination(exchange, routing_key),
-                      _amqp.carrier(headers, getattr(properties, "correlation_id", None)),
-                      system=_amqp.SYSTEM, message_id=getattr(properties, "message_id", None),
-                      attempt=_amqp.attempt(headers, bool(getattr(method, "redelivered", False))),
-                      attributes=attributes)
+    carrier, attempt = _amqp.delivery(getattr(properties, "headers", None),
+                                      getattr(properties, "correlation_id", None),
+                                      bool(getattr(method, "redelivered", False)))
+    scope = Reception(_amqp.destination(exchange, routing_key), carrier, system=_amqp.SYSTEM,
+                      message_id=getattr(properties, "message_id", None), attempt=attempt, attributes=attributes)
     return scope, tag
 
 
@@ -172,8 +171,11 @@ def _settler(name: str) -> Any:
         if _enabled and (_amqp.current.get() is not None or _pulled):
             try:
                 tag, multiple, requeue = parse(*args, **kwargs)
-                outcome = "ack" if name == "basic_ack" else ("retry" if requeue else "dead_letter")
-                reason = f"{name}(requeue={bool(requeue)})"
+                if name == "basic_ack":  # an ack's reason is never recorded: no string per message
+                    outcome, reason = "ack", ""
+                else:
+                    outcome = "retry" if requeue else "dead_letter"
+                    reason = f"{name}(requeue={bool(requeue)})"
                 _amqp.settle(id(instance), int(tag), bool(multiple), outcome, reason)
                 if _pulled:
                     _settle_pulled(id(instance), int(tag), bool(multiple), outcome, reason)

@@ -39,11 +39,15 @@ def _histogram(meter: Meter, metric: _names.MetricName, buckets: tuple[float, ..
 class Instruments:
     """Every synchronous instrument the pipeline records into."""
 
-    __slots__ = ("batch_size", "consumed", "discovered", "end_to_end", "meter", "operation_duration",
+    __slots__ = ("batch_size", "consumed", "discovered", "end_to_end", "live", "meter", "operation_duration",
                  "process_duration", "sent", "settled", "stage_duration", "stage_items", "time_in_queue")
 
-    def __init__(self, meter: Meter) -> None:
+    def __init__(self, meter: Meter, live: bool = True) -> None:
         self.meter = meter
+        # False when every point would be dropped: no meter provider set (the API's proxy, whose instruments
+        # become real only through a later set_meter_provider, which also changes instruments()' cache key)
+        # or the no-op provider. The per-message scopes then skip their metric calls and attribute look-ups.
+        self.live = live
         self.sent = _counter(meter, _names.MESSAGING_SENT)
         self.consumed = _counter(meter, _names.MESSAGING_CONSUMED)
         self.operation_duration = _histogram(meter, _names.MESSAGING_OPERATION_DURATION, MESSAGING_BUCKETS)
@@ -83,6 +87,7 @@ def instruments() -> Instruments:
     if cached is not None and cached[0] is key:
         return cached[1]
     provider = metrics.get_meter_provider()  # the proxy (re-pointed when one is set), or OTEL_PYTHON_METER_PROVIDER's
-    new = Instruments(provider.get_meter(SCOPE, __version__, schema_url=SCHEMA_URL))
+    live = not (isinstance(provider, metrics.NoOpMeterProvider) or _compat.is_unset_proxy_meter_provider(provider))
+    new = Instruments(provider.get_meter(SCOPE, __version__, schema_url=SCHEMA_URL), live)
     _instrument_cache = (_compat.set_meter_provider(), new)
     return new

@@ -46,6 +46,7 @@ Outcome = Literal["ack", "retry", "dead_letter", "drop"]
 DEFAULT_MAX_LINKS = 128
 """Links per batch span (the SDK's default ``OTEL_SPAN_LINK_COUNT_LIMIT``)."""
 
+_EMPTY_CONTEXT = Context()  # what extracting from no carrier gives (a Context is never mutated in place)
 _current: contextvars.ContextVar[_Consumption | None] = contextvars.ContextVar("otelkit_pipeline_message",
                                                                                default=None)
 _SENT_AT = _names.SENT_AT_HEADER
@@ -543,6 +544,9 @@ class Emission(_Scope):
         self._carry = carrying.enter_emit(self)
         if headers is None:
             headers = self.headers = {}
+        # An empty dict (a message without headers of its own: pika/aio-pika copy theirs into a new one) can
+        # hold no bytes twin of otelkit's keys (the propagators write str keys): plain item assignment below.
+        fresh = type(headers) is dict and not headers
         self._t0 = time.perf_counter()
         try:
             propagation.inject(headers, ctx)
@@ -552,9 +556,14 @@ class Emission(_Scope):
         if first_sent is not None:
             carriers.set_header(headers, _SENT_AT, f"{first_sent * 1000.0:.3f}")
             carriers.set_header(headers, ENQUEUED_AT_HEADER, now_ms)
+        elif fresh:
+            headers[_SENT_AT] = now_ms
         else:
             carriers.set_header(headers, _SENT_AT, now_ms)
-        carriers.set_header(headers, _CORRELATION_HEADER, cid)
+        if fresh:
+            headers[_CORRELATION_HEADER] = cid
+        else:
+            carriers.set_header(headers, _CORRELATION_HEADER, cid)
         if self.attempt is not None:
             carriers.set_header(headers, _ATTEMPT, str(int(self.attempt)))
         if message_id is not None:
@@ -607,8 +616,9 @@ class Emission(_Scope):
             span.end()
         try:  # recorded while the span is still current, so histogram exemplars point at this trace
             ins = instruments()
-            ins.sent.add(1, attrs)
-            ins.operation_duration.record(duration, attrs)
+            if ins.live:
+                ins.sent.add(1, attrs)
+                ins.operation_duration.record(duration, attrs)
         finally:
             token, self._token = self._token, None
             if token is not None:
@@ -830,8 +840,11 @@ class Reception(_Consumption):
                 message_id = self.message_id = _as_str(message_id)
         elif type(message_id) is not str:
             message_id = self.message_id = _as_str(message_id)
-        extracted = _extract(carrier)
-        remote, cid = _message_context(extracted, carrier, properties)
+        if carrier is None and properties is None:  # nothing carried: no propagator, baggage or header look-ups
+            extracted, remote, cid = _EMPTY_CONTEXT, None, None
+        else:
+            extracted = _extract(carrier)
+            remote, cid = _message_context(extracted, carrier, properties)
         self.producer = remote
         if self._explicit_cid is not None:
             cid = _explicit_cid(self._explicit_cid, "receive") or cid
@@ -885,7 +898,8 @@ class Reception(_Consumption):
                                      **popped.server})
                 ins.operation_duration.record(popped.duration,
                                               _metric_attrs(self.system, self.destination, "receive", self.group))
-        sent_at = self.sent_at = _sent_at(carrier, message_id, self.system)
+        sent_at = self.sent_at = (_sent_at(carrier, message_id, self.system)
+                                  if carrier is not None or self.system == "redis" else None)
         if sent_at is None and properties is not None:
             sent_at = self.sent_at = _property_time(properties)
         # A retry's queue time starts at its re-publication (the broker's re-queue time when the integration
@@ -895,8 +909,9 @@ class Reception(_Consumption):
             enqueued = _sent_at(carrier, None, self.system, ENQUEUED_AT_HEADER) or sent_at
         if enqueued is not None:
             self.enqueued_at = enqueued
-            wait = time.time() - enqueued
-            ins.time_in_queue.record(wait if wait > 0.0 else 0.0, metric_attrs)
+            if ins.live:
+                wait = time.time() - enqueued
+                ins.time_in_queue.record(wait if wait > 0.0 else 0.0, metric_attrs)
         self._t0 = time.perf_counter()
 
     def _adopt(self, outer: Reception) -> None:
@@ -975,7 +990,11 @@ class Reception(_Consumption):
         base = self._base
         try:
             attrs, outcome = self._settle(exc, 1)
-            ins = self._instruments or instruments()
+            ins = self._instruments
+            if ins is None or not ins.live:  # a provider set while this message was handled records it
+                ins = instruments()
+                if not ins.live:
+                    return  # no meter provider: every point would be dropped (the finally still detaches)
             ins.consumed.add(1, base)
             ins.process_duration.record(duration, attrs)
             ins.settled.add(1, _outcome_attrs(base, outcome))

@@ -593,3 +593,49 @@ def test_latency_histograms_carry_exemplars_of_the_message_trace(otel: Telemetry
     for metric, span in ((E2E, process), (PROCESS_DURATION, process), (IN_QUEUE, process), (OP_DURATION, send)):
         exemplars = points[metric].exemplars
         assert [(e.trace_id, e.span_id) for e in exemplars] == [(span.trace_id, span.span_id)], metric
+
+
+def test_a_message_without_headers_gets_a_fresh_correlation_id_and_no_producer(otel: Telemetry) -> None:
+    with pipeline.receive("q-bare", {}, system="rabbitmq", attempt=1) as msg:
+        cid = otelkit.correlation_id()
+    assert msg.producer is None and msg.sent_at is None and msg.message_id is None
+    assert cid is not None and is_valid_correlation_id(cid) and msg.correlation_id == cid
+    (span,) = [s for s in otel.spans() if s.name == "process q-bare"]
+    assert span.parent is None and not span.links
+    assert span.attributes["messaging.message.conversation_id"] == cid
+    assert span.attributes[ATTR_ATTEMPT] == 1
+    assert otelkit.correlation_id() is None
+
+
+def test_no_points_without_a_meter_provider_and_a_provider_set_mid_message_gets_that_message(otel: Telemetry) -> None:
+    """With the no-op meter provider the scopes skip their metric calls; a provider set while a message is handled
+    (or before the next emit) records it: no point is lost to the skip."""
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.metrics import _internal as metrics_internal
+
+    from otelkit._pipeline.instruments import instruments
+
+    provider = metrics_internal._METER_PROVIDER
+    # Assigned and restored here, not with monkeypatch: an autouse fixture may have set monkeypatch up before
+    # `otel`, and its undo would then run after `otel` restored the process's provider.
+    metrics_internal._METER_PROVIDER = NoOpMeterProvider()
+    try:
+        headers: dict[str, str] = {}
+        with pipeline.emit("q-live", headers, system="redis"):
+            pass
+        with pipeline.receive("q-live", dict(headers), system="redis"):
+            pass
+        assert instruments().live is False
+        assert otel.points(SENT) == [] and otel.points(CONSUMED) == []
+        with pipeline.receive("q-live", dict(headers), system="redis"):
+            metrics_internal._METER_PROVIDER = provider  # set while this message is being handled
+        with pipeline.emit("q-live", {}, system="redis"):
+            pass
+        assert instruments().live is True
+    finally:
+        metrics_internal._METER_PROVIDER = provider
+    assert otel.point(CONSUMED, **{"messaging.destination.name": "q-live"}).value == 1
+    assert otel.point(SETTLED, **{"messaging.destination.name": "q-live"}).value == 1
+    assert otel.point(E2E, **{"messaging.destination.name": "q-live"}).count == 1
+    assert otel.point(SENT, **{"messaging.destination.name": "q-live"}).value == 1
+    assert [s.name for s in otel.spans()].count("process q-live") == 2
