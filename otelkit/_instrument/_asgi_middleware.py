@@ -44,7 +44,6 @@ from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.http import normalise_request_header_name
 
 from otelkit import _compat
-from otelkit._correlation import get_correlation_id
 from otelkit._instrument import _web
 from otelkit._internal_log import logger
 from otelkit._names import CORRELATION_ATTRIBUTE
@@ -150,12 +149,7 @@ class OtelkitMiddleware(ContribMiddleware):
         else:  # inside a span already (the contrib's rule): a child, the context it is in
             parent = current
             kind = trace.SpanKind.INTERNAL
-        if not state[1]:
-            upstream = get_correlation_id(parent)  # an ID in the W3C baggage of an upstream otelkit service
-            if upstream is not None:
-                state[0] = upstream
-                state[1] = True
-        parent = _web._with_id(state[0], parent)
+        parent = _web.with_request_id(state, parent)
         span = self.tracer.start_span(span_name, parent, kind=kind, attributes=attributes)
         span_ctx = set_span_in_context(span, parent)
         token = otel_context.attach(span_ctx)

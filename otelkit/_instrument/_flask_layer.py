@@ -37,7 +37,6 @@ from opentelemetry.trace import set_span_in_context
 from opentelemetry.trace.status import Status, StatusCode
 
 from otelkit import _compat
-from otelkit._correlation import get_correlation_id
 from otelkit._instrument import _web
 from otelkit._internal_log import logger
 from otelkit._names import CORRELATION_ATTRIBUTE
@@ -226,12 +225,7 @@ def _before_request_for(tracer: Any, excluded_urls: Any) -> Any:
                 parent = current
                 kind = trace.SpanKind.INTERNAL
             if state is not None:
-                if not state[1]:
-                    upstream = get_correlation_id(parent)  # an ID in the W3C baggage of an upstream otelkit service
-                    if upstream is not None:
-                        state[0] = upstream
-                        state[1] = True
-                parent = _web._with_id(state[0], parent)
+                parent = _web.with_request_id(state, parent)
             span = tracer.start_span(span_name_of(), parent, kind=kind, start_time=env.get(start_key),
                                      attributes=attributes)
             if span.is_recording():

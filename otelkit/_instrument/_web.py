@@ -117,6 +117,18 @@ def _with_id(value: str, ctx: Context) -> Context:
     return Context(ctx, **{BAGGAGE_KEY: bag})
 
 
+def with_request_id(state: list[Any], ctx: Context) -> Context:
+    """``ctx`` carrying the request's correlation ID. Unless the request's header gave one (``state[1]``), an ID
+    in ``ctx``'s W3C baggage (an upstream otelkit service's, extracted with ``traceparent``) replaces the
+    generated one in ``state``."""
+    if not state[1]:
+        upstream = get_correlation_id(ctx)
+        if upstream is not None:
+            state[0] = upstream
+            state[1] = True
+    return _with_id(state[0], ctx)
+
+
 def enter(state: list[Any]) -> object:
     """Attach the request's correlation scope; return the token for :func:`leave`."""
     return otel_context.attach(_with_id(state[0], otel_context.get_current()))
@@ -134,17 +146,13 @@ def adopt(span: Any, state: list[Any] | None) -> None:
     if state is None:
         return
     try:
-        ctx = otel_context.get_current()
-        if not state[1]:
-            upstream = get_correlation_id(ctx)  # the context the middleware extracted from traceparent/baggage
-            if upstream is not None:
-                state[0] = upstream
-                state[1] = True
+        # the current context is the one the middleware extracted from traceparent/baggage
+        ctx = with_request_id(state, otel_context.get_current())
         if span is not None and span.is_recording():
             span.set_attribute(CORRELATION_ATTRIBUTE, state[0])
         # Not detached here: the middleware's own detach of the extracted context (after the request)
         # restores the context from before it, which drops this one as well.
-        otel_context.attach(_with_id(state[0], ctx))
+        otel_context.attach(ctx)
     except Exception:
         logger.debug("otelkit: correlation at the edge failed", exc_info=True)
 
