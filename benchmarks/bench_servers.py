@@ -1,12 +1,14 @@
 """Per-request cost of otelkit's web-framework integrations against the contrib instrumentations alone (issue 14/17).
 
 Each request is driven in-process (no socket: the server's own work is the same on every side and only adds
-noise): a FastAPI route through the ASGI interface, a Flask route through WSGI. Four sides, each in its own
-process under callgrind:
+noise): a FastAPI route through the ASGI interface, a Flask route and a Django route through WSGI. Four sides,
+each in its own process under callgrind:
 
 * ``none``: the app uninstrumented;
-* ``contrib``: ``FastAPIInstrumentor.instrument_app(app)`` / ``FlaskInstrumentor.instrument_app(app)`` with
-  their defaults, what a contrib user gets: for FastAPI that is the SERVER span plus an INTERNAL span per ASGI
+* ``contrib``: ``FastAPIInstrumentor.instrument_app(app)`` / ``FlaskInstrumentor.instrument_app(app)`` /
+  ``DjangoInstrumentor().instrument()`` with their defaults (Django: the SERVER span and
+  ``http.server.request.duration``/``http.server.active_requests``, exactly what otelkit records), what a
+  contrib user gets: for FastAPI that is the SERVER span plus an INTERNAL span per ASGI
   message (``http send`` x2, the request body ``http receive``) and the duration/size/active-request metrics;
 * ``contrib_same`` (FastAPI only): the contrib middleware with ``exclude_spans=["receive", "send"]``: exactly
   the spans and metrics otelkit records (the SERVER span, ``http.server.request.duration``,
@@ -152,8 +154,62 @@ def _flask_requests(loops: int, side: str) -> float:
     return time.perf_counter() - t0
 
 
+urlpatterns: list[Any] = []  # Django's ROOT_URLCONF is this module (filled by _django)
+
+
+@functools.cache
+def _django(side: str) -> tuple[Any, dict[str, Any]]:
+    """A one-route Django project configured in-process; the handler built after the side's instrumentation
+    (the contrib adds its middleware to settings.MIDDLEWARE, which Django reads when the handler is built)."""
+    import django
+    from django.conf import settings
+    from django.http import JsonResponse
+    from django.urls import path
+    from werkzeug.test import EnvironBuilder
+
+    settings.configure(DEBUG=False, ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, SECRET_KEY="bench", MIDDLEWARE=[],
+                       USE_TZ=True, INSTALLED_APPS=[], LOGGING_CONFIG=None)
+    django.setup()
+
+    def item(request: Any, item_id: int) -> Any:
+        return JsonResponse({"item": item_id})
+
+    urlpatterns.append(path("items/<int:item_id>", item))
+    tp, mp = _providers()
+    if side == "contrib":
+        from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+        DjangoInstrumentor().instrument(tracer_provider=tp, meter_provider=mp)
+    elif side == "otelkit":
+        from otelkit import _instrument
+        from otelkit._config import resolve
+
+        _instrument.instrument_all(resolve(instrument=["django"], system_metrics=False), tp, mp)
+    from django.core.wsgi import get_wsgi_application
+
+    app = get_wsgi_application()
+    environ = EnvironBuilder(path="/items/42", query_string="q=1", headers={"User-Agent": "bench"}).get_environ()
+    return app, environ
+
+
+def _django_requests(loops: int, side: str) -> float:
+    import time
+
+    app, environ = _django(side)
+    t0 = time.perf_counter()
+    for _ in range(loops):
+        body = app(dict(environ), _start_response)
+        for _chunk in body:
+            pass
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return time.perf_counter() - t0
+
+
 SIDES = {"FastAPI GET (ASGI, in-process)": (_fastapi_requests, ("none", "contrib", "contrib_same", "otelkit")),
-         "Flask GET (WSGI, in-process)": (_flask_requests, ("none", "contrib", "otelkit"))}
+         "Flask GET (WSGI, in-process)": (_flask_requests, ("none", "contrib", "otelkit")),
+         "Django GET (WSGI, in-process)": (_django_requests, ("none", "contrib", "otelkit"))}
 # Callgrind targets: bench_servers:fastapi_requests_otelkit ...
 for _label, (_fn, _sides) in SIDES.items():
     for _side in _sides:
@@ -209,4 +265,5 @@ PAIRS: list[tuple[Any, ...]] = [
     ("FastAPI GET: otelkit vs contrib with the same spans (wall)", *_vs(_fastapi_requests, "contrib_same"), None,
      _NO_CG),
     ("Flask GET: otelkit vs contrib (wall)", *_vs(_flask_requests, "contrib"), None, _NO_CG),
+    ("Django GET: otelkit vs contrib (wall)", *_vs(_django_requests, "contrib"), None, _NO_CG),
 ]

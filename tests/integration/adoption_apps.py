@@ -1,4 +1,4 @@
-"""Consumers that wrap a pulled message in their own ``pipeline.receive`` (for test_pipeline_adoption.py).
+"""Consumers that wrap a pulled message in their own ``pipeline.receive`` (for test_pipeline_adoption_pulled.py).
 
     python adoption_apps.py ROLE '{"json": "arguments"}'
 
