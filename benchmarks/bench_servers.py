@@ -139,10 +139,10 @@ def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any =
     return None
 
 
-def _flask_requests(loops: int, side: str) -> float:
+def _wsgi_requests(app: Any, environ: dict[str, Any], loops: int) -> float:
+    """``loops`` requests through a WSGI ``app``, each body read and closed as a server does; seconds taken."""
     import time
 
-    app, environ = _flask(side)
     t0 = time.perf_counter()
     for _ in range(loops):
         body = app(dict(environ), _start_response)
@@ -152,6 +152,10 @@ def _flask_requests(loops: int, side: str) -> float:
         if close is not None:
             close()
     return time.perf_counter() - t0
+
+
+def _flask_requests(loops: int, side: str) -> float:
+    return _wsgi_requests(*_flask(side), loops)
 
 
 urlpatterns: list[Any] = []  # Django's ROOT_URLCONF is this module (filled by _django)
@@ -193,18 +197,7 @@ def _django(side: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _django_requests(loops: int, side: str) -> float:
-    import time
-
-    app, environ = _django(side)
-    t0 = time.perf_counter()
-    for _ in range(loops):
-        body = app(dict(environ), _start_response)
-        for _chunk in body:
-            pass
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
-    return time.perf_counter() - t0
+    return _wsgi_requests(*_django(side), loops)
 
 
 SIDES = {"FastAPI GET (ASGI, in-process)": (_fastapi_requests, ("none", "contrib", "contrib_same", "otelkit")),
