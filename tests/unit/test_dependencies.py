@@ -211,7 +211,6 @@ def test_installed_metadata_names_the_extras() -> None:
 # Floors of the integration libraries the extras declare that .ci/lowest-libs does not install, and why
 # (docs/install.md "The lowest version of each integration library").
 _FLOORS_PROVED_ELSEWHERE = {
-    "celery": "5.2.0 passed by hand; the module takes minutes and newest kombu needs redis 6.1+",
     "arq": "0.25.0 is also the newest release: the main suite runs it",
     "sqlalchemy": ".ci/lowest installs the floor itself beside the lowest OpenTelemetry (checked below)",
 }
