@@ -59,7 +59,9 @@ _HTTP = _compat.http_stability_mode()
 _NEEDS = ("_DjangoMiddleware", "_is_asgi_request", "wsgi_collect_request_attributes", "wsgi_getter",
           "add_response_attributes", "wsgi_collect_custom_request_headers_attributes",
           "wsgi_collect_custom_response_headers_attributes", "_parse_active_request_count_attrs",
-          "_parse_duration_attrs", "get_global_response_propagator", "extract_attributes_from_object", "HTTP_ROUTE")
+          "_parse_duration_attrs", "get_global_response_propagator", "extract_attributes_from_object", "HTTP_ROUTE",
+          "get_custom_headers", "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+          "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE")
 _CLASS_NEEDS = ("_tracer", "_excluded_urls", "_traced_request_attrs", "_active_request_counter",
                 "_duration_histogram_old", "_duration_histogram_new", "_sem_conv_opt_in_mode", "_otel_request_hook",
                 "_otel_response_hook", "_environ_span_key", "_get_span_name", "process_request", "process_view",
@@ -78,6 +80,11 @@ duration_attrs_of: Any = getattr(contrib, "_parse_duration_attrs", None)
 response_propagator: Any = getattr(contrib, "get_global_response_propagator", None)
 extract_attributes: Any = getattr(contrib, "extract_attributes_from_object", None)
 HTTP_ROUTE: Any = getattr(contrib, "HTTP_ROUTE", None)
+# Header capture is configured by these variables, read by the contrib per request (as here): with none set,
+# the contrib's collection (every request header into a dict, then matched against no pattern) gives nothing.
+captured: Any = getattr(contrib, "get_custom_headers", None)
+CAPTURE_REQUEST = getattr(contrib, "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", None)
+CAPTURE_RESPONSE = getattr(contrib, "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", None)
 SERVER, INTERNAL, INVALID_SPAN = trace.SpanKind.SERVER, trace.SpanKind.INTERNAL, trace.INVALID_SPAN
 
 # Set by otelkit._instrument.django: its state (``active``: instrumented), so that a handler built while
@@ -181,6 +188,9 @@ class OtelkitDjangoMiddleware(Base):  # type: ignore[misc]
                 parent = current
                 kind = INTERNAL
             parent = _web.with_request_id(state, parent)
+            # Given at start, not set after it as the request hook did (one attribute write less); the metrics'
+            # attributes are filtered from this dict to their own keys, so they do not get it.
+            attributes[CORRELATION_ATTRIBUTE] = state[0]
             span = self._tracer.start_span(self._get_span_name(request), parent, kind=kind,
                                            start_time=meta.get(_STARTTIME_KEY), attributes=attributes)
             active_attributes = active_attrs_of(attributes, _HTTP)
@@ -191,11 +201,10 @@ class OtelkitDjangoMiddleware(Base):  # type: ignore[misc]
                     traced = extract_attributes(request, self._traced_request_attrs)
                     if traced:
                         span.set_attributes(traced)
-                if kind is SERVER:
+                if kind is SERVER and captured(CAPTURE_REQUEST):
                     custom = custom_request(meta)
                     if custom:
                         span.set_attributes(custom)
-                span.set_attribute(CORRELATION_ATTRIBUTE, state[0])
             record = _Request(span, attributes)
             meta[self._environ_span_key] = span  # as the contrib, for code that reads it
             meta[_LAYER_KEY] = record
@@ -239,7 +248,7 @@ class OtelkitDjangoMiddleware(Base):  # type: ignore[misc]
         try:
             add_response_attributes(span, f"{response.status_code} {response.reason_phrase}", response.items(),
                                     duration_attrs=duration_attributes, sem_conv_opt_in_mode=_HTTP)
-            if span.is_recording() and span.kind == SERVER:
+            if span.is_recording() and span.kind == SERVER and captured(CAPTURE_RESPONSE):
                 custom = custom_response(response.items())
                 if custom:
                     span.set_attributes(custom)

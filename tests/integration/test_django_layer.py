@@ -78,7 +78,7 @@ def _django_settings() -> Iterator[None]:
 def wsgi_get(app: Any, url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, list[str]], bytes]:
     """(status, headers by lower-case name, body) of a GET through the WSGI interface, as a server calls it."""
     target, _, query = url.partition("?")
-    environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": target, "QUERY_STRING": query,
+    environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": target, "QUERY_STRING": query, "RAW_URI": url,
                                "SERVER_NAME": "testserver", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
                                "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""), "wsgi.errors": io.StringIO(),
                                "wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.multiprocess": False,
@@ -152,7 +152,7 @@ def test_one_layer_keeps_spans_metrics_errors_exclusions_and_correlation() -> No
 
 def _recorded(app: Any, t: Any) -> tuple[list[Any], list[Any]]:
     for url in ("/items/7?token=QS", "/boom", "/healthz", "/items/8"):
-        wsgi_get(app, url, {"X-Correlation-ID": "same-1", "User-Agent": "ua", "baggage": "k=v"})
+        wsgi_get(app, url, {"X-Correlation-ID": "same-1", "User-Agent": "ua", "baggage": "k=v", "X-Custom": "c"})
     spans = [(s.name, s.kind, dict(s.attributes or {}), s.status.status_code, s.status.description,
               [(e.name, dict(e.attributes or {})) for e in s.events], s.parent is not None) for s in t.spans()]
     points = sorted((sorted(p[0].items()), p[2], getattr(p[1], "count", None), getattr(p[1], "value", None))
@@ -161,11 +161,17 @@ def _recorded(app: Any, t: Any) -> tuple[list[Any], list[Any]]:
     return spans, points
 
 
+@pytest.mark.parametrize("capture", [False, True])
 def test_the_layer_records_what_the_contrib_middleware_and_second_layer_record(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, capture: bool) -> None:
     """Span by span (name, kind, attributes, status, events) and point by point, the one layer and the
-    fallback (the contrib middleware with otelkit's wrapper and request hook) record the same."""
+    fallback (the contrib middleware with otelkit's wrapper and request hook) record the same; also with
+    request and response headers captured (``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_*``)."""
     from django.core.wsgi import get_wsgi_application
+
+    if capture:
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "X-Custom")
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", "Content-Type")
 
     with instrumented(instrument=["django"]) as t:
         app = get_wsgi_application()
@@ -177,6 +183,9 @@ def test_the_layer_records_what_the_contrib_middleware_and_second_layer_record(
         assert app._otelkit_django is True
         contrib = _recorded(app, t)
     assert len(layer[0]) == 3 and len(layer[1]) == 3
+    first = layer[0][0][2]
+    assert first["url.path"] == "/items/7" and "url.query" in first
+    assert ("http.request.header.x_custom" in first and "http.response.header.content_type" in first) is capture
     for ours, theirs in zip(layer[0], contrib[0], strict=True):
         ours[5][:] = [(name, {k: v for k, v in attrs.items() if k != "exception.stacktrace"})
                       for name, attrs in ours[5]]
