@@ -7,6 +7,11 @@ reads its settings). A handler built before ``init()`` cannot be changed: its fi
 naming the fix (call ``otelkit.init()`` before ``get_wsgi_application()``), and its requests still get the
 correlation at the edge.
 
+Handlers built after ``init()`` get one middleware per WSGI request, otelkit's subclass of the contrib's doing the
+edge as well (:mod:`otelkit._instrument._django_layer`), when it can reproduce the contrib's configuration;
+otherwise, and for ASGI requests, the contrib middleware with the edge at ``WSGIHandler.__call__`` /
+``ASGIHandler.__call__`` and the request hook (:func:`otelkit._instrument._web.adopt`).
+
 SERVER spans named ``GET items/<int:item_id>`` with ``http.route`` (the URL pattern),
 ``http.request.method``, ``http.response.status_code``; ``http.server.request.duration`` by route, method and
 status.

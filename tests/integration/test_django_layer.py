@@ -153,6 +153,8 @@ def test_one_layer_keeps_spans_metrics_errors_exclusions_and_correlation() -> No
 def _recorded(app: Any, t: Any) -> tuple[list[Any], list[Any]]:
     for url in ("/items/7?token=QS", "/boom", "/healthz", "/items/8"):
         wsgi_get(app, url, {"X-Correlation-ID": "same-1", "User-Agent": "ua", "baggage": "k=v", "X-Custom": "c"})
+    status, headers, _ = wsgi_get(app, "/items/9", {"Host": "bad host!", "X-Correlation-ID": "host-9"})
+    assert status == 400 and headers["x-correlation-id"] == ["host-9"]  # Django's DisallowedHost response
     spans = [(s.name, s.kind, dict(s.attributes or {}), s.status.status_code, s.status.description,
               [(e.name, dict(e.attributes or {})) for e in s.events], s.parent is not None) for s in t.spans()]
     points = sorted((sorted(p[0].items()), p[2], getattr(p[1], "count", None), getattr(p[1], "value", None))
