@@ -280,3 +280,16 @@ def test_asgi_requests_take_the_contrib_path_with_the_edge() -> None:
         assert span.name == "GET items/<int:item_id>" and span.kind is SpanKind.SERVER
         assert span.attributes is not None and span.attributes["http.route"] == "items/<int:item_id>"
         assert span.attributes["otelkit.correlation_id"] == "asgi-9"
+
+
+def test_django_test_client_gets_the_edge_through_the_layer() -> None:
+    """Django's test ``Client`` builds its own handler (not a ``WSGIHandler``, whose ``__call__`` otelkit wraps):
+    with the layer its requests get the correlation too (before: the span alone, no ID, no header)."""
+    from django.test import Client
+
+    with instrumented(instrument=["django"]) as t:
+        r = Client().get("/items/4", HTTP_X_CORRELATION_ID="client-4")
+        assert r.status_code == 200 and r.headers["X-Correlation-ID"] == "client-4"
+        assert r.json() == {"item": 4, "id": "client-4"}
+        (span,) = t.spans()
+        assert span.attributes is not None and span.attributes["otelkit.correlation_id"] == "client-4"
