@@ -18,7 +18,7 @@ They are re-exported here too, so that a rename lands in one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import _logs as logs_api
@@ -124,6 +124,7 @@ __all__ = [
     "SeverityNumber",
     "SimpleLogRecordProcessor",
     "SynchronousMultiLogRecordProcessor",
+    "lean_end_span",
     "lean_start_span",
     "logs_api",
 ]
@@ -582,16 +583,46 @@ def lean_start_span(tracer: Any, inline_sampler: type | None = None) -> Callable
     when a span built here has exactly the instance attributes of one built by ``_Span(...)`` in the
     installed SDK (checked once per process). Otherwise the SDK's ``start_span`` is used unchanged.
     """
+    lean = _lean()
+    return lean[0](tracer, inline_sampler) if lean else None
+
+
+def lean_end_span(tracer: Any, own_processors: Collection[type] = ()) -> Callable[[Any], None] | None:
+    """``span.end()`` for the spans of ``tracer``, leaner, or None when the SDK's ``Span.end`` must be called.
+
+    The SDK's ``end`` runs the multi-processor's two loops in frames of their own and copies the span into a
+    ``ReadableSpan`` through a thirteen-keyword constructor. The function returned does what ``Span.end``
+    does, in the same order, for an SDK ``_Span`` whose processor is the tracer's own
+    ``SynchronousMultiSpanProcessor``: the lock, the end time from the SDK module's clock, the attributes made
+    immutable, the span metrics hook, every processor's ``_on_ending`` then ``on_end`` (in their order; the
+    ``SpanProcessor`` base class's no-op hooks are skipped), with a ``ReadableSpan`` holding the same fields.
+    Any other span gets its own ``end()``.
+
+    ``own_processors``: processor types (otelkit's own) known to only read a finished span (read at the first
+    ``end`` after the processors change: a set filled later counts). When every
+    processor is one of them, the ``ReadableSpan`` of a span with no events (no links) holds one shared empty
+    ``BoundedList`` of the same size instead of the span's own: the same content, ``dropped`` and ``maxlen``,
+    and four fewer objects per queued span for the cyclic GC to traverse until the export thread takes it.
+    An ended span's events and links cannot change (the SDK refuses them after ``end``), so nothing differs.
+
+    Guarded like :func:`lean_start_span`, and only while ``Span.end``, ``Span._readable_span``,
+    ``ReadableSpan.__init__`` and the multi-processor's hooks are the SDK's own.
+    """
+    lean = _lean()
+    return lean[1](tracer, own_processors) if lean else None
+
+
+def _lean() -> Any:
     global _lean_for
     if _lean_for is None:
         try:
             _lean_for = _lean_factory()
-        except Exception:  # an SDK this code does not know: its own start_span, as before
+        except Exception:  # an SDK this code does not know: its own start_span and end, as before
             _lean_for = False
-    return _lean_for(tracer, inline_sampler) if _lean_for else None
+    return _lean_for
 
 
-def _lean_factory() -> Callable[[Any, type | None], Any]:
+def _lean_factory() -> tuple[Callable[[Any, type | None], Any], Callable[[Any, Collection[type]], Any]]:
     """Imports the SDK's trace internals only when the first tracer is bound (``_compat`` is imported at exit)."""
     import random
     import threading
@@ -602,7 +633,7 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
     from opentelemetry import trace as trace_api
     from opentelemetry.attributes import BoundedAttributes
     from opentelemetry.context import Context, get_current
-    from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, _Span
+    from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, SynchronousMultiSpanProcessor, _Span
     from opentelemetry.sdk.trace import Tracer as SdkTracer
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
     from opentelemetry.sdk.trace.sampling import Decision
@@ -706,6 +737,11 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
         getrandbits = random.getrandbits
         sdk_trace = sdk_trace_module
         span_key = str(SPAN_KEY)  # not None: lean_start_span checked it
+        # The SDK's multi-processor's on_start loop, inline (see _skip_base): the processors whose on_start is
+        # not the SpanProcessor base class's no-op, per processor tuple (the SDK replaces the tuple on add).
+        multi = tracer.span_processor
+        inline_multi = _inline_multi(multi, "on_start")
+        started: list[Any] = [None, None]
 
         def start_span(name: str, context: Context | None = None, kind: trace_api.SpanKind = _INTERNAL,
                        attributes: Attributes = None, links: Sequence[trace_api.Link] | None = (),
@@ -754,7 +790,21 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
             # Span.start: nobody else holds the span yet, so its lock guards nothing here.
             # The clock the SDK's Span.start reads: its module's time_ns, looked up at call time (tests patch it).
             span._start_time = start_time if start_time is not None else sdk_trace.time_ns()
-            span._span_processor.on_start(span, parent_context=context)
+            processor = span._span_processor
+            if inline_multi and processor is multi:
+                processors = multi._span_processors
+                if processors is started[0]:
+                    starting = started[1]
+                else:
+                    starting = _skip_base(processors, "on_start", _base_on_start)
+                    started[0], started[1] = processors, starting
+                if starting is None:
+                    processor.on_start(span, parent_context=context)
+                else:
+                    for each in starting:
+                        each.on_start(span, parent_context=context)
+            else:
+                processor.on_start(span, parent_context=context)
             return span  # type: ignore[no-any-return]
 
         return start_span
@@ -804,7 +854,7 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
 
 
     def _shape(value: Any) -> Any:
-        if isinstance(value, (Span, BoundedAttributes, BoundedList)):
+        if isinstance(value, (ReadableSpan, BoundedAttributes, BoundedList)):
             return type(value), [(key, _shape(item)) for key, item in vars(value).items()]
         if isinstance(value, deque):
             return deque, list(value), value.maxlen
@@ -846,4 +896,159 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
             return None
         return _make(tracer, found_status, inline_sampler)
 
-    return for_tracer
+
+    # Compared with ``type(...) is``: typed Any so that mypy does not narrow the SDK's loosely typed objects.
+    _span_type: Any = _Span
+    _list_type: Any = BoundedList
+    _base_on_start = SpanProcessor.on_start
+    _base_on_ending = SpanProcessor._on_ending
+    _base_on_end = SpanProcessor.on_end
+    _shared_empty: dict[int | None, Any] = {}
+
+
+    def _empty_list(maxlen: int | None) -> Any:
+        """One empty ``BoundedList(maxlen)`` per size, shared by the ReadableSpans of spans with no events/links."""
+        found = _shared_empty.get(maxlen)
+        if found is None:
+            found = _shared_empty.setdefault(maxlen, BoundedList(maxlen))
+        return found
+
+
+    def _readable(span: Any, share_empty: bool) -> ReadableSpan:
+        """``span._readable_span()``: the ``ReadableSpan`` its ``__init__`` leaves, attribute for attribute."""
+        readable: Any = _new(ReadableSpan)
+        readable._name = span._name
+        readable._context = span._context
+        readable._kind = span._kind
+        readable._instrumentation_info = span._instrumentation_info
+        readable._instrumentation_scope = span._instrumentation_scope
+        readable._parent = span._parent
+        readable._start_time = span._start_time
+        readable._end_time = span._end_time
+        readable._attributes = span._attributes
+        events = span._events
+        links = span._links
+        if share_empty:
+            # Exact types only: a BoundedList subclass keeps its own object.
+            # (An empty BoundedList is falsy: compared with None, not with ``or``.)
+            if type(events) is _list_type and not events._dq and not events.dropped:
+                shared = _shared_empty.get(events._dq.maxlen)
+                events = shared if shared is not None else _empty_list(events._dq.maxlen)
+            if type(links) is _list_type and not links._dq and not links.dropped:
+                shared = _shared_empty.get(links._dq.maxlen)
+                links = shared if shared is not None else _empty_list(links._dq.maxlen)
+        readable._events = events
+        readable._links = links
+        readable._resource = span._resource
+        readable._status = span._status
+        return readable  # type: ignore[no-any-return]
+
+
+    def _skip_base(processors: tuple[Any, ...], hook: str, base: Any) -> tuple[Any, ...] | None:
+        """The processors whose ``hook`` is not the SpanProcessor base class's no-op (None: one has no such hook:
+        the SDK's own loop must meet it). The hook itself is looked up per call, as the SDK's loop does."""
+        found = []
+        for processor in processors:
+            method = getattr(type(processor), hook, None)
+            if method is None:
+                return None
+            if method is not base or hook in getattr(processor, "__dict__", ()):
+                found.append(processor)
+        return tuple(found)
+
+
+    def _inline_multi(multi: Any, hook: str) -> bool:
+        """Whether ``multi`` is the SDK's SynchronousMultiSpanProcessor with its own ``hook`` loop."""
+        return (type(multi) is SynchronousMultiSpanProcessor
+                and _sdk_code(getattr(SynchronousMultiSpanProcessor, hook), f"SynchronousMultiSpanProcessor.{hook}")
+                and hook not in vars(multi) and isinstance(getattr(multi, "_span_processors", None), tuple))
+
+
+    def _hooks(processors: tuple[Any, ...], own: Collection[type]) -> Any:
+        """(processors with an _on_ending, with an on_end, share empty lists) for a processor tuple; None: Span.end."""
+        ending = _skip_base(processors, "_on_ending", _base_on_ending)
+        ended = _skip_base(processors, "on_end", _base_on_end)
+        if ending is None or ended is None:
+            return None  # the SDK would fail on it: let it, in its own code
+        share = bool(own) and all(type(processor) in own for processor in processors)
+        return ending, ended, share
+
+
+    def _make_end(multi: Any, own: Collection[type]) -> Callable[[Any], None]:
+        sdk_trace = sdk_trace_module
+        cached: list[Any] = [None, None]  # [the processor tuple, its hooks]: the SDK replaces the tuple on add
+
+        def end(span: Any) -> None:
+            if type(span) is not _span_type or span._span_processor is not multi:
+                span.end()
+                return
+            processors = multi._span_processors
+            if processors is cached[0]:
+                hooks = cached[1]
+            else:
+                hooks = _hooks(processors, own)
+                cached[0], cached[1] = processors, hooks
+            if hooks is None:
+                span.end()
+                return
+            # Span.end, in its order.
+            with span._lock:
+                if span._start_time is None:
+                    raise RuntimeError("Calling end() on a not started span.")
+                if span._end_time is not None:
+                    sdk_trace.logger.warning("Calling end() on an ended span.")
+                    return
+                span._end_time = sdk_trace.time_ns()
+                span._attributes._immutable = True
+            if span._record_end_metrics:
+                span._record_end_metrics()
+            ending, ended, share = hooks
+            for each in ending:
+                each._on_ending(span)
+            readable = _readable(span, share)
+            for each in ended:
+                each.on_end(readable)
+
+        return end
+
+
+    def _same_readable() -> bool:
+        """Whether ``_readable`` leaves what ``Span._readable_span()`` does (checked once per process)."""
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import SpanLimits
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        scope = InstrumentationScope("otelkit-check")
+        span = _Span(name="n", context=SpanContext(1, 2, False, _FLAGS[True, True]), parent=None, sampler=ALWAYS_ON,
+                     resource=Resource.create({}), attributes={"k": "v"}, span_processor=SpanProcessor(),
+                     kind=_INTERNAL, links=(), instrumentation_info=None, limits=SpanLimits(),
+                     instrumentation_scope=scope)
+        span.start(start_time=1)
+        return all(_shape(span._readable_span()) == _shape(_readable(span, share)) for share in (False, True))
+
+
+    end_checked: bool | None = None
+
+
+    def end_for(tracer: Any, own: Collection[type]) -> Callable[[Any], None] | None:
+        """The lean ``end`` for the spans of ``tracer``, or None when ``Span.end`` must be called (see above)."""
+        nonlocal end_checked
+        if for_tracer(tracer, None) is None:  # the start path's guards (and its one-time layout check)
+            return None
+        multi = getattr(tracer, "span_processor", None)
+        if not (_inline_multi(multi, "on_end") and _inline_multi(multi, "_on_ending")
+                and _sdk_code(Span.end, "Span.end") and _Span.end is Span.end
+                and _sdk_code(Span._readable_span, "Span._readable_span")):
+            return None
+        if end_checked is None:
+            try:
+                end_checked = _same_readable()
+            except Exception:
+                logger.debug("otelkit: the lean end path's layout check failed", exc_info=True)
+                end_checked = False
+        if not end_checked:
+            return None
+        return _make_end(multi, own)
+
+    return for_tracer, end_for
