@@ -1,0 +1,254 @@
+"""pika and aio-pika on the real RabbitMQ: which delivery each settle, span and correlation ID belongs to.
+
+In-process (``otelkit_capture`` with the pika / aio-pika integration): the publishes and the consumers run in
+this test, every span, link, outcome, metric point and log record is counted exactly.
+
+* Two channels on one pika connection, two consumers: delivery tags are per channel (tag 1 exists on both), so
+  each ``basic_ack``/``basic_nack``/``basic_reject`` must settle the delivery of ITS channel: batched
+  ``basic_ack(multiple=True)``, ``basic_reject(requeue=True)`` then redelivery (attempt 2),
+  ``basic_nack(requeue=False)`` / ``basic_reject(requeue=False)`` → dead letter (and the message really reaches
+  the dead-letter queue). The same with two ``basic_get`` messages held open at once, both with tag 1.
+* ``pipeline.receive`` inside a pulled message's scope: adopted only when it is that message (same system, and
+  the same destination or the message's own headers); another system or another message is its own nested
+  reception, and the pulled message is still current after it.
+* aio-pika ``queue.iterator()`` closed while the message it returned is unsettled (break out of ``async for``,
+  the iterator's context exit, a close from another task while an application ``receive`` adopted it): the
+  span ends once as ``retry`` (RabbitMQ requeues it), and nothing stays current after the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import otelkit
+
+from otelkit._names import CORRELATION_ATTRIBUTE, MESSAGES_SETTLED
+
+log = logging.getLogger("amqpsettle")
+DEADLINE = 30.0
+
+
+def _queue(tag: str) -> str:
+    return f"otelkit-settle-{tag}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def pika_connection(rabbitmq_url: str) -> Iterator[Any]:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        yield connection
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def _cleanup(rabbitmq_url: str, queues: list[str]) -> None:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        channel = connection.channel()
+        for queue in queues:
+            channel.queue_delete(queue=queue)
+    finally:
+        connection.close()
+
+
+def _ready(rabbitmq_url: str, queue: str) -> int:
+    """Ready messages in ``queue`` (a passive declare: not a traced operation)."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        return int(connection.channel().queue_declare(queue=queue, passive=True).method.message_count)
+    finally:
+        connection.close()
+
+
+def _poll(what: Callable[[], bool], message: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not what():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.05)  # polled with the deadline above
+
+
+def _settled(capture: Any, destination: str) -> dict[str, int]:
+    return {str(p.attributes["otelkit.outcome"]): int(p.value or 0)
+            for p in capture.metric_points(MESSAGES_SETTLED.name, **{"messaging.destination.name": destination})}
+
+
+def _hex(span: Any) -> str:
+    return format(span.context.span_id, "016x")
+
+
+def _publish(channel: Any, queue: str, count: int, prefix: str) -> dict[int, str]:
+    """``count`` messages ``{"i": i}`` with an AMQP correlation_id each (adopted by the send span); their IDs."""
+    import pika
+
+    cids = {i: f"{prefix}-{i}-{uuid.uuid4().hex[:6]}" for i in range(count)}
+    for i in range(count):
+        channel.basic_publish(exchange="", routing_key=queue, body=json.dumps({"i": i}).encode(),
+                              properties=pika.BasicProperties(correlation_id=cids[i]))
+    return cids
+
+
+@pytest.mark.otelkit(instrument=["pika"])
+def test_pika_two_channels_two_consumers_settle_their_own_deliveries(
+        otelkit_capture: Any, pika_connection: Any, rabbitmq_url: str) -> None:
+    """Queue A on channel A: a0 and a1 held, a2 acks all three (``multiple=True``), a3 rejected with requeue, its
+    redelivery (attempt 2, tag 5) held. Then queue B on channel B: b0 ``basic_nack(requeue=False)``, b1 and b3
+    acked, b2 ``basic_reject(requeue=False)``, b4 (tag 5 too) ``basic_reject(requeue=False)`` and then acks the
+    held a3 on channel A: that ack is A's tag 5, not b4's. b0, b2, b4 are dead-lettered into queue D."""
+    qa, qb, qd = _queue("a"), _queue("b"), _queue("dead")
+    ch_a, ch_b = pika_connection.channel(), pika_connection.channel()
+    ch_a.queue_declare(queue=qa)
+    ch_a.queue_declare(queue=qd)
+    ch_b.queue_declare(queue=qb, arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": qd})
+    try:
+        cid_a, cid_b = _publish(ch_a, qa, 4, "a"), _publish(ch_b, qb, 5, "b")
+        seen: list[dict[str, Any]] = []
+        held: list[int] = []
+
+        def on_a(channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            i = json.loads(body)["i"]
+            seen.append({"q": "a", "i": i, "tag": method.delivery_tag, "redelivered": method.redelivered,
+                         "cid": properties.correlation_id, "current": otelkit.correlation_id()})
+            log.warning("handling a %d", i)
+            if i == 2:
+                channel.basic_ack(delivery_tag=method.delivery_tag, multiple=True)
+            elif i == 3 and not method.redelivered:
+                channel.basic_reject(delivery_tag=method.delivery_tag, requeue=True)
+            else:
+                held.append(method.delivery_tag)  # a0, a1: acked by a2's multiple ack; a3's redelivery: by b4
+
+        def on_b(channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            i = json.loads(body)["i"]
+            seen.append({"q": "b", "i": i, "tag": method.delivery_tag, "redelivered": method.redelivered,
+                         "cid": properties.correlation_id, "current": otelkit.correlation_id()})
+            log.warning("handling b %d", i)
+            if i == 0:
+                channel.basic_nack(delivery_tag=method.delivery_tag, multiple=False, requeue=False)
+            elif i in (1, 3):
+                channel.basic_ack(method.delivery_tag)
+            elif i == 2:
+                channel.basic_reject(method.delivery_tag, requeue=False)
+            else:
+                channel.basic_reject(method.delivery_tag, requeue=False)
+                assert held[-1] == method.delivery_tag == 5  # the same tag on the other channel
+                ch_a.basic_ack(held[-1])
+
+        def run(count: int) -> None:
+            deadline = time.monotonic() + DEADLINE
+            while len(seen) < count and time.monotonic() < deadline:
+                pika_connection.process_data_events(time_limit=0.2)
+            assert len(seen) == count, seen
+
+        ch_a.basic_qos(prefetch_count=10)
+        ch_b.basic_qos(prefetch_count=10)
+        ch_a.basic_consume(qa, on_a)
+        run(5)
+        ch_b.basic_consume(qb, on_b)  # two consumers, two channels, one connection
+        run(10)
+        ch_a.close()
+        ch_b.close()
+        _poll(lambda: _ready(rabbitmq_url, qd) == 3, "b0, b2 and b4 never reached the dead-letter queue")
+        assert _ready(rabbitmq_url, qa) == 0 and _ready(rabbitmq_url, qb) == 0  # everything else really acked
+    finally:
+        _cleanup(rabbitmq_url, [qa, qb, qd])
+    # Tags collide across channels (1, 2, 3 on both): the mapping below is by channel.
+    assert [s["tag"] for s in seen if s["q"] == "a"] == [1, 2, 3, 4, 5]
+    assert [s["tag"] for s in seen if s["q"] == "b"] == [1, 2, 3, 4, 5]
+    # The handler ran under its own message's correlation ID (the publisher's AMQP correlation_id).
+    assert all(s["current"] == s["cid"] == (cid_a if s["q"] == "a" else cid_b)[s["i"]] for s in seen), seen
+
+    spans = otelkit_capture.spans
+    sends = {_hex(s): s for s in spans if s.name in (f"send {qa}", f"send {qb}")}
+    assert len(sends) == 9
+    processes = [s for s in spans if s.name in (f"process {qa}", f"process {qb}")]
+    assert len(processes) == 10 and len(spans) == 19, spans.names()
+    got = sorted((s.name.split()[-1], s.attributes[CORRELATION_ATTRIBUTE], s.attributes["otelkit.message.attempt"],
+                  s.attributes["otelkit.outcome"], s.attributes.get("otelkit.outcome.reason"), s.status.status_code.name)
+                 for s in processes)
+    assert got == sorted([
+        # held, then acked after the callback (a2's multiple=True; b4 on channel A): the callback's default, ack
+        (qa, cid_a[0], 1, "ack", None, "UNSET"),
+        (qa, cid_a[1], 1, "ack", None, "UNSET"),
+        (qa, cid_a[2], 1, "ack", None, "UNSET"),
+        (qa, cid_a[3], 1, "retry", "basic_reject(requeue=True)", "UNSET"),
+        (qa, cid_a[3], 2, "ack", None, "UNSET"),
+        (qb, cid_b[0], 1, "dead_letter", "basic_nack(requeue=False)", "ERROR"),
+        (qb, cid_b[1], 1, "ack", None, "UNSET"),
+        (qb, cid_b[2], 1, "dead_letter", "basic_reject(requeue=False)", "ERROR"),
+        (qb, cid_b[3], 1, "ack", None, "UNSET"),
+        (qb, cid_b[4], 1, "dead_letter", "basic_reject(requeue=False)", "ERROR"),
+    ]), got
+    for process in processes:  # each linked to its own message's send span, tagged with its channel's tag
+        assert [sends[format(link.context.span_id, "016x")].attributes[CORRELATION_ATTRIBUTE]
+                for link in process.links] == [process.attributes[CORRELATION_ATTRIBUTE]]
+    by_delivery = {(s["q"], s["i"], s["redelivered"]): s["tag"] for s in seen}
+    assert sorted(p.attributes["messaging.rabbitmq.message.delivery_tag"] for p in processes) == sorted(
+        by_delivery.values())
+    assert _settled(otelkit_capture, qa) == {"ack": 4, "retry": 1}
+    assert _settled(otelkit_capture, qb) == {"ack": 2, "dead_letter": 3}
+    records = [r for r in otelkit_capture.logs if str(r.body).startswith("handling ")]
+    assert len(records) == 10
+    span_of = {_hex(p): p for p in processes}
+    for record in records:  # in its delivery's span, under its message's correlation ID
+        _h, q, i = str(record.body).split()
+        cid = (cid_a if q == "a" else cid_b)[int(i)]
+        assert record.attributes.get(CORRELATION_ATTRIBUTE) == cid
+        assert span_of[record.span_id or ""].attributes[CORRELATION_ATTRIBUTE] == cid
+
+
+@pytest.mark.otelkit(instrument=["pika"])
+def test_pika_basic_get_on_two_channels_same_tag(otelkit_capture: Any, pika_connection: Any,
+                                                 rabbitmq_url: str) -> None:
+    """Two ``basic_get`` messages held open at once, both delivery tag 1 (one per channel): channel B's
+    ``basic_ack(1)`` ends only B's span; channel A's ``basic_nack(1, requeue=False)`` dead-letters only A's."""
+    from otelkit import correlation_id
+
+    qa, qb, qd = _queue("ga"), _queue("gb"), _queue("gdead")
+    ch_a, ch_b = pika_connection.channel(), pika_connection.channel()
+    ch_a.queue_declare(queue=qd)
+    ch_a.queue_declare(queue=qa, arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": qd})
+    ch_b.queue_declare(queue=qb)
+    try:
+        cid_a, cid_b = _publish(ch_a, qa, 1, "ga"), _publish(ch_b, qb, 1, "gb")
+        method_a = method_b = None
+        deadline = time.monotonic() + DEADLINE
+        while method_a is None and time.monotonic() < deadline:
+            method_a, _props, _body = ch_a.basic_get(qa)
+        assert method_a is not None and correlation_id() == cid_a[0]
+        while method_b is None and time.monotonic() < deadline:
+            method_b, _props, _body = ch_b.basic_get(qb)
+        assert method_b is not None and correlation_id() == cid_b[0]
+        assert method_a.delivery_tag == method_b.delivery_tag == 1
+        ch_b.basic_ack(1)
+        names = [s.name for s in otelkit_capture.spans if s.name.startswith("process ")]
+        assert names == [f"process {qb}"]  # A's message (tag 1 on channel A) is still open, and current again
+        assert correlation_id() == cid_a[0]
+        ch_a.basic_nack(1, requeue=False)
+        assert correlation_id() is None  # both settled: nothing current
+        _poll(lambda: _ready(rabbitmq_url, qd) == 1, "A's message never reached the dead-letter queue")
+        ch_a.close()
+        ch_b.close()
+    finally:
+        _cleanup(rabbitmq_url, [qa, qb, qd])
+    processes = {s.name: s for s in otelkit_capture.spans if s.name.startswith("process ")}
+    assert sorted(processes) == sorted([f"process {qa}", f"process {qb}"])
+    assert processes[f"process {qa}"].attributes["otelkit.outcome"] == "dead_letter"
+    assert processes[f"process {qa}"].attributes[CORRELATION_ATTRIBUTE] == cid_a[0]
+    assert processes[f"process {qb}"].attributes["otelkit.outcome"] == "ack"
+    assert processes[f"process {qb}"].attributes[CORRELATION_ATTRIBUTE] == cid_b[0]
+    assert _settled(otelkit_capture, qa) == {"dead_letter": 1}
+    assert _settled(otelkit_capture, qb) == {"ack": 1}
