@@ -4,7 +4,8 @@
 
 Each calls ``otelkit.init()`` only. ``js`` mode: JetStream publish / durable push subscription with
 manual acks and ``max_ack_pending=1`` (behaviours: ``nak-once`` naks the first delivery, ``term``
-terminates, ``nak-delay-then-term`` naks the first delivery with a redelivery delay and terminates the second); after ``deliveries`` messages the consumer unsubscribes before settling the last one,
+terminates, ``nak-delay-then-term`` naks the first delivery with a redelivery delay and terminates the
+second); after ``deliveries`` messages the consumer unsubscribes before settling the last one,
 so the messages left stay undelivered for the depth sample taken at shutdown. ``core`` mode: plain
 publish / subscribe. ``js-pull`` mode: the same JetStream behaviours through a pull consumer
 (``pull_subscribe`` + ``fetch()`` batches of up to 2). ``js-batch`` mode: one ``fetch()`` of the whole batch,

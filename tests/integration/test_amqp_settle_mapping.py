@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 
 import otelkit
-
 from otelkit._names import CORRELATION_ATTRIBUTE, MESSAGES_SETTLED
 
 log = logging.getLogger("amqpsettle")
@@ -177,8 +176,8 @@ def test_pika_two_channels_two_consumers_settle_their_own_deliveries(
     processes = [s for s in spans if s.name in (f"process {qa}", f"process {qb}")]
     assert len(processes) == 10 and len(spans) == 19, spans.names()
     got = sorted((s.name.split()[-1], s.attributes[CORRELATION_ATTRIBUTE], s.attributes["otelkit.message.attempt"],
-                  s.attributes["otelkit.outcome"], s.attributes.get("otelkit.outcome.reason"), s.status.status_code.name)
-                 for s in processes)
+                  s.attributes["otelkit.outcome"], s.attributes.get("otelkit.outcome.reason"),
+                  s.status.status_code.name) for s in processes)
     assert got == sorted([
         # held, then acked after the callback (a2's multiple=True; b4 on channel A): the callback's default, ack
         (qa, cid_a[0], 1, "ack", None, "UNSET"),
