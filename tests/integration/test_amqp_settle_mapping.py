@@ -251,3 +251,101 @@ def test_pika_basic_get_on_two_channels_same_tag(otelkit_capture: Any, pika_conn
     assert processes[f"process {qb}"].attributes[CORRELATION_ATTRIBUTE] == cid_b[0]
     assert _settled(otelkit_capture, qa) == {"dead_letter": 1}
     assert _settled(otelkit_capture, qb) == {"ack": 1}
+
+
+def _current_span_id() -> str:
+    from opentelemetry import trace
+
+    return format(trace.get_current_span().get_span_context().span_id, "016x")
+
+
+@pytest.mark.otelkit(instrument=["pika"])
+def test_receive_inside_a_pulled_message_adopts_only_that_message(
+        otelkit_capture: Any, pika_connection: Any, rabbitmq_url: str) -> None:
+    """Six ``basic_get`` messages, one application ``pipeline.receive`` inside each (then ``basic_ack``):
+
+    0. the message's headers but ``system="nats"``: another system, its own span;
+    1. another destination and another message's headers: its own span (its retry is its own outcome);
+    2. another destination (the queue name differs from the routing key...) with the message's own headers: adopted;
+    3. another destination, no headers: its own span, under the pulled message's correlation ID (the current one);
+    4. the same destination, no headers: adopted;
+    5. the same destination, another message's headers (another ``traceparent``): its own span.
+
+    After each nested block of its own the pulled message is current again (its span and correlation ID); an
+    adopting block's end settles it (documented: its outcome, ack), and the ``basic_ack`` after adds nothing."""
+    from otelkit import pipeline
+
+    queue, other = _queue("nest"), _queue("other")
+    channel = pika_connection.channel()
+    channel.queue_declare(queue=queue)
+    try:
+        cids = _publish(channel, queue, 6, "nest")
+        other_headers: dict[str, Any] = {}
+        with pipeline.emit(other, other_headers, system="rabbitmq", correlation_id="other-cid"):
+            pass
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + DEADLINE
+        while len(seen) < 6 and time.monotonic() < deadline:
+            method, properties, body = channel.basic_get(queue)
+            if method is None:
+                continue
+            i = json.loads(body)["i"]
+            pulled = _current_span_id()
+            entry: dict[str, Any] = {"i": i, "pulled": pulled}
+            destination = {0: queue, 1: other, 2: other, 3: other, 4: queue, 5: queue}[i]
+            carrier = {0: properties.headers, 1: other_headers, 2: properties.headers, 5: other_headers}.get(i)
+            system = "nats" if i == 0 else "rabbitmq"
+            with pipeline.receive(destination, carrier, system=system) as msg:
+                entry.update(inside=_current_span_id(), cid=msg.correlation_id, current_cid=otelkit.correlation_id())
+                log.warning("nested %d", i)
+                if i == 1:
+                    msg.retry("the other message's own outcome")
+            entry.update(after=_current_span_id(), after_cid=otelkit.correlation_id(), outcome=msg.outcome)
+            channel.basic_ack(method.delivery_tag)
+            entry["settled_cid"] = otelkit.correlation_id()
+            seen.append(entry)
+        assert len(seen) == 6
+        channel.close()
+    finally:
+        _cleanup(rabbitmq_url, [queue])
+    by_i = {s["i"]: s for s in seen}
+    adopted = {2, 4}
+    for i, s in by_i.items():
+        assert (s["inside"] == s["pulled"]) == (i in adopted), (i, s)
+        if i in adopted:  # the adopting block's end settled the pulled message (ack): nothing is current
+            assert s["after"] == "0" * 16 and s["after_cid"] is None, (i, s)
+        else:  # a nested reception of its own: the pulled message is current again
+            assert s["after"] == s["pulled"] and s["after_cid"] == cids[i], (i, s)
+        assert s["settled_cid"] is None  # and nothing once it is settled
+    assert by_i[1]["cid"] == by_i[5]["cid"] == "other-cid"  # another message: its own correlation ID
+    assert [by_i[i]["cid"] for i in (0, 2, 3, 4)] == [cids[i] for i in (0, 2, 3, 4)]
+    assert [by_i[i]["outcome"] for i in range(6)] == ["ack", "retry", "ack", "ack", "ack", "ack"]
+    spans = otelkit_capture.spans
+    processes = [s for s in spans if s.name.startswith("process ")]
+    span_of = {_hex(s): s for s in processes}
+    # 6 pulled messages + 4 nested receptions of their own (0, 1, 3, 5); 2 and 4 made no span.
+    assert len(processes) == 10
+    assert sorted(s.name for s in spans if s.name.startswith("send ")) == sorted([f"send {queue}"] * 6 + [
+        f"send {other}"])
+    for i, s in by_i.items():
+        pulled = span_of[s["pulled"]]
+        assert pulled.attributes[CORRELATION_ATTRIBUTE] == cids[i] and pulled.attributes["otelkit.outcome"] == "ack"
+        if i in adopted:
+            continue
+        nested = span_of[s["inside"]]
+        assert nested.parent is None or nested.parent.span_id != pulled.context.span_id  # a root of its own
+        assert nested.attributes["messaging.system"] == ("nats" if i == 0 else "rabbitmq")
+        assert nested.attributes[CORRELATION_ATTRIBUTE] == s["cid"]
+        assert nested.attributes["otelkit.outcome"] == s["outcome"]
+    records = {int(str(r.body).split()[1]): r for r in otelkit_capture.logs if str(r.body).startswith("nested ")}
+    assert sorted(records) == list(range(6))
+    for i, record in records.items():  # logged in the span current inside the block, under its correlation ID
+        assert record.span_id == by_i[i]["inside"] and record.attributes[CORRELATION_ATTRIBUTE] == by_i[i]["cid"]
+
+    def settled(system: str, destination: str) -> dict[str, int]:
+        return {str(p.attributes["otelkit.outcome"]): int(p.value or 0) for p in otelkit_capture.metric_points(
+            MESSAGES_SETTLED.name, **{"messaging.system": system, "messaging.destination.name": destination})}
+
+    assert settled("rabbitmq", queue) == {"ack": 7}  # 6 pulled + 5 (another message on the same queue)
+    assert settled("nats", queue) == {"ack": 1}
+    assert settled("rabbitmq", other) == {"retry": 1, "ack": 1}
