@@ -349,3 +349,93 @@ def test_receive_inside_a_pulled_message_adopts_only_that_message(
     assert settled("rabbitmq", queue) == {"ack": 7}  # 6 pulled + 5 (another message on the same queue)
     assert settled("nats", queue) == {"ack": 1}
     assert settled("rabbitmq", other) == {"retry": 1, "ack": 1}
+
+
+def _span_and_cid() -> tuple[str, str | None]:
+    return _current_span_id(), otelkit.correlation_id()
+
+
+NOTHING = ("0" * 16, None)
+
+
+@pytest.mark.parametrize("how", ["break", "close_in_block", "close_from_another_task"])
+@pytest.mark.otelkit(instrument=["aio-pika"])
+def test_aio_pika_iterator_closed_with_the_message_unsettled(how: str, otelkit_capture: Any,
+                                                              rabbitmq_url: str) -> None:
+    """The iterator closes while the message it returned is unsettled:
+
+    * ``break``: out of ``async for`` inside ``async with queue.iterator()``, no application receive;
+    * ``close_in_block``: ``await it.close()`` inside the application's ``pipeline.receive`` that adopted it;
+    * ``close_from_another_task``: a shutdown task closes the iterator while that block runs; the loop then ends.
+
+    Each time: one span, ended once as ``retry`` (the close: RabbitMQ requeues the message), one settled point,
+    the block's ``msg.outcome`` says the same, nothing current after the loop, no exception, and the message is
+    back in the queue once the channel closes."""
+    import asyncio
+
+    import aio_pika
+
+    from otelkit import pipeline
+
+    queue_name = _queue(f"iter-{how}")
+    cids = {i: f"iter-{i}-{uuid.uuid4().hex[:6]}" for i in range(2)}
+
+    async def main() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        connection = await aio_pika.connect(rabbitmq_url)
+        try:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(queue_name)
+            for i in range(2):
+                await channel.default_exchange.publish(
+                    aio_pika.Message(json.dumps({"i": i}).encode(), correlation_id=cids[i]), routing_key=queue_name)
+            it = queue.iterator()
+            async with it:
+                async for message in it:
+                    out["pulled"] = _span_and_cid()
+                    if how == "break":
+                        log.warning("handling %s", how)
+                        break
+                    with pipeline.receive(queue_name, message.headers, system="rabbitmq", properties=message) as msg:
+                        out["inside"] = _span_and_cid()
+                        log.warning("handling %s", how)
+                        if how == "close_in_block":
+                            await it.close()
+                        else:
+                            await asyncio.create_task(it.close())  # another task: a shutdown handler
+                    out["outcome"] = msg.outcome
+                    if how == "close_in_block":
+                        out["after_block"] = _span_and_cid()
+                        break
+                out["after_loop"] = _span_and_cid()
+            out["after_iterator"] = _span_and_cid()
+            log.warning("after the loop %s", how)
+            await channel.close()  # the unacked message goes back to the queue
+        finally:
+            await connection.close()
+        return out
+
+    try:
+        out = asyncio.run(main())
+        _poll(lambda: _ready(rabbitmq_url, queue_name) == 2, "the unsettled message never went back to the queue")
+    finally:
+        _cleanup(rabbitmq_url, [queue_name])
+    assert out["pulled"][1] == cids[0]
+    if how == "break":  # until the iterator closes, the message it returned is still the one being handled
+        assert out["after_loop"] == out["pulled"]
+    else:  # the adopting block: the same span, the close's outcome
+        assert out["inside"] == out["pulled"] and out["outcome"] == "retry"
+        assert out["after_loop"] == NOTHING
+    if how == "close_in_block":
+        assert out["after_block"] == NOTHING
+    assert out["after_iterator"] == NOTHING
+    processes = [s for s in otelkit_capture.spans if s.name == f"process {queue_name}"]
+    assert len(processes) == 1, otelkit_capture.spans.names()
+    (process,) = processes
+    assert _hex(process) == out["pulled"][0] and process.attributes[CORRELATION_ATTRIBUTE] == cids[0]
+    assert process.attributes["otelkit.outcome"] == "retry"
+    assert process.attributes["otelkit.outcome.reason"] == "iterator closed with the message unsettled (requeued)"
+    assert _settled(otelkit_capture, queue_name) == {"retry": 1}
+    records = [r for r in otelkit_capture.logs if str(r.body).endswith(how)]
+    assert [(r.body, r.span_id, r.attributes.get(CORRELATION_ATTRIBUTE)) for r in records] == [
+        (f"handling {how}", out["pulled"][0], cids[0]), (f"after the loop {how}", None, None)]
