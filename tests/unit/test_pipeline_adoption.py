@@ -395,12 +395,15 @@ def _pulled(message_id: str = "m-1") -> Any:
 def test_a_receive_adopts_the_pulled_message_by_its_message_id(otel: Telemetry, kwargs: dict[str, Any],
                                                                adopted: bool) -> None:
     pulled = _pulled()
-    with pipeline.receive("orders", None, system="rabbitmq", **kwargs) as msg:
-        assert (msg.span is pulled.span) == adopted
-        assert msg.correlation_id == "pulled-cid"  # adopted, or the current one (no carried ID)
-    if not adopted:
-        assert pipeline.correlation_id() == "pulled-cid"  # the pulled message is current again
-        pulled.__exit__(None, None, None)
+    try:
+        with pipeline.receive("orders", None, system="rabbitmq", **kwargs) as msg:
+            assert (msg.span is pulled.span) == adopted
+            assert msg.correlation_id == "pulled-cid"  # adopted, or the current one (no carried ID)
+        if not adopted:
+            assert pipeline.correlation_id() == "pulled-cid"  # the pulled message is current again
+    finally:
+        if pulled._cv_token is not None:  # not settled by an adopting block: never left current for the next test
+            pulled.__exit__(None, None, None)
     assert pipeline.correlation_id() is None
     assert len(otel.spans("process orders.created")) == 1
     assert len(otel.spans("process orders")) == (0 if adopted else 1)
