@@ -370,7 +370,7 @@ def test_decorated_receive_keeps_the_new_arguments(otel: Telemetry) -> None:
 
 # --- which receive adopts a pulled message (the integration's scope) ---------------------------------
 
-def _pulled(message_id: str = "m-1") -> Any:
+def _pulled_with_id(message_id: str = "m-1") -> Any:
     """A scope made as the broker integrations make a pulled message's: entered, with a release hook."""
     from otelkit._pipeline.scopes import Reception
 
@@ -394,7 +394,7 @@ def _pulled(message_id: str = "m-1") -> Any:
 ])
 def test_a_receive_adopts_the_pulled_message_by_its_message_id(otel: Telemetry, kwargs: dict[str, Any],
                                                                adopted: bool) -> None:
-    pulled = _pulled()
+    pulled = _pulled_with_id()
     try:
         with pipeline.receive("orders", None, system="rabbitmq", **kwargs) as msg:
             assert (msg.span is pulled.span) == adopted
