@@ -19,7 +19,8 @@ carries no correlation ID and records no metric) with wrappers on four methods:
   there and is current (with its correlation ID) in the pulling task until the message is settled (ack/nack/
   reject, also through ``message.process()``); asking the same queue/iterator for the next message detaches
   the previous one's context (an unsettled message's span ends when it is settled); an iterator's close ends
-  what is left as ``retry`` (requeued), or ``ack`` under ``no_ack``.
+  what is left as ``retry`` (requeued), or ``ack`` under ``no_ack``. Ended from another task (a close or settle
+  there), the message's context is given back by the pulling task at its next get()/iteration/close.
 
 FastStream's RabbitBroker runs on aio-pika: its callbacks and publishes are left to the FastStream
 integration (one layer).
