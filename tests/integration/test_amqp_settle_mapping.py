@@ -439,3 +439,109 @@ def test_aio_pika_iterator_closed_with_the_message_unsettled(how: str, otelkit_c
     records = [r for r in otelkit_capture.logs if str(r.body).endswith(how)]
     assert [(r.body, r.span_id, r.attributes.get(CORRELATION_ATTRIBUTE)) for r in records] == [
         (f"handling {how}", out["pulled"][0], cids[0]), (f"after the loop {how}", None, None)]
+
+
+@pytest.mark.parametrize("path", ["aio_get", "aio_iterator", "nats_fetch"])
+@pytest.mark.otelkit(instrument=["aio-pika", "nats"])
+def test_receive_inside_a_pulled_message_aio_pika_and_nats(path: str, otelkit_capture: Any, rabbitmq_url: str,
+                                                            nats_url: str) -> None:
+    """The same rule on aio-pika ``queue.get()`` / ``queue.iterator()`` and NATS JetStream ``fetch()``. Three pulled
+    messages, one application ``receive`` each under ANOTHER destination name: 0 with another ``system`` (its own
+    span), 1 with the message's own headers (adopted: one span), 2 with another message's headers (its own span).
+    Each message is then settled (ack): 3 pulled spans + 2 nested ones, exact outcomes and correlation IDs."""
+    import asyncio
+
+    from otelkit import pipeline
+
+    suffix = uuid.uuid4().hex[:10]
+    other_headers: dict[str, Any] = {}
+    with pipeline.emit("elsewhere", other_headers, system="nats" if path == "nats_fetch" else "rabbitmq",
+                       correlation_id="other-cid"):
+        pass
+    cids = {i: f"{path}-{i}-{suffix[:6]}" for i in range(3)}
+    seen: list[dict[str, Any]] = []
+
+    async def handle(i: int, headers: Any, system: str, settle: Callable[[], Any]) -> None:
+        entry: dict[str, Any] = {"i": i, "pulled": _span_and_cid()}
+        other_system = "redis" if i == 0 else system
+        carrier = other_headers if i == 2 else headers
+        with pipeline.receive(f"renamed-{i}", carrier, system=other_system) as msg:
+            entry["inside"] = _span_and_cid()
+            log.warning("nested %d", i)
+        entry["after"] = _span_and_cid()
+        entry["outcome"] = msg.outcome
+        await settle()
+        entry["settled"] = _span_and_cid()
+        seen.append(entry)
+
+    async def rabbit() -> str:
+        import aio_pika
+
+        name = _queue(path)
+        connection = await aio_pika.connect(rabbitmq_url)
+        try:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(name)
+            for i in range(3):
+                await channel.default_exchange.publish(
+                    aio_pika.Message(json.dumps({"i": i}).encode(), correlation_id=cids[i]), routing_key=name)
+            if path == "aio_get":
+                deadline = time.monotonic() + DEADLINE
+                while len(seen) < 3 and time.monotonic() < deadline:
+                    message = await queue.get(fail=False)
+                    if message is not None:
+                        await handle(json.loads(message.body)["i"], message.headers, "rabbitmq", message.ack)
+            else:
+                async with queue.iterator() as it:
+                    async for message in it:
+                        await handle(json.loads(message.body)["i"], message.headers, "rabbitmq", message.ack)
+                        if len(seen) == 3:
+                            break
+            await queue.delete()
+        finally:
+            await connection.close()
+        return name
+
+    async def nats_js() -> str:
+        import nats
+
+        subject, stream = f"otelkit-test.nested.{suffix}", f"OTELKIT_NESTED_{suffix}"
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        try:
+            await js.add_stream(name=stream, subjects=[subject])
+            for i in range(3):
+                with pipeline.correlate(cids[i]):
+                    await js.publish(subject, json.dumps({"i": i}).encode())
+            pull = await js.pull_subscribe(subject, durable=f"otelkit-{suffix}")
+            deadline = time.monotonic() + DEADLINE
+            while len(seen) < 3 and time.monotonic() < deadline:
+                for msg in await pull.fetch(batch=1, timeout=5):
+                    await handle(json.loads(msg.data)["i"], msg.headers, "nats", msg.ack_sync)
+        finally:
+            try:
+                await js.delete_stream(stream)
+            finally:
+                await nc.close()
+        return subject
+
+    destination = asyncio.run(nats_js() if path == "nats_fetch" else rabbit())
+    assert sorted(s["i"] for s in seen) == [0, 1, 2]
+    by_i = {s["i"]: s for s in seen}
+    for i, s in by_i.items():
+        assert s["pulled"][1] == cids[i] and s["settled"] == NOTHING, (i, s)
+        if i == 1:  # adopted: the same span; its block's end settled the message (the ack after adds nothing)
+            assert s["inside"] == s["pulled"] and s["after"] == NOTHING and s["outcome"] == "ack"
+        else:  # its own span; the pulled message is current again after it
+            assert s["inside"][0] != s["pulled"][0] and s["after"] == s["pulled"], (i, s)
+    assert by_i[0]["inside"][1] == cids[0] and by_i[2]["inside"][1] == "other-cid"
+    processes = [s for s in otelkit_capture.spans if s.name.startswith("process ")]
+    assert sorted(s.name for s in processes) == sorted([f"process {destination}"] * 3 + ["process renamed-0",
+                                                                                          "process renamed-2"])
+    assert all(s.attributes["otelkit.outcome"] == "ack" for s in processes)
+    assert {s.name: s.attributes["messaging.system"] for s in processes}["process renamed-0"] == "redis"
+    records = {int(str(r.body).split()[1]): r for r in otelkit_capture.logs if str(r.body).startswith("nested ")}
+    assert sorted(records) == [0, 1, 2]
+    for i, record in records.items():
+        assert (record.span_id, record.attributes.get(CORRELATION_ATTRIBUTE)) == by_i[i]["inside"]
+    assert _settled(otelkit_capture, destination) == {"ack": 3}
