@@ -545,3 +545,61 @@ def test_receive_inside_a_pulled_message_aio_pika_and_nats(path: str, otelkit_ca
     for i, record in records.items():
         assert (record.span_id, record.attributes.get(CORRELATION_ATTRIBUTE)) == by_i[i]["inside"]
     assert _settled(otelkit_capture, destination) == {"ack": 3}
+
+
+@pytest.mark.otelkit(instrument=["nats"])
+def test_nats_fetched_message_settled_from_another_task(otelkit_capture: Any, nats_url: str) -> None:
+    """JetStream ``fetch()``: each message is acked by a worker task. Its span ends there (ack, once); the fetching
+    task's context (a token is detached only where it was attached) is given back at its next ``fetch()``, so
+    the next message is never handled under the previous one's correlation ID, and the loop's last ``fetch()``
+    leaves nothing current. Before session 7 the first message's context stayed current in the fetching task."""
+    import asyncio
+
+    import nats
+    from nats.errors import TimeoutError as NatsTimeout
+
+    from otelkit import pipeline
+
+    suffix = uuid.uuid4().hex[:10]
+    subject, stream = f"otelkit-test.worker.{suffix}", f"OTELKIT_WORKER_{suffix}"
+    cids = {i: f"worker-{i}-{suffix[:6]}" for i in range(2)}
+
+    async def main() -> list[tuple[str, str | None]]:
+        states: list[tuple[str, str | None]] = []
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        try:
+            await js.add_stream(name=stream, subjects=[subject])
+            for i in range(2):
+                with pipeline.correlate(cids[i]):
+                    await js.publish(subject, json.dumps({"i": i}).encode())
+            pull = await js.pull_subscribe(subject, durable=f"otelkit-{suffix}")
+
+            async def worker(msg: Any) -> None:
+                await msg.ack_sync()
+
+            for _ in range(2):
+                (msg,) = await pull.fetch(batch=1, timeout=5)
+                states.append(("fetched", otelkit.correlation_id()))
+                log.warning("handling %d", json.loads(msg.data)["i"])
+                await asyncio.create_task(worker(msg))
+            try:
+                await pull.fetch(batch=1, timeout=0.5)  # the loop's last fetch: nothing left
+            except (NatsTimeout, asyncio.TimeoutError):
+                pass
+            states.append(("after the loop", otelkit.correlation_id()))
+        finally:
+            try:
+                await js.delete_stream(stream)
+            finally:
+                await nc.close()
+        return states
+
+    assert asyncio.run(main()) == [("fetched", cids[0]), ("fetched", cids[1]), ("after the loop", None)]
+    processes = [s for s in otelkit_capture.spans if s.name == f"process {subject}"]
+    assert sorted((s.attributes[CORRELATION_ATTRIBUTE], s.attributes["otelkit.outcome"]) for s in processes) == [
+        (cids[0], "ack"), (cids[1], "ack")]
+    records = [r for r in otelkit_capture.logs if str(r.body).startswith("handling ")]
+    assert [(r.body, r.attributes.get(CORRELATION_ATTRIBUTE)) for r in records] == [
+        ("handling 0", cids[0]), ("handling 1", cids[1])]
+    assert _settled(otelkit_capture, subject) == {"ack": 2}
