@@ -18,8 +18,8 @@
   CONSUMER span; the messages of a batch are taken to be handled in order: the first is current (span and
   correlation ID) when ``fetch()`` returns, and settling it (``ack``/``nak``/``term``) ends its span and makes
   the next one current. A message settled out of order gets its span at the settle; the next ``fetch()``
-  detaches the context of a message still current (its span ends when it is settled) Settled from another task, the
-  message's context is given back by the fetching task at its next ``fetch()``.
+  detaches the context of a message still current (its span ends when it is settled). Settled from another
+  task, the message's context is given back by the fetching task at its next ``fetch()``.
 
 Not traced: ``next_msg()`` (no callback bounds the handling: use ``pipeline.receive`` around it; the
 attempt and sequence are in ``msg.metadata``).
