@@ -820,7 +820,7 @@ class Reception(_Consumption):
     def _start(self) -> None:
         outer = _current.get()
         if (outer is not None and self._adoptive and type(outer) is Reception and outer._release is not None
-                and outer.system == self.system and outer._cv_token is not None):
+                and outer._cv_token is not None and self._is_message_of(outer)):
             self._adopt(outer)
             return
         tr = tracer()
@@ -913,6 +913,36 @@ class Reception(_Consumption):
                 wait = time.time() - enqueued
                 ins.time_in_queue.record(wait if wait > 0.0 else 0.0, metric_attrs)
         self._t0 = time.perf_counter()
+
+    def _is_message_of(self, outer: Reception) -> bool:
+        """Whether this application receive() is about the message the integration pulled (then it adopts it).
+
+        Another system is another message. The pulled message's own headers (the same or an equal mapping) or
+        its message ID (``message_id=``, or in ``properties=``) are this message; headers with a ``traceparent``
+        other than the pulled message's are another one. Without such evidence the destination decides (the
+        application may name the queue where the integration names the routing key: passing the message's
+        headers adopts it).
+        """
+        if outer.system != self.system:
+            return False
+        try:
+            message_id = self.message_id
+            if (message_id is not None and outer.message_id is not None and not callable(message_id)
+                    and _as_str(message_id) == _as_str(outer.message_id)):
+                return True
+            if (self._properties is not None and outer.message_id is not None
+                    and _as_str(property_value(self._properties, "message_id")) == _as_str(outer.message_id)):
+                return True
+            carrier, own = self._carrier, outer._carrier
+            if carrier is not None and not isinstance(carrier, (str, bytes, bytearray, memoryview)):
+                if carrier is own or (own is not None and carrier == own):
+                    return True
+                parent = carriers.get_str(carrier, "traceparent")
+                if parent is not None:
+                    return own is not None and parent == carriers.get_str(own, "traceparent")
+        except Exception:  # an odd carrier or ID: not evidence either way
+            logger.debug("otelkit: could not compare a receive with the pulled message", exc_info=True)
+        return self.destination == outer.destination
 
     def _adopt(self, outer: Reception) -> None:
         """One message, one span: the application's receive() of a message an integration pulled.
