@@ -860,7 +860,8 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
 # and derives the stream's key (``_hash_attributes``: a recursive walk that sorts the keys) to find the
 # aggregation: about half of otelkit's own cost per message (benchmarks/RESULTS.md, 17.2e/17.3 session 6).
 # otelkit passes the same few cached dicts again and again, so :func:`add_point`/:func:`record_point`
-# remember, per dict object, its cleaned copy and, per view stream, the aggregation the SDK chose for it.
+# remember, per dict object, its cleaned copy and, per instrument, the aggregations the SDK chose for it in each
+# reader's view streams (until a reader is added or removed).
 # Everything else is the SDK's own, in the SDK's order: the same ``Measurement`` fields, the exemplar filter,
 # each reader's view streams, ``aggregation.aggregate`` (exemplar reservoir included). An attribute set the
 # stream has not seen yet goes through the stream's own ``consume_measurement`` (the cardinality cap
@@ -934,6 +935,7 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
                                Callable[[Any, float, Mapping[str, Any]], None]] | None:
     if not _sdk_version().startswith(VERIFIED_SDK):
         return None
+    from dataclasses import fields
     from math import inf
     from time import time_ns
 
@@ -975,9 +977,13 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
         return current is sdk_consume or (getattr(current, "__otelkit_limited__", False)
                                           and getattr(current, "__wrapped__", None) is sdk_consume)
 
+    if tuple(field.name for field in fields(Measurement)) != ("value", "time_unix_nano", "instrument", "context",
+                                                              "attributes"):
+        return None
     set_field = object.__setattr__
-    # id(dict) -> (the dict, its cleaned copy, {view stream: its aggregation for the set}); the dict is held,
-    # so its id is not reused while remembered.
+    new_object = object.__new__
+    # id(dict) -> (the dict, its cleaned copy, {SDK instrument: (its consumer's reader storages, the aggregation
+    # of each of their streams for the set)}); the dict is held, so its id is not reused while remembered.
     memo: dict[int, tuple[Any, dict[str, Any], dict[Any, Any]]] = {}
 
     def learn(attributes: Any) -> tuple[Any, dict[str, Any], dict[Any, Any]] | None:
@@ -995,14 +1001,14 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
         memo[id(attributes)] = entry
         return entry
 
-    def remember(stream: Any, streams: dict[Any, Any], cleaned: dict[str, Any]) -> None:
+    def found(stream: Any, cleaned: dict[str, Any]) -> Any:
+        """The aggregation ``stream`` keeps for ``cleaned`` (as its ``consume_measurement`` keys it), or None."""
         if type(stream) is not view_match or not known_consume():
-            return
+            return None
         keys = stream._view._attribute_keys
         kept = cleaned if keys is None else {k: v for k, v in cleaned.items() if k in keys}
-        aggregation = stream._attributes_aggregation.get(hash_attributes(kept))
-        if aggregation is not None:  # None: this point went to the overflow series (cardinality cap)
-            streams[stream] = aggregation
+        # None: this point went to the overflow series (cardinality cap), or a view dropped it
+        return stream._attributes_aggregation.get(hash_attributes(kept))
 
     def consumed(real: Any, amount: float, attributes: Any) -> bool:
         """The SDK's ``SynchronousMeasurementConsumer.consume_measurement`` of the point; False: not taken."""
@@ -1017,21 +1023,37 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
         cleaned = entry[1]
         time_unix_nano = time_ns()
         context = get_current()
-        measurement = Measurement(amount, time_unix_nano, real, context)
-        set_field(measurement, "attributes", cleaned)  # what __post_init__ sets: the cleaned copy
+        # Measurement(amount, time_unix_nano, real, context, attributes) as its frozen __init__ and __post_init__
+        # leave it (the same fields in the same order, attributes the cleaned copy), without their five
+        # object.__setattr__ calls and the second cleaning
+        measurement = new_object(Measurement)
+        set_field(measurement, "__dict__", {"value": amount, "time_unix_nano": time_unix_nano, "instrument": real,
+                                            "context": context, "attributes": cleaned})
         should_sample = consumer._sdk_config.exemplar_filter.should_sample(amount, time_unix_nano, cleaned, context)
-        streams = entry[2]
-        for storage in consumer._reader_storages.values():
+        storages = consumer._reader_storages  # replaced, never mutated, when a reader is added or removed
+        plan = entry[2].get(real)
+        if plan is not None and plan[0] is storages:
+            for aggregation in plan[1]:  # each reader's streams, in the SDK's order
+                aggregation.aggregate(measurement, should_sample)
+            return True
+        # The first point of this set on this instrument (or the readers changed): the SDK's own streams, then
+        # remember their aggregations if every stream now holds the set.
+        aggregations: list[Any] | None = []
+        for storage in storages.values():
             if type(storage) is not MetricReaderStorage:
                 storage.consume_measurement(measurement, should_sample)
+                aggregations = None
                 continue
             for stream in storage._get_or_init_view_instrument_match(real):
-                aggregation = streams.get(stream)
-                if aggregation is None:
-                    stream.consume_measurement(measurement, should_sample)
-                    remember(stream, streams, cleaned)
-                else:
-                    aggregation.aggregate(measurement, should_sample)
+                stream.consume_measurement(measurement, should_sample)
+                if aggregations is not None:
+                    aggregation = found(stream, cleaned)
+                    if aggregation is None:
+                        aggregations = None
+                    else:
+                        aggregations.append(aggregation)
+        if aggregations is not None:
+            entry[2][real] = (storages, tuple(aggregations))
         return True
 
     def add(counter: Any, amount: float, attributes: Mapping[str, Any]) -> None:

@@ -285,3 +285,18 @@ def test_many_dicts_are_forgotten_not_kept(monkeypatch: pytest.MonkeyPatch) -> N
             side.record(0.1, QUEUE_A)
 
     _assert_same(run)
+
+
+def test_a_reader_added_or_removed_later_gets_the_sdks_points() -> None:
+    fast, sdk = _both()
+    late = {side: InMemoryMetricReader() for side in (fast, sdk)}
+    for side in (fast, sdk):
+        random.seed(17)
+        _sequence(side, 2)  # remembered for one reader
+        side.provider.add_metric_reader(late[side])
+        _sequence(side, 1)  # now two readers: the new one sees only these points
+        side.provider.remove_metric_reader(side.reader)
+        _sequence(side, 1)
+    assert _exported(late[fast]) == _exported(late[sdk])
+    counter = next(m for m in _exported(late[fast]) if m[1] == "messaging.client.consumed.messages")[5]
+    assert sorted(p[1] for p in counter) == [2 * 2, 2 * 3, 2 * (1 + 2)]  # two rounds after it was added
