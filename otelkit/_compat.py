@@ -943,9 +943,12 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
     from opentelemetry.context import get_current
     from opentelemetry.sdk.metrics._internal import _view_instrument_match as vim_module
     from opentelemetry.sdk.metrics._internal import instrument as sdk_instrument
+    from opentelemetry.sdk.metrics._internal.exemplar import TraceBasedExemplarFilter
     from opentelemetry.sdk.metrics._internal.measurement import Measurement
     from opentelemetry.sdk.metrics._internal.measurement_consumer import SynchronousMeasurementConsumer
     from opentelemetry.sdk.metrics._internal.metric_reader_storage import MetricReaderStorage
+    from opentelemetry.trace import INVALID_SPAN
+    from opentelemetry.trace import Span as ApiSpan
 
     sdk_counter, sdk_histogram = sdk_instrument._Counter, sdk_instrument._Histogram
     view_match = vim_module._ViewInstrumentMatch
@@ -971,6 +974,11 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
             and sdk_code(sdk_consume, base + "_view_instrument_match", "_ViewInstrumentMatch.consume_measurement")
             and sdk_code(Measurement.__post_init__, base + "measurement", "Measurement.__post_init__")):
         return None
+    span_key: Any = SPAN_KEY
+    # The default exemplar filter is decided inline only while it is the SDK's own (else it is called)
+    trace_based: Any = (TraceBasedExemplarFilter if span_key is not None and sdk_code(
+        TraceBasedExemplarFilter.should_sample, base + "exemplar.exemplar_filter",
+        "TraceBasedExemplarFilter.should_sample") else None)
 
     def known_consume() -> bool:
         current = view_match.consume_measurement
@@ -1029,7 +1037,13 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
         measurement = new_object(Measurement)
         set_field(measurement, "__dict__", {"value": amount, "time_unix_nano": time_unix_nano, "instrument": real,
                                             "context": context, "attributes": cleaned})
-        should_sample = consumer._sdk_config.exemplar_filter.should_sample(amount, time_unix_nano, cleaned, context)
+        exemplar_filter = consumer._sdk_config.exemplar_filter
+        if type(exemplar_filter) is trace_based:  # the default: TraceBasedExemplarFilter.should_sample, inline
+            span = context.get(span_key)
+            should_sample = (span is not None and isinstance(span, ApiSpan) and span != INVALID_SPAN
+                             and span.get_span_context().trace_flags.sampled)
+        else:
+            should_sample = exemplar_filter.should_sample(amount, time_unix_nano, cleaned, context)
         storages = consumer._reader_storages  # replaced, never mutated, when a reader is added or removed
         plan = entry[2].get(real)
         if plan is not None and plan[0] is storages:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.metrics._internal.instrument import _ProxyCounter, _ProxyHistogram
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics._internal.exemplar import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter
@@ -22,6 +23,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.version import __version__ as sdk_version
+from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, TraceFlags
 
 from otelkit import _cardinality, _compat
 
@@ -300,3 +302,20 @@ def test_a_reader_added_or_removed_later_gets_the_sdks_points() -> None:
     assert _exported(late[fast]) == _exported(late[sdk])
     counter = next(m for m in _exported(late[fast]) if m[1] == "messaging.client.consumed.messages")[5]
     assert sorted(p[1] for p in counter) == [2 * 2, 2 * 3, 2 * (1 + 2)]  # two rounds after it was added
+
+
+def test_trace_based_exemplars_follow_the_current_spans_sampled_flag() -> None:
+    sampled = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)))
+    unsampled = NonRecordingSpan(SpanContext(0xABD, 0xDF0, is_remote=True, trace_flags=TraceFlags(0)))
+
+    def run(side: _Side) -> None:
+        for span, value in ((sampled, 0.02), (unsampled, 0.2), (INVALID_SPAN, 2.0)):
+            with trace.use_span(span):
+                side.record(value, QUEUE_B)
+                side.add(1, QUEUE_B)
+        with trace.use_span(unsampled):
+            side.record(0.03, QUEUE_A)  # the bucket's only measurement: unsampled, so no exemplar
+
+    exported = _assert_same(run)
+    exemplars = [(p[0] == QUEUE_B, e[1], e[2], e[3]) for m in exported for p in m[5] for e in p[7]]
+    assert sorted(exemplars) == [(True, 0.02, 0xDEF, 0xABC), (True, 1, 0xDEF, 0xABC)]
