@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.metrics._internal.instrument import _ProxyCounter, _ProxyHistogram
-from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
-from opentelemetry.sdk.metrics._internal.exemplar import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics._internal.measurement_consumer import SynchronousMeasurementConsumer
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistogramAggregation, View
@@ -44,6 +43,11 @@ def fresh_points() -> Iterator[None]:
     _compat.reset_points()
 
 
+def _nan(value: Any) -> Any:
+    """NaN compares unequal to itself: a marker instead (SDKs before 1.45 aggregate a NaN measurement)."""
+    return "NaN" if isinstance(value, float) and value != value else value
+
+
 def _exported(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
     data = reader.get_metrics_data()
     if data is None:
@@ -56,9 +60,10 @@ def _exported(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
                 for p in metric.data.data_points:
                     exemplars = [(dict(e.filtered_attributes or {}), e.value, e.span_id, e.trace_id)
                                  for e in p.exemplars]
-                    points.append((dict(p.attributes or {}), getattr(p, "value", None), getattr(p, "sum", None),
-                                   getattr(p, "count", None), tuple(getattr(p, "bucket_counts", ()) or ()),
-                                   getattr(p, "min", None), getattr(p, "max", None), exemplars))
+                    points.append((dict(p.attributes or {}), _nan(getattr(p, "value", None)),
+                                   _nan(getattr(p, "sum", None)), getattr(p, "count", None),
+                                   tuple(getattr(p, "bucket_counts", ()) or ()), _nan(getattr(p, "min", None)),
+                                   _nan(getattr(p, "max", None)), exemplars))
                 out.append((sm.scope.name, metric.name, metric.unit, type(metric.data).__name__,
                             getattr(metric.data, "aggregation_temporality", None), points))
     return out
@@ -258,7 +263,9 @@ def test_the_cardinality_cap_applies_to_remembered_sets() -> None:
 
 
 def test_sets_the_sdk_would_clean_take_its_path() -> None:
-    odd: list[dict[str, Any]] = [{"tags": ["a", "b"]}, {"none": None}, {}, {"": "empty key"}, {1: "int key"}]
+    odd: list[dict[str, Any]] = [{"tags": ("a", "b")}, {"none": None}, {}, {"": "empty key"}, {1: "int key"}]
+    if VERIFIED:  # a list value: cleaned into a tuple (SDK 1.40 cannot key a stream on it at all)
+        odd.append({"tags": ["a", "b"]})
 
     def run(side: _Side) -> None:
         for attributes in odd:
@@ -289,6 +296,7 @@ def test_many_dicts_are_forgotten_not_kept(monkeypatch: pytest.MonkeyPatch) -> N
     _assert_same(run)
 
 
+@pytest.mark.skipif(not hasattr(MeterProvider, "add_metric_reader"), reason="this SDK adds no reader later")
 def test_a_reader_added_or_removed_later_gets_the_sdks_points() -> None:
     fast, sdk = _both()
     late = {side: InMemoryMetricReader() for side in (fast, sdk)}
