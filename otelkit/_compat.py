@@ -124,9 +124,13 @@ __all__ = [
     "SeverityNumber",
     "SimpleLogRecordProcessor",
     "SynchronousMultiLogRecordProcessor",
+    "add_point",
     "lean_end_span",
     "lean_start_span",
     "logs_api",
+    "points_fast",
+    "record_point",
+    "reset_points",
 ]
 
 
@@ -1052,3 +1056,247 @@ def _lean_factory() -> tuple[Callable[[Any, type | None], Any], Callable[[Any, C
         return _make_end(multi, own)
 
     return for_tracer, end_for
+
+
+# --- cheaper metric points for otelkit's own cached attribute sets (issue 17 part 2) ------------------
+
+# A point through the SDK's ``Counter.add``/``Histogram.record`` cleans its attributes into a new dict
+# (``Measurement.__post_init__``), then each view's stream copies them again, filters them by the view's keys
+# and derives the stream's key (``_hash_attributes``: a recursive walk that sorts the keys) to find the
+# aggregation: about half of otelkit's own cost per message (benchmarks/RESULTS.md, 17.2e/17.3 session 6).
+# otelkit passes the same few cached dicts again and again, so :func:`add_point`/:func:`record_point`
+# remember, per dict object, its cleaned copy and, per instrument, the aggregations the SDK chose for it in each
+# reader's view streams (until a reader is added or removed).
+# Everything else is the SDK's own, in the SDK's order: the same ``Measurement`` fields, the exemplar filter,
+# each reader's view streams, ``aggregation.aggregate`` (exemplar reservoir included). An attribute set the
+# stream has not seen yet goes through the stream's own ``consume_measurement`` (the cardinality cap
+# included), and is remembered only once the stream holds it (a set sent to the overflow series never is).
+# SDK 1.45's streams only ever add aggregations (collection, delta temporality included, resets them in place),
+# so a remembered aggregation stays the stream's own for that set.
+
+_POINT_MEMO_MAX = 1024  # dict objects remembered at once; then forgotten together (a caller's per-call dicts)
+_PLAIN_VALUES = (str, bool, int, float)  # the values the SDK's cleaner returns unchanged (no length limit)
+
+
+def _sdk_version() -> str:
+    from opentelemetry.sdk.version import __version__
+
+    return __version__
+
+
+def _plain_add(counter: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+    counter.add(amount, attributes)
+
+
+def _plain_record(histogram: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+    histogram.record(amount, attributes)
+
+
+def _first_add(counter: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+    _install_points()
+    add_point(counter, amount, attributes)
+
+
+def _first_record(histogram: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+    _install_points()
+    record_point(histogram, amount, attributes)
+
+
+#: ``counter.add(amount, attributes)``, with the same result; cheaper when ``attributes`` is a dict otelkit
+#: keeps and never mutates (its cached attribute sets). Rebound on first use (the SDK's metrics internals are
+#: imported only then).
+add_point: Callable[[Any, float, Mapping[str, Any]], None] = _first_add
+#: ``histogram.record(amount, attributes)``, likewise.
+record_point: Callable[[Any, float, Mapping[str, Any]], None] = _first_record
+
+
+def points_fast() -> bool:
+    """True when :func:`add_point`/:func:`record_point` take the remembered path (verified SDK, known shape)."""
+    if add_point is _first_add:
+        _install_points()
+    return add_point is not _plain_add
+
+
+def reset_points() -> None:
+    """Forget the chosen point path (tests): the next point checks the SDK again."""
+    global add_point, record_point
+    add_point, record_point = _first_add, _first_record
+
+
+def _install_points() -> None:
+    global add_point, record_point
+    from otelkit._internal_log import logger
+
+    try:
+        made = _points_factory()
+    except Exception:  # an SDK this code does not know: its own add/record, as before
+        logger.debug("otelkit: the SDK's metrics internals are not the verified ones; points take the SDK path",
+                     exc_info=True)
+        made = None
+    add_point, record_point = made if made is not None else (_plain_add, _plain_record)
+
+
+def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
+                               Callable[[Any, float, Mapping[str, Any]], None]] | None:
+    if not _sdk_version().startswith(VERIFIED_SDK):
+        return None
+    from dataclasses import fields
+    from math import inf
+    from time import time_ns
+
+    from opentelemetry.attributes import _clean_attribute_value
+    from opentelemetry.context import get_current
+    from opentelemetry.sdk.metrics._internal import _view_instrument_match as vim_module
+    from opentelemetry.sdk.metrics._internal import instrument as sdk_instrument
+    from opentelemetry.sdk.metrics._internal.exemplar import TraceBasedExemplarFilter
+    from opentelemetry.sdk.metrics._internal.measurement import Measurement
+    from opentelemetry.sdk.metrics._internal.measurement_consumer import SynchronousMeasurementConsumer
+    from opentelemetry.sdk.metrics._internal.metric_reader_storage import MetricReaderStorage
+    from opentelemetry.trace import INVALID_SPAN
+    from opentelemetry.trace import Span as ApiSpan
+
+    sdk_counter, sdk_histogram = sdk_instrument._Counter, sdk_instrument._Histogram
+    view_match = vim_module._ViewInstrumentMatch
+    hash_attributes = vim_module._hash_attributes
+    consume: Any = view_match.consume_measurement
+    if getattr(consume, "__otelkit_limited__", False):  # otelkit's cardinality cap: what it wraps
+        consume = consume.__wrapped__
+    sdk_consume = consume
+
+    def sdk_code(function: Any, module: str, qualname: str) -> bool:
+        return (getattr(function, "__module__", None) == module and getattr(function, "__qualname__", None) == qualname
+                and not hasattr(function, "__wrapped__"))
+
+    # The SDK's own code, not patched or subclassed by someone else: what the remembered path stands in for.
+    base = "opentelemetry.sdk.metrics._internal."
+    if not (sdk_code(sdk_counter.add, base + "instrument", "Counter.add")
+            and sdk_code(sdk_histogram.record, base + "instrument", "Histogram.record")
+            and sdk_code(sdk_counter._is_enabled, base + "instrument", "_Synchronous._is_enabled")
+            and sdk_code(SynchronousMeasurementConsumer.consume_measurement, base + "measurement_consumer",
+                         "SynchronousMeasurementConsumer.consume_measurement")
+            and sdk_code(MetricReaderStorage.consume_measurement, base + "metric_reader_storage",
+                         "MetricReaderStorage.consume_measurement")
+            and sdk_code(sdk_consume, base + "_view_instrument_match", "_ViewInstrumentMatch.consume_measurement")
+            and sdk_code(Measurement.__post_init__, base + "measurement", "Measurement.__post_init__")):
+        return None
+    span_key: Any = SPAN_KEY
+    # The default exemplar filter is decided inline only while it is the SDK's own (else it is called)
+    trace_based: Any = (TraceBasedExemplarFilter if span_key is not None and sdk_code(
+        TraceBasedExemplarFilter.should_sample, base + "exemplar.exemplar_filter",
+        "TraceBasedExemplarFilter.should_sample") else None)
+
+    def known_consume() -> bool:
+        current = view_match.consume_measurement
+        return current is sdk_consume or (getattr(current, "__otelkit_limited__", False)
+                                          and getattr(current, "__wrapped__", None) is sdk_consume)
+
+    if tuple(field.name for field in fields(Measurement)) != ("value", "time_unix_nano", "instrument", "context",
+                                                              "attributes"):
+        return None
+    set_field = object.__setattr__
+    new_object = object.__new__
+    # id(dict) -> (the dict, its cleaned copy, {SDK instrument: (its consumer's reader storages, the aggregation
+    # of each of their streams for the set)}); the dict is held, so its id is not reused while remembered.
+    memo: dict[int, tuple[Any, dict[str, Any], dict[Any, Any]]] = {}
+
+    def learn(attributes: Any) -> tuple[Any, dict[str, Any], dict[Any, Any]] | None:
+        if type(attributes) is not dict or not attributes:
+            return None
+        for key, value in attributes.items():
+            if type(key) is not str or not key or type(value) not in _PLAIN_VALUES:
+                return None  # the SDK's cleaner would change or warn about something: its path, every time
+        cleaned: Any = _clean_attribute_value(attributes, None)
+        if cleaned != attributes:
+            return None
+        if len(memo) >= _POINT_MEMO_MAX:
+            memo.clear()
+        entry: tuple[Any, dict[str, Any], dict[Any, Any]] = (attributes, cleaned, {})
+        memo[id(attributes)] = entry
+        return entry
+
+    def found(stream: Any, cleaned: dict[str, Any]) -> Any:
+        """The aggregation ``stream`` keeps for ``cleaned`` (as its ``consume_measurement`` keys it), or None."""
+        if type(stream) is not view_match or not known_consume():
+            return None
+        keys = stream._view._attribute_keys
+        kept = cleaned if keys is None else {k: v for k, v in cleaned.items() if k in keys}
+        # None: this point went to the overflow series (cardinality cap), or a view dropped it
+        return stream._attributes_aggregation.get(hash_attributes(kept))
+
+    def consumed(real: Any, amount: float, attributes: Any) -> bool:
+        """The SDK's ``SynchronousMeasurementConsumer.consume_measurement`` of the point; False: not taken."""
+        entry = memo.get(id(attributes))
+        if entry is None or entry[0] is not attributes:
+            entry = learn(attributes)
+            if entry is None:
+                return False
+        consumer = real._measurement_consumer
+        if type(consumer) is not SynchronousMeasurementConsumer:
+            return False
+        cleaned = entry[1]
+        time_unix_nano = time_ns()
+        context = get_current()
+        # Measurement(amount, time_unix_nano, real, context, attributes) as its frozen __init__ and __post_init__
+        # leave it (the same fields in the same order, attributes the cleaned copy), without their five
+        # object.__setattr__ calls and the second cleaning
+        measurement = new_object(Measurement)
+        set_field(measurement, "__dict__", {"value": amount, "time_unix_nano": time_unix_nano, "instrument": real,
+                                            "context": context, "attributes": cleaned})
+        exemplar_filter = consumer._sdk_config.exemplar_filter
+        if type(exemplar_filter) is trace_based:  # the default: TraceBasedExemplarFilter.should_sample, inline
+            span = context.get(span_key)
+            should_sample = (span is not None and isinstance(span, ApiSpan) and span != INVALID_SPAN
+                             and span.get_span_context().trace_flags.sampled)
+        else:
+            should_sample = exemplar_filter.should_sample(amount, time_unix_nano, cleaned, context)
+        storages = consumer._reader_storages  # replaced, never mutated, when a reader is added or removed
+        plan = entry[2].get(real)
+        if plan is not None and plan[0] is storages:
+            for aggregation in plan[1]:  # each reader's streams, in the SDK's order
+                aggregation.aggregate(measurement, should_sample)
+            return True
+        # The first point of this set on this instrument (or the readers changed): the SDK's own streams, then
+        # remember their aggregations if every stream now holds the set.
+        aggregations: list[Any] | None = []
+        for storage in storages.values():
+            if type(storage) is not MetricReaderStorage:
+                storage.consume_measurement(measurement, should_sample)
+                aggregations = None
+                continue
+            for stream in storage._get_or_init_view_instrument_match(real):
+                stream.consume_measurement(measurement, should_sample)
+                if aggregations is not None:
+                    aggregation = found(stream, cleaned)
+                    if aggregation is None:
+                        aggregations = None
+                    else:
+                        aggregations.append(aggregation)
+        if aggregations is not None:
+            entry[2][real] = (storages, tuple(aggregations))
+        return True
+
+    def add(counter: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+        real = counter
+        if type(real) is ProxyCounter:
+            real = real._real_instrument
+            if not real:
+                return  # the API proxy before a meter is set drops the point too
+        if type(real) is sdk_counter and 0 <= amount < inf:
+            config = real._meter_config
+            if (config is None or config.is_enabled) and consumed(real, amount, attributes):
+                return
+        real.add(amount, attributes)
+
+    def record(histogram: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+        real = histogram
+        if type(real) is ProxyHistogram:
+            real = real._real_instrument
+            if not real:
+                return
+        if type(real) is sdk_histogram and 0 <= amount < inf:
+            config = real._meter_config
+            if (config is None or config.is_enabled) and consumed(real, amount, attributes):
+                return
+        real.record(amount, attributes)
+
+    return add, record
