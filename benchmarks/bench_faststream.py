@@ -44,11 +44,10 @@ PAYLOAD = {"token": "So11111111111111111111111111111111111111112", "i": 0}
 
 @functools.cache
 def _providers(metrics_on: bool) -> tuple[Any, Any]:
+    from bench_amqp import NullSpanExporter
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    from bench_amqp import NullSpanExporter
 
     tp = TracerProvider()
     tp.add_span_processor(BatchSpanProcessor(NullSpanExporter()))
