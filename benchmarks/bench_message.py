@@ -107,7 +107,8 @@ def _run(mode: str, endpoint: str, count: int) -> dict[str, dict[str, Any]]:
             redis.Redis.from_url(REDIS_URL).delete(queue)
 
 
-def measure(fast: bool, redis_list_only: bool = False) -> dict[str, list[dict[str, dict[str, Any]]]]:
+def measure(fast: bool, redis_list_only: bool = False,
+            redis_only: bool = False) -> dict[str, list[dict[str, dict[str, Any]]]]:
     sys.path.insert(0, str(HERE))
     from bench_export import _rotel
 
@@ -116,7 +117,7 @@ def measure(fast: bool, redis_list_only: bool = False) -> dict[str, list[dict[st
     modes = MODES if _faststream_available() else MODES[:2]
     if redis_list_only:  # the issue's row alone: plain, otelkit, FastStream with and without its middleware
         modes = modes[:4]
-    elif _rabbit_available():
+    elif not redis_only and _rabbit_available():
         modes = (*modes, *RABBIT_MODES)
     results: dict[str, list[dict[str, dict[str, Any]]]] = {m: [] for m in modes}
     collector = _rotel().start()
@@ -133,9 +134,9 @@ def _per_message_us(run: dict[str, dict[str, Any]], key: str = "cpu") -> float:
     return (run["producer"][key] + run["consumer"][key]) / run["producer"]["count"] * 1e6
 
 
-def custom(fast: bool, redis_list_only: bool = False) -> list[dict[str, Any]]:
+def custom(fast: bool, redis_list_only: bool = False, redis_only: bool = False) -> list[dict[str, Any]]:
     load = os.getloadavg()[0]
-    results = measure(fast, redis_list_only)
+    results = measure(fast, redis_list_only, redis_only)
     cpu = {m: [_per_message_us(r) for r in runs] for m, runs in results.items()}
     main = {m: [_per_message_us(r, "main") for r in runs] for m, runs in results.items()}
     ours = [a - b for a, b in zip(cpu["otelkit"], cpu["plain"], strict=True)]
@@ -195,8 +196,9 @@ def custom(fast: bool, redis_list_only: bool = False) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    # --redis-list: only the Redis-list row (issue 17 part 2), with each round's figures.
-    for row in custom("--fast" in sys.argv, "--redis-list" in sys.argv):
+    # --redis-list: only the Redis-list row (issue 17 part 2), with each round's figures; --redis: the Redis rows
+    # (that one and FastStream's), no RabbitMQ programs.
+    for row in custom("--fast" in sys.argv, "--redis-list" in sys.argv, "--redis" in sys.argv):
         print(row["label"], statistics.median(row["otelkit"]), statistics.median(row["raw"]), row.get("note"))
         print("  per round: otelkit", [round(v) for v in row["otelkit"]], "peer", [round(v) for v in row["raw"]],
               "| load average now", os.getloadavg())

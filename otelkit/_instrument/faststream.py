@@ -33,12 +33,14 @@ from types import ModuleType
 from typing import Any
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY
+from otelkit._correlation import get_correlation_id, is_valid_correlation_id
 from otelkit._instrument import _common, _lazy
 from otelkit._names import CORRELATION_HEADER
 from otelkit._pipeline import carriers
-from otelkit._pipeline.scopes import BatchReception, Emission, Reception
+from otelkit._pipeline.scopes import BatchReception, Emission, Reception, _set_correlation_id
 from otelkit._status import IntegrationStatus
 
 NAME = "faststream"
@@ -109,8 +111,6 @@ async def _publish(call_next: Any, cmd: Any) -> Any:
         return await call_next(cmd)
     # FastStream's own correlation_id (a fresh uuid per publish unless given) becomes otelkit's when no
     # correlation is current: FastStream's logs and otelkit's spans then show the same ID.
-    from otelkit._correlation import get_correlation_id, is_valid_correlation_id
-
     cid = None
     if get_correlation_id() is None and is_valid_correlation_id(cmd.correlation_id):
         cid = cmd.correlation_id
@@ -188,8 +188,6 @@ def _carrier(msg: Any, extra: dict[str, Any] | None = None) -> Any:
     if extra:
         headers = {**headers, **extra}
     if carriers.get_raw(headers, CORRELATION_HEADER) is None and "baggage" not in headers:
-        from otelkit._correlation import is_valid_correlation_id
-
         cid = getattr(msg, "correlation_id", None)
         if is_valid_correlation_id(cid):
             headers = {**headers, CORRELATION_HEADER: cid}  # adopted, never written back into the message
@@ -254,11 +252,8 @@ def _keep_context(middleware: Any, scope: Reception | BatchReception) -> None:
     try:
         if scope.correlation_id is None or not scope.span.get_span_context().is_valid:
             return
-        from opentelemetry import trace
-
-        from otelkit._correlation import with_correlation_id
-
-        ctx = trace.set_span_in_context(scope.span, with_correlation_id(scope.correlation_id))
+        ctx = trace.set_span_in_context(scope.span, _set_correlation_id(otel_context.get_current(),
+                                                                         scope.correlation_id))
         middleware._otelkit_token = otel_context.attach(ctx)
     except Exception:
         pass

@@ -461,8 +461,8 @@ class Emission(_Scope):
     failed attempt's span.
     """
 
-    __slots__ = ("_attributes", "_carry", "_explicit_cid", "_retry_of", "_server", "_t0", "_token", "attempt",
-                 "correlation_id", "destination", "headers", "message_id", "routing_key", "span", "system")
+    __slots__ = ("_attributes", "_carry", "_explicit_cid", "_retry_of", "_server", "_started_id", "_t0", "_token",
+                 "attempt", "correlation_id", "destination", "headers", "message_id", "routing_key", "span", "system")
 
     def __init__(self, destination: str, carrier: Any = None, *, system: str, message_id: object = None,
                  correlation_id: str | None = None, attempt: int | None = None,
@@ -484,6 +484,7 @@ class Emission(_Scope):
         self._carry: Any = None
         self.span: Span = INVALID_SPAN
         self._t0 = 0.0
+        self._started_id: str | None = None
 
     def _start(self) -> None:
         headers = self.headers
@@ -527,6 +528,8 @@ class Emission(_Scope):
         message_id = _as_str(self.message_id) if self.message_id is not None else None
         if message_id is not None:
             attrs[_names.MESSAGING_MESSAGE_ID] = message_id
+            if message_id is self.message_id:  # a str already on the span: _finish does not set it again
+                self._started_id = message_id
         if self.attempt is not None:
             attrs[_names.ATTR_ATTEMPT] = self.attempt
         if self._server[0] is not None or self._server[1] is not None:
@@ -605,8 +608,11 @@ class Emission(_Scope):
         duration = time.perf_counter() - self._t0
         attrs = _metric_attrs(self.system, self.destination, "send", None)
         try:  # whatever goes wrong while annotating, the span is still ended (never lost)
-            if self.message_id is not None:
-                span.set_attribute(_names.MESSAGING_MESSAGE_ID, _as_str(self.message_id) or "")
+            message_id = self.message_id
+            # an ID the broker assigned inside the block (msg.message_id = r.xadd(...)); the one given up front is
+            # on the span already (its own set_attribute would cost a span lock and an attribute clean per message)
+            if message_id is not None and message_id is not self._started_id:
+                span.set_attribute(_names.MESSAGING_MESSAGE_ID, _as_str(message_id) or "")
             if exc is not None:
                 error_type = _error_type(exc)
                 _mark_failed(span, exc, error_type)
