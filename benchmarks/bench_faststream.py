@@ -5,7 +5,10 @@ and a large loop count, so start-up and set-up cancel out) of one message throug
 (``OTELKIT_BENCH_REDIS_URL``, default 127.0.0.1:6379): ``broker.publish(payload, list=QUEUE)`` on a started
 ``RedisBroker`` (``logger=None``) whose list subscriber (BLPOP, in the same event loop and thread) runs a handler
 that resolves the loop's future. So one operation is the publish, the BLPOP that returns it, the decode and the
-handler: both middleware hooks (publish and consume) run once. Each process uses its own list name.
+handler: both middleware hooks (publish and consume) run once. Each process uses its own list name. With
+``--broker rabbit`` (targets ``rabbit_SIDE``): the same through RabbitMQ (``OTELKIT_BENCH_RABBITMQ_URL``, default
+guest@127.0.0.1:5672), ``RabbitBroker.publish(payload, queue=QUEUE)`` to an auto-delete queue of its own and
+``RabbitTelemetryMiddleware`` on the FastStream sides.
 
 Sides, each in a fresh interpreter (same SDK ``TracerProvider`` + ``BatchSpanProcessor`` with a null exporter
 and, where metrics are on, a ``MeterProvider`` with an in-memory reader, as ``bench_amqp.py``):
@@ -38,6 +41,8 @@ import uuid
 from typing import Any
 
 REDIS_URL = os.environ.get("OTELKIT_BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+RABBITMQ_URL = os.environ.get("OTELKIT_BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+BROKERS = ("redis", "rabbit")
 SIDES = ("none", "fs_spans", "fs", "fs_counters", "otelkit_spans", "otelkit")
 PAYLOAD = {"token": "So11111111111111111111111111111111111111112", "i": 0}
 
@@ -65,32 +70,44 @@ def _providers(metrics_on: bool) -> tuple[Any, Any]:
 class _Bench:
     """One started broker and its event loop, kept across the warm-up and the measured call."""
 
-    def __init__(self, side: str) -> None:
+    def __init__(self, side: str, system: str = "redis") -> None:
         middlewares: list[Any] = []
         if side.startswith("fs"):
-            from faststream.redis.opentelemetry import RedisTelemetryMiddleware
+            if system == "redis":
+                from faststream.redis.opentelemetry import RedisTelemetryMiddleware as Telemetry
+            else:
+                from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware as Telemetry
 
             tp, mp = _providers(side != "fs_spans")
-            middlewares.append(RedisTelemetryMiddleware(tracer_provider=tp, meter_provider=mp,
-                                                        include_messages_counters=side == "fs_counters"))
+            middlewares.append(Telemetry(tracer_provider=tp, meter_provider=mp,
+                                         include_messages_counters=side == "fs_counters"))
         elif side.startswith("otelkit"):
             tp, mp = _providers(side == "otelkit")
             from otelkit import _instrument
             from otelkit._config import resolve
 
             _instrument.instrument_all(resolve(instrument=["faststream"], system_metrics=False), tp, mp)
-        from faststream.redis import ListSub, RedisBroker
-
         self.queue = f"otelkit-bench-fs-{uuid.uuid4().hex[:12]}"
+        self.system = system
         # logger=None: FastStream's per-message INFO lines are not telemetry; off on every side.
-        self.broker = RedisBroker(REDIS_URL, middlewares=middlewares, logger=None)
+        source: Any
+        if system == "redis":
+            from faststream.redis import ListSub, RedisBroker
+
+            self.broker = RedisBroker(REDIS_URL, middlewares=middlewares, logger=None)
+            # A long BLPOP timeout: no empty poll while a message is on its way, so every iteration is one BLPOP.
+            source = {"list": ListSub(self.queue, polling_interval=30.0)}
+        else:
+            from faststream.rabbit import RabbitBroker, RabbitQueue
+
+            self.broker = RabbitBroker(RABBITMQ_URL, middlewares=middlewares, logger=None)
+            source = {"queue": RabbitQueue(self.queue, auto_delete=True)}
         if side.startswith("otelkit") and not any(type(m).__name__ == "FastStreamMiddleware"
                                                  for m in self.broker.middlewares):
             raise RuntimeError("otelkit's middleware was not installed on the broker")
         self.waiter: asyncio.Future[None] | None = None
 
-        # A long BLPOP timeout: no empty poll while a message is on its way, so every iteration is one BLPOP.
-        @self.broker.subscriber(list=ListSub(self.queue, polling_interval=30.0))
+        @self.broker.subscriber(**source)
         async def handle(body: dict[str, object]) -> None:
             if self.waiter is not None and not self.waiter.done():
                 self.waiter.set_result(None)
@@ -106,7 +123,10 @@ class _Bench:
     async def _run(self, loops: int) -> None:
         for _ in range(loops):
             self.waiter = self.loop.create_future()
-            await self.broker.publish(PAYLOAD, list=self.queue)
+            if self.system == "redis":
+                await self.broker.publish(PAYLOAD, list=self.queue)
+            else:
+                await self.broker.publish(PAYLOAD, queue=self.queue)
             await asyncio.wait_for(self.waiter, 60)
 
     def __call__(self, loops: int) -> float:
@@ -116,16 +136,17 @@ class _Bench:
 
 
 @functools.cache
-def _bench(side: str) -> _Bench:
-    return _Bench(side)
+def _bench(side: str, system: str = "redis") -> _Bench:
+    return _Bench(side, system)
 
 
-def _message(loops: int, side: str) -> float:
-    return _bench(side)(loops)
+def _message(loops: int, side: str, system: str = "redis") -> float:
+    return _bench(side, system)(loops)
 
 
 for _side in SIDES:
-    globals()[f"message_{_side}"] = functools.partial(_message, side=_side)
+    globals()[f"message_{_side}"] = functools.partial(_message, side=_side)  # Redis list
+    globals()[f"rabbit_{_side}"] = functools.partial(_message, side=_side, system="rabbit")  # RabbitMQ queue
 
 
 def _available() -> bool:
@@ -139,14 +160,15 @@ def _available() -> bool:
     return True
 
 
-def measure(sides: tuple[str, ...], lo: int, hi: int) -> dict[str, float]:
+def measure(sides: tuple[str, ...], lo: int, hi: int, system: str = "redis") -> dict[str, float]:
     """Instructions per message on the application thread, side by side (two callgrind runs at a time)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import _callgrind
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {side: pool.submit(_callgrind.per_op, f"bench_faststream:message_{side}", lo, hi) for side in sides}
+        prefix = "message" if system == "redis" else "rabbit"
+        futures = {side: pool.submit(_callgrind.per_op, f"bench_faststream:{prefix}_{side}", lo, hi) for side in sides}
         return {side: future.result() for side, future in futures.items()}
 
 
@@ -184,15 +206,16 @@ if __name__ == "__main__":
     parser.add_argument("--lo", type=int, default=20)
     parser.add_argument("--hi", type=int, default=120)
     parser.add_argument("--wall", action="store_true", help="wall time per message without callgrind")
+    parser.add_argument("--broker", choices=BROKERS, default="redis")
     args = parser.parse_args()
     if args.wall:
         if len(args.sides) != 1:
             sys.exit("--wall: one side per process (the providers and otelkit's patch are process-wide)")
-        fn = _bench(args.sides[0])
+        fn = _bench(args.sides[0], args.broker)
         fn(50)
         print(args.sides[0], f"{fn(500) / 500 * 1e6:.0f} µs/msg", flush=True)
         sys.exit(0)
-    counts = measure(tuple(args.sides), args.lo, args.hi)
+    counts = measure(tuple(args.sides), args.lo, args.hi, args.broker)
     for side, count in counts.items():
         added = f" (+{count - counts['none']:,.0f})" if "none" in counts else ""
         print(f"{side}: {count:,.0f} instructions per message{added}", flush=True)
