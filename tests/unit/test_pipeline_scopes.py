@@ -88,6 +88,20 @@ def test_emit_producer_span_and_injected_headers(otel: Telemetry) -> None:
     assert otelkit.correlation_id() is None  # the emission scope is closed
 
 
+
+def test_emit_message_id_given_up_front_and_replaced_inside(otel: Telemetry) -> None:
+    # Given up front, the ID is on the span from the start (not set again at the end); one the broker assigns
+    # inside the block is what the span ends with.
+    with pipeline.emit("ids-a", {}, system="redis", message_id="m-1"):
+        pass
+    with pipeline.emit("ids-b", {}, system="redis", message_id="m-1") as msg:
+        msg.message_id = "m-2"
+    with pipeline.emit("ids-c", {}, system="redis", message_id=7):
+        pass
+    assert (otel.span("send ids-a").attributes or {})["messaging.message.id"] == "m-1"
+    assert (otel.span("send ids-b").attributes or {})["messaging.message.id"] == "m-2"
+    assert (otel.span("send ids-c").attributes or {})["messaging.message.id"] == "7"
+
 def test_emit_kafka_headers_are_bytes(otel: Telemetry) -> None:
     headers: list[tuple[str, bytes]] = [("app", b"1")]
     with pipeline.emit("topic", headers, system="kafka"):
