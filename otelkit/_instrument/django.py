@@ -210,16 +210,16 @@ async def _lifespan(receive: Any, send: Any) -> None:
             return
 
 
-def _apply(_module: Any) -> None:
-    from django.core.handlers import base, wsgi
+def _apply_base(module: Any) -> None:
+    _common.wrap(module.BaseHandler, "load_middleware", _load_middleware)
 
-    _common.wrap(base.BaseHandler, "load_middleware", _load_middleware)
-    _common.wrap(wsgi.WSGIHandler, "__call__", _wsgi_call)
-    try:
-        from django.core.handlers import asgi
-    except ImportError:  # asgiref missing: WSGI only
-        return
-    _common.wrap(asgi.ASGIHandler, "__call__", _asgi_call)
+
+def _apply_wsgi(module: Any) -> None:
+    _common.wrap(module.WSGIHandler, "__call__", _wsgi_call)
+
+
+def _apply_asgi(module: Any) -> None:
+    _common.wrap(module.ASGIHandler, "__call__", _asgi_call)
 
 
 def plan() -> IntegrationStatus:
@@ -234,7 +234,11 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
     _state["tracer_provider"] = ctx.tracer_provider
     _state["meter_provider"] = ctx.meter_provider
     _web.configure(ctx.settings)
-    note = _web.when_imported("django.core.handlers.wsgi", _apply, _state)
+    # Each handler module on its own import: an ASGI-only project (asgi.py's get_asgi_application()) never
+    # imports the WSGI handler, and each imports base first (a hook there could not import them half-built).
+    note = _web.when_imported("django.core.handlers.base", _apply_base, _state)
+    _web.when_imported("django.core.handlers.wsgi", _apply_wsgi, _state)
+    _web.when_imported("django.core.handlers.asgi", _apply_asgi, _state)
     return IntegrationStatus(NAME, "enabled", f"django {status.version}; applications built after init(){note}",
                              version=status.version)
 
