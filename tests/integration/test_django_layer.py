@@ -94,8 +94,18 @@ async def async_item(request: HttpRequest, item_id: int) -> HttpResponse:
                          "task_span": task_span})
 
 
+FOREVER_STARTED: list[asyncio.Event] = []
+
+
+async def forever(request: HttpRequest) -> HttpResponse:
+    for started in FOREVER_STARTED:
+        started.set()
+    await asyncio.Event().wait()  # until the client disconnects: Django cancels the request's task
+    raise AssertionError("unreachable")
+
+
 urlpatterns = [path("items/<int:item_id>", item), path("boom", boom), path("healthz", health),
-               path("own", own_header), path("async/<int:item_id>", async_item)]
+               path("own", own_header), path("async/<int:item_id>", async_item), path("forever", forever)]
 
 
 @pytest.fixture(autouse=True)
@@ -451,6 +461,45 @@ def test_an_asgi_layer_built_before_uninstrument_takes_the_contrib_path_after_it
         assert span.attributes["http.route"] == "items/<int:item_id>"
         assert "otelkit.correlation_id" not in span.attributes
         assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_asgi_client_disconnect_ends_the_span_without_a_response() -> None:
+    """A client gone before the response: Django cancels the request's task; the span ends there, with no status
+    code and no duration point (no response happened), the active-requests count goes back to 0, and nothing is
+    left attached."""
+    from django.core.asgi import get_asgi_application
+
+    with instrumented(instrument=["django"]) as t:
+        app = get_asgi_application()
+        assert _layer_instance(app)._async
+        incoming = [{"type": "http.disconnect"}, {"type": "http.request", "body": b"", "more_body": False}]
+        sent: list[dict[str, Any]] = []
+
+        started = asyncio.Event()
+        FOREVER_STARTED[:] = [started]
+
+        async def receive() -> dict[str, Any]:
+            if len(incoming) == 1:  # the disconnect once the view is waiting
+                await asyncio.wait_for(started.wait(), 60)
+            return incoming.pop()
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "http", "path": "/forever", "raw_path": b"/forever", "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"testserver"), (b"x-correlation-id", b"gone-1")],
+                 "client": ("127.0.0.1", 40000), "server": ("testserver", 80)}
+        asyncio.run(app(scope, receive, send))
+        assert sent == [] and SEEN == [(True, "gone-1")]
+        (span,) = t.spans()
+        assert span.name == "GET forever" and span.end_time is not None and span.attributes is not None
+        assert "http.response.status_code" not in span.attributes
+        assert span.attributes["otelkit.correlation_id"] == "gone-1"
+        assert t.points("http.server.request.duration") == []
+        active = t.points("http.server.active_requests")
+        assert active and all(p[1].value == 0 for p in active)
+        assert trace.get_current_span() is trace.INVALID_SPAN and _correlation.get_correlation_id() is None
 
 
 def test_django_async_test_client_gets_the_edge_through_the_layer() -> None:
