@@ -627,6 +627,7 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
     # Values the SDK's cleaner returns unchanged (exact types: subclasses such as enums take the SDK's path).
     _ATOMIC = frozenset({str, int, float, bool, bytes, type(None)})
     _PLAIN_MAPPINGS = frozenset({dict, MappingProxyType})
+    _STR_ONLY = frozenset({str})
     _new = object.__new__
     _Lock = threading.Lock
 
@@ -638,13 +639,15 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
         length limit, no more attributes than the limit. Anything else goes through the SDK's constructor.
         """
         if attributes:
-            if type(attributes) not in _PLAIN_MAPPINGS or (maxlen is not None and len(attributes) > maxlen):
+            # The checks run in C (set operations over map(type, ...)), not a Python loop per attribute: a
+            # message span starts with ~11. Same conditions as a per-item loop: str keys, none empty, values
+            # of the types above, strings within the length limit, no more than the limit.
+            if (type(attributes) not in _PLAIN_MAPPINGS or (maxlen is not None and len(attributes) > maxlen)
+                    or "" in attributes or not _STR_ONLY.issuperset(map(type, attributes))
+                    or not _ATOMIC.issuperset(map(type, attributes.values()))
+                    or (max_value_len is not None and any(
+                        type(value) is str and len(value) > max_value_len for value in attributes.values()))):
                 return BoundedAttributes(maxlen, attributes, immutable=False, max_value_len=max_value_len)
-            for key, value in attributes.items():
-                kind = type(value)
-                if kind not in _ATOMIC or type(key) is not str or not key or (
-                        kind is str and max_value_len is not None and len(value) > max_value_len):
-                    return BoundedAttributes(maxlen, attributes, immutable=False, max_value_len=max_value_len)
             items = dict(attributes)
         else:
             items = {}
