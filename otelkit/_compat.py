@@ -605,7 +605,7 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
     from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, _Span
     from opentelemetry.sdk.trace import Tracer as SdkTracer
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-    from opentelemetry.sdk.trace.sampling import Decision
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_ON, Decision, ParentBased
     from opentelemetry.sdk.util import BoundedList
     from opentelemetry.sdk.version import __version__ as sdk_version
     from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, TraceFlags
@@ -629,6 +629,16 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
     _PLAIN_MAPPINGS = frozenset({dict, MappingProxyType})
     _STR_ONLY = frozenset({str})
     _new = object.__new__
+    # The SDK's own default sampler object (``parentbased_always_on``, what a TracerProvider() without a sampler
+    # gets): ParentBased(ALWAYS_ON) with the default delegates makes the decisions of otelkit's
+    # ParentBasedAlwaysOn, so it is decided inline too (see start_span). Any other ParentBased (other delegates,
+    # a subclass, a patched should_sample) is called as the SDK calls it.
+    _sdk_default_on: Any = (DEFAULT_ON if type(DEFAULT_ON) is ParentBased and "should_sample" not in vars(DEFAULT_ON)
+                            and ParentBased.should_sample.__module__ == "opentelemetry.sdk.trace.sampling"
+                            and (DEFAULT_ON._root, DEFAULT_ON._remote_parent_sampled,
+                                 DEFAULT_ON._remote_parent_not_sampled, DEFAULT_ON._local_parent_sampled,
+                                 DEFAULT_ON._local_parent_not_sampled)
+                            == (ALWAYS_ON, ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF) else object())
     _Lock = threading.Lock
 
 
@@ -730,7 +740,7 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
             else:
                 trace_id = parent.trace_id
             sampler = tracer.sampler
-            if type(sampler) is inline_sampler:
+            if type(sampler) is inline_sampler or sampler is _sdk_default_on:
                 # ParentBasedAlwaysOn.should_sample (ParentBased(ALWAYS_ON)'s decisions), inline: the parent is
                 # already looked up.
                 if parent is None:
