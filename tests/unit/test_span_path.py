@@ -219,6 +219,12 @@ def _lean_cases() -> list[tuple[str, dict[str, Any], Any]]:
          SpanLimits(max_span_attribute_length=10, max_span_attributes=5)),
         ("more attributes than the limit", {"attributes": {f"k{i}": i for i in range(5)}},
          SpanLimits(max_span_attributes=3)),
+        # each condition of the lean path's attribute check on its own (one would hide another above)
+        ("an empty key alone", {"attributes": {"": 1, "a": "b"}}, None),
+        ("a non-str key alone", {"attributes": {3: "x", "a": "b"}}, None),
+        ("a sequence value alone", {"attributes": {"seq": [1, 2], "a": "b"}}, None),
+        ("a str subclass value alone", {"attributes": {"s": Color("c"), "a": "b"}}, None),
+        ("one long string alone", {"attributes": {"s": "x" * 11, "a": "b"}}, SpanLimits(max_span_attribute_length=10)),
         ("links", {"links": [link, None]}, None),
         ("explicit empty context", {"context": Context()}, None),
     ]
