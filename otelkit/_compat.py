@@ -629,17 +629,27 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
     _PLAIN_MAPPINGS = frozenset({dict, MappingProxyType})
     _STR_ONLY = frozenset({str})
     _new = object.__new__
-    # The SDK's own default sampler object (``parentbased_always_on``, what a TracerProvider() without a sampler
-    # gets): ParentBased(ALWAYS_ON) with the default delegates makes the decisions of otelkit's
-    # ParentBasedAlwaysOn, so it is decided inline too (see start_span). Any other ParentBased (other delegates,
-    # a subclass, a patched should_sample) is called as the SDK calls it.
-    _sdk_default_on: Any = (DEFAULT_ON if type(DEFAULT_ON) is ParentBased and "should_sample" not in vars(DEFAULT_ON)
-                            and ParentBased.should_sample.__module__ == "opentelemetry.sdk.trace.sampling"
-                            and (DEFAULT_ON._root, DEFAULT_ON._remote_parent_sampled,
-                                 DEFAULT_ON._remote_parent_not_sampled, DEFAULT_ON._local_parent_sampled,
-                                 DEFAULT_ON._local_parent_not_sampled)
-                            == (ALWAYS_ON, ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF) else object())
     _Lock = threading.Lock
+    _no_sampler = object()  # matches no sampler
+
+
+    def _sdk_default_on() -> Any:
+        """The SDK's own default sampler object (``parentbased_always_on``: what a ``TracerProvider()`` without a
+        sampler gets) when it is intact, else an object that matches no sampler. ``ParentBased(ALWAYS_ON)`` with the
+        default delegates makes the decisions of otelkit's ParentBasedAlwaysOn, so ``start_span`` decides it inline
+        too. Checked when a tracer is bound, like the other guards: another ParentBased instance, other delegates, a
+        subclass or a patched ``should_sample`` is called as the SDK calls it."""
+        delegates = (getattr(DEFAULT_ON, "_root", None), getattr(DEFAULT_ON, "_remote_parent_sampled", None),
+                     getattr(DEFAULT_ON, "_remote_parent_not_sampled", None),
+                     getattr(DEFAULT_ON, "_local_parent_sampled", None),
+                     getattr(DEFAULT_ON, "_local_parent_not_sampled", None))
+        should_sample = getattr(ParentBased.should_sample, "__qualname__", None)
+        intact = (type(DEFAULT_ON) is ParentBased and "should_sample" not in vars(DEFAULT_ON)
+                  and should_sample == "ParentBased.should_sample"
+                  and ParentBased.should_sample.__module__ == "opentelemetry.sdk.trace.sampling"
+                  and not hasattr(ParentBased.should_sample, "__wrapped__")
+                  and delegates == (ALWAYS_ON, ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF))
+        return DEFAULT_ON if intact else _no_sampler
 
 
     def _bounded_attributes(attributes: Any, maxlen: int | None, max_value_len: int | None) -> BoundedAttributes:
@@ -717,6 +727,7 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
 
     def _make(tracer: Any, status: Any, inline_sampler: type | None) -> Callable[..., trace_api.Span]:
         getrandbits = random.getrandbits
+        default_on = _sdk_default_on()
         sdk_trace = sdk_trace_module
         span_key = str(SPAN_KEY)  # not None: lean_start_span checked it
 
@@ -740,7 +751,7 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
             else:
                 trace_id = parent.trace_id
             sampler = tracer.sampler
-            if type(sampler) is inline_sampler or sampler is _sdk_default_on:
+            if type(sampler) is inline_sampler or sampler is default_on:
                 # ParentBasedAlwaysOn.should_sample (ParentBased(ALWAYS_ON)'s decisions), inline: the parent is
                 # already looked up.
                 if parent is None:

@@ -318,3 +318,26 @@ def test_the_pipeline_tracer_takes_the_lean_path_on_an_applications_own_sdk_prov
     assert span.attributes["messaging.rabbitmq.message.delivery_tag"] == 3
     assert span.attributes["otelkit.outcome"] == "ack"
     assert span.instrumentation_scope.name == instruments.SCOPE
+
+
+def test_the_sdks_default_sampler_is_decided_inline_unless_patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DEFAULT_ON (a TracerProvider() without a sampler) is decided without calling it; a patched should_sample, seen
+    when the tracer is bound, is called as the SDK calls it."""
+    if not sdk_version.startswith(VERIFIED_SDK):
+        pytest.skip(f"SDK {sdk_version}: the lean path is off")
+    calls: list[str] = []
+    original = ParentBased.should_sample
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(type(self).__name__)
+        return original(self, *args, **kwargs)
+
+    bound_before = lean_start_span(TracerProvider().get_tracer("t"), ParentBasedAlwaysOn)
+    monkeypatch.setattr(ParentBased, "should_sample", spy)
+    assert bound_before is not None
+    bound_before("inline").end()
+    assert calls == []  # decided inline (bound while should_sample was the SDK's)
+    bound_after = lean_start_span(TracerProvider().get_tracer("t"), ParentBasedAlwaysOn)
+    assert bound_after is not None
+    bound_after("patched").end()
+    assert calls == ["ParentBased"]  # the patched sampler is asked
