@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,29 @@ def _thread1_instructions(directory: Path) -> int:
     raise RuntimeError(f"no totals in {main[0]}")
 
 
+def _run_group(cmd: list[str], timeout: float, **options: object) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)`` in a process group of its own.
+
+    The whole group is killed once ``cmd`` exits or times out: a benchmark body under valgrind may start
+    children (the rotel collector of the export rows) that would outlive it and keep a core busy. Output goes
+    to files, not pipes, so a child still holding them cannot keep this waiting.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, start_new_session=True,
+                                **options)  # type: ignore[call-overload]
+        try:
+            proc.wait(timeout=timeout)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+
+
 def instructions(target: str, loops: int, env: dict[str, str] | None = None, timeout: float = 900) -> int:
     """Instructions executed by the main thread running ``target`` WARM times, then ``loops`` times."""
     with tempfile.TemporaryDirectory(prefix="otelkit-cg-") as tmp:
@@ -55,7 +79,7 @@ def instructions(target: str, loops: int, env: dict[str, str] | None = None, tim
         child_env.update(env or {})
         child_env["PYTHONHASHSEED"] = "0"
         child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), str(ROOT), child_env.get("PYTHONPATH")]))
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env, cwd=ROOT)
+        proc = _run_group(cmd, timeout, env=child_env, cwd=ROOT)
         if proc.returncode != 0 or "@@DONE@@" not in proc.stdout:
             tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
             raise RuntimeError(f"callgrind run of {target} failed (exit {proc.returncode}): {tail}")
@@ -67,7 +91,7 @@ def instructions_of_command(argv: list[str], env: dict[str, str], timeout: float
     with tempfile.TemporaryDirectory(prefix="otelkit-cg-") as tmp:
         out = Path(tmp) / "cg.out"
         cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}", *argv]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**env, "PYTHONHASHSEED": "0"})
+        proc = _run_group(cmd, timeout, env={**env, "PYTHONHASHSEED": "0"})
         if proc.returncode != 0:
             tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
             raise RuntimeError(f"callgrind run failed (exit {proc.returncode}): {tail}")

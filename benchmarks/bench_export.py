@@ -353,16 +353,26 @@ def custom(fast: bool) -> list[dict[str, Any]]:
     return rows + latency_rows(fast)
 
 
-def paired_runs(count: int, rounds: int, configs: list[tuple[str, bool]]) -> None:
-    """One JSON line per producer run (sides alternating per round), with the load average around it.
+def paired_runs(count: int, rounds: int, configs: list[tuple[str, bool]], order: str = "abba") -> None:
+    """Paired producer runs, one JSON line per run with the load average around it, one ``"summary"`` line per round.
 
     ``bench_export.py --paired COUNT ROUNDS grpc:0,http:0,grpc:1`` (``:1`` = with the two CPU hogs).
+
+    Each round is four runs in the order A B B A (A = otelkit in even rounds, raw in odd ones), and a side's rate
+    for the round is the mean of its two runs: a load that rises or falls steadily across the round weighs on
+    both sides alike. The earlier order (``--order ab``: one run per side, A B then B A in the next round) left
+    the whole drift between the two runs of a round on the second one, so on a shared machine whose load moves
+    by several units within a minute a single round's ratio was biased towards whichever side ran first (by
+    design the bias alternates between rounds and cancels only in the ratio of medians).
     """
     import time as _time
 
     for protocol, hog in configs:
         for r in range(rounds):
-            for side in (("otelkit", "raw") if r % 2 == 0 else ("raw", "otelkit")):
+            first, second = ("otelkit", "raw") if r % 2 == 0 else ("raw", "otelkit")
+            sides = (first, second, second, first) if order == "abba" else (first, second)
+            runs: dict[str, list[dict[str, Any]]] = {"otelkit": [], "raw": []}
+            for side in sides:
                 load0 = os.getloadavg()[0]
                 res: dict[str, Any] = dict(_run(side, protocol, count, hog))
                 res.update(side=side, protocol=protocol, hog=hog, round=r, load_start=load0,
@@ -370,15 +380,32 @@ def paired_runs(count: int, rounds: int, configs: list[tuple[str, bool]]) -> Non
                            dropped=res["count"] - res["exported"],
                            export_us=res["other_cpu"] / max(1, res["exported"]) * 1e6,
                            app_us=res["main_cpu"] / res["count"] * 1e6,
+                           cpu_per_delivered_us=(res["main_cpu"] + res["other_cpu"]) / max(1, res["exported"]) * 1e6,
                            utc=_time.strftime("%H:%M:%S", _time.gmtime()))
+                runs[side].append(res)
                 print(json.dumps(res), flush=True)
+            rate = {side: statistics.mean(x["rate"] for x in runs[side]) for side in runs}
+            cpu = {side: statistics.mean(x["cpu_per_delivered_us"] for x in runs[side]) for side in runs}
+            print(json.dumps({
+                "summary": True, "protocol": protocol, "hog": hog, "round": r, "order": "".join(
+                    "o" if side == "otelkit" else "r" for side in sides),
+                "otelkit_rate": rate["otelkit"], "raw_rate": rate["raw"], "ratio": rate["otelkit"] / rate["raw"],
+                "cpu_ratio": cpu["raw"] / cpu["otelkit"],
+                "otelkit_dropped": [x["dropped"] for x in runs["otelkit"]],
+                "raw_dropped": [x["dropped"] for x in runs["raw"]],
+                "otelkit_export_us": [round(x["export_us"], 2) for x in runs["otelkit"]],
+                "raw_export_us": [round(x["export_us"], 2) for x in runs["raw"]],
+                "otelkit_app_us": [round(x["app_us"], 2) for x in runs["otelkit"]],
+                "raw_app_us": [round(x["app_us"], 2) for x in runs["raw"]],
+                "utc": _time.strftime("%H:%M:%S", _time.gmtime())}), flush=True)
 
 
 if __name__ == "__main__":
     if "--paired" in sys.argv:
         at = sys.argv.index("--paired")
         paired_runs(int(sys.argv[at + 1]), int(sys.argv[at + 2]),
-                    [(c.split(":")[0], c.split(":")[1] == "1") for c in sys.argv[at + 3].split(",")])
+                    [(c.split(":")[0], c.split(":")[1] == "1") for c in sys.argv[at + 3].split(",")],
+                    order=sys.argv[sys.argv.index("--order") + 1] if "--order" in sys.argv else "abba")
         sys.exit(0)
     fast = "--fast" in sys.argv
     for row in custom(fast):

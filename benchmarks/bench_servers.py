@@ -17,7 +17,8 @@ each in its own process under callgrind:
   request: the class-level entry-point wrapper, the correlation ID (read from ``X-Correlation-ID`` or
   generated, set on the span, attached to the context for logs and outgoing calls, returned in the response
   header). For FastAPI the contrib middleware is otelkit's subclass of it, which does the edge in the same
-  layer (``otelkit/_instrument/_asgi_middleware.py``); for Flask the contrib's request handling plus the edge.
+  layer (``otelkit/_instrument/_asgi_middleware.py``); for Flask and Django the same in one layer
+  (``_flask_layer.py``, ``_django_layer.py``).
 
 Spans go to a ``BatchSpanProcessor`` with a null exporter, metrics to an ``InMemoryMetricReader``; stable HTTP
 semantic conventions on every side. Requests carry no correlation header (the costlier path: an ID is

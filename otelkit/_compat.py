@@ -18,7 +18,7 @@ They are re-exported here too, so that a rename lands in one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import _logs as logs_api
@@ -124,8 +124,13 @@ __all__ = [
     "SeverityNumber",
     "SimpleLogRecordProcessor",
     "SynchronousMultiLogRecordProcessor",
+    "add_point",
+    "lean_end_span",
     "lean_start_span",
     "logs_api",
+    "points_fast",
+    "record_point",
+    "reset_points",
 ]
 
 
@@ -582,16 +587,46 @@ def lean_start_span(tracer: Any, inline_sampler: type | None = None) -> Callable
     when a span built here has exactly the instance attributes of one built by ``_Span(...)`` in the
     installed SDK (checked once per process). Otherwise the SDK's ``start_span`` is used unchanged.
     """
+    lean = _lean()
+    return lean[0](tracer, inline_sampler) if lean else None
+
+
+def lean_end_span(tracer: Any, own_processors: Collection[type] = ()) -> Callable[[Any], None] | None:
+    """``span.end()`` for the spans of ``tracer``, leaner, or None when the SDK's ``Span.end`` must be called.
+
+    The SDK's ``end`` runs the multi-processor's two loops in frames of their own and copies the span into a
+    ``ReadableSpan`` through a thirteen-keyword constructor. The function returned does what ``Span.end``
+    does, in the same order, for an SDK ``_Span`` whose processor is the tracer's own
+    ``SynchronousMultiSpanProcessor``: the lock, the end time from the SDK module's clock, the attributes made
+    immutable, the span metrics hook, every processor's ``_on_ending`` then ``on_end`` (in their order; the
+    ``SpanProcessor`` base class's no-op hooks are skipped), with a ``ReadableSpan`` holding the same fields.
+    Any other span gets its own ``end()``.
+
+    ``own_processors``: processor types (otelkit's own) known to only read a finished span (read at the first
+    ``end`` after the processors change: a set filled later counts). When every
+    processor is one of them, the ``ReadableSpan`` of a span with no events (no links) holds one shared empty
+    ``BoundedList`` of the same size instead of the span's own: the same content, ``dropped`` and ``maxlen``,
+    and four fewer objects per queued span for the cyclic GC to traverse until the export thread takes it.
+    An ended span's events and links cannot change (the SDK refuses them after ``end``), so nothing differs.
+
+    Guarded like :func:`lean_start_span`, and only while ``Span.end``, ``Span._readable_span``,
+    ``ReadableSpan.__init__`` and the multi-processor's hooks are the SDK's own.
+    """
+    lean = _lean()
+    return lean[1](tracer, own_processors) if lean else None
+
+
+def _lean() -> Any:
     global _lean_for
     if _lean_for is None:
         try:
             _lean_for = _lean_factory()
-        except Exception:  # an SDK this code does not know: its own start_span, as before
+        except Exception:  # an SDK this code does not know: its own start_span and end, as before
             _lean_for = False
-    return _lean_for(tracer, inline_sampler) if _lean_for else None
+    return _lean_for
 
 
-def _lean_factory() -> Callable[[Any, type | None], Any]:
+def _lean_factory() -> tuple[Callable[[Any, type | None], Any], Callable[[Any, Collection[type]], Any]]:
     """Imports the SDK's trace internals only when the first tracer is bound (``_compat`` is imported at exit)."""
     import random
     import threading
@@ -602,7 +637,7 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
     from opentelemetry import trace as trace_api
     from opentelemetry.attributes import BoundedAttributes
     from opentelemetry.context import Context, get_current
-    from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, _Span
+    from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, SynchronousMultiSpanProcessor, _Span
     from opentelemetry.sdk.trace import Tracer as SdkTracer
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_ON, Decision, ParentBased
@@ -730,6 +765,11 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
         default_on = _sdk_default_on()
         sdk_trace = sdk_trace_module
         span_key = str(SPAN_KEY)  # not None: lean_start_span checked it
+        # The SDK's multi-processor's on_start loop, inline (see _skip_base): the processors whose on_start is
+        # not the SpanProcessor base class's no-op, per processor tuple (the SDK replaces the tuple on add).
+        multi = tracer.span_processor
+        inline_multi = _inline_multi(multi, "on_start")
+        started: list[Any] = [None, None]
 
         def start_span(name: str, context: Context | None = None, kind: trace_api.SpanKind = _INTERNAL,
                        attributes: Attributes = None, links: Sequence[trace_api.Link] | None = (),
@@ -778,7 +818,21 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
             # Span.start: nobody else holds the span yet, so its lock guards nothing here.
             # The clock the SDK's Span.start reads: its module's time_ns, looked up at call time (tests patch it).
             span._start_time = start_time if start_time is not None else sdk_trace.time_ns()
-            span._span_processor.on_start(span, parent_context=context)
+            processor = span._span_processor
+            if inline_multi and processor is multi:
+                processors = multi._span_processors
+                if processors is started[0]:
+                    starting = started[1]
+                else:
+                    starting = _skip_base(processors, "on_start", _base_on_start)
+                    started[0], started[1] = processors, starting
+                if starting is None:
+                    processor.on_start(span, parent_context=context)
+                else:
+                    for each in starting:
+                        each.on_start(span, parent_context=context)
+            else:
+                processor.on_start(span, parent_context=context)
             return span  # type: ignore[no-any-return]
 
         return start_span
@@ -828,7 +882,7 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
 
 
     def _shape(value: Any) -> Any:
-        if isinstance(value, (Span, BoundedAttributes, BoundedList)):
+        if isinstance(value, (ReadableSpan, BoundedAttributes, BoundedList)):
             return type(value), [(key, _shape(item)) for key, item in vars(value).items()]
         if isinstance(value, deque):
             return deque, list(value), value.maxlen
@@ -870,4 +924,403 @@ def _lean_factory() -> Callable[[Any, type | None], Any]:
             return None
         return _make(tracer, found_status, inline_sampler)
 
-    return for_tracer
+
+    # Compared with ``type(...) is``: typed Any so that mypy does not narrow the SDK's loosely typed objects.
+    _span_type: Any = _Span
+    _list_type: Any = BoundedList
+    _base_on_start = SpanProcessor.on_start
+    _base_on_ending = SpanProcessor._on_ending
+    _base_on_end = SpanProcessor.on_end
+    _shared_empty: dict[int | None, Any] = {}
+
+
+    def _empty_list(maxlen: int | None) -> Any:
+        """One empty ``BoundedList(maxlen)`` per size, shared by the ReadableSpans of spans with no events/links."""
+        found = _shared_empty.get(maxlen)
+        if found is None:
+            found = _shared_empty.setdefault(maxlen, BoundedList(maxlen))
+        return found
+
+
+    def _readable(span: Any, share_empty: bool) -> ReadableSpan:
+        """``span._readable_span()``: the ``ReadableSpan`` its ``__init__`` leaves, attribute for attribute."""
+        readable: Any = _new(ReadableSpan)
+        readable._name = span._name
+        readable._context = span._context
+        readable._kind = span._kind
+        readable._instrumentation_info = span._instrumentation_info
+        readable._instrumentation_scope = span._instrumentation_scope
+        readable._parent = span._parent
+        readable._start_time = span._start_time
+        readable._end_time = span._end_time
+        readable._attributes = span._attributes
+        events = span._events
+        links = span._links
+        if share_empty:
+            # Exact types only: a BoundedList subclass keeps its own object.
+            # (An empty BoundedList is falsy: compared with None, not with ``or``.)
+            if type(events) is _list_type and not events._dq and not events.dropped:
+                shared = _shared_empty.get(events._dq.maxlen)
+                events = shared if shared is not None else _empty_list(events._dq.maxlen)
+            if type(links) is _list_type and not links._dq and not links.dropped:
+                shared = _shared_empty.get(links._dq.maxlen)
+                links = shared if shared is not None else _empty_list(links._dq.maxlen)
+        readable._events = events
+        readable._links = links
+        readable._resource = span._resource
+        readable._status = span._status
+        return readable  # type: ignore[no-any-return]
+
+
+    def _skip_base(processors: tuple[Any, ...], hook: str, base: Any) -> tuple[Any, ...] | None:
+        """The processors whose ``hook`` is not the SpanProcessor base class's no-op (None: one has no such hook:
+        the SDK's own loop must meet it). The hook itself is looked up per call, as the SDK's loop does."""
+        found = []
+        for processor in processors:
+            method = getattr(type(processor), hook, None)
+            if method is None:
+                return None
+            if method is not base or hook in getattr(processor, "__dict__", ()):
+                found.append(processor)
+        return tuple(found)
+
+
+    def _inline_multi(multi: Any, hook: str) -> bool:
+        """Whether ``multi`` is the SDK's SynchronousMultiSpanProcessor with its own ``hook`` loop."""
+        return (type(multi) is SynchronousMultiSpanProcessor
+                and _sdk_code(getattr(SynchronousMultiSpanProcessor, hook), f"SynchronousMultiSpanProcessor.{hook}")
+                and hook not in vars(multi) and isinstance(getattr(multi, "_span_processors", None), tuple))
+
+
+    def _hooks(processors: tuple[Any, ...], own: Collection[type]) -> Any:
+        """(processors with an _on_ending, with an on_end, share empty lists) for a processor tuple; None: Span.end."""
+        ending = _skip_base(processors, "_on_ending", _base_on_ending)
+        ended = _skip_base(processors, "on_end", _base_on_end)
+        if ending is None or ended is None:
+            return None  # the SDK would fail on it: let it, in its own code
+        share = bool(own) and all(type(processor) in own for processor in processors)
+        return ending, ended, share
+
+
+    def _make_end(multi: Any, own: Collection[type]) -> Callable[[Any], None]:
+        sdk_trace = sdk_trace_module
+        cached: list[Any] = [None, None]  # [the processor tuple, its hooks]: the SDK replaces the tuple on add
+
+        def end(span: Any) -> None:
+            if type(span) is not _span_type or span._span_processor is not multi:
+                span.end()
+                return
+            processors = multi._span_processors
+            if processors is cached[0]:
+                hooks = cached[1]
+            else:
+                hooks = _hooks(processors, own)
+                cached[0], cached[1] = processors, hooks
+            if hooks is None:
+                span.end()
+                return
+            # Span.end, in its order.
+            with span._lock:
+                if span._start_time is None:
+                    raise RuntimeError("Calling end() on a not started span.")
+                if span._end_time is not None:
+                    sdk_trace.logger.warning("Calling end() on an ended span.")
+                    return
+                span._end_time = sdk_trace.time_ns()
+                span._attributes._immutable = True
+            if span._record_end_metrics:
+                span._record_end_metrics()
+            ending, ended, share = hooks
+            for each in ending:
+                each._on_ending(span)
+            readable = _readable(span, share)
+            for each in ended:
+                each.on_end(readable)
+
+        return end
+
+
+    def _same_readable() -> bool:
+        """Whether ``_readable`` leaves what ``Span._readable_span()`` does (checked once per process)."""
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import SpanLimits
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        scope = InstrumentationScope("otelkit-check")
+        span = _Span(name="n", context=SpanContext(1, 2, False, _FLAGS[True, True]), parent=None, sampler=ALWAYS_ON,
+                     resource=Resource.create({}), attributes={"k": "v"}, span_processor=SpanProcessor(),
+                     kind=_INTERNAL, links=(), instrumentation_info=None, limits=SpanLimits(),
+                     instrumentation_scope=scope)
+        span.start(start_time=1)
+        return all(_shape(span._readable_span()) == _shape(_readable(span, share)) for share in (False, True))
+
+
+    end_checked: bool | None = None
+
+
+    def end_for(tracer: Any, own: Collection[type]) -> Callable[[Any], None] | None:
+        """The lean ``end`` for the spans of ``tracer``, or None when ``Span.end`` must be called (see above)."""
+        nonlocal end_checked
+        if for_tracer(tracer, None) is None:  # the start path's guards (and its one-time layout check)
+            return None
+        multi = getattr(tracer, "span_processor", None)
+        if not (_inline_multi(multi, "on_end") and _inline_multi(multi, "_on_ending")
+                and _sdk_code(Span.end, "Span.end") and _Span.end is Span.end
+                and _sdk_code(Span._readable_span, "Span._readable_span")):
+            return None
+        if end_checked is None:
+            try:
+                end_checked = _same_readable()
+            except Exception:
+                logger.debug("otelkit: the lean end path's layout check failed", exc_info=True)
+                end_checked = False
+        if not end_checked:
+            return None
+        return _make_end(multi, own)
+
+    return for_tracer, end_for
+
+
+# --- cheaper metric points for otelkit's own cached attribute sets (issue 17 part 2) ------------------
+
+# A point through the SDK's ``Counter.add``/``Histogram.record`` cleans its attributes into a new dict
+# (``Measurement.__post_init__``), then each view's stream copies them again, filters them by the view's keys
+# and derives the stream's key (``_hash_attributes``: a recursive walk that sorts the keys) to find the
+# aggregation: about half of otelkit's own cost per message (benchmarks/RESULTS.md, 17.2e/17.3 session 6).
+# otelkit passes the same few cached dicts again and again, so :func:`add_point`/:func:`record_point`
+# remember, per dict object, its cleaned copy and, per instrument, the aggregations the SDK chose for it in each
+# reader's view streams (until a reader is added or removed).
+# Everything else is the SDK's own, in the SDK's order: the same ``Measurement`` fields, the exemplar filter,
+# each reader's view streams, ``aggregation.aggregate`` (exemplar reservoir included). An attribute set the
+# stream has not seen yet goes through the stream's own ``consume_measurement`` (the cardinality cap
+# included), and is remembered only once the stream holds it (a set sent to the overflow series never is).
+# SDK 1.45's streams only ever add aggregations (collection, delta temporality included, resets them in place),
+# so a remembered aggregation stays the stream's own for that set.
+
+_POINT_MEMO_MAX = 1024  # dict objects remembered at once; then forgotten together (a caller's per-call dicts)
+_PLAIN_VALUES = (str, bool, int, float)  # the values the SDK's cleaner returns unchanged (no length limit)
+
+
+def _sdk_version() -> str:
+    from opentelemetry.sdk.version import __version__
+
+    return __version__
+
+
+def _plain_add(counter: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+    counter.add(amount, attributes)
+
+
+def _plain_record(histogram: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+    histogram.record(amount, attributes)
+
+
+def _first_add(counter: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+    _install_points()
+    add_point(counter, amount, attributes)
+
+
+def _first_record(histogram: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+    _install_points()
+    record_point(histogram, amount, attributes)
+
+
+#: ``counter.add(amount, attributes)``, with the same result; cheaper when ``attributes`` is a dict otelkit
+#: keeps and never mutates (its cached attribute sets). Rebound on first use (the SDK's metrics internals are
+#: imported only then).
+add_point: Callable[[Any, float, Mapping[str, Any]], None] = _first_add
+#: ``histogram.record(amount, attributes)``, likewise.
+record_point: Callable[[Any, float, Mapping[str, Any]], None] = _first_record
+
+
+def points_fast() -> bool:
+    """True when :func:`add_point`/:func:`record_point` take the remembered path (verified SDK, known shape)."""
+    if add_point is _first_add:
+        _install_points()
+    return add_point is not _plain_add
+
+
+def reset_points() -> None:
+    """Forget the chosen point path (tests): the next point checks the SDK again."""
+    global add_point, record_point
+    add_point, record_point = _first_add, _first_record
+
+
+def _install_points() -> None:
+    global add_point, record_point
+    from otelkit._internal_log import logger
+
+    try:
+        made = _points_factory()
+    except Exception:  # an SDK this code does not know: its own add/record, as before
+        logger.debug("otelkit: the SDK's metrics internals are not the verified ones; points take the SDK path",
+                     exc_info=True)
+        made = None
+    add_point, record_point = made if made is not None else (_plain_add, _plain_record)
+
+
+def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
+                               Callable[[Any, float, Mapping[str, Any]], None]] | None:
+    if not _sdk_version().startswith(VERIFIED_SDK):
+        return None
+    from dataclasses import fields
+    from math import inf
+    from time import time_ns
+
+    from opentelemetry.attributes import _clean_attribute_value
+    from opentelemetry.context import get_current
+    from opentelemetry.sdk.metrics._internal import _view_instrument_match as vim_module
+    from opentelemetry.sdk.metrics._internal import instrument as sdk_instrument
+    from opentelemetry.sdk.metrics._internal.exemplar import TraceBasedExemplarFilter
+    from opentelemetry.sdk.metrics._internal.measurement import Measurement
+    from opentelemetry.sdk.metrics._internal.measurement_consumer import SynchronousMeasurementConsumer
+    from opentelemetry.sdk.metrics._internal.metric_reader_storage import MetricReaderStorage
+    from opentelemetry.trace import INVALID_SPAN
+    from opentelemetry.trace import Span as ApiSpan
+
+    sdk_counter, sdk_histogram = sdk_instrument._Counter, sdk_instrument._Histogram
+    view_match = vim_module._ViewInstrumentMatch
+    hash_attributes = vim_module._hash_attributes
+    consume: Any = view_match.consume_measurement
+    if getattr(consume, "__otelkit_limited__", False):  # otelkit's cardinality cap: what it wraps
+        consume = consume.__wrapped__
+    sdk_consume = consume
+
+    def sdk_code(function: Any, module: str, qualname: str) -> bool:
+        return (getattr(function, "__module__", None) == module and getattr(function, "__qualname__", None) == qualname
+                and not hasattr(function, "__wrapped__"))
+
+    # The SDK's own code, not patched or subclassed by someone else: what the remembered path stands in for.
+    base = "opentelemetry.sdk.metrics._internal."
+    if not (sdk_code(sdk_counter.add, base + "instrument", "Counter.add")
+            and sdk_code(sdk_histogram.record, base + "instrument", "Histogram.record")
+            and sdk_code(sdk_counter._is_enabled, base + "instrument", "_Synchronous._is_enabled")
+            and sdk_code(SynchronousMeasurementConsumer.consume_measurement, base + "measurement_consumer",
+                         "SynchronousMeasurementConsumer.consume_measurement")
+            and sdk_code(MetricReaderStorage.consume_measurement, base + "metric_reader_storage",
+                         "MetricReaderStorage.consume_measurement")
+            and sdk_code(sdk_consume, base + "_view_instrument_match", "_ViewInstrumentMatch.consume_measurement")
+            and sdk_code(Measurement.__post_init__, base + "measurement", "Measurement.__post_init__")):
+        return None
+    span_key: Any = SPAN_KEY
+    # The default exemplar filter is decided inline only while it is the SDK's own (else it is called)
+    trace_based: Any = (TraceBasedExemplarFilter if span_key is not None and sdk_code(
+        TraceBasedExemplarFilter.should_sample, base + "exemplar.exemplar_filter",
+        "TraceBasedExemplarFilter.should_sample") else None)
+
+    def known_consume() -> bool:
+        current = view_match.consume_measurement
+        return current is sdk_consume or (getattr(current, "__otelkit_limited__", False)
+                                          and getattr(current, "__wrapped__", None) is sdk_consume)
+
+    if tuple(field.name for field in fields(Measurement)) != ("value", "time_unix_nano", "instrument", "context",
+                                                              "attributes"):
+        return None
+    set_field = object.__setattr__
+    new_object = object.__new__
+    # id(dict) -> (the dict, its cleaned copy, {SDK instrument: (its consumer's reader storages, the aggregation
+    # of each of their streams for the set)}); the dict is held, so its id is not reused while remembered.
+    memo: dict[int, tuple[Any, dict[str, Any], dict[Any, Any]]] = {}
+
+    def learn(attributes: Any) -> tuple[Any, dict[str, Any], dict[Any, Any]] | None:
+        if type(attributes) is not dict or not attributes:
+            return None
+        for key, value in attributes.items():
+            if type(key) is not str or not key or type(value) not in _PLAIN_VALUES:
+                return None  # the SDK's cleaner would change or warn about something: its path, every time
+        cleaned: Any = _clean_attribute_value(attributes, None)
+        if cleaned != attributes:
+            return None
+        if len(memo) >= _POINT_MEMO_MAX:
+            memo.clear()
+        entry: tuple[Any, dict[str, Any], dict[Any, Any]] = (attributes, cleaned, {})
+        memo[id(attributes)] = entry
+        return entry
+
+    def found(stream: Any, cleaned: dict[str, Any]) -> Any:
+        """The aggregation ``stream`` keeps for ``cleaned`` (as its ``consume_measurement`` keys it), or None."""
+        if type(stream) is not view_match or not known_consume():
+            return None
+        keys = stream._view._attribute_keys
+        kept = cleaned if keys is None else {k: v for k, v in cleaned.items() if k in keys}
+        # None: this point went to the overflow series (cardinality cap), or a view dropped it
+        return stream._attributes_aggregation.get(hash_attributes(kept))
+
+    def consumed(real: Any, amount: float, attributes: Any) -> bool:
+        """The SDK's ``SynchronousMeasurementConsumer.consume_measurement`` of the point; False: not taken."""
+        entry = memo.get(id(attributes))
+        if entry is None or entry[0] is not attributes:
+            entry = learn(attributes)
+            if entry is None:
+                return False
+        consumer = real._measurement_consumer
+        if type(consumer) is not SynchronousMeasurementConsumer:
+            return False
+        cleaned = entry[1]
+        time_unix_nano = time_ns()
+        context = get_current()
+        # Measurement(amount, time_unix_nano, real, context, attributes) as its frozen __init__ and __post_init__
+        # leave it (the same fields in the same order, attributes the cleaned copy), without their five
+        # object.__setattr__ calls and the second cleaning
+        measurement = new_object(Measurement)
+        set_field(measurement, "__dict__", {"value": amount, "time_unix_nano": time_unix_nano, "instrument": real,
+                                            "context": context, "attributes": cleaned})
+        exemplar_filter = consumer._sdk_config.exemplar_filter
+        if type(exemplar_filter) is trace_based:  # the default: TraceBasedExemplarFilter.should_sample, inline
+            span = context.get(span_key)
+            should_sample = (span is not None and isinstance(span, ApiSpan) and span != INVALID_SPAN
+                             and span.get_span_context().trace_flags.sampled)
+        else:
+            should_sample = exemplar_filter.should_sample(amount, time_unix_nano, cleaned, context)
+        storages = consumer._reader_storages  # replaced, never mutated, when a reader is added or removed
+        plan = entry[2].get(real)
+        if plan is not None and plan[0] is storages:
+            for aggregation in plan[1]:  # each reader's streams, in the SDK's order
+                aggregation.aggregate(measurement, should_sample)
+            return True
+        # The first point of this set on this instrument (or the readers changed): the SDK's own streams, then
+        # remember their aggregations if every stream now holds the set.
+        aggregations: list[Any] | None = []
+        for storage in storages.values():
+            if type(storage) is not MetricReaderStorage:
+                storage.consume_measurement(measurement, should_sample)
+                aggregations = None
+                continue
+            for stream in storage._get_or_init_view_instrument_match(real):
+                stream.consume_measurement(measurement, should_sample)
+                if aggregations is not None:
+                    aggregation = found(stream, cleaned)
+                    if aggregation is None:
+                        aggregations = None
+                    else:
+                        aggregations.append(aggregation)
+        if aggregations is not None:
+            entry[2][real] = (storages, tuple(aggregations))
+        return True
+
+    def add(counter: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+        real = counter
+        if type(real) is ProxyCounter:
+            real = real._real_instrument
+            if not real:
+                return  # the API proxy before a meter is set drops the point too
+        if type(real) is sdk_counter and 0 <= amount < inf:
+            config = real._meter_config
+            if (config is None or config.is_enabled) and consumed(real, amount, attributes):
+                return
+        real.add(amount, attributes)
+
+    def record(histogram: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+        real = histogram
+        if type(real) is ProxyHistogram:
+            real = real._real_instrument
+            if not real:
+                return
+        if type(real) is sdk_histogram and 0 <= amount < inf:
+            config = real._meter_config
+            if (config is None or config.is_enabled) and consumed(real, amount, attributes):
+                return
+        real.record(amount, attributes)
+
+    return add, record

@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import Span, SpanProcessor
 
 # The API keeps baggage in one context key; reading it directly skips two calls per span.
 from otelkit import _fork
@@ -142,8 +142,7 @@ class CorrelationSpanProcessor(SpanProcessor):
         if value is not None:
             span.set_attribute(CORRELATION_ATTRIBUTE, value)
 
-    def on_end(self, span: ReadableSpan) -> None:
-        return None
+    # on_end and _on_ending: the SpanProcessor base class's no-ops (the lean end skips those, not overrides).
 
     def shutdown(self) -> None:
         return None

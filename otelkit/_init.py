@@ -458,6 +458,8 @@ def _build_providers(settings: Settings, user: tuple[tuple[Any, ...], ...],
     resource = build_resource(settings)
     user_spans, user_readers, user_logs = user
     # The caller's processors export too (their own exporters): they get spans/records scrubbed like otelkit's.
+    # otelkit's own processors only read finished spans: the lean end may hand them shared empty event lists.
+    _proxy.READ_ONLY_SPAN_PROCESSORS.update((_correlation.CorrelationSpanProcessor, _export.OtelkitSpanProcessor))
     span_processors = [_correlation.CorrelationSpanProcessor(), *_export.build_span_processors(settings),
                        *(_proxy.SharedSpanProcessor(_export.scrubbed_user_processor(p, settings, "traces"))
                          for p in user_spans)]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -46,6 +47,7 @@ from otelkit._compat import (
     ProxyObservableGauge,
     ProxyObservableUpDownCounter,
     ProxyUpDownCounter,
+    lean_end_span,
     lean_start_span,
     logger_enabled,
     logs_api,
@@ -131,6 +133,14 @@ class SharedLogProcessor(_SharedProcessor):
 # --- traces ---------------------------------------------------------------------------------------
 
 
+READ_ONLY_SPAN_PROCESSORS: set[type] = set()
+"""otelkit's own span processor types that only read the ``ReadableSpan`` of ``on_end`` (filled by ``_init``):
+while a provider has no other processor, its finished spans may share empty event/link lists
+(``_compat.lean_end_span``)."""
+
+_end_span = operator.methodcaller("end")
+
+
 class CurrentSpan:
     """``start_as_current_span`` of an SDK tracer, as one small class: the SDK's semantics, a quarter of the cost.
 
@@ -144,14 +154,18 @@ class CurrentSpan:
     functions, a fresh span per call).
     """
 
-    __slots__ = ("_args", "_end_on_exit", "_record_exception", "_set_status", "_span", "_start_span", "_token")
+    __slots__ = ("_args", "_end", "_end_on_exit", "_record_exception", "_set_status", "_span", "_start_span",
+                 "_token")
 
-    def __init__(self, start_span: Callable[..., trace_api.Span], name: str, context: Context | None = None,
+    def __init__(self, start_span: Callable[..., trace_api.Span], end_span: Callable[[Any], None] | None,
+                 name: str, context: Context | None = None,
                  kind: trace_api.SpanKind = trace_api.SpanKind.INTERNAL, attributes: Any = None,
                  links: Sequence[trace_api.Link] | None = (), start_time: int | None = None,
                  record_exception: bool = True, set_status_on_exception: bool = True,
                  end_on_exit: bool = True) -> None:
         self._start_span = start_span
+        # The lean end (``_compat.lean_end_span``) for the SDK's own spans, else the span's own end().
+        self._end = end_span if end_span is not None else _end_span
         self._args = (name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception)
         self._record_exception = record_exception
         self._set_status = set_status_on_exception
@@ -181,11 +195,12 @@ class CurrentSpan:
                         span.set_status(trace_api.Status(trace_api.StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         finally:
             if self._end_on_exit:
-                span.end()
+                self._end(span)
 
     def _copy(self) -> CurrentSpan:
         new = CurrentSpan.__new__(CurrentSpan)
         new._start_span = self._start_span
+        new._end = self._end
         new._args = self._args
         new._record_exception = self._record_exception
         new._set_status = self._set_status
@@ -226,7 +241,8 @@ class ProxyTracer(trace_api.Tracer):
         self.__dict__["start_span"] = start_span
         if type(delegate) is SdkTracer:
             # The SDK's own tracer (not a subclass that may override it): the same semantics, cheaper.
-            self.__dict__["start_as_current_span"] = functools.partial(CurrentSpan, start_span)
+            end_span = lean_end_span(delegate, READ_ONLY_SPAN_PROCESSORS)
+            self.__dict__["start_as_current_span"] = functools.partial(CurrentSpan, start_span, end_span)
         else:
             self.__dict__["start_as_current_span"] = delegate.start_as_current_span
 

@@ -182,6 +182,7 @@ class _BatchPipeline(Generic[Item]):
         # With a spool: the queue drains to disk when it nears full, whatever the sender is doing (a request
         # to a hung collector can block the export thread for its whole timeout). Started on first need.
         self._spill_at = max(1, self._max_queue * 3 // 4)
+        self._yield_at = max(1, self._max_queue // 2)  # see _enqueue
         self._spill_wake = threading.Event()
         self._spiller: threading.Thread | None = None
         self._worker = threading.Thread(target=self._run, name=f"otelkit-export-{self.signal}", daemon=True)
@@ -206,15 +207,23 @@ class _BatchPipeline(Generic[Item]):
             self._start_worker()
         queue = self._queue
         # In flight counts against the bound too: max_queue_size is what the pipeline holds in memory.
-        if len(queue) + self._inflight_n >= self._max_queue:
+        held = len(queue) + self._inflight_n
+        if held >= self._max_queue:
             STATS.dropped(self.signal, _stats.QUEUE_FULL, 1, warn=False)
             return
         queue.append(item)
         if len(queue) >= self._batch_size and not self._wake.is_set():
             self._wake.set()
-        if (self._spool is not None and len(queue) + self._inflight_n >= self._spill_at
-                and not self._spill_wake.is_set()):
-            self._wake_spiller()
+        if held >= self._yield_at:
+            if self._spool is not None and held + 1 >= self._spill_at and not self._spill_wake.is_set():
+                self._wake_spiller()
+            if not self._failures:
+                # The queue is filling faster than the export thread empties it while the collector answers:
+                # a thread that produces items without ever releasing the GIL makes the export thread wait
+                # up to a switch interval (5 ms) for the GIL after each of its I/O calls, and its batches fall
+                # behind. Releasing the GIL here lets it run at once when it is waiting (when it is not, this
+                # returns at once); never a wait for the collector: after a failed export it is skipped.
+                _release_gil(0)
 
     def _wake_spiller(self) -> None:
         if self._spiller is None:
@@ -953,8 +962,7 @@ class _PipelineProcessor(Generic[Item]):
 class OtelkitSpanProcessor(_PipelineProcessor[ReadableSpan], SpanProcessor):
     """Batching span processor with bounded queue, redelivery, deadlines and drop accounting."""
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
+    # on_start and _on_ending: the SpanProcessor base class's no-ops (the lean span path skips those).
 
     def on_end(self, span: ReadableSpan) -> None:
         pipeline = self._pipeline
@@ -1088,6 +1096,7 @@ class ScrubbingLogProcessor(LogRecordProcessor):
 
 
 _getpid = os.getpid
+_release_gil = time.sleep  # sleep(0): drops the GIL for a thread waiting on it, then takes it back
 
 
 def _forked_without_hooks() -> None:

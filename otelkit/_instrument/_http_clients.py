@@ -102,3 +102,23 @@ def captures_headers() -> bool:
         return True
     return bool(get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST)
                 or get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE))
+
+
+ALREADY_NOTE = " (was already instrumented by the application; its providers and hooks are kept)"
+
+
+def instrument_contrib(instrumentor: Any, ctx: Any, state: dict[str, Any], hooks: tuple[Any, Any],
+                       **options: Any) -> str:
+    """Instrument a contrib HTTP client with otelkit's providers, unless the application did; the status note.
+
+    The header-scrubbing ``hooks`` (request, response) are given only when a header is captured: otherwise
+    there would be a hook call per request for nothing. ``state["owned"]`` marks what ``uninstrument`` undoes.
+    """
+    if instrumentor.is_instrumented_by_opentelemetry:
+        return ALREADY_NOTE
+    if captures_headers():
+        options["request_hook"], options["response_hook"] = hooks
+    instrumentor.instrument(tracer_provider=ctx.tracer_provider, meter_provider=ctx.meter_provider,
+                            skip_dep_check=True, **options)
+    state["owned"] = True
+    return ""

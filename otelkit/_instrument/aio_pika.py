@@ -19,7 +19,8 @@ carries no correlation ID and records no metric) with wrappers on four methods:
   there and is current (with its correlation ID) in the pulling task until the message is settled (ack/nack/
   reject, also through ``message.process()``); asking the same queue/iterator for the next message detaches
   the previous one's context (an unsettled message's span ends when it is settled); an iterator's close ends
-  what is left as ``retry`` (requeued), or ``ack`` under ``no_ack``.
+  what is left as ``retry`` (requeued), or ``ack`` under ``no_ack``. Ended from another task (a close or settle
+  there), the message's context is given back by the pulling task at its next get()/iteration/close.
 
 FastStream's RabbitBroker runs on aio-pika: its callbacks and publishes are left to the FastStream
 integration (one layer).
@@ -30,9 +31,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
+
+from opentelemetry import context as otel_context
 
 from otelkit._instrument import _amqp, _common, _lazy
 from otelkit._pipeline import carrying
@@ -190,12 +194,35 @@ def _task() -> Any:
         return None
 
 
+# Context tokens of pulled messages ended from another task (an iterator closed, a message settled there), per
+# pulling task: a token can only be detached in the context that attached it, so the pulling task gives them back
+# at its next get()/iteration/close (the end of its loop) instead of running on under a finished message.
+_orphans: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any]]] = weakref.WeakKeyDictionary()
+
+
 def _forget_context(scope: Any, task: Any) -> None:
     """Detach the scope's context when still in the task that attached it (a token is bound to its context)."""
     if task is not None and _task() is not task:
-        scope._token = scope._cv_token = None  # another task's context: nothing to detach here
+        tokens = (scope._token, scope._cv_token)
+        scope._token = scope._cv_token = None  # another task's context: given back by that task (_give_back)
+        if tokens != (None, None):
+            _orphans.setdefault(task, []).append(tokens)
     else:
         scope._detach()
+
+
+def _give_back() -> None:
+    """In the pulling task: detach the context of its messages another task ended (newest first)."""
+    task = _task()
+    tokens = _orphans.pop(task, None) if task is not None else None
+    for token, cv_token in reversed(tokens or ()):
+        try:
+            if token is not None:
+                otel_context.detach(token)
+            if cv_token is not None:
+                cv_token.var.reset(cv_token)
+        except Exception:  # telemetry never breaks the application's loop
+            pass
 
 
 def _end_pulled(key: int, outcome: str | None, reason: str | None) -> None:
@@ -250,6 +277,8 @@ def _pulled_message(message: Any, owner: int, channel: Any, no_ack: bool) -> Non
 async def _get(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not _enabled:
         return await wrapped(*args, **kwargs)
+    if _orphans:
+        _give_back()
     if _pulled:
         _release(id(instance))
     message = await wrapped(*args, **kwargs)
@@ -262,6 +291,8 @@ async def _get(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
 async def _anext(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not _enabled:
         return await wrapped(*args, **kwargs)
+    if _orphans:
+        _give_back()
     if _pulled:
         _release(id(instance))
     message = await wrapped(*args, **kwargs)
@@ -281,6 +312,8 @@ async def _iterator_close(wrapped: Any, instance: Any, args: tuple[Any, ...], kw
             if held_by == owner:
                 _end_pulled(key, "ack" if no_ack else "retry",
                             None if no_ack else "iterator closed with the message unsettled (requeued)")
+    if _orphans:
+        _give_back()
     return await wrapped(*args, **kwargs)
 
 

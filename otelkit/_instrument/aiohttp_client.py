@@ -108,17 +108,9 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
 
 def _instrument_now(ctx: _common.Context, contrib: Any, version: str) -> IntegrationStatus:
     _http_clients.replace_redact(contrib, _state)
-    instrumentor = contrib.AioHttpClientInstrumentor()
-    note = ""
-    if instrumentor.is_instrumented_by_opentelemetry:
-        note = " (was already instrumented by the application; its providers and hooks are kept)"
-    else:
-        hooks: dict[str, Any] = {}
-        if _http_clients.captures_headers():  # upstream calls the hooks synchronously
-            hooks = {"request_hook": _sync_request_hook, "response_hook": _sync_request_hook}
-        instrumentor.instrument(tracer_provider=ctx.tracer_provider, meter_provider=ctx.meter_provider,
-                                skip_dep_check=True, **hooks)
-        _state["owned"] = True
+    # upstream calls the hooks synchronously
+    note = _http_clients.instrument_contrib(contrib.AioHttpClientInstrumentor(), ctx, _state,
+                                            (_sync_request_hook, _sync_request_hook))
     pre_init = PRE_INIT_NOTE
     if not _state.get("owned"):
         pre_init = "ClientSession objects created before init() keep the application's instrumentation"

@@ -7,6 +7,11 @@ reads its settings). A handler built before ``init()`` cannot be changed: its fi
 naming the fix (call ``otelkit.init()`` before ``get_wsgi_application()``), and its requests still get the
 correlation at the edge.
 
+Handlers built after ``init()`` get one middleware per WSGI request, otelkit's subclass of the contrib's doing the
+edge as well (:mod:`otelkit._instrument._django_layer`), when it can reproduce the contrib's configuration;
+otherwise, and for ASGI requests, the contrib middleware with the edge at ``WSGIHandler.__call__`` /
+``ASGIHandler.__call__`` and the request hook (:func:`otelkit._instrument._web.adopt`).
+
 SERVER spans named ``GET items/<int:item_id>`` with ``http.route`` (the URL pattern),
 ``http.request.method``, ``http.response.status_code``; ``http.server.request.duration`` by route, method and
 status.
@@ -25,6 +30,8 @@ NAME = "django"
 MIN_VERSION = (4, 2)
 CONTRIB = "opentelemetry.instrumentation.django"
 _KEY = "otelkit.correlation"
+
+LAYER = "one layer"  # a handler's _otelkit_django flag when its middleware is otelkit's (._django_layer)
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
@@ -64,13 +71,58 @@ def _contrib_instrument() -> None:
 
 
 def _load_middleware(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if _state.get("active"):
-        try:
-            _contrib_instrument()
-            instance._otelkit_django = True
-        except Exception as exc:
-            logger.warning("otelkit: instrumenting Django failed: %s: %s (it runs untraced)", type(exc).__name__, exc)
-    return wrapped(*args, **kwargs)
+    if not _state.get("active"):
+        return wrapped(*args, **kwargs)
+    try:
+        _contrib_instrument()
+        instance._otelkit_django = True
+    except Exception as exc:
+        logger.warning("otelkit: instrumenting Django failed: %s: %s (it runs untraced)", type(exc).__name__, exc)
+        return wrapped(*args, **kwargs)
+    swap = _layer_middleware()
+    if swap is None:
+        return wrapped(*args, **kwargs)
+    from django.conf import settings
+
+    layer, original, replaced = swap
+    before = layer.built[0]
+    # For this build only: settings.MIDDLEWARE keeps the contrib's path (its uninstrument() removes that).
+    settings.MIDDLEWARE = replaced
+    try:
+        result = wrapped(*args, **kwargs)
+    finally:
+        settings.MIDDLEWARE = original
+    if layer.built[0] > before:
+        instance._otelkit_django = LAYER
+    return result
+
+
+def _layer_middleware() -> tuple[Any, Any, Any] | None:
+    """(the layer module, settings.MIDDLEWARE, it with the layer first) if this handler can have one layer.
+
+    Only when otelkit configured the contrib middleware (with its request hook), the layer reproduces that
+    configuration (:func:`otelkit._instrument._django_layer.usable`), and the contrib middleware is the
+    outermost (``OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION`` unset), so the edge still covers every middleware.
+    """
+    if not _state.get("owned"):
+        return None
+    try:
+        from django.conf import settings
+        from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+        from otelkit._instrument import _django_layer as layer
+
+        original = settings.MIDDLEWARE
+        path = DjangoInstrumentor._opentelemetry_middleware
+        if not isinstance(original, list | tuple) or not original or original[0] != path or \
+                list(original).count(path) != 1 or not layer.usable(_request_hook):
+            return None
+    except Exception:
+        logger.debug("otelkit: Django's one-layer middleware is not available", exc_info=True)
+        return None
+    layer.integration_state = _state
+    replaced = [layer.PATH, *original[1:]]
+    return layer, original, (tuple(replaced) if isinstance(original, tuple) else replaced)
 
 
 def _check_built_after_init(instance: Any) -> None:
@@ -82,8 +134,8 @@ def _check_built_after_init(instance: Any) -> None:
 
 
 def _wsgi_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if not _state.get("active") or len(args) != 2:
-        return wrapped(*args, **kwargs)
+    if getattr(instance, "_otelkit_django", False) is LAYER or not _state.get("active") or len(args) != 2:
+        return wrapped(*args, **kwargs)  # with the layer, its middleware does the edge
     if not getattr(instance, "_otelkit_django", False) and not _state.get("warned"):
         _check_built_after_init(instance)
     wsgi_environ, start_response = args

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from otelkit import _scrub
-from otelkit._instrument import _common
+from otelkit._instrument import _common, _http_clients
 from otelkit._status import IntegrationStatus
 
 NAME = "httpx"
@@ -203,20 +203,6 @@ async def _async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwa
         _record(request, response, start, error)
 
 
-def _upstream_captures_headers() -> bool:
-    """Whether upstream will capture request/response headers (it reads these variables at instrument())."""
-    try:
-        from opentelemetry.util.http import (
-            OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST,
-            OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE,
-            get_custom_headers,
-        )
-    except ImportError:
-        return True
-    return bool(get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST)
-                or get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE))
-
-
 def plan() -> IntegrationStatus:
     """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
     return _common.plan_library(NAME, ("httpx",), MIN_VERSION, "0.27", "httpx", "opentelemetry.instrumentation.httpx")
@@ -245,7 +231,7 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
         note = " (was already instrumented by the application; its provider and hooks are kept)"
     else:
         hooks: dict[str, Any] = {}
-        if "redact_url" not in _state or _upstream_captures_headers():
+        if "redact_url" not in _state or _http_clients.captures_headers():
             # Needed only to rewrite the URL after the fact or to scrub captured headers: no work per
             # request otherwise.
             hooks = {"request_hook": _request_hook, "response_hook": _response_hook,

@@ -18,7 +18,8 @@
   CONSUMER span; the messages of a batch are taken to be handled in order: the first is current (span and
   correlation ID) when ``fetch()`` returns, and settling it (``ack``/``nak``/``term``) ends its span and makes
   the next one current. A message settled out of order gets its span at the settle; the next ``fetch()``
-  detaches the context of a message still current (its span ends when it is settled).
+  detaches the context of a message still current (its span ends when it is settled). Settled from another
+  task, the message's context is given back by the fetching task at its next ``fetch()``.
 
 Not traced: ``next_msg()`` (no callback bounds the handling: use ``pipeline.receive`` around it; the
 attempt and sequence are in ``msg.metadata``).
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
@@ -257,14 +259,37 @@ def _release_adopted(scope: Any, exc: BaseException | None) -> None:
     scope.__exit__(*exc_info)
 
 
+# Context tokens of fetched messages settled from another task, per fetching task: a token can only be detached
+# in the context that attached it, so the fetching task gives them back at its next fetch() instead of running on
+# under a finished message.
+_orphans: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any]]] = weakref.WeakKeyDictionary()
+
+
 def _forget_context(entry: list[Any]) -> None:
     scope, task = entry[2], entry[3]
     if scope is None:
         return
     if task is not None and _task() is not task:
-        scope._token = scope._cv_token = None  # attached in another task's context: nothing to detach here
+        tokens = (scope._token, scope._cv_token)
+        scope._token = scope._cv_token = None  # another task's context: given back by that task (_give_back)
+        if tokens != (None, None):
+            _orphans.setdefault(task, []).append(tokens)
     else:
         scope._detach()
+
+
+def _give_back() -> None:
+    """In the fetching task: detach the context of its messages another task settled (newest first)."""
+    task = _task()
+    tokens = _orphans.pop(task, None) if task is not None else None
+    for token, cv_token in reversed(tokens or ()):
+        try:
+            if token is not None:
+                otel_context.detach(token)
+            if cv_token is not None:
+                cv_token.var.reset(cv_token)
+        except Exception:  # telemetry never breaks the application's loop
+            pass
 
 
 def _activate_next(owner_key: int) -> None:
@@ -299,6 +324,8 @@ async def _fetch(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
     if not _enabled:
         return await wrapped(*args, **kwargs)
     key = id(instance)
+    if _orphans:
+        _give_back()
     if _fetched:
         for entry in list(_fetched.values()):
             if entry[1][0] == key:

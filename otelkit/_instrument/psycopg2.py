@@ -83,11 +83,11 @@ def _record_metrics(self: Any, cursor: Any, operation_name: str, start_time: flo
         elapsed = time.perf_counter() - start_time
         attributes = _metric_attributes(self, operation_name, error, collection)
         inst = _common.instruments()
-        inst.db_duration.record(elapsed, attributes)
+        _compat.record_point(inst.db_duration, elapsed, attributes)
         if error is None:
             rowcount = getattr(cursor, "rowcount", -1)
             if type(rowcount) is int and rowcount >= 0:
-                inst.db_rows.record(rowcount, attributes)
+                _compat.record_point(inst.db_rows, rowcount, attributes)
     except Exception:  # telemetry never breaks the statement
         pass
 

@@ -52,17 +52,8 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
 
 def _instrument_now(ctx: _common.Context, contrib: Any, version: str) -> IntegrationStatus:
     _http_clients.replace_redact(contrib, _state)
-    instrumentor = contrib.RequestsInstrumentor()
-    note = ""
-    if instrumentor.is_instrumented_by_opentelemetry:
-        note = " (was already instrumented by the application; its providers and hooks are kept)"
-    else:
-        hooks: dict[str, Any] = {}
-        if _http_clients.captures_headers():  # no per-request hook call when no header is captured
-            hooks = {"request_hook": _request_hook, "response_hook": _response_hook}
-        instrumentor.instrument(tracer_provider=ctx.tracer_provider, meter_provider=ctx.meter_provider,
-                                skip_dep_check=True, **hooks)
-        _state["owned"] = True
+    note = _http_clients.instrument_contrib(contrib.RequestsInstrumentor(), ctx, _state,
+                                            (_request_hook, _response_hook))
     return IntegrationStatus(NAME, "enabled", f"requests {version}{note}", version=version)
 
 

@@ -148,17 +148,9 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
 
 
 def _instrument_now(ctx: _common.Context, contrib: Any, version: str) -> IntegrationStatus:
-    instrumentor = contrib.URLLib3Instrumentor()
-    note = ""
-    if instrumentor.is_instrumented_by_opentelemetry:
-        note = " (was already instrumented by the application; its providers and hooks are kept)"
-    else:
-        hooks: dict[str, Any] = {}
-        if _http_clients.captures_headers():
-            hooks = {"request_hook": _request_hook, "response_hook": _response_hook}
-        instrumentor.instrument(tracer_provider=ctx.tracer_provider, meter_provider=ctx.meter_provider,
-                                url_filter=_http_clients.url_filter, skip_dep_check=True, **hooks)
-        _state["owned"] = True
+    note = _http_clients.instrument_contrib(contrib.URLLib3Instrumentor(), ctx, _state, (_request_hook, _response_hook),
+                                            url_filter=_http_clients.url_filter)
+    if not note:  # instrumented here just now
         _install_binder()
     return IntegrationStatus(NAME, "enabled", f"urllib3 {version}{note}", version=version)
 

@@ -27,7 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
 
-from otelkit import _names
+from otelkit import _compat, _names
 
 # the context key the baggage API stores its dict under; used to build a context in one step
 from otelkit._compat import BAGGAGE_KEY as _BAGGAGE_KEY
@@ -620,8 +620,8 @@ class Emission(_Scope):
                 attrs = _metric_attrs(self.system, self.destination, "send", None)
                 if error_type is not None:
                     attrs = {**attrs, _names.ERROR_TYPE: error_type}
-                ins.sent.add(1, attrs)
-                ins.operation_duration.record(duration, attrs)
+                _compat.add_point(ins.sent, 1, attrs)
+                _compat.record_point(ins.operation_duration, duration, attrs)
         finally:
             token, self._token = self._token, None
             if token is not None:
@@ -863,7 +863,7 @@ class Reception(_Consumption):
     def _start(self) -> None:
         outer = _current.get()
         if (outer is not None and self._adoptive and type(outer) is Reception and outer._release is not None
-                and outer.system == self.system and outer._cv_token is not None):
+                and outer._cv_token is not None and self._is_message_of(outer)):
             self._adopt(outer)
             return
         tr = tracer()
@@ -939,8 +939,8 @@ class Reception(_Consumption):
             if popped is not None:
                 span.set_attributes({carrying.ATTR_COMMAND: popped.command, carrying.ATTR_DURATION: popped.duration,
                                      **popped.server})
-                ins.operation_duration.record(popped.duration,
-                                              _metric_attrs(self.system, self.destination, "receive", self.group))
+                _compat.record_point(ins.operation_duration, popped.duration,
+                                     _metric_attrs(self.system, self.destination, "receive", self.group))
         sent_at = self.sent_at = (_sent_at(carrier, message_id, self.system)
                                   if carrier is not None or self.system == "redis" else None)
         if sent_at is None and properties is not None:
@@ -954,8 +954,38 @@ class Reception(_Consumption):
             self.enqueued_at = enqueued
             if ins.live:
                 wait = time.time() - enqueued
-                ins.time_in_queue.record(wait if wait > 0.0 else 0.0, metric_attrs)
+                _compat.record_point(ins.time_in_queue, wait if wait > 0.0 else 0.0, metric_attrs)
         self._t0 = time.perf_counter()
+
+    def _is_message_of(self, outer: Reception) -> bool:
+        """Whether this application receive() is about the message the integration pulled (then it adopts it).
+
+        Another system is another message. The pulled message's own headers (the same or an equal mapping) or
+        its message ID (``message_id=``, or in ``properties=``) are this message; headers with a ``traceparent``
+        other than the pulled message's are another one. Without such evidence the destination decides (the
+        application may name the queue where the integration names the routing key: passing the message's
+        headers adopts it).
+        """
+        if outer.system != self.system:
+            return False
+        try:
+            message_id = self.message_id
+            if (message_id is not None and outer.message_id is not None and not callable(message_id)
+                    and _as_str(message_id) == _as_str(outer.message_id)):
+                return True
+            if (self._properties is not None and outer.message_id is not None
+                    and _as_str(property_value(self._properties, "message_id")) == _as_str(outer.message_id)):
+                return True
+            carrier, own = self._carrier, outer._carrier
+            if carrier is not None and not isinstance(carrier, (str, bytes, bytearray, memoryview)):
+                if carrier is own or (own is not None and carrier == own):
+                    return True
+                parent = carriers.get_str(carrier, "traceparent")
+                if parent is not None:
+                    return own is not None and parent == carriers.get_str(own, "traceparent")
+        except Exception:  # an odd carrier or ID: not evidence either way
+            logger.debug("otelkit: could not compare a receive with the pulled message", exc_info=True)
+        return self.destination == outer.destination
 
     def _adopt(self, outer: Reception) -> None:
         """One message, one span: the application's receive() of a message an integration pulled.
@@ -995,8 +1025,8 @@ class Reception(_Consumption):
                                                     if carrier is not None else None) or sent_at)
                     outer.enqueued_at = self.enqueued_at = enqueued
                     wait = time.time() - enqueued
-                    (outer._instruments or instruments()).time_in_queue.record(wait if wait > 0.0 else 0.0,
-                                                                               outer._base)
+                    _compat.record_point((outer._instruments or instruments()).time_in_queue,
+                                         wait if wait > 0.0 else 0.0, outer._base)
         if self._attributes:
             outer.span.set_attributes(self._attributes)
 
@@ -1038,12 +1068,12 @@ class Reception(_Consumption):
                 ins = instruments()
                 if not ins.live:
                     return  # no meter provider: every point would be dropped (the finally still detaches)
-            ins.consumed.add(1, base)
-            ins.process_duration.record(duration, attrs)
-            ins.settled.add(1, _outcome_attrs(base, outcome))
+            _compat.add_point(ins.consumed, 1, base)
+            _compat.record_point(ins.process_duration, duration, attrs)
+            _compat.add_point(ins.settled, 1, _outcome_attrs(base, outcome))
             if self.sent_at is not None:
                 latency = time.time() - self.sent_at
-                ins.end_to_end.record(latency if latency > 0.0 else 0.0, base)
+                _compat.record_point(ins.end_to_end, latency if latency > 0.0 else 0.0, base)
         finally:
             self._detach()
 
@@ -1206,12 +1236,12 @@ class BatchReception(_Consumption):
         self._cv_token = _current.set(self)
         ins = instruments()
         metric_attrs = self._base = _metric_attrs(self.system, self.destination, "process", self.group)
-        ins.batch_size.record(count, metric_attrs)
+        _compat.record_point(ins.batch_size, count, metric_attrs)
         now = time.time()
         for message in self.messages:
             if message.enqueued_at is not None:
                 wait = now - message.enqueued_at
-                ins.time_in_queue.record(wait if wait > 0.0 else 0.0, metric_attrs)
+                _compat.record_point(ins.time_in_queue, wait if wait > 0.0 else 0.0, metric_attrs)
         self._t0 = time.perf_counter()
 
     def _finish(self, exc: BaseException | None) -> None:
@@ -1226,14 +1256,14 @@ class BatchReception(_Consumption):
         try:
             attrs, outcome = self._settle(exc, count)
             ins = instruments()
-            ins.consumed.add(count, base)
-            ins.process_duration.record(duration, attrs)
-            ins.settled.add(count, _outcome_attrs(base, outcome))
+            _compat.add_point(ins.consumed, count, base)
+            _compat.record_point(ins.process_duration, duration, attrs)
+            _compat.add_point(ins.settled, count, _outcome_attrs(base, outcome))
             now = time.time()
             for message in self.messages:
                 if message.sent_at is not None:
                     latency = now - message.sent_at
-                    ins.end_to_end.record(latency if latency > 0.0 else 0.0, base)
+                    _compat.record_point(ins.end_to_end, latency if latency > 0.0 else 0.0, base)
         finally:
             self._detach()
 

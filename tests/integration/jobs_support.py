@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from otelkit.testing._receiver import ReceivedPoint, ReceivedSpan, RotelCollector
+from otelkit._names import CORRELATION_ATTRIBUTE
+from otelkit.testing._receiver import ReceivedLog, ReceivedPoint, ReceivedSpan, RotelCollector
 
 HERE = Path(__file__).parent
 PROCESS_TIMEOUT = 90
@@ -69,6 +70,41 @@ def gauge_values(collector: RotelCollector, service: str, destination: str, stat
             if p.resource.get("service.name") == service and p.value is not None
             and p.attributes.get("messaging.destination.name") == destination
             and p.attributes.get("otelkit.messaging.queue.state") == state]
+
+
+def check_job_logs(collector: RotelCollector, service: str, produced: Mapping[str, Any], job_traces: set[str],
+                   at_least: int) -> list[ReceivedLog]:
+    """Wait for ``at_least`` "jobs" log records of ``service``; each in a job's trace, with its correlation ID.
+
+    A record whose last word is ``tok-NAME`` belongs to the job ``NAME`` of ``produced`` (what the producer
+    printed: ``{NAME: {"correlation_id": ...}}``) and must carry that job's correlation ID. Returns the records.
+    """
+    receiver = collector.receiver
+
+    def job_logs() -> list[ReceivedLog]:
+        return [r for r in receiver.logs() if r.scope == "jobs" and r.resource.get("service.name") == service]
+
+    receiver.wait_for(lambda: len(job_logs()) >= at_least, timeout=60)
+    by_token = {f"tok-{name}": info["correlation_id"] for name, info in produced.items()}
+    records = job_logs()
+    for record in records:
+        token = str(record.body).split()[-1]
+        if token in by_token:
+            assert record.attributes[CORRELATION_ATTRIBUTE] == by_token[token], record.body
+        assert record.trace_id in job_traces, record.body
+    return records
+
+
+def check_outcome_metrics(collector: RotelCollector, worker: str, producer: str, queue: str,
+                          outcomes: Mapping[str, int], sent: int) -> None:
+    """Settled counts per outcome, one end-to-end and one time-in-queue point per execution, ``sent`` sends."""
+    for outcome, count in outcomes.items():
+        assert metric_total(collector, "otelkit.messaging.settled.messages", worker,
+                            **{"otelkit.outcome": outcome, "messaging.destination.name": queue}) == count, outcome
+    executions = sum(outcomes.values())
+    assert metric_total(collector, "otelkit.messaging.message.end_to_end.duration", worker) == executions
+    assert metric_total(collector, "otelkit.messaging.message.time_in_queue", worker) == executions
+    assert metric_total(collector, "messaging.client.sent.messages", producer) == sent
 
 
 def console_script(name: str) -> str:

@@ -4,7 +4,8 @@
 
 Each calls ``otelkit.init()`` only. ``js`` mode: JetStream publish / durable push subscription with
 manual acks and ``max_ack_pending=1`` (behaviours: ``nak-once`` naks the first delivery, ``term``
-terminates); after ``deliveries`` messages the consumer unsubscribes before settling the last one,
+terminates, ``nak-delay-then-term`` naks the first delivery with a redelivery delay and terminates the
+second); after ``deliveries`` messages the consumer unsubscribes before settling the last one,
 so the messages left stay undelivered for the depth sample taken at shutdown. ``core`` mode: plain
 publish / subscribe. ``js-pull`` mode: the same JetStream behaviours through a pull consumer
 (``pull_subscribe`` + ``fetch()`` batches of up to 2). ``js-batch`` mode: one ``fetch()`` of the whole batch,
@@ -80,6 +81,8 @@ def consumer(args: dict[str, Any]) -> None:
             behaviour = args.get("behaviour", {}).get(str(i))
             if behaviour == "nak-once" and delivered == 1:
                 await msg.nak()
+            elif behaviour == "nak-delay-then-term":  # back after the delay, then terminated
+                await (msg.nak(delay=0.2) if delivered == 1 else msg.term())
             elif behaviour == "term":
                 await msg.term()
             elif args["mode"] == "js-pull":  # the server has counted the last ack before the depth check below

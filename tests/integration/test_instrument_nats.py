@@ -215,3 +215,48 @@ def test_jetstream_fetch_batch_hand_over(otelkit_collector: RotelCollector, nats
         i = int(str(record.body).split()[-1])
         assert record.attributes.get(CORRELATION_ATTRIBUTE) == cid_of_seq[seq_of[i]]
         assert record.span_id in {p.span_id for p in by_seq[seq_of[i]]}
+
+
+def test_jetstream_pull_nak_with_delay_then_term(otelkit_collector: RotelCollector, nats_url: str) -> None:
+    """A pull consumer: message 0 is nak'd with a redelivery delay (``nak(delay=0.2)``), comes back as attempt 2
+    and is terminated; message 1 is acked. Each delivery its own span: retry (attempt 1), dead letter (attempt 2),
+    ack; the settled counts at the real collector are exactly those, under each message's correlation ID."""
+    suffix = uuid.uuid4().hex[:10]
+    stream, subject = f"OTELKIT_NAKDELAY_{suffix}", f"otelkit-test.nakdelay.{suffix}"
+    args = {"nats_url": nats_url, "subject": subject, "stream": stream, "durable": f"otelkit-{suffix}",
+            "mode": "js-pull", "count": 2, "deliveries": 3, "behaviour": {"0": "nak-delay-then-term"}}
+    try:
+        produced, consumed = _run_pair(otelkit_collector, args, "js-nakdelay")
+    finally:
+        _delete_stream(nats_url, stream)
+    seen = consumed["seen"]
+    assert sorted((s["i"], s["delivered"]) for s in seen) == [(0, 1), (0, 2), (1, 1)]
+    sends, processes = _check_links(otelkit_collector, "js-nakdelay", subject, 2, 3)
+    seq_of = {i: str(seq) for i, seq in enumerate(produced["sequences"])}
+    cid_of_seq = {s.attributes["messaging.message.id"]: s.attributes[CORRELATION_ATTRIBUTE] for s in sends.values()}
+    assert len(set(cid_of_seq.values())) == 2
+    got = sorted((p.attributes["messaging.message.id"], p.attributes["otelkit.message.attempt"],
+                  p.attributes["otelkit.outcome"], p.attributes.get("otelkit.outcome.reason"), p.status)
+                 for p in processes)
+    assert got == sorted([(seq_of[0], 1, "retry", "msg.nak()", "UNSET"),
+                          (seq_of[0], 2, "dead_letter", "msg.term()", "ERROR"),
+                          (seq_of[1], 1, "ack", None, "UNSET")]), got
+    for process in processes:  # each delivery under its own message's correlation ID, linked to its send
+        seq = process.attributes["messaging.message.id"]
+        assert process.attributes[CORRELATION_ATTRIBUTE] == cid_of_seq[seq]
+        assert sends[process.links[0].span_id].attributes["messaging.message.id"] == seq
+    assert sorted((s["i"], s["correlation_id"]) for s in seen) == sorted(
+        [(0, cid_of_seq[seq_of[0]]), (0, cid_of_seq[seq_of[0]]), (1, cid_of_seq[seq_of[1]])])
+    receiver = otelkit_collector.receiver
+    expected = {"ack": 1, "retry": 1, "dead_letter": 1}
+    receiver.wait_for(lambda: {p.attributes["otelkit.outcome"]: p.value for p in receiver.metrics(MESSAGES_SETTLED.name)
+                               if p.attributes.get("messaging.destination.name") == subject} == expected, timeout=60)
+    handled = receiver.wait_for(
+        lambda: (r if len(r := [x for x in receiver.logs() if x.scope == "natsapp" and str(x.body).startswith(
+            "handling") and x.resource.get("service.name") == "js-nakdelay-consumer"]) >= 3 else None), timeout=60)
+    assert len(handled) == 3
+    span_of = {p.span_id: p for p in processes}
+    for record in handled:  # in its delivery's span, under its message's correlation ID
+        i = int(str(record.body).split()[-1])
+        assert record.attributes.get(CORRELATION_ATTRIBUTE) == cid_of_seq[seq_of[i]]
+        assert span_of[record.span_id or ""].attributes["messaging.message.id"] == seq_of[i]

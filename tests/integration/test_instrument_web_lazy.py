@@ -231,6 +231,52 @@ def test_flask_one_layer_keeps_spans_metrics_errors_exclusions_and_correlation()
     assert app.before_request_funcs[None] == [remember]
 
 
+def test_flask_one_layer_runs_blueprint_hooks_inside_the_span_with_the_blueprint_route() -> None:
+    """A blueprint's ``before_request`` / ``after_request`` run inside the span and the correlation scope of
+    Flask's one layer (its ``before_request`` is the first of the app's, which run before the blueprint's), and
+    the span and duration metric have the blueprint route (its URL prefix included)."""
+    import flask
+    from opentelemetry import trace
+
+    from otelkit import _correlation
+    from otelkit._instrument import flask as otelkit_flask
+    from tests.integration.instrument_support import instrumented
+
+    app = flask.Flask("blueprints")
+    shop = flask.Blueprint("shop", __name__, url_prefix="/shop")
+    seen: dict[str, object] = {}
+
+    def where() -> tuple[str, str | None]:
+        return format(trace.get_current_span().get_span_context().span_id, "016x"), _correlation.get_correlation_id()
+
+    @shop.before_request
+    def shop_before() -> None:
+        seen["before"] = where()
+
+    @shop.after_request
+    def shop_after(response: flask.Response) -> flask.Response:
+        seen["after"] = where()
+        return response
+
+    @shop.route("/items/<int:item_id>")
+    def shop_item(item_id: int) -> dict[str, object]:
+        return {"item": item_id}
+
+    app.register_blueprint(shop)
+    with instrumented(instrument=["flask"]) as t:
+        client = app.test_client()
+        r = client.get("/shop/items/3", headers={"X-Correlation-ID": "bp-3"})
+        assert app.__dict__.get("_otelkit_flask") is otelkit_flask.LEAN
+        assert r.status_code == 200 and r.headers["X-Correlation-ID"] == "bp-3"
+        (span,) = t.spans()
+        span_id = format(span.context.span_id, "016x")
+        assert seen == {"before": (span_id, "bp-3"), "after": (span_id, "bp-3")}
+        assert span.name == "GET /shop/items/<int:item_id>" and span.attributes is not None
+        assert span.attributes["http.route"] == "/shop/items/<int:item_id>"
+        routes = {p[0].get("http.route") for p in t.points("http.server.request.duration")}
+        assert routes == {"/shop/items/<int:item_id>"}
+
+
 def test_fastapi_own_telemetry_stands_aside_from_the_first_request_without_lifespan() -> None:
     """FastAPI's own telemetry (0.12x+) traces a request unless the app's stack holds the contrib middleware.
 

@@ -19,6 +19,8 @@ from tests.integration.jobs_support import (
     HERE,
     PROCESS_TIMEOUT,
     app_env,
+    check_job_logs,
+    check_outcome_metrics,
     console_script,
     gauge_values,
     metric_total,
@@ -95,21 +97,10 @@ def test_arq_jobs_across_processes(otelkit_collector, redis_url: str) -> None:  
         assert get.parent_span_id in by_id
         assert get.attributes[CORRELATION_ATTRIBUTE] == by_id[get.parent_span_id].attributes[CORRELATION_ATTRIBUTE]
 
-    by_token = {f"tok-{name}": info["correlation_id"] for name, info in produced.items()}
-    receiver.wait_for(lambda: len([r for r in receiver.logs() if r.scope == "jobs"]) >= total - 1, timeout=60)
-    for record in (r for r in receiver.logs() if r.scope == "jobs"):
-        token = str(record.body).split()[-1]
-        if token in by_token:
-            assert record.attributes[CORRELATION_ATTRIBUTE] == by_token[token], record.body
-        assert record.trace_id in job_traces
+    check_job_logs(otelkit_collector, "arq-worker", produced, job_traces, total - 1)
 
     outcomes = Counter(o for runs in EXECUTIONS.values() for o in runs) + Counter(ack=EXTRA)
-    for outcome, count in outcomes.items():
-        assert metric_total(otelkit_collector, "otelkit.messaging.settled.messages", "arq-worker",
-                            **{"otelkit.outcome": outcome, "messaging.destination.name": queue}) == count, outcome
-    assert metric_total(otelkit_collector, "otelkit.messaging.message.end_to_end.duration", "arq-worker") == total
-    assert metric_total(otelkit_collector, "otelkit.messaging.message.time_in_queue", "arq-worker") == total
-    assert metric_total(otelkit_collector, "messaging.client.sent.messages", "arq-producer") == sent
+    check_outcome_metrics(otelkit_collector, "arq-worker", "arq-producer", queue, outcomes, sent)
 
     assert gauge_values(otelkit_collector, "arq-producer", queue, "ready") == [sent]
     receiver.wait_for(lambda: gauge_values(otelkit_collector, "arq-worker", queue, "ready"), timeout=60)

@@ -18,6 +18,8 @@ import pytest
 from otelkit._names import CORRELATION_ATTRIBUTE
 from tests.integration.jobs_support import (
     app_env,
+    check_job_logs,
+    check_outcome_metrics,
     console_script,
     gauge_values,
     metric_total,
@@ -118,14 +120,8 @@ def test_dramatiq_messages_across_processes(otelkit_collector, broker: dict[str,
         assert get.attributes[CORRELATION_ATTRIBUTE] == by_id[get.parent_span_id].attributes[CORRELATION_ATTRIBUTE]
 
     # Every log record of an actor carries its correlation ID; Dramatiq's own "Failed to process" lines too.
+    check_job_logs(otelkit_collector, consumer, produced, job_traces, total)
     by_token = {f"tok-{name}": info["correlation_id"] for name, info in produced.items()}
-    receiver.wait_for(lambda: len([r for r in receiver.logs() if r.scope == "jobs"
-                                   and r.resource.get("service.name") == consumer]) >= total, timeout=60)
-    for record in (r for r in receiver.logs() if r.resource.get("service.name") == consumer and r.scope == "jobs"):
-        token = str(record.body).split()[-1]
-        if token in by_token:
-            assert record.attributes[CORRELATION_ATTRIBUTE] == by_token[token], record.body
-        assert record.trace_id in job_traces
     failures = [r for r in receiver.logs() if r.resource.get("service.name") == consumer
                 and "Failed to process message" in str(r.body)]
     assert len(failures) == 4  # flaky twice, doomed twice
@@ -133,12 +129,7 @@ def test_dramatiq_messages_across_processes(otelkit_collector, broker: dict[str,
                                                                             by_token["tok-doomed"]}
 
     outcomes = Counter(o for runs in EXECUTIONS.values() for o in runs) + Counter(ack=EXTRA)
-    for outcome, count in outcomes.items():
-        assert metric_total(otelkit_collector, "otelkit.messaging.settled.messages", consumer,
-                            **{"otelkit.outcome": outcome, "messaging.destination.name": queue}) == count, outcome
-    assert metric_total(otelkit_collector, "otelkit.messaging.message.end_to_end.duration", consumer) == total
-    assert metric_total(otelkit_collector, "otelkit.messaging.message.time_in_queue", consumer) == total
-    assert metric_total(otelkit_collector, "messaging.client.sent.messages", producer) == 3 + EXTRA
+    check_outcome_metrics(otelkit_collector, consumer, producer, queue, outcomes, 3 + EXTRA)
 
     # Queue depth: the producer saw its 5 messages waiting; the worker left the queue empty, one dead letter.
     assert gauge_values(otelkit_collector, producer, queue, "ready") == [3 + EXTRA]

@@ -18,6 +18,8 @@ from tests.integration.jobs_support import (
     HERE,
     PROCESS_TIMEOUT,
     app_env,
+    check_job_logs,
+    check_outcome_metrics,
     console_script,
     gauge_values,
     metric_total,
@@ -125,22 +127,10 @@ def test_rq_jobs_across_processes(otelkit_collector, redis_url: str) -> None:  #
     assert {s.name for s in worker_spans if s.kind == "CLIENT"} - {"SMEMBERS"} == {"GET", "INCRBY", "EXPIRE", "EXISTS"}
 
     # Every log record of a job carries its correlation ID and its process span's trace.
-    receiver.wait_for(lambda: len([r for r in receiver.logs() if r.scope == "jobs"]) >= total, timeout=60)
-    job_logs = [r for r in receiver.logs() if r.scope == "jobs"]
-    by_token = {f"tok-{name}": info["correlation_id"] for name, info in produced.items()}
-    for record in job_logs:
-        token = str(record.body).split()[-1]
-        if token in by_token:
-            assert record.attributes[CORRELATION_ATTRIBUTE] == by_token[token], record.body
-        assert record.trace_id in job_traces
+    check_job_logs(otelkit_collector, "rq-worker", produced, job_traces, total)
     # Outcome counts, end-to-end latency and time in queue per execution.
     outcomes = Counter(o for runs in EXECUTIONS.values() for o in runs) + Counter(ack=EXTRA)
-    for outcome, count in outcomes.items():
-        assert metric_total(otelkit_collector, "otelkit.messaging.settled.messages", "rq-worker",
-                            **{"otelkit.outcome": outcome, "messaging.destination.name": queue}) == count, outcome
-    assert metric_total(otelkit_collector, "otelkit.messaging.message.end_to_end.duration", "rq-worker") == total
-    assert metric_total(otelkit_collector, "otelkit.messaging.message.time_in_queue", "rq-worker") == total
-    assert metric_total(otelkit_collector, "messaging.client.sent.messages", "rq-producer") == 3 + EXTRA
+    check_outcome_metrics(otelkit_collector, "rq-worker", "rq-producer", queue, outcomes, 3 + EXTRA)
 
     # Queue depth: the producer saw its 5 jobs waiting; the worker left an empty queue and one failed job.
     receiver.wait_for(lambda: gauge_values(otelkit_collector, "rq-worker", queue, "dead_letter"), timeout=60)

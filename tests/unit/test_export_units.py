@@ -403,3 +403,39 @@ def test_http_error_answers_carry_the_collectors_reason() -> None:
     assert _http_result("traces", 413, b"x" * 1000, None).detail.endswith("...")
     ok = _http_result("traces", 200, b"", None)
     assert (ok.kind, ok.code, ok.detail) == (OK, "200", "")
+
+
+def test_a_filling_queue_hands_the_gil_to_the_export_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From half full on, each enqueue releases the GIL once (the export thread can take its turn at once)."""
+    released: list[float] = []
+    monkeypatch.setattr(batching, "_release_gil", released.append)
+    tp, processor = pipeline(ScriptedSender(lambda n: SendResult(OK)), max_queue_size=8, max_export_batch_size=8,
+                             schedule_delay=30.0)  # nothing leaves the queue before 8 are in it
+    spans(tp, 4)
+    assert released == []  # 0..3 held before each enqueue: below half of 8
+    spans(tp, 4)
+    assert released == [0, 0, 0, 0]  # 4..7 held: one release each
+    assert processor.force_flush(10_000)
+    assert STATS.exported_counts()["traces"] == 8 and STATS.dropped_for("traces") == {}
+    tp.shutdown()
+
+
+def test_no_gil_release_while_the_collector_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batching, "FIRST_BACKOFF", 30.0)
+    released: list[float] = []
+    monkeypatch.setattr(batching, "_release_gil", released.append)
+    failing = threading.Event()
+    failing.set()
+    sender = ScriptedSender(lambda n: SendResult(RETRY, "HTTP 503") if failing.is_set() else SendResult(OK))
+    tp, processor = pipeline(sender, max_queue_size=8, max_export_batch_size=8)
+    spans(tp, 1)
+    deadline = time.monotonic() + 30
+    while not processor.pipeline._failures and time.monotonic() < deadline:
+        processor.force_flush(100)
+    assert processor.pipeline._failures, "the first request failed"
+    spans(tp, 7)
+    assert released == []  # up to 7 held after a failed export: no release
+    failing.clear()
+    assert processor.force_flush(10_000)
+    assert STATS.exported_counts()["traces"] == 8
+    tp.shutdown()

@@ -256,3 +256,42 @@ def test_an_integration_disabled_by_name_at_a_re_init_never_patches_at_the_impor
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
         "first": ["enabled", "enabled"], "pending": [True, True], "second": ["disabled", "enabled"],
         "requests_instrumented": False, "sqlalchemy_listening": True}
+
+
+_APPLICATION_FIRST_PROGRAM = r"""
+import json, sys
+import aiohttp, requests, urllib3
+from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from otelkit import _instrument
+from otelkit._config import resolve
+from otelkit._instrument import aiohttp_client, requests as otk_requests, urllib3 as otk_urllib3
+
+mine = {"requests": RequestsInstrumentor, "aiohttp": AioHttpClientInstrumentor, "urllib3": URLLib3Instrumentor}
+for name in sys.argv[1].split(","):
+    mine[name]().instrument()
+statuses = {s.name: s for s in _instrument.instrument_all(
+    resolve(instrument=["requests", "aiohttp-client", "urllib3"], system_metrics=False), TracerProvider(),
+    MeterProvider())}
+for module in (otk_requests, aiohttp_client, otk_urllib3):
+    module.uninstrument()  # must undo only what otelkit instrumented
+print(json.dumps({name: [statuses[otk].state, "already instrumented by the application" in statuses[otk].reason,
+                         instrumentor().is_instrumented_by_opentelemetry]
+                  for (name, instrumentor), otk in zip(mine.items(), ("requests", "aiohttp-client", "urllib3"))}))
+"""
+
+
+@pytest.mark.parametrize("application_first", ["requests,aiohttp,urllib3", "requests"])
+def test_http_clients_the_application_instrumented_keep_its_instrumentation(application_first: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", _APPLICATION_FIRST_PROGRAM, application_first], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name in ("requests", "aiohttp", "urllib3"):
+        theirs = name in application_first.split(",")
+        # state; the status says whose instrumentation it is; after otelkit's uninstrument only the
+        # application's is still on
+        assert result[name] == ["enabled", theirs, theirs], (name, result)

@@ -366,3 +366,44 @@ def test_decorated_receive_keeps_the_new_arguments(otel: Telemetry) -> None:
 
     assert handle({}) == "deco-1"
     assert otel.span("process q").attributes["messaging.rabbitmq.destination.routing_key"] == "rk"
+
+
+# --- which receive adopts a pulled message (the integration's scope) ---------------------------------
+
+def _pulled_with_id(message_id: str = "m-1") -> Any:
+    """A scope made as the broker integrations make a pulled message's: entered, with a release hook."""
+    from otelkit._pipeline.scopes import Reception
+
+    scope = Reception("orders.created", {"otelkit-correlation-id": "pulled-cid"}, system="rabbitmq",
+                      message_id=message_id)
+    scope.__enter__()
+
+    def release(pulled: Any, exc: BaseException | None) -> None:
+        pulled.__exit__(type(exc) if exc is not None else None, exc, None)
+
+    scope._release = release
+    return scope
+
+
+@pytest.mark.parametrize(("kwargs", "adopted"), [
+    ({"message_id": "m-1"}, True),  # its message ID, under another destination name (the queue)
+    ({"properties": AmqpProperties(message_id="m-1")}, True),  # its message ID in the AMQP properties
+    ({"message_id": "m-2"}, False),  # another message ID, another destination, no headers: another message
+    ({"properties": AmqpProperties(message_id="m-2")}, False),
+    ({}, False),  # nothing to compare: another destination is another message
+])
+def test_a_receive_adopts_the_pulled_message_by_its_message_id(otel: Telemetry, kwargs: dict[str, Any],
+                                                               adopted: bool) -> None:
+    pulled = _pulled_with_id()
+    try:
+        with pipeline.receive("orders", None, system="rabbitmq", **kwargs) as msg:
+            assert (msg.span is pulled.span) == adopted
+            assert msg.correlation_id == "pulled-cid"  # adopted, or the current one (no carried ID)
+        if not adopted:
+            assert pipeline.correlation_id() == "pulled-cid"  # the pulled message is current again
+    finally:
+        if pulled._cv_token is not None:  # not settled by an adopting block: never left current for the next test
+            pulled.__exit__(None, None, None)
+    assert pipeline.correlation_id() is None
+    assert len(otel.spans("process orders.created")) == 1
+    assert len(otel.spans("process orders")) == (0 if adopted else 1)

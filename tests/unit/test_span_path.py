@@ -27,7 +27,7 @@ from opentelemetry.sdk.version import __version__ as sdk_version
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.span import TraceState
 
-from otelkit._compat import VERIFIED_SDK, lean_start_span
+from otelkit._compat import VERIFIED_SDK, lean_end_span, lean_start_span
 from otelkit._proxy import CurrentSpan, ProxyTracer
 from otelkit._sampling import ParentBasedAlwaysOn
 
@@ -341,3 +341,160 @@ def test_the_sdks_default_sampler_is_decided_inline_unless_patched(monkeypatch: 
     assert bound_after is not None
     bound_after("patched").end()
     assert calls == ["ParentBased"]  # the patched sampler is asked
+
+
+# --- the lean end (``_compat.lean_end_span``): Span.end's effects, processor by processor ------------------------
+
+
+class _EndingRecorder(_Recorder):
+    """Also keeps the ``_on_ending`` calls (the live span, whether it had its end time yet)."""
+
+    def __init__(self, log: list[str], name: str) -> None:
+        super().__init__()
+        self.log, self.name = log, name
+
+    def _on_ending(self, span: Any) -> None:
+        self.log.append(f"{self.name}._on_ending:{span.end_time is not None}")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.log.append(f"{self.name}.on_end")
+        super().on_end(span)
+
+
+class _StartOnly(SpanProcessor):
+    """The SpanProcessor base class's no-op _on_ending/on_end: the lean end skips them."""
+
+
+def _end_case(start: Callable[..., Any], end: Callable[[Any], None], recorders: list[_Recorder],
+              kwargs: dict[str, Any], seed: int) -> Any:
+    random.seed(seed)
+    span = start("op", **kwargs)
+    if span.is_recording():
+        span.set_attribute("late", 1)
+        if seed == 2:
+            span.add_event("e", {"x": 1}, timestamp=9)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, "bad"))
+    end(span)
+    return (_deep(span), [[_deep(s) for s in r.ended] for r in recorders],
+            [[(_deep(s), c) for s, c in r.started] for r in recorders])
+
+
+@pytest.mark.parametrize(("kwargs", "limits"), [(kw, lim) for _, kw, lim in _lean_cases()],
+                         ids=[name for name, _, _ in _lean_cases()])
+@pytest.mark.parametrize("shared", [False, True], ids=["user-processors", "own-processors"])
+def test_lean_start_and_end_do_what_the_sdk_does(kwargs: dict[str, Any], limits: Any, shared: bool,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import opentelemetry.sdk.trace as sdk_trace
+
+    monkeypatch.setattr(sdk_trace, "time_ns", lambda: 3)
+    log: list[str] = []
+    recorders: list[_Recorder] = [_EndingRecorder(log, "a"), _Recorder(), _EndingRecorder(log, "b")]
+    provider = TracerProvider(span_limits=limits)
+    for recorder in recorders:
+        provider.add_span_processor(recorder)
+    provider.add_span_processor(_StartOnly())
+    tracer = provider.get_tracer("t", "1.0")
+    start = lean_start_span(tracer, ParentBasedAlwaysOn)
+    end = lean_end_span(tracer, {_Recorder, _EndingRecorder, _StartOnly} if shared else ())
+    if start is None or end is None:
+        assert not sdk_version.startswith(VERIFIED_SDK), "the lean end is off on an SDK it was checked against"
+        pytest.skip(f"SDK {sdk_version}: the lean path is off")
+    for seed in (1, 2):
+        expected = _end_case(tracer.start_span, lambda s: s.end(), recorders, kwargs, seed)
+        expected_log = list(log)
+        for recorder in recorders:
+            recorder.ended.clear()
+            recorder.started.clear()
+        log.clear()
+        got = _end_case(start, end, recorders, kwargs, seed)
+        assert got == expected
+        assert log == expected_log
+        for recorder in recorders:
+            recorder.ended.clear()
+            recorder.started.clear()
+        log.clear()
+
+
+def test_lean_end_shares_empty_lists_only_among_otelkits_own_processors() -> None:
+    recorder = _Recorder()
+    provider = TracerProvider()
+    provider.add_span_processor(recorder)
+    tracer = provider.get_tracer("t")
+    start = lean_start_span(tracer, ParentBasedAlwaysOn)
+    own: set[type] = set()
+    end = lean_end_span(tracer, own)
+    if start is None or end is None:
+        assert not sdk_version.startswith(VERIFIED_SDK)
+        pytest.skip(f"SDK {sdk_version}: the lean path is off")
+
+    def two() -> tuple[ReadableSpan, ReadableSpan]:
+        first, second = start("a"), start("b")
+        end(first)
+        end(second)
+        return recorder.ended[-2], recorder.ended[-1]
+
+    first, second = two()
+    assert first._events is not second._events and first._links is not second._links  # a user's processor
+    own.add(_Recorder)  # read at the next change of the processors: none yet, so still not shared
+    first, second = two()
+    assert first._events is not second._events
+    provider.add_span_processor(_StartOnly())  # the processors changed: looked at again
+    own.add(_StartOnly)
+    first, second = two()
+    assert first._events is second._events and first._links is second._links
+    assert tuple(first.events) == () and first.dropped_events == 0 and first.dropped_links == 0
+    with_event = start("c")
+    with_event.add_event("e")
+    end(with_event)
+    assert [e.name for e in recorder.ended[-1].events] == ["e"]
+    assert recorder.ended[-1]._events is not first._events
+    assert not first._events._dq  # nothing was added to the shared list
+
+
+def test_lean_end_calls_processors_added_later_and_other_spans_own_end(caplog: pytest.LogCaptureFixture) -> None:
+    provider = TracerProvider()
+    tracer = provider.get_tracer("t")
+    start = lean_start_span(tracer, ParentBasedAlwaysOn)
+    end = lean_end_span(tracer, ())
+    if start is None or end is None:
+        assert not sdk_version.startswith(VERIFIED_SDK)
+        pytest.skip(f"SDK {sdk_version}: the lean path is off")
+    end(start("before any processor"))
+    late = _Recorder()
+    provider.add_span_processor(late)
+    span = start("after")
+    end(span)
+    assert [s.name for s in late.ended] == ["after"]
+    end(span)  # twice: the SDK's warning, no second on_end
+    assert "Calling end() on an ended span." in caplog.text and len(late.ended) == 1
+    other = TracerProvider()
+    other.add_span_processor(late)
+    foreign = other.get_tracer("o").start_span("foreign")  # another provider's span: its own end()
+    end(foreign)
+    assert [s.name for s in late.ended] == ["after", "foreign"]
+    non_recording = NonRecordingSpan(SpanContext(1, 2, is_remote=False))
+    end(non_recording)
+
+
+def test_lean_end_is_off_when_span_end_is_patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace import Span
+
+    tracer = TracerProvider().get_tracer("t")
+    if not sdk_version.startswith(VERIFIED_SDK):
+        assert lean_end_span(tracer) is None
+        return
+    assert lean_end_span(tracer) is not None
+    original = Span.end
+
+    def patched(self: Any, end_time: int | None = None) -> None:
+        original(self, end_time)
+
+    monkeypatch.setattr(Span, "end", patched)
+    assert lean_end_span(tracer) is None
+
+
+def test_the_proxy_ends_its_spans_through_the_lean_end() -> None:
+    tracer = ProxyTracer(TracerProvider().get_tracer("t"))
+    current = tracer.start_as_current_span("x")
+    assert ("._make_end.<locals>.end" in getattr(current._end, "__qualname__", "")) == \
+        sdk_version.startswith(VERIFIED_SDK)
