@@ -1,7 +1,8 @@
 """Per-request cost of otelkit's web-framework integrations against the contrib instrumentations alone (issue 14/17).
 
 Each request is driven in-process (no socket: the server's own work is the same on every side and only adds
-noise): a FastAPI route through the ASGI interface, a Flask route and a Django route through WSGI. Four sides,
+noise): a FastAPI route through the ASGI interface, a Flask route and a Django route through WSGI, the same
+Django route through ASGI (``get_asgi_application()``, as under uvicorn). Four sides,
 each in its own process under callgrind:
 
 * ``none``: the app uninstrumented;
@@ -163,15 +164,16 @@ urlpatterns: list[Any] = []  # Django's ROOT_URLCONF is this module (filled by _
 
 
 @functools.cache
-def _django(side: str) -> tuple[Any, dict[str, Any]]:
-    """A one-route Django project configured in-process; the handler built after the side's instrumentation
-    (the contrib adds its middleware to settings.MIDDLEWARE, which Django reads when the handler is built)."""
+def _django_project(side: str) -> None:
+    """A one-route Django project configured in-process and the side's instrumentation; the handler is built
+    after it (the contrib adds its middleware to settings.MIDDLEWARE, which Django reads when the handler is
+    built)."""
     import django
     from django.conf import settings
     from django.http import JsonResponse
     from django.urls import path
-    from werkzeug.test import EnvironBuilder
 
+    tp, mp = _providers()
     settings.configure(DEBUG=False, ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, SECRET_KEY="bench", MIDDLEWARE=[],
                        USE_TZ=True, INSTALLED_APPS=[], LOGGING_CONFIG=None)
     django.setup()
@@ -180,7 +182,6 @@ def _django(side: str) -> tuple[Any, dict[str, Any]]:
         return JsonResponse({"item": item_id})
 
     urlpatterns.append(path("items/<int:item_id>", item))
-    tp, mp = _providers()
     if side == "contrib":
         from opentelemetry.instrumentation.django import DjangoInstrumentor
 
@@ -190,6 +191,14 @@ def _django(side: str) -> tuple[Any, dict[str, Any]]:
         from otelkit._config import resolve
 
         _instrument.instrument_all(resolve(instrument=["django"], system_metrics=False), tp, mp)
+
+
+@functools.cache
+def _django(side: str) -> tuple[Any, dict[str, Any]]:
+    """The project's WSGI handler (``get_wsgi_application()``) and a GET's environ."""
+    from werkzeug.test import EnvironBuilder
+
+    _django_project(side)
     from django.core.wsgi import get_wsgi_application
 
     app = get_wsgi_application()
@@ -201,13 +210,62 @@ def _django_requests(loops: int, side: str) -> float:
     return _wsgi_requests(*_django(side), loops)
 
 
+@functools.cache
+def _django_asgi(side: str) -> Any:
+    """The same project's ASGI handler (``get_asgi_application()``, what uvicorn / daphne run)."""
+    _django_project(side)
+    from django.core.asgi import get_asgi_application
+
+    return get_asgi_application()
+
+
+def _django_receive() -> Any:
+    """A request's ``receive``: the (empty) body, then waiting for the client's disconnect, as a server does.
+    Django listens for that disconnect while the view runs and cancels the wait once it has responded."""
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.get_running_loop().create_future()
+        raise AssertionError("unreachable: cancelled")
+
+    return receive
+
+
+def _django_asgi_requests(loops: int, side: str) -> float:
+    """``loops`` GETs through the ASGI interface. The sync view runs in asgiref's thread for the request (a new
+    one per request, as under uvicorn), and the contrib's sync-only middleware in one as well: the instructions
+    of every thread are counted (``callgrind_threads``), the span processor's too (both sides export one span
+    per request to the null exporter)."""
+    import time
+
+    app = _django_asgi(side)
+    loop = asyncio.new_event_loop()
+
+    async def run() -> None:
+        for _ in range(loops):
+            await app(dict(_SCOPE), _django_receive(), _send)
+
+    try:
+        t0 = time.perf_counter()
+        loop.run_until_complete(run())
+        return time.perf_counter() - t0
+    finally:
+        loop.close()
+
+
 SIDES = {"FastAPI GET (ASGI, in-process)": (_fastapi_requests, ("none", "contrib", "contrib_same", "otelkit")),
          "Flask GET (WSGI, in-process)": (_flask_requests, ("none", "contrib", "otelkit")),
-         "Django GET (WSGI, in-process)": (_django_requests, ("none", "contrib", "otelkit"))}
+         "Django GET (WSGI, in-process)": (_django_requests, ("none", "contrib", "otelkit")),
+         "Django GET (ASGI, in-process)": (_django_asgi_requests, ("none", "contrib", "otelkit"))}
 # Callgrind targets: bench_servers:fastapi_requests_otelkit ...
 for _label, (_fn, _sides) in SIDES.items():
     for _side in _sides:
-        globals()[f"{_fn.__name__.lstrip('_')}_{_side}"] = functools.partial(_fn, side=_side)
+        _target = functools.partial(_fn, side=_side)
+        if _fn is _django_asgi_requests:  # the request's work is on asgiref's threads too (_callgrind)
+            _target.callgrind_threads = "all threads"  # type: ignore[attr-defined]
+        globals()[f"{_fn.__name__.lstrip('_')}_{_side}"] = _target
 
 
 def custom(fast: bool) -> list[dict[str, Any]]:
@@ -260,4 +318,5 @@ PAIRS: list[tuple[Any, ...]] = [
      _NO_CG),
     ("Flask GET: otelkit vs contrib (wall)", *_vs(_flask_requests, "contrib"), None, _NO_CG),
     ("Django GET: otelkit vs contrib (wall)", *_vs(_django_requests, "contrib"), None, _NO_CG),
+    ("Django ASGI GET: otelkit vs contrib (wall)", *_vs(_django_asgi_requests, "contrib"), None, _NO_CG),
 ]

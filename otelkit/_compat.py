@@ -640,7 +640,7 @@ def _lean_factory() -> tuple[Callable[[Any, type | None], Any], Callable[[Any, C
     from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, SynchronousMultiSpanProcessor, _Span
     from opentelemetry.sdk.trace import Tracer as SdkTracer
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-    from opentelemetry.sdk.trace.sampling import Decision
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_ON, Decision, ParentBased
     from opentelemetry.sdk.util import BoundedList
     from opentelemetry.sdk.version import __version__ as sdk_version
     from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, TraceFlags
@@ -662,8 +662,29 @@ def _lean_factory() -> tuple[Callable[[Any, type | None], Any], Callable[[Any, C
     # Values the SDK's cleaner returns unchanged (exact types: subclasses such as enums take the SDK's path).
     _ATOMIC = frozenset({str, int, float, bool, bytes, type(None)})
     _PLAIN_MAPPINGS = frozenset({dict, MappingProxyType})
+    _STR_ONLY = frozenset({str})
     _new = object.__new__
     _Lock = threading.Lock
+    _no_sampler = object()  # matches no sampler
+
+
+    def _sdk_default_on() -> Any:
+        """The SDK's own default sampler object (``parentbased_always_on``: what a ``TracerProvider()`` without a
+        sampler gets) when it is intact, else an object that matches no sampler. ``ParentBased(ALWAYS_ON)`` with the
+        default delegates makes the decisions of otelkit's ParentBasedAlwaysOn, so ``start_span`` decides it inline
+        too. Checked when a tracer is bound, like the other guards: another ParentBased instance, other delegates, a
+        subclass or a patched ``should_sample`` is called as the SDK calls it."""
+        delegates = (getattr(DEFAULT_ON, "_root", None), getattr(DEFAULT_ON, "_remote_parent_sampled", None),
+                     getattr(DEFAULT_ON, "_remote_parent_not_sampled", None),
+                     getattr(DEFAULT_ON, "_local_parent_sampled", None),
+                     getattr(DEFAULT_ON, "_local_parent_not_sampled", None))
+        should_sample = getattr(ParentBased.should_sample, "__qualname__", None)
+        intact = (type(DEFAULT_ON) is ParentBased and "should_sample" not in vars(DEFAULT_ON)
+                  and should_sample == "ParentBased.should_sample"
+                  and ParentBased.should_sample.__module__ == "opentelemetry.sdk.trace.sampling"
+                  and not hasattr(ParentBased.should_sample, "__wrapped__")
+                  and delegates == (ALWAYS_ON, ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF))
+        return DEFAULT_ON if intact else _no_sampler
 
 
     def _bounded_attributes(attributes: Any, maxlen: int | None, max_value_len: int | None) -> BoundedAttributes:
@@ -673,13 +694,15 @@ def _lean_factory() -> tuple[Callable[[Any, type | None], Any], Callable[[Any, C
         length limit, no more attributes than the limit. Anything else goes through the SDK's constructor.
         """
         if attributes:
-            if type(attributes) not in _PLAIN_MAPPINGS or (maxlen is not None and len(attributes) > maxlen):
+            # The checks run in C (set operations over map(type, ...)), not a Python loop per attribute: a
+            # message span starts with ~11. Same conditions as a per-item loop: str keys, none empty, values
+            # of the types above, strings within the length limit, no more than the limit.
+            if (type(attributes) not in _PLAIN_MAPPINGS or (maxlen is not None and len(attributes) > maxlen)
+                    or "" in attributes or not _STR_ONLY.issuperset(map(type, attributes))
+                    or not _ATOMIC.issuperset(map(type, attributes.values()))
+                    or (max_value_len is not None and any(
+                        type(value) is str and len(value) > max_value_len for value in attributes.values()))):
                 return BoundedAttributes(maxlen, attributes, immutable=False, max_value_len=max_value_len)
-            for key, value in attributes.items():
-                kind = type(value)
-                if kind not in _ATOMIC or type(key) is not str or not key or (
-                        kind is str and max_value_len is not None and len(value) > max_value_len):
-                    return BoundedAttributes(maxlen, attributes, immutable=False, max_value_len=max_value_len)
             items = dict(attributes)
         else:
             items = {}
@@ -739,6 +762,7 @@ def _lean_factory() -> tuple[Callable[[Any, type | None], Any], Callable[[Any, C
 
     def _make(tracer: Any, status: Any, inline_sampler: type | None) -> Callable[..., trace_api.Span]:
         getrandbits = random.getrandbits
+        default_on = _sdk_default_on()
         sdk_trace = sdk_trace_module
         span_key = str(SPAN_KEY)  # not None: lean_start_span checked it
         # The SDK's multi-processor's on_start loop, inline (see _skip_base): the processors whose on_start is
@@ -767,7 +791,7 @@ def _lean_factory() -> tuple[Callable[[Any, type | None], Any], Callable[[Any, C
             else:
                 trace_id = parent.trace_id
             sampler = tracer.sampler
-            if type(sampler) is inline_sampler:
+            if type(sampler) is inline_sampler or sampler is default_on:
                 # ParentBasedAlwaysOn.should_sample (ParentBased(ALWAYS_ON)'s decisions), inline: the parent is
                 # already looked up.
                 if parent is None:

@@ -94,8 +94,8 @@ def _reception(message: Any, host: str, port: int) -> tuple[Any, int]:
     attributes = {**_amqp.attributes(routing_key, exchange, host, port), _amqp.DELIVERY_TAG: tag}
     carrier, attempt = _amqp.delivery(getattr(message, "headers", None), getattr(message, "correlation_id", None),
                                       bool(getattr(message, "redelivered", False)))
-    scope = Reception(_amqp.destination(exchange, routing_key), carrier, system=_amqp.SYSTEM,
-                      message_id=getattr(message, "message_id", None), attempt=attempt, attributes=attributes)
+    scope = Reception._of_delivery(_amqp.destination(exchange, routing_key), carrier, _amqp.SYSTEM,
+                                   getattr(message, "message_id", None), attempt, attributes)
     return scope, tag
 
 

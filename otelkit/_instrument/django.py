@@ -7,9 +7,9 @@ reads its settings). A handler built before ``init()`` cannot be changed: its fi
 naming the fix (call ``otelkit.init()`` before ``get_wsgi_application()``), and its requests still get the
 correlation at the edge.
 
-Handlers built after ``init()`` get one middleware per WSGI request, otelkit's subclass of the contrib's doing the
-edge as well (:mod:`otelkit._instrument._django_layer`), when it can reproduce the contrib's configuration;
-otherwise, and for ASGI requests, the contrib middleware with the edge at ``WSGIHandler.__call__`` /
+Handlers built after ``init()`` get one middleware per WSGI and ASGI request, otelkit's subclass of the contrib's
+doing the edge as well (:mod:`otelkit._instrument._django_layer`), when it can reproduce the contrib's
+configuration; otherwise the contrib middleware with the edge at ``WSGIHandler.__call__`` /
 ``ASGIHandler.__call__`` and the request hook (:func:`otelkit._instrument._web.adopt`).
 
 SERVER spans named ``GET items/<int:item_id>`` with ``http.route`` (the URL pattern),
@@ -121,6 +121,7 @@ def _layer_middleware() -> tuple[Any, Any, Any] | None:
         logger.debug("otelkit: Django's one-layer middleware is not available", exc_info=True)
         return None
     layer.integration_state = _state
+    _state["asgi_layer"] = layer.ASGI  # the layer does the edge of ASGI requests too (else the ASGI wrapper)
     replaced = [layer.PATH, *original[1:]]
     return layer, original, (tuple(replaced) if isinstance(original, tuple) else replaced)
 
@@ -165,6 +166,8 @@ def _asgi_call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
     if not _state.get("active") or len(args) != 3 or kwargs or not isinstance(scope, dict) or \
             scope.get("type") != "http":
         return wrapped(*args, **kwargs)
+    if getattr(instance, "_otelkit_django", False) is LAYER and _state.get("asgi_layer"):
+        return wrapped(*args, **kwargs)  # its middleware does the edge (._django_layer)
     if not getattr(instance, "_otelkit_django", False) and not _state.get("warned"):
         _check_built_after_init(instance)
     return _asgi_request(wrapped, scope, args[1], args[2])
@@ -210,16 +213,16 @@ async def _lifespan(receive: Any, send: Any) -> None:
             return
 
 
-def _apply(_module: Any) -> None:
-    from django.core.handlers import base, wsgi
+def _apply_base(module: Any) -> None:
+    _common.wrap(module.BaseHandler, "load_middleware", _load_middleware)
 
-    _common.wrap(base.BaseHandler, "load_middleware", _load_middleware)
-    _common.wrap(wsgi.WSGIHandler, "__call__", _wsgi_call)
-    try:
-        from django.core.handlers import asgi
-    except ImportError:  # asgiref missing: WSGI only
-        return
-    _common.wrap(asgi.ASGIHandler, "__call__", _asgi_call)
+
+def _apply_wsgi(module: Any) -> None:
+    _common.wrap(module.WSGIHandler, "__call__", _wsgi_call)
+
+
+def _apply_asgi(module: Any) -> None:
+    _common.wrap(module.ASGIHandler, "__call__", _asgi_call)
 
 
 def plan() -> IntegrationStatus:
@@ -234,7 +237,11 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
     _state["tracer_provider"] = ctx.tracer_provider
     _state["meter_provider"] = ctx.meter_provider
     _web.configure(ctx.settings)
-    note = _web.when_imported("django.core.handlers.wsgi", _apply, _state)
+    # Each handler module on its own import: an ASGI-only project (asgi.py's get_asgi_application()) never
+    # imports the WSGI handler, and each imports base first (a hook there could not import them half-built).
+    note = _web.when_imported("django.core.handlers.base", _apply_base, _state)
+    _web.when_imported("django.core.handlers.wsgi", _apply_wsgi, _state)
+    _web.when_imported("django.core.handlers.asgi", _apply_asgi, _state)
     return IntegrationStatus(NAME, "enabled", f"django {status.version}; applications built after init(){note}",
                              version=status.version)
 

@@ -103,8 +103,8 @@ def _reception(impl: Any, method: Any, properties: Any) -> tuple[Any, int]:
     carrier, attempt = _amqp.delivery(getattr(properties, "headers", None),
                                       getattr(properties, "correlation_id", None),
                                       bool(getattr(method, "redelivered", False)))
-    scope = Reception(_amqp.destination(exchange, routing_key), carrier, system=_amqp.SYSTEM,
-                      message_id=getattr(properties, "message_id", None), attempt=attempt, attributes=attributes)
+    scope = Reception._of_delivery(_amqp.destination(exchange, routing_key), carrier, _amqp.SYSTEM,
+                                   getattr(properties, "message_id", None), attempt, attributes)
     return scope, tag
 
 

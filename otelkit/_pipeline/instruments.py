@@ -73,6 +73,14 @@ def tracer() -> trace.Tracer:
     if cached is not None and cached[0] is provider:
         return cached[1]
     new = provider.get_tracer(SCOPE, __version__, schema_url=SCHEMA_URL)
+    if type(new).__module__ == "opentelemetry.sdk.trace" and type(new).__name__ == "Tracer":
+        # An application's own SDK TracerProvider (not otelkit's proxy, whose tracers already are): the same
+        # lean start_span as otelkit's proxy tracer (the SDK's own _Span, built in one frame, when the installed
+        # SDK is one it was checked against; otherwise the SDK's start_span unchanged). Imported here: the
+        # pipeline never imports the SDK when no SDK provider is set.
+        from otelkit._proxy import ProxyTracer
+
+        new = ProxyTracer(new)
     _tracer_cache = (provider, new)
     return new
 

@@ -46,6 +46,7 @@ Outcome = Literal["ack", "retry", "dead_letter", "drop"]
 DEFAULT_MAX_LINKS = 128
 """Links per batch span (the SDK's default ``OTEL_SPAN_LINK_COUNT_LIMIT``)."""
 
+_new_object = object.__new__
 _EMPTY_CONTEXT = Context()  # what extracting from no carrier gives (a Context is never mutated in place)
 _current: contextvars.ContextVar[_Consumption | None] = contextvars.ContextVar("otelkit_pipeline_message",
                                                                                default=None)
@@ -552,7 +553,7 @@ class Emission(_Scope):
         fresh = type(headers) is dict and not headers
         self._t0 = time.perf_counter()
         try:
-            propagation.inject(headers, ctx)
+            propagation.inject(headers, ctx, fresh)
         except Exception as error:  # a broken propagator: the message goes out without trace context
             logger.debug("otelkit: could not inject trace context: %r", error)
         now_ms = f"{time.time() * 1000.0:.3f}"
@@ -606,7 +607,7 @@ class Emission(_Scope):
                 otel_context.detach(token)  # type: ignore[arg-type]
             return
         duration = time.perf_counter() - self._t0
-        attrs = _metric_attrs(self.system, self.destination, "send", None)
+        error_type: str | None = None
         try:  # whatever goes wrong while annotating, the span is still ended (never lost)
             message_id = self.message_id
             # an ID the broker assigned inside the block (msg.message_id = r.xadd(...)); the one given up front is
@@ -617,12 +618,14 @@ class Emission(_Scope):
                 error_type = _error_type(exc)
                 _mark_failed(span, exc, error_type)
                 _record(span, exc)  # noted, not reported: the caller's scope reports it
-                attrs = {**attrs, _names.ERROR_TYPE: error_type}
         finally:
             span.end()
         try:  # recorded while the span is still current, so histogram exemplars point at this trace
             ins = instruments()
-            if ins.live:
+            if ins.live:  # the attribute set only when a point is recorded (no meter provider: none)
+                attrs = _metric_attrs(self.system, self.destination, "send", None)
+                if error_type is not None:
+                    attrs = {**attrs, _names.ERROR_TYPE: error_type}
                 _compat.add_point(ins.sent, 1, attrs)
                 _compat.record_point(ins.operation_duration, duration, attrs)
         finally:
@@ -822,6 +825,46 @@ class Reception(_Consumption):
         # message pulled while another is current: a second queue, a batch settled out of order; a callback or a
         # job run while a pulled message is current) is that message's own operation.
         self._adoptive = False
+
+    @classmethod
+    def _of_delivery(cls, destination: str, carrier: Any, system: str, message_id: object, attempt: int,
+                     attributes: Mapping[str, Any]) -> Reception:
+        """``Reception(destination, carrier, system=system, message_id=message_id, attempt=attempt,
+        attributes=attributes)`` for a broker delivery an integration wraps (pika, aio-pika: once per message),
+        without the keyword call through two ``__init__`` and their coercion: the caller passes a str
+        ``destination`` and ``system`` and an int ``attempt``. The same instance attributes, with the same values
+        (``tests/unit/test_pipeline_scopes.py`` compares every slot with the constructor's)."""
+        self = _new_object(cls)
+        self.destination = destination
+        self.system = system
+        self.group = None
+        self.attempt = attempt
+        self.max_attempts = None
+        self.span = INVALID_SPAN
+        self.correlation_id = None
+        self._outcome = None
+        self._reason = None
+        self._token = None
+        self._cv_token = None
+        self._t0 = 0.0
+        self._base = {}
+        self._queued_at = None
+        self._carrier = carrier
+        self.message_id = message_id
+        self._parent = "none"
+        self._attributes = attributes
+        self._explicit_cid = None
+        self._properties = None
+        self._extra = None
+        self.payload = None
+        self.sent_at = None
+        self.enqueued_at = None
+        self.producer = None
+        self._instruments = None
+        self._release = None
+        self._adopted = None
+        self._adoptive = False
+        return self
 
     def _start(self) -> None:
         outer = _current.get()

@@ -43,6 +43,51 @@ def test_init_imports_no_framework_and_patches_one_imported_later() -> None:
     assert result["echo"] == "lazy-1" and result["header"] == "lazy-2"
 
 
+_ASGI_ONLY_DJANGO = r"""
+import asyncio, json, sys
+import otelkit
+otelkit.init(service_name="x", system_metrics=False, traces_exporter="none", metrics_exporter="none",
+             logs_exporter="none", instrument=["django"])
+import django
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import path
+settings.configure(ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, SECRET_KEY="x", MIDDLEWARE=[], INSTALLED_APPS=[],
+                   LOGGING_CONFIG=None)
+django.setup()
+urlpatterns = [path("items/<int:i>", lambda request, i: HttpResponse(otelkit.correlation_id() or ""))]
+from django.core.asgi import get_asgi_application  # what asgi.py does: the WSGI handler is never imported
+app = get_asgi_application()
+sent = []
+async def receive():
+    if not sent:
+        sent.append(None)
+        return {"type": "http.request", "body": b"", "more_body": False}
+    await asyncio.Event().wait()
+async def send(message):
+    sent.append(message)
+scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+         "path": "/items/1", "raw_path": b"/items/1", "query_string": b"", "root_path": "",
+         "headers": [(b"host", b"x"), (b"x-correlation-id", b"asgi-only-1")], "client": ("127.0.0.1", 1),
+         "server": ("x", 80)}
+asyncio.run(app(scope, receive, send))
+start = next(m for m in sent[1:] if m["type"] == "http.response.start")
+body = b"".join(m.get("body", b"") for m in sent[1:] if m["type"] == "http.response.body")
+print(json.dumps({"wsgi": "django.core.handlers.wsgi" in sys.modules, "layer": app._otelkit_django,
+                  "headers": [[k.decode().lower(), v.decode()] for k, v in start["headers"]], "body": body.decode()}))
+"""
+
+
+def test_asgi_only_django_project_is_instrumented() -> None:
+    """A project served by uvicorn imports only Django's ASGI handler: it is instrumented all the same (before,
+    otelkit patched Django when its WSGI handler was imported, so such a project got no span, ID or header)."""
+    proc = subprocess.run([sys.executable, "-c", _ASGI_ONLY_DJANGO], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["wsgi"] is False and result["layer"] == "one layer"
+    assert ["x-correlation-id", "asgi-only-1"] in result["headers"] and result["body"] == "asgi-only-1"
+
+
 @pytest.mark.parametrize("raw", [None, b"", "x" * 129, "a b", "a;b=c", "x\r\nSet-Cookie: a=b", b"\xff\xfe", 42,
                                  "correlation_id=1,other=2"])
 def test_malformed_or_missing_header_is_replaced_never_trusted(raw: object) -> None:

@@ -21,8 +21,9 @@ TESTING_ONLY = {"pytest", "rotel"}
 GUARDED = {"redis", "psycopg2-binary", "httpx", "uwsgi", "structlog", "loguru", "sentry-sdk",
            "opentelemetry-exporter-prometheus", "prometheus-client",
            "bullmq", "celery", "rq", "dramatiq", "pika", "arq",
-           # the web-framework extras (fastapi, starlette, flask, django)
-           "django", "opentelemetry-instrumentation-asgi", "opentelemetry-instrumentation-fastapi",
+           # the web-framework extras (fastapi, starlette, flask, django; asgiref is Django's own dependency,
+           # imported only by the Django middleware, which Django itself imports)
+           "django", "asgiref", "opentelemetry-instrumentation-asgi", "opentelemetry-instrumentation-fastapi",
            "opentelemetry-instrumentation-starlette", "opentelemetry-instrumentation-flask",
            "opentelemetry-instrumentation-django",
            "faststream", "aio-pika", "nats-py",

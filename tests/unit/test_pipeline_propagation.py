@@ -61,6 +61,35 @@ def test_inject_writes_what_the_propagators_write(textmap: str, entries: dict[st
     assert ours["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
 
 
+SPANS: list[Any] = [
+    SPAN,
+    NonRecordingSpan(SpanContext(0x1, 0x2, is_remote=False, trace_flags=TraceFlags(0))),  # unsampled, no tracestate
+    NonRecordingSpan(SpanContext(0x1, 0x2, is_remote=True, trace_flags=TraceFlags(0x03))),  # flags with the random bit
+    trace.INVALID_SPAN,
+    None,  # no span in the context
+    "not a span",  # something else under the span key: get_current_span's INVALID_SPAN
+]
+
+
+@pytest.mark.parametrize("span", SPANS, ids=["sampled+tracestate", "unsampled", "random-flag", "invalid", "none",
+                                             "not-a-span"])
+@pytest.mark.parametrize("entries", BAGGAGES, ids=lambda e: ",".join(e) or "none")
+def test_inject_into_a_fresh_dict_writes_what_the_propagators_write(textmap: str, entries: dict[str, str],
+                                                                    span: Any) -> None:
+    """An emission's new header dict (``fresh=True``): the same headers as the configured propagators write."""
+    from otelkit._compat import SPAN_KEY
+
+    ctx = Context() if span is None else Context({SPAN_KEY: span})  # type: ignore[dict-item]
+    for key, value in entries.items():
+        ctx = baggage.set_baggage(key, value, ctx)
+    ours: dict[str, Any] = {}
+    propagation.inject(ours, ctx, fresh=True)
+    theirs: dict[str, Any] = {}
+    propagate.inject(theirs, context=ctx)
+    assert ours == theirs
+    assert ("traceparent" in ours) == (span in SPANS[:3])
+
+
 @pytest.mark.parametrize("entries", BAGGAGES, ids=lambda e: ",".join(e) or "none")
 @pytest.mark.parametrize("as_bytes", [False, True])
 def test_extract_reads_what_the_propagators_read(textmap: str, entries: dict[str, str], as_bytes: bool) -> None:

@@ -653,3 +653,35 @@ def test_no_points_without_a_meter_provider_and_a_provider_set_mid_message_gets_
     assert otel.point(E2E, **{"messaging.destination.name": "q-live"}).count == 1
     assert otel.point(SENT, **{"messaging.destination.name": "q-live"}).value == 1
     assert [s.name for s in otel.spans()].count("process q-live") == 2
+
+
+def _slots(scope: object) -> dict[str, Any]:
+    names = [name for klass in type(scope).__mro__ for name in getattr(klass, "__slots__", ())]
+    return {name: getattr(scope, name) for name in names}  # an unset slot raises AttributeError here
+
+
+@pytest.mark.parametrize("carrier", [None, {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}])
+def test_the_delivery_constructor_makes_what_the_constructor_makes(carrier: Any) -> None:
+    """The AMQP integrations' per-message ``Reception._of_delivery`` sets every slot as ``Reception(...)`` does."""
+    from otelkit._pipeline.scopes import Reception
+
+    attributes = {"messaging.rabbitmq.message.delivery_tag": 7}
+    made = Reception("q1", carrier, system="rabbitmq", message_id="m-1", attempt=2, attributes=attributes)
+    fast = Reception._of_delivery("q1", carrier, "rabbitmq", "m-1", 2, attributes)
+    assert type(fast) is Reception
+    assert _slots(fast) == _slots(made)
+
+
+def test_a_delivery_scope_records_the_same_span(otel: Telemetry) -> None:
+    from otelkit._pipeline.scopes import Reception
+
+    attributes = {"messaging.rabbitmq.message.delivery_tag": 7}
+    with Reception("q1", None, system="rabbitmq", message_id="m-1", attempt=2, attributes=attributes):
+        pass
+    with Reception._of_delivery("q1", None, "rabbitmq", "m-1", 2, attributes):
+        pass
+    made, fast = otel.spans()
+    ignored = {"messaging.message.conversation_id", "otelkit.correlation_id"}  # a fresh ID per message
+    assert (made.name, made.kind) == (fast.name, fast.kind) == ("process q1", SpanKind.CONSUMER)
+    assert ({k: v for k, v in made.attributes.items() if k not in ignored}
+            == {k: v for k, v in fast.attributes.items() if k not in ignored})

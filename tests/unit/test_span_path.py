@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcess
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON, ParentBased, TraceIdRatioBased
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.version import __version__ as sdk_version
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -219,6 +219,12 @@ def _lean_cases() -> list[tuple[str, dict[str, Any], Any]]:
          SpanLimits(max_span_attribute_length=10, max_span_attributes=5)),
         ("more attributes than the limit", {"attributes": {f"k{i}": i for i in range(5)}},
          SpanLimits(max_span_attributes=3)),
+        # each condition of the lean path's attribute check on its own (one would hide another above)
+        ("an empty key alone", {"attributes": {"": 1, "a": "b"}}, None),
+        ("a non-str key alone", {"attributes": {3: "x", "a": "b"}}, None),
+        ("a sequence value alone", {"attributes": {"seq": [1, 2], "a": "b"}}, None),
+        ("a str subclass value alone", {"attributes": {"s": Color("c"), "a": "b"}}, None),
+        ("one long string alone", {"attributes": {"s": "x" * 11, "a": "b"}}, SpanLimits(max_span_attribute_length=10)),
         ("links", {"links": [link, None]}, None),
         ("explicit empty context", {"context": Context()}, None),
     ]
@@ -238,8 +244,8 @@ def _run_lean_case(start: Callable[..., Any], recorder: _Recorder, kwargs: dict[
 
 @pytest.mark.parametrize(("kwargs", "limits"), [(kw, lim) for _, kw, lim in _lean_cases()],
                          ids=[name for name, _, _ in _lean_cases()])
-@pytest.mark.parametrize("sampler", [ParentBasedAlwaysOn(), ParentBased(ALWAYS_ON), TraceIdRatioBased(0.5)],
-                         ids=["otelkit-default", "sdk-default", "ratio"])
+@pytest.mark.parametrize("sampler", [ParentBasedAlwaysOn(), DEFAULT_ON, ParentBased(ALWAYS_ON), TraceIdRatioBased(0.5)],
+                         ids=["otelkit-default", "sdk-default-object", "sdk-parent-based", "ratio"])
 def test_lean_start_span_builds_the_sdks_span(kwargs: dict[str, Any], limits: Any, sampler: Any,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import opentelemetry.sdk.trace as sdk_trace
@@ -289,6 +295,52 @@ def test_the_proxy_uses_the_lean_path_for_sdk_tracers() -> None:
     assert ("._make.<locals>.start_span" in tracer.start_span.__qualname__) == sdk_version.startswith(VERIFIED_SDK)
     with tracer.start_as_current_span("x") as span:
         assert type(span).__name__ == "_Span"
+
+
+def test_the_pipeline_tracer_takes_the_lean_path_on_an_applications_own_sdk_provider(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """otelkit's integrations on a TracerProvider the application set itself (not otelkit's proxy): the lean path,
+    and the spans they start are the SDK's own, exported as before."""
+    from otelkit._pipeline import instruments, scopes
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()  # the SDK's default sampler object (DEFAULT_ON): decided inline
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    monkeypatch.setattr(instruments, "_tracer_cache", None)
+    tracer = instruments.tracer()
+    assert instruments.tracer() is tracer  # cached per provider
+    assert ("._make.<locals>.start_span" in tracer.start_span.__qualname__) == sdk_version.startswith(VERIFIED_SDK)
+    with scopes.Reception("q1", None, system="rabbitmq", attributes={"messaging.rabbitmq.message.delivery_tag": 3}):
+        pass
+    (span,) = exporter.get_finished_spans()
+    assert type(span).__name__ == "ReadableSpan" and span.name == "process q1" and span.kind == trace.SpanKind.CONSUMER
+    assert span.attributes["messaging.rabbitmq.message.delivery_tag"] == 3
+    assert span.attributes["otelkit.outcome"] == "ack"
+    assert span.instrumentation_scope.name == instruments.SCOPE
+
+
+def test_the_sdks_default_sampler_is_decided_inline_unless_patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DEFAULT_ON (a TracerProvider() without a sampler) is decided without calling it; a patched should_sample, seen
+    when the tracer is bound, is called as the SDK calls it."""
+    if not sdk_version.startswith(VERIFIED_SDK):
+        pytest.skip(f"SDK {sdk_version}: the lean path is off")
+    calls: list[str] = []
+    original = ParentBased.should_sample
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(type(self).__name__)
+        return original(self, *args, **kwargs)
+
+    bound_before = lean_start_span(TracerProvider().get_tracer("t"), ParentBasedAlwaysOn)
+    monkeypatch.setattr(ParentBased, "should_sample", spy)
+    assert bound_before is not None
+    bound_before("inline").end()
+    assert calls == []  # decided inline (bound while should_sample was the SDK's)
+    bound_after = lean_start_span(TracerProvider().get_tracer("t"), ParentBasedAlwaysOn)
+    assert bound_after is not None
+    bound_after("patched").end()
+    assert calls == ["ParentBased"]  # the patched sampler is asked
 
 
 # --- the lean end (``_compat.lean_end_span``): Span.end's effects, processor by processor ------------------------
