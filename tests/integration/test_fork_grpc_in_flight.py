@@ -17,7 +17,9 @@ import pytest
 
 from otelkit.testing._receiver import OtlpReceiver
 
-FORKS = 100
+FORKS = 100  # at most: the loop stops forking after FORK_SECONDS (a loaded machine forks slowly)
+FORK_SECONDS = 120
+MIN_FORKS = 20  # fewer than this in FORK_SECONDS and the test says so instead of passing on a thin run
 
 FORK_LOOP = r"""
 import os, sys, threading
@@ -33,7 +35,13 @@ def busy():  # spans all the time, exported every millisecond: a request is in f
             pass
 threading.Thread(target=busy, daemon=True).start()
 failed = []
+import time
+deadline = time.monotonic() + float(sys.argv[2])
+forks = 0
 for i in range(int(sys.argv[1])):
+    if time.monotonic() > deadline:
+        break
+    forks += 1
     pid = os.fork()
     if pid == 0:
         with tracer.start_as_current_span("child") as span:
@@ -44,6 +52,7 @@ for i in range(int(sys.argv[1])):
         failed.append((i, status))
 stop.set()
 print("FAILED", failed)
+print("FORKS", forks)
 """
 
 
@@ -60,17 +69,20 @@ def test_forking_while_a_grpc_export_is_in_flight(otelkit_otlp_receiver: OtlpRec
         "OTELKIT_SHUTDOWN_TIMEOUT": "20000",
         "OTELKIT_SYSTEM_METRICS": "false",
     })
-    done = subprocess.run([sys.executable, "-c", FORK_LOOP, str(FORKS)], env=env, capture_output=True, text=True,
-                          timeout=280)
+    # A child's flush waits up to 30 s on a loaded machine: the loop's own deadline plus one such flush.
+    done = subprocess.run([sys.executable, "-c", FORK_LOOP, str(FORKS), str(FORK_SECONDS)], env=env,
+                          capture_output=True, text=True, timeout=FORK_SECONDS + 100)
     assert done.returncode == 0, done.stderr
     assert "FAILED []" in done.stdout, done.stdout + done.stderr
+    forks = int(done.stdout.split("FORKS")[-1].split()[0])
+    assert forks >= MIN_FORKS, f"only {forks} forks in {FORK_SECONDS} s: too few to exercise the race"
     # gRPC's own account of the race: its fork handlers were skipped because a thread was inside gRPC.
     assert "skipping fork() handlers" not in done.stderr, done.stderr
     # Every child's span arrived, once (children flush before exiting, so all were sent when the loop ended).
     children = otelkit_otlp_receiver.wait_for(
-        lambda: (s if len(s := otelkit_otlp_receiver.spans("child")) >= FORKS else []), timeout=30,
-        message=f"{FORKS} child spans; stderr:\n{done.stderr}")
-    assert sorted(s.attributes["i"] for s in children) == list(range(FORKS))
+        lambda: (s if len(s := otelkit_otlp_receiver.spans("child")) >= forks else []), timeout=30,
+        message=f"{forks} child spans; stderr:\n{done.stderr}")
+    assert sorted(s.attributes["i"] for s in children) == list(range(forks))
 
 
 HUNG_AT_FORK = r"""

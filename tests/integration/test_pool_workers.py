@@ -83,6 +83,9 @@ def assert_exactly_once(receiver: OtlpReceiver, idioms: list[str], *, parent_don
     assert len(span_ids) == len(set(span_ids))
 
 
+# Seven idioms, each starting fresh interpreters (spawn, forkserver) that import otelkit and the SDK: minutes of
+# CPU on a loaded 2-core machine. The limit is run_app's own, not the suite's 120 s default.
+@pytest.mark.timeout(660)
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_every_pool_idiom_delivers_every_span_once(otelkit_otlp_receiver: OtlpReceiver, method: str) -> None:
     idioms = idioms_for(method)
