@@ -31,14 +31,11 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import weakref
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
-from opentelemetry import context as otel_context
-
-from otelkit._instrument import _amqp, _common, _lazy
+from otelkit._instrument import _amqp, _async_pulled, _common, _lazy
 from otelkit._pipeline import carrying
 from otelkit._status import IntegrationStatus
 
@@ -187,44 +184,6 @@ def _settler(name: str) -> Any:
 _pulled: dict[int, tuple[Any, bool, int, Any, Any]] = {}
 
 
-def _task() -> Any:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:
-        return None
-
-
-# Context tokens of pulled messages ended from another task (an iterator closed, a message settled there), per
-# pulling task: a token can only be detached in the context that attached it, so the pulling task gives them back
-# at its next get()/iteration/close (the end of its loop) instead of running on under a finished message.
-_orphans: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any]]] = weakref.WeakKeyDictionary()
-
-
-def _forget_context(scope: Any, task: Any) -> None:
-    """Detach the scope's context when still in the task that attached it (a token is bound to its context)."""
-    if task is not None and _task() is not task:
-        tokens = (scope._token, scope._cv_token)
-        scope._token = scope._cv_token = None  # another task's context: given back by that task (_give_back)
-        if tokens != (None, None):
-            _orphans.setdefault(task, []).append(tokens)
-    else:
-        scope._detach()
-
-
-def _give_back() -> None:
-    """In the pulling task: detach the context of its messages another task ended (newest first)."""
-    task = _task()
-    tokens = _orphans.pop(task, None) if task is not None else None
-    for token, cv_token in reversed(tokens or ()):
-        try:
-            if token is not None:
-                otel_context.detach(token)
-            if cv_token is not None:
-                cv_token.var.reset(cv_token)
-        except Exception:  # telemetry never breaks the application's loop
-            pass
-
-
 def _end_pulled(key: int, outcome: str | None, reason: str | None) -> None:
     entry = _pulled.pop(key, None)
     if entry is None:
@@ -232,7 +191,7 @@ def _end_pulled(key: int, outcome: str | None, reason: str | None) -> None:
     scope, _no_ack, _owner, task, _message = entry
     try:
         scope._set_outcome(outcome, reason)
-        _forget_context(scope, task)
+        _async_pulled.forget(scope, task)
         scope.__exit__(None, None, None)
     except Exception:  # telemetry never breaks the application's settle
         pass
@@ -247,7 +206,7 @@ def _release(owner: int) -> None:
             _end_pulled(key, "ack", None)
         else:
             try:
-                _forget_context(scope, task)
+                _async_pulled.forget(scope, task)
             except Exception:
                 pass
 
@@ -257,7 +216,7 @@ def _release_adopted(scope: Any, exc: BaseException | None) -> None:
     for key, entry in list(_pulled.items()):
         if entry[0] is scope:
             _pulled.pop(key, None)
-            _forget_context(scope, entry[3])
+            _async_pulled.forget(scope, entry[3])
     scope.__exit__(type(exc) if exc is not None else None, exc, exc.__traceback__ if exc is not None else None)
 
 
@@ -267,7 +226,7 @@ def _pulled_message(message: Any, owner: int, channel: Any, no_ack: bool) -> Non
         scope, _tag = _reception(message, host, port)
         scope.__enter__()
         scope._release = _release_adopted
-        _pulled[id(message)] = (scope, bool(no_ack), owner, _task(), message)
+        _pulled[id(message)] = (scope, bool(no_ack), owner, _async_pulled.current_task(), message)
     except Exception:  # an odd message: handled untraced, never an error from telemetry
         from otelkit._internal_log import logger
 
@@ -277,8 +236,8 @@ def _pulled_message(message: Any, owner: int, channel: Any, no_ack: bool) -> Non
 async def _get(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not _enabled:
         return await wrapped(*args, **kwargs)
-    if _orphans:
-        _give_back()
+    if _async_pulled.orphans:
+        _async_pulled.give_back()
     if _pulled:
         _release(id(instance))
     message = await wrapped(*args, **kwargs)
@@ -291,8 +250,8 @@ async def _get(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
 async def _anext(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not _enabled:
         return await wrapped(*args, **kwargs)
-    if _orphans:
-        _give_back()
+    if _async_pulled.orphans:
+        _async_pulled.give_back()
     if _pulled:
         _release(id(instance))
     message = await wrapped(*args, **kwargs)
@@ -312,8 +271,8 @@ async def _iterator_close(wrapped: Any, instance: Any, args: tuple[Any, ...], kw
             if held_by == owner:
                 _end_pulled(key, "ack" if no_ack else "retry",
                             None if no_ack else "iterator closed with the message unsettled (requeued)")
-    if _orphans:
-        _give_back()
+    if _async_pulled.orphans:
+        _async_pulled.give_back()
     return await wrapped(*args, **kwargs)
 
 

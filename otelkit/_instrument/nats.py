@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import weakref
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
@@ -38,7 +37,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from otelkit._compat import SUPPRESS_INSTRUMENTATION_KEY
-from otelkit._instrument import _amqp, _common, _lazy
+from otelkit._instrument import _amqp, _async_pulled, _common, _lazy
 from otelkit._status import IntegrationStatus
 
 NAME = "nats"
@@ -231,19 +230,12 @@ def _settler(outcome: str) -> Any:
 _fetched: dict[int, list[Any]] = {}
 
 
-def _task() -> Any:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:
-        return None
-
-
 def _start_fetched(entry: list[Any]) -> None:
     msg, owner, _scope, _task_ = entry
     scope = _reception(msg, owner[1])
     scope.__enter__()
     scope._release = _release_adopted
-    entry[2], entry[3] = scope, _task()
+    entry[2], entry[3] = scope, _async_pulled.current_task()
 
 
 def _release_adopted(scope: Any, exc: BaseException | None) -> None:
@@ -259,37 +251,10 @@ def _release_adopted(scope: Any, exc: BaseException | None) -> None:
     scope.__exit__(*exc_info)
 
 
-# Context tokens of fetched messages settled from another task, per fetching task: a token can only be detached
-# in the context that attached it, so the fetching task gives them back at its next fetch() instead of running on
-# under a finished message.
-_orphans: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any]]] = weakref.WeakKeyDictionary()
-
-
 def _forget_context(entry: list[Any]) -> None:
-    scope, task = entry[2], entry[3]
-    if scope is None:
-        return
-    if task is not None and _task() is not task:
-        tokens = (scope._token, scope._cv_token)
-        scope._token = scope._cv_token = None  # another task's context: given back by that task (_give_back)
-        if tokens != (None, None):
-            _orphans.setdefault(task, []).append(tokens)
-    else:
-        scope._detach()
-
-
-def _give_back() -> None:
-    """In the fetching task: detach the context of its messages another task settled (newest first)."""
-    task = _task()
-    tokens = _orphans.pop(task, None) if task is not None else None
-    for token, cv_token in reversed(tokens or ()):
-        try:
-            if token is not None:
-                otel_context.detach(token)
-            if cv_token is not None:
-                cv_token.var.reset(cv_token)
-        except Exception:  # telemetry never breaks the application's loop
-            pass
+    """Detach the entry's context, or park it for the fetching task (:mod:`._async_pulled`)."""
+    if entry[2] is not None:
+        _async_pulled.forget(entry[2], entry[3])
 
 
 def _activate_next(owner_key: int) -> None:
@@ -324,8 +289,8 @@ async def _fetch(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
     if not _enabled:
         return await wrapped(*args, **kwargs)
     key = id(instance)
-    if _orphans:
-        _give_back()
+    if _async_pulled.orphans:
+        _async_pulled.give_back()
     if _fetched:
         for entry in list(_fetched.values()):
             if entry[1][0] == key:
