@@ -103,6 +103,9 @@ _RUNNERS = frozenset((
 ))
 
 
+_INTERPRETER_RE = re.compile(r"python[0-9.]*[dmt]?(\.exe)?")
+
+
 @lru_cache(maxsize=8)
 def _derive_version(argv0: str, module: str | None) -> tuple[str | None, str]:
     from importlib import metadata
@@ -118,7 +121,9 @@ def _derive_version(argv0: str, module: str | None) -> tuple[str | None, str]:
         base = os.path.basename(argv0)
         if base in _RUNNERS:
             return None, f"nothing found ({base} runs other code: its version is not the service's)"
-        if base and not base.endswith(".py"):
+        # "-c" (python -c), "-" (stdin) and the interpreter itself are never console scripts: scanning every
+        # installed distribution's entry points for them cost ~40M instructions of each such start-up.
+        if base and not base.endswith(".py") and not base.startswith("-") and not _INTERPRETER_RE.fullmatch(base):
             for ep in metadata.entry_points(group="console_scripts", name=base):
                 if ep.dist is not None:
                     return ep.dist.version, f"the installed distribution {ep.dist.name}"

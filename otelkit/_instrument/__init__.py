@@ -28,39 +28,15 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from otelkit import _compat, _sentry
 from otelkit._instrument import _common, entry_points
-from otelkit._instrument import aio_pika as _aio_pika
-from otelkit._instrument import aiohttp_client as _aiohttp_client
-from otelkit._instrument import arq as _arq
-from otelkit._instrument import asyncpg as _asyncpg
-from otelkit._instrument import bullmq as _bullmq
-from otelkit._instrument import celery as _celery
-from otelkit._instrument import django as _django
-from otelkit._instrument import dramatiq as _dramatiq
-from otelkit._instrument import fastapi as _fastapi
-from otelkit._instrument import faststream as _faststream
-from otelkit._instrument import flask as _flask
-from otelkit._instrument import httpx as _httpx
 from otelkit._instrument import logging as _logging
-from otelkit._instrument import nats as _nats
-from otelkit._instrument import pika as _pika
-from otelkit._instrument import psycopg as _psycopg
-from otelkit._instrument import psycopg2 as _psycopg2
-from otelkit._instrument import redis as _redis
-from otelkit._instrument import requests as _requests
-from otelkit._instrument import rq as _rq
-from otelkit._instrument import sqlalchemy as _sqlalchemy
-from otelkit._instrument import starlette as _starlette
-from otelkit._instrument import system_metrics as _system_metrics
-from otelkit._instrument import threads as _threading
-from otelkit._instrument import urllib3 as _urllib3
-from otelkit._instrument import uvicorn as _uvicorn
 from otelkit._internal_log import logger
 from otelkit._status import IntegrationStatus
 
@@ -72,13 +48,46 @@ if TYPE_CHECKING:
 
 __all__ = ["IntegrationStatus", "instrument_all", "integration_status", "plan", "uninstrument_all"]
 
-LIBRARIES: tuple[ModuleType, ...] = (
-    _redis, _psycopg2, _httpx, _threading,
-    _requests, _urllib3, _aiohttp_client, _psycopg, _asyncpg, _sqlalchemy,
-    _bullmq, _celery, _rq, _dramatiq, _arq,
-    _fastapi, _starlette, _flask, _django, _uvicorn,
-    _faststream, _pika, _aio_pika, _nats,
-)
+class _Integration:
+    """An integration module imported on first use: its ``NAME`` is known without importing it.
+
+    ``init()`` touches only the names of the integrations it leaves off (``instrument=``,
+    ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``), so their modules (and what they import: the pipeline, asyncio,
+    psutil...) are never loaded: measured, importing every integration module eagerly cost about a third of
+    ``import otelkit; otelkit.init(instrument=())`` in instructions (benchmarks/RESULTS.md, 17.5, session 7).
+    """
+
+    __slots__ = ("NAME", "_path", "_module")
+
+    def __init__(self, name: str, module: str) -> None:
+        self.NAME = name
+        self._path = f"otelkit._instrument.{module}"
+        self._module: ModuleType | None = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        module = self._module
+        if module is None:
+            module = self._module = importlib.import_module(self._path)
+        return getattr(module, attribute)
+
+    def __repr__(self) -> str:
+        return f"<otelkit integration {self.NAME!r} ({self._path})>"
+
+    def loaded(self) -> bool:
+        """Whether its module was imported (through this object or directly): else it instrumented nothing."""
+        return self._module is not None or self._path in sys.modules
+
+
+LIBRARIES: tuple[Any, ...] = tuple(_Integration(name, module) for name, module in (
+    ("redis", "redis"), ("psycopg2", "psycopg2"), ("httpx", "httpx"), ("threading", "threads"),
+    ("requests", "requests"), ("urllib3", "urllib3"), ("aiohttp-client", "aiohttp_client"), ("psycopg", "psycopg"),
+    ("asyncpg", "asyncpg"), ("sqlalchemy", "sqlalchemy"),
+    ("bullmq", "bullmq"), ("celery", "celery"), ("rq", "rq"), ("dramatiq", "dramatiq"), ("arq", "arq"),
+    ("fastapi", "fastapi"), ("starlette", "starlette"), ("flask", "flask"), ("django", "django"),
+    ("uvicorn", "uvicorn"),
+    ("faststream", "faststream"), ("pika", "pika"), ("aio-pika", "aio_pika"), ("nats", "nats"),
+))
+_system_metrics: Any = _Integration("system_metrics", "system_metrics")
 """Integrations selected by ``instrument=`` (plus entry points)."""
 BUILTIN_NAMES = (
     "logging", "redis", "psycopg2", "httpx", "threading", "system_metrics",
@@ -169,7 +178,7 @@ def _source(settings: Settings, field: str, env: str) -> str:
     return "argument" if source == "argument" else (source or env)
 
 
-def _run(name: str, module: ModuleType, ctx: _common.Context) -> IntegrationStatus:
+def _run(name: str, module: Any, ctx: _common.Context) -> IntegrationStatus:
     try:
         status: IntegrationStatus = module.instrument(ctx)
     except Exception as exc:
@@ -183,9 +192,11 @@ def _run(name: str, module: ModuleType, ctx: _common.Context) -> IntegrationStat
     return status
 
 
-def _stop(name: str, module: ModuleType | None) -> None:
+def _stop(name: str, module: Any) -> None:
     try:
-        if module is not None:
+        if isinstance(module, _Integration) and not module.loaded():
+            pass  # never imported, so never instrumented: nothing to undo (and nothing to import for it)
+        elif module is not None:
             module.uninstrument()
         else:
             entry_points.uninstrument_one(name)

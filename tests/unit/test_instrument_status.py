@@ -335,3 +335,38 @@ def test_a_typo_in_instrument_is_warned_about(caplog: pytest.LogCaptureFixture) 
     assert status["redsi"].state == "skipped"
     warned = [r.getMessage() for r in caplog.records if "redsi" in r.getMessage()]
     assert len(warned) == 1 and "redis" in warned[0]
+
+
+def test_integration_names_known_without_import_match_their_modules() -> None:
+    """``init()`` reads the name of an integration it leaves off without importing its module: they must agree."""
+    import importlib
+
+    from otelkit import _instrument
+
+    for integration in (*_instrument.LIBRARIES, _instrument._system_metrics):
+        module = importlib.import_module(integration._path)
+        assert integration.NAME == module.NAME, integration
+        assert integration.instrument is module.instrument
+
+
+_OFF_PROGRAM = r"""
+import json, sys
+import otelkit
+otelkit.init(service_name="lazy", instrument=(), system_metrics=False, traces_exporter="none",
+             metrics_exporter="none", logs_exporter="none")
+loaded = sorted(m for m in sys.modules if m.startswith("otelkit._instrument.") and not m.split(".")[-1].startswith("_"))
+print(json.dumps({"loaded": loaded, "states": sorted({s.state for s in otelkit.integration_status()})}))
+"""
+
+
+def test_integrations_left_off_are_not_imported() -> None:
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _OFF_PROGRAM], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # Only the always-on pieces: logging correlation, and the entry-point scanner.
+    assert result["loaded"] == ["otelkit._instrument.entry_points", "otelkit._instrument.logging"], result
+    assert "enabled" in result["states"] and "disabled" in result["states"], result

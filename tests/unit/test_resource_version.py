@@ -117,6 +117,9 @@ def test_derivation_function_with_module_and_console_script_names() -> None:
     assert derive("/somewhere/bin/pip", None)[0] == PIP_VERSION  # console_scripts entry point name
     assert derive("/somewhere/app.py", None) == (None, "nothing found")
     assert derive("", "no_such_module_otelkit_test") == (None, "nothing found")
+    # python -c / reading stdin / the interpreter itself: never a console script, so no entry-point scan.
+    for argv0 in ("-c", "-", "/usr/bin/python3", "python3.11", "python"):
+        assert derive(argv0, None) == (None, "nothing found"), argv0
 
 
 def test_argument_beats_the_derived_version(monkeypatch: pytest.MonkeyPatch) -> None:
