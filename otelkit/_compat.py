@@ -131,6 +131,7 @@ __all__ = [
     "points_fast",
     "record_point",
     "reset_points",
+    "sdk_version",
 ]
 
 
@@ -563,6 +564,12 @@ VERIFIED_SDK = ("1.45.",)
 _lean_for: Any = None  # the checked builder, once made; False if it could not be
 
 
+def _is_sdk_code(function: Any, module: str, qualname: str) -> bool:
+    """Whether ``function`` is the SDK's own ``module.qualname``: not replaced, subclassed or wrapped by anyone."""
+    return (getattr(function, "__module__", None) == module and getattr(function, "__qualname__", None) == qualname
+            and not hasattr(function, "__wrapped__"))
+
+
 def lean_start_span(tracer: Any, inline_sampler: type | None = None) -> Callable[..., Any] | None:
     """A leaner ``tracer.start_span`` building the SDK's own ``_Span``, or None when the SDK's must be used.
 
@@ -844,8 +851,7 @@ def _lean_factory() -> tuple[Callable[[Any, type | None], Any], Callable[[Any, C
 
 
     def _sdk_code(function: Any, qualname: str) -> bool:
-        return (getattr(function, "__module__", None) == "opentelemetry.sdk.trace"
-                and getattr(function, "__qualname__", None) == qualname and not hasattr(function, "__wrapped__"))
+        return _is_sdk_code(function, "opentelemetry.sdk.trace", qualname)
 
 
     def _same_layout() -> Any:
@@ -1102,7 +1108,7 @@ _POINT_MEMO_MAX = 1024  # dict objects remembered at once; then forgotten togeth
 _PLAIN_VALUES = (str, bool, int, float)  # the values the SDK's cleaner returns unchanged (no length limit)
 
 
-def _sdk_version() -> str:
+def sdk_version() -> str:
     from opentelemetry.sdk.version import __version__
 
     return __version__
@@ -1162,7 +1168,7 @@ def _install_points() -> None:
 
 def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
                                Callable[[Any, float, Mapping[str, Any]], None]] | None:
-    if not _sdk_version().startswith(VERIFIED_SDK):
+    if not sdk_version().startswith(VERIFIED_SDK):
         return None
     from dataclasses import fields
     from math import inf
@@ -1187,10 +1193,7 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
         consume = consume.__wrapped__
     sdk_consume = consume
 
-    def sdk_code(function: Any, module: str, qualname: str) -> bool:
-        return (getattr(function, "__module__", None) == module and getattr(function, "__qualname__", None) == qualname
-                and not hasattr(function, "__wrapped__"))
-
+    sdk_code = _is_sdk_code
     # The SDK's own code, not patched or subclassed by someone else: what the remembered path stands in for.
     base = "opentelemetry.sdk.metrics._internal."
     if not (sdk_code(sdk_counter.add, base + "instrument", "Counter.add")

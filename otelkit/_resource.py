@@ -237,9 +237,9 @@ def build_resource(settings: Settings) -> Resource:
 
 @lru_cache(maxsize=1)
 def _sdk_version() -> str:
-    from importlib import metadata
-
+    # The SDK's own version module (what _compat checks VERIFIED_SDK against): no scan of the installed
+    # distributions' metadata on init()'s path.
     try:
-        return metadata.version("opentelemetry-sdk")
-    except metadata.PackageNotFoundError:
+        return _compat.sdk_version()
+    except ImportError:
         return "unknown"

@@ -152,7 +152,7 @@ def test_the_fast_path_is_taken_on_a_verified_sdk(monkeypatch: pytest.MonkeyPatc
 
 
 def test_an_unverified_sdk_takes_the_sdk_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_compat, "_sdk_version", lambda: "1.40.0")
+    monkeypatch.setattr(_compat, "sdk_version", lambda: "1.40.0")
     _compat.reset_points()
     assert not _compat.points_fast()
     calls: list[object] = []
