@@ -126,6 +126,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports on 127.0.0.1 that nothing listens on right now.
+
+    Bound together: ``free_port()`` twice can return the same port once the first socket is closed (seen in
+    CI: a collector given one port for both of its receivers could not start).
+    """
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def refused_endpoint() -> str:
     """``127.0.0.1:port`` with nothing listening: connecting is refused."""
     return f"127.0.0.1:{free_port()}"
@@ -930,8 +946,7 @@ class RotelCollector:
             raise FileNotFoundError("rotel-agent not found: pip install rotel")
         self.binary = found
         self.receiver = receiver
-        self.grpc_port = free_port()
-        self.http_port = free_port()
+        self.grpc_port, self.http_port = free_ports(2)
         self._batch_timeout_ms = batch_timeout_ms
         self._extra = list(extra_args)
         self._dir = tempfile.mkdtemp(prefix="otelkit-rotel-")
