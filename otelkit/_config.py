@@ -41,6 +41,7 @@ from typing import Any, Literal
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from otelkit import _resource
+from otelkit._regex import deferred
 
 __all__ = [
     "PARAMS",
@@ -377,14 +378,15 @@ def _str(raw: Any) -> str:
 
 
 MAX_SERVICE_NAME_LENGTH = 255
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_CHARS = deferred(globals(), "_CONTROL_CHARS", r"[\x00-\x1f\x7f-\x9f]")
 
 
-_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+# A header name a setting names (the correlation ID header): at most 64 characters.
+_SETTING_HEADER_NAME = deferred(globals(), "_SETTING_HEADER_NAME", r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 
 
 def _header_name(raw: Any) -> str:
-    if isinstance(raw, str) and _HEADER_NAME.fullmatch(raw.strip()):
+    if isinstance(raw, str) and _SETTING_HEADER_NAME.fullmatch(raw.strip()):
         return raw.strip()
     raise _Invalid("an HTTP header name (letters, digits, '-', at most 64 characters), e.g. X-Request-ID")
 
@@ -537,8 +539,8 @@ def _exporters(options: Sequence[str]) -> Caster:
 
 # An HTTP header name (RFC 9110 token) and a value without control characters: anything else makes
 # every export request fail in the HTTP client or gRPC (CR/LF would even allow header injection).
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+")
-_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+_HEADER_NAME = deferred(globals(), "_HEADER_NAME", r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+")
+_HEADER_VALUE = deferred(globals(), "_HEADER_VALUE", r"[\t\x20-\x7e\x80-\xff]*")
 
 
 def _headers(raw: Any) -> Mapping[str, str]:
@@ -631,7 +633,7 @@ def _endpoint(raw: Any) -> str:
     return text
 
 
-_URL_JUNK = re.compile(r"[\x00-\x20\x7f]")
+_URL_JUNK = deferred(globals(), "_URL_JUNK", r"[\x00-\x20\x7f]")
 
 
 def _existing_file(raw: Any) -> str:

@@ -10,7 +10,6 @@ every span started inside a correlation scope; the logs module reads
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,10 +24,11 @@ from otelkit import _fork
 from otelkit._compat import BAGGAGE_KEY as _KEY
 from otelkit._internal_log import logger
 from otelkit._names import CORRELATION_ATTRIBUTE, CORRELATION_BAGGAGE_KEY
+from otelkit._regex import deferred
 
 MAX_CORRELATION_ID_LENGTH = 128
 # Printable, header- and log-safe; excludes whitespace, quotes, commas and semicolons (baggage delimiters).
-_VALID = re.compile(r"[A-Za-z0-9._:/@+=\-]{1," + str(MAX_CORRELATION_ID_LENGTH) + "}")
+_VALID = deferred(globals(), "_VALID", r"[A-Za-z0-9._:/@+=\-]{1," + str(MAX_CORRELATION_ID_LENGTH) + "}")
 
 __all__ = [
     "CorrelationSpanProcessor",

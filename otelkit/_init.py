@@ -407,16 +407,37 @@ def _log_limits(settings: Settings) -> Any:
                              lim.logrecord_attribute_count, lim.logrecord_attribute_value_length)
 
 
-def _propagator(settings: Settings) -> Any:
-    from importlib.metadata import entry_points
+def _builtin_propagator(name: str) -> Any:
+    """The two propagators ``opentelemetry-api`` registers itself, built without an entry point scan."""
+    if name == "tracecontext":
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+        return TraceContextTextMapPropagator()
+    if name == "baggage":
+        from opentelemetry.baggage.propagation import W3CBaggagePropagator
+
+        return W3CBaggagePropagator()
+    return None
+
+
+def _propagator(settings: Settings) -> Any:
     from opentelemetry.propagators.composite import CompositePropagator
 
-    found = {ep.name: ep for ep in entry_points(group="opentelemetry_propagator")}
+    # Scanning every installed distribution's entry points costs ~15M instructions of each start-up; the
+    # default pair comes from opentelemetry-api itself (as the API's own default does), so only other names
+    # (b3, jaeger, xray, sentry...) pay for the scan.
+    found: dict[str, Any] | None = None
     propagators = []
     for name in settings.propagators:
         try:
-            propagators.append(found[name].load()())
+            propagator = _builtin_propagator(name)
+            if propagator is None:
+                if found is None:
+                    from importlib.metadata import entry_points
+
+                    found = {ep.name: ep for ep in entry_points(group="opentelemetry_propagator")}
+                propagator = found[name].load()()
+            propagators.append(propagator)
         except Exception:  # resolve() checked the name exists; a broken plugin costs that propagator only
             logger.warning("otelkit: could not load propagator %r", name, exc_info=True)
     return CompositePropagator(propagators)

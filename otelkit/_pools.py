@@ -32,6 +32,7 @@ import io
 import os
 import pickle
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType, MappingProxyType
@@ -56,8 +57,12 @@ def install(init_child: Callable[[Settings], None] | None = None) -> None:
 
     ``init_child(settings)`` initialises a spawn/forkserver child like its parent (a no-op where ``init()``
     already ran); ``None`` keeps the one given before (no child set-up before any).
+
+    ``multiprocessing.pool`` is patched now when it is imported, else at the first process start after its
+    import (a pool starts its workers through ``BaseProcess.start``): importing it here cost ~9M
+    instructions of every ``init()``, for programs that mostly never make a pool.
     """
-    global _installed, _original_start, _original_worker, _init_child
+    global _installed, _original_start, _init_child
     if init_child is not None:
         _init_child = init_child
     if _installed:
@@ -66,13 +71,20 @@ def install(init_child: Callable[[Settings], None] | None = None) -> None:
     try:
         from multiprocessing.process import BaseProcess
 
-        pool: Any = _pool_module()
         _original_start = BaseProcess.start
         BaseProcess.start = _start  # type: ignore[method-assign]
-        _original_worker = pool.worker
-        pool.worker = _pool_worker
+        pool = sys.modules.get("multiprocessing.pool")
+        if pool is not None:
+            _patch_pool(pool)
     except Exception:
         logger.debug("otelkit: patching multiprocessing failed", exc_info=True)
+
+
+def _patch_pool(pool: Any) -> None:
+    global _original_worker
+    if _original_worker is None:
+        _original_worker = pool.worker
+        pool.worker = _pool_worker
 
 
 def _pool_module() -> Any:
@@ -84,13 +96,15 @@ def _pool_module() -> Any:
 
 def uninstall() -> None:
     """Undo :func:`install` (tests)."""
-    global _installed
+    global _installed, _original_worker
     if not _installed:
         return
     from multiprocessing.process import BaseProcess
 
     BaseProcess.start = _original_start  # type: ignore[method-assign]
-    _pool_module().worker = _original_worker
+    if _original_worker is not None:
+        _pool_module().worker = _original_worker
+        _original_worker = None
     _installed = False
 
 
@@ -125,6 +139,16 @@ def _read_only(mapping: dict[Any, Any]) -> MappingProxyType[Any, Any]:
 
 
 def _start(self: Any) -> None:
+    try:
+        if _original_worker is None:
+            pool = sys.modules.get("multiprocessing.pool")
+            if pool is not None:  # imported since install(): patch it, and this worker made before the patch
+                original = pool.worker
+                _patch_pool(pool)
+                if getattr(self, "_target", None) is original:
+                    self._target = _pool_worker
+    except Exception:
+        logger.debug("otelkit: patching multiprocessing.pool failed", exc_info=True)
     try:
         settings = _active.settings()
         # Fork children get their set-up from the at-fork hooks: only the other start methods pickle this.
@@ -299,10 +323,10 @@ def guard_current_pool_worker() -> None:
 
 def _pool_worker(inqueue: Any, outqueue: Any, *args: Any, **kwargs: Any) -> Any:
     """``multiprocessing.pool.worker`` with the SIGTERM guard (runs in the worker process)."""
-    original = _original_worker
-    if original is None:  # a spawn child that unpickled this before install() ran
+    if _original_worker is None:  # a spawn child that unpickled this before install() ran
         install()
-        original = _original_worker
+        _patch_pool(_pool_module())
+    original = _original_worker
     try:
         prepare_child()
     except Exception:

@@ -12,7 +12,6 @@ and ``OTEL_RESOURCE_ATTRIBUTES`` and would let the environment beat arguments.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import uuid
 from functools import lru_cache
@@ -27,6 +26,7 @@ from opentelemetry.sdk.resources import (
 
 from otelkit import _compat
 from otelkit._internal_log import logger
+from otelkit._regex import deferred
 from otelkit._version import __version__
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ __all__ = ["build_resource", "derive_service_name", "derive_service_version", "p
 # Command lines can carry passwords (`--password=...`): never put them in the resource.
 _DROPPED_PROCESS_KEYS = frozenset({"process.command_args", "process.command_line"})
 
-_NAME_RE = re.compile(r"[^A-Za-z0-9_.\-]+")
+_NAME_RE = deferred(globals(), "_NAME_RE", r"[^A-Za-z0-9_.\-]+")
 
 
 # --- service name and version ---------------------------------------------------------------------
@@ -103,7 +103,7 @@ _RUNNERS = frozenset((
 ))
 
 
-_INTERPRETER_RE = re.compile(r"python[0-9.]*[dmt]?(\.exe)?")
+_INTERPRETER_RE = deferred(globals(), "_INTERPRETER_RE", r"python[0-9.]*[dmt]?(\.exe)?")
 
 
 @lru_cache(maxsize=8)
@@ -150,9 +150,11 @@ def service_instance_id() -> str:
 
 _CONTAINER_ID = r"[0-9a-f]{64}"
 # cgroup v1: "12:cpu:/docker/<id>", "/kubepods/.../<id>", "/system.slice/docker-<id>.scope", "cri-containerd-<id>"
-_CGROUP_RE = re.compile(rf"(?:^|[/\-:])({_CONTAINER_ID})(?:\.scope)?$")
+_CGROUP_RE = deferred(globals(), "_CGROUP_RE", rf"(?:^|[/\-:])({_CONTAINER_ID})(?:\.scope)?$")
 # cgroup v2 hides the id; mountinfo still shows the container's own /etc/hostname etc.
-_MOUNTINFO_RE = re.compile(rf"/(?:docker/containers|containers|overlay-containers|sandboxes)/({_CONTAINER_ID})/")
+_MOUNTINFO_RE = deferred(
+    globals(), "_MOUNTINFO_RE",
+    rf"/(?:docker/containers|containers|overlay-containers|sandboxes)/({_CONTAINER_ID})/")
 
 
 def parse_container_id(cgroup: str = "", mountinfo: str = "") -> str | None:

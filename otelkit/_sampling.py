@@ -32,7 +32,6 @@ variables without otelkit. Metrics are never sampled.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 from opentelemetry import baggage
@@ -58,6 +57,8 @@ _CID_ATTRIBUTES = (_names.MESSAGING_CONVERSATION_ID, _names.CORRELATION_ATTRIBUT
 
 def correlation_randomness(correlation_id: str) -> int:
     """The 56-bit randomness of a correlation ID: the first 7 bytes of its SHA-256, big-endian."""
+    import hashlib  # here: only this opt-in sampler needs it, and its import is ~6M instructions of init()
+
     return int.from_bytes(hashlib.sha256(correlation_id.encode("utf-8")).digest()[:7], "big")
 
 

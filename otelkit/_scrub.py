@@ -50,6 +50,7 @@ from opentelemetry.trace import Link, Status
 
 from otelkit._compat import BOUNDED_DICT, has_bounded_dict, scrub_fields, set_bounded_dict
 from otelkit._internal_log import logger
+from otelkit._regex import deferred
 
 if TYPE_CHECKING:
     from otelkit._compat import ReadableLogRecord
@@ -99,7 +100,8 @@ def is_enabled() -> bool:
 
 # Key names that carry secrets (attribute keys, header names, query keys, dict keys). Built from
 # Sentry's DEFAULT_DENYLIST and Logfire's DEFAULT_PATTERNS; `auth(?!or)` keeps "author".
-_SENSITIVE_KEY = re.compile(
+_SENSITIVE_KEY = deferred(
+    globals(), "_SENSITIVE_KEY",
     r"passw(?:or)?d|\bpwd\b|mysql_pwd|secret|token|auth(?!ors?\b)|credential|private[._ -]?key"
     r"|api[._ -]?key|access[._ -]?key|session|sessid|aspxauth|connect\.sid|cookie|csrf|xsrf|(?:\b|_)jwt(?:\b|_)"
     r"|signature|\bsig\b",
@@ -186,18 +188,18 @@ _TEXT_RULES: list[tuple[str, str]] = [
     # key=value / key: value / "key": "value" pairs whose key names a secret; the value only is replaced.
     ("kv", _KV_PREFIX_RX + r"(?i:(?:Bearer|Basic|Token|Digest)\s+)?[^\s&,;\"'}]+"),
 ]
-_TEXT_RE = re.compile("|".join(f"(?P<{name}>{rx})" for name, rx in _TEXT_RULES))
+_TEXT_RE = deferred(globals(), "_TEXT_RE", "|".join(f"(?P<{name}>{rx})" for name, rx in _TEXT_RULES))
 # Cheap pre-check: a string containing none of these fragments cannot match any rule (every rule
 # needs "://...@", a PEM header, an auth scheme word, a token prefix, or a secret-naming key).
-_TEXT_HINT = re.compile(
+_TEXT_HINT_RX = (
     r"://[^/\s]*@|-----BEGIN|bearer|basic|token|digest|eyJ|AKIA|ASIA|gh[pousr]_|github_pat_|xox|xapp-|hooks\.slack"
-    r"|passw|pwd|secret|key|sig|auth|cookie|session|sessid|connect\.sid|amz|k_live_|k_test_|whsec_|AIza|ya29\.",
-    re.IGNORECASE,
+    r"|passw|pwd|secret|key|sig|auth|cookie|session|sessid|connect\.sid|amz|k_live_|k_test_|whsec_|AIza|ya29\."
 )
-_TEXT_HINT_LOWER = re.compile(_TEXT_HINT.pattern.lower())
-_KV_PREFIX = re.compile(_KV_PREFIX_RX)
-_SESSION_PREFIX = re.compile(_SESSION_PREFIX_RX)
-_AUTH_PREFIX = re.compile(r"\b(?:[Bb]earer|BEARER|Basic|Digest)\s+")
+_TEXT_HINT = deferred(globals(), "_TEXT_HINT", _TEXT_HINT_RX, re.IGNORECASE)
+_TEXT_HINT_LOWER = deferred(globals(), "_TEXT_HINT_LOWER", _TEXT_HINT_RX.lower())
+_KV_PREFIX = deferred(globals(), "_KV_PREFIX", _KV_PREFIX_RX)
+_SESSION_PREFIX = deferred(globals(), "_SESSION_PREFIX", _SESSION_PREFIX_RX)
+_AUTH_PREFIX = deferred(globals(), "_AUTH_PREFIX", r"\b(?:[Bb]earer|BEARER|Basic|Digest)\s+")
 
 
 def _text_sub(match: re.Match[str]) -> str:
@@ -242,7 +244,7 @@ def _scrub_text(text: str) -> str:
 
 # --- URLs -----------------------------------------------------------------------------------------
 
-_QUERY_SPLIT = re.compile(r"([&;])")
+_QUERY_SPLIT = deferred(globals(), "_QUERY_SPLIT", r"([&;])")
 
 
 def _scrub_query(query: str) -> str:
@@ -309,7 +311,8 @@ def _scrub_url(url: str) -> str:
 
 # --- SQL ------------------------------------------------------------------------------------------
 
-_SQL_TOKEN = re.compile(
+_SQL_TOKEN = deferred(
+    globals(), "_SQL_TOKEN",
     r"""
     (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*|)\$[\s\S]*?(?:\$(?P=tag)\$|\Z))
   | (?P<pstr>(?<![\w$])(?:[EeBbXxNn]|[Uu]&)'(?:[^'\\]|\\[\s\S]|'')*(?:'|\Z))
@@ -323,7 +326,7 @@ _SQL_TOKEN = re.compile(
     """,
     re.VERBOSE,
 )
-_IN_LIST = re.compile(r"(?i)\bIN\s*\(\s*\?(?:\s*,\s*\?)+\s*\)")
+_IN_LIST = deferred(globals(), "_IN_LIST", r"(?i)\bIN\s*\(\s*\?(?:\s*,\s*\?)+\s*\)")
 _BOOL_WORDS = frozenset({"true", "false"})
 
 
@@ -369,7 +372,7 @@ def scrub_redis_statement(statement: str) -> str:
     return _scrub_redis_statement(statement)
 
 
-_REDIS_COMMAND = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
+_REDIS_COMMAND = deferred(globals(), "_REDIS_COMMAND", r"[A-Za-z][A-Za-z0-9._-]*")
 
 
 def _scrub_redis_statement(statement: str) -> str:

@@ -66,6 +66,7 @@ from opentelemetry.trace import SpanContext, format_span_id, format_trace_id
 
 from otelkit import _errors, _fork
 from otelkit._internal_log import logger
+from otelkit._regex import deferred
 from otelkit._scrub import REDACTED, is_sensitive_key
 from otelkit._status import IntegrationStatus
 
@@ -488,7 +489,9 @@ def _scrubber(settings: Settings) -> Callable[[str], str] | None:
 
 
 # A credential has a digit or a symbol: "Basic authentication" or "token validation" stay readable.
-_AUTH_SCHEME = re.compile(r"(?i)\b((?:Bearer|Basic|Token|Digest)\s+)(?=[A-Za-z]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{8,}")
+_AUTH_SCHEME = deferred(
+    globals(), "_AUTH_SCHEME",
+    r"(?i)\b((?:Bearer|Basic|Token|Digest)\s+)(?=[A-Za-z]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{8,}")
 
 
 # --- linking and sending ---------------------------------------------------------------------------

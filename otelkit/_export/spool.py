@@ -29,7 +29,6 @@ Layout and guarantees:
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 import struct
 import threading
@@ -187,8 +186,8 @@ class SpoolStore:
                 self._seq += 1
                 pid = os.getpid()
                 # The token keeps names unique across hosts/containers whose pids coincide (rename overwrites).
-                name = f"{time.time_ns():020d}-{pid}-{self._seq:06d}-{secrets.token_hex(3)}-n{count}{_SUFFIX}"
-                tmp = os.path.join(self.path, f".tmp-{pid}-{secrets.token_hex(4)}")
+                name = f"{time.time_ns():020d}-{pid}-{self._seq:06d}-{os.urandom(3).hex()}-n{count}{_SUFFIX}"
+                tmp = os.path.join(self.path, f".tmp-{pid}-{os.urandom(4).hex()}")
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
                 try:
                     view = memoryview(data)
@@ -280,7 +279,7 @@ class SpoolStore:
         self.recover_stale()
         for name in self.pending():
             source = os.path.join(self.path, name)
-            target = f"{source}{_CLAIM}{os.getpid()}-{secrets.token_hex(4)}"
+            target = f"{source}{_CLAIM}{os.getpid()}-{os.urandom(4).hex()}"
             try:
                 os.rename(source, target)
             except FileNotFoundError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import socket
 import threading
 import time
@@ -561,7 +560,12 @@ class HttpSender(Sender):
 
         if self._unsupported:
             return SendResult(FAIL, self._unsupported)
-        body = gzip.compress(payload, compresslevel=1) if self._gzip else payload
+        if self._gzip:
+            import gzip  # here: most senders never compress, and init() need not pay its import
+
+            body = gzip.compress(payload, compresslevel=1)
+        else:
+            body = payload
         deadline = time.monotonic() + max(timeout, 0.001)
         for attempt in (1, 2):
             try:

@@ -96,6 +96,16 @@ def test_every_pool_idiom_delivers_every_span_once(otelkit_otlp_receiver: OtlpRe
     assert len(pids) >= 2 and {s.resource.get("service.name") for s in otelkit_otlp_receiver.spans()} == {"pool-test"}
 
 
+@pytest.mark.timeout(660)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_pool_module_imported_before_init_is_patched_too(otelkit_otlp_receiver: OtlpReceiver, method: str) -> None:
+    # The other tests import multiprocessing.pool after init() (otelkit patches it at the first worker's start);
+    # here it is imported first, and init() patches it at once. Terminated workers are the idioms that need it.
+    idioms = ["with-pool", "terminate"]
+    result = run_app(otelkit_otlp_receiver.http_endpoint, "http/protobuf", method, idioms, "--pool-imported-first")
+    assert_exactly_once(otelkit_otlp_receiver, idioms, stderr=result.stderr)
+
+
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_pools_through_the_real_collector_over_grpc(otelkit_collector: RotelCollector, method: str) -> None:
     idioms = ["with-pool", "executor"]

@@ -407,3 +407,12 @@ def test_a_receive_adopts_the_pulled_message_by_its_message_id(otel: Telemetry, 
     assert pipeline.correlation_id() is None
     assert len(otel.spans("process orders.created")) == 1
     assert len(otel.spans("process orders")) == (0 if adopted else 1)
+
+
+@pytest.mark.parametrize("bad", ["x" * 65, "a b"])
+def test_bad_correlation_header_setting_is_refused_with_its_limit(bad: str) -> None:
+    # The single-header setting once matched against the multi-header pattern (no 64-character limit).
+    with pytest.raises(ConfigError) as info:
+        resolve(environ={"OTELKIT_CORRELATION_HEADER": bad})
+    assert "OTELKIT_CORRELATION_HEADER" in str(info.value) and "at most 64 characters" in str(info.value)
+    assert resolve(environ={"OTELKIT_CORRELATION_HEADER": "x" * 64}).correlation_header == "x" * 64

@@ -6,6 +6,8 @@ Each idiom runs ``TASKS`` tasks in worker processes of the given start method (f
 spawn); every task ends one ``pool-task`` span with the attributes ``idiom`` and ``task``, so the
 test can count what arrived once, twice or never. ``--init-in-children`` leaves the parent
 uninitialised and calls ``otelkit.init()`` in each worker instead (the pool ``initializer``).
+``--pool-imported-first`` imports ``multiprocessing.pool`` before ``init()`` (otherwise the first pool
+imports it after, and otelkit patches it at its first worker's start).
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ def run(method: str, idiom: str, init_in_children: bool) -> None:
 if __name__ == "__main__":
     method, idioms = sys.argv[1], sys.argv[2].split(",")
     init_in_children = "--init-in-children" in sys.argv
+    if "--pool-imported-first" in sys.argv:
+        import multiprocessing.pool
     if not init_in_children:
         otelkit.init()
     for name in idioms:
