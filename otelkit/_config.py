@@ -127,7 +127,7 @@ def _mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
 Protocol = Literal["grpc", "http/protobuf"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # its own __repr__ masks secrets; not generating one saves start-up
 class SignalSettings:
     """Export settings of one signal (traces, metrics or logs)."""
 
@@ -190,7 +190,7 @@ class ScrubSettings:
     extra_patterns: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # its own __repr__ masks the DSN
 class SentrySettings:
     """Sentry error reporting, linked to OTel traces. Off while ``dsn`` is None."""
 
@@ -952,7 +952,7 @@ def _semconv_opt_in(raw: Any) -> str:
 # --- the parameter table --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: generating __eq__/__hash__ cost start-up
 class Param:
     """One setting: where it lives in :class:`Settings`, where it is read from, how it is cast.
 

@@ -39,7 +39,7 @@ __all__ = ["get_settings", "init", "reset", "shutdown"]
 _lock = threading.RLock()
 
 
-@dataclass
+@dataclass(eq=False)  # identity; each generated method costs init() ~1M instructions
 class _State:
     settings: Settings
     user: tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]

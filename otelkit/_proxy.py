@@ -651,7 +651,7 @@ def logger_provider() -> ProxyLoggerProvider:
     return _logger_provider
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity (a generated __eq__/__hash__ is start-up cost)
 class Installed:
     """What :func:`install` found in the OTel API globals; ``None`` means otelkit's proxy is the global."""
 

@@ -114,7 +114,7 @@ def trace_url(template: str | None, trace_id: str, span_id: str = "") -> str | N
 # --- state -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity (a generated __eq__/__hash__ is start-up cost)
 class _Enrichment:
     """What before_send adds to every event (refreshed on every setup)."""
 
@@ -124,7 +124,7 @@ class _Enrichment:
     scrub: Callable[[str], str] | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Pending:
     """The report otelkit is sending right now (read by before_send in the same thread)."""
 

@@ -108,7 +108,7 @@ FOLLOWING_TRACER_PROVIDER = FollowingTracerProvider()
 
 # --- metrics otelkit records itself ----------------------------------------------------------------
 
-@dataclass
+@dataclass(eq=False)  # identity (a generated __eq__ is start-up cost)
 class _Instruments:
     http_duration: Histogram
     db_duration: Histogram
@@ -323,7 +323,7 @@ def error_type(exc: BaseException) -> str:
     return type(exc).__qualname__
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Context:
     """What an integration module gets from ``instrument_all``."""
 
