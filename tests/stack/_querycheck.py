@@ -34,7 +34,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +61,7 @@ from _stacklib import (
 )
 
 from otelkit import _names
+from otelkit.testing._receiver import free_port, free_ports
 
 KUBERNETES_MANIFESTS = KUBERNETES / "manifests"
 
@@ -342,12 +342,6 @@ def otlp_translation(metric: _names.MetricName) -> str:
 
 # --- Running Prometheus and the demo -------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def prometheus_config(sd_dir: Path, rules: bool) -> dict[str, Any]:
     config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -545,7 +539,7 @@ def stop_session(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running_demo(workdir: Path, sd_dir: Path, *, workers: int = 2) -> Iterator[subprocess.Popen[bytes]]:
-    env = demo_environment(sd_dir, free_port(), free_port())
+    env = demo_environment(sd_dir, *free_ports(2))
     companion_log = (workdir / "batcher.log").open("wb")
     companion = subprocess.Popen([sys.executable, "-c", BATCH_COMPANION], env=env, stdout=companion_log,
                                  stderr=subprocess.STDOUT)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _querycheck import Prometheus, free_port, stop_session
+from _querycheck import Prometheus, free_port, free_ports, stop_session
 from _stacklib import require_tool
 
 from tests.conftest import missing
@@ -147,8 +147,9 @@ def test_every_gunicorn_worker_is_scraped(prometheus: tuple[Prometheus, Path], t
         missing("gunicorn is not installed in this environment (the test extra has it)")
     prom, sd_dir = prometheus
     (tmp_path / "wsgi_app.py").write_text(GUNICORN_APP, encoding="utf-8")
-    server = subprocess.Popen([str(gunicorn), "--workers", "2", "--bind", f"127.0.0.1:{free_port()}",
-                               "--chdir", str(tmp_path), "wsgi_app:app"], env=_env(sd_dir, free_port()),
+    bind_port, metrics_port = free_ports(2)  # two calls of free_port() can return the same port
+    server = subprocess.Popen([str(gunicorn), "--workers", "2", "--bind", f"127.0.0.1:{bind_port}",
+                               "--chdir", str(tmp_path), "wsgi_app:app"], env=_env(sd_dir, metrics_port),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _poll(lambda: _value(prom, 'count(up{job="gunicorn-app"} == 1)') == 2, "both workers scraped", server)
