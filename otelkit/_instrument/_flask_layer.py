@@ -56,7 +56,7 @@ from otelkit._names import CORRELATION_ATTRIBUTE
 ENVIRON_KEY = "otelkit.correlation"
 _EDGE_TOKEN = "otelkit.edge_token"  # the edge's own attach, for a request the span does not cover (excluded)
 _TRACED_KEY = "otelkit.flask_traced"  # _before_request's decision: False for an excluded URL
-_RULE_KEY = "otelkit.flask_rule"  # the request's URL rule (None: no route matched), read by _before_request
+_RULE_KEY = "otelkit.flask_rule"  # the URL rule _before_request found (None: no route matched), for start_response
 _ATTRIBUTES_KEY = "otelkit.flask_attributes"  # the request attributes collected once, by the wsgi_app layer
 # The contrib's own module objects (flask, its WSGI helpers), so this module names no further distribution.
 flask: Any = getattr(contrib, "flask")  # noqa: B009 - not re-exported by the contrib module
@@ -64,7 +64,7 @@ otel_wsgi: Any = getattr(contrib, "otel_wsgi")  # noqa: B009 - as above
 _HTTP = _compat.http_stability_mode()
 _NEEDS = ("_ENVIRON_STARTTIME_KEY", "_ENVIRON_SPAN_KEY", "_ENVIRON_ACTIVATION_KEY", "_ENVIRON_REQCTX_REF_KEY",
           "_ENVIRON_TOKEN", "sanitize_method")
-# flask.request's own context variable (Flask 2.3+): the request context, read directly, not through two proxies
+# flask.request's own context variable (Flask 2.2+): the request context, read directly, not through two proxies
 request_context: Any = getattr(getattr(flask, "globals", None), "_cv_request", None)
 # Header capture is configured by these variables, read by the contrib per request (as here): with none set, its
 # collection (every request header into a dict, then matched against no pattern) gives nothing.
