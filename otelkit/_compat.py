@@ -1114,30 +1114,39 @@ def sdk_version() -> str:
     return __version__
 
 
-def _plain_add(counter: Any, amount: float, attributes: Mapping[str, Any]) -> None:
-    counter.add(amount, attributes)
+PointFunction = Callable[[Any, float, Mapping[str, Any], Any], None]  # (instrument, amount, attributes, context)
 
 
-def _plain_record(histogram: Any, amount: float, attributes: Mapping[str, Any]) -> None:
-    histogram.record(amount, attributes)
+def _plain_add(counter: Any, amount: float, attributes: Mapping[str, Any], context: Any = None) -> None:
+    if context is None:
+        counter.add(amount, attributes)
+    else:
+        counter.add(amount, attributes, context=context)
 
 
-def _first_add(counter: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+def _plain_record(histogram: Any, amount: float, attributes: Mapping[str, Any], context: Any = None) -> None:
+    if context is None:
+        histogram.record(amount, attributes)
+    else:
+        histogram.record(amount, attributes, context=context)
+
+
+def _first_add(counter: Any, amount: float, attributes: Mapping[str, Any], context: Any = None) -> None:
     _install_points()
-    add_point(counter, amount, attributes)
+    add_point(counter, amount, attributes, context)
 
 
-def _first_record(histogram: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+def _first_record(histogram: Any, amount: float, attributes: Mapping[str, Any], context: Any = None) -> None:
     _install_points()
-    record_point(histogram, amount, attributes)
+    record_point(histogram, amount, attributes, context)
 
 
-#: ``counter.add(amount, attributes)``, with the same result; cheaper when ``attributes`` is a dict otelkit
-#: keeps and never mutates (its cached attribute sets). Rebound on first use (the SDK's metrics internals are
-#: imported only then).
-add_point: Callable[[Any, float, Mapping[str, Any]], None] = _first_add
-#: ``histogram.record(amount, attributes)``, likewise.
-record_point: Callable[[Any, float, Mapping[str, Any]], None] = _first_record
+#: ``counter.add(amount, attributes, context=context)`` (a ``Counter`` or an ``UpDownCounter``; ``context`` None:
+#: the current one), with the same result; cheaper when ``attributes`` is a dict otelkit keeps and never mutates
+#: (its cached attribute sets). Rebound on first use (the SDK's metrics internals are imported only then).
+add_point: Callable[..., None] = _first_add
+#: ``histogram.record(amount, attributes, context=context)``, likewise.
+record_point: Callable[..., None] = _first_record
 
 
 def points_fast() -> bool:
@@ -1166,8 +1175,7 @@ def _install_points() -> None:
     add_point, record_point = made if made is not None else (_plain_add, _plain_record)
 
 
-def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
-                               Callable[[Any, float, Mapping[str, Any]], None]] | None:
+def _points_factory() -> tuple[PointFunction, PointFunction] | None:
     if not sdk_version().startswith(VERIFIED_SDK):
         return None
     from dataclasses import fields
@@ -1186,6 +1194,7 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
     from opentelemetry.trace import Span as ApiSpan
 
     sdk_counter, sdk_histogram = sdk_instrument._Counter, sdk_instrument._Histogram
+    sdk_updown = sdk_instrument._UpDownCounter
     view_match = vim_module._ViewInstrumentMatch
     hash_attributes = vim_module._hash_attributes
     consume: Any = view_match.consume_measurement
@@ -1197,6 +1206,7 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
     # The SDK's own code, not patched or subclassed by someone else: what the remembered path stands in for.
     base = "opentelemetry.sdk.metrics._internal."
     if not (sdk_code(sdk_counter.add, base + "instrument", "Counter.add")
+            and sdk_code(sdk_updown.add, base + "instrument", "UpDownCounter.add")
             and sdk_code(sdk_histogram.record, base + "instrument", "Histogram.record")
             and sdk_code(sdk_counter._is_enabled, base + "instrument", "_Synchronous._is_enabled")
             and sdk_code(SynchronousMeasurementConsumer.consume_measurement, base + "measurement_consumer",
@@ -1250,7 +1260,7 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
         # None: this point went to the overflow series (cardinality cap), or a view dropped it
         return stream._attributes_aggregation.get(hash_attributes(kept))
 
-    def consumed(real: Any, amount: float, attributes: Any) -> bool:
+    def consumed(real: Any, amount: float, attributes: Any, given: Any) -> bool:
         """The SDK's ``SynchronousMeasurementConsumer.consume_measurement`` of the point; False: not taken."""
         entry = memo.get(id(attributes))
         if entry is None or entry[0] is not attributes:
@@ -1262,7 +1272,7 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
             return False
         cleaned = entry[1]
         time_unix_nano = time_ns()
-        context = get_current()
+        context = given or get_current()  # as the SDK's add/record: a context given, else (also if empty) the current
         # Measurement(amount, time_unix_nano, real, context, attributes) as its frozen __init__ and __post_init__
         # leave it (the same fields in the same order, attributes the cleaned copy), without their five
         # object.__setattr__ calls and the second cleaning
@@ -1302,19 +1312,26 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
             entry[2][real] = (storages, tuple(aggregations))
         return True
 
-    def add(counter: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+    def add(counter: Any, amount: float, attributes: Mapping[str, Any], context: Any = None) -> None:
         real = counter
-        if type(real) is ProxyCounter:
+        kind = type(real)
+        if kind is ProxyCounter or kind is ProxyUpDownCounter:
             real = real._real_instrument
             if not real:
                 return  # the API proxy before a meter is set drops the point too
-        if type(real) is sdk_counter and 0 <= amount < inf:
+            kind = type(real)
+        # A Counter takes non-negative finite amounts, an UpDownCounter any finite one (else the SDK's own add
+        # warns and drops it)
+        if (kind is sdk_counter and 0 <= amount < inf) or (kind is sdk_updown and -inf < amount < inf):
             config = real._meter_config
-            if (config is None or config.is_enabled) and consumed(real, amount, attributes):
+            if (config is None or config.is_enabled) and consumed(real, amount, attributes, context):
                 return
-        real.add(amount, attributes)
+        if context is None:
+            real.add(amount, attributes)
+        else:
+            real.add(amount, attributes, context=context)
 
-    def record(histogram: Any, amount: float, attributes: Mapping[str, Any]) -> None:
+    def record(histogram: Any, amount: float, attributes: Mapping[str, Any], context: Any = None) -> None:
         real = histogram
         if type(real) is ProxyHistogram:
             real = real._real_instrument
@@ -1322,8 +1339,11 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
                 return
         if type(real) is sdk_histogram and 0 <= amount < inf:
             config = real._meter_config
-            if (config is None or config.is_enabled) and consumed(real, amount, attributes):
+            if (config is None or config.is_enabled) and consumed(real, amount, attributes, context):
                 return
-        real.record(amount, attributes)
+        if context is None:
+            real.record(amount, attributes)
+        else:
+            real.record(amount, attributes, context=context)
 
     return add, record

@@ -14,7 +14,10 @@ per request, under stable HTTP conventions (``OTEL_SEMCONV_STABILITY_OPT_IN=http
   extracted context's, ``use_span``'s) and the request hook's fourth;
 * the request attributes are given to the span once (the contrib passes them at start and sets each again);
 * only the stable-convention duration attributes are built (the contrib also builds the old set, and the
-  old ``http.target``, and throws them away in this mode).
+  old ``http.target``, and throws them away in this mode);
+* the metric points go through ``_compat.add_point``/``record_point`` with the attribute sets kept by
+  :func:`otelkit._instrument._web.kept`, in the contexts the contrib gives them (the active-request count in
+  the extracted one, the duration and sizes in the span's).
 
 Anything else (websocket connections, another conventions mode, a contrib version without the pieces used
 here) goes through the contrib's own ``__call__`` with the edge around it and the request hook adopting the ID.
@@ -152,9 +155,10 @@ class OtelkitMiddleware(ContribMiddleware):
         parent = _web.with_request_id(state, parent)
         span = self.tracer.start_span(span_name, parent, kind=kind, attributes=attributes)
         span_ctx = set_span_in_context(span, parent)
+        active_attributes = _web.kept(_parse_active_request_count_attrs(attributes, _HTTP))
+        # In the context the contrib adds it in (the extracted one: its exemplar, if any, is the remote parent's)
+        _compat.add_point(self.active_requests_counter, 1, active_attributes, parent)
         token = otel_context.attach(span_ctx)
-        active_attributes = _parse_active_request_count_attrs(attributes, _HTTP)
-        self.active_requests_counter.add(1, active_attributes)
         if span.is_recording():
             span.set_attribute(CORRELATION_ATTRIBUTE, state[0])
             if kind is trace.SpanKind.SERVER and self.http_capture_headers_server_request:
@@ -194,29 +198,30 @@ class OtelkitMiddleware(ContribMiddleware):
             raise
         finally:
             try:
-                self._record(start, attributes, active_attributes, span_ctx, sizes, scope)
+                self._record(start, attributes, active_attributes, parent, span_ctx, sizes, scope)
             except Exception:  # never the request's failure
                 logger.debug("otelkit: recording the request's metrics failed", exc_info=True)
             _web.leave(token)
             if span.is_recording():
                 span.end()
 
-    def _record(self, start: float, attributes: dict[str, Any], active_attributes: Any, span_ctx: Context,
-                sizes: list[int], scope: Any) -> None:
+    def _record(self, start: float, attributes: dict[str, Any], active_attributes: Any, parent: Context,
+                span_ctx: Context, sizes: list[int], scope: Any) -> None:
+        """The contrib's points: the duration and sizes in the span's context, the active count in the extracted one."""
         duration_s = default_timer() - start
-        duration_attributes = _parse_duration_attrs(attributes, _HTTP)
+        duration_attributes = _web.kept(_parse_duration_attrs(attributes, _HTTP))
         if self.duration_histogram_new:
-            self.duration_histogram_new.record(max(duration_s, 0), duration_attributes, context=span_ctx)
-        self.active_requests_counter.add(-1, active_attributes)
+            _compat.record_point(self.duration_histogram_new, max(duration_s, 0), duration_attributes, span_ctx)
+        _compat.add_point(self.active_requests_counter, -1, active_attributes, parent)
         if sizes and self.server_response_body_size_histogram:
-            self.server_response_body_size_histogram.record(sizes[-1], duration_attributes, context=span_ctx)
+            _compat.record_point(self.server_response_body_size_histogram, sizes[-1], duration_attributes, span_ctx)
         request_size = asgi_getter.get(scope, "content-length")
         if request_size and self.server_request_body_size_histogram:
             try:
                 amount = int(request_size[0])
             except ValueError:
                 return
-            self.server_request_body_size_histogram.record(amount, duration_attributes, context=span_ctx)
+            _compat.record_point(self.server_request_body_size_histogram, amount, duration_attributes, span_ctx)
 
     async def _edge_around_contrib(self, scope: Any, receive: Any, send: Any) -> None:
         """The contrib's ``__call__`` with the edge around it; the request hook adopts the ID (websockets too)."""

@@ -157,6 +157,31 @@ def adopt(span: Any, state: list[Any] | None) -> None:
         logger.debug("otelkit: correlation at the edge failed", exc_info=True)
 
 
+_KEPT_MAX = 512  # distinct metric attribute sets kept at once; then forgotten together (and learnt again)
+_kept: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def kept(attributes: dict[str, Any]) -> dict[str, Any]:
+    """One dict object for each distinct metric attribute set: ``attributes`` itself the first time, after that the
+    dict kept then (equal items, of the same types and order). Neither may be mutated after.
+
+    ``_compat.add_point``/``record_point`` remember, per dict object, its cleaned copy and the aggregation each
+    stream keeps for it: a server's request attributes (method, scheme, route, status...) are a few sets built
+    anew per request, so without this every point would take the SDK's path (cleaning, hashing, a
+    ``Measurement``). Never raises: a set it cannot key (an unhashable value) is returned as it is.
+    """
+    try:
+        key = (*attributes.items(), *map(type, attributes.values()))  # 1 and True are equal: the types tell them apart
+        found = _kept.get(key)
+    except TypeError:
+        return attributes
+    if found is None:
+        if len(_kept) >= _KEPT_MAX:
+            _kept.clear()
+        _kept[key] = found = attributes
+    return found
+
+
 def excluded_urls(framework: str) -> str:
     """``excluded_urls`` for the contrib middleware: the framework's variable, else the general one, else the default.
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.metrics._internal.instrument import _ProxyCounter, _ProxyHistogram
+from opentelemetry.metrics._internal.instrument import _ProxyCounter, _ProxyHistogram, _ProxyUpDownCounter
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics._internal.measurement_consumer import SynchronousMeasurementConsumer
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
@@ -327,3 +327,59 @@ def test_trace_based_exemplars_follow_the_current_spans_sampled_flag() -> None:
     exported = _assert_same(run)
     exemplars = [(p[0] == QUEUE_B, e[1], e[2], e[3]) for m in exported for p in m[5] for e in p[7]]
     assert sorted(exemplars) == [(True, 0.02, 0xDEF, 0xABC), (True, 1, 0xDEF, 0xABC)]
+
+
+def test_an_up_down_counter_and_a_given_context_are_the_sdks() -> None:
+    """The servers' ``http.server.active_requests`` (+1 then -1) and their duration recorded in the span's context
+    given explicitly (the current context being another one): the same points and exemplars as the SDK's own."""
+
+    def run(side: _Side) -> None:
+        meter = side.provider.get_meter("otelkit.servers")
+        active: Any = meter.create_up_down_counter("http.server.active_requests", unit="{request}")
+        if side.counter.__class__ is _ProxyCounter:
+            proxy = _ProxyUpDownCounter(active.name)
+            proxy._real_instrument = active
+            active = proxy
+        span = side.tracer.start_span("request")
+        span_context = trace.set_span_in_context(span)
+        for i in range(3):
+            for n, attributes in enumerate(SETS):
+                if side.fast:
+                    _compat.add_point(active, 1, attributes)
+                    _compat.add_point(active, -1, attributes, span_context)
+                    _compat.record_point(side.histogram, 0.1 * (i + n), attributes, span_context)
+                    _compat.add_point(active, float("nan"), attributes)  # dropped with the SDK's warning
+                else:
+                    active.add(1, attributes)
+                    active.add(-1, attributes, context=span_context)
+                    side.histogram.record(0.1 * (i + n), attributes, context=span_context)
+                    active.add(float("nan"), attributes)
+        span.end()
+
+    for proxy in (False, True):
+        exported = _assert_same(run, proxy=proxy, exemplar_filter=AlwaysOnExemplarFilter())
+        active_points = next(m for m in exported if m[1] == "http.server.active_requests")[5]
+        assert sorted(p[1] for p in active_points) == [0, 0, 0]
+        histogram = next(m for m in exported if m[1] == "messaging.process.duration")[5]
+        # the given context's span is on the exemplars, though no span is current
+        assert all(e[2] is not None for p in histogram for e in p[7]) and any(p[7] for p in histogram)
+
+
+def test_an_up_down_counter_takes_the_remembered_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not VERIFIED:
+        pytest.skip(f"SDK {sdk_version}: points take the SDK path")
+    side = _Side(True)
+    active: Any = side.provider.get_meter("m").create_up_down_counter("http.server.active_requests")
+    _compat.add_point(active, 1, QUEUE_A)  # learnt: through the SDK's streams once
+    calls: list[object] = []
+    sdk_consume = SynchronousMeasurementConsumer.consume_measurement
+
+    def spy(self: Any, measurement: Any) -> None:
+        calls.append(measurement)
+        sdk_consume(self, measurement)
+
+    monkeypatch.setattr(SynchronousMeasurementConsumer, "consume_measurement", spy)
+    _compat.add_point(active, -1, QUEUE_A, trace.set_span_in_context(INVALID_SPAN))
+    assert calls == []
+    point = next(m for m in _exported(side.reader) if m[1] == "http.server.active_requests")[5][0]
+    assert point[1] == 0
