@@ -307,17 +307,29 @@ def _helpers() -> dict[str, tuple[Any, Callable[[Any], Any]]]:
     }
 
 
-def lean_helpers(contrib: ModuleType, state: dict[str, Any]) -> None:
-    """Replace the per-request helpers ``contrib`` imported by name (each only while it is upstream's own)."""
+def lean_helpers(contrib: ModuleType, state: dict[str, Any],
+                 own: Mapping[str, Callable[[Any], Any]] | None = None) -> None:
+    """Replace the per-request helpers ``contrib`` imported by name (each only while it is upstream's own).
+
+    ``own``: helpers of that contrib module itself, name -> a maker of the replacement from upstream's function
+    (replaced while the module's attribute is not one of otelkit's already).
+    """
     try:
         helpers = _helpers()
     except Exception:  # a contrib release without one of them: upstream's helpers, unchanged
         return
     replaced = state.setdefault("helpers", {})
     for name, (upstream, make) in helpers.items():
+        if own is not None and name in own:
+            continue
         if name not in replaced and getattr(contrib, name, None) is upstream:
             replaced[name] = upstream
             setattr(contrib, name, make(upstream))
+    for name, make in (own or {}).items():
+        current = getattr(contrib, name, None)
+        if name not in replaced and callable(current):
+            replaced[name] = current
+            setattr(contrib, name, make(current))
 
 
 def restore_helpers(contrib: ModuleType, state: dict[str, Any]) -> None:

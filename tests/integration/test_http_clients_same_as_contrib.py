@@ -212,3 +212,51 @@ def test_uninstrument_restores_upstream_helpers() -> None:
     assert {name: getattr(requests_contrib, name) for name in names} == before
     assert aiohttp_contrib._filter_semconv_duration_attrs is _filter_semconv_duration_attrs
     assert not hasattr(aiohttp_contrib.create_trace_config, "_otelkit_original")
+
+
+def test_httpx_same_spans_as_contrib() -> None:
+    """httpx: otelkit's spans (upstream's, with leaner helpers) are contrib's; its own duration metric is tested in
+    test_instrument_httpx. Also with an explicit transport and a client created twice (new URL objects)."""
+    import httpx
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    with _two_servers() as urls:
+        def send() -> None:
+            for client in (httpx.Client(), httpx.Client(transport=httpx.HTTPTransport())):
+                with client:
+                    for url in urls:
+                        try:
+                            client.get(url, headers={"x-n": url})
+                        except httpx.ConnectError:
+                            pass
+                    client.post(urls[0], content=b"x")
+                    client.request("delete", urls[3])
+
+        def spans_only(run: Callable[[], tuple[list[Any], Counter[Any]]]) -> list[Any]:
+            return run()[0]
+
+        ours = spans_only(lambda: _otelkit("httpx", send))
+        theirs = spans_only(lambda: _contrib_alone(HTTPXClientInstrumentor(), send))
+    assert len(ours) == 2 * (len(urls) + 2)
+    assert ours == theirs
+
+
+def test_httpx_cached_span_attributes_follow_the_scrubbing_rules() -> None:
+    """The span attributes cached per URL are keyed on the scrubbing rules: turned off, the same URL is not
+    reported with the earlier redaction (nor, turned back on, without it)."""
+    import httpx
+
+    from otelkit import _scrub
+
+    with _two_servers() as urls, instrumented(instrument=["httpx"]) as t, httpx.Client() as client:
+        url = urls[0] + "&token=OTK-CANARY-HTTPX"
+        client.get(url)
+        _scrub.configure(False, ())
+        try:
+            client.get(url)
+        finally:
+            _scrub.configure(True, ())
+        client.get(url)
+        first, off, again = (s.attributes["url.full"] for s in t.spans())
+    assert "OTK-CANARY-HTTPX" not in first and first == again
+    assert off == url  # upstream's own rules keep a "token" query value
