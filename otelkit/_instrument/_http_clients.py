@@ -170,7 +170,7 @@ _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "
 def _sanitize_method_of(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def sanitize_method(method: Any) -> Any:
         # A known method in upper case is returned as is whatever the environment says: no os.environ read.
-        if method in _KNOWN_METHODS and type(method) is str:
+        if type(method) is str and method in _KNOWN_METHODS:
             return method
         return original(method)
 

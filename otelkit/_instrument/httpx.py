@@ -15,6 +15,12 @@ Upstream wraps ``httpx.HTTPTransport.handle_request`` and
   replaced (upstream's sanitize list is empty by default).
 * De-duplication: ``HTTPXClientInstrumentor.instrument_client(client)`` on top of the global
   instrumentation yields one span per request.
+
+Cost: upstream's per-request helpers are replaced in its module (as ``_http_clients.lean_helpers`` does for
+requests and aiohttp): the request URL is parsed once per URL text (``httpx.URL`` is immutable), the request's
+span and metric attributes are computed once per URL object, method, semantic-convention mode and scrubbing
+rules (never when a header is captured), and headers are normalised only when one is captured. The spans are
+upstream's, attribute for attribute (``tests/integration/test_http_clients_same_as_contrib.py``).
 """
 
 from __future__ import annotations
