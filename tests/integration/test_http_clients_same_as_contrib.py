@@ -61,15 +61,19 @@ def _span_shape(span: ReadableSpan) -> tuple[Any, ...]:
              for e in span.events])
 
 
+_HTTP_METRICS = (_names.HTTP_CLIENT_DURATION.name, "http.client.request.body.size", "http.client.response.body.size")
+
+
 def _points(reader: InMemoryMetricReader) -> Counter[tuple[Any, ...]]:
     found: Counter[tuple[Any, ...]] = Counter()
     data = reader.get_metrics_data()
     for rm in data.resource_metrics if data else ():
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
-                if metric.name == _names.HTTP_CLIENT_DURATION.name:
+                if metric.name in _HTTP_METRICS:
                     for point in metric.data.data_points:
-                        found[(sm.scope.name, metric.unit, tuple(sorted(point.attributes.items())))] += point.count
+                        found[(sm.scope.name, metric.name, metric.unit,
+                               tuple(sorted(point.attributes.items())))] += point.count
     return found
 
 
@@ -118,6 +122,31 @@ def test_requests_same_spans_and_points_as_contrib() -> None:
         ours = _otelkit("requests", send)
         theirs = _contrib_alone(RequestsInstrumentor(), send)
     assert len(ours[0]) == len(urls) + 2
+    assert ours == theirs
+
+
+def test_urllib3_same_spans_and_points_as_contrib() -> None:
+    """Duration, request and response size points: upstream's three histograms through record_point."""
+    import urllib3
+    from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
+
+    with _two_servers() as urls:
+        def send() -> None:
+            pool = urllib3.PoolManager()
+            for url in urls:
+                try:
+                    pool.request("GET", url, retries=False)
+                except urllib3.exceptions.HTTPError:
+                    pass
+            pool.request("POST", urls[0], body=b"xyz")
+            pool.clear()
+
+        def every_point(run: Callable[[], tuple[list[Any], Counter[Any]]]) -> tuple[list[Any], Counter[Any]]:
+            return run()
+
+        ours = every_point(lambda: _otelkit("urllib3", send))
+        theirs = every_point(lambda: _contrib_alone(URLLib3Instrumentor(), send))
+    assert len(ours[0]) == len(urls) + 1
     assert ours == theirs
 
 
