@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,7 +62,10 @@ class _FollowingTracer(trace_api.Tracer):
 
     def __init__(self, name: str, version: str | None, schema_url: str | None, attributes: Attributes) -> None:
         self._args = (name, version, schema_url, attributes)
-        self._cache: tuple[object, Tracer] | None = None
+        # (provider, its tracer, start_span, start_as_current_span): the last two are the lean ones of an SDK
+        # tracer (see _lean_methods), else None (the tracer's own methods, looked up per call: otelkit's
+        # ProxyTracer rebinds its methods when init() swaps the SDK provider behind it).
+        self._cache: tuple[object, Tracer, Any, Any] | None = None
 
     def _target(self) -> Tracer:
         provider = current_tracer_provider()
@@ -70,24 +74,55 @@ class _FollowingTracer(trace_api.Tracer):
             return cached[1]
         name, version, schema_url, attributes = self._args
         tracer = provider.get_tracer(name, version, schema_url, attributes)
-        self._cache = (provider, tracer)
+        self._cache = (provider, tracer, *_lean_methods(tracer))
         return tracer
 
     # The provider check of _target inlined (one Python frame per span instead of three: these run per
     # instrumented call, and the contrib instrumentations they are compared with hold a concrete tracer).
     def start_span(self, *args: Any, **kwargs: Any) -> Span:
         cached = self._cache
-        if cached is not None and cached[0] is (_tracer_provider if _tracer_provider is not None
-                                                else trace_api.get_tracer_provider()):
-            return cached[1].start_span(*args, **kwargs)
-        return self._target().start_span(*args, **kwargs)
+        if cached is None or cached[0] is not (_tracer_provider if _tracer_provider is not None
+                                               else trace_api.get_tracer_provider()):
+            self._target()
+            cached = self._cache
+            assert cached is not None
+        lean = cached[2]
+        return lean(*args, **kwargs) if lean is not None else cached[1].start_span(*args, **kwargs)
 
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
         cached = self._cache
-        if cached is not None and cached[0] is (_tracer_provider if _tracer_provider is not None
-                                                else trace_api.get_tracer_provider()):
-            return cached[1].start_as_current_span(*args, **kwargs)
-        return self._target().start_as_current_span(*args, **kwargs)
+        if cached is None or cached[0] is not (_tracer_provider if _tracer_provider is not None
+                                               else trace_api.get_tracer_provider()):
+            self._target()
+            cached = self._cache
+            assert cached is not None
+        lean = cached[3]
+        return lean(*args, **kwargs) if lean is not None else cached[1].start_as_current_span(*args, **kwargs)
+
+
+def _lean_methods(tracer: Any) -> tuple[Any, Any]:
+    """(start_span, start_as_current_span) for the SDK's own ``Tracer``, as otelkit's ``ProxyTracer`` binds them.
+
+    When the providers given to ``instrument_all`` are SDK providers (not otelkit's proxies: ``init()`` passes
+    its proxy, whose tracers already take this path), the contrib instrumentations' spans would otherwise go
+    through the SDK's generator-based ``start_as_current_span``: the same spans, built by
+    ``_compat.lean_start_span``/``lean_end_span`` and ``_proxy.CurrentSpan`` (each guarded: the SDK's own code
+    of a verified release, else the SDK's methods). (None, None) for any other tracer.
+    """
+    try:
+        from opentelemetry.sdk.trace import Tracer as SdkTracer
+
+        if type(tracer) is not SdkTracer:
+            return None, None
+        from otelkit import _proxy
+        from otelkit._sampling import ParentBasedAlwaysOn
+
+        start = _compat.lean_start_span(tracer, ParentBasedAlwaysOn) or tracer.start_span
+        end = _compat.lean_end_span(tracer, _proxy.READ_ONLY_SPAN_PROCESSORS)
+        return start, functools.partial(_proxy.CurrentSpan, start, end)
+    except Exception:  # the SDK's own methods, as before
+        logger.debug("otelkit: no lean span path for %r", tracer, exc_info=True)
+        return None, None
 
 
 class FollowingTracerProvider(trace_api.TracerProvider):

@@ -16,6 +16,11 @@ header capture) and appends it to that session (a new list: a list the applicati
 changed). Afterwards the check is one attribute test on the session's last trace config per request.
 If upstream's wrapper cannot be found (another instrumentation wrapped ``__init__`` over it), such
 sessions stay untraced and the status line says so.
+
+Cost: upstream's per-request helpers are replaced in its module by leaner equivalents and the duration
+histogram of each trace config it creates records through ``_compat.record_point``
+(``_http_clients.lean_helpers``/``point_histograms``); the spans and points are upstream's
+(``tests/integration/test_http_clients_same_as_contrib.py``).
 """
 
 from __future__ import annotations
@@ -111,12 +116,41 @@ def _instrument_now(ctx: _common.Context, contrib: Any, version: str) -> Integra
     # upstream calls the hooks synchronously
     note = _http_clients.instrument_contrib(contrib.AioHttpClientInstrumentor(), ctx, _state,
                                             (_sync_request_hook, _sync_request_hook))
+    if _state.get("owned"):  # instrumented here just now: upstream's per-request helpers, leaner
+        _lean(contrib)
     pre_init = PRE_INIT_NOTE
     if not _state.get("owned"):
         pre_init = "ClientSession objects created before init() keep the application's instrumentation"
     elif not _patch_sessions():
         pre_init = "ClientSession objects created before init() are not traced (upstream's session wrapper not found)"
     return IntegrationStatus(NAME, "enabled", f"aiohttp {version}{note}; {pre_init}", version=version)
+
+
+def _create_trace_config_of(original: Any) -> Any:
+    """Upstream's ``create_trace_config`` (called per new session): its histograms through ``record_point``."""
+
+    def create_trace_config(*args: Any, **kwargs: Any) -> Any:
+        trace_config = original(*args, **kwargs)
+        try:
+            _http_clients.point_histograms(trace_config._trace_config_ctx_factory)
+        except Exception:  # upstream's own recording: slower, the same points
+            logger.debug("otelkit: aiohttp trace config histograms left as they are", exc_info=True)
+        return trace_config
+
+    create_trace_config._otelkit_original = original  # type: ignore[attr-defined]
+    return create_trace_config
+
+
+def _lean(contrib: Any) -> None:
+    """Upstream's helpers (see ``_http_clients.lean_helpers``) and its duration histogram through ``record_point``."""
+    try:
+        _http_clients.lean_helpers(contrib, _state)
+        current = getattr(contrib, "create_trace_config", None)
+        if callable(current) and not hasattr(current, "_otelkit_original"):
+            contrib.create_trace_config = _create_trace_config_of(current)
+            _state["create_trace_config"] = current
+    except Exception:  # upstream's own helpers and recording: slower, the same telemetry
+        logger.debug("otelkit: aiohttp-client's lean helpers not installed", exc_info=True)
 
 
 def uninstrument() -> None:
@@ -129,6 +163,10 @@ def uninstrument() -> None:
         _state.clear()
         return
     _http_clients.restore_redact(contrib, _state)
+    _http_clients.restore_helpers(contrib, _state)
+    original = _state.pop("create_trace_config", None)
+    if original is not None:
+        contrib.create_trace_config = original
     if _state.pop("sessions", False):
         import aiohttp
 

@@ -15,6 +15,12 @@ Upstream wraps ``httpx.HTTPTransport.handle_request`` and
   replaced (upstream's sanitize list is empty by default).
 * De-duplication: ``HTTPXClientInstrumentor.instrument_client(client)`` on top of the global
   instrumentation yields one span per request.
+
+Cost: upstream's per-request helpers are replaced in its module (as ``_http_clients.lean_helpers`` does for
+requests and aiohttp): the request URL is parsed once per URL text (``httpx.URL`` is immutable), the request's
+span and metric attributes are computed once per URL object, method, semantic-convention mode and scrubbing
+rules (never when a header is captured), and headers are normalised only when one is captured. The spans are
+upstream's, attribute for attribute (``tests/integration/test_http_clients_same_as_contrib.py``).
 """
 
 from __future__ import annotations
@@ -203,6 +209,97 @@ async def _async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwa
         _record(request, response, start, error)
 
 
+# --- upstream's per-request helpers, leaner (as for requests/aiohttp: _http_clients.lean_helpers) --------------
+
+class _Headers:
+    """Headers upstream would normalise for ``get_custom_header_attributes``: normalised there, only when a header
+    is captured (upstream's ``_normalize_headers`` walks every header of every request and response first)."""
+
+    __slots__ = ("headers", "module")
+
+    def __init__(self, headers: Any, module: Any) -> None:
+        self.headers = headers
+        self.module = module
+
+
+_upstream_normalize: Any = None
+
+
+def _normalize_headers_of(original: Any) -> Any:
+    global _upstream_normalize
+    _upstream_normalize = original
+
+    def _normalize_headers(headers: Any, module: Any) -> Any:
+        return _Headers(headers, module)
+
+    return _normalize_headers
+
+
+def _header_attributes_of(original: Any) -> Any:
+    def get_custom_header_attributes(headers: Any, captured_headers: Any, sensitive_headers: Any,
+                                     normalize_function: Any) -> Any:
+        if not captured_headers:  # upstream returns {} too
+            return {}
+        if type(headers) is _Headers:
+            headers = _upstream_normalize(headers.headers, headers.module)
+        return original(headers, captured_headers, sensitive_headers, normalize_function)
+
+    return get_custom_header_attributes
+
+
+_urls: dict[tuple[Any, str], Any] = {}
+
+
+def _extract_parameters_of(original: Any) -> Any:
+    def _extract_parameters(args: tuple[Any, ...], kwargs: dict[str, Any], module: Any) -> Any:
+        request = args[0] if args else None
+        if request is None or not isinstance(request, module.Request):
+            return original(args, kwargs, module)
+        # upstream: module.URL(str(request.url)), a new parse per request; an httpx URL is immutable, so the
+        # parse of the same text is shared
+        text = str(request.url)
+        url = _urls.get((module, text))
+        if url is None:
+            url = module.URL(text)
+            if len(_urls) < 1024:
+                _urls[(module, text)] = url
+        return request.method.encode(), url, request.headers, request.stream, request.extensions
+
+    return _extract_parameters
+
+
+def _request_attributes_of(original: Any) -> Any:
+    # (id(url), method, mode, scrubbing rules, scrubbing on) -> (url, span attributes, metric attributes) that
+    # upstream's function set, for URLs without captured headers; the URL object is held (its id stays its own)
+    found: dict[tuple[Any, ...], tuple[Any, dict[str, Any], dict[str, Any]]] = {}
+
+    def _apply_request_client_attributes_to_span(span_attributes: dict[str, Any], metric_attributes: dict[str, Any],
+                                                 url: Any, method_original: Any, semconv: Any, module: Any,
+                                                 headers: Any = None, captured_headers: Any = None,
+                                                 sensitive_headers: Any = None) -> None:
+        if captured_headers or span_attributes or metric_attributes or not isinstance(url, module.URL):
+            original(span_attributes, metric_attributes, url, method_original, semconv, module, headers,
+                     captured_headers, sensitive_headers)
+            return
+        key = (id(url), method_original, semconv, _scrub.cache_owner(), _scrub.is_enabled())
+        entry = found.get(key)
+        if entry is None or entry[0] is not url:
+            original(span_attributes, metric_attributes, url, method_original, semconv, module, headers,
+                     captured_headers, sensitive_headers)
+            if len(found) < 1024:
+                found[key] = (url, dict(span_attributes), dict(metric_attributes))
+            return
+        span_attributes.update(entry[1])
+        metric_attributes.update(entry[2])
+
+    return _apply_request_client_attributes_to_span
+
+
+_HTTPX_HELPERS = {"_normalize_headers": _normalize_headers_of, "get_custom_header_attributes": _header_attributes_of,
+                  "_extract_parameters": _extract_parameters_of,
+                  "_apply_request_client_attributes_to_span": _request_attributes_of}
+
+
 def plan() -> IntegrationStatus:
     """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
     return _common.plan_library(NAME, ("httpx",), MIN_VERSION, "0.27", "httpx", "opentelemetry.instrumentation.httpx")
@@ -243,6 +340,7 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
             **hooks,
         )
         _state["owned"] = True
+        _http_clients.lean_helpers(contrib, _state, _HTTPX_HELPERS)
     global _captures_headers
     _captures_headers = bool(getattr(instrumentor, "_captured_request_headers", True)
                              or getattr(instrumentor, "_captured_response_headers", True))
@@ -262,6 +360,9 @@ def uninstrument() -> None:
         import opentelemetry.instrumentation.httpx as contrib
 
         contrib.redact_url = _state.pop("redact_url")
+    import opentelemetry.instrumentation.httpx as contrib_module
+
+    _http_clients.restore_helpers(contrib_module, _state)
     _common.unwrap(httpx.HTTPTransport, "handle_request")
     _common.unwrap(httpx.AsyncHTTPTransport, "handle_async_request")
     if _state.pop("owned", False):

@@ -14,6 +14,10 @@ traced too. It records one CLIENT span per request (``url.full``, ``http.request
 * One span per request: requests runs over urllib3. Upstream's send wrapper suppresses HTTP
   instrumentation while urllib3 works, so otelkit's urllib3 integration (and any other client
   instrumented below requests) records nothing for that request. Rule: **the outermost client wins**.
+
+Cost: upstream's per-request helpers are replaced in its module by leaner equivalents and its duration
+histogram records through ``_compat.record_point`` (``_http_clients.lean_helpers``/``point_histograms``); the
+spans and points are upstream's (``tests/integration/test_http_clients_same_as_contrib.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from otelkit._instrument import _common, _http_clients, _lazy
+from otelkit._internal_log import logger
 from otelkit._status import IntegrationStatus
 
 NAME = "requests"
@@ -54,7 +59,22 @@ def _instrument_now(ctx: _common.Context, contrib: Any, version: str) -> Integra
     _http_clients.replace_redact(contrib, _state)
     note = _http_clients.instrument_contrib(contrib.RequestsInstrumentor(), ctx, _state,
                                             (_request_hook, _response_hook))
+    if _state.get("owned"):  # instrumented here just now: upstream's per-request helpers, leaner
+        _lean(contrib)
     return IntegrationStatus(NAME, "enabled", f"requests {version}{note}", version=version)
+
+
+def _lean(contrib: Any) -> None:
+    """Upstream's helpers (see ``_http_clients.lean_helpers``) and its duration histogram through ``record_point``."""
+    try:
+        import requests
+
+        _http_clients.lean_helpers(contrib, _state)
+        send = vars(requests.Session).get("send")
+        if getattr(send, "opentelemetry_instrumentation_requests_applied", False):
+            _state["cells"] = _http_clients.point_histograms(send)
+    except Exception:  # upstream's own helpers and recording: slower, the same telemetry
+        logger.debug("otelkit: requests' lean helpers not installed", exc_info=True)
 
 
 def uninstrument() -> None:
@@ -67,5 +87,7 @@ def uninstrument() -> None:
         _state.clear()
         return
     _http_clients.restore_redact(contrib, _state)
+    _http_clients.restore_helpers(contrib, _state)
+    _http_clients.restore_cells(_state.pop("cells", []))
     if _state.pop("owned", False):
         contrib.RequestsInstrumentor().uninstrument()

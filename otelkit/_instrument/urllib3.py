@@ -4,7 +4,9 @@ Upstream wraps ``urllib3.connectionpool.HTTPConnectionPool.urlopen`` on the clas
 before ``init()`` are traced too): one CLIENT span per request, ``http.client.request.duration``
 (plus request/response body size histograms), and the ``traceparent``/``baggage`` headers, so the
 correlation ID travels. otelkit passes its URL scrubbing as upstream's ``url_filter`` (cached per URL)
-and replaces captured values of secret-bearing headers.
+and replaces captured values of secret-bearing headers. Upstream's per-request helpers are replaced in its
+module by leaner equivalents and its histograms record through ``_compat.record_point``
+(``_http_clients.lean_helpers``/``point_histograms``; the same spans and points).
 
 One span per request: when urllib3 runs under requests (or any client whose instrumentation
 suppresses HTTP instrumentation while it sends), the outer client's span is the only one; this
@@ -136,6 +138,23 @@ def _install_binder() -> None:
         pass
 
 
+_HISTOGRAMS = ("duration_histogram_old", "duration_histogram_new", "request_size_histogram_old",
+               "request_size_histogram_new", "response_size_histogram_old", "response_size_histogram_new")
+
+
+def _lean(contrib: Any) -> None:
+    """Upstream's helpers (see ``_http_clients.lean_helpers``) and its three histograms through ``record_point``."""
+    import urllib3.connectionpool
+
+    try:
+        _http_clients.lean_helpers(contrib, _state)
+        wrapper = getattr(vars(urllib3.connectionpool.HTTPConnectionPool).get("urlopen"), "_self_wrapper", None)
+        if wrapper is not None:
+            _state["cells"] = _http_clients.point_histograms(wrapper, _HISTOGRAMS)
+    except Exception:  # upstream's own helpers and recording: slower, the same telemetry
+        pass
+
+
 def plan() -> IntegrationStatus:
     """What :func:`instrument` would report, without importing anything (``otelkit doctor``)."""
     return _common.plan_library(NAME, ("urllib3",), MIN_VERSION, "1.26", "otelkit[urllib3]", CONTRIB)
@@ -152,6 +171,7 @@ def _instrument_now(ctx: _common.Context, contrib: Any, version: str) -> Integra
                                             url_filter=_http_clients.url_filter)
     if not note:  # instrumented here just now
         _install_binder()
+        _lean(contrib)
     return IntegrationStatus(NAME, "enabled", f"urllib3 {version}{note}", version=version)
 
 
@@ -164,6 +184,8 @@ def uninstrument() -> None:
     except ImportError:
         _state.clear()
         return
+    _http_clients.restore_helpers(contrib, _state)
+    _http_clients.restore_cells(_state.pop("cells", []))
     binder = _state.pop("binder", None)
     if binder is not None:
         binder[0].cell_contents = binder[1]
