@@ -344,6 +344,19 @@ _SEMCONV_SIGNAL_MODES = {
 }
 
 
+def http_client_private() -> tuple[Any, Any, Any, Any]:
+    """The private names of opentelemetry-api / -instrumentation / -util-http that otelkit's lean HTTP-client
+    helpers (``_instrument._http_clients``) stand in for or read: the suppress-HTTP context key, ``httplib``'s
+    IP-state key, ``_semconv._filter_semconv_duration_attrs`` and ``_StabilityMode.HTTP``. Raises when a
+    release lacks one (the caller keeps upstream's helpers then)."""
+    from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY
+    from opentelemetry.instrumentation import _semconv
+    from opentelemetry.util.http import httplib
+
+    return (_SUPPRESS_HTTP_INSTRUMENTATION_KEY, httplib._STATE_KEY, _semconv._filter_semconv_duration_attrs,
+            _semconv._StabilityMode.HTTP)
+
+
 def set_semconv_stability(opt_in: str) -> bool:
     """Set contrib's cached semantic-convention modes to what ``opt_in`` (``"http,database"``) selects.
 

@@ -218,9 +218,7 @@ def _filter_duration_of(original: Callable[..., Any]) -> Callable[..., Any]:
         if sem_conv_opt_in_mode is None:
             return original(attrs, old_attrs, new_attrs)
         if http_mode is None:
-            from opentelemetry.instrumentation._semconv import _StabilityMode
-
-            http_mode = _StabilityMode.HTTP
+            http_mode = _compat.http_client_private()[3]
         allowed = new_attrs if sem_conv_opt_in_mode == http_mode else old_attrs
         try:
             key = (*attrs.items(), id(allowed))
@@ -288,19 +286,19 @@ def _helpers() -> dict[str, tuple[Any, Callable[[Any], Any]]]:
     """name -> (upstream's function, a maker of the replacement from it)."""
     global _context, _SUPPRESS_HTTP_KEY, _IP_STATE_KEY
     from opentelemetry import context
-    from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY
-    from opentelemetry.instrumentation import _semconv, utils
+    from opentelemetry.instrumentation import utils
     from opentelemetry.util import http as util_http
     from opentelemetry.util.http import httplib
 
-    _context, _SUPPRESS_HTTP_KEY, _IP_STATE_KEY = context, _SUPPRESS_HTTP_INSTRUMENTATION_KEY, httplib._STATE_KEY
+    _SUPPRESS_HTTP_KEY, _IP_STATE_KEY, filter_duration, _ = _compat.http_client_private()
+    _context = context
 
     return {
         "urlparse": (urllib.parse.urlparse, lambda _original: _urlparse),
         "sanitize_method": (util_http.sanitize_method, _sanitize_method_of),
         "detect_synthetic_user_agent": (util_http.detect_synthetic_user_agent, _synthetic_of),
         "get_custom_header_attributes": (util_http.get_custom_header_attributes, _header_attributes_of),
-        "_filter_semconv_duration_attrs": (_semconv._filter_semconv_duration_attrs, _filter_duration_of),
+        "_filter_semconv_duration_attrs": (filter_duration, _filter_duration_of),
         "suppress_http_instrumentation": (utils.suppress_http_instrumentation, lambda _original: _SuppressHttp),
         "set_ip_on_next_http_connection": (httplib.set_ip_on_next_http_connection,
                                            lambda _original: _IpOnNextConnection),

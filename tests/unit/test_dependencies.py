@@ -34,6 +34,8 @@ GUARDED = {"redis", "psycopg2-binary", "httpx", "uwsgi", "structlog", "loguru", 
            "opentelemetry-instrumentation-psycopg", "psycopg-pool", "asyncpg", "sqlalchemy",
            # the libraries themselves, patched at class level for objects made before init()
            "urllib3", "aiohttp", "psycopg",
+           # requests: imported by its integration only after the application imported it (lean helpers)
+           "requests",
            # OTEL_CONFIG_FILE (extra config-file): imported only when a file is configured
            "opentelemetry-configuration"}
 
