@@ -58,7 +58,7 @@ def _exported(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
             for metric in sm.metrics:
                 points = []
                 for p in metric.data.data_points:
-                    exemplars = [(dict(e.filtered_attributes or {}), e.value, e.span_id, e.trace_id)
+                    exemplars = [(dict(e.filtered_attributes or {}), _nan(e.value), e.span_id, e.trace_id)
                                  for e in p.exemplars]
                     points.append((dict(p.attributes or {}), _nan(getattr(p, "value", None)),
                                    _nan(getattr(p, "sum", None)), getattr(p, "count", None),
@@ -359,7 +359,9 @@ def test_an_up_down_counter_and_a_given_context_are_the_sdks() -> None:
     for proxy in (False, True):
         exported = _assert_same(run, proxy=proxy, exemplar_filter=AlwaysOnExemplarFilter())
         active_points = next(m for m in exported if m[1] == "http.server.active_requests")[5]
-        assert sorted(p[1] for p in active_points) == [0, 0, 0]
+        # The NaN is dropped (with the SDK's warning) by the SDKs that check UpDownCounter amounts; older ones
+        # (1.40) add it to the sum. Either way _assert_same found the fast path's points equal to the SDK's own.
+        assert sorted(p[1] for p in active_points) in ([0, 0, 0], ["NaN", "NaN", "NaN"])
         histogram = next(m for m in exported if m[1] == "messaging.process.duration")[5]
         # the given context's span is on the exemplars, though no span is current
         assert all(e[2] is not None for p in histogram for e in p[7]) and any(p[7] for p in histogram)
