@@ -298,6 +298,8 @@ def _request_attributes_of(original: Any) -> Any:
 _HTTPX_HELPERS = {"_normalize_headers": _normalize_headers_of, "get_custom_header_attributes": _header_attributes_of,
                   "_extract_parameters": _extract_parameters_of,
                   "_apply_request_client_attributes_to_span": _request_attributes_of}
+# _normalize_headers' replacement hands get_custom_header_attributes a _Headers, which only its replacement reads
+_HTTPX_REQUIRES = {"_normalize_headers": "get_custom_header_attributes"}
 
 
 def plan() -> IntegrationStatus:
@@ -340,7 +342,7 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
             **hooks,
         )
         _state["owned"] = True
-        _http_clients.lean_helpers(contrib, _state, _HTTPX_HELPERS)
+        _http_clients.lean_helpers(contrib, _state, _HTTPX_HELPERS, _HTTPX_REQUIRES)
     global _captures_headers
     _captures_headers = bool(getattr(instrumentor, "_captured_request_headers", True)
                              or getattr(instrumentor, "_captured_response_headers", True))
