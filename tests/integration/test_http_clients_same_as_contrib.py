@@ -243,9 +243,11 @@ def test_uninstrument_restores_upstream_helpers() -> None:
     assert not hasattr(aiohttp_contrib.create_trace_config, "_otelkit_original")
 
 
-def test_httpx_same_spans_as_contrib() -> None:
+@pytest.mark.parametrize("capture", [False, True], ids=["no-headers", "captured-headers"])
+def test_httpx_same_spans_as_contrib(capture: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """httpx: otelkit's spans (upstream's, with leaner helpers) are contrib's; its own duration metric is tested in
-    test_instrument_httpx. Also with an explicit transport and a client created twice (new URL objects)."""
+    test_instrument_httpx. Also with an explicit transport and a client created twice (new URL objects), and with
+    every header captured (the headers are normalised by upstream's function then, at either of its shapes)."""
     import httpx
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
@@ -264,10 +266,16 @@ def test_httpx_same_spans_as_contrib() -> None:
         def spans_only(run: Callable[[], tuple[list[Any], Counter[Any]]]) -> list[Any]:
             return run()[0]
 
+        if capture:  # read by upstream at instrument(); not the response's Date (the two runs' differ)
+            monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST", ".*")
+            monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE", "content-length")
         ours = spans_only(lambda: _otelkit("httpx", send))
         theirs = spans_only(lambda: _contrib_alone(HTTPXClientInstrumentor(), send))
     assert len(ours) == 2 * (len(urls) + 2)
     assert ours == theirs
+    captured = {k for shape in ours for k, _v in shape[5] if k.startswith(("http.request.header.x_n",
+                                                                          "http.response.header.content_length"))}
+    assert len(captured) == (2 if capture else 0)
 
 
 def test_httpx_cached_span_attributes_follow_the_scrubbing_rules() -> None:
