@@ -9,9 +9,11 @@ The helpers these contrib modules call per request by their module-level names (
 ``urllib.parse``, ``opentelemetry.util.http``, ``...instrumentation.utils`` and ``..._semconv``) are replaced
 in the contrib module's namespace only (:func:`lean_helpers`) by equivalents that return the same values
 with less work: URL parses and metric attribute sets cached by URL / by content, context managers as
-small classes instead of generators. The histograms upstream records into are given to
-``_compat.record_point`` (:func:`point_histograms`), which remembers the SDK's work per cached attribute
-set. The spans, their attributes and the metric points are upstream's, unchanged.
+small classes instead of generators. Each is installed only where it takes exactly the parameters
+upstream's function takes at the installed release (:func:`same_shape`), so no contrib release calls one
+with arguments it lacks. The histograms upstream records into are given to ``_compat.record_point``
+(:func:`point_histograms`), which remembers the SDK's work per cached attribute set. The spans, their
+attributes and the metric points are upstream's, unchanged.
 """
 
 from __future__ import annotations

@@ -212,9 +212,9 @@ async def _async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwa
 
 # --- upstream's per-request helpers, leaner (as for requests/aiohttp: _http_clients.lean_helpers) --------------
 #
-# Two shapes: from contrib 0.62 on, these helpers take the httpx module as a ``module`` parameter; 0.61b0's take
-# none (they use ``httpx`` itself). Each maker builds the replacement of the shape upstream's function has;
-# ``lean_helpers`` installs it only when its parameters are upstream's.
+# Two shapes: in later contrib releases (0.66b1) these helpers take the httpx module as a ``module`` parameter;
+# 0.61b0's take none (they use ``httpx`` itself). Each maker builds the replacement of the shape upstream's function
+# has; ``lean_helpers`` installs it only when its parameters are upstream's.
 
 
 def _takes_module(original: Any) -> bool:
