@@ -9,14 +9,18 @@ The helpers these contrib modules call per request by their module-level names (
 ``urllib.parse``, ``opentelemetry.util.http``, ``...instrumentation.utils`` and ``..._semconv``) are replaced
 in the contrib module's namespace only (:func:`lean_helpers`) by equivalents that return the same values
 with less work: URL parses and metric attribute sets cached by URL / by content, context managers as
-small classes instead of generators. The histograms upstream records into are given to
-``_compat.record_point`` (:func:`point_histograms`), which remembers the SDK's work per cached attribute
-set. The spans, their attributes and the metric points are upstream's, unchanged.
+small classes instead of generators. Each is installed only where it takes exactly the parameters
+upstream's function takes at the installed release (:func:`same_shape`), so no contrib release calls one
+with arguments it lacks. The histograms upstream records into are given to ``_compat.record_point``
+(:func:`point_histograms`), which remembers the SDK's work per cached attribute set. The spans, their
+attributes and the metric points are upstream's, unchanged.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
+import os
 import urllib.parse
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -163,14 +167,34 @@ def _urlparse(url: Any, scheme: Any = "", allow_fragments: bool = True) -> Any:
     return found
 
 
-_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-                            "QUERY"})
+# Every method some upstream release treats as known (``sanitize_method`` returns it upper-cased). Which of them
+# the installed release knows is asked of its own function (:func:`_known_methods`): 0.61b0 does not know QUERY.
+_CANDIDATE_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY")
+_CAPTURE_ALL_METHODS = "OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS"
+
+
+def _known_methods(original: Callable[[Any], Any]) -> frozenset[str]:
+    """The candidate methods upstream's ``sanitize_method`` returns as themselves without its capture-all switch.
+
+    With the switch set upstream returns every method as is, so nothing can be learnt: the empty set (every call
+    goes to upstream's function). Read before and after asking, so a switch set meanwhile is noticed too.
+    """
+    if os.environ.get(_CAPTURE_ALL_METHODS):
+        return frozenset()
+    try:
+        known = frozenset(m for m in _CANDIDATE_METHODS if original(m) == m)
+    except Exception:
+        return frozenset()
+    return frozenset() if os.environ.get(_CAPTURE_ALL_METHODS) else known
 
 
 def _sanitize_method_of(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    known = _known_methods(original)
+
     def sanitize_method(method: Any) -> Any:
-        # A known method in upper case is returned as is whatever the environment says: no os.environ read.
-        if type(method) is str and method in _KNOWN_METHODS:
+        # A method upstream's own list holds, in upper case, is returned as is whatever the environment says
+        # (as upstream does): no os.environ read.
+        if type(method) is str and method in known:
             return method
         return original(method)
 
@@ -305,12 +329,36 @@ def _helpers() -> dict[str, tuple[Any, Callable[[Any], Any]]]:
     }
 
 
+def _shape(function: Any) -> tuple[tuple[str, Any, bool], ...] | None:
+    """A callable's parameters as (name, kind, has a default); None when Python cannot tell."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return tuple((p.name, p.kind, p.default is not inspect.Parameter.empty) for p in parameters)
+
+
+def same_shape(upstream: Any, replacement: Any) -> bool:
+    """Whether ``replacement`` takes exactly the parameters ``upstream`` takes (names, kinds, which are optional).
+
+    A replacement is put in upstream's place only then: a contrib release that calls its helper with other
+    arguments (httpx's helpers gained a ``module`` parameter after 0.61b0) keeps upstream's helper, since a
+    replacement called with arguments it does not take would raise inside the application's request. A default's
+    value is not compared: each replacement passes an omitted argument on omitted.
+    """
+    found = _shape(upstream)
+    return found is not None and found == _shape(replacement)
+
+
 def lean_helpers(contrib: ModuleType, state: dict[str, Any],
-                 own: Mapping[str, Callable[[Any], Any]] | None = None) -> None:
+                 own: Mapping[str, Callable[[Any], Any]] | None = None,
+                 requires: Mapping[str, str] | None = None) -> None:
     """Replace the per-request helpers ``contrib`` imported by name (each only while it is upstream's own).
 
     ``own``: helpers of that contrib module itself, name -> a maker of the replacement from upstream's function
-    (replaced while the module's attribute is not one of otelkit's already).
+    (replaced while the module's attribute is not one of otelkit's already). Each replacement is installed only
+    when it has upstream's parameters (:func:`same_shape`). ``requires``: name -> the name whose replacement it
+    needs (it hands that one a value only that replacement understands); without it, upstream's is put back.
     """
     try:
         helpers = _helpers()
@@ -321,13 +369,22 @@ def lean_helpers(contrib: ModuleType, state: dict[str, Any],
         if own is not None and name in own:
             continue
         if name not in replaced and getattr(contrib, name, None) is upstream:
-            replaced[name] = upstream
-            setattr(contrib, name, make(upstream))
+            _replace(contrib, replaced, name, upstream, make)
     for name, make in (own or {}).items():
         current = getattr(contrib, name, None)
         if name not in replaced and callable(current):
-            replaced[name] = current
-            setattr(contrib, name, make(current))
+            _replace(contrib, replaced, name, current, make)
+    for name, needed in (requires or {}).items():
+        if name in replaced and needed not in replaced:
+            setattr(contrib, name, replaced.pop(name))
+
+
+def _replace(contrib: ModuleType, replaced: dict[str, Any], name: str, upstream: Any,
+             make: Callable[[Any], Any]) -> None:
+    replacement = make(upstream)
+    if same_shape(upstream, replacement):
+        replaced[name] = upstream
+        setattr(contrib, name, replacement)
 
 
 def restore_helpers(contrib: ModuleType, state: dict[str, Any]) -> None:

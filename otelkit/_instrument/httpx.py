@@ -25,6 +25,7 @@ upstream's, attribute for attribute (``tests/integration/test_http_clients_same_
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any
 
@@ -210,6 +211,18 @@ async def _async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwa
 
 
 # --- upstream's per-request helpers, leaner (as for requests/aiohttp: _http_clients.lean_helpers) --------------
+#
+# Two shapes: in later contrib releases (0.66b1) these helpers take the httpx module as a ``module`` parameter;
+# 0.61b0's take none (they use ``httpx`` itself). Each maker builds the replacement of the shape upstream's function
+# has; ``lean_helpers`` installs it only when its parameters are upstream's.
+
+
+def _takes_module(original: Any) -> bool:
+    try:
+        return "module" in inspect.signature(original).parameters
+    except (TypeError, ValueError):
+        return True  # no signature to read: the module-taking replacement, which lean_helpers then declines
+
 
 class _Headers:
     """Headers upstream would normalise for ``get_custom_header_attributes``: normalised there, only when a header
@@ -222,17 +235,25 @@ class _Headers:
         self.module = module
 
 
-_upstream_normalize: Any = None
+_upstream_normalize: Any = None  # (headers, module) -> upstream's normalised headers, whichever its shape
 
 
 def _normalize_headers_of(original: Any) -> Any:
     global _upstream_normalize
-    _upstream_normalize = original
+    if _takes_module(original):
+        _upstream_normalize = original
 
-    def _normalize_headers(headers: Any, module: Any) -> Any:
-        return _Headers(headers, module)
+        def _normalize_headers(headers: Any, module: Any) -> Any:
+            return _Headers(headers, module)
 
-    return _normalize_headers
+        return _normalize_headers
+
+    _upstream_normalize = lambda headers, _module: original(headers)  # noqa: E731
+
+    def _normalize_headers_061(headers: Any) -> Any:
+        return _Headers(headers, None)
+
+    return _normalize_headers_061
 
 
 def _header_attributes_of(original: Any) -> Any:
@@ -250,20 +271,37 @@ def _header_attributes_of(original: Any) -> Any:
 _urls: dict[tuple[Any, str], Any] = {}
 
 
+def _shared_url(module: Any, request: Any) -> Any:
+    # upstream: module.URL(str(request.url)), a new parse per request; an httpx URL is immutable, so the
+    # parse of the same text is shared
+    text = str(request.url)
+    url = _urls.get((module, text))
+    if url is None:
+        url = module.URL(text)
+        if len(_urls) < 1024:
+            _urls[(module, text)] = url
+    return url
+
+
 def _extract_parameters_of(original: Any) -> Any:
+    if not _takes_module(original):
+        import httpx
+
+        def _extract_parameters_061(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            request = args[0] if args else None
+            if request is None or not isinstance(request, httpx.Request):
+                return original(args, kwargs)
+            return request.method.encode(), _shared_url(httpx, request), request.headers, request.stream, \
+                request.extensions
+
+        return _extract_parameters_061
+
     def _extract_parameters(args: tuple[Any, ...], kwargs: dict[str, Any], module: Any) -> Any:
         request = args[0] if args else None
         if request is None or not isinstance(request, module.Request):
             return original(args, kwargs, module)
-        # upstream: module.URL(str(request.url)), a new parse per request; an httpx URL is immutable, so the
-        # parse of the same text is shared
-        text = str(request.url)
-        url = _urls.get((module, text))
-        if url is None:
-            url = module.URL(text)
-            if len(_urls) < 1024:
-                _urls[(module, text)] = url
-        return request.method.encode(), url, request.headers, request.stream, request.extensions
+        return request.method.encode(), _shared_url(module, request), request.headers, request.stream, \
+            request.extensions
 
     return _extract_parameters
 
@@ -292,12 +330,35 @@ def _request_attributes_of(original: Any) -> Any:
         span_attributes.update(entry[1])
         metric_attributes.update(entry[2])
 
-    return _apply_request_client_attributes_to_span
+    if _takes_module(original):
+        return _apply_request_client_attributes_to_span
+
+    import httpx
+
+    # 0.61b0's function as if it took the module (it uses httpx itself): the cache above, unchanged
+    def upstream_061(span_attributes: Any, metric_attributes: Any, url: Any, method_original: Any, semconv: Any,
+                     module: Any, headers: Any, captured_headers: Any, sensitive_headers: Any) -> None:
+        original(span_attributes, metric_attributes, url, method_original, semconv, headers, captured_headers,
+                 sensitive_headers)
+
+    lean = _request_attributes_of(upstream_061)
+
+    def _apply_request_client_attributes_to_span_061(span_attributes: dict[str, Any],
+                                                     metric_attributes: dict[str, Any], url: Any,
+                                                     method_original: Any, semconv: Any, headers: Any = None,
+                                                     captured_headers: Any = None,
+                                                     sensitive_headers: Any = None) -> None:
+        lean(span_attributes, metric_attributes, url, method_original, semconv, httpx, headers, captured_headers,
+             sensitive_headers)
+
+    return _apply_request_client_attributes_to_span_061
 
 
 _HTTPX_HELPERS = {"_normalize_headers": _normalize_headers_of, "get_custom_header_attributes": _header_attributes_of,
                   "_extract_parameters": _extract_parameters_of,
                   "_apply_request_client_attributes_to_span": _request_attributes_of}
+# _normalize_headers' replacement hands get_custom_header_attributes a _Headers, which only its replacement reads
+_HTTPX_REQUIRES = {"_normalize_headers": "get_custom_header_attributes"}
 
 
 def plan() -> IntegrationStatus:
@@ -340,7 +401,7 @@ def instrument(ctx: _common.Context) -> IntegrationStatus:
             **hooks,
         )
         _state["owned"] = True
-        _http_clients.lean_helpers(contrib, _state, _HTTPX_HELPERS)
+        _http_clients.lean_helpers(contrib, _state, _HTTPX_HELPERS, _HTTPX_REQUIRES)
     global _captures_headers
     _captures_headers = bool(getattr(instrumentor, "_captured_request_headers", True)
                              or getattr(instrumentor, "_captured_response_headers", True))

@@ -243,9 +243,11 @@ def test_uninstrument_restores_upstream_helpers() -> None:
     assert not hasattr(aiohttp_contrib.create_trace_config, "_otelkit_original")
 
 
-def test_httpx_same_spans_as_contrib() -> None:
+@pytest.mark.parametrize("capture", [False, True], ids=["no-headers", "captured-headers"])
+def test_httpx_same_spans_as_contrib(capture: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """httpx: otelkit's spans (upstream's, with leaner helpers) are contrib's; its own duration metric is tested in
-    test_instrument_httpx. Also with an explicit transport and a client created twice (new URL objects)."""
+    test_instrument_httpx. Also with an explicit transport and a client created twice (new URL objects), and with
+    every header captured (the headers are normalised by upstream's function then, at either of its shapes)."""
     import httpx
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
@@ -264,10 +266,16 @@ def test_httpx_same_spans_as_contrib() -> None:
         def spans_only(run: Callable[[], tuple[list[Any], Counter[Any]]]) -> list[Any]:
             return run()[0]
 
+        if capture:  # read by upstream at instrument(); not the response's Date (the two runs' differ)
+            monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST", ".*")
+            monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE", "content-length")
         ours = spans_only(lambda: _otelkit("httpx", send))
         theirs = spans_only(lambda: _contrib_alone(HTTPXClientInstrumentor(), send))
     assert len(ours) == 2 * (len(urls) + 2)
     assert ours == theirs
+    captured = {k for shape in ours for k, _v in shape[5] if k.startswith(("http.request.header.x_n",
+                                                                          "http.response.header.content_length"))}
+    assert len(captured) == (2 if capture else 0)
 
 
 def test_httpx_cached_span_attributes_follow_the_scrubbing_rules() -> None:
@@ -289,3 +297,95 @@ def test_httpx_cached_span_attributes_follow_the_scrubbing_rules() -> None:
         first, off, again = (s.attributes["url.full"] for s in t.spans())
     assert "OTK-CANARY-HTTPX" not in first and first == again
     assert off == url  # upstream's own rules keep a "token" query value
+
+
+def _parameter_names(function: Any) -> list[tuple[str, Any]]:
+    import inspect
+
+    return [(p.name, p.kind) for p in inspect.signature(function).parameters.values()]
+
+
+def test_every_installed_replacement_takes_upstreams_parameters() -> None:
+    """At the installed contrib release, each helper otelkit put in a contrib module takes the parameters of the
+    upstream helper it stands in for (contrib calls it with those), and each one it did not put there is upstream's.
+    (httpx 0.61b0's helpers take no ``module``: a replacement taking it broke every request there.)"""
+    import aiohttp  # noqa: F401  (the lazy integrations instrument when their library is imported)
+    import requests  # noqa: F401
+    import urllib3  # noqa: F401
+
+    from otelkit._instrument import aiohttp_client, httpx
+    from otelkit._instrument import requests as requests_integration
+    from otelkit._instrument import urllib3 as urllib3_integration
+
+    integrations = (httpx, requests_integration, aiohttp_client, urllib3_integration)
+    with instrumented(instrument=[i.NAME for i in integrations]) as t:
+        for integration in integrations:
+            assert t.status(integration.NAME).state == "enabled"
+            contrib = __import__(integration.SCOPE, fromlist=["_"])
+            replaced = integration._state.get("helpers", {})
+            assert replaced, integration.NAME  # at least the helpers every release shares
+            for name, upstream in replaced.items():
+                current = getattr(contrib, name)
+                assert current is not upstream
+                assert _parameter_names(current) == _parameter_names(upstream), (integration.NAME, name)
+            own = httpx._HTTPX_HELPERS if integration is httpx else {}
+            for name in set(own) - set(replaced):
+                assert not getattr(getattr(contrib, name), "__module__", "").startswith("otelkit"), name
+
+
+def test_a_replacement_with_other_parameters_is_not_installed() -> None:
+    """A contrib release whose helper takes other parameters keeps it; a helper that needs another's replacement
+    is put back when that one was not replaced."""
+    import types
+
+    def upstream_two(args: Any, kwargs: Any) -> str:
+        return "upstream"
+
+    def upstream_one(headers: Any) -> str:
+        return "upstream"
+
+    def make_three(_original: Any) -> Any:
+        def replacement(args: Any, kwargs: Any, module: Any) -> str:
+            return "lean"
+        return replacement
+
+    def make_same(_original: Any) -> Any:
+        def replacement(headers: Any) -> str:
+            return "lean"
+        return replacement
+
+    contrib = types.ModuleType("fake_contrib")
+    contrib._extract = upstream_two  # type: ignore[attr-defined]
+    contrib._normalize = upstream_one  # type: ignore[attr-defined]
+    contrib._headers = upstream_one  # type: ignore[attr-defined]
+    state: dict[str, Any] = {}
+    _http_clients.lean_helpers(contrib, state, {"_extract": make_three, "_normalize": make_same},
+                               {"_normalize": "_extract"})
+    assert contrib._extract is upstream_two and contrib._normalize is upstream_one  # type: ignore[attr-defined]
+    assert state["helpers"] == {}
+    _http_clients.lean_helpers(contrib, state, {"_headers": make_same})
+    assert contrib._headers((),) == "lean"  # type: ignore[attr-defined]
+    _http_clients.restore_helpers(contrib, state)
+    assert contrib._headers is upstream_one  # type: ignore[attr-defined]
+
+
+def test_sanitize_method_knows_what_upstream_knows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The known methods are upstream's own at each release (0.61b0 has no QUERY), and nothing is learnt while
+    upstream's capture-all switch is set (it would make every method look known)."""
+    def without_query(method: Any) -> Any:  # 0.61b0's list
+        import os
+
+        if method is None:
+            return None
+        method = method.upper()
+        known = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+        return method if os.environ.get(_http_clients._CAPTURE_ALL_METHODS) or method in known else "_OTHER"
+
+    lean = _http_clients._sanitize_method_of(without_query)
+    for method in ["GET", "QUERY", "query", "FOO", None]:
+        assert lean(method) == without_query(method)
+    monkeypatch.setenv(_http_clients._CAPTURE_ALL_METHODS, "true")
+    learnt_meanwhile = _http_clients._sanitize_method_of(without_query)
+    monkeypatch.delenv(_http_clients._CAPTURE_ALL_METHODS)
+    for method in ["GET", "QUERY", "FOO"]:
+        assert learnt_meanwhile(method) == without_query(method)
