@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Generator, Iterator
+import sys
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, NoReturn
 
 import pytest
@@ -77,6 +78,28 @@ def _module_leaves_otelkit_uninitialised() -> Iterator[None]:
 # Opt-in resets, requested per module with ``pytestmark = pytest.mark.usefixtures("fresh_otelkit")``:
 # not autouse, because some tests deliberately keep otelkit state across steps. otelkit is imported
 # inside them so that loading this conftest stays cheap and imports nothing of otelkit's.
+
+
+@pytest.fixture
+def swap_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, str]], None]]:
+    """``swap(env)`` puts ``env`` in place of ``os.environ`` for the test.
+
+    At the end, a module first imported meanwhile that did ``from os import environ`` (opentelemetry.util.http,
+    the contrib instrumentations) would keep the stand-in for good, and every later test's ``setenv`` would be
+    invisible to it (an httpx header-capture test after such a test, in the same process, captured nothing):
+    those bindings are pointed back at the real ``os.environ``.
+    """
+    real = os.environ
+    swapped: list[dict[str, str]] = []
+
+    def swap(env: dict[str, str]) -> None:
+        monkeypatch.setattr(os, "environ", env)
+        swapped.append(env)
+
+    yield swap
+    for module in list(sys.modules.values()):
+        if any(getattr(module, "environ", None) is env for env in swapped):
+            module.environ = real
 
 
 @pytest.fixture

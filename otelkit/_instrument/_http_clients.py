@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import urllib.parse
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -170,22 +169,24 @@ def _urlparse(url: Any, scheme: Any = "", allow_fragments: bool = True) -> Any:
 # Every method some upstream release treats as known (``sanitize_method`` returns it upper-cased). Which of them
 # the installed release knows is asked of its own function (:func:`_known_methods`): 0.61b0 does not know QUERY.
 _CANDIDATE_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY")
-_CAPTURE_ALL_METHODS = "OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS"
+_UNKNOWN_METHOD = "OTELKIT-NOT-A-METHOD"  # "_OTHER" from upstream unless its capture-all switch is set
 
 
 def _known_methods(original: Callable[[Any], Any]) -> frozenset[str]:
     """The candidate methods upstream's ``sanitize_method`` returns as themselves without its capture-all switch.
 
-    With the switch set upstream returns every method as is, so nothing can be learnt: the empty set (every call
-    goes to upstream's function). Read before and after asking, so a switch set meanwhile is noticed too.
+    With the switch (``OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS``) set, upstream returns every method
+    as is, so nothing can be learnt: the empty set (every call goes to upstream's function). Whether it is set is
+    asked of upstream's function too (a method nobody knows comes back as itself), before and after, so a switch
+    set meanwhile is noticed, and the environment stays ``_config``'s to read.
     """
-    if os.environ.get(_CAPTURE_ALL_METHODS):
-        return frozenset()
     try:
+        if original(_UNKNOWN_METHOD) != "_OTHER":
+            return frozenset()
         known = frozenset(m for m in _CANDIDATE_METHODS if original(m) == m)
+        return frozenset() if original(_UNKNOWN_METHOD) != "_OTHER" else known
     except Exception:
         return frozenset()
-    return frozenset() if os.environ.get(_CAPTURE_ALL_METHODS) else known
 
 
 def _sanitize_method_of(original: Callable[[Any], Any]) -> Callable[[Any], Any]:

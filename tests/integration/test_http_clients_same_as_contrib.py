@@ -369,6 +369,9 @@ def test_a_replacement_with_other_parameters_is_not_installed() -> None:
     assert contrib._headers is upstream_one  # type: ignore[attr-defined]
 
 
+_CAPTURE_ALL = "OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS"  # upstream's switch: every method as is
+
+
 def test_sanitize_method_knows_what_upstream_knows(monkeypatch: pytest.MonkeyPatch) -> None:
     """The known methods are upstream's own at each release (0.61b0 has no QUERY), and nothing is learnt while
     upstream's capture-all switch is set (it would make every method look known)."""
@@ -379,13 +382,13 @@ def test_sanitize_method_knows_what_upstream_knows(monkeypatch: pytest.MonkeyPat
             return None
         method = method.upper()
         known = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
-        return method if os.environ.get(_http_clients._CAPTURE_ALL_METHODS) or method in known else "_OTHER"
+        return method if os.environ.get(_CAPTURE_ALL) or method in known else "_OTHER"
 
     lean = _http_clients._sanitize_method_of(without_query)
     for method in ["GET", "QUERY", "query", "FOO", None]:
         assert lean(method) == without_query(method)
-    monkeypatch.setenv(_http_clients._CAPTURE_ALL_METHODS, "true")
+    monkeypatch.setenv(_CAPTURE_ALL, "true")
     learnt_meanwhile = _http_clients._sanitize_method_of(without_query)
-    monkeypatch.delenv(_http_clients._CAPTURE_ALL_METHODS)
+    monkeypatch.delenv(_CAPTURE_ALL)
     for method in ["GET", "QUERY", "FOO"]:
         assert learnt_meanwhile(method) == without_query(method)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 
@@ -12,10 +13,10 @@ from otelkit._demo import _backends
 
 
 @pytest.fixture
-def environ(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def environ(swap_environ: Callable[[dict[str, str]], None]) -> dict[str, str]:
     """A private copy of the environment (the demo only reads it: the assertions check it stays as it was)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "REDIS_URL", "DATABASE_URL"))}
-    monkeypatch.setattr(os, "environ", env)
+    swap_environ(env)
     return env
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +56,10 @@ class RecordingEnviron(dict[str, str]):
 
 
 @pytest.fixture
-def recording_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingEnviron]:
+def recording_environ(swap_environ: Callable[[dict[str, str]], None]) -> RecordingEnviron:
     env = RecordingEnviron(os.environ)
-    monkeypatch.setattr(os, "environ", env)
-    yield env
+    swap_environ(env)
+    return env
 
 
 @pytest.fixture
