@@ -76,7 +76,7 @@ def run_pair(mode: str, count: int, endpoint: str, env_extra: dict[str, str],
         try:
             # The producer first: it waits for "go", while the consumer's BRPOP (30 s timeout) starts at once.
             for role in ("producer", "consumer"):
-                errors[role] = open(directory / f"{role}.err", "w+")  # noqa: SIM115
+                errors[role] = open(directory / f"{role}.err", "w+")
                 cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes",
                        f"--callgrind-out-file={directory}/{role}.cg", sys.executable, str(HERE / "_message_app.py"),
                        role, mode, REDIS_URL, queue, str(count), endpoint]

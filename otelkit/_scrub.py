@@ -221,9 +221,18 @@ def _text_sub(match: re.Match[str]) -> str:
     return REDACTED
 
 
+# Characters none of _TEXT_HINT_RX's fragments can be made of alone (each needs a letter past "f", ":" or
+# "_"; tests/unit/test_scrub_hex.py checks every fragment): a text of only these has no hint, so no rule
+# matches it. Hex IDs (correlation IDs, trace and span IDs, UUIDs) are such texts, and unique per message:
+# passed over without the hint search, and without an LRU entry each that would push out repeating text.
+_INERT_CHARS = "0123456789abcdefABCDEF-"
+
+
 def scrub_text(text: str) -> str:
     """Redact secrets found by value pattern in free text (exception messages, log bodies)."""
     if not text or not isinstance(text, str):
+        return text
+    if not text.strip(_INERT_CHARS) and not _extra:  # only inert characters (see _INERT_CHARS)
         return text
     if len(text) <= _TEXT_CACHE_CHARS:
         return _cached_text(text)
