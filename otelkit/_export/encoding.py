@@ -114,10 +114,14 @@ def _key_value(key: str, value: Any) -> bytes:  # kvlist entries (rare); span at
 
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     """Repeated ``KeyValue`` under ``tag``; an attribute that cannot be encoded is skipped, like upstream."""
-    if not attributes:
+    if attributes is None:
         return b""
-    # BoundedAttributes wraps a dict: iterate that, not the generic Mapping protocol (several times faster).
-    items = getattr(attributes, BOUNDED_DICT, attributes).items()
+    # BoundedAttributes wraps a dict: iterate that, not the generic Mapping protocol (several times faster); its
+    # emptiness too (its __len__ is Python code).
+    plain = getattr(attributes, BOUNDED_DICT, attributes)
+    if not plain:
+        return b""
+    items = plain.items()
     out = []
     keys = _KEYS
     for key, value in items:
