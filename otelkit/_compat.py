@@ -673,6 +673,8 @@ def _lean_factory() -> tuple[Callable[[Any, type | None], Any], Callable[[Any, C
     _new = object.__new__
     _Lock = threading.Lock
     _no_sampler = object()  # matches no sampler
+    _Link = trace_api.Link
+    _sdk_new_links = _Span._new_links  # a patch made later is seen (identity) and then taken
 
 
     def _sdk_default_on() -> Any:
@@ -756,7 +758,28 @@ def _lean_factory() -> tuple[Callable[[Any, type | None], Any], Callable[[Any, C
         span._lock = _Lock()
         # Links with content take the SDK's own validation (the limits are already on the span).
         if links:
-            span._links = span._new_links(links)
+            link = links[0]
+            max_links = limits.max_links
+            if (len(links) == 1 and type(link) is _Link and link._attributes is None
+                    and type(link._context) is SpanContext and link._context.is_valid
+                    and (max_links is None or max_links > 0) and _Span._new_links is _sdk_new_links):
+                # One link without attributes to a valid context (a consumer span's link to its producer):
+                # what _new_links leaves, an immutable empty BoundedAttributes on the link and a BoundedList of it.
+                link_attributes: Any = _new(BoundedAttributes)
+                link_attributes._dict = {}
+                link_attributes.maxlen = limits.max_link_attributes
+                link_attributes.dropped = 0
+                link_attributes.max_value_len = limits.max_attribute_length
+                link_attributes._lock = _Lock()
+                link_attributes._immutable = True
+                link._attributes = link_attributes
+                one: Any = _new(BoundedList)
+                one.dropped = 0
+                one._dq = deque((link,), maxlen=max_links)
+                one._lock = _Lock()
+                span._links = one
+            else:
+                span._links = span._new_links(links)
         else:  # BoundedList(limits.max_links), as Span._new_links makes it for no links
             empty: Any = _new(BoundedList)
             empty.dropped = 0
