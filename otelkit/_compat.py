@@ -1245,6 +1245,13 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
         return None
     set_field = object.__setattr__
     new_object = object.__new__
+    # The trace-based filter's decision for the last span seen: (span, sampled?). Only for span classes whose span
+    # context never changes (the SDK's span, NonRecordingSpan), so the decision cannot either; holds that one span.
+    from opentelemetry.sdk.trace import _Span
+    from opentelemetry.trace import NonRecordingSpan
+
+    fixed_context_spans = frozenset({_Span, NonRecordingSpan})
+    last_decision: list[tuple[Any, bool]] = [(None, False)]
     # id(dict) -> (the dict, its cleaned copy, {SDK instrument: (its consumer's reader storages, the aggregation
     # of each of their streams for the set)}); the dict is held, so its id is not reused while remembered.
     memo: dict[int, tuple[Any, dict[str, Any], dict[Any, Any]]] = {}
@@ -1295,8 +1302,14 @@ def _points_factory() -> tuple[Callable[[Any, float, Mapping[str, Any]], None],
         exemplar_filter = consumer._sdk_config.exemplar_filter
         if type(exemplar_filter) is trace_based:  # the default: TraceBasedExemplarFilter.should_sample, inline
             span = context.get(span_key)
-            should_sample = (span is not None and isinstance(span, ApiSpan) and span != INVALID_SPAN
-                             and span.get_span_context().trace_flags.sampled)
+            last = last_decision[0]
+            if span is last[0] and span is not None:  # the span of the previous point (a scope records several)
+                should_sample = last[1]
+            else:
+                should_sample = (span is not None and isinstance(span, ApiSpan) and span != INVALID_SPAN
+                                 and span.get_span_context().trace_flags.sampled)
+                if type(span) in fixed_context_spans:
+                    last_decision[0] = (span, should_sample)  # one tuple stored: atomic for other threads
         else:
             should_sample = exemplar_filter.should_sample(amount, time_unix_nano, cleaned, context)
         storages = consumer._reader_storages  # replaced, never mutated, when a reader is added or removed
