@@ -686,6 +686,8 @@ def _lean_factory() -> tuple[Callable[[Any, type | None], Any], Callable[[Any, C
     _new = object.__new__
     _Lock = threading.Lock
     _no_sampler = object()  # matches no sampler
+    _Link = trace_api.Link
+    _sdk_new_links = _Span._new_links  # a patch made later is seen (identity) and then taken
 
 
     def _sdk_default_on() -> Any:
@@ -769,7 +771,28 @@ def _lean_factory() -> tuple[Callable[[Any, type | None], Any], Callable[[Any, C
         span._lock = _Lock()
         # Links with content take the SDK's own validation (the limits are already on the span).
         if links:
-            span._links = span._new_links(links)
+            link = links[0]
+            max_links = limits.max_links
+            if (len(links) == 1 and type(link) is _Link and link._attributes is None
+                    and type(link._context) is SpanContext and link._context.is_valid
+                    and (max_links is None or max_links > 0) and _Span._new_links is _sdk_new_links):
+                # One link without attributes to a valid context (a consumer span's link to its producer):
+                # what _new_links leaves, an immutable empty BoundedAttributes on the link and a BoundedList of it.
+                link_attributes: Any = _new(BoundedAttributes)
+                link_attributes._dict = {}
+                link_attributes.maxlen = limits.max_link_attributes
+                link_attributes.dropped = 0
+                link_attributes.max_value_len = limits.max_attribute_length
+                link_attributes._lock = _Lock()
+                link_attributes._immutable = True
+                link._attributes = link_attributes
+                one: Any = _new(BoundedList)
+                one.dropped = 0
+                one._dq = deque((link,), maxlen=max_links)
+                one._lock = _Lock()
+                span._links = one
+            else:
+                span._links = span._new_links(links)
         else:  # BoundedList(limits.max_links), as Span._new_links makes it for no links
             empty: Any = _new(BoundedList)
             empty.dropped = 0
@@ -1245,6 +1268,13 @@ def _points_factory() -> tuple[PointFunction, PointFunction] | None:
         return None
     set_field = object.__setattr__
     new_object = object.__new__
+    # The trace-based filter's decision for the last span seen: (span, sampled?). Only for span classes whose span
+    # context never changes (the SDK's span, NonRecordingSpan), so the decision cannot either; holds that one span.
+    from opentelemetry.sdk.trace import _Span
+    from opentelemetry.trace import NonRecordingSpan
+
+    fixed_context_spans = frozenset({_Span, NonRecordingSpan})
+    last_decision: list[tuple[Any, bool]] = [(None, False)]
     # id(dict) -> (the dict, its cleaned copy, {SDK instrument: (its consumer's reader storages, the aggregation
     # of each of their streams for the set)}); the dict is held, so its id is not reused while remembered.
     memo: dict[int, tuple[Any, dict[str, Any], dict[Any, Any]]] = {}
@@ -1295,8 +1325,14 @@ def _points_factory() -> tuple[PointFunction, PointFunction] | None:
         exemplar_filter = consumer._sdk_config.exemplar_filter
         if type(exemplar_filter) is trace_based:  # the default: TraceBasedExemplarFilter.should_sample, inline
             span = context.get(span_key)
-            should_sample = (span is not None and isinstance(span, ApiSpan) and span != INVALID_SPAN
-                             and span.get_span_context().trace_flags.sampled)
+            last = last_decision[0]
+            if span is last[0] and span is not None:  # the span of the previous point (a scope records several)
+                should_sample = last[1]
+            else:
+                should_sample = (span is not None and isinstance(span, ApiSpan) and span != INVALID_SPAN
+                                 and span.get_span_context().trace_flags.sampled)
+                if type(span) in fixed_context_spans:
+                    last_decision[0] = (span, should_sample)  # one tuple stored: atomic for other threads
         else:
             should_sample = exemplar_filter.should_sample(amount, time_unix_nano, cleaned, context)
         storages = consumer._reader_storages  # replaced, never mutated, when a reader is added or removed

@@ -48,7 +48,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Status
 
-from otelkit._compat import BOUNDED_DICT, has_bounded_dict, scrub_fields, set_bounded_dict
+from otelkit._compat import BOUNDED_DEQUE, BOUNDED_DICT, has_bounded_dict, scrub_fields, set_bounded_dict
 from otelkit._internal_log import logger
 from otelkit._regex import deferred
 
@@ -221,9 +221,18 @@ def _text_sub(match: re.Match[str]) -> str:
     return REDACTED
 
 
+# Characters none of _TEXT_HINT_RX's fragments can be made of alone (each needs a letter past "f", ":" or
+# "_"; tests/unit/test_scrub_hex.py checks every fragment): a text of only these has no hint, so no rule
+# matches it. Hex IDs (correlation IDs, trace and span IDs, UUIDs) are such texts, and unique per message:
+# passed over without the hint search, and without an LRU entry each that would push out repeating text.
+_INERT_CHARS = "0123456789abcdefABCDEF-"
+
+
 def scrub_text(text: str) -> str:
     """Redact secrets found by value pattern in free text (exception messages, log bodies)."""
     if not text or not isinstance(text, str):
+        return text
+    if not text.strip(_INERT_CHARS) and not _extra:  # only inert characters (see _INERT_CHARS)
         return text
     if len(text) <= _TEXT_CACHE_CHARS:
         return _cached_text(text)
@@ -559,11 +568,13 @@ def scrub_attributes(
     ``db_system`` (the span's ``db.system``/``db.system.name``) selects Redis or SQL rules for
     ``db.statement`` and database-error handling for ``exception.message``.
     """
-    if not attributes:
+    if attributes is None:
         return attributes
     # BoundedAttributes wraps a plain dict: read that, not the generic Mapping protocol (a Python-level
-    # __getitem__ per key and a copied key list per iteration).
+    # __getitem__ per key and a copied key list per iteration); its emptiness too (its __len__ is Python code).
     items: Mapping[str, Any] = getattr(attributes, BOUNDED_DICT, attributes)
+    if not items:
+        return attributes
     if not db_system and "exception.type" in items and _is_db_exception(items):
         # A driver error recorded on an application span or log record still quotes values.
         db_system = "sql"
@@ -652,7 +663,8 @@ def _scrub_span(span: ReadableSpan) -> ReadableSpan:
     changed = new_attributes is not attributes
 
     new_events = events
-    if events:
+    # The SDK's BoundedList keeps a deque: its emptiness read directly (BoundedList.__len__ is Python code).
+    if getattr(events, BOUNDED_DEQUE, events):
         rebuilt: list[Any] | None = None
         for i, event in enumerate(events):
             new_event_attrs = scrub_attributes(event.attributes, db_system)
@@ -665,7 +677,7 @@ def _scrub_span(span: ReadableSpan) -> ReadableSpan:
             changed = True
             new_events = _with_dropped_list(events, rebuilt)
     new_links = links
-    if links:
+    if getattr(links, BOUNDED_DEQUE, links):
         rebuilt = None
         for i, link in enumerate(links):
             new_link_attrs = scrub_attributes(link.attributes, None)

@@ -101,6 +101,10 @@ def _any_value(value: Any) -> bytes:
 
 _KEYS: dict[str, bytes] = {}
 _NAMES: dict[str, bytes] = {}
+# (key, short str value) -> the KeyValue's length prefix and body, whatever the repeated field's tag: the
+# messaging system, destination and operation of every message span are the same few pairs.
+_PAIRS: dict[tuple[str, str], bytes] = {}
+_PAIRS_MAX = 4096
 
 
 def _key_value(key: str, value: Any) -> bytes:  # kvlist entries (rare); span attributes use _attributes
@@ -114,13 +118,23 @@ def _key_value(key: str, value: Any) -> bytes:  # kvlist entries (rare); span at
 
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     """Repeated ``KeyValue`` under ``tag``; an attribute that cannot be encoded is skipped, like upstream."""
-    if not attributes:
+    if attributes is None:
         return b""
-    # BoundedAttributes wraps a dict: iterate that, not the generic Mapping protocol (several times faster).
-    items = getattr(attributes, BOUNDED_DICT, attributes).items()
+    # BoundedAttributes wraps a dict: iterate that, not the generic Mapping protocol (several times faster); its
+    # emptiness too (its __len__ is Python code).
+    plain = getattr(attributes, BOUNDED_DICT, attributes)
+    if not plain:
+        return b""
+    items = plain.items()
     out = []
     keys = _KEYS
+    pairs = _PAIRS
     for key, value in items:
+        if type(value) is str:  # most attributes: a repeating (key, value) pair is encoded once
+            entry = pairs.get((key, value))
+            if entry is not None:
+                out.append(tag + entry)
+                continue
         encoded_key = keys.get(key)
         if encoded_key is None:
             encoded_key = _str(b"\x0a", key)
@@ -133,8 +147,14 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
                 n = len(raw)
                 if n < 126:  # AnyValue and the value field both fit a one-byte length
                     kv = encoded_key + b"\x12" + _SMALL[n + 2] + b"\x0a" + _SMALL[n] + raw
-                else:
-                    kv = encoded_key + _ld(b"\x12", _ld(b"\x0a", raw))
+                    n = len(kv)
+                    entry = (_SMALL[n] if n < 128 else _varint(n)) + kv
+                    if len(pairs) >= _PAIRS_MAX:  # unique values (IDs) churn through: bounded, refilled by use
+                        pairs.clear()
+                    pairs[(key, value)] = entry
+                    out.append(tag + entry)
+                    continue
+                kv = encoded_key + _ld(b"\x12", _ld(b"\x0a", raw))
             elif cls is int and 0 <= value < 0x4000:  # small non-negative ints (counts, ids, codes)
                 body = b"\x18" + (_SMALL[value] if value < 128 else _varint(value))
                 kv = encoded_key + b"\x12" + _SMALL[len(body)] + body

@@ -137,6 +137,26 @@ class _Fast:
             weakref.WeakKeyDictionary())
         # (command, number of args) -> statement attributes ("GET ?"): the statement's shape
         self.statements: dict[tuple[Any, int], dict[str, Any]] = {}
+        # (id of a pool's connection attributes, command) -> (those attributes, kept so the id is not reused;
+        # the messaging span's attributes of a command carrying a message: otelkit.broker.command + server)
+        self.carried: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def carried_attributes(self, connection: dict[str, Any] | None, command: str) -> dict[str, Any]:
+        """``{otelkit.broker.command: command, server.address/port...}``, built once per connection and command.
+
+        Shared by every message: read-only for the callers (the span copies what it is given).
+        """
+        if connection is None:
+            return {_carrying.ATTR_COMMAND: command}
+        key = (id(connection), command)
+        hit = self.carried.get(key)
+        if hit is not None and hit[0] is connection:
+            return hit[1]
+        attributes = {_carrying.ATTR_COMMAND: command, **_carrying.server_attributes(connection)}
+        if len(self.carried) >= 512:  # bounded: a few pools and commands in practice
+            self.carried.clear()
+        self.carried[key] = (connection, attributes)
+        return attributes
 
     def pool(self, instance: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]] | None:
         pool = getattr(instance, "connection_pool", None)
@@ -235,10 +255,10 @@ def _carried(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
              carrying: str) -> Any:
     """The command carrying a message in an emit/receive flow: no redis span of its own."""
     pool = fast.pool(instance)
-    server = _carrying.server_attributes(pool[0]) if pool is not None else {}
     command = _command_name(args)
+    attributes = fast.carried_attributes(pool[0] if pool is not None else None, command)
     if carrying == "emit":  # inside the send span, which times it
-        _carrying.fold_emit(command, server)
+        _carrying.fold_emit(attributes)
         return wrapped(*args, **kwargs)
     parent = otel_context.get_current()
     start_ns = time.time_ns()
@@ -257,7 +277,7 @@ def _carried(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
     def emit() -> None:
         _span_after(fast, instance, args, pool, parent, start_ns, end_ns, duration, None)
 
-    _carrying.defer(_carrying.Pending(command, result, duration, server, emit))
+    _carrying.defer(_carrying.Pending(command, result, duration, attributes, emit))
     return result
 
 

@@ -46,14 +46,15 @@ _emitting: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("ot
 class Pending:
     """A pop that returned a message, timed, whose telemetry waits for ``receive()``."""
 
-    __slots__ = ("command", "duration", "emit", "result", "server")
+    __slots__ = ("attributes", "command", "duration", "emit", "result")
 
-    def __init__(self, command: str, result: Any, duration: float, server: dict[str, Any],
+    def __init__(self, command: str, result: Any, duration: float, attributes: dict[str, Any],
                  emit: Callable[[], None]) -> None:
         self.command = command
         self.result = result
         self.duration = duration
-        self.server = server
+        # ATTR_COMMAND and the server address/port for the consumer span: shared between messages, not mutated
+        self.attributes = attributes
         self.emit = emit  # makes the ordinary redis span + metric point
 
     def carries(self, carrier: object) -> bool:
@@ -124,15 +125,14 @@ def defer(pending: Pending) -> None:
                 _atexit_registered = True
 
 
-def fold_emit(command: str, server: dict[str, Any]) -> None:
+def fold_emit(attributes: dict[str, Any]) -> None:
+    """The send span takes the carrying command's ``attributes`` (ATTR_COMMAND and the server's address/port)."""
     holder = _emitting.get()
     if not holder:
         return
     scope = holder.pop()
     span = getattr(scope, "span", None)
     if span is not None:
-        attributes = {ATTR_COMMAND: command}
-        attributes.update(server)
         span.set_attributes(attributes)
 
 

@@ -932,6 +932,13 @@ class Reception(_Consumption):
             _rabbitmq_attrs(attrs, self.system, extra[2], extra[3])
         if self._attributes:
             attrs.update(self._attributes)
+        # The pop that carried this message (BRPOP...) is this operation: folded in, not traced twice. Its
+        # attributes go in with the span's own (one attribute pass, not a set_attributes after the start).
+        popped = (carrying.take_receive(self.system, self._carrier) if carrying.active or self.system == "redis"
+                  else None)
+        if popped is not None:
+            attrs.update(popped.attributes)
+            attrs[carrying.ATTR_DURATION] = popped.duration
         span = tr.start_span("process " + self.destination, span_parent, kind=SpanKind.CONSUMER, attributes=attrs,
                              links=(Link(remote),) if remote is not None else None)
         self.span = span
@@ -939,14 +946,9 @@ class Reception(_Consumption):
         self._cv_token = _current.set(self)
         metric_attrs = self._base = _metric_attrs(self.system, self.destination, "process", self.group)
         ins = self._instruments = instruments()
-        if carrying.active or self.system == "redis":
-            # The pop that carried this message (BRPOP...) is this operation: folded in, not traced twice.
-            popped = carrying.take_receive(self.system, self._carrier)
-            if popped is not None:
-                span.set_attributes({carrying.ATTR_COMMAND: popped.command, carrying.ATTR_DURATION: popped.duration,
-                                     **popped.server})
-                _compat.record_point(ins.operation_duration, popped.duration,
-                                     _metric_attrs(self.system, self.destination, "receive", self.group))
+        if popped is not None:  # recorded while the span is current: the histogram's exemplar points at it
+            _compat.record_point(ins.operation_duration, popped.duration,
+                                 _metric_attrs(self.system, self.destination, "receive", self.group))
         sent_at = self.sent_at = (_sent_at(carrier, message_id, self.system)
                                   if carrier is not None or self.system == "redis" else None)
         if sent_at is None and properties is not None:

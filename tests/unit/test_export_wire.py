@@ -117,3 +117,25 @@ def test_lone_surrogates_are_replaced_not_fatal() -> None:
     decoded = ExportTraceServiceRequest.FromString(_wire.encode_spans(keep.spans))
     span = decoded.resource_spans[0].scope_spans[0].spans[0]
     assert span.name == "file ? name" and span.attributes[0].value.string_value == "/tmp/?"
+
+
+def test_repeating_str_attributes_are_encoded_once_and_the_cache_stays_bounded(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The (key, str value) cache gives the bytes the full path gives, under any field tag, and never grows past
+    its bound (unique values such as correlation IDs clear it)."""
+    from otelkit._export import encoding
+
+    monkeypatch.setattr(encoding, "_PAIRS", {})
+    monkeypatch.setattr(encoding, "_PAIRS_MAX", 8)
+    attributes = {"messaging.system": "redis", "messaging.destination.name": "q", "n": 3, "long": "x" * 200}
+    first = encoding._attributes(b"\x4a", attributes)
+    assert set(encoding._PAIRS) == {("messaging.system", "redis"), ("messaging.destination.name", "q")}
+    assert encoding._attributes(b"\x4a", attributes) == first
+    warm = encoding._attributes(b"\x1a", attributes)  # the cached pairs under another field's tag
+    monkeypatch.setattr(encoding, "_PAIRS", {})
+    assert warm == encoding._attributes(b"\x1a", attributes) != first
+    for i in range(50):
+        unique = {"id": f"{i:032x}", "messaging.system": "redis"}
+        expected = encoding._key_value("id", f"{i:032x}")
+        got = encoding._attributes(b"\x4a", unique)
+        assert got.startswith(b"\x4a" + bytes([len(expected)]) + expected)
+        assert len(encoding._PAIRS) <= 8

@@ -8,6 +8,7 @@ below runs through both and compares what is recorded.
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 from collections import deque
 from collections.abc import Callable
@@ -226,11 +227,21 @@ def _lean_cases() -> list[tuple[str, dict[str, Any], Any]]:
         ("a str subclass value alone", {"attributes": {"s": Color("c"), "a": "b"}}, None),
         ("one long string alone", {"attributes": {"s": "x" * 11, "a": "b"}}, SpanLimits(max_span_attribute_length=10)),
         ("links", {"links": [link, None]}, None),
+        # one link without attributes (a consumer span's link to its producer) takes a shortcut of its own
+        ("one link without attributes", {"links": [trace.Link(SpanContext(0x42, 0x43, is_remote=True))]}, None),
+        ("one link without attributes, link limit 1", {"links": [trace.Link(SpanContext(0x42, 0x43, is_remote=True))]},
+         SpanLimits(max_links=1, max_link_attributes=2, max_attribute_length=9)),
+        ("one link without attributes, link limit 0", {"links": [trace.Link(SpanContext(0x42, 0x43, is_remote=True))]},
+         SpanLimits(max_links=0)),
+        ("one link to an invalid context", {"links": [trace.Link(trace.INVALID_SPAN_CONTEXT)]}, None),
+        ("one link with empty attributes", {"links": [trace.Link(SpanContext(0x42, 0x43, is_remote=True), {})]}, None),
         ("explicit empty context", {"context": Context()}, None),
     ]
 
 
 def _run_lean_case(start: Callable[..., Any], recorder: _Recorder, kwargs: dict[str, Any], seed: int) -> Any:
+    if kwargs.get("links"):  # the SDK sets each link's attributes: every run gets links as the case made them
+        kwargs = {**kwargs, "links": [copy.copy(link) for link in kwargs["links"]]}
     random.seed(seed)
     span = start("op", **kwargs)
     if span.is_recording():
