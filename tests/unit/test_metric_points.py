@@ -130,10 +130,9 @@ def _assert_same(run: Callable[[_Side], None], **kwargs: Any) -> list[tuple[Any,
     return exported
 
 
-def test_the_fast_path_is_taken_on_a_verified_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _compat.points_fast() is VERIFIED
-    if not VERIFIED:
-        pytest.skip(f"SDK {sdk_version}: points take the SDK path")
+def _spy_on_consume(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The measurements that go through the SDK's ``SynchronousMeasurementConsumer`` from now on (the remembered
+    path stands in for it)."""
     calls: list[object] = []
     sdk_consume = SynchronousMeasurementConsumer.consume_measurement
 
@@ -142,6 +141,14 @@ def test_the_fast_path_is_taken_on_a_verified_sdk(monkeypatch: pytest.MonkeyPatc
         sdk_consume(self, measurement)
 
     monkeypatch.setattr(SynchronousMeasurementConsumer, "consume_measurement", spy)
+    return calls
+
+
+def test_the_fast_path_is_taken_on_a_verified_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _compat.points_fast() is VERIFIED
+    if not VERIFIED:
+        pytest.skip(f"SDK {sdk_version}: points take the SDK path")
+    calls = _spy_on_consume(monkeypatch)
     side = _Side(True)
     side.add(1, QUEUE_A)
     side.record(0.2, QUEUE_A)
@@ -155,14 +162,7 @@ def test_an_unverified_sdk_takes_the_sdk_path(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(_compat, "sdk_version", lambda: "1.40.0")
     _compat.reset_points()
     assert not _compat.points_fast()
-    calls: list[object] = []
-    sdk_consume = SynchronousMeasurementConsumer.consume_measurement
-
-    def spy(self: Any, measurement: Any) -> None:
-        calls.append(measurement)
-        sdk_consume(self, measurement)
-
-    monkeypatch.setattr(SynchronousMeasurementConsumer, "consume_measurement", spy)
+    calls = _spy_on_consume(monkeypatch)
     _assert_same(_sequence)
     assert len(calls) == 2 * (4 * (2 * len(SETS) + 3))  # every point of both sides went through the SDK
 
@@ -373,14 +373,7 @@ def test_an_up_down_counter_takes_the_remembered_path(monkeypatch: pytest.Monkey
     side = _Side(True)
     active: Any = side.provider.get_meter("m").create_up_down_counter("http.server.active_requests")
     _compat.add_point(active, 1, QUEUE_A)  # learnt: through the SDK's streams once
-    calls: list[object] = []
-    sdk_consume = SynchronousMeasurementConsumer.consume_measurement
-
-    def spy(self: Any, measurement: Any) -> None:
-        calls.append(measurement)
-        sdk_consume(self, measurement)
-
-    monkeypatch.setattr(SynchronousMeasurementConsumer, "consume_measurement", spy)
+    calls = _spy_on_consume(monkeypatch)
     _compat.add_point(active, -1, QUEUE_A, trace.set_span_in_context(INVALID_SPAN))
     assert calls == []
     point = next(m for m in _exported(side.reader) if m[1] == "http.server.active_requests")[5][0]
