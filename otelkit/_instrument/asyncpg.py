@@ -39,7 +39,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as trace_api
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otelkit import _scrub
+from otelkit import _compat, _scrub
 from otelkit._instrument import _common, _db_pools, _lazy, _sql
 from otelkit._status import IntegrationStatus
 
@@ -54,8 +54,14 @@ _COPY_METHODS = ("copy_to_table", "copy_records_to_table", "copy_from_table", "c
 _state: dict[str, Any] = {}
 _tracer = _common.FOLLOWING_TRACER_PROVIDER.get_tracer(SCOPE)
 _statements: dict[str, tuple[str, str, str | None]] = {}  # query -> (operation, scrubbed text, collection)
-_connections: weakref.WeakKeyDictionary[Any, tuple[dict[str, Any], dict[Any, dict[str, Any]]]] = (
-    weakref.WeakKeyDictionary())
+# connection -> (span attributes without the statement, metric attribute sets by (operation, collection, error
+# type), span attribute sets by query: (operation, collection, span attributes))
+_ConnectionInfo = tuple[dict[str, Any], dict[Any, dict[str, Any]],
+                        dict[str, tuple[str, str | None, dict[str, Any]]]]
+_connections: weakref.WeakKeyDictionary[Any, _ConnectionInfo] = weakref.WeakKeyDictionary()
+# The last connection seen: (a weak reference to it, its info); skips the weak-dictionary lookup per statement.
+_last: tuple[Any, _ConnectionInfo | None] = (lambda: None, None)
+_SETS_MAX = 256  # span/metric attribute sets kept per connection (statements and operations are mostly constants)
 
 
 def is_on() -> bool:
@@ -63,7 +69,11 @@ def is_on() -> bool:
     return bool(_state.get("wrapped"))
 
 
-def _connection_info(conn: Any) -> tuple[dict[str, Any], dict[Any, dict[str, Any]]]:
+def _connection_info(conn: Any) -> _ConnectionInfo:
+    global _last
+    last = _last
+    if conn is not None and last[0]() is conn and last[1] is not None:
+        return last[1]
     info = _connections.get(conn)
     if info is None:
         attributes: dict[str, Any] = {"db.system.name": "postgresql"}
@@ -76,12 +86,32 @@ def _connection_info(conn: Any) -> tuple[dict[str, Any], dict[Any, dict[str, Any
             attributes["server.port"] = int(addr[1])
         elif isinstance(addr, str):
             attributes["server.address"] = addr
-        info = (attributes, {})
+        info = (attributes, {}, {})
         try:
             _connections[conn] = info
         except TypeError:
-            pass
+            return info
+    try:
+        _last = (weakref.ref(conn), info)
+    except TypeError:
+        pass
     return info
+
+
+def _span_set(info: _ConnectionInfo, statement: tuple[str, str, str | None],
+              query: str | None) -> tuple[str, str | None, dict[str, Any]]:
+    """(operation, collection, span attributes) of a statement on the connection of ``info``; kept by ``query``."""
+    operation, text, collection = statement
+    attributes = dict(info[0])
+    attributes["db.query.text"] = text
+    if operation:
+        attributes["db.operation.name"] = operation
+    if collection is not None:
+        attributes["db.collection.name"] = collection
+    found = (operation, collection, attributes)
+    if query is not None and len(info[2]) < _SETS_MAX:
+        info[2][query] = found
+    return found
 
 
 def _statement(query: Any) -> tuple[str, str, str | None]:
@@ -125,13 +155,14 @@ async def _traced(conn: Any, query: Any, wrapped: Any, args: tuple[Any, ...], kw
                   statement: tuple[str, str, str | None] | None = None, quiet: bool = False) -> Any:
     """One CLIENT span + one duration point around ``wrapped``; ``quiet``: asyncpg's own statements inside untraced."""
     info = _connection_info(conn)
-    operation, text, collection = _statement(query) if statement is None else statement
-    attributes = dict(info[0])
-    attributes["db.query.text"] = text
-    if operation:
-        attributes["db.operation.name"] = operation
-    if collection is not None:
-        attributes["db.collection.name"] = collection
+    if statement is not None:  # a copy: its own text, not kept by query
+        operation, collection, attributes = _span_set(info, statement, None)
+    else:
+        found = info[2].get(query) if type(query) is str else None
+        if found is None:
+            found = _span_set(info, _statement(query), query if type(query) is str else None)
+        operation, collection, attributes = found
+    # The kept dict is shared by every span of the statement: nothing here mutates it (the span copies it)
     span = _tracer.start_span(operation or "postgresql", kind=SpanKind.CLIENT, attributes=attributes)
     token = otel_context.attach(trace_api.set_span_in_context(span))
     start = time.perf_counter()
@@ -160,9 +191,9 @@ async def _traced(conn: Any, query: Any, wrapped: Any, args: tuple[Any, ...], kw
                     metric["db.collection.name"] = bounded
                 if error is not None:
                     metric["error.type"] = key[2]
-                if len(info[1]) < 256:
+                if len(info[1]) < _SETS_MAX:
                     info[1][key] = metric
-            _common.instruments().db_duration.record(time.perf_counter() - start, metric)
+            _compat.record_point(_common.instruments().db_duration, time.perf_counter() - start, metric)
         except Exception:
             pass
         otel_context.detach(token)

@@ -27,7 +27,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otelkit import _scrub
+from otelkit import _compat, _scrub
 from otelkit._instrument import _common, _db_pools, _lazy, _sql
 from otelkit._status import IntegrationStatus
 
@@ -39,9 +39,15 @@ _state: dict[str, Any] = {}
 _tracer = _common.FOLLOWING_TRACER_PROVIDER.get_tracer(SCOPE)
 # Metric attributes by (operation, collection, error type).
 _MetricSets = dict[tuple[str, str | None, str | None], dict[str, Any]]
-# engine -> (span attributes without the statement, metric attributes)
-_engines: weakref.WeakKeyDictionary[Any, tuple[dict[str, Any], _MetricSets]] = (
-    weakref.WeakKeyDictionary())
+# Span attributes and what the point needs, by statement text: (operation, collection, span attributes).
+_SpanSets = dict[str, tuple[str, str | None, dict[str, Any]]]
+_EngineInfo = tuple[dict[str, Any], _MetricSets, _SpanSets]
+# engine -> (span attributes without the statement, metric attribute sets, span attribute sets)
+_engines: weakref.WeakKeyDictionary[Any, _EngineInfo] = weakref.WeakKeyDictionary()
+# The last engine seen: (a weak reference to it, its pool then, its info). Statements mostly come from one
+# engine, so this skips the two weak-dictionary lookups (engine info, pool registered) per statement.
+_last: tuple[Any, Any, _EngineInfo | None] = (lambda: None, None, None)
+_SETS_MAX = 256  # span/metric attribute sets kept per engine (statements and operations are mostly constants)
 _traced_types: dict[type, bool] = {}
 _operations: dict[str, tuple[str, str, str | None]] = {}  # statement -> (operation, scrubbed text, collection)
 
@@ -72,7 +78,12 @@ def _pool_measures(pool: Any) -> tuple[str, int, int, int | None, int | None] | 
     return name, int(pool.checkedin()), max(int(pool.checkedout()), 0), None, None
 
 
-def _engine_info(engine: Any) -> tuple[dict[str, Any], _MetricSets]:
+def _engine_info(engine: Any) -> _EngineInfo:
+    global _last
+    last = _last
+    pool = engine.pool
+    if last[0]() is engine and last[1] is pool and last[2] is not None:
+        return last[2]
     info = _engines.get(engine)
     if info is None:
         url = engine.url
@@ -83,13 +94,13 @@ def _engine_info(engine: Any) -> tuple[dict[str, Any], _MetricSets]:
             attributes["server.address"] = str(url.host)
         if url.port:
             attributes["server.port"] = int(url.port)
-        info = (attributes, {})
+        info = (attributes, {}, {})
         _engines[engine] = info
-    pool = engine.pool
     names = _state.setdefault("pool_names", weakref.WeakKeyDictionary())
     if pool not in names:
         names[pool] = engine.url.render_as_string(hide_password=True)
         _db_pools.register(NAME, pool, _pool_measures)
+    _last = (weakref.ref(engine), pool, info)
     return info
 
 
@@ -107,6 +118,21 @@ def _statement(statement: str) -> tuple[str, str, str | None]:
     return found
 
 
+def _span_set(info: _EngineInfo, statement: str) -> tuple[str, str | None, dict[str, Any]]:
+    """(operation, collection, span attributes) of ``statement`` on the engine of ``info``; kept (bounded)."""
+    operation, text, collection = _statement(statement)
+    attributes = dict(info[0])
+    attributes["db.query.text"] = text
+    if operation:
+        attributes["db.operation.name"] = operation
+    if collection is not None:
+        attributes["db.collection.name"] = collection
+    found = (operation, collection, attributes)
+    if len(info[2]) < _SETS_MAX:
+        info[2][statement] = found
+    return found
+
+
 def _before(conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool) -> None:
     try:
         if context is None or not _common.instrumentation_enabled():
@@ -115,13 +141,13 @@ def _before(conn: Any, cursor: Any, statement: Any, parameters: Any, context: An
         info = _engine_info(engine)
         if _driver_traces(engine, cursor):
             return
-        operation, text, collection = _statement(statement if isinstance(statement, str) else str(statement))
-        attributes = dict(info[0])
-        attributes["db.query.text"] = text
-        if operation:
-            attributes["db.operation.name"] = operation
-        if collection is not None:
-            attributes["db.collection.name"] = collection
+        if not isinstance(statement, str):
+            statement = str(statement)
+        found = info[2].get(statement)
+        if found is None:
+            found = _span_set(info, statement)
+        operation, collection, attributes = found
+        # The kept dict is shared by every span of the statement: nothing here mutates it (the span copies it)
         span = _tracer.start_span(operation or attributes["db.system.name"], kind=SpanKind.CLIENT,
                                   attributes=attributes)
         context._otelkit = (span, time.perf_counter(), info, operation, collection)
@@ -149,9 +175,9 @@ def _finish(context: Any, error: BaseException | None) -> None:
                 attributes["db.collection.name"] = bounded
             if error_type is not None:
                 attributes["error.type"] = error_type
-            if len(info[1]) < 256:
+            if len(info[1]) < _SETS_MAX:
                 info[1][key] = attributes
-        _common.instruments().db_duration.record(elapsed, attributes)
+        _compat.record_point(_common.instruments().db_duration, elapsed, attributes)
         if error is not None and span.is_recording():
             span.set_attribute("error.type", error_type)
             span.set_status(Status(StatusCode.ERROR, _scrub.scrub_db_message(f"{type(error).__name__}: {error}")))

@@ -157,3 +157,41 @@ def test_copy_methods_one_span_each_no_data_or_literals(dsn: str, tmp_path: Any)
             await conn.close()
 
     asyncio.run(main())
+
+
+def test_kept_attribute_sets_stay_with_their_connection_and_statement(dsn: str) -> None:
+    """Span and metric attribute sets are kept per connection and statement: interleaving two connections (two
+    databases) and several statements, each span and point carries its own connection's and statement's."""
+    other_dsn = dsn.rsplit("/", 1)[0] + "/postgres"
+    # query -> (scrubbed text, table, error type)
+    queries = {"SELECT 1": ("SELECT ?", None, None),
+               "SELECT relname FROM pg_class WHERE relname = 'x'": (
+                   "SELECT relname FROM pg_class WHERE relname = ?", "pg_class", None),
+               "SELECT 2 FROM pg_namespace": ("SELECT ? FROM pg_namespace", "pg_namespace", None),
+               "SELECT * FROM otelkit_no_such_table_apg": (
+                   "SELECT * FROM otelkit_no_such_table_apg", "otelkit_no_such_table_apg", "UndefinedTableError")}
+
+    async def main() -> None:
+        conn_test, conn_postgres = await asyncpg.connect(dsn), await asyncpg.connect(other_dsn)
+        try:
+            for _round in range(2):  # the second round is served from the kept sets
+                for query in queries:
+                    for conn in (conn_test, conn_postgres, conn_test):
+                        try:
+                            await conn.fetch(query)
+                        except asyncpg.UndefinedTableError:
+                            pass
+        finally:
+            await conn_test.close()
+            await conn_postgres.close()
+
+    with instrumented(instrument=["asyncpg"]) as t:
+        asyncio.run(main())
+        seen = [(s.attributes["db.namespace"], s.attributes["db.query.text"], s.attributes.get("db.collection.name"),
+                 s.attributes.get("error.type")) for s in _spans(t)]
+        assert seen == [(db, *queries[query]) for _round in range(2) for query in queries
+                        for db in ("test", "postgres", "test")]
+        points = {(a["db.namespace"], a.get("db.collection.name"), a.get("error.type")): p.count
+                  for a, p, _u in t.points(_names.DB_CLIENT_DURATION.name)}
+        assert points == {(db, table, error): 2 * calls for db, calls in (("test", 2), ("postgres", 1))
+                          for _text, table, error in queries.values()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -118,3 +119,40 @@ def test_async_engine_one_span_per_statement(postgres_dsn: str, driver: str) -> 
         scope = "otelkit.instrument.asyncpg" if driver == "asyncpg" else "opentelemetry.instrumentation.psycopg"
         assert {s.instrumentation_scope.name for s in mine} == {scope}
         assert all(SECRET not in s.attributes["db.query.text"] for s in mine)
+
+
+def test_kept_attribute_sets_stay_with_their_engine_and_statement(tmp_path: Path) -> None:
+    """Span and metric attribute sets are kept per engine and statement: interleaving two engines (two
+    databases) and several statements, each span and point carries its own engine's and statement's."""
+    paths = {"a": str(tmp_path / "a.db"), "b": str(tmp_path / "b.db")}
+    # statement -> (scrubbed text, table, error type)
+    statements = {"SELECT 1": ("SELECT ?", None, None),
+                  "SELECT v FROM t WHERE v = 'x'": ("SELECT v FROM t WHERE v = ?", "t", None),
+                  "SELECT 2 FROM u": ("SELECT ? FROM u", "u", None),
+                  "SELECT * FROM no_such_table": ("SELECT * FROM no_such_table", "no_such_table",
+                                                  "OperationalError")}
+    engines = {name: sa.create_engine(f"sqlite:///{path}") for name, path in paths.items()}
+    for engine in engines.values():
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE t (v text)"))
+            conn.execute(sa.text("CREATE TABLE u (v text)"))
+    with instrumented(instrument=DRIVERS) as t:
+        for _round in range(2):  # the second round is served from the kept sets
+            for statement in statements:
+                for name in ("a", "b", "a"):
+                    with engines[name].connect() as conn:
+                        try:
+                            conn.execute(sa.text(statement)).fetchall()
+                        except sa.exc.OperationalError:
+                            pass
+            engines["a"].dispose()  # a new pool under the same engine: its sets stay the engine's
+        seen = [(s.attributes["db.namespace"], s.attributes["db.query.text"], s.attributes.get("db.collection.name"),
+                 s.attributes.get("error.type")) for s in _spans(t)]
+        assert seen == [(paths[name], *statements[statement]) for _round in range(2) for statement in statements
+                        for name in ("a", "b", "a")]
+        points = {(a["db.namespace"], a.get("db.collection.name"), a.get("error.type")): p.count
+                  for a, p, _u in t.points(_names.DB_CLIENT_DURATION.name)}
+        assert points == {(paths[name], table, error): 2 * calls for name, calls in (("a", 2), ("b", 1))
+                          for _text, table, error in statements.values()}
+    for engine in engines.values():
+        engine.dispose()
