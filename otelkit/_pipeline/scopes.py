@@ -166,7 +166,9 @@ def _sent_at(carrier: Any, message_id: str | None, system: str, header: str = _S
     sent: float | None = None
     if carrier is not None:
         try:
-            ms = _parse_number(carriers.get_raw(carrier, header))
+            raw = carriers.get_raw(carrier, header)
+            # an absent header (a first send has no enqueued-at) is None without the parse and decode calls
+            ms = _parse_number(raw) if raw is not None else None
         except Exception:
             ms = None
         if ms is not None:
