@@ -160,6 +160,26 @@ def _attributes(server: dict[str, Any], task_name: object) -> dict[str, Any]:
     return attrs
 
 
+_scopes: list[Any] = []  # [the pipeline scopes module, its Emission subclass for Celery], once imported
+
+
+def _pipeline() -> Any:
+    """``otelkit._pipeline.scopes``, imported at the first task rather than per signal (``from package import
+    module`` runs importlib's ``_handle_fromlist`` each time) and not at otelkit's import (the SDK it loads)."""
+    if not _scopes:
+        from otelkit._pipeline import scopes
+
+        class _TaskEmission(scopes.Emission):
+            """A task's publish: the task id already travels in Celery's own ``id`` header and the worker hands
+            it to the Reception, so otelkit's message-ID header would be a duplicate."""
+
+            __slots__ = ()
+            _id_header = False
+
+        _scopes[:] = [scopes, _TaskEmission]
+    return _scopes
+
+
 def _current_app() -> Any:
     proxy = _state.get("current_app")
     if proxy is None:
@@ -189,8 +209,7 @@ def _before_publish(sender: Any = None, body: Any = None, exchange: Any = None, 
             return
         lift = _suppress(False)  # the result backend is quiet, its publish (a chord's callback) is not
     try:
-        from otelkit._pipeline import scopes
-
+        scopes, emission_class = _pipeline()
         task_id = headers.get("id")
         destination = routing_key if isinstance(routing_key, str) and routing_key else (
             exchange if isinstance(exchange, str) and exchange else "celery")
@@ -206,7 +225,7 @@ def _before_publish(sender: Any = None, body: Any = None, exchange: Any = None, 
         running = scopes.current_message()
         original = getattr(running, "sent_at", None) if (
             running is not None and getattr(running, "message_id", None) == task_id) else None
-        emission = scopes.Emission(destination, carrier, system=system,
+        emission = emission_class(destination, carrier, system=system,
                                    message_id=task_id if isinstance(task_id, str) else None,
                                    attempt=retries + 1 if retries else None, attributes=attrs)
         emission.__enter__()
@@ -309,7 +328,7 @@ def _beat_apply(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict
 def _quiet_backend(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """A result backend call: Celery's own bookkeeping (SETEX/PUBLISH of a result, chord counters, the
     caller's SUBSCRIBE for its results), no span of its own; a publish inside stays traced."""
-    if not _enabled or _in_backend.get():
+    if not _enabled or type(instance) is _state.get("disabled_backend") or _in_backend.get():
         return wrapped(*args, **kwargs)
     flag = _in_backend.set(True)
     token = _suppress(True)
@@ -381,8 +400,7 @@ def _prerun(sender: Any = None, task_id: Any = None, task: Any = None, **_kwargs
     if not _enabled or task is None or not isinstance(task_id, str) or _contrib_active():
         return
     try:
-        from otelkit._pipeline import scopes
-
+        scopes = _pipeline()[0]
         request = task.request
         delivery = getattr(request, "delivery_info", None) or {}
         destination = delivery.get("routing_key") or delivery.get("exchange") or "celery"
@@ -554,6 +572,9 @@ def _apply() -> None:
     for owner, name, wrapper in targets:
         _common.wrap(owner, name, wrapper)
     _state["patched"] = [(owner, name) for owner, name, _ in targets]
+    # No result backend configured (``task_ignore_result`` apps, the default without ``result_backend``): its
+    # methods store nothing and talk to no broker, so there is nothing to suppress around them (two calls a task).
+    _state["disabled_backend"] = getattr(base, "DisabledBackend", None)
     # Loaded only by the processes that use them (a Redis result backend, ``celery beat``). Their own
     # owner key: a hook still waiting for ``celery.beat`` must not read as celery itself waiting.
     for module, patch in (("celery.backends.redis", _patch_redis_backend), ("celery.beat", _patch_beat)):

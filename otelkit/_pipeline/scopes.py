@@ -166,7 +166,9 @@ def _sent_at(carrier: Any, message_id: str | None, system: str, header: str = _S
     sent: float | None = None
     if carrier is not None:
         try:
-            ms = _parse_number(carriers.get_raw(carrier, header))
+            raw = carriers.get_raw(carrier, header)
+            # an absent header (a first send has no enqueued-at) is None without the parse and decode calls
+            ms = _parse_number(raw) if raw is not None else None
         except Exception:
             ms = None
         if ms is not None:
@@ -464,6 +466,10 @@ class Emission(_Scope):
 
     __slots__ = ("_attributes", "_carry", "_explicit_cid", "_retry_of", "_server", "_started_id", "_t0", "_token",
                  "attempt", "correlation_id", "destination", "headers", "message_id", "routing_key", "span", "system")
+    # Whether a message ID given up front also travels in otelkit's message-ID header. An integration whose
+    # broker message already carries the ID, and whose consumer hands it to Reception (Celery's task id), sets
+    # False in a subclass: the span attribute is the same, the header would be a duplicate.
+    _id_header = True
 
     def __init__(self, destination: str, carrier: Any = None, *, system: str, message_id: object = None,
                  correlation_id: str | None = None, attempt: int | None = None,
@@ -570,7 +576,7 @@ class Emission(_Scope):
             carriers.set_header(headers, _CORRELATION_HEADER, cid)
         if self.attempt is not None:
             carriers.set_header(headers, _ATTEMPT, str(int(self.attempt)))
-        if message_id is not None:
+        if message_id is not None and self._id_header:
             carriers.set_header(headers, MESSAGE_ID_HEADER, message_id[:256])
 
     def _retry_from(self, retry_of: object, cid: str | None,

@@ -176,3 +176,53 @@ def test_a_failed_publish_ends_its_span_and_leaves_no_context_behind(otelkit_cap
     (send,) = [s for s in otelkit_capture.spans if s.name == "send q-failed"]
     assert send.status.status_code.name == "ERROR"
     assert send.attributes["server.address"] == "127.0.0.1" and send.attributes["server.port"] == 1
+
+
+def test_a_task_message_carries_its_id_once_and_each_task_its_own_attributes(
+        otelkit_capture: CapturedTelemetry) -> None:
+    from otelkit._pipeline.scopes import MESSAGE_ID_HEADER
+
+    _instrument.instrument_all(resolve(instrument=["celery"], system_metrics=False), None, None)
+    app = _app()
+    queue = f"q-{uuid.uuid4().hex[:6]}"
+    with app.connection_for_write() as conn:
+        ok = app.send_task("t.ok", args=["x"], queue=queue, connection=conn)
+        flaky = app.send_task("t.flaky", queue=queue, connection=conn)
+    with app.connection_for_read() as conn:
+        simple = conn.SimpleQueue(queue, no_ack=False)
+        messages = [simple.get(timeout=5) for _ in range(2)]
+        for message in messages:
+            # Celery's own ``id`` header carries the task id: otelkit adds no second copy of it
+            assert MESSAGE_ID_HEADER not in message.headers and message.headers["id"] in (ok.id, flaky.id)
+            message.requeue()
+    _run_one(app, queue)
+    _run_one(app, queue)  # t.flaky retries: its re-publish and that run are not needed here
+    spans = [s for s in otelkit_capture.spans if s.name in (f"send {queue}", f"process {queue}")]
+    by_id: dict[str, set[object]] = {}
+    for span in spans:
+        by_id.setdefault(str(span.attributes["messaging.message.id"]), set()).add(span.attributes["celery.task_name"])
+    # the span still names its message, and one task's name never appears on another's spans
+    assert by_id[ok.id] == {"t.ok"} and by_id[flaky.id] == {"t.flaky"}
+    assert {s.kind.name for s in spans if s.attributes["messaging.message.id"] == ok.id} == {"PRODUCER", "CONSUMER"}
+
+
+def test_backend_calls_run_suppressed_except_the_disabled_backend() -> None:
+    from celery.backends.base import DisabledBackend
+
+    from otelkit._instrument import _common
+    from otelkit._instrument import celery as integration
+
+    _instrument.instrument_all(resolve(instrument=["celery"], system_metrics=False), None, None)
+
+    class Stored(DisabledBackend):  # stands in for a backend that stores (another type than the disabled one)
+        pass
+
+    app = _app()
+
+    def seen(*_args: Any, **_kwargs: Any) -> bool:
+        return _common.instrumentation_enabled()
+
+    # No result backend: nothing to suppress; any other backend's bookkeeping runs suppressed, then restored.
+    assert integration._quiet_backend(seen, DisabledBackend(app), (), {}) is True
+    assert integration._quiet_backend(seen, Stored(app), (), {}) is False
+    assert _common.instrumentation_enabled()
