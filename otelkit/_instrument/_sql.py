@@ -20,6 +20,8 @@ seen in this process (tables made per tenant or per day), further names go on sp
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 _IDENT = r'(?:"[^"]{1,128}"|[A-Za-z_][\w$]*)'
 _REFERENCE = re.compile(rf"\b(FROM|INTO|UPDATE|JOIN|USING|TABLE)\s+({_IDENT}(?:\s*\.\s*{_IDENT}){{0,2}})", re.I)
@@ -85,3 +87,15 @@ def for_metric(name: str | None) -> str | None:
         _metric_names.add(name)
         return name
     return None
+
+
+def span_attributes(base: Mapping[str, Any], text: str, operation: str, collection: str | None) -> dict[str, Any]:
+    """A statement's client span attributes: the connection's ``base`` ones, the (scrubbed) query text, and the
+    operation and collection when known. A new dict: callers keep it per statement and never change it after."""
+    attributes = dict(base)
+    attributes["db.query.text"] = text
+    if operation:
+        attributes["db.operation.name"] = operation
+    if collection is not None:
+        attributes["db.collection.name"] = collection
+    return attributes

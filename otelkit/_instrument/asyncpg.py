@@ -102,13 +102,7 @@ def _span_set(info: _ConnectionInfo, statement: tuple[str, str, str | None],
               query: str | None) -> tuple[str, str | None, dict[str, Any]]:
     """(operation, collection, span attributes) of a statement on the connection of ``info``; kept by ``query``."""
     operation, text, collection = statement
-    attributes = dict(info[0])
-    attributes["db.query.text"] = text
-    if operation:
-        attributes["db.operation.name"] = operation
-    if collection is not None:
-        attributes["db.collection.name"] = collection
-    found = (operation, collection, attributes)
+    found = (operation, collection, _sql.span_attributes(info[0], text, operation, collection))
     if query is not None and len(info[2]) < _SETS_MAX:
         info[2][query] = found
     return found

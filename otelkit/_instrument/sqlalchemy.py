@@ -121,13 +121,7 @@ def _statement(statement: str) -> tuple[str, str, str | None]:
 def _span_set(info: _EngineInfo, statement: str) -> tuple[str, str | None, dict[str, Any]]:
     """(operation, collection, span attributes) of ``statement`` on the engine of ``info``; kept (bounded)."""
     operation, text, collection = _statement(statement)
-    attributes = dict(info[0])
-    attributes["db.query.text"] = text
-    if operation:
-        attributes["db.operation.name"] = operation
-    if collection is not None:
-        attributes["db.collection.name"] = collection
-    found = (operation, collection, attributes)
+    found = (operation, collection, _sql.span_attributes(info[0], text, operation, collection))
     if len(info[2]) < _SETS_MAX:
         info[2][statement] = found
     return found
